@@ -1,0 +1,164 @@
+//! The backend trait: bytes in, bytes out, with expiry.
+//!
+//! A backend stores opaque byte values under final string keys (prefix and version are already
+//! applied by [`Cache`](crate::Cache)). Everything typed, every default and every timeout rule
+//! lives above this trait, so a new backend is one small module. Most methods have a default
+//! built on the required ones; a backend overrides them where its server has a native (faster or
+//! atomic) command.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::error::Result;
+use crate::timeout::{Expiry, Ttl};
+
+/// A stream of stored keys, as returned by [`Backend::scan`].
+pub type KeyStream = BoxStream<'static, Result<String>>;
+
+/// A cache backend: the storage under a [`Cache`](crate::Cache).
+///
+/// Keys are the *final* keys (`prefix:version:key`). Values are encoded entries (see
+/// [`entry`](crate::entry)); a backend never looks inside them, except that an entry holding an
+/// integer is stored as its ASCII decimal digits so that [`incr`](Backend::incr) can use the
+/// server's native command.
+///
+/// Every backend passes the conformance suite in `webcache-testkit`.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// A short name for logs and errors: `locmem`, `redis`, `memcached`, ...
+    fn name(&self) -> &'static str;
+
+    /// Which keys this backend can store as they are. [`Cache`](crate::Cache) checks keys
+    /// against these rules and rejects (or hashes, if configured) keys that break them.
+    fn key_rules(&self) -> KeyRules {
+        KeyRules::ANY
+    }
+
+    /// The value under `key`, or `None` when missing or expired.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Stores `value` under `key`, replacing any older value.
+    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()>;
+
+    /// Stores `value` only if `key` is absent (or expired). Returns whether it stored it.
+    async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool>;
+
+    /// Removes `key`. Returns whether something was removed.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Gives `key` a new expiry. Returns `false` when the key is missing.
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool>;
+
+    /// Atomically adds `delta` to the integer under `key`, keeping its expiry, and returns the
+    /// new value. Fails with [`Error::KeyNotFound`](crate::Error::KeyNotFound) when the key is
+    /// missing and [`Error::NotAnInteger`](crate::Error::NotAnInteger) when the value is not the
+    /// ASCII decimal form of an `i64`.
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64>;
+
+    /// The remaining lifetime of `key`.
+    async fn ttl(&self, key: &str) -> Result<Ttl>;
+
+    /// Removes every key that starts with `prefix`, or every key of this backend when `prefix`
+    /// is `None`. Removing only the cache's own prefix lets several caches share one server.
+    async fn clear(&self, prefix: Option<&str>) -> Result<()>;
+
+    /// The stored keys that match the glob `pattern` (`*`, `?`, `[abc]`, `\` escapes, as in
+    /// Redis). The order is unspecified. Backends whose protocol cannot list keys return
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    fn scan(&self, pattern: &str) -> KeyStream;
+
+    /// Entry count, size and backend-specific figures, where the backend can tell.
+    async fn stats(&self) -> Result<BackendStats>;
+
+    /// Several values at once; the result has one slot per key, in order.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
+    /// Several values at once, all with the same expiry.
+    async fn set_many(&self, entries: Vec<(String, Bytes)>, expiry: Expiry) -> Result<()> {
+        for (key, value) in entries {
+            self.set(&key, value, expiry).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes several keys; returns how many were removed.
+    async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        let mut removed = 0;
+        for key in keys {
+            removed += u64::from(self.delete(key).await?);
+        }
+        Ok(removed)
+    }
+
+    /// Whether `key` is present and not expired.
+    async fn has_key(&self, key: &str) -> Result<bool> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    /// Releases connections and background tasks. The default does nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Which keys a backend can store unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRules {
+    /// The longest final key, in bytes.
+    pub max_len: Option<usize>,
+    /// Whether spaces and control characters are refused.
+    pub no_whitespace_or_control: bool,
+}
+
+impl KeyRules {
+    /// Any non-empty string is a valid key (locmem, Redis, databases, files).
+    pub const ANY: KeyRules = KeyRules {
+        max_len: None,
+        no_whitespace_or_control: false,
+    };
+    /// Memcached's text protocol: at most 250 bytes, no spaces or control characters.
+    pub const MEMCACHED: KeyRules = KeyRules {
+        max_len: Some(250),
+        no_whitespace_or_control: true,
+    };
+
+    /// Why `key` breaks these rules, or `None` if it is fine.
+    pub fn violation(&self, key: &str) -> Option<String> {
+        if let Some(max) = self.max_len {
+            if key.len() > max {
+                return Some(format!(
+                    "it is {} bytes long after the prefix and version are applied; this backend accepts at most {max}",
+                    key.len()
+                ));
+            }
+        }
+        if self.no_whitespace_or_control {
+            if let Some(c) = key.chars().find(|c| c.is_whitespace() || c.is_control()) {
+                return Some(format!(
+                    "it contains {c:?}; this backend refuses spaces and control characters"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// What a backend can tell about itself for `webcache stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendStats {
+    /// Number of entries (possibly approximate), where known.
+    pub entries: Option<u64>,
+    /// Bytes used by entries (keys and values), where known.
+    pub bytes: Option<u64>,
+    /// Further figures in the backend's own words (`used_memory`, `curr_items`, ...).
+    pub extra: Vec<(String, String)>,
+}

@@ -1,0 +1,10 @@
+//! The backends that need no server: [`LocMem`] (the embedded default) and [`Dummy`].
+//!
+//! Server backends (Redis, Memcached, databases, files) live in their own crates and are
+//! enabled by features of the `webcache` crate.
+
+mod dummy;
+mod locmem;
+
+pub use dummy::Dummy;
+pub use locmem::{LocMem, LocMemConfig, DEFAULT_MAX_ENTRIES};

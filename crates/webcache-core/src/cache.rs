@@ -1,0 +1,799 @@
+//! [`Cache`]: the typed, Django-style API over one [`Backend`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
+use crate::entry::{self, Decoded};
+use crate::error::{Error, Result};
+use crate::key::{final_key, glob_escape, InvalidKeyPolicy, KeyFunction};
+use crate::single_flight::SingleFlight;
+use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
+
+/// What a cache does when its backend fails (is down, times out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Return the error to the caller (the default for the low-level API).
+    #[default]
+    Raise,
+    /// Keep the application answering: reads become misses, writes become no-ops, and the
+    /// failure is logged at most once per [`DEGRADE_LOG_INTERVAL`]. The cache resumes by itself
+    /// when the backend answers again. Mistakes in the request (a bad key, `incr` on a missing
+    /// key) are still returned as errors.
+    Degrade,
+}
+
+/// How often a degraded cache logs its backend's failures.
+pub const DEGRADE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Values at or above this many bytes are compressed unless configured otherwise.
+pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 32 * 1024;
+
+/// The settings of one cache, independent of its backend.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// The alias this cache is known by (`default`, `sessions`, ...), for logs and metrics.
+    pub alias: String,
+    /// Prepended to every key (`prefix:version:key`).
+    pub key_prefix: String,
+    /// The version used when a call does not give one (1).
+    pub version: i64,
+    /// The timeout used by calls that pass [`Timeout::Default`] (300 s).
+    pub default_timeout: Timeout,
+    /// Builds stored keys.
+    pub key_function: KeyFunction,
+    /// What to do with keys the backend cannot store.
+    pub invalid_keys: InvalidKeyPolicy,
+    /// Compress values of at least this many bytes (`None`: never).
+    pub compress_min_bytes: Option<usize>,
+    /// Raise or degrade on backend failure.
+    pub on_error: OnError,
+    /// Bound every backend call by this duration (`None`: the backend's own timeouts only).
+    pub operation_timeout: Option<Duration>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            alias: "default".to_owned(),
+            key_prefix: String::new(),
+            version: 1,
+            default_timeout: Timeout::After(DEFAULT_TIMEOUT),
+            key_function: KeyFunction::default(),
+            invalid_keys: InvalidKeyPolicy::Reject,
+            compress_min_bytes: Some(DEFAULT_COMPRESS_MIN_BYTES),
+            on_error: OnError::Raise,
+            operation_timeout: None,
+        }
+    }
+}
+
+/// Hit, miss and error counters of one cache alias.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Metrics {
+    /// Reads that found a value.
+    pub hits: u64,
+    /// Reads that found nothing (or a corrupt entry).
+    pub misses: u64,
+    /// Backend calls that failed (including those degraded into misses).
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// What `stats` reports: the alias's counters and what the backend can tell.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// The alias.
+    pub alias: String,
+    /// The backend's name.
+    pub backend: &'static str,
+    /// Hits, misses and errors since the cache was built.
+    pub metrics: Metrics,
+    /// Entry count and sizes.
+    pub backend_stats: BackendStats,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    options: CacheOptions,
+    key_rules: KeyRules,
+    counters: Counters,
+    flights: SingleFlight<Bytes>,
+    started: Instant,
+    last_degrade_log_ms: AtomicU64,
+}
+
+/// A cache: Django's low-level cache API, async, with typed values, over any [`Backend`].
+///
+/// `Cache` is cheap to clone (one `Arc`); clones share the backend, counters and single-flight
+/// state. Values are any serde type (stored as JSON; integers as digits so `incr` is native);
+/// [`set_bytes`](Cache::set_bytes)/[`get_bytes`](Cache::get_bytes) store raw bytes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
+/// use webcache_core::{Cache, Timeout};
+///
+/// let cache = Cache::locmem();
+/// cache.set("greeting", "hello", 60).await?;
+/// assert_eq!(cache.get::<String>("greeting").await?.as_deref(), Some("hello"));
+///
+/// assert!(cache.add("visits", &0, Timeout::Forever).await?);
+/// assert_eq!(cache.incr("visits", 1).await?, 1);
+///
+/// let n: u32 = cache.get_or_set_with("answer", Timeout::Default, || async { 42 }).await?;
+/// assert_eq!(n, 42);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+    version: i64,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("alias", &self.inner.options.alias)
+            .field("backend", &self.inner.backend)
+            .field("key_prefix", &self.inner.options.key_prefix)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Cache {
+    /// A cache over `backend` with the given options.
+    pub fn new(backend: Arc<dyn Backend>, options: CacheOptions) -> Self {
+        let key_rules = backend.key_rules();
+        let version = options.version;
+        Cache {
+            inner: Arc::new(Inner {
+                backend,
+                options,
+                key_rules,
+                counters: Counters::default(),
+                flights: SingleFlight::new(),
+                started: Instant::now(),
+                last_degrade_log_ms: AtomicU64::new(0),
+            }),
+            version,
+        }
+    }
+
+    /// A cache over `backend` with default options.
+    pub fn with_backend(backend: impl Backend) -> Self {
+        Self::new(Arc::new(backend), CacheOptions::default())
+    }
+
+    /// The embedded default: an in-process [`LocMem`](crate::backends::LocMem) cache with
+    /// default bounds, private to this call.
+    pub fn locmem() -> Self {
+        Self::with_backend(crate::backends::LocMem::private(
+            crate::backends::LocMemConfig::default(),
+        ))
+    }
+
+    /// The alias this cache is known by.
+    pub fn alias(&self) -> &str {
+        &self.inner.options.alias
+    }
+
+    /// The options this cache was built with.
+    pub fn options(&self) -> &CacheOptions {
+        &self.inner.options
+    }
+
+    /// The backend under this cache.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The version used by this handle.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// A handle on the same cache that reads and writes `version` (Django's `version=`
+    /// argument). It shares everything else with `self`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
+    /// let cache = webcache_core::Cache::locmem();
+    /// cache.with_version(2).set("k", "v2", 60).await?;
+    /// assert_eq!(cache.get::<String>("k").await?, None);
+    /// assert_eq!(cache.with_version(2).get::<String>("k").await?.as_deref(), Some("v2"));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_version(&self, version: i64) -> Cache {
+        Cache {
+            inner: self.inner.clone(),
+            version,
+        }
+    }
+
+    /// The stored key for `key` under this handle's prefix and version, validated against the
+    /// backend's rules.
+    pub fn make_key(&self, key: &str) -> Result<String> {
+        self.make_key_version(key, self.version)
+    }
+
+    fn make_key_version(&self, key: &str, version: i64) -> Result<String> {
+        let o = &self.inner.options;
+        final_key(
+            &o.key_function,
+            &o.key_prefix,
+            version,
+            key,
+            &self.inner.key_rules,
+            o.invalid_keys,
+        )
+    }
+
+    /// Hit, miss and error counters since the cache was built.
+    pub fn metrics(&self) -> Metrics {
+        let c = &self.inner.counters;
+        Metrics {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    // ----- reading -------------------------------------------------------------------------
+
+    /// The value under `key`, or `None` when it is missing, expired, or unreadable (a corrupt
+    /// or foreign entry, or one of another type: logged as a warning). A stored `null` read as
+    /// `Option<T>` is `Some(None)`: a hit.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let full = self.make_key(key)?;
+        let raw = self.backend_get(&full).await?;
+        Ok(self.count(raw.and_then(|raw| self.decode_typed(key, &raw))))
+    }
+
+    /// The value under `key`, or `default` when there is none.
+    pub async fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T> {
+        Ok(self.get(key).await?.unwrap_or(default))
+    }
+
+    /// Raw bytes stored with [`set_bytes`](Cache::set_bytes), or `None`.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
+        let full = self.make_key(key)?;
+        let raw = self.backend_get(&full).await?;
+        Ok(self.count(raw.and_then(|raw| self.decode_bytes(key, &raw))))
+    }
+
+    /// The stored entry under `key` as the backend holds it (header included), for inspection;
+    /// see [`entry::decode`].
+    pub async fn get_raw(&self, key: &str) -> Result<Option<Bytes>> {
+        let full = self.make_key(key)?;
+        self.backend_get(&full).await
+    }
+
+    /// The values of those `keys` that are present, by key.
+    pub async fn get_many<T, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<HashMap<String, T>>
+    where
+        T: DeserializeOwned,
+        K: AsRef<str>,
+    {
+        let user_keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        let full_keys = user_keys
+            .iter()
+            .map(|k| self.make_key(k))
+            .collect::<Result<Vec<_>>>()?;
+        if full_keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let values = self
+            .guard("get_many", self.inner.backend.get_many(&full_keys), || {
+                vec![None; full_keys.len()]
+            })
+            .await?;
+        let mut found = HashMap::with_capacity(values.len());
+        for (key, raw) in user_keys.into_iter().zip(values) {
+            if let Some(value) = self.count(raw.and_then(|raw| self.decode_typed(&key, &raw))) {
+                found.insert(key, value);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether `key` is present (and not expired).
+    pub async fn has_key(&self, key: &str) -> Result<bool> {
+        let full = self.make_key(key)?;
+        self.guard("has_key", self.inner.backend.has_key(&full), || false)
+            .await
+    }
+
+    /// The remaining lifetime of `key`: [`Ttl::Remaining`], [`Ttl::Forever`] or
+    /// [`Ttl::Missing`].
+    pub async fn ttl(&self, key: &str) -> Result<Ttl> {
+        let full = self.make_key(key)?;
+        self.guard("ttl", self.inner.backend.ttl(&full), || Ttl::Missing)
+            .await
+    }
+
+    // ----- writing -------------------------------------------------------------------------
+
+    /// Stores `value` under `key` for `timeout` (a zero timeout stores nothing and removes any
+    /// older value).
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        timeout: impl Into<Timeout>,
+    ) -> Result<()> {
+        let full = self.make_key(key)?;
+        let encoded = self.encode(key, value)?;
+        self.store(key, &full, encoded, timeout.into()).await
+    }
+
+    /// Stores raw bytes under `key` (read them back with [`get_bytes`](Cache::get_bytes)).
+    pub async fn set_bytes(
+        &self,
+        key: &str,
+        value: &[u8],
+        timeout: impl Into<Timeout>,
+    ) -> Result<()> {
+        let full = self.make_key(key)?;
+        let encoded = entry::encode_bytes(value, self.inner.options.compress_min_bytes);
+        self.store(key, &full, encoded, timeout.into()).await
+    }
+
+    async fn store(&self, key: &str, full: &str, encoded: Bytes, timeout: Timeout) -> Result<()> {
+        match self.expiry(timeout) {
+            None => self.backend_delete(full).await.map(drop),
+            Some(expiry) => self
+                .guard("set", self.inner.backend.set(full, encoded, expiry), || ())
+                .await
+                .map_err(|e| e.with_user_key(key)),
+        }
+    }
+
+    /// Stores `value` only if `key` is absent or expired; returns whether it stored it. With a
+    /// zero timeout nothing is stored and the result says whether it would have been.
+    pub async fn add<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        timeout: impl Into<Timeout>,
+    ) -> Result<bool> {
+        let full = self.make_key(key)?;
+        let encoded = self.encode(key, value)?;
+        self.add_encoded(key, &full, encoded, timeout.into()).await
+    }
+
+    /// [`add`](Cache::add) for raw bytes.
+    pub async fn add_bytes(
+        &self,
+        key: &str,
+        value: &[u8],
+        timeout: impl Into<Timeout>,
+    ) -> Result<bool> {
+        let full = self.make_key(key)?;
+        let encoded = entry::encode_bytes(value, self.inner.options.compress_min_bytes);
+        self.add_encoded(key, &full, encoded, timeout.into()).await
+    }
+
+    async fn add_encoded(
+        &self,
+        key: &str,
+        full: &str,
+        encoded: Bytes,
+        timeout: Timeout,
+    ) -> Result<bool> {
+        match self.expiry(timeout) {
+            None => Ok(!self
+                .guard("has_key", self.inner.backend.has_key(full), || false)
+                .await?),
+            Some(expiry) => self
+                .guard("add", self.inner.backend.add(full, encoded, expiry), || false)
+                .await
+                .map_err(|e| e.with_user_key(key)),
+        }
+    }
+
+    /// Stores several values with one timeout.
+    pub async fn set_many<T, K>(
+        &self,
+        entries: impl IntoIterator<Item = (K, T)>,
+        timeout: impl Into<Timeout>,
+    ) -> Result<()>
+    where
+        T: Serialize,
+        K: AsRef<str>,
+    {
+        let mut encoded = Vec::new();
+        for (key, value) in entries {
+            let key = key.as_ref();
+            encoded.push((self.make_key(key)?, self.encode(key, &value)?));
+        }
+        if encoded.is_empty() {
+            return Ok(());
+        }
+        match self.expiry(timeout.into()) {
+            None => {
+                let keys: Vec<String> = encoded.into_iter().map(|(k, _)| k).collect();
+                self.guard("delete_many", self.inner.backend.delete_many(&keys), || 0)
+                    .await
+                    .map(drop)
+            }
+            Some(expiry) => {
+                self.guard("set_many", self.inner.backend.set_many(encoded, expiry), || ())
+                    .await
+            }
+        }
+    }
+
+    /// The value under `key`; on a miss, stores `value` (unless another caller stored one
+    /// first, whose value is then returned).
+    pub async fn get_or_set<T>(&self, key: &str, value: T, timeout: impl Into<Timeout>) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send,
+    {
+        self.try_get_or_set_with(key, timeout, || async { Ok::<T, Error>(value) })
+            .await
+    }
+
+    /// The value under `key`; on a miss, computes it with `compute` and stores it.
+    ///
+    /// Concurrent calls for the same missing key in this process run `compute` once; the others
+    /// wait for its value. When another process stored a value meanwhile, that value wins and
+    /// is returned.
+    pub async fn get_or_set_with<T, F, Fut>(
+        &self,
+        key: &str,
+        timeout: impl Into<Timeout>,
+        compute: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.try_get_or_set_with(key, timeout, || async { Ok::<T, Error>(compute().await) })
+            .await
+    }
+
+    /// [`get_or_set_with`](Cache::get_or_set_with) for a computation that can fail: its error
+    /// is returned and nothing is stored.
+    pub async fn try_get_or_set_with<T, E, F, Fut>(
+        &self,
+        key: &str,
+        timeout: impl Into<Timeout>,
+        compute: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if let Some(value) = self.get::<T>(key).await? {
+            return Ok(value);
+        }
+        let full = self.make_key(key)?;
+        let expiry = self.expiry(timeout.into());
+        let (bytes, _) = self
+            .inner
+            .flights
+            .run(&full, || async {
+                let value: T = compute().await?;
+                let encoded = self.encode(key, &value).map_err(E::from)?;
+                let Some(expiry) = expiry else {
+                    return Ok::<Bytes, E>(encoded);
+                };
+                let added = self
+                    .guard("add", self.inner.backend.add(&full, encoded.clone(), expiry), || false)
+                    .await
+                    .map_err(|e| E::from(e.with_user_key(key)))?;
+                if added {
+                    return Ok(encoded);
+                }
+                // Someone else stored a value between our miss and our add: theirs wins, as
+                // long as it reads as the requested type.
+                let winner = self.backend_get(&full).await.map_err(E::from)?;
+                Ok(winner
+                    .filter(|w| self.decode_typed::<T>(key, w).is_some())
+                    .unwrap_or(encoded))
+            })
+            .await?;
+        self.decode_typed(key, &bytes).ok_or_else(|| {
+            E::from(Error::backend_msg(
+                "cache",
+                format!("get_or_set for `{key}` produced a value that does not read back as the requested type"),
+            ))
+        })
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let full = self.make_key(key)?;
+        self.backend_delete(&full).await
+    }
+
+    /// Removes several keys; returns how many were there.
+    pub async fn delete_many<K: AsRef<str>>(&self, keys: impl IntoIterator<Item = K>) -> Result<u64> {
+        let full = keys
+            .into_iter()
+            .map(|k| self.make_key(k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        if full.is_empty() {
+            return Ok(0);
+        }
+        self.guard("delete_many", self.inner.backend.delete_many(&full), || 0)
+            .await
+    }
+
+    /// Gives `key` a new timeout; returns `false` when the key is missing. A zero timeout
+    /// expires the key now.
+    pub async fn touch(&self, key: &str, timeout: impl Into<Timeout>) -> Result<bool> {
+        let full = self.make_key(key)?;
+        match self.expiry(timeout.into()) {
+            None => self.backend_delete(&full).await,
+            Some(expiry) => {
+                self.guard("touch", self.inner.backend.touch(&full, expiry), || false)
+                    .await
+            }
+        }
+    }
+
+    /// Atomically adds `delta` to the integer under `key` and returns the new value, keeping
+    /// the key's expiry. A missing key or a non-integer value is an error.
+    pub async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        let full = self.make_key(key)?;
+        self.guard_strict("incr", self.inner.backend.incr(&full, delta))
+            .await
+            .map_err(|e| e.with_user_key(key))
+    }
+
+    /// Atomically subtracts `delta`; see [`incr`](Cache::incr).
+    pub async fn decr(&self, key: &str, delta: i64) -> Result<i64> {
+        let negated = delta.checked_neg().ok_or_else(|| Error::Overflow {
+            key: key.to_owned(),
+        })?;
+        self.incr(key, negated).await
+    }
+
+    /// Moves `key` from this handle's version to version + `delta`, keeping its remaining
+    /// timeout; returns the new version. A missing key is an error.
+    pub async fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
+        let new_version = self.version.checked_add(delta).ok_or_else(|| Error::Overflow {
+            key: key.to_owned(),
+        })?;
+        let old = self.make_key(key)?;
+        let new = self.make_key_version(key, new_version)?;
+        let missing = || Error::KeyNotFound {
+            key: key.to_owned(),
+        };
+        let ttl = self.guard_strict("ttl", self.inner.backend.ttl(&old)).await?;
+        let raw = self
+            .guard_strict("get", self.inner.backend.get(&old))
+            .await?
+            .ok_or_else(missing)?;
+        let expiry = match ttl {
+            Ttl::Missing => return Err(missing()),
+            Ttl::Forever => Expiry::Never,
+            Ttl::Remaining(d) if d.is_zero() => return Err(missing()),
+            Ttl::Remaining(d) => Expiry::After(d),
+        };
+        self.guard_strict("set", self.inner.backend.set(&new, raw, expiry))
+            .await?;
+        self.guard_strict("delete", self.inner.backend.delete(&old))
+            .await?;
+        Ok(new_version)
+    }
+
+    /// Moves `key` to version − `delta`; see [`incr_version`](Cache::incr_version).
+    pub async fn decr_version(&self, key: &str, delta: i64) -> Result<i64> {
+        let negated = delta.checked_neg().ok_or_else(|| Error::Overflow {
+            key: key.to_owned(),
+        })?;
+        self.incr_version(key, negated).await
+    }
+
+    /// Removes every key of this cache: all keys under its prefix (every version) when it uses
+    /// the default key function, otherwise everything in the backend.
+    pub async fn clear(&self) -> Result<()> {
+        let prefix = self.clear_prefix();
+        self.guard("clear", self.inner.backend.clear(prefix.as_deref()), || ())
+            .await
+    }
+
+    fn clear_prefix(&self) -> Option<String> {
+        let o = &self.inner.options;
+        o.key_function
+            .is_default()
+            .then(|| format!("{}:", o.key_prefix))
+    }
+
+    /// The caller-side keys of this handle's version that match the glob `pattern`, streamed.
+    /// Needs the default key function.
+    pub fn keys(&self, pattern: &str) -> KeyStream {
+        let o = &self.inner.options;
+        if !o.key_function.is_default() {
+            return futures::stream::once(async {
+                Err(Error::Unsupported {
+                    backend: "cache",
+                    operation: "keys",
+                    why: "a custom key function hides which stored keys belong to the cache; use `scan` on the backend",
+                })
+            })
+            .boxed();
+        }
+        let head = KeyFunction::default_format(&o.key_prefix, self.version, "");
+        let full_pattern = format!("{}{}", glob_escape(&head), pattern);
+        self.inner
+            .backend
+            .scan(&full_pattern)
+            .map(move |r| r.map(|k| k.strip_prefix(head.as_str()).unwrap_or(&k).to_owned()))
+            .boxed()
+    }
+
+    /// The alias's counters and what the backend can tell about its contents.
+    pub async fn stats(&self) -> Result<CacheStats> {
+        let backend_stats = self
+            .guard_strict("stats", self.inner.backend.stats())
+            .await?;
+        Ok(CacheStats {
+            alias: self.alias().to_owned(),
+            backend: self.inner.backend.name(),
+            metrics: self.metrics(),
+            backend_stats,
+        })
+    }
+
+    /// Releases the backend's connections.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.backend.close().await
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    /// The backend expiry for a timeout, or `None` for "do not keep".
+    fn expiry(&self, timeout: Timeout) -> Option<Expiry> {
+        match timeout.resolve(self.inner.options.default_timeout) {
+            Timeout::Forever => Some(Expiry::Never),
+            Timeout::After(d) if d.is_zero() => None,
+            Timeout::After(d) => Some(Expiry::After(d)),
+            Timeout::Default => Some(Expiry::After(DEFAULT_TIMEOUT)),
+        }
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Bytes> {
+        entry::encode_json(value, self.inner.options.compress_min_bytes).map_err(|source| {
+            Error::Serialize {
+                key: key.to_owned(),
+                source,
+            }
+        })
+    }
+
+    fn decode_typed<T: DeserializeOwned>(&self, key: &str, raw: &Bytes) -> Option<T> {
+        let result = match entry::decode(raw) {
+            Ok(Decoded::Integer(n)) => serde_json::from_value(n.into()).map_err(|e| e.to_string()),
+            Ok(Decoded::Json(payload)) => serde_json::from_slice(&payload).map_err(|e| e.to_string()),
+            Ok(Decoded::Bytes(_)) => Err("it holds raw bytes; read it with get_bytes".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        result
+            .map_err(|why| self.warn_unreadable(key, &why))
+            .ok()
+    }
+
+    fn decode_bytes(&self, key: &str, raw: &Bytes) -> Option<Bytes> {
+        match entry::decode(raw) {
+            Ok(Decoded::Bytes(b)) => Some(b),
+            Ok(_) => {
+                self.warn_unreadable(key, "it holds a typed value; read it with get");
+                None
+            }
+            Err(e) => {
+                self.warn_unreadable(key, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn warn_unreadable(&self, key: &str, why: &str) {
+        tracing::warn!(alias = %self.alias(), key, "cache entry is unreadable and treated as a miss: {why}");
+    }
+
+    fn count<T>(&self, value: Option<T>) -> Option<T> {
+        let counter = if value.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        value
+    }
+
+    async fn backend_get(&self, full: &str) -> Result<Option<Bytes>> {
+        self.guard("get", self.inner.backend.get(full), || None).await
+    }
+
+    async fn backend_delete(&self, full: &str) -> Result<bool> {
+        self.guard("delete", self.inner.backend.delete(full), || false)
+            .await
+    }
+
+    /// Runs a backend call with the operation timeout, counting failures; in degrade mode a
+    /// backend failure becomes `degraded()`.
+    async fn guard<R>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<R>>,
+        degraded: impl FnOnce() -> R,
+    ) -> Result<R> {
+        match self.guard_strict(operation, call).await {
+            Err(e) if e.is_backend_failure() && self.inner.options.on_error == OnError::Degrade => {
+                self.log_degraded(operation, &e);
+                Ok(degraded())
+            }
+            other => other,
+        }
+    }
+
+    /// Like [`guard`](Self::guard) but never degrades: for operations whose result cannot be
+    /// made up (`incr`, `stats`).
+    async fn guard_strict<R>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<R>>,
+    ) -> Result<R> {
+        let result = match self.inner.options.operation_timeout {
+            None => call.await,
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Timeout {
+                        backend: self.inner.backend.name(),
+                        after,
+                    })
+                }),
+        };
+        if let Err(e) = &result {
+            if e.is_backend_failure() {
+                self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                if self.inner.options.on_error == OnError::Raise {
+                    tracing::debug!(alias = %self.alias(), operation, "cache backend failed: {e}");
+                }
+            }
+        }
+        result
+    }
+
+    fn log_degraded(&self, operation: &'static str, error: &Error) {
+        let now_ms = u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.inner.last_degrade_log_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= DEGRADE_LOG_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .inner
+                .last_degrade_log_ms
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                alias = %self.alias(),
+                operation,
+                "cache backend is failing; serving misses and dropping writes until it recovers: {error}"
+            );
+        }
+    }
+}

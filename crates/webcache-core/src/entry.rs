@@ -1,0 +1,195 @@
+//! The stored entry format, the same for every backend.
+//!
+//! ```text
+//! integer values:  ASCII decimal digits, e.g. b"42" or b"-7"   (so INCR works natively)
+//! everything else: [0xF5][format version = 1][codec][flags] payload
+//!                  codec: 0 = raw bytes, 1 = JSON
+//!                  flags: bit 0 = payload is LZ4-compressed, preceded by its u32 LE length
+//! ```
+//!
+//! `0xF5` can never start a UTF-8 string nor an integer, so a value written by another program
+//! (or garbage) is recognised as foreign and read as a miss, never misread.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+/// First byte of every framed entry.
+pub const MAGIC: u8 = 0xF5;
+/// The entry format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 4;
+const FLAG_LZ4: u8 = 1;
+/// Refuse to decompress entries that claim to be larger than this: a corrupt length must not
+/// make a reader allocate gigabytes.
+const MAX_DECOMPRESSED: usize = 1 << 30;
+
+/// How the payload of a framed entry is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Codec {
+    /// Raw bytes, returned as they are (pages, blobs).
+    Bytes = 0,
+    /// JSON, for any serde type (readable in `redis-cli`).
+    Json = 1,
+}
+
+/// A decoded entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// An integer stored as ASCII digits.
+    Integer(i64),
+    /// A JSON document (decompressed).
+    Json(Bytes),
+    /// Raw bytes (decompressed).
+    Bytes(Bytes),
+}
+
+/// Why stored bytes are not a readable entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt or foreign cache entry: {0}")]
+pub struct CorruptEntry(pub String);
+
+/// Encodes a serde value: integers as ASCII digits, anything else as a JSON entry.
+pub fn encode_json<T: Serialize + ?Sized>(
+    value: &T,
+    compress_min_bytes: Option<usize>,
+) -> Result<Bytes, serde_json::Error> {
+    let json = serde_json::to_vec(value)?;
+    if parse_integer(&json).is_some() {
+        return Ok(Bytes::from(json));
+    }
+    Ok(frame(Codec::Json, &json, compress_min_bytes))
+}
+
+/// Encodes raw bytes as an entry.
+pub fn encode_bytes(data: &[u8], compress_min_bytes: Option<usize>) -> Bytes {
+    frame(Codec::Bytes, data, compress_min_bytes)
+}
+
+/// Encodes an integer the way `incr` expects it.
+pub fn encode_integer(value: i64) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+fn frame(codec: Codec, payload: &[u8], compress_min_bytes: Option<usize>) -> Bytes {
+    if let Some(min) = compress_min_bytes {
+        if payload.len() >= min && payload.len() <= MAX_DECOMPRESSED {
+            let compressed = lz4_flex::block::compress(payload);
+            // Keep the compressed form only when it actually saves space.
+            if compressed.len() + 4 < payload.len() {
+                let mut out = BytesMut::with_capacity(HEADER_LEN + 4 + compressed.len());
+                out.put_slice(&[MAGIC, FORMAT_VERSION, codec as u8, FLAG_LZ4]);
+                out.put_u32_le(payload.len() as u32);
+                out.put_slice(&compressed);
+                return out.freeze();
+            }
+        }
+    }
+    let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
+    out.put_slice(&[MAGIC, FORMAT_VERSION, codec as u8, 0]);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// Decodes stored bytes. Never panics; anything unexpected is a [`CorruptEntry`].
+pub fn decode(raw: &Bytes) -> Result<Decoded, CorruptEntry> {
+    if raw.first() != Some(&MAGIC) {
+        return parse_integer(raw)
+            .map(Decoded::Integer)
+            .ok_or_else(|| CorruptEntry("it is neither a webcache entry nor an integer".into()));
+    }
+    if raw.len() < HEADER_LEN {
+        return Err(CorruptEntry("truncated header".into()));
+    }
+    if raw[1] != FORMAT_VERSION {
+        return Err(CorruptEntry(format!(
+            "entry format version {} (this build reads version {FORMAT_VERSION})",
+            raw[1]
+        )));
+    }
+    let flags = raw[3];
+    if flags & !FLAG_LZ4 != 0 {
+        return Err(CorruptEntry(format!("unknown flags {flags:#04x}")));
+    }
+    let payload = if flags & FLAG_LZ4 != 0 {
+        let body = &raw[HEADER_LEN..];
+        if body.len() < 4 {
+            return Err(CorruptEntry("truncated compressed payload".into()));
+        }
+        let len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+        if len > MAX_DECOMPRESSED {
+            return Err(CorruptEntry(format!(
+                "claims {len} bytes uncompressed"
+            )));
+        }
+        let data = lz4_flex::block::decompress(&body[4..], len)
+            .map_err(|e| CorruptEntry(format!("bad compressed payload: {e}")))?;
+        Bytes::from(data)
+    } else {
+        raw.slice(HEADER_LEN..)
+    };
+    match raw[2] {
+        0 => Ok(Decoded::Bytes(payload)),
+        1 => Ok(Decoded::Json(payload)),
+        other => Err(CorruptEntry(format!("unknown codec {other}"))),
+    }
+}
+
+/// Parses the ASCII decimal form of an `i64` (what `incr` reads and writes).
+pub fn parse_integer(raw: &[u8]) -> Option<i64> {
+    let digits = raw.strip_prefix(b"-").unwrap_or(raw);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_plain_digits() {
+        assert_eq!(&encode_json(&42u8, None).unwrap()[..], b"42");
+        assert_eq!(&encode_json(&-7i64, None).unwrap()[..], b"-7");
+        assert_eq!(
+            decode(&Bytes::from_static(b"-7")).unwrap(),
+            Decoded::Integer(-7)
+        );
+        // u64 beyond i64 is framed JSON, not an incr-able integer.
+        let big = encode_json(&u64::MAX, None).unwrap();
+        assert_eq!(big[0], MAGIC);
+    }
+
+    #[test]
+    fn round_trips_with_and_without_compression() {
+        let text = "webcache ".repeat(1000);
+        for min in [None, Some(16)] {
+            let enc = encode_json(&text, min).unwrap();
+            let Decoded::Json(payload) = decode(&enc).unwrap() else {
+                panic!("not json")
+            };
+            assert_eq!(serde_json::from_slice::<String>(&payload).unwrap(), text);
+            let enc = encode_bytes(text.as_bytes(), min);
+            assert_eq!(decode(&enc).unwrap(), Decoded::Bytes(Bytes::from(text.clone())));
+        }
+        assert!(encode_bytes(text.as_bytes(), Some(16)).len() < text.len() / 4);
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_a_panic() {
+        for raw in [
+            &b""[..],
+            b"hello",
+            &[MAGIC],
+            &[MAGIC, 9, 1, 0],
+            &[MAGIC, 1, 7, 0],
+            &[MAGIC, 1, 1, 0x80],
+            &[MAGIC, 1, 1, 1, 0xff, 0xff, 0xff, 0x7f, 1, 2],
+            &[MAGIC, 1, 1, 1, 10, 0, 0, 0, 0xff],
+            b"12345678901234567890123",
+        ] {
+            assert!(decode(&Bytes::copy_from_slice(raw)).is_err(), "{raw:?}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod backends;
+mod cache;
+pub mod config;
+pub mod entry;
+mod error;
+mod key;
+mod single_flight;
+mod timeout;
+
+pub use backend::{Backend, BackendStats, KeyRules, KeyStream};
+pub use cache::{
+    Cache, CacheOptions, CacheStats, Metrics, OnError, DEFAULT_COMPRESS_MIN_BYTES,
+    DEGRADE_LOG_INTERVAL,
+};
+pub use config::{BackendSpec, CacheConfig, CachesConfig, ConfigError};
+pub use error::{BoxError, Error, Result};
+pub use key::{glob_escape, glob_match, InvalidKeyPolicy, KeyFunction};
+pub use single_flight::SingleFlight;
+pub use timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
+
+/// Re-exported so backends implement [`Backend`] with the same macro version.
+pub use async_trait::async_trait;
+/// Re-exported: values cross the backend trait as [`Bytes`](bytes::Bytes).
+pub use bytes;
