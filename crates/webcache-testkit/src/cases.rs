@@ -1,0 +1,656 @@
+//! The conformance cases. Each takes a [`Harness`] and panics with a message on failure; the
+//! [`conformance_suite!`](crate::conformance_suite) macro turns each into a test.
+//!
+//! Django's cache tests are the floor: add twice, `None` values, `get_many` with missing keys,
+//! delete return values, `incr`/`decr` on missing and non-integer values, expiry, zero and
+//! forever timeouts, touch, versions, prefixes, unicode and binary values, data types, single
+//! flight and eviction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use webcache_core::{
+    bytes::Bytes, Cache, CacheOptions, Error, Expiry, InvalidKeyPolicy, Timeout, Ttl,
+};
+
+use crate::{cache, cache_with, Harness};
+
+async fn sleep(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+fn skip(case: &str, why: &str) {
+    eprintln!("conformance case `{case}` skipped: {why}");
+}
+
+/// A missing key reads as `None`.
+pub async fn get_missing_is_none(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert_eq!(c.get::<String>("nope").await.unwrap(), None);
+    assert!(!c.has_key("nope").await.unwrap());
+}
+
+/// A value reads back as it was stored.
+pub async fn set_then_get(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", "value", Timeout::Default).await.unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("value"));
+}
+
+/// `set` replaces an older value.
+pub async fn set_replaces(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", &1, 60).await.unwrap();
+    c.set("k", "two", 60).await.unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("two"));
+}
+
+/// `add` stores only when the key is absent.
+pub async fn add_twice(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert!(c.add("k", "first", 60).await.unwrap());
+    assert!(!c.add("k", "second", 60).await.unwrap());
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("first"));
+}
+
+/// `add` succeeds on an expired key.
+pub async fn add_after_expiry(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert!(c.add("k", "old", 1).await.unwrap());
+    sleep(Duration::from_millis(1100) + h.capabilities().expiry_slack).await;
+    assert!(c.add("k", "new", 60).await.unwrap(), "add on an expired key must succeed");
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("new"));
+}
+
+/// `add` with a zero timeout stores nothing and says whether it would have.
+pub async fn add_zero_timeout_stores_nothing(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert!(c.add("k", "v", 0).await.unwrap());
+    assert!(!c.has_key("k").await.unwrap());
+    c.set("present", "v", 60).await.unwrap();
+    assert!(!c.add("present", "w", 0).await.unwrap());
+}
+
+/// A stored `None`/unit is a hit, not a miss.
+pub async fn none_and_unit_values_are_hits(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("none", &None::<u8>, 60).await.unwrap();
+    assert_eq!(c.get::<Option<u8>>("none").await.unwrap(), Some(None));
+    assert!(c.has_key("none").await.unwrap());
+    c.set("unit", &(), 60).await.unwrap();
+    assert_eq!(c.get::<()>("unit").await.unwrap(), Some(()));
+    let hits = c.metrics().hits;
+    assert!(hits >= 2, "hits counted: {hits}");
+    // get_or_set does not recompute a stored None.
+    let v: Option<u8> = c
+        .get_or_set_with("none", 60, || async { Some(5) })
+        .await
+        .unwrap();
+    assert_eq!(v, None);
+}
+
+/// `get_or` returns the default on a miss and the value on a hit.
+pub async fn get_or_returns_default(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert_eq!(c.get_or("k", 7u32).await.unwrap(), 7);
+    c.set("k", &3u32, 60).await.unwrap();
+    assert_eq!(c.get_or("k", 7u32).await.unwrap(), 3);
+}
+
+/// `get_many` returns only the present keys.
+pub async fn get_many_returns_only_present_keys(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("a", "A", 60).await.unwrap();
+    c.set("c", "C", 60).await.unwrap();
+    let got: HashMap<String, String> = c.get_many(["a", "b", "c"]).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got["a"], "A");
+    assert_eq!(got["c"], "C");
+    let none: HashMap<String, String> = c.get_many(Vec::<String>::new()).await.unwrap();
+    assert!(none.is_empty());
+}
+
+/// `set_many` stores every value.
+pub async fn set_many_then_get_many(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set_many([("x", 1), ("y", 2), ("z", 3)], 60).await.unwrap();
+    let got: HashMap<String, i32> = c.get_many(["x", "y", "z"]).await.unwrap();
+    assert_eq!(got, HashMap::from([("x".into(), 1), ("y".into(), 2), ("z".into(), 3)]));
+}
+
+/// `set_many` with a zero timeout stores nothing and removes older values.
+pub async fn set_many_zero_timeout_removes(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("x", "old", 60).await.unwrap();
+    c.set_many([("x", "new"), ("y", "new")], 0).await.unwrap();
+    assert!(!c.has_key("x").await.unwrap());
+    assert!(!c.has_key("y").await.unwrap());
+}
+
+/// `delete` says whether something was deleted.
+pub async fn delete_returns_whether_deleted(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", "v", 60).await.unwrap();
+    assert!(c.delete("k").await.unwrap());
+    assert!(!c.delete("k").await.unwrap());
+    assert_eq!(c.get::<String>("k").await.unwrap(), None);
+}
+
+/// `delete_many` counts what it removed.
+pub async fn delete_many_counts(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set_many([("a", 1), ("b", 2)], 60).await.unwrap();
+    assert_eq!(c.delete_many(["a", "b", "missing"]).await.unwrap(), 2);
+    assert!(!c.has_key("a").await.unwrap());
+    assert_eq!(c.delete_many(Vec::<String>::new()).await.unwrap(), 0);
+}
+
+/// `has_key` sees present keys only.
+pub async fn has_key(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert!(!c.has_key("k").await.unwrap());
+    c.set("k", &0, 60).await.unwrap();
+    assert!(c.has_key("k").await.unwrap());
+}
+
+/// `incr` and `decr` by one and by more.
+pub async fn incr_and_decr(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("n", &1, 60).await.unwrap();
+    assert_eq!(c.incr("n", 1).await.unwrap(), 2);
+    assert_eq!(c.incr("n", 10).await.unwrap(), 12);
+    assert_eq!(c.decr("n", 1).await.unwrap(), 11);
+    assert_eq!(c.decr("n", 20).await.unwrap(), -9);
+    assert_eq!(c.get::<i64>("n").await.unwrap(), Some(-9));
+}
+
+/// `incr` on a missing key is an error that says so.
+pub async fn incr_missing_key_is_error(h: &dyn Harness) {
+    let c = cache(h).await;
+    let err = c.incr("missing", 1).await.unwrap_err();
+    assert!(matches!(err, Error::KeyNotFound { ref key } if key == "missing"), "{err:?}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert!(matches!(c.decr("missing", 1).await, Err(Error::KeyNotFound { .. })));
+    assert!(!c.has_key("missing").await.unwrap(), "incr must not create the key");
+}
+
+/// `incr` on a non-integer value is an error and leaves the value alone.
+pub async fn incr_non_integer_is_error(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("s", "text", 60).await.unwrap();
+    let err = c.incr("s", 1).await.unwrap_err();
+    assert!(matches!(err, Error::NotAnInteger { .. }), "{err:?}");
+    assert_eq!(c.get::<String>("s").await.unwrap().as_deref(), Some("text"));
+    c.set("f", &1.5, 60).await.unwrap();
+    assert!(matches!(c.incr("f", 1).await, Err(Error::NotAnInteger { .. })));
+}
+
+/// `incr` keeps the key's expiry.
+pub async fn incr_keeps_expiry(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("n", &1, 100).await.unwrap();
+    c.incr("n", 1).await.unwrap();
+    match c.ttl("n").await.unwrap() {
+        Ttl::Remaining(d) => assert!(d <= Duration::from_secs(100) && d > Duration::from_secs(90), "{d:?}"),
+        other => panic!("incr changed the expiry: {other:?}"),
+    }
+}
+
+/// Concurrent `incr`s lose no update.
+pub async fn concurrent_incr_is_atomic(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("n", &0, 60).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.incr("n", 1).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=50).collect::<Vec<i64>>(), "every incr returns a distinct value");
+    assert_eq!(c.get::<i64>("n").await.unwrap(), Some(50));
+}
+
+/// A value with a one-second timeout is gone after a second.
+pub async fn expires_after_one_second(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", "v", 1).await.unwrap();
+    assert!(c.has_key("k").await.unwrap());
+    sleep(Duration::from_millis(1100) + h.capabilities().expiry_slack).await;
+    assert_eq!(c.get::<String>("k").await.unwrap(), None);
+    assert!(!c.has_key("k").await.unwrap());
+    assert_eq!(c.ttl("k").await.unwrap(), Ttl::Missing);
+}
+
+/// Fractions of a second are honoured.
+pub async fn fractional_timeout(h: &dyn Harness) {
+    if !h.capabilities().subsecond_expiry {
+        return skip("fractional_timeout", "the backend keeps whole seconds");
+    }
+    let c = cache(h).await;
+    c.set("k", "v", 0.3).await.unwrap();
+    assert!(c.has_key("k").await.unwrap());
+    sleep(Duration::from_millis(450) + h.capabilities().expiry_slack).await;
+    assert!(!c.has_key("k").await.unwrap());
+}
+
+/// A zero timeout stores nothing and removes an older value.
+pub async fn zero_timeout_stores_nothing_and_removes_old_value(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", "old", 60).await.unwrap();
+    c.set("k", "new", 0).await.unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap(), None);
+    c.set("fresh", "v", Duration::ZERO).await.unwrap();
+    assert!(!c.has_key("fresh").await.unwrap());
+    // A negative timeout (Django's "already expired") behaves the same.
+    c.set("neg", "v", -1).await.unwrap();
+    assert!(!c.has_key("neg").await.unwrap());
+}
+
+/// A forever timeout never expires.
+pub async fn forever_timeout(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", "v", Timeout::Forever).await.unwrap();
+    assert_eq!(c.ttl("k").await.unwrap(), Ttl::Forever);
+    c.set("opt", "v", None::<Duration>).await.unwrap();
+    assert_eq!(c.ttl("opt").await.unwrap(), Ttl::Forever);
+}
+
+/// `Timeout::Default` uses the cache's default timeout.
+pub async fn default_timeout_applies(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", "v", Timeout::Default).await.unwrap();
+    match c.ttl("k").await.unwrap() {
+        Ttl::Remaining(d) => assert!(d > Duration::from_secs(290) && d <= Duration::from_secs(300), "{d:?}"),
+        other => panic!("default timeout not applied: {other:?}"),
+    }
+    let short = cache_with(
+        h,
+        CacheOptions {
+            default_timeout: Timeout::from(10),
+            ..CacheOptions::default()
+        },
+    )
+    .await;
+    short.set("k", "v", Timeout::Default).await.unwrap();
+    match short.ttl("k").await.unwrap() {
+        Ttl::Remaining(d) => assert!(d > Duration::from_secs(5) && d <= Duration::from_secs(10), "{d:?}"),
+        other => panic!("configured default not applied: {other:?}"),
+    }
+}
+
+/// Timeouts over 30 days stay relative (memcached would read them as dates).
+pub async fn long_timeout_stays_relative(h: &dyn Harness) {
+    let c = cache(h).await;
+    let days_31 = Duration::from_secs(31 * 24 * 3600);
+    c.set("k", "v", days_31).await.unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+    match c.ttl("k").await.unwrap() {
+        Ttl::Remaining(d) => assert!(d > days_31 - Duration::from_secs(60) && d <= days_31, "{d:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `touch` gives a new timeout, fails on a missing key, and zero expires the key.
+pub async fn touch(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert!(!c.touch("missing", 60).await.unwrap());
+    c.set("k", "v", 1).await.unwrap();
+    assert!(c.touch("k", 60).await.unwrap());
+    sleep(Duration::from_millis(1100) + h.capabilities().expiry_slack).await;
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"), "touch extended the key");
+    assert!(c.touch("k", Timeout::Forever).await.unwrap());
+    assert_eq!(c.ttl("k").await.unwrap(), Ttl::Forever);
+    assert!(c.touch("k", 0).await.unwrap());
+    assert!(!c.has_key("k").await.unwrap(), "touch(0) expires the key");
+}
+
+/// `ttl` tells missing, forever and remaining apart.
+pub async fn ttl_reports_missing_forever_and_remaining(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert_eq!(c.ttl("missing").await.unwrap(), Ttl::Missing);
+    c.set("f", "v", Timeout::Forever).await.unwrap();
+    assert_eq!(c.ttl("f").await.unwrap(), Ttl::Forever);
+    c.set("r", "v", 30).await.unwrap();
+    match c.ttl("r").await.unwrap() {
+        Ttl::Remaining(d) => assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A key is visible only under its version.
+pub async fn versions_isolate(h: &dyn Harness) {
+    let c = cache(h).await;
+    let v2 = c.with_version(2);
+    c.set("k", "one", 60).await.unwrap();
+    v2.set("k", "two", 60).await.unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("one"));
+    assert_eq!(v2.get::<String>("k").await.unwrap().as_deref(), Some("two"));
+    assert!(v2.delete("k").await.unwrap());
+    assert!(c.has_key("k").await.unwrap());
+    let cfg = cache_with(
+        h,
+        CacheOptions {
+            version: 3,
+            ..CacheOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(cfg.version(), 3);
+    assert!(cfg.make_key("k").unwrap().contains(":3:k"));
+}
+
+/// `incr_version`/`decr_version` move a key between versions, keeping its timeout.
+pub async fn incr_and_decr_version(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", "v", 100).await.unwrap();
+    assert_eq!(c.incr_version("k", 1).await.unwrap(), 2);
+    assert!(!c.has_key("k").await.unwrap());
+    let v2 = c.with_version(2);
+    assert_eq!(v2.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+    assert!(matches!(v2.ttl("k").await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(90)));
+    assert_eq!(v2.decr_version("k", 1).await.unwrap(), 1);
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+    assert!(matches!(c.incr_version("missing", 1).await, Err(Error::KeyNotFound { .. })));
+}
+
+/// Two caches with different prefixes do not see each other's keys.
+pub async fn prefixes_isolate(h: &dyn Harness) {
+    let a = cache(h).await;
+    let b = cache(h).await;
+    a.set("k", "a", 60).await.unwrap();
+    assert_eq!(b.get::<String>("k").await.unwrap(), None);
+    b.set("k", "b", 60).await.unwrap();
+    assert_eq!(a.get::<String>("k").await.unwrap().as_deref(), Some("a"));
+}
+
+/// `clear` removes this cache's keys (every version) and nobody else's.
+pub async fn clear_removes_only_own_prefix(h: &dyn Harness) {
+    let mine = cache(h).await;
+    let other = cache(h).await;
+    mine.set("a", &1, 60).await.unwrap();
+    mine.with_version(2).set("b", &2, 60).await.unwrap();
+    other.set("a", &3, 60).await.unwrap();
+    mine.clear().await.unwrap();
+    assert!(!mine.has_key("a").await.unwrap());
+    assert!(!mine.with_version(2).has_key("b").await.unwrap());
+    assert_eq!(other.get::<i32>("a").await.unwrap(), Some(3), "clear touched another prefix");
+}
+
+/// Unicode keys and values round-trip.
+pub async fn unicode_keys_and_values(h: &dyn Harness) {
+    let c = cache(h).await;
+    for (key, value) in [
+        ("ascii", "ascii"),
+        ("unicode_ključ", "Iñtërnâtiônàlizætiøn"),
+        ("emoji_😀", "😀 and 中文 and العربية"),
+        ("nul_in_value", "a\u{0}b"),
+    ] {
+        c.set(key, value, 60).await.unwrap();
+        assert_eq!(c.get::<String>(key).await.unwrap().as_deref(), Some(value), "key {key}");
+        assert!(c.delete(key).await.unwrap());
+    }
+}
+
+/// Arbitrary bytes round-trip through `set_bytes`/`get_bytes`.
+pub async fn binary_values(h: &dyn Harness) {
+    let c = cache(h).await;
+    let all: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    c.set_bytes("bin", &all, 60).await.unwrap();
+    assert_eq!(c.get_bytes("bin").await.unwrap(), Some(Bytes::from(all.clone())));
+    c.set_bytes("empty", b"", 60).await.unwrap();
+    assert_eq!(c.get_bytes("empty").await.unwrap(), Some(Bytes::new()));
+    assert!(c.add_bytes("empty", b"x", 60).await.unwrap() == false);
+    // Typed and byte reads do not mix: reading the other kind is a miss, not garbage.
+    assert_eq!(c.get::<String>("bin").await.unwrap(), None);
+    c.set("typed", "t", 60).await.unwrap();
+    assert_eq!(c.get_bytes("typed").await.unwrap(), None);
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    id: u64,
+    name: String,
+    tags: Vec<String>,
+    score: f64,
+    nested: Option<Box<Record>>,
+    #[serde(with = "serde_bytes_as_vec")]
+    blob: Vec<u8>,
+}
+
+mod serde_bytes_as_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v)
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Vec::<u8>::deserialize(d)
+    }
+}
+
+/// Many data types round-trip.
+pub async fn many_data_types(h: &dyn Harness) {
+    let c = cache(h).await;
+    async fn check<T>(c: &Cache, key: &str, value: T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        c.set(key, &value, 60).await.unwrap();
+        assert_eq!(c.get::<T>(key).await.unwrap(), Some(value), "key {key}");
+    }
+    check(&c, "bool", true).await;
+    check(&c, "i64min", i64::MIN).await;
+    check(&c, "i64max", i64::MAX).await;
+    check(&c, "u64max", u64::MAX).await;
+    check(&c, "f64", -12.5f64).await;
+    check(&c, "string", String::from("text")).await;
+    check(&c, "empty", String::new()).await;
+    check(&c, "vec", vec![1, 2, 3]).await;
+    check(&c, "tuple", (1u8, "two".to_owned(), 3.0f32)).await;
+    check(&c, "map", BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)])).await;
+    let record = Record {
+        id: 7,
+        name: "seven".into(),
+        tags: vec!["a".into(), "b".into()],
+        score: 0.25,
+        nested: Some(Box::new(Record {
+            id: 8,
+            name: "eight".into(),
+            tags: vec![],
+            score: 1.0,
+            nested: None,
+            blob: vec![],
+        })),
+        blob: vec![0, 1, 255],
+    };
+    check(&c, "record", record).await;
+    // A value of another type than the one asked for is a miss (with a warning), not garbage.
+    c.set("int", &5, 60).await.unwrap();
+    assert_eq!(c.get::<String>("int").await.unwrap(), None);
+}
+
+/// A large value (compressed above the threshold) round-trips, compressible or not.
+pub async fn large_values_round_trip(h: &dyn Harness) {
+    let c = cache(h).await;
+    let text = "webcache caches pages. ".repeat(20_000);
+    c.set("text", &text, 60).await.unwrap();
+    assert_eq!(c.get::<String>("text").await.unwrap(), Some(text.clone()));
+    let stored = c.get_raw("text").await.unwrap().unwrap();
+    assert!(stored.len() < text.len() / 4, "large text is stored compressed ({} bytes)", stored.len());
+    let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    c.set_bytes("noise", &noise, 60).await.unwrap();
+    assert_eq!(c.get_bytes("noise").await.unwrap().as_deref(), Some(&noise[..]));
+}
+
+/// `get_or_set` stores the value on a miss and returns the stored one on a hit.
+pub async fn get_or_set_stores_and_returns(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert_eq!(c.get_or_set("k", 1, 60).await.unwrap(), 1);
+    assert_eq!(c.get_or_set("k", 2, 60).await.unwrap(), 1);
+    let v: String = c
+        .get_or_set_with("w", 60, || async { "computed".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(v, "computed");
+    assert_eq!(c.get::<String>("w").await.unwrap().as_deref(), Some("computed"));
+    let failed: Result<u32, Upstream> = c
+        .try_get_or_set_with("e", 60, || async { Err(Upstream("upstream down".to_owned())) })
+        .await;
+    assert_eq!(failed, Err(Upstream("upstream down".to_owned())));
+    assert!(!c.has_key("e").await.unwrap(), "a failed computation stores nothing");
+    assert_eq!(c.get_or_set("zero", 9, 0).await.unwrap(), 9);
+    assert!(!c.has_key("zero").await.unwrap());
+}
+
+#[derive(Debug, PartialEq)]
+struct Upstream(String);
+
+impl From<Error> for Upstream {
+    fn from(e: Error) -> Self {
+        Upstream(e.to_string())
+    }
+}
+
+/// When another writer stores a value while `get_or_set` computes, the winner's value is
+/// returned.
+pub async fn get_or_set_returns_the_winners_value(h: &dyn Harness) {
+    let c = cache(h).await;
+    // A second handle with its own single-flight state plays "another process".
+    let other = Cache::new(c.backend().clone(), c.options().clone());
+    let v: String = c
+        .get_or_set_with("k", 60, || async {
+            other.set("k", "winner", 60).await.unwrap();
+            "loser".to_owned()
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, "winner");
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("winner"));
+}
+
+/// Concurrent `get_or_set` calls for one missing key run the computation once.
+pub async fn concurrent_get_or_set_runs_once(h: &dyn Harness) {
+    let c = cache(h).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let c = c.clone();
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                c.get_or_set_with("k", 60, || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    sleep(Duration::from_millis(200)).await;
+                    "once".to_owned()
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "once");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the computation ran more than once");
+}
+
+/// `keys` lists this cache's keys of this version by glob pattern.
+pub async fn keys_by_pattern(h: &dyn Harness) {
+    if !h.capabilities().keys {
+        return skip("keys_by_pattern", "the backend cannot list keys");
+    }
+    let c = cache(h).await;
+    c.set_many([("user.1", 1), ("user.2", 2), ("page.1", 3)], 60).await.unwrap();
+    c.with_version(2).set("user.3", &3, 60).await.unwrap();
+    let mut users: Vec<String> = c
+        .keys("user.*")
+        .map(|k| k.unwrap())
+        .collect()
+        .await;
+    users.sort();
+    assert_eq!(users, ["user.1", "user.2"]);
+    let mut all: Vec<String> = c.keys("*").map(|k| k.unwrap()).collect().await;
+    all.sort();
+    assert_eq!(all, ["page.1", "user.1", "user.2"]);
+    let one: Vec<String> = c.keys("user.?").map(|k| k.unwrap()).collect().await;
+    assert_eq!(one.len(), 2);
+}
+
+/// A bounded backend never holds more entries than its bound.
+pub async fn eviction_keeps_the_bound(h: &dyn Harness) {
+    let Some(backend) = h.bounded_backend(50).await else {
+        return skip("eviction_keeps_the_bound", "the backend has no entry bound");
+    };
+    let c = Cache::new(backend.clone(), CacheOptions::default());
+    for i in 0..500 {
+        c.set(&format!("k{i}"), &i, 60).await.unwrap();
+    }
+    let stats = backend.stats().await.unwrap();
+    let entries = stats.entries.expect("a bounded backend reports its entry count");
+    assert!(entries <= 50, "{entries} entries exceed the bound of 50");
+    assert!(entries > 0, "eviction removed everything");
+}
+
+/// A corrupt or foreign entry reads as a miss, not an error or a panic.
+pub async fn corrupt_entries_are_misses(h: &dyn Harness) {
+    let c = cache(h).await;
+    let backend = c.backend().clone();
+    for (i, garbage) in [
+        &b"not a webcache entry"[..],
+        &[0xF5],
+        &[0xF5, 99, 1, 0, 1, 2],
+        &[0xF5, 1, 1, 1, 0xff, 0xff, 0xff, 0x7f],
+        &[0xF5, 1, 1, 0, b'{'],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("bad{i}");
+        backend
+            .set(&c.make_key(&key).unwrap(), Bytes::copy_from_slice(garbage), Expiry::After(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(c.get::<String>(&key).await.unwrap(), None, "{garbage:?}");
+        assert_eq!(c.get_bytes(&key).await.unwrap(), None, "{garbage:?}");
+        let many: HashMap<String, String> = c.get_many([key.as_str()]).await.unwrap();
+        assert!(many.is_empty());
+    }
+}
+
+/// Keys the backend cannot store are rejected with words that say what to change, or hashed
+/// when configured; other backends store them as they are.
+pub async fn key_rules_are_enforced(h: &dyn Harness) {
+    let c = cache(h).await;
+    let long = "k".repeat(300);
+    let spaced = "a key with spaces";
+    let rules = c.backend().key_rules();
+    if rules.max_len.is_some() || rules.no_whitespace_or_control {
+        let err = c.set(&long, "v", 60).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{err:?}");
+        assert!(err.to_string().contains("invalid_keys"), "the error says how to fix it: {err}");
+        let hashed = cache_with(
+            h,
+            CacheOptions {
+                invalid_keys: InvalidKeyPolicy::Hash,
+                ..CacheOptions::default()
+            },
+        )
+        .await;
+        for key in [long.as_str(), spaced] {
+            hashed.set(key, "v", 60).await.unwrap();
+            assert_eq!(hashed.get::<String>(key).await.unwrap().as_deref(), Some("v"));
+        }
+    } else {
+        for key in [long.as_str(), spaced, "tab\tand\nnewline"] {
+            c.set(key, "v", 60).await.unwrap();
+            assert_eq!(c.get::<String>(key).await.unwrap().as_deref(), Some("v"), "{key:?}");
+        }
+    }
+}
