@@ -41,6 +41,7 @@ pub const SCHEMES: &[(&str, &str)] = &[
     ("memcached", "memcached://h1:11211,h2:11211"),
     ("sqlite", "sqlite:///path/to/cache.db?table=webcache_cache"),
     ("postgres", "postgres://user:pass@host/db?table=webcache_cache"),
+    ("postgresql", "postgresql://user:pass@host/db?table=webcache_cache"),
     ("file", "file:///var/tmp/webcache"),
 ];
 

@@ -128,3 +128,7 @@ impl Drop for ServerProcess {
         self.stop();
     }
 }
+
+pub mod memcached;
+pub mod postgres;
+pub mod redis;

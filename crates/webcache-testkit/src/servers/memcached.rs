@@ -1,0 +1,1 @@
+//! Test fixture: a real memcached server on a free loopback port.

@@ -1,0 +1,1 @@
+//! Test fixture: a real postgres server on a free loopback port.

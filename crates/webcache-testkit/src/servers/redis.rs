@@ -1,0 +1,1 @@
+//! Test fixture: a real redis server on a free loopback port.

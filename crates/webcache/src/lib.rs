@@ -1,0 +1,26 @@
+//! # webcache
+//!
+//! Django's cache framework for Rust web services: one typed, async cache API
+//! ([`Cache`]), backends from an in-process store to Redis Cluster, a registry of named cache
+//! aliases configured from a TOML file or cache URLs ([`Caches`]), HTTP page caching as tower
+//! layers, and cache-backed sessions.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use webcache::{Caches, Timeout};
+//!
+//! let caches = Caches::from_urls([("default", "locmem://"), ("sessions", "locmem://sessions")]).await?;
+//! let cache = caches.default();
+//! cache.set("greeting", "hello", 60).await?;
+//! assert_eq!(cache.get::<String>("greeting").await?.as_deref(), Some("hello"));
+//! # Ok(()) }
+//! ```
+//!
+//! Backends behind cargo features: `redis`, `memcached`, `sql` (SQLite, PostgreSQL), `file`;
+//! `locmem` and `dummy` are always there.
+#![forbid(unsafe_code)]
+
+mod registry;
+
+pub use registry::{build_backend, Caches};
+pub use webcache_core::*;
