@@ -1,12 +1,68 @@
-//! The redis backend of webcache (work in progress: not yet implemented).
+//! The Redis backend of webcache: one node, a primary with replicas, or a Redis Cluster.
+//!
+//! ```toml
+//! [caches.default]
+//! url = "redis://127.0.0.1:6379/2"        # `/2`: database 2; rediss:// for TLS
+//! key_prefix = "shop"
+//! connect_timeout = 0.5                   # seconds per connection attempt (default 1)
+//! response_timeout = 0.5                  # seconds per command (default 1)
+//!
+//! [caches.replicated]                     # writes to the primary, reads over the replicas
+//! url = "redis://10.0.0.1:6379/0"
+//! replicas = "redis://10.0.0.2:6379/0,redis://10.0.0.3:6379/0"
+//! wait_replicas = 0                       # >0: each write WAITs for that many replicas
+//!
+//! [caches.cluster]
+//! url = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"
+//! read_from_replicas = false
+//! clear = "prefix"                        # or "flushdb" to empty whole databases on clear()
+//! ```
+//!
+//! Built on the [`redis`] crate: a [`ConnectionManager`](redis::aio::ConnectionManager)
+//! (one multiplexed connection per node, which pipelines concurrent calls and reconnects with
+//! backoff) or its async cluster client (slot routing, `MOVED`/`ASK`). Connections are made
+//! lazily, so an application starts while Redis is down; every call is bounded by
+//! `connect_timeout + response_timeout` and fails with [`Error::Timeout`] or
+//! [`Error::Backend`] (which a cache in [`OnError::Degrade`](webcache_core::OnError) mode turns
+//! into misses and dropped writes) and the next call after Redis returns succeeds.
+//!
+//! Each cache operation is one native command: `SET … PX` (`add`: `SET … NX PX`), `MGET`,
+//! pipelined `SET`s for `set_many` (one pipeline per slot on a cluster), `UNLINK`,
+//! `PEXPIRE`/`PERSIST` for `touch`, `PTTL`, and a small Lua script for `incr` (`INCRBY` only
+//! when the key exists, so the key keeps its TTL and a missing key is not created). Keys are
+//! stored as the cache builds them (`prefix:version:key`), readable in `redis-cli`, with real
+//! Redis TTLs.
+//!
+//! `clear()` removes only the cache's prefix, with `SCAN` + `UNLINK` (on every master of a
+//! cluster), never `KEYS` and never `FLUSHDB` unless configured with `clear = "flushdb"`.
+//!
+//! Redis-only extras live on [`RedisBackend`]: [`delete_pattern`](RedisBackend::delete_pattern),
+//! [`expire`](RedisBackend::expire)/[`persist`](RedisBackend::persist), a distributed
+//! [`lock`](RedisBackend::try_lock), and [`get_or_set_locked`], a `get_or_set` whose
+//! computation runs once across processes.
 #![forbid(unsafe_code)]
+
+mod backend;
+mod config;
+mod conn;
+mod lock;
 
 use std::sync::Arc;
 
 use webcache_core::config::{BackendSpec, ConfigError};
 use webcache_core::Backend;
 
-/// Builds the backend a cache URL describes.
+pub use backend::{RedisBackend, NAME};
+pub use config::{
+    ClearMode, RedisConfig, Target, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, OPTIONS,
+};
+pub use lock::{get_or_set_locked, LockOptions, RedisLock};
+
+/// Builds the backend a cache URL describes (`redis://`, `rediss://`, `redis+cluster://`).
+///
+/// Nothing is dialled here: a bad URL or option is a [`ConfigError`] naming the field, but an
+/// unreachable server only shows when the cache is used (as an error bounded by the timeouts,
+/// or a miss in degrade mode).
 pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
-    Err(spec.error("url", "the redis backend is not implemented yet"))
+    Ok(Arc::new(RedisBackend::from_spec(spec).await?))
 }

@@ -1,0 +1,577 @@
+//! [`RedisBackend`]: the [`Backend`] trait over Redis commands.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use redis::cluster_routing::Slot;
+use redis::{Cmd, FromRedisValue, RedisError, RedisResult, Script};
+use webcache_core::config::{BackendSpec, ConfigError};
+use webcache_core::{glob_escape, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
+
+use crate::config::{ClearMode, RedisConfig, Target};
+use crate::conn::{masters_from_cluster_nodes, to_node, Conn, Topology};
+
+/// The backend's name in logs and errors.
+pub const NAME: &str = "redis";
+
+/// Keys asked for per `SCAN` step: large enough to walk a big keyspace in few round trips,
+/// small enough that one step does not stall the server.
+const SCAN_COUNT: usize = 1000;
+
+/// The longest expiry sent to Redis (about 31,000 years): Redis refuses expiries that
+/// overflow its clock, and anything this long is "forever" in practice.
+const MAX_EXPIRY_MS: u128 = 1_000_000_000_000_000;
+
+/// `INCRBY` only on an existing key: plain `INCRBY` would create a missing key at 0.
+/// Running as one script keeps the check and the increment atomic.
+const INCR_EXISTING: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+";
+
+/// A Redis cache backend: one node, a primary with replicas, or a Redis Cluster.
+///
+/// Cheap to clone (clones share the connections). Build it from a cache URL with
+/// [`from_spec`](crate::from_spec) (through the `webcache` registry) or directly with
+/// [`RedisBackend::from_url`] / [`RedisBackend::new`], then wrap it in a
+/// [`Cache`](webcache_core::Cache) (`Cache::new(Arc::new(backend.clone()), options)`) while
+/// keeping a handle for the Redis-only extras.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    topology: Topology,
+    config: RedisConfig,
+    /// Bound on a whole call: a connection attempt plus the command.
+    deadline: Duration,
+    incr: Script,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.inner.config.label)
+            .field("replicas", &self.inner.topology.replica_count())
+            .finish()
+    }
+}
+
+/// One node to `SCAN`: `None` is the primary, `Some` a cluster master by address.
+type ScanNode = Option<(String, u16)>;
+
+impl RedisBackend {
+    /// Builds a backend from its configuration. Nothing is dialled yet: connections are made
+    /// by the first call that needs them and remade after failures. Must be called within a
+    /// Tokio runtime.
+    pub fn new(config: RedisConfig) -> Result<Self> {
+        let open_error = |e: RedisError| {
+            Error::backend(NAME, format!("cannot use {}: {e}", config.label), e)
+        };
+        let topology = match &config.target {
+            Target::Primary {
+                primary, replicas, ..
+            } => {
+                let primary = redis::Client::open(primary.as_str()).map_err(open_error)?;
+                let replicas = replicas
+                    .iter()
+                    .map(|r| redis::Client::open(r.as_str()))
+                    .collect::<RedisResult<Vec<_>>>()
+                    .map_err(open_error)?;
+                Topology::primary(
+                    primary,
+                    replicas,
+                    config.connect_timeout,
+                    config.response_timeout,
+                )
+                .map_err(open_error)?
+            }
+            Target::Cluster {
+                nodes,
+                read_from_replicas,
+            } => {
+                let mut builder = redis::cluster::ClusterClient::builder(
+                    nodes.iter().map(String::as_str),
+                )
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                // Follow MOVED/ASK and reconnects within the call's own bound.
+                .overall_response_timeout(Some(config.connect_timeout + config.response_timeout));
+                if *read_from_replicas {
+                    builder = builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+                }
+                let client = builder.build().map_err(open_error)?;
+                Topology::cluster(&client, config.connect_timeout, config.response_timeout)
+            }
+        };
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                topology,
+                deadline: config.connect_timeout + config.response_timeout,
+                config,
+                incr: Script::new(INCR_EXISTING),
+            }),
+        })
+    }
+
+    /// A backend for one `redis://` or `rediss://` URL with default options. Must be called
+    /// within a Tokio runtime.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let config = RedisConfig::single(url).map_err(|m| Error::backend_msg(NAME, m))?;
+        Self::new(config)
+    }
+
+    /// Builds the backend a cache URL describes, refusing unknown options.
+    pub async fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
+        let config = RedisConfig::from_spec(spec)?;
+        Self::new(config).map_err(|e| spec.error("url", e.to_string()))
+    }
+
+    /// The configuration this backend was built with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// How long a call may take at most before it fails with [`Error::Timeout`]:
+    /// `connect_timeout + response_timeout`.
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.deadline
+    }
+
+    // ----- Redis-only extras -----------------------------------------------------------------
+
+    /// Removes every key matching the glob `pattern` (final keys, as stored), walking the
+    /// keyspace with `SCAN` (never `KEYS`) on every master and removing with `UNLINK`; returns
+    /// how many keys were removed. Use [`glob_escape`] on literal parts such as a prefix.
+    pub async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+        let mut batches = self.scan_batches(pattern.to_owned());
+        let mut removed = 0;
+        while let Some(batch) = batches.next().await {
+            let keys = batch?;
+            if keys.is_empty() {
+                continue;
+            }
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(&keys);
+            removed += self.write::<u64>("UNLINK", &cmd).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Gives `key` (a final key) a new lifetime; returns `false` when the key is missing.
+    pub async fn expire(&self, key: &str, after: Duration) -> Result<bool> {
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(key).arg(millis(after));
+        Ok(self.write::<i64>("PEXPIRE", &cmd).await? == 1)
+    }
+
+    /// Makes `key` (a final key) never expire; returns `false` when the key is missing or
+    /// already had no expiry (as Redis's `PERSIST`).
+    pub async fn persist(&self, key: &str) -> Result<bool> {
+        let mut cmd = redis::cmd("PERSIST");
+        cmd.arg(key);
+        Ok(self.write::<i64>("PERSIST", &cmd).await? == 1)
+    }
+
+    // ----- plumbing ----------------------------------------------------------------------------
+
+    pub(crate) fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    pub(crate) fn fail(&self, what: &str, e: RedisError) -> Error {
+        if e.is_timeout() {
+            return Error::Timeout {
+                backend: NAME,
+                after: self.inner.config.response_timeout,
+            };
+        }
+        let message = if e.is_connection_refusal() || e.is_io_error() {
+            format!("{what} on {}: cannot reach the server: {e}", self.inner.config.label)
+        } else {
+            format!("{what} on {} failed: {e}", self.inner.config.label)
+        };
+        Error::backend(NAME, message, e)
+    }
+
+    /// Runs `call` within the call deadline, without mapping the client's error.
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<RedisResult<T>> {
+        tokio::time::timeout(self.inner.deadline, call)
+            .await
+            .map_err(|_| Error::Timeout {
+                backend: NAME,
+                after: self.inner.deadline,
+            })
+    }
+
+    async fn query<T: FromRedisValue>(&self, mut conn: Conn, what: &str, cmd: &Cmd) -> Result<T> {
+        self.bounded(cmd.query_async(&mut conn))
+            .await?
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// A read, from a replica when there are some. A replica that fails quickly (refused,
+    /// broken) is replaced by the primary for this call; one that times out is not, so that a
+    /// call never takes more than one deadline.
+    async fn read<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
+        let (conn, from_replica) = self.inner.topology.reader();
+        match self.query(conn, what, cmd).await {
+            Err(Error::Backend { message, .. }) if from_replica => {
+                tracing::debug!("redis replica failed, reading from the primary: {message}");
+                self.query(self.inner.topology.writer(), what, cmd).await
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) async fn write<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
+        let value = self.query(self.inner.topology.writer(), what, cmd).await?;
+        self.after_write().await?;
+        Ok(value)
+    }
+
+    /// With `wait_replicas`, waits until that many replicas have the writes made so far, so
+    /// that the next read from a replica sees them.
+    async fn after_write(&self) -> Result<()> {
+        let wanted = self.inner.config.wait_replicas;
+        if wanted == 0 || self.inner.topology.is_cluster() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wanted)
+            .arg(u64::try_from(self.inner.config.response_timeout.as_millis()).unwrap_or(u64::MAX));
+        let acked: u32 = self.query(self.inner.topology.writer(), "WAIT", &cmd).await?;
+        if acked < wanted {
+            tracing::warn!(
+                url = %self.inner.config.label,
+                "only {acked} of {wanted} replicas acknowledged a write within {:?}",
+                self.inner.config.response_timeout
+            );
+        }
+        Ok(())
+    }
+
+    /// The nodes holding keys: the primary, or every master of a cluster.
+    async fn scan_nodes(&self) -> Result<Vec<ScanNode>> {
+        match self.inner.topology.writer() {
+            Conn::Node(_) => Ok(vec![None]),
+            Conn::Cluster(mut cluster) => {
+                let cmd = {
+                    let mut c = redis::cmd("CLUSTER");
+                    c.arg("NODES");
+                    c
+                };
+                let text: String = self
+                    .bounded(cmd.query_async(&mut cluster))
+                    .await?
+                    .map_err(|e| self.fail("CLUSTER NODES", e))?;
+                let masters = masters_from_cluster_nodes(&text);
+                if masters.is_empty() {
+                    return Err(Error::backend_msg(
+                        NAME,
+                        format!("{}: CLUSTER NODES lists no master serving slots", self.inner.config.label),
+                    ));
+                }
+                Ok(masters.into_iter().map(Some).collect())
+            }
+        }
+    }
+
+    async fn scan_step(&self, node: &ScanNode, cursor: u64, pattern: &str) -> Result<(u64, Vec<Vec<u8>>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+        match (node, self.inner.topology.writer()) {
+            (Some((host, port)), Conn::Cluster(mut cluster)) => {
+                let value = self
+                    .bounded(cluster.route_command(cmd, to_node(host, *port)))
+                    .await?
+                    .map_err(|e| self.fail("SCAN", e))?;
+                redis::from_redis_value(value).map_err(|e| self.fail("SCAN", e.into()))
+            }
+            (_, conn) => self.query(conn, "SCAN", &cmd).await,
+        }
+    }
+
+    /// The keys matching `pattern`, in batches as `SCAN` returns them (possibly with
+    /// repeats, as `SCAN` guarantees only that every key present throughout is seen).
+    fn scan_batches(&self, pattern: String) -> BoxStream<'static, Result<Vec<Vec<u8>>>> {
+        struct Walk {
+            nodes: Option<Vec<ScanNode>>,
+            index: usize,
+            cursor: u64,
+        }
+        let this = self.clone();
+        let start = Walk {
+            nodes: None,
+            index: 0,
+            cursor: 0,
+        };
+        stream::unfold(Some(start), move |walk| {
+            let this = this.clone();
+            let pattern = pattern.clone();
+            async move {
+                let mut walk = walk?;
+                let nodes = match walk.nodes.take() {
+                    Some(nodes) => nodes,
+                    None => match this.scan_nodes().await {
+                        Ok(nodes) => nodes,
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                };
+                let node = nodes.get(walk.index)?;
+                match this.scan_step(node, walk.cursor, &pattern).await {
+                    Err(e) => Some((Err(e), None)),
+                    Ok((next, keys)) => {
+                        if next == 0 {
+                            walk.index += 1;
+                        }
+                        walk.cursor = next;
+                        walk.nodes = Some(nodes);
+                        Some((Ok(keys), Some(walk)))
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn set_many_cluster(&self, cmds: Vec<(String, Cmd)>) -> Result<()> {
+        // A cluster pipeline must stay within one slot: one pipeline per slot, run together.
+        let mut by_slot: HashMap<Slot, redis::Pipeline> = HashMap::new();
+        for (key, cmd) in cmds {
+            by_slot
+                .entry(Slot::for_key(key.as_bytes()))
+                .or_insert_with(redis::pipe)
+                .add_command(cmd)
+                .ignore();
+        }
+        let Conn::Cluster(cluster) = self.inner.topology.writer() else {
+            return Err(Error::backend_msg(NAME, "internal: not a cluster"));
+        };
+        let calls = by_slot.into_values().map(|pipe| {
+            let mut cluster = cluster.clone();
+            async move { pipe.query_async::<()>(&mut cluster).await }
+        });
+        self.bounded(futures::future::try_join_all(calls))
+            .await?
+            .map_err(|e| self.fail("SET (pipelined)", e))?;
+        Ok(())
+    }
+}
+
+/// Milliseconds for `PX`/`PEXPIRE`: at least 1 (a sub-millisecond expiry would be refused as
+/// 0) and at most [`MAX_EXPIRY_MS`].
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis().clamp(1, MAX_EXPIRY_MS)).unwrap_or(u64::MAX)
+}
+
+fn set_cmd(key: &str, value: &[u8], expiry: Expiry, only_if_absent: bool) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if only_if_absent {
+        cmd.arg("NX");
+    }
+    if let Expiry::After(d) = expiry {
+        cmd.arg("PX").arg(millis(d));
+    }
+    cmd
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.read("GET", &cmd).await
+    }
+
+    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
+        self.write::<()>("SET", &set_cmd(key, &value, expiry, false))
+            .await
+    }
+
+    async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        let stored: Option<String> = self
+            .write("SET NX", &set_cmd(key, &value, expiry, true))
+            .await?;
+        Ok(stored.is_some())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(key);
+        Ok(self.write::<u64>("UNLINK", &cmd).await? > 0)
+    }
+
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        match expiry {
+            Expiry::After(d) => self.expire(key, d).await,
+            Expiry::Never => {
+                // PERSIST answers 0 for a key that exists without expiry too, so ask EXISTS
+                // in the same round trip.
+                let mut pipe = redis::pipe();
+                pipe.cmd("PERSIST").arg(key).ignore().cmd("EXISTS").arg(key);
+                let (exists,): (u64,) = self
+                    .bounded(pipe.query_async(&mut self.inner.topology.writer()))
+                    .await?
+                    .map_err(|e| self.fail("PERSIST", e))?;
+                self.after_write().await?;
+                Ok(exists == 1)
+            }
+        }
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        let mut conn = self.inner.topology.writer();
+        let mut invocation = self.inner.incr.key(key);
+        invocation.arg(delta);
+        let result: RedisResult<Option<i64>> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let value = match result {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(Error::KeyNotFound { key: key.to_owned() }),
+            Err(e) => {
+                let text = e.to_string();
+                return Err(if text.contains("not an integer") {
+                    Error::NotAnInteger { key: key.to_owned() }
+                } else if text.contains("overflow") {
+                    Error::Overflow { key: key.to_owned() }
+                } else {
+                    self.fail("INCRBY", e)
+                });
+            }
+        };
+        self.after_write().await?;
+        Ok(value)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Ttl> {
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(key);
+        Ok(match self.read::<i64>("PTTL", &cmd).await? {
+            -2 => Ttl::Missing,
+            -1 => Ttl::Forever,
+            ms => Ttl::Remaining(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        })
+    }
+
+    async fn clear(&self, prefix: Option<&str>) -> Result<()> {
+        match (self.inner.config.clear, prefix) {
+            (ClearMode::FlushDb, _) => {
+                self.write::<()>("FLUSHDB", &redis::cmd("FLUSHDB")).await
+            }
+            (ClearMode::Prefix, Some(prefix)) => {
+                let removed = self.delete_pattern(&format!("{}*", glob_escape(prefix))).await?;
+                tracing::debug!(url = %self.inner.config.label, prefix, removed, "cleared");
+                Ok(())
+            }
+            (ClearMode::Prefix, None) => self.delete_pattern("*").await.map(drop),
+        }
+    }
+
+    fn scan(&self, pattern: &str) -> KeyStream {
+        let mut seen = HashSet::new();
+        self.scan_batches(pattern.to_owned())
+            .flat_map(|batch| {
+                let items: Vec<Result<String>> = match batch {
+                    // A key that is not UTF-8 was not written by webcache.
+                    Ok(keys) => keys.into_iter().filter_map(|k| String::from_utf8(k).ok()).map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                stream::iter(items)
+            })
+            .filter(move |item| {
+                let fresh = match item {
+                    Ok(key) => seen.insert(key.clone()),
+                    Err(_) => true,
+                };
+                futures::future::ready(fresh)
+            })
+            .boxed()
+    }
+
+    async fn stats(&self) -> Result<BackendStats> {
+        let entries: u64 = self.query(self.inner.topology.writer(), "DBSIZE", &redis::cmd("DBSIZE")).await?;
+        let mut extra = vec![("url".to_owned(), self.inner.config.label.clone())];
+        if self.inner.topology.is_cluster() {
+            extra.push(("masters".to_owned(), self.scan_nodes().await?.len().to_string()));
+        } else {
+            let mut cmd = redis::cmd("INFO");
+            cmd.arg("memory");
+            let info: String = self.query(self.inner.topology.writer(), "INFO", &cmd).await?;
+            extra.extend(info.lines().filter_map(|line| {
+                let (name, value) = line.trim().split_once(':')?;
+                matches!(name, "used_memory" | "used_memory_human" | "maxmemory" | "maxmemory_policy")
+                    .then(|| (name.to_owned(), value.to_owned()))
+            }));
+            extra.push(("replicas".to_owned(), self.inner.topology.replica_count().to_string()));
+        }
+        Ok(BackendStats {
+            // DBSIZE counts the whole database, not only this cache's prefix.
+            entries: Some(entries),
+            bytes: None,
+            extra,
+        })
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(keys);
+        self.read("MGET", &cmd).await
+    }
+
+    async fn set_many(&self, entries: Vec<(String, Bytes)>, expiry: Expiry) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cmds: Vec<(String, Cmd)> = entries
+            .into_iter()
+            .map(|(key, value)| {
+                let cmd = set_cmd(&key, &value, expiry, false);
+                (key, cmd)
+            })
+            .collect();
+        if self.inner.topology.is_cluster() {
+            return self.set_many_cluster(cmds).await;
+        }
+        let mut pipe = redis::pipe();
+        for (_, cmd) in cmds {
+            pipe.add_command(cmd).ignore();
+        }
+        self.bounded(pipe.query_async::<()>(&mut self.inner.topology.writer()))
+            .await?
+            .map_err(|e| self.fail("SET (pipelined)", e))?;
+        self.after_write().await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(keys);
+        self.write("UNLINK", &cmd).await
+    }
+
+    async fn has_key(&self, key: &str) -> Result<bool> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        Ok(self.read::<u64>("EXISTS", &cmd).await? == 1)
+    }
+}
