@@ -1,1 +1,234 @@
-//! Test fixture: a real redis server on a free loopback port.
+//! Test fixtures: real `redis-server` processes on free loopback ports: one server, a primary
+//! with a replica, and a 3-master Redis Cluster.
+//!
+//! Every server keeps nothing on disk (`--save ""`, no AOF), listens on 127.0.0.1 only, writes
+//! its log into its own temporary directory and stops when the test process ends. A single
+//! server can be [`kill`](RedisServer::kill)ed and [`restart`](RedisServer::restart)ed on the
+//! same port, for tests of a cache that outlives a Redis outage.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::{free_cluster_port, free_port, temp_dir, wait_for_port, ServerProcess};
+
+const STARTUP: Duration = Duration::from_secs(15);
+
+/// One `redis-server` process.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    extra_args: Vec<String>,
+    process: Mutex<Option<ServerProcess>>,
+}
+
+impl RedisServer {
+    /// The server of this test process, started on first use and shared by its tests (they
+    /// keep apart by key prefix).
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(RedisServer::start)
+    }
+
+    /// Starts a new server on a free port. Panics with a message that says what to install
+    /// when `redis-server` is missing.
+    pub fn start() -> RedisServer {
+        Self::start_with(free_port(), Vec::new())
+    }
+
+    /// Starts a replica of the server on `primary_port` and waits until it is in sync.
+    pub fn start_replica_of(primary_port: u16) -> RedisServer {
+        let replica = Self::start_with(
+            free_port(),
+            vec!["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()],
+        );
+        replica.wait_for_info("replication", "master_link_status:up");
+        replica
+    }
+
+    fn start_with(port: u16, extra_args: Vec<String>) -> RedisServer {
+        let server = RedisServer {
+            port,
+            dir: temp_dir(&format!("redis-{port}")),
+            extra_args,
+            process: Mutex::new(None),
+        };
+        server.restart();
+        server
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT/DB`.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Stops the server (its data is gone: nothing is persisted). Idempotent.
+    pub fn kill(&self) {
+        let mut process = self.process.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut running) = process.take() {
+            running.stop();
+        }
+    }
+
+    /// Starts the server again on the same port (stopping it first if it runs), and waits
+    /// until it answers.
+    pub fn restart(&self) {
+        self.kill();
+        let port = self.port.to_string();
+        let dir = self.dir.to_string_lossy().into_owned();
+        let log = self.dir.join("redis.log").to_string_lossy().into_owned();
+        let mut args: Vec<&str> = vec![
+            "--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", &dir, "--logfile", &log, "--protected-mode", "no",
+        ];
+        args.extend(self.extra_args.iter().map(String::as_str));
+        let process = ServerProcess::spawn("redis-server", &args, None);
+        *self.process.lock().unwrap_or_else(|p| p.into_inner()) = Some(process);
+        assert!(
+            wait_for_port(self.port, STARTUP),
+            "redis-server did not accept connections on port {} within {STARTUP:?}; see {log}",
+            self.port
+        );
+        self.wait_until(|| self.cli(&["ping"]).trim() == "PONG", "answer PING");
+    }
+
+    /// Runs `redis-cli -p PORT args...` and returns its output (for checks independent of the
+    /// client under test, such as `-n 2 ttl KEY`).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn wait_for_info(&self, section: &str, needle: &str) {
+        self.wait_until(
+            || self.cli(&["info", section]).contains(needle),
+            &format!("report `{needle}` in INFO {section}"),
+        );
+    }
+
+    fn wait_until(&self, mut ready: impl FnMut() -> bool, what: &str) {
+        let deadline = Instant::now() + STARTUP;
+        while !ready() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not {what} within {STARTUP:?}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A primary with one replica in sync.
+#[derive(Debug)]
+pub struct RedisReplicaPair {
+    /// The primary, which takes the writes.
+    pub primary: RedisServer,
+    /// The replica, which serves reads.
+    pub replica: RedisServer,
+}
+
+impl RedisReplicaPair {
+    /// The pair of this test process, started on first use.
+    pub fn shared() -> &'static RedisReplicaPair {
+        static SHARED: OnceLock<RedisReplicaPair> = OnceLock::new();
+        SHARED.get_or_init(RedisReplicaPair::start)
+    }
+
+    /// Starts a primary and a replica of it, and waits until the replica is in sync.
+    pub fn start() -> RedisReplicaPair {
+        let primary = RedisServer::start();
+        let replica = RedisServer::start_replica_of(primary.port());
+        RedisReplicaPair { primary, replica }
+    }
+
+    /// `redis://primary/DB?replicas=redis://replica/DB`, plus `extra` query options
+    /// (`&name=value...`).
+    pub fn url(&self, db: u32, extra: &str) -> String {
+        format!("{}?replicas={}{extra}", self.primary.url(db), self.replica.url(db))
+    }
+}
+
+/// A Redis Cluster of masters without replicas.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// The 3-master cluster of this test process, started on first use.
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(|| RedisCluster::start(3))
+    }
+
+    /// Starts `masters` cluster nodes (ports at most 55535 with their bus port free), joins
+    /// them with `redis-cli --cluster create`, and waits until every node reports
+    /// `cluster_state:ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                let port = free_cluster_port();
+                RedisServer::start_with(
+                    port,
+                    vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        format!("nodes-{port}.conf"),
+                        "--cluster-node-timeout".into(),
+                        "5000".into(),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster create: {e}"));
+        assert!(status.success(), "redis-cli --cluster create {addresses:?} failed: {status}");
+        for node in &nodes {
+            node.wait_until(
+                || node.cli(&["cluster", "info"]).contains("cluster_state:ok"),
+                "report cluster_state:ok",
+            );
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The nodes, in the order they were started.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}

@@ -1,0 +1,49 @@
+//! The conformance suite against a primary with one replica: writes go to the primary, reads
+//! to the replica. `wait_replicas=1` makes each write wait for the replica (replication is
+//! otherwise asynchronous, and the suite reads right after writing).
+
+use std::sync::Arc;
+
+use webcache_core::{Backend, CacheConfig};
+use webcache_testkit::servers::redis::RedisReplicaPair;
+use webcache_testkit::{conformance_suite, Harness};
+
+struct PrimaryAndReplica;
+
+#[async_trait::async_trait]
+impl Harness for PrimaryAndReplica {
+    async fn backend(&self) -> Arc<dyn Backend> {
+        let url = RedisReplicaPair::shared().url(0, "&wait_replicas=1");
+        let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
+        webcache_redis::from_spec(&mut spec).await.unwrap()
+    }
+}
+
+conformance_suite!(PrimaryAndReplica);
+
+/// Reads really go to the replica: a key written only on the replica's side is invisible to
+/// the primary, so we check the other way round: the replica's command counter grows with
+/// reads while the primary's GET counter does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_served_by_the_replica() {
+    use webcache_core::{Cache, CacheOptions};
+    let pair = RedisReplicaPair::shared();
+    let gets = |server: &webcache_testkit::servers::redis::RedisServer| -> u64 {
+        let stats = server.cli(&["info", "commandstats"]);
+        stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_get:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let backend = PrimaryAndReplica.backend().await;
+    let cache = Cache::new(backend, CacheOptions { key_prefix: "replica-reads".into(), ..CacheOptions::default() });
+    cache.set("k", "v", 60).await.unwrap();
+    let (primary_before, replica_before) = (gets(&pair.primary), gets(&pair.replica));
+    for _ in 0..20 {
+        assert_eq!(cache.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+    }
+    assert!(gets(&pair.replica) >= replica_before + 20, "the replica served the reads");
+    assert!(gets(&pair.primary) < primary_before + 5, "the primary served reads");
+}

@@ -1,0 +1,21 @@
+//! The conformance suite against one `redis-server` started by this test binary.
+
+use std::sync::Arc;
+
+use webcache_core::{Backend, CacheConfig};
+use webcache_testkit::servers::redis::RedisServer;
+use webcache_testkit::{conformance_suite, Harness};
+
+struct SingleNode;
+
+#[async_trait::async_trait]
+impl Harness for SingleNode {
+    async fn backend(&self) -> Arc<dyn Backend> {
+        // Built through the URL, as an application's configuration would.
+        let url = RedisServer::shared().url(0);
+        let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
+        webcache_redis::from_spec(&mut spec).await.unwrap()
+    }
+}
+
+conformance_suite!(SingleNode);
