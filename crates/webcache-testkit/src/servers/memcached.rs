@@ -1,1 +1,68 @@
-//! Test fixture: a real memcached server on a free loopback port.
+//! Test fixture: real memcached servers on free loopback ports.
+
+use std::time::Duration;
+
+use super::{free_port, wait_for_port, ServerProcess};
+
+/// A `memcached` process on `127.0.0.1`, stopped when dropped (or when the test process ends).
+#[derive(Debug)]
+pub struct MemcachedServer {
+    process: ServerProcess,
+    port: u16,
+}
+
+impl MemcachedServer {
+    /// Starts a memcached with default settings (64 MB, 1 MB item size limit).
+    pub fn start() -> MemcachedServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a memcached with extra arguments, for example `["-I", "512k"]` for a smaller
+    /// item size limit.
+    pub fn start_with(extra_args: &[&str]) -> MemcachedServer {
+        // A port can be taken between `free_port` and the server's bind; try a few.
+        for _ in 0..5 {
+            let port = free_port();
+            let port_arg = port.to_string();
+            // `-u nobody` because memcached refuses to run as root without a user to switch to.
+            let mut args = vec!["-u", "nobody", "-l", "127.0.0.1", "-p", &port_arg, "-U", "0"];
+            args.extend_from_slice(extra_args);
+            let process = ServerProcess::spawn("memcached", &args, None);
+            if wait_for_port(port, Duration::from_secs(10)) {
+                return MemcachedServer { process, port };
+            }
+        }
+        panic!("memcached did not start on a free loopback port (tried 5 times)");
+    }
+
+    /// Starts `n` independent servers with default settings.
+    pub fn start_many(n: usize) -> Vec<MemcachedServer> {
+        (0..n).map(|_| Self::start()).collect()
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A `memcached://` URL for this server.
+    pub fn url(&self) -> String {
+        format!("memcached://{}", self.address())
+    }
+
+    /// A `memcached://` URL naming several servers.
+    pub fn url_of(servers: &[MemcachedServer]) -> String {
+        let addresses: Vec<String> = servers.iter().map(MemcachedServer::address).collect();
+        format!("memcached://{}", addresses.join(","))
+    }
+
+    /// Stops the server now (to test how clients cope with a dead server).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}

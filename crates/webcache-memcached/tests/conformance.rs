@@ -1,0 +1,51 @@
+//! The shared conformance suite, unchanged, against one real memcached and against two.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use webcache_core::Backend;
+use webcache_memcached::{Memcached, MemcachedConfig};
+use webcache_testkit::servers::memcached::MemcachedServer;
+use webcache_testkit::{conformance_suite, Capabilities, Harness};
+
+/// Servers live as long as the test process (the watchdog stops them when it exits); each
+/// case builds its own client, because connections belong to the case's runtime.
+fn servers(n: usize) -> &'static [MemcachedServer] {
+    static ONE: OnceLock<Vec<MemcachedServer>> = OnceLock::new();
+    static TWO: OnceLock<Vec<MemcachedServer>> = OnceLock::new();
+    match n {
+        1 => ONE.get_or_init(|| MemcachedServer::start_many(1)),
+        _ => TWO.get_or_init(|| MemcachedServer::start_many(2)),
+    }
+}
+
+struct MemcachedHarness {
+    servers: usize,
+}
+
+#[async_trait::async_trait]
+impl Harness for MemcachedHarness {
+    async fn backend(&self) -> Arc<dyn Backend> {
+        let config = MemcachedConfig::new(servers(self.servers).iter().map(MemcachedServer::address));
+        Arc::new(Memcached::new(&config))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // Memcached keeps whole seconds, and its clock ticks once a second.
+            subsecond_expiry: false,
+            keys: true,
+            expiry_slack: Duration::from_millis(1500),
+        }
+    }
+}
+
+mod one_server {
+    use super::*;
+    conformance_suite!(MemcachedHarness { servers: 1 });
+}
+
+mod two_servers {
+    use super::*;
+    conformance_suite!(MemcachedHarness { servers: 2 });
+}
