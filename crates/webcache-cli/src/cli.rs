@@ -1,0 +1,218 @@
+//! Command-line syntax: the same inspection commands on the command line, in `webcache shell`
+//! and through a running app's admin endpoint.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+/// webcache: Django's cache framework for Rust web services.
+#[derive(Debug, Parser)]
+#[command(name = "webcache", about, long_about = None, disable_version_flag = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// Print one JSON object per command: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Which cache a command talks to.
+#[derive(Debug, Clone, Args, Default)]
+pub(crate) struct TargetArgs {
+    /// Cache URL, e.g. `redis://127.0.0.1:6379/2` (default: WEBCACHE_URL, else `locmem://`).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) cache: Option<String>,
+    /// A webcache.toml file with `[caches.NAME]` aliases.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "cache")]
+    pub(crate) config: Option<PathBuf>,
+    /// The alias to use from the configuration.
+    #[arg(long, global = true, value_name = "NAME", default_value = "default")]
+    pub(crate) alias: String,
+    /// Inspect a running `webcache serve` through its admin endpoint instead.
+    #[arg(long, global = true, value_name = "URL", conflicts_with_all = ["cache", "config"])]
+    pub(crate) app: Option<String>,
+    /// The admin token `webcache serve` printed (needed when the app is not on loopback).
+    #[arg(long, global = true, env = "WEBCACHE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the demo app: a slow upstream cached three ways, and a session cart.
+    Serve(ServeArgs),
+    /// Run a caching reverse proxy in front of any HTTP origin.
+    Proxy(ProxyArgs),
+    /// Read commands from standard input, one per line, as `redis-cli` does.
+    Shell,
+    #[command(flatten)]
+    Op(Op),
+}
+
+/// Options of `webcache serve`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub(crate) listen: String,
+    /// Base URL of the slow upstream (it must answer `GET /delay/N`); default: the built-in one.
+    #[arg(long, value_name = "URL")]
+    pub(crate) upstream: Option<String>,
+}
+
+/// Options of `webcache proxy`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ProxyArgs {
+    /// The origin to forward to, e.g. http://127.0.0.1:8000.
+    #[arg(long, value_name = "URL")]
+    pub(crate) upstream: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+    /// Keep cacheable 200 responses without freshness information this many seconds (Django's
+    /// site-wide middleware); without it the proxy follows RFC 9111 strictly.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) default_ttl: Option<f64>,
+}
+
+/// How a command addresses keys.
+#[derive(Debug, Clone, Copy, Args, Default, Serialize, Deserialize)]
+pub(crate) struct KeyArgs {
+    /// Key version (default: the cache's).
+    #[arg(long = "version", value_name = "N")]
+    pub(crate) version: Option<i64>,
+    /// Address the stored key as it is (no prefix or version applied).
+    #[arg(long)]
+    pub(crate) raw: bool,
+}
+
+/// The inspection commands. They parse the same way everywhere and run in [`crate::ops`].
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub(crate) enum Op {
+    /// List keys matching a glob pattern (`*`, `?`, `[abc]`).
+    Keys {
+        /// The pattern (default `*`).
+        #[arg(default_value = "*")]
+        pattern: String,
+        /// Stop after this many keys.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        #[serde(default)]
+        key: KeyArgs,
+    },
+    /// Show a value, decoded.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Seconds left, `forever`, or missing.
+    Ttl {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Store a JSON value.
+    Set {
+        /// The key.
+        key: String,
+        /// The value, as JSON: '"text"', 42, '{"a": 1}'.
+        value: String,
+        /// Timeout in seconds (default: the cache's), 0 = do not keep.
+        #[arg(long)]
+        ttl: Option<f64>,
+        /// Never expire.
+        #[arg(long, conflicts_with = "ttl")]
+        forever: bool,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Store a JSON value only if the key is absent.
+    Add {
+        /// The key.
+        key: String,
+        /// The value, as JSON.
+        value: String,
+        /// Timeout in seconds (default: the cache's).
+        #[arg(long)]
+        ttl: Option<f64>,
+        /// Never expire.
+        #[arg(long, conflicts_with = "ttl")]
+        forever: bool,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Add to an integer value.
+    Incr {
+        /// The key.
+        key: String,
+        /// How much (default 1).
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Subtract from an integer value.
+    Decr {
+        /// The key.
+        key: String,
+        /// How much (default 1).
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Give a key a new timeout in seconds (0 expires it now).
+    Touch {
+        /// The key.
+        key: String,
+        /// Seconds.
+        seconds: f64,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Delete keys.
+    Del {
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        #[serde(default)]
+        keyargs: KeyArgs,
+    },
+    /// Delete every key of the cache (its prefix, every version).
+    Clear {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Entries, size, hits and misses.
+    Stats,
+    /// Create the database table of an `sqlite://` or `postgres://` cache.
+    Createcachetable {
+        /// Print the SQL instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// One line of `webcache shell` (or one admin request): an inspection command.
+#[derive(Debug, Parser)]
+#[command(name = "", no_binary_name = true, disable_help_flag = false, disable_version_flag = true)]
+pub(crate) struct Line {
+    #[command(subcommand)]
+    pub(crate) op: Op,
+}

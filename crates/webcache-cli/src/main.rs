@@ -1,0 +1,105 @@
+//! The `webcache` binary: `serve` runs the demo app on the embedded default cache, `proxy`
+//! caches any HTTP origin, and `keys`/`get`/`ttl`/`set`/`del`/`clear`/`stats`/`shell` inspect a
+//! cache the way `redis-cli` inspects Redis, but decoded.
+
+mod cli;
+mod ops;
+mod output;
+mod pages;
+mod serve;
+mod shell;
+mod target;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, Op};
+use ops::OpError;
+use target::Target;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn run(cli: Cli) -> i32 {
+    match &cli.command {
+        Command::Serve(args) => report(serve::run(&cli.target, args).await),
+        Command::Proxy(args) => report(proxy(&cli.target, args).await),
+        Command::Shell => match Target::open(&cli.target).await {
+            Ok(target) => shell::run(&target, cli.json).await,
+            Err(e) => output::print(None, &Err(OpError::Failed(format!("{e:#}"))), cli.json),
+        },
+        Command::Op(op) => {
+            let op = match confirm(op.clone()) {
+                Ok(op) => op,
+                Err(e) => return output::print(Some(op), &Err(e), cli.json),
+            };
+            let outcome = match Target::open(&cli.target).await {
+                Ok(target) => target.run(&op).await,
+                Err(e) => Err(classify(&e)),
+            };
+            output::print(Some(&op), &outcome, cli.json)
+        }
+    }
+}
+
+/// A configuration mistake is a usage error (2); anything else a failure (1).
+fn classify(e: &anyhow::Error) -> OpError {
+    if e.downcast_ref::<webcache::ConfigError>()
+        .is_some_and(|c| !matches!(c, webcache::ConfigError::Connect { .. }))
+    {
+        OpError::Usage(format!("{e:#}"))
+    } else {
+        OpError::Failed(format!("{e:#}"))
+    }
+}
+
+/// `clear` without `--yes` asks on a terminal; elsewhere it needs `--yes`.
+fn confirm(op: Op) -> Result<Op, OpError> {
+    let Op::Clear { yes: false } = op else {
+        return Ok(op);
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(OpError::Usage("clear deletes every key of the cache; add --yes to confirm".into()));
+    }
+    eprint!("Delete every key of this cache? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(Op::Clear { yes: true })
+    } else {
+        Err(OpError::Usage("not cleared".into()))
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn proxy(_target: &cli::TargetArgs, _args: &cli::ProxyArgs) -> anyhow::Result<()> {
+    anyhow::bail!("`webcache proxy` is not available in this build yet")
+}

@@ -1,0 +1,298 @@
+//! The inspection commands, run against one cache. The command line, `webcache shell` and the
+//! admin endpoint of `webcache serve` all call [`run`], so they behave identically.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use webcache::bytes::Bytes;
+use webcache::entry::{self, Decoded};
+use webcache::{Cache, Error, Expiry, Timeout, Ttl};
+
+use crate::cli::{KeyArgs, Op};
+
+/// Why a command failed; the process exit code follows from it.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    /// The user's mistake (bad JSON value, invalid key, missing confirmation): exit code 2.
+    Usage(String),
+    /// The cache or its backend failed: exit code 1.
+    Failed(String),
+}
+
+impl OpError {
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            OpError::Usage(m) | OpError::Failed(m) => m,
+        }
+    }
+
+    pub(crate) fn exit_code(&self) -> i32 {
+        match self {
+            OpError::Usage(_) => 2,
+            OpError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidKey { .. } | Error::Serialize { .. } => OpError::Usage(e.to_string()),
+            other => OpError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Runs one command. `progress` hears how many keys a long `clear` has removed so far.
+pub(crate) async fn run(
+    cache: &Cache,
+    op: &Op,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Value, OpError> {
+    match op {
+        Op::Keys { pattern, limit, key } => {
+            let mut keys = list_keys(cache, pattern, key);
+            let mut out = Vec::new();
+            while let Some(k) = keys.next().await {
+                if limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+                out.push(Value::String(k?));
+            }
+            Ok(Value::Array(out))
+        }
+        Op::Get { key, keyargs } => {
+            let stored = cache.backend().get(&stored_key(cache, key, keyargs)?).await?;
+            Ok(stored.map_or(Value::Null, |raw| describe(&raw)))
+        }
+        Op::Ttl { key, keyargs } => {
+            let ttl = cache.backend().ttl(&stored_key(cache, key, keyargs)?).await?;
+            Ok(ttl_json(ttl))
+        }
+        Op::Set { key, value, ttl, forever, keyargs } => {
+            let value = parse_value(value)?;
+            let timeout = timeout(*ttl, *forever)?;
+            if keyargs.raw {
+                let encoded = encode(cache, &value)?;
+                match expiry(cache, timeout) {
+                    Some(expiry) => cache.backend().set(key, encoded, expiry).await?,
+                    None => drop(cache.backend().delete(key).await?),
+                }
+            } else {
+                versioned(cache, keyargs).set(key, &value, timeout).await?;
+            }
+            Ok(Value::Bool(true))
+        }
+        Op::Add { key, value, ttl, forever, keyargs } => {
+            let value = parse_value(value)?;
+            let timeout = timeout(*ttl, *forever)?;
+            let added = if keyargs.raw {
+                let encoded = encode(cache, &value)?;
+                match expiry(cache, timeout) {
+                    Some(expiry) => cache.backend().add(key, encoded, expiry).await?,
+                    None => !cache.backend().has_key(key).await?,
+                }
+            } else {
+                versioned(cache, keyargs).add(key, &value, timeout).await?
+            };
+            Ok(Value::Bool(added))
+        }
+        Op::Incr { key, by, keyargs } => incr(cache, key, *by, keyargs).await,
+        Op::Decr { key, by, keyargs } => {
+            let by = by
+                .checked_neg()
+                .ok_or_else(|| OpError::Usage(format!("cannot decrement by {by}")))?;
+            incr(cache, key, by, keyargs).await
+        }
+        Op::Touch { key, seconds, keyargs } => {
+            let timeout = timeout(Some(*seconds), false)?;
+            let touched = if keyargs.raw {
+                match expiry(cache, timeout) {
+                    Some(expiry) => cache.backend().touch(key, expiry).await?,
+                    None => cache.backend().delete(key).await?,
+                }
+            } else {
+                versioned(cache, keyargs).touch(key, timeout).await?
+            };
+            Ok(Value::Bool(touched))
+        }
+        Op::Del { keys, keyargs } => {
+            let stored = keys
+                .iter()
+                .map(|k| stored_key(cache, k, keyargs))
+                .collect::<Result<Vec<_>, _>>()?;
+            let removed = cache.backend().delete_many(&stored).await?;
+            Ok(if keys.len() == 1 { Value::Bool(removed == 1) } else { json!(removed) })
+        }
+        Op::Clear { yes } => {
+            if !yes {
+                return Err(OpError::Usage(
+                    "clear deletes every key of the cache; add --yes to confirm".into(),
+                ));
+            }
+            clear(cache, progress).await
+        }
+        Op::Stats => {
+            let stats = cache.stats().await?;
+            let mut out = json!({
+                "alias": stats.alias,
+                "backend": stats.backend,
+                "entries": stats.backend_stats.entries,
+                "bytes": stats.backend_stats.bytes,
+                "hits": stats.metrics.hits,
+                "misses": stats.metrics.misses,
+                "errors": stats.metrics.errors,
+            });
+            for (name, value) in stats.backend_stats.extra {
+                out[name] = Value::String(value);
+            }
+            Ok(out)
+        }
+        Op::Createcachetable { dry_run } => create_cache_table(cache, *dry_run).await,
+    }
+}
+
+async fn create_cache_table(cache: &Cache, _dry_run: bool) -> Result<Value, OpError> {
+    Err(OpError::Usage(format!(
+        "createcachetable needs an `sqlite://` or `postgres://` cache; `{}` uses the {} backend",
+        cache.alias(),
+        cache.backend().name()
+    )))
+}
+
+/// Deletes the cache's keys (its prefix, every version) in batches, reporting progress, when
+/// the backend can list keys; otherwise one `clear` call.
+async fn clear(cache: &Cache, progress: &(dyn Fn(u64) + Sync)) -> Result<Value, OpError> {
+    let pattern = format!("{}*", webcache::glob_escape(&format!("{}:", cache.options().key_prefix)));
+    let mut keys = cache.backend().scan(&pattern);
+    let mut batch = Vec::with_capacity(CLEAR_BATCH);
+    let mut removed = 0u64;
+    let mut done = false;
+    while !done {
+        match keys.next().await {
+            Some(Err(Error::Unsupported { .. })) => {
+                cache.clear().await?;
+                return Ok(Value::Bool(true));
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(key)) => batch.push(key),
+            None => done = true,
+        }
+        if batch.len() >= CLEAR_BATCH || (done && !batch.is_empty()) {
+            removed += cache.backend().delete_many(&batch).await?;
+            batch.clear();
+            progress(removed);
+        }
+    }
+    Ok(json!(removed))
+}
+
+const CLEAR_BATCH: usize = 1000;
+
+fn versioned(cache: &Cache, keyargs: &KeyArgs) -> Cache {
+    match keyargs.version {
+        Some(v) => cache.with_version(v),
+        None => cache.clone(),
+    }
+}
+
+fn stored_key(cache: &Cache, key: &str, keyargs: &KeyArgs) -> Result<String, OpError> {
+    if keyargs.raw {
+        Ok(key.to_owned())
+    } else {
+        Ok(versioned(cache, keyargs).make_key(key)?)
+    }
+}
+
+fn list_keys(cache: &Cache, pattern: &str, keyargs: &KeyArgs) -> webcache::KeyStream {
+    if keyargs.raw {
+        cache.backend().scan(pattern)
+    } else {
+        versioned(cache, keyargs).keys(pattern)
+    }
+}
+
+async fn incr(cache: &Cache, key: &str, by: i64, keyargs: &KeyArgs) -> Result<Value, OpError> {
+    let n = if keyargs.raw {
+        cache.backend().incr(key, by).await?
+    } else {
+        versioned(cache, keyargs).incr(key, by).await?
+    };
+    Ok(json!(n))
+}
+
+fn parse_value(text: &str) -> Result<Value, OpError> {
+    serde_json::from_str(text).map_err(|e| {
+        OpError::Usage(format!(
+            "VALUE must be JSON ({e}); quote text as '\"text\"', numbers as 42, objects as '{{\"a\": 1}}'"
+        ))
+    })
+}
+
+fn timeout(seconds: Option<f64>, forever: bool) -> Result<Timeout, OpError> {
+    match (seconds, forever) {
+        (_, true) => Ok(Timeout::Forever),
+        (None, false) => Ok(Timeout::Default),
+        (Some(s), false) if s.is_finite() => Ok(Timeout::from(s)),
+        (Some(s), false) => Err(OpError::Usage(format!("{s} is not a number of seconds"))),
+    }
+}
+
+fn expiry(cache: &Cache, timeout: Timeout) -> Option<Expiry> {
+    match timeout.resolve(cache.options().default_timeout) {
+        Timeout::Forever => Some(Expiry::Never),
+        Timeout::After(d) if d.is_zero() => None,
+        Timeout::After(d) => Some(Expiry::After(d)),
+        Timeout::Default => Some(Expiry::After(webcache::DEFAULT_TIMEOUT)),
+    }
+}
+
+fn encode(cache: &Cache, value: &Value) -> Result<Bytes, OpError> {
+    entry::encode_json(value, cache.options().compress_min_bytes)
+        .map_err(|e| OpError::Usage(format!("cannot encode the value: {e}")))
+}
+
+/// The remaining lifetime as `ttl` prints it: seconds, "forever", or null (missing).
+pub(crate) fn ttl_json(ttl: Ttl) -> Value {
+    match ttl {
+        Ttl::Missing => Value::Null,
+        Ttl::Forever => json!("forever"),
+        Ttl::Remaining(d) => json!(round_ms(d)),
+    }
+}
+
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// A stored entry, decoded for people: JSON values as they are, integers as numbers, bytes as
+/// text when they are UTF-8 or as a hex preview, cached pages as status, headers and size.
+pub(crate) fn describe(raw: &Bytes) -> Value {
+    match entry::decode(raw) {
+        Ok(Decoded::Integer(n)) => json!(n),
+        Ok(Decoded::Json(payload)) => serde_json::from_slice(&payload).unwrap_or_else(|e| {
+            json!({"corrupt": format!("JSON entry that does not parse: {e}")})
+        }),
+        Ok(Decoded::Bytes(bytes)) => describe_bytes(&bytes),
+        Err(e) => json!({ "corrupt": e.to_string(), "size": raw.len(), "hex": hex_preview(raw) }),
+    }
+}
+
+fn describe_bytes(bytes: &Bytes) -> Value {
+    if let Some(page) = crate::pages::describe(bytes) {
+        return page;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => json!({ "bytes": bytes.len(), "hex": hex_preview(bytes) }),
+    }
+}
+
+fn hex_preview(bytes: &[u8]) -> String {
+    let mut out: String = bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
+    if bytes.len() > 32 {
+        out.push_str("...");
+    }
+    out
+}

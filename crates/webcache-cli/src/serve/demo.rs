@@ -1,0 +1,213 @@
+//! The demo's routes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use minijinja::Environment;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tower_sessions::Session;
+use webcache::{Cache, Caches};
+use webcache_sessions::{CacheStore, SessionConfig};
+
+use super::admin::{self, Admin};
+
+/// How long the demo caches upstream answers and pages, as the tutorial does.
+const CACHE_SECONDS: u64 = 60;
+/// The longest delay the built-in upstream accepts.
+const MAX_DELAY: f64 = 30.0;
+
+#[derive(Clone)]
+struct Demo {
+    cache: Cache,
+    upstream: String,
+    http: reqwest::Client,
+    templates: Arc<Environment<'static>>,
+    served: Arc<AtomicU64>,
+}
+
+#[derive(Deserialize)]
+struct DelayQuery {
+    delay: Option<f64>,
+}
+
+/// Builds the demo app over `caches` (the `sessions` alias holds sessions when configured,
+/// otherwise `default`).
+pub(super) fn app(caches: &Caches, upstream: &str, token: &str) -> anyhow::Result<Router> {
+    let mut templates = Environment::new();
+    templates.add_template("hello.html", include_str!("../../templates/hello.html"))?;
+    let demo = Demo {
+        cache: caches.default().clone(),
+        upstream: upstream.trim_end_matches('/').to_owned(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?,
+        templates: Arc::new(templates),
+        served: Arc::new(AtomicU64::new(0)),
+    };
+    let sessions = caches.get("sessions").unwrap_or_else(|_| caches.default()).clone();
+    let admin = Admin {
+        caches: caches.clone(),
+        token: token.to_owned(),
+    };
+    let cart = Router::new()
+        .route("/cart", get(cart))
+        .route("/cart/clear", post(cart_clear))
+        .layer(SessionConfig::default().layer(CacheStore::new(sessions)));
+    Ok(Router::new()
+        .route("/", get(index))
+        .route("/delay/{seconds}", get(delay))
+        .route("/count", get(count))
+        .route("/hello", get(hello))
+        .route("/hello-page", get(hello_page))
+        .route("/hello-class", get(hello_page).post(hello_class_post))
+        .with_state(demo)
+        .merge(cart)
+        .merge(
+            Router::new()
+                .route(admin::PATH, post(admin::handle))
+                .with_state(admin),
+        ))
+}
+
+async fn index() -> &'static str {
+    "webcache demo\n\n\
+     GET  /delay/N        the built-in slow upstream\n\
+     GET  /hello          low-level API (get_or_set, 60 s)\n\
+     GET  /hello-page     page-cache layer on the route\n\
+     GET  /hello-class    page-cache layer on GET only; POST is never cached\n\
+     GET  /cart?add=ITEM  a cache-backed session cart; POST /cart/clear empties it\n"
+}
+
+/// The built-in upstream, a stand-in for httpbin's `/delay/N`.
+async fn delay(State(demo): State<Demo>, Path(seconds): Path<String>, headers: HeaderMap) -> Response {
+    let Some(secs) = seconds.parse::<f64>().ok().filter(|s| (0.0..=MAX_DELAY).contains(s)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{seconds}` is not a delay; use seconds from 0 to {MAX_DELAY}, e.g. /delay/2 or /delay/0.5\n"),
+        )
+            .into_response();
+    };
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let served = demo.served.fetch_add(1, Ordering::Relaxed) + 1;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    Json(json!({
+        "url": format!("http://{host}/delay/{seconds}"),
+        "delay": secs,
+        "origin": "127.0.0.1",
+        "headers": {"Host": host},
+        "served": served,
+    }))
+    .into_response()
+}
+
+async fn count(State(demo): State<Demo>) -> Json<Value> {
+    Json(json!({"served": demo.served.load(Ordering::Relaxed)}))
+}
+
+/// Why a demo page could not be produced.
+struct DemoError(StatusCode, String);
+
+impl From<webcache::Error> for DemoError {
+    fn from(e: webcache::Error) -> Self {
+        DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("cache error: {e}"))
+    }
+}
+
+impl IntoResponse for DemoError {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+impl Demo {
+    async fn fetch(&self, delay: f64) -> Result<Value, DemoError> {
+        let url = format!("{}/delay/{delay}", self.upstream);
+        let bad_gateway = |what: String| DemoError(StatusCode::BAD_GATEWAY, what);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| bad_gateway(format!("the upstream {url} did not answer: {e}")))?;
+        if !response.status().is_success() {
+            return Err(bad_gateway(format!("the upstream {url} answered {}", response.status())));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| bad_gateway(format!("the upstream {url} did not answer JSON: {e}")))
+    }
+
+    fn render(&self, route: &str, data: &Value) -> Result<Html<String>, DemoError> {
+        self.templates
+            .get_template("hello.html")
+            .and_then(|t| t.render(minijinja::context! { data => data, route => route }))
+            .map(Html)
+            .map_err(|e| DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("template error: {e}")))
+    }
+}
+
+fn delay_of(q: &DelayQuery) -> f64 {
+    q.delay.unwrap_or(2.0)
+}
+
+/// The low-level API: look up `httpbin`; on a miss, call the upstream and keep its JSON 60 s.
+async fn hello(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Response, DemoError> {
+    let fetched = AtomicBool::new(false);
+    let data: Value = demo
+        .cache
+        .try_get_or_set_with("httpbin", CACHE_SECONDS, || async {
+            fetched.store(true, Ordering::Relaxed);
+            demo.fetch(delay_of(&q)).await
+        })
+        .await?;
+    let page = demo.render("/hello", &data)?;
+    let state = if fetched.load(Ordering::Relaxed) { "MISS" } else { "HIT" };
+    Ok(([("x-cache", state)], page).into_response())
+}
+
+/// A page that calls the upstream on every request; the page-cache layer caches it.
+async fn hello_page(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Html<String>, DemoError> {
+    let data = demo.fetch(delay_of(&q)).await?;
+    demo.render("/hello-page", &data)
+}
+
+/// POST on the class-style route: never cached, always calls the upstream.
+async fn hello_class_post(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Html<String>, DemoError> {
+    let data = demo.fetch(delay_of(&q)).await?;
+    demo.render("POST /hello-class", &data)
+}
+
+#[derive(Deserialize)]
+struct CartQuery {
+    add: Option<String>,
+}
+
+const CART: &str = "items";
+
+async fn cart(session: Session, Query(q): Query<CartQuery>) -> Result<Json<Value>, DemoError> {
+    let session_error = |e: tower_sessions::session::Error| {
+        DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("session error: {e}"))
+    };
+    let mut items: Vec<String> = session.get(CART).await.map_err(session_error)?.unwrap_or_default();
+    if let Some(item) = q.add.filter(|i| !i.is_empty()) {
+        items.push(item);
+        session.insert(CART, &items).await.map_err(session_error)?;
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn cart_clear(session: Session) -> Result<Json<Value>, DemoError> {
+    session
+        .remove::<Vec<String>>(CART)
+        .await
+        .map_err(|e| DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("session error: {e}")))?;
+    Ok(Json(json!({ "items": [] })))
+}

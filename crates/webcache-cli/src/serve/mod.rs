@@ -1,0 +1,71 @@
+//! `webcache serve`: the tutorial as a runnable app, on the embedded default cache.
+//!
+//! | route | what it shows |
+//! |---|---|
+//! | `GET /delay/N` | the built-in slow upstream (a stand-in for httpbin): sleeps N seconds |
+//! | `GET /hello` | the low-level API: `get_or_set` of key `httpbin` for 60 s |
+//! | `GET /hello-page` | the page-cache layer on one route (`cache_page(60)`) |
+//! | `GET`/`POST /hello-class` | one route, two methods, only GET cached (`method_decorator`) |
+//! | `GET /cart?add=ITEM`, `POST /cart/clear` | a cache-backed session |
+//! | `POST /_webcache/command` | the admin endpoint behind `webcache ... --app URL` |
+
+pub(crate) mod admin;
+mod demo;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use webcache::Caches;
+
+use crate::cli::{ServeArgs, TargetArgs};
+
+/// Starts the demo and serves until interrupted.
+pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result<()> {
+    let caches = crate::target::open_caches(target).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; choose another address with --listen", args.listen))?;
+    let addr = listener.local_addr()?;
+    let token = admin::new_token();
+    let upstream = args
+        .upstream
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let app = demo::app(&caches, &upstream, &token)?;
+    announce(&caches, addr, &upstream, args.upstream.is_some(), &token);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    caches.close().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // telling the user where to look is the point of `serve`
+fn announce(caches: &Caches, addr: SocketAddr, upstream: &str, external: bool, token: &str) {
+    let cache = caches.default();
+    let base = format!("http://{addr}");
+    println!("webcache demo listening on {base}");
+    println!(
+        "cache: `{}` ({} backend{})",
+        cache.alias(),
+        cache.backend().name(),
+        if cache.backend().name() == "locmem" { ", the embedded default: no server needed" } else { "" }
+    );
+    println!(
+        "upstream: {upstream}/delay/N{}",
+        if external { "" } else { " (built in)" }
+    );
+    println!("admin token (for --app from another host): {token}");
+    println!();
+    println!("try:");
+    println!("  curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT)");
+    println!("  curl -i {base}/hello-page     # the whole page cached by the page-cache layer");
+    println!("  curl -i {base}/hello-class    # GET cached; curl -X POST {base}/hello-class is not");
+    println!("  curl -c jar -b jar '{base}/cart?add=apple'   # a session cart");
+    println!("  webcache keys --app {base}    # what is in the cache; also get/ttl/stats/shell");
+}
