@@ -1,0 +1,156 @@
+//! Cache keys for pages.
+//!
+//! A page is found in at most two steps, and usually one:
+//!
+//! ```text
+//! {prefix}.GET.{url}          the page itself when it does not vary, or a small "vary" entry
+//!                             listing the request headers it varies on
+//! {prefix}.GET.{url}.{values} a page that varies, keyed by the values of those headers
+//! ```
+//!
+//! `{url}` is a hash of scheme, host, path and query, `{values}` a hash of the varied header
+//! names and the request's values for them (an absent header and an empty one hash
+//! differently). HEAD uses the GET keys. Django learns the vary list in a separate entry that
+//! every lookup reads first (two round trips per hit); here a process remembers the vary list
+//! of each URL it has seen vary (see `VaryMemo`), so a hit costs one backend read, and a page
+//! that does not vary is always one read. Every stored page also records the vary names and
+//! values it was stored for, and is served only to a request with the same values, so a stale
+//! memory can cost an extra read but never serves the wrong variant.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, Uri};
+use sha2::{Digest, Sha256};
+
+/// The key of a URL's page (or vary entry): `{prefix}.GET.{hash of scheme, host, path, query}`.
+pub(crate) fn primary_key(prefix: &str, uri: &Uri, headers: &HeaderMap) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| headers.get(HOST).map(|h| h.as_bytes()))
+        .unwrap_or(b"");
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut hasher = Sha256::new();
+    for part in [scheme.as_bytes(), host, path.as_bytes()] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let mut key = String::with_capacity(prefix.len() + 5 + 32);
+    key.push_str(prefix);
+    key.push_str(".GET.");
+    push_hex(&mut key, &hasher.finalize()[..16]);
+    key
+}
+
+/// The request's values for the varied headers, in the order of `names`: several lines of one
+/// header are joined with `", "`; an absent header is `None`.
+pub(crate) fn vary_values(names: &[HeaderName], headers: &HeaderMap) -> Vec<Option<Bytes>> {
+    names
+        .iter()
+        .map(|name| {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next()?;
+            let mut joined = first.as_bytes().to_vec();
+            for more in values {
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(more.as_bytes());
+            }
+            Some(Bytes::from(joined))
+        })
+        .collect()
+}
+
+/// The key of one variant of a page.
+pub(crate) fn variant_key(primary: &str, names: &[HeaderName], values: &[Option<Bytes>]) -> String {
+    let mut hasher = Sha256::new();
+    for (name, value) in names.iter().zip(values) {
+        hasher.update((name.as_str().len() as u64).to_le_bytes());
+        hasher.update(name.as_str());
+        match value {
+            None => hasher.update([0u8]),
+            Some(v) => {
+                hasher.update([1u8]);
+                hasher.update((v.len() as u64).to_le_bytes());
+                hasher.update(v);
+            }
+        }
+    }
+    let mut key = String::with_capacity(primary.len() + 33);
+    key.push_str(primary);
+    key.push('.');
+    push_hex(&mut key, &hasher.finalize()[..16]);
+    key
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// The vary lists of URLs whose pages vary, as last seen by this process. Bounded: when full
+/// it is emptied, which costs one extra backend read per varying URL afterwards.
+#[derive(Debug, Default)]
+pub(crate) struct VaryMemo {
+    map: RwLock<HashMap<String, Arc<[HeaderName]>>>,
+}
+
+const VARY_MEMO_MAX: usize = 10_000;
+
+impl VaryMemo {
+    pub(crate) fn get(&self, primary: &str) -> Option<Arc<[HeaderName]>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return None;
+        }
+        map.get(primary).cloned()
+    }
+
+    pub(crate) fn remember(&self, primary: &str, names: &[HeaderName]) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if names.is_empty() {
+            map.remove(primary);
+            return;
+        }
+        if map.get(primary).is_some_and(|old| **old == *names) {
+            return;
+        }
+        if map.len() >= VARY_MEMO_MAX {
+            map.clear();
+        }
+        map.insert(primary.to_owned(), names.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn absent_and_empty_headers_differ() {
+        let names = [HeaderName::from_static("accept-language")];
+        let absent = vary_values(&names, &HeaderMap::new());
+        let mut h = HeaderMap::new();
+        h.insert("accept-language", HeaderValue::from_static(""));
+        let empty = vary_values(&names, &h);
+        assert_ne!(variant_key("p", &names, &absent), variant_key("p", &names, &empty));
+    }
+
+    #[test]
+    fn query_and_host_are_part_of_the_key() {
+        let h = HeaderMap::new();
+        let a = primary_key("views.cache_page", &"http://a/x?q=1".parse().unwrap(), &h);
+        let b = primary_key("views.cache_page", &"http://a/x?q=2".parse().unwrap(), &h);
+        let c = primary_key("views.cache_page", &"http://b/x?q=1".parse().unwrap(), &h);
+        let d = primary_key("views.cache_page", &"https://a/x?q=1".parse().unwrap(), &h);
+        assert!(a.starts_with("views.cache_page.GET."));
+        assert_eq!(a.len(), "views.cache_page.GET.".len() + 32);
+        assert!(a != b && a != c && a != d);
+    }
+}

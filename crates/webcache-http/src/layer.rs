@@ -1,0 +1,227 @@
+//! [`CachePageLayer`]: the configuration of the page cache, and the `Layer` that wraps a
+//! service in [`CachePage`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::HeaderName;
+use tower::Layer;
+use webcache_core::{Cache, SingleFlight};
+
+use crate::key::VaryMemo;
+use crate::policy::Policy;
+use crate::service::{CachePage, Shared};
+use crate::stored::StoredResponse;
+
+/// The key prefix of pages unless configured otherwise (Django uses
+/// `views.decorators.cache.cache_page`).
+pub const DEFAULT_KEY_PREFIX: &str = "views.cache_page";
+/// How long a page is kept when neither the layer nor the response says (Django's
+/// `CACHE_MIDDLEWARE_SECONDS`).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+/// The largest body buffered for storing; larger responses stream through.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// How long concurrent misses wait for the one request that computes the page.
+pub const DEFAULT_STAMPEDE_WAIT: Duration = Duration::from_secs(10);
+
+/// A lock shared by several processes, so that a missing page is computed once in total
+/// rather than once per process. Implement it over a distributed lock (Redis `SET NX PX`);
+/// [`CacheLock`] implements it over any shared cache with `add`.
+pub trait StampedeLock: Send + Sync + fmt::Debug + 'static {
+    /// Tries to take the lock named `key` for at most `ttl`; returns whether it was taken.
+    fn try_lock<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, webcache_core::Result<bool>>;
+    /// Releases a lock taken with [`try_lock`](StampedeLock::try_lock).
+    fn unlock<'a>(&'a self, key: &'a str) -> BoxFuture<'a, webcache_core::Result<()>>;
+}
+
+/// A [`StampedeLock`] over a shared [`Cache`]: `add` takes the lock (atomic on Redis,
+/// memcached and SQL), `delete` releases it, and the lock expires by itself after its TTL
+/// if its holder dies.
+#[derive(Debug, Clone)]
+pub struct CacheLock {
+    cache: Cache,
+}
+
+impl CacheLock {
+    /// A lock over `cache` (which must be shared by the processes, e.g. Redis).
+    pub fn new(cache: Cache) -> Self {
+        CacheLock { cache }
+    }
+}
+
+impl StampedeLock for CacheLock {
+    fn try_lock<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, webcache_core::Result<bool>> {
+        Box::pin(async move { self.cache.add_bytes(key, b"1", ttl).await })
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str) -> BoxFuture<'a, webcache_core::Result<()>> {
+        Box::pin(async move { self.cache.delete(key).await.map(drop) })
+    }
+}
+
+/// The settings of a page cache.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) cache: Cache,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) key_prefix: String,
+    pub(crate) policy: Policy,
+    pub(crate) default_ttl: Duration,
+    pub(crate) max_body: usize,
+    pub(crate) header: Option<HeaderName>,
+    pub(crate) stampede_wait: Duration,
+    pub(crate) lock: Option<Arc<dyn StampedeLock>>,
+}
+
+/// A tower layer that caches whole responses: Django's `cache_page` and per-site cache
+/// middleware.
+///
+/// Wrap one handler (`get(handler.layer(layer))`: the `method_decorator` case), one route
+/// (`.route_layer(layer)` or `route(..).layer(layer)`) or a whole `Router` (`.layer(layer)`).
+/// What is stored and for how long is the [`Policy`]'s business; see the crate docs for the
+/// rules and the key layout.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use webcache_core::Cache;
+/// use webcache_http::CachePageLayer;
+///
+/// let cache = Cache::locmem();
+/// let app: Router = Router::new()
+///     .route("/hello", get(|| async { "hello" }))
+///     .route_layer(CachePageLayer::new(cache).timeout(Duration::from_secs(60)));
+/// ```
+#[derive(Clone)]
+pub struct CachePageLayer {
+    settings: Settings,
+    flights: Arc<SingleFlight<Option<Arc<StoredResponse>>>>,
+    memo: Arc<VaryMemo>,
+}
+
+impl fmt::Debug for CachePageLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("CachePageLayer")
+            .field("cache", &s.cache)
+            .field("timeout", &s.timeout)
+            .field("key_prefix", &s.key_prefix)
+            .field("policy", &s.policy)
+            .field("default_ttl", &s.default_ttl)
+            .field("max_body", &s.max_body)
+            .field("header", &s.header)
+            .field("stampede_wait", &s.stampede_wait)
+            .field("lock", &s.lock)
+            .finish()
+    }
+}
+
+/// Django's `cache_page(timeout)`: a [`CachePageLayer`] whose `timeout` wins over the
+/// response's `max-age`.
+pub fn cache_page(cache: Cache, timeout: Duration) -> CachePageLayer {
+    CachePageLayer::new(cache).timeout(timeout)
+}
+
+impl CachePageLayer {
+    /// A page cache over `cache` with the Django policy and default settings.
+    pub fn new(cache: Cache) -> Self {
+        CachePageLayer {
+            settings: Settings {
+                cache,
+                timeout: None,
+                key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+                policy: Policy::Django,
+                default_ttl: DEFAULT_TTL,
+                max_body: DEFAULT_MAX_BODY,
+                header: Some(HeaderName::from_static("x-cache")),
+                stampede_wait: DEFAULT_STAMPEDE_WAIT,
+                lock: None,
+            },
+            flights: Arc::new(SingleFlight::new()),
+            memo: Arc::new(VaryMemo::default()),
+        }
+    }
+
+    /// Keep pages this long, whatever their `max-age` says (Django's `cache_page(timeout)`).
+    /// Zero stores nothing. Ignored by the shared-cache policy, where the origin decides.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = Some(timeout);
+        self
+    }
+
+    /// The prefix of page keys (default `views.cache_page`); give each layer its own to keep
+    /// their pages apart (Django's `key_prefix`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.key_prefix = prefix.into();
+        self
+    }
+
+    /// The storage policy: [`Policy::Django`] (the default) or [`Policy::SharedCache`].
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.settings.policy = policy;
+        self
+    }
+
+    /// How long pages are kept when neither the layer's timeout nor the response's `max-age`
+    /// says (default 600 s). Used by the Django policy.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.default_ttl = ttl;
+        self
+    }
+
+    /// The largest body buffered for storing (default 1 MiB). Larger responses stream through
+    /// unbuffered and are not stored.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.settings.max_body = bytes;
+        self
+    }
+
+    /// The diagnostic header (`HIT`, `MISS`, `BYPASS`); default `x-cache`.
+    pub fn diagnostic_header(mut self, name: HeaderName) -> Self {
+        self.settings.header = Some(name);
+        self
+    }
+
+    /// Sends no diagnostic header.
+    pub fn without_diagnostic_header(mut self) -> Self {
+        self.settings.header = None;
+        self
+    }
+
+    /// How long concurrent misses of one page wait for the request computing it before they
+    /// compute it themselves (default 10 s).
+    pub fn stampede_wait(mut self, wait: Duration) -> Self {
+        self.settings.stampede_wait = wait;
+        self
+    }
+
+    /// Also take a lock shared with other processes before computing a missing page, so it is
+    /// computed once in total; the other processes poll the cache until the page appears (at
+    /// most the stampede wait).
+    pub fn cross_process_lock(mut self, lock: impl StampedeLock) -> Self {
+        self.settings.lock = Some(Arc::new(lock));
+        self
+    }
+
+    /// The cache pages are stored in.
+    pub fn cache(&self) -> &Cache {
+        &self.settings.cache
+    }
+}
+
+impl<S> Layer<S> for CachePageLayer {
+    type Service = CachePage<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CachePage::new(
+            inner,
+            Arc::new(Shared::new(
+                self.settings.clone(),
+                self.flights.clone(),
+                self.memo.clone(),
+            )),
+        )
+    }
+}

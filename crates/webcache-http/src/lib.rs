@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod body;
+pub mod conditional;
+mod future;
+pub mod headers;
+mod key;
+mod layer;
+pub mod policy;
+mod proxy;
+mod service;
+mod stored;
+
+pub use body::CacheBody;
+pub use conditional::{ConditionalGet, ConditionalGetLayer};
+pub use future::MapHeadersFuture;
+pub use headers::{
+    cache_control, never_cache, vary_on_cookie, vary_on_headers, CacheControlPatch,
+    ResponseHeaders, ResponseHeadersLayer,
+};
+pub use layer::{
+    cache_page, CacheLock, CachePageLayer, StampedeLock, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BODY,
+    DEFAULT_STAMPEDE_WAIT, DEFAULT_TTL,
+};
+pub use policy::{Policy, SharedCachePolicy};
+pub use proxy::{proxy_router, proxy_router_with, proxy_service, Origin, ProxyError};
+pub use service::CachePage;

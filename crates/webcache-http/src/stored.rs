@@ -1,0 +1,259 @@
+//! The stored form of a page: status, headers, body, when it was stored, how long it is fresh,
+//! and the request header values it was stored for, in a compact binary layout.
+//!
+//! ```text
+//! page: 'P' 1 | status u16 | stored_at ms u64 | fresh_for ms u64 | initial_age ms u64
+//!       | vary count u16 | (name len u16, name, present u8, [value len u32, value])*
+//!       | header count u16 | (name len u16, name, value len u32, value)* | body (to the end)
+//! vary: 'V' 1 | name count u16 | (name len u16, name)*
+//! ```
+//!
+//! Decoding slices the stored `Bytes`: header values and the body share the buffer the backend
+//! returned, nothing is copied. A corrupt entry decodes to an error, which the layer treats as a
+//! miss (and logs).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+const VERSION: u8 = 1;
+
+/// A page as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) stored_at: SystemTime,
+    /// The freshness lifetime: fresh while `initial_age + (now - stored_at) < fresh_for`.
+    pub(crate) fresh_for: Duration,
+    /// The response's age when it was stored (RFC 9111 §4.2.3; zero for in-process pages).
+    pub(crate) initial_age: Duration,
+    /// The varied request headers and the values this page was stored for.
+    pub(crate) vary: Vec<(HeaderName, Option<Bytes>)>,
+}
+
+/// What a page key holds.
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    Page(StoredResponse),
+    /// The page varies on these request headers; look under the variant key.
+    Vary(Vec<HeaderName>),
+}
+
+impl StoredResponse {
+    /// The current age (RFC 9111 §4.2.3).
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
+        self.initial_age + now.duration_since(self.stored_at).unwrap_or_default()
+    }
+
+    /// Whether the page is still fresh.
+    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
+        self.age(now) < self.fresh_for
+    }
+
+    /// Whether `request` has the same values for the varied headers as the stored request.
+    pub(crate) fn matches(&self, request: &HeaderMap) -> bool {
+        if self.vary.is_empty() {
+            return true;
+        }
+        let names: Vec<HeaderName> = self.vary.iter().map(|(n, _)| n.clone()).collect();
+        let values = crate::key::vary_values(&names, request);
+        self.vary.iter().zip(values).all(|((_, stored), asked)| *stored == asked)
+    }
+
+    pub(crate) fn vary_names(&self) -> Vec<HeaderName> {
+        self.vary.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        let headers_len: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| 6 + n.as_str().len() + v.len())
+            .sum();
+        let mut out = BytesMut::with_capacity(40 + headers_len + self.body.len());
+        out.put_slice(&[b'P', VERSION]);
+        out.put_u16(self.status.as_u16());
+        out.put_u64(millis(self.stored_at.duration_since(UNIX_EPOCH).unwrap_or_default()));
+        out.put_u64(millis(self.fresh_for));
+        out.put_u64(millis(self.initial_age));
+        out.put_u16(self.vary.len() as u16);
+        for (name, value) in &self.vary {
+            put_name(&mut out, name);
+            match value {
+                None => out.put_u8(0),
+                Some(v) => {
+                    out.put_u8(1);
+                    out.put_u32(v.len() as u32);
+                    out.put_slice(v);
+                }
+            }
+        }
+        out.put_u16(self.headers.len() as u16);
+        for (name, value) in &self.headers {
+            put_name(&mut out, name);
+            out.put_u32(value.len() as u32);
+            out.put_slice(value.as_bytes());
+        }
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+}
+
+pub(crate) fn encode_vary(names: &[HeaderName]) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + names.iter().map(|n| 2 + n.as_str().len()).sum::<usize>());
+    out.put_slice(&[b'V', VERSION]);
+    out.put_u16(names.len() as u16);
+    for name in names {
+        put_name(&mut out, name);
+    }
+    out.freeze()
+}
+
+fn put_name(out: &mut BytesMut, name: &HeaderName) {
+    out.put_u16(name.as_str().len() as u16);
+    out.put_slice(name.as_str().as_bytes());
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why stored bytes are not a page entry.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt page-cache entry: {0}")]
+pub(crate) struct Corrupt(&'static str);
+
+struct Reader {
+    raw: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<Bytes, Corrupt> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.raw.len()).ok_or(Corrupt("truncated"))?;
+        let out = self.raw.slice(self.pos..end);
+        self.pos = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, Corrupt> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Corrupt> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, Corrupt> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, Corrupt> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn name(&mut self) -> Result<HeaderName, Corrupt> {
+        let n = self.u16()? as usize;
+        HeaderName::from_bytes(&self.take(n)?).map_err(|_| Corrupt("bad header name"))
+    }
+}
+
+/// Decodes an entry written by [`StoredResponse::encode`] or [`encode_vary`].
+pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
+    let mut r = Reader { raw, pos: 0 };
+    let kind = r.u8()?;
+    if r.u8()? != VERSION {
+        return Err(Corrupt("unknown version"));
+    }
+    match kind {
+        b'V' => {
+            let n = r.u16()?;
+            let names = (0..n).map(|_| r.name()).collect::<Result<Vec<_>, _>>()?;
+            Ok(Entry::Vary(names))
+        }
+        b'P' => {
+            let status = StatusCode::from_u16(r.u16()?).map_err(|_| Corrupt("bad status"))?;
+            let stored_at = UNIX_EPOCH + Duration::from_millis(r.u64()?);
+            let fresh_for = Duration::from_millis(r.u64()?);
+            let initial_age = Duration::from_millis(r.u64()?);
+            let nvary = r.u16()?;
+            let mut vary = Vec::with_capacity(nvary as usize);
+            for _ in 0..nvary {
+                let name = r.name()?;
+                let value = match r.u8()? {
+                    0 => None,
+                    _ => {
+                        let n = r.u32()? as usize;
+                        Some(r.take(n)?)
+                    }
+                };
+                vary.push((name, value));
+            }
+            let nheaders = r.u16()?;
+            let mut headers = HeaderMap::with_capacity(nheaders as usize);
+            for _ in 0..nheaders {
+                let name = r.name()?;
+                let n = r.u32()? as usize;
+                let value = HeaderValue::from_maybe_shared(r.take(n)?).map_err(|_| Corrupt("bad header value"))?;
+                headers.append(name, value);
+            }
+            let body = r.raw.slice(r.pos..);
+            Ok(Entry::Page(StoredResponse {
+                status,
+                headers,
+                body,
+                stored_at,
+                fresh_for,
+                initial_age,
+                vary,
+            }))
+        }
+        _ => Err(Corrupt("unknown kind")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_truncation() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/html"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        let page = StoredResponse {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(b"hello"),
+            stored_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            fresh_for: Duration::from_secs(60),
+            initial_age: Duration::from_secs(2),
+            vary: vec![
+                (HeaderName::from_static("cookie"), None),
+                (HeaderName::from_static("accept"), Some(Bytes::from_static(b""))),
+            ],
+        };
+        let raw = page.encode();
+        let Entry::Page(back) = decode(raw.clone()).unwrap() else { panic!("not a page") };
+        assert_eq!(back.status, page.status);
+        assert_eq!(back.headers, page.headers);
+        assert_eq!(back.body, page.body);
+        assert_eq!(back.stored_at, page.stored_at);
+        assert_eq!(back.fresh_for, page.fresh_for);
+        assert_eq!(back.initial_age, page.initial_age);
+        assert_eq!(back.vary, page.vary);
+        // Every truncation short of the body is an error, never a panic.
+        let body_start = raw.len() - page.body.len();
+        for cut in 0..body_start {
+            assert!(decode(raw.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let names = vec![HeaderName::from_static("cookie")];
+        let Entry::Vary(back) = decode(encode_vary(&names)).unwrap() else { panic!("not vary") };
+        assert_eq!(back, names);
+        assert!(decode(Bytes::from_static(b"Xgarbage")).is_err());
+    }
+}
