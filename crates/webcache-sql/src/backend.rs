@@ -1,0 +1,846 @@
+//! [`SqlCache`]: the [`Backend`] over a SQLite or PostgreSQL table.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row};
+use tokio::task::JoinHandle;
+use webcache_core::entry::parse_integer;
+use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
+
+use crate::config::{Database, Dialect, SqlConfig};
+use crate::sql::{self, Statements};
+
+/// Keys per `get_many`/`delete_many` statement, and rows per `set_many` statement: far below
+/// SQLite's 32766 and PostgreSQL's 65535 bound parameters, and far above what one request asks.
+const MAX_KEYS_PER_STATEMENT: usize = 8192;
+/// Keys fetched per round trip by `scan`.
+const SCAN_PAGE: i64 = 500;
+/// How often `incr` retries when the value changed between its update and its check.
+const INCR_ATTEMPTS: usize = 16;
+
+/// A connection pool of either database: the one place that names both drivers.
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the pool of whichever database this is. The body is the same
+/// source for both databases; only the driver types differ.
+macro_rules! with_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// A SQL string that may be given to sqlx: table names are validated to letters, digits and
+/// underscores before they reach any statement, and every value is a bound parameter.
+fn q(text: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
+    AssertSqlSafe(text.clone())
+}
+
+/// The database cache backend: one table with a text key, the entry bytes and an expiry in
+/// Unix milliseconds, on SQLite or PostgreSQL.
+///
+/// - Expired rows are never returned: every read checks the expiry. They are deleted when read
+///   (`get`, `get_many`), when overwritten, by a background task every `cull_interval`, and when
+///   the table is full.
+/// - With `max_entries`, a write that leaves more rows than the bound deletes expired rows and
+///   then the rows that expire soonest: 1/`cull_frequency` of them, at least enough to get back
+///   to the bound (never the row just written), so the bound holds after every write.
+/// - `add` and `incr` are single statements (`INSERT .. ON CONFLICT .. DO UPDATE .. WHERE`
+///   expired, `UPDATE .. RETURNING`), atomic across processes.
+/// - Times come from this process's clock: processes sharing a table should keep their clocks
+///   in sync (as with Django's database cache).
+#[derive(Clone)]
+pub struct SqlCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    dialect: Dialect,
+    table: String,
+    display_url: String,
+    sql: Statements,
+    max_entries: Option<u64>,
+    cull_frequency: u32,
+    connect_timeout: Duration,
+    culler: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqlCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlCache")
+            .field("url", &self.inner.display_url)
+            .field("table", &self.inner.table)
+            .field("max_entries", &self.inner.max_entries)
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.culler.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Now, in Unix milliseconds (the unit of the `expires` column).
+fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The `expires` value of an entry written at `now`. Rounded up, so that a short but non-zero
+/// expiry is never already past; a deadline beyond i64 milliseconds is kept as the largest one.
+fn expires_at(expiry: Expiry, now: i64) -> Option<i64> {
+    expiry.duration().map(|d| {
+        let ms = d.as_nanos().div_ceil(1_000_000);
+        now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+    })
+}
+
+fn is_live(expires: Option<i64>, now: i64) -> bool {
+    expires.is_none_or(|at| at > now)
+}
+
+/// The smallest string greater than every string that starts with `prefix` (in code point
+/// order, which is the byte order of UTF-8), or `None` when there is none.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The literal text every match of a glob pattern starts with (up to its first wildcard).
+fn glob_literal_prefix(pattern: &str) -> String {
+    let mut prefix = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' | '[' => break,
+            '\\' => match chars.next() {
+                Some(escaped) => prefix.push(escaped),
+                None => break,
+            },
+            c => prefix.push(c),
+        }
+    }
+    prefix
+}
+
+/// Pads a key list to a power of two by repeating its last key, so that `IN (...)` lists of
+/// any length map to a handful of prepared statements (duplicates change nothing in `IN`).
+fn padded(keys: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = keys.iter().map(String::as_str).collect();
+    if let Some(&last) = out.last() {
+        out.resize(out.len().next_power_of_two(), last);
+    }
+    out
+}
+
+impl SqlCache {
+    /// Opens the database, makes sure the table is there (creating it when
+    /// [`create_table`](SqlConfig::create_table) is set or the database is in memory) and starts
+    /// the background cull.
+    ///
+    /// A missing table is an error that names [`create_cache_table`](crate::create_cache_table).
+    pub async fn connect(config: SqlConfig) -> Result<Self> {
+        let dialect = config.dialect();
+        let pool = open_pool(&config).await?;
+        let inner = Arc::new(Inner {
+            pool,
+            dialect,
+            sql: Statements::new(dialect, &config.table),
+            table: config.table.clone(),
+            display_url: config.display_url.clone(),
+            max_entries: config.max_entries,
+            cull_frequency: config.cull_frequency,
+            connect_timeout: config.connect_timeout,
+            culler: Mutex::new(None),
+        });
+        if config.create_table || matches!(config.database, Database::SqliteMemory) {
+            inner.create_table().await?;
+        } else {
+            let sql = q(&inner.sql.check_table);
+            with_pool!(&inner.pool, p => sqlx::query(sql).execute(p).await.map(drop))
+                .map_err(|e| inner.error("checking the cache table", e))?;
+        }
+        if let Some(every) = config.cull_interval {
+            let task = tokio::spawn(cull_periodically(Arc::downgrade(&inner), every));
+            *inner.culler.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
+        tracing::debug!(url = %inner.display_url, table = %inner.table, "database cache ready");
+        Ok(SqlCache { inner })
+    }
+
+    /// Creates the table and its expiry index if they are missing (see
+    /// [`create_cache_table`](crate::create_cache_table)).
+    pub async fn create_table(&self) -> Result<()> {
+        self.inner.create_table().await
+    }
+
+    /// Deletes every expired row now; returns how many went. The background task does this
+    /// every `cull_interval`.
+    pub async fn delete_expired(&self) -> Result<u64> {
+        self.inner.delete_expired().await
+    }
+
+    /// The dialect of the database.
+    pub fn dialect(&self) -> Dialect {
+        self.inner.dialect
+    }
+
+    /// The cache table.
+    pub fn table(&self) -> &str {
+        &self.inner.table
+    }
+}
+
+/// Opens the connection pool a configuration describes (and checks that it can connect).
+async fn open_pool(config: &SqlConfig) -> Result<Pool> {
+    let name = config.dialect().name();
+    let timeout = config.connect_timeout;
+    let failed = |e: sqlx::Error| match e {
+        sqlx::Error::PoolTimedOut => Error::Timeout {
+            backend: name,
+            after: timeout,
+        },
+        e => Error::backend(
+            name,
+            format!("cannot open the database at {}", config.display_url),
+            e,
+        ),
+    };
+    match &config.database {
+        Database::SqliteFile(path) => {
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .busy_timeout(timeout)
+                // Safe with WAL (a crash can lose the last commits, never corrupt the file):
+                // the right trade for a cache.
+                .synchronous(SqliteSynchronous::Normal);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.pool_size)
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await
+                .map_err(failed)?;
+            use_wal(&pool, &config.display_url).await;
+            Ok(Pool::Sqlite(pool))
+        }
+        Database::SqliteMemory => {
+            // `sqlite::memory:` gets a database of its own, named and shared by the pool's
+            // connections; the pool keeps its one connection for good, so the data lives as
+            // long as the cache.
+            let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(failed)?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await
+                .map_err(failed)?;
+            Ok(Pool::Sqlite(pool))
+        }
+        Database::Postgres(options) => {
+            let pool = PgPoolOptions::new()
+                .max_connections(config.pool_size)
+                .acquire_timeout(timeout)
+                .connect_with(options.clone())
+                .await
+                .map_err(failed)?;
+            Ok(Pool::Postgres(pool))
+        }
+    }
+}
+
+/// Switches an SQLite file to write-ahead logging, where readers never wait for the writer.
+/// The mode is stored in the file, so this is a no-op after the first time; when it cannot be
+/// switched (another process holds it open right now) the cache works as well, only slower.
+async fn use_wal(pool: &SqlitePool, url: &str) {
+    let mode: std::result::Result<String, sqlx::Error> =
+        sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(pool)
+            .await;
+    match mode {
+        Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
+        Ok(mode) => {
+            tracing::info!(%url, %mode, "the SQLite cache database stays in its journal mode")
+        }
+        Err(e) => tracing::warn!(%url, "cannot switch the SQLite cache database to WAL mode: {e}"),
+    }
+}
+
+async fn cull_periodically(inner: Weak<Inner>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        // Holding only a weak reference between runs lets the cache be dropped.
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.delete_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(table = %inner.table, "deleted {n} expired cache rows"),
+            Err(e) => {
+                tracing::warn!(table = %inner.table, "deleting expired cache rows failed: {e}")
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn name(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    /// A driver error as a webcache error; a missing table says how to create it.
+    fn error(&self, doing: &str, e: sqlx::Error) -> Error {
+        if let sqlx::Error::PoolTimedOut = e {
+            return Error::Timeout {
+                backend: self.name(),
+                after: self.connect_timeout,
+            };
+        }
+        let missing_table = match &e {
+            sqlx::Error::Database(db) => {
+                db.code().as_deref() == Some("42P01") || db.message().contains("no such table")
+            }
+            _ => false,
+        };
+        if missing_table {
+            return Error::backend(
+                self.name(),
+                format!(
+                    "{doing}: the cache table `{}` does not exist in {}; create it with `webcache createcachetable` \
+                     (or `webcache_sql::create_cache_table`), or add `create_table=true` to the cache URL",
+                    self.table, self.display_url
+                ),
+                e,
+            );
+        }
+        Error::backend(self.name(), format!("{doing} failed"), e)
+    }
+
+    async fn create_table(&self) -> Result<()> {
+        let (begin, lock) = sql::ddl_transaction(self.dialect, &self.table);
+        let statements = sql::create_table(self.dialect, &self.table);
+        let run = async {
+            with_pool!(&self.pool, p => {
+                let mut tx = p.begin_with(begin).await?;
+                for statement in lock.into_iter().chain(statements) {
+                    sqlx::query(AssertSqlSafe(statement)).execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            })
+        };
+        run.await
+            .map_err(|e| self.error("creating the cache table", e))
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        let sql = q(&self.sql.delete_expired);
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(now_ms()).execute(p).await.map(|r| r.rows_affected()))
+            .map_err(|e| self.error("deleting expired rows", e))
+    }
+
+    /// Keeps the table within `max_entries` after a write of `kept` (which is never culled).
+    /// A failure is logged, not returned: the write itself succeeded.
+    async fn enforce_bound(&self, kept: &str) {
+        let Some(max) = self.max_entries else { return };
+        if let Err(e) = self.cull(max, kept).await {
+            tracing::warn!(table = %self.table, "culling the cache table failed: {e}");
+        }
+    }
+
+    async fn cull(&self, max: u64, kept: &str) -> Result<()> {
+        let sql = q(&self.sql.count);
+        let rows: i64 = with_pool!(&self.pool, p => sqlx::query_scalar(sql).fetch_one(p).await)
+            .map_err(|e| self.error("counting rows", e))?;
+        let rows = u64::try_from(rows).unwrap_or(0);
+        if rows <= max {
+            return Ok(());
+        }
+        let remaining = rows.saturating_sub(self.delete_expired().await?);
+        if remaining <= max {
+            return Ok(());
+        }
+        let culled = if self.cull_frequency == 0 {
+            let sql = q(&self.sql.cull_all);
+            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).execute(p).await.map(|r| r.rows_affected()))
+        } else {
+            let count = (remaining / u64::from(self.cull_frequency)).max(remaining - max);
+            let sql = q(&self.sql.cull);
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).bind(count).execute(p).await.map(|r| r.rows_affected()))
+        }
+        .map_err(|e| self.error("culling", e))?;
+        tracing::debug!(table = %self.table, rows, culled, "culled the cache table");
+        Ok(())
+    }
+
+    /// Value and expiry of `key`, live or not.
+    async fn row(&self, key: &str) -> Result<Option<(Vec<u8>, Option<i64>)>> {
+        let sql = q(&self.sql.get);
+        with_pool!(&self.pool, p => {
+            match sqlx::query(sql).bind(key).fetch_optional(p).await {
+                Ok(Some(row)) => row.try_get(0).and_then(|v| Ok(Some((v, row.try_get(1)?)))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(|e| self.error("get", e))
+    }
+
+    /// The expiry of `key`: `None` when missing, `Some(None)` when it never expires.
+    async fn expires(&self, key: &str) -> Result<Option<Option<i64>>> {
+        let sql = q(&self.sql.expires);
+        with_pool!(&self.pool, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await)
+            .map_err(|e| self.error("reading an expiry", e))
+    }
+
+    /// Removes `key` if it is expired (and was not rewritten meanwhile). Only tidies up: a
+    /// failure is logged.
+    async fn delete_if_expired(&self, key: &str, now: i64) {
+        let sql = q(&self.sql.delete_if_expired);
+        let done = with_pool!(&self.pool, p => sqlx::query(sql).bind(key).bind(now).execute(p).await.map(drop));
+        if let Err(e) = done {
+            tracing::warn!(table = %self.table, "deleting an expired row failed: {e}");
+        }
+    }
+
+    async fn get_many_chunk(
+        &self,
+        keys: &[String],
+        now: i64,
+        found: &mut HashMap<String, Bytes>,
+    ) -> Result<()> {
+        let keys = padded(keys);
+        let sql = AssertSqlSafe(self.sql.get_many(keys.len()));
+        let rows: Vec<(String, Vec<u8>, Option<i64>)> = with_pool!(&self.pool, p => {
+            let mut query = sqlx::query(sql);
+            for key in &keys {
+                query = query.bind(*key);
+            }
+            match query.fetch_all(p).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+                    .collect(),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(|e| self.error("get_many", e))?;
+        let mut expired = Vec::new();
+        for (key, value, expires) in rows {
+            if is_live(expires, now) {
+                found.insert(key, Bytes::from(value));
+            } else {
+                expired.push(key);
+            }
+        }
+        if !expired.is_empty() {
+            let sql = AssertSqlSafe(self.sql.delete_many_if_expired(expired.len()));
+            let done = with_pool!(&self.pool, p => {
+                let mut query = sqlx::query(sql).bind(now);
+                for key in &expired {
+                    query = query.bind(key.as_str());
+                }
+                query.execute(p).await.map(drop)
+            });
+            if let Err(e) = done {
+                tracing::warn!(table = %self.table, "deleting expired rows failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of live keys in `[from, end)` (after `from` when `after`), in key order.
+    async fn scan_page(&self, from: &str, after: bool, end: Option<&str>) -> Result<Vec<String>> {
+        let sql = AssertSqlSafe(self.sql.scan_page(!after, end.is_some()));
+        with_pool!(&self.pool, p => {
+            let mut query = sqlx::query_scalar(sql).bind(from).bind(now_ms()).bind(SCAN_PAGE);
+            if let Some(end) = end {
+                query = query.bind(end);
+            }
+            query.fetch_all(p).await
+        })
+        .map_err(|e| self.error("scan", e))
+    }
+}
+
+#[async_trait]
+impl Backend for SqlCache {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let now = now_ms();
+        match self.inner.row(key).await? {
+            Some((value, expires)) if is_live(expires, now) => Ok(Some(Bytes::from(value))),
+            Some(_) => {
+                self.inner.delete_if_expired(key, now).await;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
+        let inner = &self.inner;
+        let sql = q(&inner.sql.set);
+        let expires = expires_at(expiry, now_ms());
+        with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).execute(p).await.map(drop))
+            .map_err(|e| inner.error("set", e))?;
+        inner.enforce_bound(key).await;
+        Ok(())
+    }
+
+    async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        let inner = &self.inner;
+        let sql = q(&inner.sql.add);
+        let now = now_ms();
+        let expires = expires_at(expiry, now);
+        let added = with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
+            .map_err(|e| inner.error("add", e))?;
+        if added {
+            inner.enforce_bound(key).await;
+        }
+        Ok(added)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let inner = &self.inner;
+        let sql = q(&inner.sql.delete);
+        let removed: Option<Option<i64>> =
+            with_pool!(&inner.pool, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await)
+                .map_err(|e| inner.error("delete", e))?;
+        Ok(removed.is_some_and(|expires| is_live(expires, now_ms())))
+    }
+
+    async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        let inner = &self.inner;
+        let sql = q(&inner.sql.touch);
+        let now = now_ms();
+        with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(expires_at(expiry, now)).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
+            .map_err(|e| inner.error("touch", e))
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        let inner = &self.inner;
+        // The stored integer must be in this range for the sum to fit an i64.
+        let (low, high) = if delta >= 0 {
+            (i64::MIN, i64::MAX - delta)
+        } else {
+            (i64::MIN - delta, i64::MAX)
+        };
+        for _ in 0..INCR_ATTEMPTS {
+            let now = now_ms();
+            let sql = q(&inner.sql.incr);
+            let updated: Option<Vec<u8>> = with_pool!(&inner.pool, p => sqlx::query_scalar(sql).bind(key).bind(delta).bind(now).bind(low).bind(high).fetch_optional(p).await)
+                .map_err(|e| inner.error("incr", e))?;
+            if let Some(value) = updated {
+                return parse_integer(&value).ok_or_else(|| {
+                    Error::backend_msg(
+                        inner.name(),
+                        format!("incr wrote {value:?}, which is not an integer"),
+                    )
+                });
+            }
+            // Nothing matched: say why. If the value now looks incrementable, it was written
+            // between the two statements: try again.
+            let current = inner.row(key).await?;
+            match current {
+                Some((value, expires)) if is_live(expires, now_ms()) => match parse_integer(&value)
+                {
+                    None => {
+                        return Err(Error::NotAnInteger {
+                            key: key.to_owned(),
+                        })
+                    }
+                    Some(n) if n.checked_add(delta).is_none() => {
+                        return Err(Error::Overflow {
+                            key: key.to_owned(),
+                        })
+                    }
+                    Some(_) => continue,
+                },
+                _ => {
+                    return Err(Error::KeyNotFound {
+                        key: key.to_owned(),
+                    })
+                }
+            }
+        }
+        Err(Error::backend_msg(
+            inner.name(),
+            format!(
+                "incr of `{key}` gave up: the value kept changing under {INCR_ATTEMPTS} attempts"
+            ),
+        ))
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Ttl> {
+        let now = now_ms();
+        Ok(match self.inner.expires(key).await? {
+            None => Ttl::Missing,
+            Some(None) => Ttl::Forever,
+            Some(Some(at)) if at > now => {
+                Ttl::Remaining(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+            }
+            Some(Some(_)) => Ttl::Missing,
+        })
+    }
+
+    async fn has_key(&self, key: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .expires(key)
+            .await?
+            .is_some_and(|expires| is_live(expires, now_ms())))
+    }
+
+    async fn clear(&self, prefix: Option<&str>) -> Result<()> {
+        let inner = &self.inner;
+        let end = prefix.and_then(prefix_end);
+        let done = match (prefix.filter(|p| !p.is_empty()), end) {
+            (None, _) => {
+                let sql = q(&inner.sql.clear_all);
+                with_pool!(&inner.pool, p => sqlx::query(sql).execute(p).await.map(drop))
+            }
+            (Some(from), None) => {
+                let sql = q(&inner.sql.clear_from);
+                with_pool!(&inner.pool, p => sqlx::query(sql).bind(from).execute(p).await.map(drop))
+            }
+            (Some(from), Some(end)) => {
+                let sql = q(&inner.sql.clear_range);
+                with_pool!(&inner.pool, p => sqlx::query(sql).bind(from).bind(end.as_str()).execute(p).await.map(drop))
+            }
+        };
+        done.map_err(|e| inner.error("clear", e))
+    }
+
+    fn scan(&self, pattern: &str) -> KeyStream {
+        struct Page {
+            inner: Arc<Inner>,
+            pattern: String,
+            end: Option<String>,
+            from: String,
+            after: bool,
+        }
+        let prefix = glob_literal_prefix(pattern);
+        let start = Page {
+            inner: self.inner.clone(),
+            pattern: pattern.to_owned(),
+            end: if prefix.is_empty() {
+                None
+            } else {
+                prefix_end(&prefix)
+            },
+            from: prefix,
+            after: false,
+        };
+        // Keyset pagination: each round trip fetches the next page after the last key seen,
+        // so a large table is streamed, never loaded whole.
+        futures::stream::unfold(Some(start), |page| async move {
+            let mut page = page?;
+            match page
+                .inner
+                .scan_page(&page.from, page.after, page.end.as_deref())
+                .await
+            {
+                Err(e) => Some((vec![Err(e)], None)),
+                Ok(keys) => {
+                    let full = keys.len() as i64 == SCAN_PAGE;
+                    let matching: Vec<Result<String>> = keys
+                        .iter()
+                        .filter(|k| glob_match(&page.pattern, k))
+                        .cloned()
+                        .map(Ok)
+                        .collect();
+                    let next = match keys.last() {
+                        Some(last) if full => {
+                            page.from.clone_from(last);
+                            page.after = true;
+                            Some(page)
+                        }
+                        _ => None,
+                    };
+                    Some((matching, next))
+                }
+            }
+        })
+        .flat_map(futures::stream::iter)
+        .boxed()
+    }
+
+    async fn stats(&self) -> Result<BackendStats> {
+        let inner = &self.inner;
+        let sql = q(&inner.sql.stats);
+        let (rows, live, bytes): (i64, i64, i64) =
+            with_pool!(&inner.pool, p => sqlx::query_as(sql).bind(now_ms()).fetch_one(p).await)
+                .map_err(|e| inner.error("stats", e))?;
+        let mut extra = vec![
+            ("table".to_owned(), inner.table.clone()),
+            ("rows".to_owned(), rows.to_string()),
+            ("expired_rows".to_owned(), (rows - live).to_string()),
+        ];
+        if let Some(max) = inner.max_entries {
+            extra.push(("max_entries".to_owned(), max.to_string()));
+            extra.push((
+                "cull_frequency".to_owned(),
+                inner.cull_frequency.to_string(),
+            ));
+        }
+        Ok(BackendStats {
+            entries: u64::try_from(live).ok(),
+            bytes: u64::try_from(bytes).ok(),
+            extra,
+        })
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let now = now_ms();
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+            self.inner.get_many_chunk(chunk, now, &mut found).await?;
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn set_many(&self, entries: Vec<(String, Bytes)>, expiry: Expiry) -> Result<()> {
+        let inner = &self.inner;
+        // One upsert cannot touch a row twice (PostgreSQL refuses): the last value of a
+        // repeated key wins, as with successive sets.
+        let mut seen = HashSet::with_capacity(entries.len());
+        let mut unique: Vec<(String, Bytes)> = entries
+            .into_iter()
+            .rev()
+            .filter(|(key, _)| seen.insert(key.clone()))
+            .collect();
+        unique.reverse();
+        let expires = expires_at(expiry, now_ms());
+        for chunk in unique.chunks(MAX_KEYS_PER_STATEMENT) {
+            let sql = AssertSqlSafe(inner.sql.set_many(chunk.len()));
+            with_pool!(&inner.pool, p => {
+                let mut query = sqlx::query(sql).bind(expires);
+                for (key, value) in chunk {
+                    query = query.bind(key.as_str()).bind(value.as_ref());
+                }
+                query.execute(p).await.map(drop)
+            })
+            .map_err(|e| inner.error("set_many", e))?;
+        }
+        if let Some((last, _)) = unique.last() {
+            inner.enforce_bound(last).await;
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        let inner = &self.inner;
+        let now = now_ms();
+        let mut removed = 0;
+        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+            let keys = padded(chunk);
+            let sql = AssertSqlSafe(inner.sql.delete_many(keys.len()));
+            let expiries: Vec<Option<i64>> = with_pool!(&inner.pool, p => {
+                let mut query = sqlx::query_scalar(sql);
+                for key in &keys {
+                    query = query.bind(*key);
+                }
+                query.fetch_all(p).await
+            })
+            .map_err(|e| inner.error("delete_many", e))?;
+            removed += expiries.into_iter().filter(|e| is_live(*e, now)).count() as u64;
+        }
+        Ok(removed)
+    }
+
+    async fn close(&self) -> Result<()> {
+        if let Some(task) = self
+            .inner
+            .culler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+        with_pool!(&self.inner.pool, p => p.close().await);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ranges() {
+        assert_eq!(prefix_end("app:1:").as_deref(), Some("app:1;"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end(""), None);
+    }
+
+    #[test]
+    fn glob_prefixes() {
+        assert_eq!(glob_literal_prefix("app:1:user.*"), "app:1:user.");
+        assert_eq!(glob_literal_prefix("a\\*b?c"), "a*b");
+        assert_eq!(glob_literal_prefix("[ab]c"), "");
+        assert_eq!(glob_literal_prefix("plain"), "plain");
+    }
+
+    #[test]
+    fn expiry_rounds_up_and_saturates() {
+        assert_eq!(expires_at(Expiry::Never, 5), None);
+        assert_eq!(
+            expires_at(Expiry::After(Duration::from_nanos(1)), 5),
+            Some(6)
+        );
+        assert_eq!(
+            expires_at(Expiry::After(Duration::from_millis(300)), 5),
+            Some(305)
+        );
+        assert_eq!(expires_at(Expiry::After(Duration::MAX), 5), Some(i64::MAX));
+        assert!(is_live(None, 10) && is_live(Some(11), 10) && !is_live(Some(10), 10));
+    }
+
+    #[test]
+    fn key_lists_pad_to_powers_of_two() {
+        let keys: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        assert_eq!(padded(&keys), ["a", "b", "c", "c"]);
+        assert!(padded(&[]).is_empty());
+    }
+}
