@@ -72,9 +72,8 @@ impl RedisBackend {
     /// by the first call that needs them and remade after failures. Must be called within a
     /// Tokio runtime.
     pub fn new(config: RedisConfig) -> Result<Self> {
-        let open_error = |e: RedisError| {
-            Error::backend(NAME, format!("cannot use {}: {e}", config.label), e)
-        };
+        let open_error =
+            |e: RedisError| Error::backend(NAME, format!("cannot use {}: {e}", config.label), e);
         let topology = match &config.target {
             Target::Primary {
                 primary, replicas, ..
@@ -97,15 +96,17 @@ impl RedisBackend {
                 nodes,
                 read_from_replicas,
             } => {
-                let mut builder = redis::cluster::ClusterClient::builder(
-                    nodes.iter().map(String::as_str),
-                )
-                .connection_timeout(config.connect_timeout)
-                .response_timeout(config.response_timeout)
-                // Follow MOVED/ASK and reconnects within the call's own bound.
-                .overall_response_timeout(Some(config.connect_timeout + config.response_timeout));
+                let mut builder =
+                    redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                        .connection_timeout(config.connect_timeout)
+                        .response_timeout(config.response_timeout)
+                        // Follow MOVED/ASK and reconnects within the call's own bound.
+                        .overall_response_timeout(Some(
+                            config.connect_timeout + config.response_timeout,
+                        ));
                 if *read_from_replicas {
-                    builder = builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+                    builder = builder
+                        .read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
                 }
                 let client = builder.build().map_err(open_error)?;
                 Topology::cluster(&client, config.connect_timeout, config.response_timeout)
@@ -194,7 +195,10 @@ impl RedisBackend {
             };
         }
         let message = if e.is_connection_refusal() || e.is_io_error() {
-            format!("{what} on {}: cannot reach the server: {e}", self.inner.config.label)
+            format!(
+                "{what} on {}: cannot reach the server: {e}",
+                self.inner.config.label
+            )
         } else {
             format!("{what} on {} failed: {e}", self.inner.config.label)
         };
@@ -250,7 +254,9 @@ impl RedisBackend {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(wanted)
             .arg(u64::try_from(self.inner.config.response_timeout.as_millis()).unwrap_or(u64::MAX));
-        let acked: u32 = self.query(self.inner.topology.writer(), "WAIT", &cmd).await?;
+        let acked: u32 = self
+            .query(self.inner.topology.writer(), "WAIT", &cmd)
+            .await?;
         if acked < wanted {
             tracing::warn!(
                 url = %self.inner.config.label,
@@ -279,7 +285,10 @@ impl RedisBackend {
                 if masters.is_empty() {
                     return Err(Error::backend_msg(
                         NAME,
-                        format!("{}: CLUSTER NODES lists no master serving slots", self.inner.config.label),
+                        format!(
+                            "{}: CLUSTER NODES lists no master serving slots",
+                            self.inner.config.label
+                        ),
                     ));
                 }
                 Ok(masters.into_iter().map(Some).collect())
@@ -287,9 +296,18 @@ impl RedisBackend {
         }
     }
 
-    async fn scan_step(&self, node: &ScanNode, cursor: u64, pattern: &str) -> Result<(u64, Vec<Vec<u8>>)> {
+    async fn scan_step(
+        &self,
+        node: &ScanNode,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
         let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
         match (node, self.inner.topology.writer()) {
             (Some((host, port)), Conn::Cluster(mut cluster)) => {
                 let value = self
@@ -439,16 +457,25 @@ impl Backend for RedisBackend {
         let mut conn = self.inner.topology.writer();
         let mut invocation = self.inner.incr.key(key);
         invocation.arg(delta);
-        let result: RedisResult<Option<i64>> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let result: RedisResult<Option<i64>> =
+            self.bounded(invocation.invoke_async(&mut conn)).await?;
         let value = match result {
             Ok(Some(n)) => n,
-            Ok(None) => return Err(Error::KeyNotFound { key: key.to_owned() }),
+            Ok(None) => {
+                return Err(Error::KeyNotFound {
+                    key: key.to_owned(),
+                })
+            }
             Err(e) => {
                 let text = e.to_string();
                 return Err(if text.contains("not an integer") {
-                    Error::NotAnInteger { key: key.to_owned() }
+                    Error::NotAnInteger {
+                        key: key.to_owned(),
+                    }
                 } else if text.contains("overflow") {
-                    Error::Overflow { key: key.to_owned() }
+                    Error::Overflow {
+                        key: key.to_owned(),
+                    }
                 } else {
                     self.fail("INCRBY", e)
                 });
@@ -470,11 +497,11 @@ impl Backend for RedisBackend {
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
         match (self.inner.config.clear, prefix) {
-            (ClearMode::FlushDb, _) => {
-                self.write::<()>("FLUSHDB", &redis::cmd("FLUSHDB")).await
-            }
+            (ClearMode::FlushDb, _) => self.write::<()>("FLUSHDB", &redis::cmd("FLUSHDB")).await,
             (ClearMode::Prefix, Some(prefix)) => {
-                let removed = self.delete_pattern(&format!("{}*", glob_escape(prefix))).await?;
+                let removed = self
+                    .delete_pattern(&format!("{}*", glob_escape(prefix)))
+                    .await?;
                 tracing::debug!(url = %self.inner.config.label, prefix, removed, "cleared");
                 Ok(())
             }
@@ -488,7 +515,11 @@ impl Backend for RedisBackend {
             .flat_map(|batch| {
                 let items: Vec<Result<String>> = match batch {
                     // A key that is not UTF-8 was not written by webcache.
-                    Ok(keys) => keys.into_iter().filter_map(|k| String::from_utf8(k).ok()).map(Ok).collect(),
+                    Ok(keys) => keys
+                        .into_iter()
+                        .filter_map(|k| String::from_utf8(k).ok())
+                        .map(Ok)
+                        .collect(),
                     Err(e) => vec![Err(e)],
                 };
                 stream::iter(items)
@@ -504,20 +535,37 @@ impl Backend for RedisBackend {
     }
 
     async fn stats(&self) -> Result<BackendStats> {
-        let entries: u64 = self.query(self.inner.topology.writer(), "DBSIZE", &redis::cmd("DBSIZE")).await?;
+        let entries: u64 = self
+            .query(
+                self.inner.topology.writer(),
+                "DBSIZE",
+                &redis::cmd("DBSIZE"),
+            )
+            .await?;
         let mut extra = vec![("url".to_owned(), self.inner.config.label.clone())];
         if self.inner.topology.is_cluster() {
-            extra.push(("masters".to_owned(), self.scan_nodes().await?.len().to_string()));
+            extra.push((
+                "masters".to_owned(),
+                self.scan_nodes().await?.len().to_string(),
+            ));
         } else {
             let mut cmd = redis::cmd("INFO");
             cmd.arg("memory");
-            let info: String = self.query(self.inner.topology.writer(), "INFO", &cmd).await?;
+            let info: String = self
+                .query(self.inner.topology.writer(), "INFO", &cmd)
+                .await?;
             extra.extend(info.lines().filter_map(|line| {
                 let (name, value) = line.trim().split_once(':')?;
-                matches!(name, "used_memory" | "used_memory_human" | "maxmemory" | "maxmemory_policy")
-                    .then(|| (name.to_owned(), value.to_owned()))
+                matches!(
+                    name,
+                    "used_memory" | "used_memory_human" | "maxmemory" | "maxmemory_policy"
+                )
+                .then(|| (name.to_owned(), value.to_owned()))
             }));
-            extra.push(("replicas".to_owned(), self.inner.topology.replica_count().to_string()));
+            extra.push((
+                "replicas".to_owned(),
+                self.inner.topology.replica_count().to_string(),
+            ));
         }
         Ok(BackendStats {
             // DBSIZE counts the whole database, not only this cache's prefix.

@@ -159,7 +159,11 @@ impl RedisConfig {
             if wait_replicas.unwrap_or(0) as usize > replicas.len() {
                 return Err(spec.error(
                     "wait_replicas",
-                    format!("{} is more than the {} replicas listed in `replicas`", wait_replicas.unwrap_or(0), replicas.len()),
+                    format!(
+                        "{} is more than the {} replicas listed in `replicas`",
+                        wait_replicas.unwrap_or(0),
+                        replicas.len()
+                    ),
                 ));
             }
             Target::Primary {
@@ -205,9 +209,13 @@ fn parse_node_url(url: &str) -> Result<i64, String> {
     check_host_port(host_port).map_err(|m| format!("`{shown}`: {m}; {NODE_EXAMPLE}"))?;
     let db = match path.trim_end_matches('/') {
         "" => 0,
-        digits => digits.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
-            format!("`{shown}`: the database `/{digits}` is not a number; {NODE_EXAMPLE}")
-        })?,
+        digits => digits
+            .parse::<i64>()
+            .ok()
+            .filter(|d| *d >= 0)
+            .ok_or_else(|| {
+                format!("`{shown}`: the database `/{digits}` is not a number; {NODE_EXAMPLE}")
+            })?,
     };
     redis::Client::open(url)
         .map_err(|e| format!("`{shown}` is not a usable Redis URL ({e}); {NODE_EXAMPLE}"))?;
@@ -293,13 +301,15 @@ mod tests {
 
     #[test]
     fn replicas_and_cluster() {
-        let c = parse("redis://h:1/3?replicas=redis://r1:2/3,redis://r2:3/3&wait_replicas=2").unwrap();
+        let c =
+            parse("redis://h:1/3?replicas=redis://r1:2/3,redis://r2:3/3&wait_replicas=2").unwrap();
         let Target::Primary { replicas, .. } = &c.target else {
             panic!("{c:?}")
         };
         assert_eq!(replicas, &["redis://r1:2/3", "redis://r2:3/3"]);
         assert_eq!(c.wait_replicas, 2);
-        let c = parse("redis+cluster://a:7000,b:7001?read_from_replicas=true&clear=flushdb").unwrap();
+        let c =
+            parse("redis+cluster://a:7000,b:7001?read_from_replicas=true&clear=flushdb").unwrap();
         assert_eq!(
             c.target,
             Target::Cluster {
@@ -314,16 +324,44 @@ mod tests {
     fn mistakes_name_the_field_and_show_an_example() {
         for (url, field, words) in [
             ("redis://h:port/2", "url", "the port `port`"),
-            ("redis://h:6379/two", "url", "database `/two` is not a number"),
+            (
+                "redis://h:6379/two",
+                "url",
+                "database `/two` is not a number",
+            ),
             ("redis://:6379/2", "url", "host is missing"),
             ("redis://u:pw@h:0/2", "url", "`redis://u:***@h:0/2`"),
-            ("redis://h/1?replicas=redis://r/2", "replicas", "uses database 2"),
-            ("redis://h/1?replicas=http://r/1", "replicas", "scheme `http`"),
-            ("redis://h/1?wait_replicas=1", "wait_replicas", "more than the 0 replicas"),
-            ("redis://h/1?connect_timeout=0", "connect_timeout", "0 would fail"),
+            (
+                "redis://h/1?replicas=redis://r/2",
+                "replicas",
+                "uses database 2",
+            ),
+            (
+                "redis://h/1?replicas=http://r/1",
+                "replicas",
+                "scheme `http`",
+            ),
+            (
+                "redis://h/1?wait_replicas=1",
+                "wait_replicas",
+                "more than the 0 replicas",
+            ),
+            (
+                "redis://h/1?connect_timeout=0",
+                "connect_timeout",
+                "0 would fail",
+            ),
             ("redis://h/1?clear=all", "clear", "\"flushdb\""),
-            ("redis://h/1?read_from_replicas=true", "read_from_replicas", "only for"),
-            ("redis://h/1?colour=red", "colour", "accepted options: connect_timeout"),
+            (
+                "redis://h/1?read_from_replicas=true",
+                "read_from_replicas",
+                "only for",
+            ),
+            (
+                "redis://h/1?colour=red",
+                "colour",
+                "accepted options: connect_timeout",
+            ),
             ("redis+cluster://a:1,b:x", "url", "node `b:x`"),
             ("redis+cluster://a:1/3", "url", "only database 0"),
             ("redis+cluster://", "url", "no nodes"),

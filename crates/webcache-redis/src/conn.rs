@@ -82,12 +82,14 @@ impl Topology {
             .set_number_of_retries(RECONNECT_ATTEMPTS)
             .set_min_delay(MIN_RECONNECT_DELAY)
             .set_max_delay(MAX_RECONNECT_DELAY);
-        let manager = |client: redis::Client| {
-            ConnectionManager::new_lazy_with_config(client, config.clone())
-        };
+        let manager =
+            |client: redis::Client| ConnectionManager::new_lazy_with_config(client, config.clone());
         Ok(Topology::Primary {
             primary: manager(primary)?,
-            replicas: replicas.into_iter().map(manager).collect::<Result<_, _>>()?,
+            replicas: replicas
+                .into_iter()
+                .map(manager)
+                .collect::<Result<_, _>>()?,
             next: AtomicUsize::new(0),
         })
     }
@@ -160,7 +162,9 @@ pub(crate) fn masters_from_cluster_nodes(text: &str) -> Vec<(String, u16)> {
             let address = fields.next()?;
             let flags = fields.next()?;
             let is_master = flags.split(',').any(|f| f == "master");
-            let failing = flags.split(',').any(|f| f == "fail" || f == "handshake" || f == "noaddr");
+            let failing = flags
+                .split(',')
+                .any(|f| f == "fail" || f == "handshake" || f == "noaddr");
             // A master without slots (fields 9 and later) holds no keys.
             let has_slots = line.split_whitespace().nth(8).is_some();
             if !is_master || failing || !has_slots {

@@ -58,7 +58,9 @@ impl RedisLock {
     pub async fn extend(&self, ttl: Duration) -> Result<bool> {
         let script = Script::new(EXTEND);
         let mut invocation = script.key(&self.key);
-        invocation.arg(&self.token).arg(ttl.as_millis().max(1) as u64);
+        invocation
+            .arg(&self.token)
+            .arg(ttl.as_millis().max(1) as u64);
         let mut conn = self.backend.writer();
         let extended: RedisResult<i64> = self
             .backend
@@ -89,7 +91,12 @@ impl RedisBackend {
 
     /// Takes the lock `key` for `ttl`, retrying until `wait` has passed; `None` if it stayed
     /// taken.
-    pub async fn lock(&self, key: &str, ttl: Duration, wait: Duration) -> Result<Option<RedisLock>> {
+    pub async fn lock(
+        &self,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Option<RedisLock>> {
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(5);
         loop {
@@ -203,7 +210,10 @@ where
                         cache.set(key, value, timeout).await?;
                     }
                     if let Err(e) = lock.release().await {
-                        tracing::debug!(key, "releasing the Redis lock failed (it expires by itself): {e}");
+                        tracing::debug!(
+                            key,
+                            "releasing the Redis lock failed (it expires by itself): {e}"
+                        );
                     }
                     return result;
                 }
@@ -213,7 +223,11 @@ where
                         return Ok(value);
                     }
                     if started.elapsed() >= options.wait {
-                        tracing::debug!(key, "waited {:?} for another process's value; computing it here", options.wait);
+                        tracing::debug!(
+                            key,
+                            "waited {:?} for another process's value; computing it here",
+                            options.wait
+                        );
                         return compute().await;
                     }
                     tokio::time::sleep(options.poll).await;

@@ -2,6 +2,8 @@
 //! `redis-cli`, prefix-scoped `clear` (and the explicit FLUSHDB opt-in), `delete_pattern`,
 //! `expire`/`persist`, the distributed lock and `get_or_set_locked`.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +44,31 @@ async fn db_number_is_honoured_and_ttls_are_real_redis_ttls() {
     cache.set(&name, &42, 60).await.unwrap();
     let stored = format!(":1:{name}");
     assert_eq!(server().cli(&["-n", "2", "get", &stored]).trim(), "42");
-    assert_eq!(server().cli(&["-n", "0", "exists", &stored]).trim(), "0", "db 0 must not hold it");
-    let ttl: u64 = server().cli(&["-n", "2", "ttl", &stored]).trim().parse().unwrap();
+    assert_eq!(
+        server().cli(&["-n", "0", "exists", &stored]).trim(),
+        "0",
+        "db 0 must not hold it"
+    );
+    let ttl: u64 = server()
+        .cli(&["-n", "2", "ttl", &stored])
+        .trim()
+        .parse()
+        .unwrap();
     assert!((58..=60).contains(&ttl), "redis-cli ttl says {ttl}");
     cache.touch(&name, 600).await.unwrap();
-    let ttl: u64 = server().cli(&["-n", "2", "ttl", &stored]).trim().parse().unwrap();
-    assert!((598..=600).contains(&ttl), "redis-cli ttl after touch says {ttl}");
-    cache.set(&name, &1, webcache_core::Timeout::Forever).await.unwrap();
+    let ttl: u64 = server()
+        .cli(&["-n", "2", "ttl", &stored])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (598..=600).contains(&ttl),
+        "redis-cli ttl after touch says {ttl}"
+    );
+    cache
+        .set(&name, &1, webcache_core::Timeout::Forever)
+        .await
+        .unwrap();
     assert_eq!(server().cli(&["-n", "2", "ttl", &stored]).trim(), "-1");
     assert!(cache.delete(&name).await.unwrap());
 }
@@ -62,16 +82,25 @@ async fn clear_removes_only_the_prefix_across_many_scan_steps() {
     server().cli(&["-n", "4", "set", &foreign, "not webcache's"]);
     // More keys than one SCAN step returns.
     let keys: Vec<String> = (0..2500).map(|i| format!("k{i}")).collect();
-    mine.set_many(keys.iter().map(|k| (k.as_str(), 1)), 60).await.unwrap();
+    mine.set_many(keys.iter().map(|k| (k.as_str(), 1)), 60)
+        .await
+        .unwrap();
     other.set("k1", &2, 60).await.unwrap();
     mine.clear().await.unwrap();
     let left: Vec<_> = redis
         .scan(&format!("{}:*", glob_escape(&mine.options().key_prefix)))
         .collect::<Vec<_>>()
         .await;
-    assert!(left.is_empty(), "{} keys of the cleared prefix remain", left.len());
+    assert!(
+        left.is_empty(),
+        "{} keys of the cleared prefix remain",
+        left.len()
+    );
     assert_eq!(other.get::<i32>("k1").await.unwrap(), Some(2));
-    assert_eq!(server().cli(&["-n", "4", "get", &foreign]).trim(), "not webcache's");
+    assert_eq!(
+        server().cli(&["-n", "4", "get", &foreign]).trim(),
+        "not webcache's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,27 +113,55 @@ async fn clear_flushdb_only_when_asked_and_only_that_database() {
     cache.set("k", &1, 60).await.unwrap();
     cache.clear().await.unwrap();
     assert!(!cache.has_key("k").await.unwrap());
-    assert_eq!(server().cli(&["-n", "5", "exists", &foreign]).trim(), "0", "FLUSHDB empties the database");
-    assert_eq!(server().cli(&["-n", "6", "get", &foreign]).trim(), "y", "other databases are untouched");
+    assert_eq!(
+        server().cli(&["-n", "5", "exists", &foreign]).trim(),
+        "0",
+        "FLUSHDB empties the database"
+    );
+    assert_eq!(
+        server().cli(&["-n", "6", "get", &foreign]).trim(),
+        "y",
+        "other databases are untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_pattern_expire_and_persist() {
     let redis = backend(&server().url(0)).await;
     let cache = cache_over(&redis, &unique("pat"));
-    cache.set_many([("user.1", 1), ("user.2", 2), ("page.1", 3)], 60).await.unwrap();
+    cache
+        .set_many([("user.1", 1), ("user.2", 2), ("page.1", 3)], 60)
+        .await
+        .unwrap();
     let head = glob_escape(&cache.make_key("").unwrap());
-    assert_eq!(redis.delete_pattern(&format!("{head}user.*")).await.unwrap(), 2);
+    assert_eq!(
+        redis
+            .delete_pattern(&format!("{head}user.*"))
+            .await
+            .unwrap(),
+        2
+    );
     assert!(!cache.has_key("user.1").await.unwrap());
     assert!(cache.has_key("page.1").await.unwrap());
-    assert_eq!(redis.delete_pattern(&format!("{head}nothing*")).await.unwrap(), 0);
+    assert_eq!(
+        redis
+            .delete_pattern(&format!("{head}nothing*"))
+            .await
+            .unwrap(),
+        0
+    );
 
     let key = cache.make_key("page.1").unwrap();
     assert!(redis.persist(&key).await.unwrap());
     assert_eq!(redis.ttl(&key).await.unwrap(), Ttl::Forever);
     assert!(redis.expire(&key, Duration::from_secs(100)).await.unwrap());
-    assert!(matches!(redis.ttl(&key).await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(95)));
-    assert!(!redis.expire("missing-key-for-expire", Duration::from_secs(1)).await.unwrap());
+    assert!(
+        matches!(redis.ttl(&key).await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(95))
+    );
+    assert!(!redis
+        .expire("missing-key-for-expire", Duration::from_secs(1))
+        .await
+        .unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,22 +172,42 @@ async fn lock_has_one_winner_and_is_released_by_token_only() {
     let ttl = Duration::from_secs(10);
     let (first, second) = tokio::join!(a.try_lock(&key, ttl), b.try_lock(&key, ttl));
     let (first, second) = (first.unwrap(), second.unwrap());
-    assert!(first.is_some() != second.is_some(), "exactly one contender wins");
+    assert!(
+        first.is_some() != second.is_some(),
+        "exactly one contender wins"
+    );
     let held = first.or(second).unwrap();
     assert!(b.try_lock(&key, ttl).await.unwrap().is_none());
-    assert!(!b.unlock(&key, "not-the-token").await.unwrap(), "a wrong token must not release");
+    assert!(
+        !b.unlock(&key, "not-the-token").await.unwrap(),
+        "a wrong token must not release"
+    );
     assert_eq!(server().cli(&["exists", &key]).trim(), "1");
     assert!(held.extend(Duration::from_secs(20)).await.unwrap());
     assert!(held.release().await.unwrap());
     assert_eq!(server().cli(&["exists", &key]).trim(), "0");
 
     // An expired lock taken by someone else is not released by its former holder.
-    let short = a.try_lock(&key, Duration::from_millis(100)).await.unwrap().unwrap();
+    let short = a
+        .try_lock(&key, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let next = b.lock(&key, ttl, Duration::from_secs(1)).await.unwrap().expect("the expired lock is free");
+    let next = b
+        .lock(&key, ttl, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the expired lock is free");
     assert!(!short.release().await.unwrap());
     assert_eq!(server().cli(&["get", &key]).trim(), next.token());
-    assert!(a.lock(&key, ttl, Duration::from_millis(150)).await.unwrap().is_none(), "lock() gives up after `wait`");
+    assert!(
+        a.lock(&key, ttl, Duration::from_millis(150))
+            .await
+            .unwrap()
+            .is_none(),
+        "lock() gives up after `wait`"
+    );
     assert!(next.release().await.unwrap());
 }
 
@@ -145,11 +222,21 @@ async fn get_or_set_locked_computes_once_across_processes() {
         let cache = cache_over(&redis, &prefix);
         let calls = calls.clone();
         tasks.push(tokio::spawn(async move {
-            get_or_set_locked(&cache, &redis, "report", 60, LockOptions::default(), || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok::<_, webcache_core::Error>(format!("computed by {:08x}", rand::random::<u32>()))
-            })
+            get_or_set_locked(
+                &cache,
+                &redis,
+                "report",
+                60,
+                LockOptions::default(),
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<_, webcache_core::Error>(format!(
+                        "computed by {:08x}",
+                        rand::random::<u32>()
+                    ))
+                },
+            )
             .await
             .unwrap()
         }));
@@ -158,10 +245,18 @@ async fn get_or_set_locked_computes_once_across_processes() {
     for t in tasks {
         values.push(t.await.unwrap());
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the computation ran more than once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the computation ran more than once"
+    );
     assert!(values.windows(2).all(|w| w[0] == w[1]), "{values:?}");
     let lock_key = format!("{prefix}:1:report:lock");
-    assert_eq!(server().cli(&["exists", &lock_key]).trim(), "0", "the lock is released");
+    assert_eq!(
+        server().cli(&["exists", &lock_key]).trim(),
+        "0",
+        "the lock is released"
+    );
 }
 
 use futures::StreamExt;

@@ -2,6 +2,8 @@
 //! to the replica. `wait_replicas=1` makes each write wait for the replica (replication is
 //! otherwise asynchronous, and the suite reads right after writing).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use webcache_core::{Backend, CacheConfig};
@@ -38,12 +40,27 @@ async fn reads_are_served_by_the_replica() {
             .map_or(0, |n| n.parse().unwrap())
     };
     let backend = PrimaryAndReplica.backend().await;
-    let cache = Cache::new(backend, CacheOptions { key_prefix: "replica-reads".into(), ..CacheOptions::default() });
+    let cache = Cache::new(
+        backend,
+        CacheOptions {
+            key_prefix: "replica-reads".into(),
+            ..CacheOptions::default()
+        },
+    );
     cache.set("k", "v", 60).await.unwrap();
     let (primary_before, replica_before) = (gets(&pair.primary), gets(&pair.replica));
     for _ in 0..20 {
-        assert_eq!(cache.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(
+            cache.get::<String>("k").await.unwrap().as_deref(),
+            Some("v")
+        );
     }
-    assert!(gets(&pair.replica) >= replica_before + 20, "the replica served the reads");
-    assert!(gets(&pair.primary) < primary_before + 5, "the primary served reads");
+    assert!(
+        gets(&pair.replica) >= replica_before + 20,
+        "the replica served the reads"
+    );
+    assert!(
+        gets(&pair.primary) < primary_before + 5,
+        "the primary served reads"
+    );
 }

@@ -1,5 +1,7 @@
 //! The conformance suite against one `redis-server` started by this test binary.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use webcache_core::{Backend, CacheConfig};

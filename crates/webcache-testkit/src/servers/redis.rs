@@ -42,7 +42,11 @@ impl RedisServer {
     pub fn start_replica_of(primary_port: u16) -> RedisServer {
         let replica = Self::start_with(
             free_port(),
-            vec!["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()],
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary_port.to_string(),
+            ],
         );
         replica.wait_for_info("replication", "master_link_status:up");
         replica
@@ -85,8 +89,20 @@ impl RedisServer {
         let dir = self.dir.to_string_lossy().into_owned();
         let log = self.dir.join("redis.log").to_string_lossy().into_owned();
         let mut args: Vec<&str> = vec![
-            "--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", &dir, "--logfile", &log, "--protected-mode", "no",
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+            "--logfile",
+            &log,
+            "--protected-mode",
+            "no",
         ];
         args.extend(self.extra_args.iter().map(String::as_str));
         let process = ServerProcess::spawn("redis-server", &args, None);
@@ -165,7 +181,11 @@ impl RedisReplicaPair {
     /// `redis://primary/DB?replicas=redis://replica/DB`, plus `extra` query options
     /// (`&name=value...`).
     pub fn url(&self, db: u32, extra: &str) -> String {
-        format!("{}?replicas={}{extra}", self.primary.url(db), self.replica.url(db))
+        format!(
+            "{}?replicas={}{extra}",
+            self.primary.url(db),
+            self.replica.url(db)
+        )
     }
 }
 
@@ -202,7 +222,10 @@ impl RedisCluster {
                 )
             })
             .collect();
-        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
         let status = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -211,7 +234,10 @@ impl RedisCluster {
             .stdout(Stdio::null())
             .status()
             .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster create: {e}"));
-        assert!(status.success(), "redis-cli --cluster create {addresses:?} failed: {status}");
+        assert!(
+            status.success(),
+            "redis-cli --cluster create {addresses:?} failed: {status}"
+        );
         for node in &nodes {
             node.wait_until(
                 || node.cli(&["cluster", "info"]).contains("cluster_state:ok"),
@@ -228,7 +254,11 @@ impl RedisCluster {
 
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`.
     pub fn url(&self) -> String {
-        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
         format!("redis+cluster://{}", nodes.join(","))
     }
 }
