@@ -1,0 +1,330 @@
+//! The storage rules of the Django policy through real HTTP, each with a case that must be
+//! stored and one that must not, against locmem.
+//! (Redis variants: to be added once the Redis backend is wired into this crate's tests.)
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use common::{serve, Counter, HttpClient};
+use futures::TryStreamExt;
+use webcache_core::Cache;
+use webcache_http::{vary_on_headers, CachePageLayer, ConditionalGetLayer};
+
+/// A handler whose response is driven by the query: `cc`, `vary`, `cookie`, `status`, `size`,
+/// `etag`, `lm` (Last-Modified). The body says how many times it was called.
+async fn configurable(counter: Counter, Query(q): Query<HashMap<String, String>>, req_headers: HeaderMap) -> impl IntoResponse {
+    let n = counter.bump();
+    let mut headers = HeaderMap::new();
+    if let Some(cc) = q.get("cc") {
+        headers.insert("cache-control", HeaderValue::from_str(cc).unwrap());
+    }
+    if let Some(v) = q.get("vary") {
+        headers.insert("vary", HeaderValue::from_str(v).unwrap());
+    }
+    if q.contains_key("cookie") {
+        headers.insert("set-cookie", HeaderValue::from_static("session=abc"));
+    }
+    if let Some(e) = q.get("etag") {
+        headers.insert("etag", HeaderValue::from_str(&format!("\"{e}\"")).unwrap());
+    }
+    if q.contains_key("lm") {
+        headers.insert("last-modified", HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+    }
+    let status = q.get("status").map_or(StatusCode::OK, |s| StatusCode::from_u16(s.parse().unwrap()).unwrap());
+    let mut body = format!("call {n};");
+    for name in ["accept-language", "x-theme", "authorization"] {
+        if let Some(v) = req_headers.get(name) {
+            body.push_str(&format!(" {name}={};", v.to_str().unwrap()));
+        }
+    }
+    if let Some(size) = q.get("size") {
+        body.push_str(&"x".repeat(size.parse().unwrap()));
+    }
+    (status, headers, body)
+}
+
+async fn app(layer: CachePageLayer) -> (HttpClient, Counter) {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let router = Router::new()
+        .route("/page", get(move |q, h| configurable(c.clone(), q, h)))
+        .layer(layer);
+    let addr = serve(router).await;
+    (HttpClient::new(addr), counter)
+}
+
+async fn assert_stored(client: &HttpClient, counter: &Counter, path: &str, headers: &[(&str, &str)]) {
+    let before = counter.get();
+    let first = client.get_with(path, headers).await;
+    let second = client.get_with(path, headers).await;
+    assert_eq!(first.x_cache(), "MISS", "{path}: first answer");
+    assert_eq!(second.x_cache(), "HIT", "{path}: second answer should come from the cache");
+    assert_eq!(first.body, second.body, "{path}");
+    assert_eq!(counter.get(), before + 1, "{path}: the handler should run once");
+}
+
+async fn assert_not_stored(client: &HttpClient, counter: &Counter, path: &str, headers: &[(&str, &str)]) {
+    let before = counter.get();
+    let first = client.get_with(path, headers).await;
+    let second = client.get_with(path, headers).await;
+    assert_eq!(second.x_cache(), "MISS", "{path}: must not be served from the cache");
+    assert_ne!(first.body, second.body, "{path}");
+    assert_eq!(counter.get(), before + 2, "{path}: the handler should run twice");
+}
+
+#[tokio::test]
+async fn only_200_is_stored() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    assert_stored(&client, &counter, "/page?status=200", &[]).await;
+    assert_not_stored(&client, &counter, "/page?status=404", &[]).await;
+    assert_not_stored(&client, &counter, "/page?status=500", &[]).await;
+    assert_not_stored(&client, &counter, "/page?status=203", &[]).await;
+}
+
+#[tokio::test]
+async fn cache_control_private_no_cache_no_store_in_any_form() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    assert_stored(&client, &counter, "/page?cc=public,%20max-age%3D60", &[]).await;
+    for cc in ["private", "PRIVATE", "no-cache", "No-Cache%3D%22Set-Cookie%22", "no-store", "max-age%3D60,%20private%3D%22x%22"] {
+        assert_not_stored(&client, &counter, &format!("/page?cc={cc}"), &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn vary_star_and_set_cookie_are_not_stored() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    assert_stored(&client, &counter, "/page?vary=accept-language", &[]).await;
+    assert_not_stored(&client, &counter, "/page?vary=*", &[]).await;
+    assert_not_stored(&client, &counter, "/page?vary=accept,%20*", &[]).await;
+    assert_not_stored(&client, &counter, "/page?cookie=1", &[]).await;
+    assert_not_stored(&client, &counter, "/page?cookie=1&vary=cookie", &[]).await;
+}
+
+#[tokio::test]
+async fn timeout_order_layer_then_max_age_then_default() {
+    // No layer timeout: max-age=0 means "do not store", max-age=1 expires.
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    assert_not_stored(&client, &counter, "/page?cc=max-age%3D0", &[]).await;
+    assert_stored(&client, &counter, "/page?cc=max-age%3D1", &[]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(client.get("/page?cc=max-age%3D1").await.x_cache(), "MISS");
+    // Default TTL applies when nothing else says.
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).default_ttl(Duration::from_secs(1))).await;
+    assert_stored(&client, &counter, "/page", &[]).await;
+    let hit = client.get("/page").await;
+    assert!(hit.header("cache-control").unwrap().contains("max-age=1"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(client.get("/page").await.x_cache(), "MISS");
+    // The layer's timeout wins over max-age, also over max-age=0 (as cache_page does).
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
+    assert_stored(&client, &counter, "/page?cc=max-age%3D0", &[]).await;
+    assert_stored(&client, &counter, "/page?cc=max-age%3D3600", &[]).await;
+    let hit = client.get("/page?cc=max-age%3D3600").await;
+    assert_eq!(hit.header("cache-control"), Some("max-age=60"), "the smaller max-age wins");
+    // A zero layer timeout stores nothing.
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).timeout(Duration::ZERO)).await;
+    assert_not_stored(&client, &counter, "/page", &[]).await;
+}
+
+#[tokio::test]
+async fn hits_carry_age_expires_and_max_age_consistent_with_the_remaining_lifetime() {
+    let (client, _) = app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
+    let miss = client.get("/page").await;
+    assert!(miss.header("age").is_none());
+    let expires_at_store = httpdate::parse_http_date(miss.header("expires").unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let hit = client.get("/page").await;
+    assert_eq!(hit.x_cache(), "HIT");
+    let age: u64 = hit.header("age").unwrap().parse().unwrap();
+    assert!((2..=3).contains(&age), "age {age}");
+    assert_eq!(hit.header("cache-control"), Some("max-age=60"));
+    let expires = httpdate::parse_http_date(hit.header("expires").unwrap()).unwrap();
+    assert_eq!(expires, expires_at_store, "Expires stays the moment the page expires");
+    let date = httpdate::parse_http_date(hit.header("date").unwrap()).unwrap();
+    let remaining = expires.duration_since(date).unwrap().as_secs();
+    // max-age − Age and Expires − Date both give the remaining lifetime.
+    assert!((60 - age).abs_diff(remaining) <= 1, "remaining {remaining}, age {age}");
+}
+
+#[tokio::test]
+async fn other_methods_pass_through_and_are_never_stored() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    let counter_before = counter.get();
+    // The route only has GET: axum answers 405 for PUT, and the layer marks it BYPASS.
+    let put = client.send("PUT", "/page", &[], "x").await;
+    assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(put.x_cache(), "BYPASS");
+    assert_eq!(counter.get(), counter_before);
+    assert_stored(&client, &counter, "/page", &[]).await;
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_get_entry_and_fills_it() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    let get = client.get("/page?a").await;
+    let head = client.send("HEAD", "/page?a", &[], "").await;
+    assert_eq!(head.x_cache(), "HIT");
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length").unwrap(), get.body.len().to_string());
+    assert_eq!(counter.get(), 1);
+    // A HEAD miss asks the handler for the full GET answer and stores it for GET.
+    let head = client.send("HEAD", "/page?b", &[], "").await;
+    assert_eq!(head.x_cache(), "MISS");
+    assert!(head.body.is_empty());
+    let get = client.get("/page?b").await;
+    assert_eq!(get.x_cache(), "HIT");
+    assert_eq!(head.header("content-length").unwrap(), get.body.len().to_string());
+    assert_eq!(counter.get(), 2);
+}
+
+#[tokio::test]
+async fn query_string_is_part_of_the_key() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    assert_stored(&client, &counter, "/page?q=1", &[]).await;
+    let other = client.get("/page?q=2").await;
+    assert_eq!(other.x_cache(), "MISS");
+    assert_eq!(counter.get(), 2);
+}
+
+#[tokio::test]
+async fn host_is_part_of_the_key() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    assert_stored(&client, &counter, "/page", &[("host", "a.example")]).await;
+    assert_eq!(client.get_with("/page", &[("host", "b.example")]).await.x_cache(), "MISS");
+    assert_eq!(client.get_with("/page", &[("host", "a.example")]).await.x_cache(), "HIT");
+}
+
+#[tokio::test]
+async fn vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty() {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let router = Router::new()
+        .route("/page", get(move |q, h| configurable(c.clone(), q, h)).layer(vary_on_headers(&["Accept-Language", "X-Theme"])))
+        .layer(CachePageLayer::new(Cache::locmem()));
+    let client = HttpClient::new(serve(router).await);
+    let en_dark = [("accept-language", "en"), ("x-theme", "dark")];
+    let en_light = [("accept-language", "en"), ("x-theme", "light")];
+    let fr_dark = [("accept-language", "fr"), ("x-theme", "dark")];
+    let en_empty = [("accept-language", "en"), ("x-theme", "")];
+    let en_absent = [("accept-language", "en")];
+    for headers in [&en_dark[..], &en_light, &fr_dark, &en_empty, &en_absent] {
+        assert_stored(&client, &counter, "/page", headers).await;
+    }
+    // Every combination is still its own entry, with its own body.
+    for headers in [&en_dark[..], &en_light, &fr_dark, &en_empty, &en_absent] {
+        let r = client.get_with("/page", headers).await;
+        assert_eq!(r.x_cache(), "HIT");
+        for (name, value) in headers {
+            assert!(r.text().contains(&format!("{name}={value};")), "{} for {headers:?}", r.text());
+        }
+        if headers.len() == 1 {
+            assert!(!r.text().contains("x-theme"), "the absent-header page is not the empty-header page");
+        }
+    }
+    assert_eq!(counter.get(), 5);
+}
+
+#[tokio::test]
+async fn authorization_adds_vary_so_one_users_page_never_reaches_another() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    assert_stored(&client, &counter, "/page?private-ish", &alice).await;
+    let r = client.get_with("/page?private-ish", &alice).await;
+    assert_eq!(r.header("vary"), Some("authorization"));
+    let b = client.get_with("/page?private-ish", &bob).await;
+    assert_eq!(b.x_cache(), "MISS");
+    assert!(b.text().contains("authorization=Bearer bob;"));
+    let anonymous = client.get("/page?private-ish").await;
+    assert_eq!(anonymous.x_cache(), "MISS");
+    assert!(!anonymous.text().contains("authorization"));
+    // A public response is shared: no Vary: Authorization added.
+    assert_stored(&client, &counter, "/page?cc=public", &alice).await;
+    let b = client.get_with("/page?cc=public", &bob).await;
+    assert_eq!(b.x_cache(), "HIT");
+    assert!(b.header("vary").is_none());
+    // An empty Authorization header is no credential.
+    let r = client.get_with("/page?empty-auth", &[("authorization", "")]).await;
+    assert!(r.header("vary").is_none());
+}
+
+#[tokio::test]
+async fn conditional_requests_get_304_and_412_from_the_cache() {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let router = Router::new()
+        .route("/page", get(move |q, h| configurable(c.clone(), q, h)))
+        .layer(ConditionalGetLayer::new())
+        .layer(CachePageLayer::new(Cache::locmem()));
+    let client = HttpClient::new(serve(router).await);
+    let first = client.get("/page?lm").await;
+    let etag = first.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 34, "body-hash ETag {etag}");
+    let not_modified = client.get_with("/page?lm", &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.x_cache(), "HIT");
+    assert!(not_modified.body.is_empty());
+    let changed = client.get_with("/page?lm", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(changed.body, first.body);
+    let since = client.get_with("/page?lm", &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")]).await;
+    assert_eq!(since.status, StatusCode::NOT_MODIFIED);
+    let older = client.get_with("/page?lm", &[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]).await;
+    assert_eq!(older.status, StatusCode::OK);
+    let failed = client.get_with("/page?lm", &[("if-match", "\"other\"")]).await;
+    assert_eq!(failed.status, StatusCode::PRECONDITION_FAILED);
+    let ok = client.get_with("/page?lm", &[("if-match", &etag)]).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let unmodified = client.get_with("/page?lm", &[("if-unmodified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]).await;
+    assert_eq!(unmodified.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(counter.get(), 1, "all answered from the one stored page");
+    // On a miss the precondition is evaluated against the fresh page, which is still stored.
+    let miss = client.get_with("/page?etag=v1", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!((miss.status, miss.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+    let full = client.get("/page?etag=v1").await;
+    assert_eq!((full.status, full.x_cache()), (StatusCode::OK, "HIT"));
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_unstored() {
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).max_body(1000)).await;
+    assert_stored(&client, &counter, "/page?size=900", &[]).await;
+    let big = client.get("/page?size=5000").await;
+    assert_eq!(big.body.len(), "call 2;".len() + 5000);
+    assert_not_stored(&client, &counter, "/page?size=5000", &[]).await;
+}
+
+#[tokio::test]
+async fn keys_are_readable_and_a_corrupt_entry_is_a_miss() {
+    let cache = Cache::locmem();
+    let (client, counter) = app(CachePageLayer::new(cache.clone())).await;
+    assert_stored(&client, &counter, "/page", &[]).await;
+    let keys: Vec<String> = cache.keys("*").try_collect().await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("views.cache_page.GET."), "{keys:?}");
+    cache.set_bytes(&keys[0], b"garbage", 60).await.unwrap();
+    let r = client.get("/page").await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"));
+    assert_eq!(client.get("/page").await.x_cache(), "HIT", "the page was stored again");
+}
+
+#[tokio::test]
+async fn diagnostic_header_can_be_renamed_or_removed() {
+    let (client, _) = app(CachePageLayer::new(Cache::locmem()).diagnostic_header(http::HeaderName::from_static("x-page-cache"))).await;
+    client.get("/page").await;
+    let r = client.get("/page").await;
+    assert_eq!(r.header("x-page-cache"), Some("HIT"));
+    assert!(r.header("x-cache").is_none());
+    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).without_diagnostic_header()).await;
+    client.get("/page").await;
+    let r = client.get("/page").await;
+    assert!(r.header("x-cache").is_none());
+    assert_eq!(counter.get(), 1);
+}
