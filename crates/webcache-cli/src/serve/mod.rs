@@ -12,6 +12,7 @@
 pub(crate) mod admin;
 mod demo;
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -45,27 +46,33 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
     Ok(())
 }
 
-#[allow(clippy::print_stdout)] // telling the user where to look is the point of `serve`
+/// Prints where the demo listens and what to try. A closed standard output (the banner piped
+/// into `head`) must not stop the server, so write errors are ignored.
 fn announce(caches: &Caches, addr: SocketAddr, upstream: &str, external: bool, token: &str) {
     let cache = caches.default();
     let base = format!("http://{addr}");
-    println!("webcache demo listening on {base}");
-    println!(
-        "cache: `{}` ({} backend{})",
-        cache.alias(),
-        cache.backend().name(),
-        if cache.backend().name() == "locmem" { ", the embedded default: no server needed" } else { "" }
+    let embedded = if cache.backend().name() == "locmem" {
+        ", the embedded default: no server needed"
+    } else {
+        ""
+    };
+    let builtin = if external { "" } else { " (built in)" };
+    let text = format!(
+        "webcache demo listening on {base}\n\
+         cache: `{alias}` ({backend} backend{embedded})\n\
+         upstream: {upstream}/delay/N{builtin}\n\
+         admin token (for --app from another host): {token}\n\
+         \n\
+         try:\n  \
+         curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT)\n  \
+         curl -i {base}/hello-page     # the whole page cached by the page-cache layer\n  \
+         curl -i {base}/hello-class    # GET cached; curl -X POST {base}/hello-class is not\n  \
+         curl -c jar -b jar '{base}/cart?add=apple'   # a session cart\n  \
+         webcache keys --app {base}    # what is in the cache; also get/ttl/stats/shell\n",
+        alias = cache.alias(),
+        backend = cache.backend().name(),
     );
-    println!(
-        "upstream: {upstream}/delay/N{}",
-        if external { "" } else { " (built in)" }
-    );
-    println!("admin token (for --app from another host): {token}");
-    println!();
-    println!("try:");
-    println!("  curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT)");
-    println!("  curl -i {base}/hello-page     # the whole page cached by the page-cache layer");
-    println!("  curl -i {base}/hello-class    # GET cached; curl -X POST {base}/hello-class is not");
-    println!("  curl -c jar -b jar '{base}/cart?add=apple'   # a session cart");
-    println!("  webcache keys --app {base}    # what is in the cache; also get/ttl/stats/shell");
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }

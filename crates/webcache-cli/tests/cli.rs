@@ -1,0 +1,275 @@
+//! End-to-end tests of the built `webcache` binary: the demo app over real HTTP and every
+//! inspection command, through `shell`, the command line and `--app`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webcache");
+
+/// A `webcache serve` process on a free port, killed when dropped.
+struct Demo {
+    child: Child,
+    base: String,
+}
+
+impl Demo {
+    fn start(extra: &[&str]) -> Demo {
+        let port = webcache_testkit::servers::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &listen])
+            .args(extra)
+            .env_remove("WEBCACHE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // The first line says where it listens.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.contains(&listen), "unexpected banner: {first}");
+        assert!(webcache_testkit::servers::wait_for_port(port, Duration::from_secs(10)));
+        Demo { child, base: format!("http://{listen}") }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn webcache(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("WEBCACHE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (Duration, reqwest::Response) {
+    let started = Instant::now();
+    let response = client.get(url).send().await.unwrap();
+    (started.elapsed(), response)
+}
+
+#[tokio::test]
+async fn hello_is_slow_once_then_a_hit() {
+    let demo = Demo::start(&[]);
+    let http = reqwest::Client::new();
+    let (first_took, first) = get(&http, &format!("{}/hello?delay=1", demo.base)).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let body = first.text().await.unwrap();
+    assert!(first_took >= Duration::from_secs(1), "the miss waits for the upstream: {first_took:?}");
+    assert!(body.len() > 4000 && body.contains("Hello 127.0.0.1"), "{} bytes", body.len());
+    let (second_took, second) = get(&http, &format!("{}/hello?delay=1", demo.base)).await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert!(second_took < Duration::from_millis(500), "{second_took:?}");
+    let count: Value = http.get(format!("{}/count", demo.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(count["served"], 1, "the upstream was called once");
+
+    // The key and its TTL are visible from outside through the admin endpoint.
+    let out = webcache(&["--json", "ttl", "httpbin", "--app", &demo.base], None);
+    let ttl = json_lines(&out)[0]["result"].as_f64().unwrap();
+    assert!(ttl > 50.0 && ttl <= 60.0, "{ttl}");
+    let out = webcache(&["get", "httpbin", "--app", &demo.base], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"delay\": 1.0"));
+}
+
+#[tokio::test]
+async fn the_upstream_rejects_bad_delays_with_words() {
+    let demo = Demo::start(&[]);
+    let response = reqwest::get(format!("{}/delay/soon", demo.base)).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("use seconds from 0 to"));
+    let http = reqwest::Client::new();
+    let (_, response) = get(&http, &format!("{}/hello?delay=100", demo.base)).await;
+    assert_eq!(response.status(), 502, "an upstream failure is a 502 that says why");
+    assert!(response.text().await.unwrap().contains("answered 400"));
+}
+
+#[tokio::test]
+async fn post_on_the_class_route_is_never_cached() {
+    let demo = Demo::start(&[]);
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = http.post(format!("{}/hello-class?delay=0", demo.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let count: Value = http.get(format!("{}/count", demo.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(count["served"], 2);
+}
+
+#[tokio::test]
+async fn the_cart_lives_in_a_session_and_is_inspectable() {
+    let demo = Demo::start(&[]);
+    let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let mut cookie = String::new();
+    for item in ["apple", "pear"] {
+        let r = http.get(format!("{}/cart?add={item}", demo.base)).send().await.unwrap();
+        if let Some(c) = r.headers().get("set-cookie") {
+            cookie = c.to_str().unwrap().to_owned();
+        }
+    }
+    let body: Value = http.get(format!("{}/cart", demo.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body, json!({"items": ["apple", "pear"]}));
+    let id = cookie.trim_start_matches("sessionid=").split(';').next().unwrap().to_owned();
+    assert!(!cookie.contains("apple"), "the cookie carries only the id");
+    let out = webcache(&["--json", "keys", "webcache.sessions.*", "--app", &demo.base], None);
+    assert_eq!(json_lines(&out)[0]["result"], json!([format!("webcache.sessions.{id}")]));
+    let out = webcache(&["--json", "get", &format!("webcache.sessions.{id}"), "--app", &demo.base], None);
+    assert_eq!(json_lines(&out)[0]["result"]["data"]["items"], json!(["apple", "pear"]));
+    let cleared: Value = http.post(format!("{}/cart/clear", demo.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cleared, json!({"items": []}));
+    let body: Value = http.get(format!("{}/cart", demo.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body, json!({"items": []}));
+}
+
+const SCRIPT: &str = r#"
+# every inspection command, one process
+set greeting '"hello"' --ttl 30
+get greeting
+ttl greeting
+set forever '{"a": [1, 2]}' --forever
+ttl forever
+get forever
+ttl missing
+get missing
+add greeting '"other"'
+add fresh 1
+incr fresh 41
+decr fresh 2
+incr greeting
+touch greeting 100
+touch missing 5
+keys
+keys gr*
+set v2 '"two"' --version 2
+get v2
+get v2 --version 2
+get :1:greeting --raw
+del greeting
+del greeting
+del fresh forever nothing
+stats
+clear
+clear --yes
+keys
+set bad not-json
+nonsense
+"#;
+
+#[test]
+fn every_inspection_command_through_the_shell() {
+    let out = webcache(&["--json", "--cache", "locmem://", "shell"], Some(SCRIPT));
+    let r = json_lines(&out);
+    let results: Vec<&Value> = r.iter().map(|l| &l["result"]).collect();
+    assert_eq!(results[0], &json!(true));
+    assert_eq!(results[1], &json!("hello"));
+    let ttl = results[2].as_f64().unwrap();
+    assert!(ttl > 25.0 && ttl <= 30.0, "{ttl}");
+    assert_eq!(results[3], &json!(true));
+    assert_eq!(results[4], &json!("forever"));
+    assert_eq!(results[5], &json!({"a": [1, 2]}));
+    assert_eq!(results[6], &Value::Null, "ttl of a missing key is null");
+    assert_eq!(results[7], &Value::Null, "get of a missing key is null, not an error");
+    assert_eq!(r[7]["ok"], true);
+    assert_eq!(results[8], &json!(false));
+    assert_eq!(results[9], &json!(true));
+    assert_eq!(results[10], &json!(42));
+    assert_eq!(results[11], &json!(40));
+    assert_eq!(r[12]["ok"], false);
+    assert!(r[12]["error"].as_str().unwrap().contains("not an integer"));
+    assert_eq!(results[13], &json!(true));
+    assert_eq!(results[14], &json!(false));
+    let mut keys: Vec<String> = serde_json::from_value(results[15].clone()).unwrap();
+    keys.sort();
+    assert_eq!(keys, ["forever", "fresh", "greeting"]);
+    assert_eq!(results[16], &json!(["greeting"]));
+    assert_eq!(results[17], &json!(true));
+    assert_eq!(results[18], &Value::Null, "version 1 does not see version 2");
+    assert_eq!(results[19], &json!("two"));
+    assert_eq!(results[20], &json!("hello"), "--raw addresses the stored key");
+    assert_eq!(results[21], &json!(true));
+    assert_eq!(results[22], &json!(false));
+    assert_eq!(results[23], &json!(2));
+    assert_eq!(results[24]["backend"], "locmem");
+    assert_eq!(r[25]["ok"], false, "clear without --yes refuses");
+    assert!(r[25]["error"].as_str().unwrap().contains("--yes"));
+    assert_eq!(results[26], &json!(1), "clear removed the one key left (v2)");
+    assert_eq!(results[27], &json!([]));
+    assert_eq!(r[28]["ok"], false);
+    assert!(r[28]["error"].as_str().unwrap().contains("VALUE must be JSON"));
+    assert_eq!(r[29]["ok"], false);
+    assert_eq!(r.len(), 30);
+    assert_eq!(out.status.code(), Some(2), "a usage error in a line makes the shell exit 2");
+}
+
+#[test]
+fn human_output_and_exit_codes() {
+    let out = webcache(&["--cache", "locmem://", "get", "nothing"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "(nil)");
+    assert_eq!(out.status.code(), Some(0));
+    let out = webcache(&["--cache", "locmem://", "ttl", "nothing"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "missing");
+    let out = webcache(&["--cache", "locmem://", "clear"], None);
+    assert_eq!(out.status.code(), Some(2), "clear needs --yes without a terminal");
+    let out = webcache(&["--cache", "locmem://", "incr", "nothing"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`set` it first"));
+    let out = webcache(&["--cache", "locmem://", "frobnicate"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn configuration_mistakes_are_explained() {
+    let out = webcache(&["--cache", "locmen://", "keys"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown scheme `locmen`") && err.contains("accepted schemes: locmem"), "{err}");
+    let out = webcache(&["--json", "--cache", "locmem://?max_entries=many", "keys"], None);
+    let line = &json_lines(&out)[0];
+    assert_eq!(line["ok"], false);
+    assert!(line["error"].as_str().unwrap().contains("`max_entries`: `many` is not valid"), "{line}");
+    let out = webcache(&["--config", "/nonexistent/webcache.toml", "keys"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/webcache.toml: cannot read it"));
+    let out = webcache(&["keys", "--app", "http://127.0.0.1:1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the app at http://127.0.0.1:1"));
+}
+
+#[tokio::test]
+async fn the_shell_works_against_a_running_app() {
+    let demo = Demo::start(&[]);
+    let out = webcache(
+        &["--json", "shell", "--app", &demo.base],
+        Some("set k 5\nincr k\nkeys\nttl k\nstats\n"),
+    );
+    let r = json_lines(&out);
+    assert_eq!(r[1]["result"], json!(6));
+    assert_eq!(r[2]["result"], json!(["k"]));
+    assert!(r[3]["result"].as_f64().unwrap() > 200.0, "the app's default timeout applies");
+    assert_eq!(r[4]["result"]["backend"], "locmem");
+    assert_eq!(out.status.code(), Some(0));
+}
