@@ -1,0 +1,333 @@
+//! File-backend specifics: races between independent clients and processes on one directory,
+//! corrupt files, permissions, path safety, culling and what `clear` touches.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use webcache_core::bytes::Bytes;
+use webcache_core::config::CacheConfig;
+use webcache_core::{Backend, Cache, CacheOptions, Error, Expiry, Ttl};
+use webcache_file::{FileCache, FileConfig};
+use webcache_testkit::servers::temp_dir;
+
+const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
+
+fn open(dir: &Path, max_entries: Option<u64>, cull_frequency: u64) -> FileCache {
+    FileCache::open(&FileConfig {
+        dir: dir.to_owned(),
+        max_entries,
+        cull_frequency,
+    })
+    .unwrap()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    temp_dir(name).join("cache")
+}
+
+fn entry_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wcache"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_race_on_add_and_exactly_one_wins() {
+    let dir = fresh_dir("file-add-race");
+    let a = open(&dir, None, 3);
+    let b = open(&dir, None, 3);
+    for round in 0..50 {
+        let key = format!("race:{round}");
+        let start = Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let backend = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let key = key.clone();
+                let start = start.clone();
+                tokio::spawn(async move {
+                    let value = Bytes::from(format!("writer-{i}"));
+                    start.wait().await;
+                    (i, backend.add(&key, value, MINUTE).await.unwrap())
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (i, won) = t.await.unwrap();
+            if won {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let stored = a.get(&key).await.unwrap().unwrap();
+        assert_eq!(stored, Bytes::from(format!("writer-{}", winners[0])));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_race_on_incr_and_lose_no_update() {
+    let dir = fresh_dir("file-incr-race");
+    let a = open(&dir, None, 3);
+    let b = open(&dir, None, 3);
+    a.set("n", Bytes::from_static(b"-50"), MINUTE).await.unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let backend = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { backend.incr("n", 1).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (-49..=150).collect::<Vec<i64>>());
+    assert_eq!(b.get("n").await.unwrap(), Some(Bytes::from_static(b"150")));
+}
+
+/// Set by the parent test to make `child_process_incrs` do work in a child process.
+const CHILD_DIR_ENV: &str = "WEBCACHE_FILE_TEST_CHILD_DIR";
+const CHILD_INCRS: i64 = 150;
+
+/// In a child process only: increments a shared counter many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_incrs() {
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return; // Run as a normal test: nothing to do, the parent test drives it.
+    };
+    let backend = open(Path::new(&dir), None, 3);
+    for _ in 0..CHILD_INCRS {
+        backend.incr("shared", 1).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_share_one_directory_atomically() {
+    let dir = fresh_dir("file-processes");
+    let backend = open(&dir, None, 3);
+    backend.set("shared", Bytes::from_static(b"0"), MINUTE).await.unwrap();
+    // Two more processes: this test binary, running only `child_process_incrs`.
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_process_incrs", "--test-threads=1", "--quiet"])
+                .env(CHILD_DIR_ENV, &dir)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..CHILD_INCRS {
+        backend.incr("shared", 1).await.unwrap();
+    }
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a child process failed");
+    }
+    assert_eq!(
+        backend.get("shared").await.unwrap(),
+        Some(Bytes::from((3 * CHILD_INCRS).to_string())),
+        "increments were lost between processes"
+    );
+}
+
+#[tokio::test]
+async fn truncated_and_garbage_files_are_misses() {
+    let dir = fresh_dir("file-garbage");
+    let backend = open(&dir, None, 3);
+    let cache = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
+    for (name, damage) in [
+        ("truncated", Damage::Truncate),
+        ("garbage", Damage::Garbage),
+        ("empty", Damage::Empty),
+        ("other-key", Damage::OtherKey),
+        ("longer", Damage::Append),
+    ] {
+        cache.set(name, &12, 60).await.unwrap();
+        let path = backend.path_for(&cache.make_key(name).unwrap());
+        let original = fs::read(&path).unwrap();
+        let damaged = match damage {
+            Damage::Truncate => original[..original.len() - 1].to_vec(),
+            Damage::Garbage => (0..200u32).map(|i| (i * 37 % 251) as u8).collect(),
+            Damage::Empty => Vec::new(),
+            Damage::OtherKey => {
+                cache.set("elsewhere", &99, 60).await.unwrap();
+                fs::read(backend.path_for(&cache.make_key("elsewhere").unwrap())).unwrap()
+            }
+            Damage::Append => [original.as_slice(), b"xx"].concat(),
+        };
+        fs::write(&path, damaged).unwrap();
+        assert_eq!(cache.get::<i64>(name).await.unwrap(), None, "{name}");
+        assert!(!cache.has_key(name).await.unwrap(), "{name}");
+        assert_eq!(cache.ttl(name).await.unwrap(), Ttl::Missing, "{name}");
+        assert!(matches!(cache.incr(name, 1).await, Err(Error::KeyNotFound { .. })), "{name}");
+        // Listing skips the damaged file instead of failing.
+        let keys: Vec<_> = cache.keys("*").collect().await;
+        assert!(keys.iter().all(Result::is_ok), "{name}: {keys:?}");
+        assert!(backend.stats().await.is_ok());
+        // A new value replaces the damaged file.
+        assert!(cache.add(name, &5, 60).await.unwrap(), "{name}");
+        assert_eq!(cache.get::<i64>(name).await.unwrap(), Some(5), "{name}");
+    }
+}
+
+enum Damage {
+    Truncate,
+    Garbage,
+    Empty,
+    OtherKey,
+    Append,
+}
+
+#[tokio::test]
+async fn directory_is_private_and_files_are_owner_only() {
+    let root = temp_dir("file-perms");
+    let dir = root.join("nested").join("cache");
+    let backend = open(&dir, None, 3);
+    for path in [&root.join("nested"), &dir] {
+        let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", path.display());
+    }
+    backend.set("k", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    let file = backend.path_for("k");
+    let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "entry file mode {mode:o}");
+}
+
+#[tokio::test]
+async fn keys_never_become_paths() {
+    let root = temp_dir("file-traversal");
+    let dir = root.join("cache");
+    let backend = open(&dir, None, 3);
+    let nasty = [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/../../b",
+        "..",
+        "nul\0byte",
+        "C:\\windows\\system32",
+    ];
+    for key in nasty {
+        backend.set(key, Bytes::from(key), MINUTE).await.unwrap();
+        let path = backend.path_for(key);
+        assert_eq!(path.parent(), Some(dir.as_path()), "{key:?} -> {}", path.display());
+        assert_eq!(backend.get(key).await.unwrap(), Some(Bytes::from(key)), "{key:?}");
+    }
+    // Nothing was written beside the cache directory.
+    let beside: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, [std::ffi::OsString::from("cache")]);
+    let listed: BTreeSet<String> = backend.scan("*").map(|k| k.unwrap()).collect().await;
+    assert_eq!(listed, nasty.iter().map(|k| (*k).to_owned()).collect());
+}
+
+#[tokio::test]
+async fn culling_keeps_the_bound_and_removes_expired_entries_first() {
+    let dir = fresh_dir("file-cull");
+    let backend = open(&dir, Some(10), 2);
+    backend.set("keeper", Bytes::from_static(b"v"), Expiry::Never).await.unwrap();
+    for i in 0..9 {
+        let short = Expiry::After(Duration::from_millis(200));
+        backend.set(&format!("short{i}"), Bytes::from_static(b"v"), short).await.unwrap();
+    }
+    assert_eq!(entry_files(&dir).len(), 10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The directory is full, but of expired entries: culling removes them and nothing else.
+    backend.set("new", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    assert_eq!(entry_files(&dir).len(), 2);
+    assert!(backend.has_key("keeper").await.unwrap());
+
+    for i in 0..8 {
+        backend.set(&format!("live{i}"), Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    }
+    assert_eq!(entry_files(&dir).len(), 10);
+    // Full of live entries: 1/cull_frequency (half) of them go.
+    backend.set("one-more", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    assert_eq!(entry_files(&dir).len(), 6);
+    assert!(backend.has_key("one-more").await.unwrap());
+    // Replacing an entry never culls.
+    for _ in 0..20 {
+        backend.set("one-more", Bytes::from_static(b"w"), MINUTE).await.unwrap();
+    }
+    assert_eq!(entry_files(&dir).len(), 6);
+    assert_eq!(backend.stats().await.unwrap().entries, Some(6));
+}
+
+#[tokio::test]
+async fn cull_frequency_zero_empties_the_directory() {
+    let dir = fresh_dir("file-cull-all");
+    let backend = open(&dir, Some(5), 0);
+    for i in 0..5 {
+        backend.set(&format!("k{i}"), Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    }
+    backend.set("last", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    assert_eq!(entry_files(&dir).len(), 1);
+    assert!(backend.has_key("last").await.unwrap());
+}
+
+#[tokio::test]
+async fn expired_entries_are_deleted_when_read() {
+    let dir = fresh_dir("file-lazy");
+    let backend = open(&dir, None, 3);
+    backend
+        .set("k", Bytes::from_static(b"v"), Expiry::After(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    assert!(backend.path_for("k").exists());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(backend.get("k").await.unwrap(), None);
+    assert!(!backend.path_for("k").exists(), "the expired file is still there");
+}
+
+#[tokio::test]
+async fn clear_removes_only_cache_files() {
+    let dir = fresh_dir("file-clear");
+    let backend = open(&dir, None, 3);
+    fs::write(dir.join("notes.txt"), b"not ours").unwrap();
+    fs::write(dir.join("looks-like.wcache.bak"), b"not ours either").unwrap();
+    for key in ["app:1:a", "app:2:b", "other:1:a"] {
+        backend.set(key, Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    }
+    backend.clear(Some("app:")).await.unwrap();
+    assert!(!backend.has_key("app:1:a").await.unwrap());
+    assert!(!backend.has_key("app:2:b").await.unwrap());
+    assert!(backend.has_key("other:1:a").await.unwrap());
+    backend.clear(None).await.unwrap();
+    assert!(entry_files(&dir).is_empty());
+    assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), b"not ours");
+    assert!(dir.join("looks-like.wcache.bak").exists());
+}
+
+#[tokio::test]
+async fn urls_are_checked() {
+    let dir = fresh_dir("file-url");
+    let url = format!("file://{}?max_entries=3&cull_frequency=2", dir.display());
+    let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
+    let backend = webcache_file::from_spec(&mut spec).await.unwrap();
+    assert_eq!(backend.name(), "file");
+    assert!(dir.is_dir());
+
+    let mut spec = CacheConfig::from_url("default", "file://var/tmp/x").unwrap().backend;
+    let err = webcache_file::from_spec(&mut spec).await.unwrap_err().to_string();
+    assert!(err.contains("file:///absolute/path"), "{err}");
+
+    let not_a_dir = temp_dir("file-url").join("plain-file");
+    fs::write(&not_a_dir, b"x").unwrap();
+    let mut spec = CacheConfig::from_url("default", &format!("file://{}", not_a_dir.display()))
+        .unwrap()
+        .backend;
+    let err = webcache_file::from_spec(&mut spec).await.unwrap_err().to_string();
+    assert!(err.contains("cannot use"), "{err}");
+
+    let mut spec = CacheConfig::from_url("default", &format!("file://{}?max_entires=3", dir.display()))
+        .unwrap()
+        .backend;
+    let err = webcache_file::from_spec(&mut spec).await.unwrap_err().to_string();
+    assert!(err.contains("accepted options: max_entries, cull_frequency"), "{err}");
+}
