@@ -102,7 +102,9 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Inner { body } => body.size_hint(),
             Kind::Prefixed { prefix, rest } => {
                 let buffered: u64 = prefix
@@ -172,7 +174,10 @@ where
             }
         }
     }
-    let mut data: Vec<Bytes> = chunks.into_iter().filter_map(|f| f.into_data().ok()).collect();
+    let mut data: Vec<Bytes> = chunks
+        .into_iter()
+        .filter_map(|f| f.into_data().ok())
+        .collect();
     match data.len() {
         0 => Buffered::Complete(Bytes::new()),
         1 => Buffered::Complete(data.pop().unwrap_or_default()),

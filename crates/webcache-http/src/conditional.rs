@@ -73,15 +73,25 @@ pub fn evaluate(method: &Method, request: &HeaderMap, response: &HeaderMap) -> P
 
 /// Whether the request carries any precondition header.
 pub fn is_conditional(request: &HeaderMap) -> bool {
-    [IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE]
-        .iter()
-        .any(|h| request.contains_key(h))
+    [
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|h| request.contains_key(h))
 }
 
 /// Removes the precondition headers (the page cache evaluates them itself against the full
 /// response, so that the inner service answers with something storable).
 pub(crate) fn strip_conditions(request: &mut HeaderMap) {
-    for h in [IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE] {
+    for h in [
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+    ] {
         request.remove(h);
     }
 }
@@ -223,7 +233,11 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = req.method().clone();
         let applies = method == Method::GET || method == Method::HEAD;
-        let request_headers = if applies { req.headers().clone() } else { HeaderMap::new() };
+        let request_headers = if applies {
+            req.headers().clone()
+        } else {
+            HeaderMap::new()
+        };
         let max_body = self.max_body;
         let future = self.inner.call(req);
         Box::pin(async move {
@@ -267,35 +281,71 @@ mod tests {
 
     #[test]
     fn rfc_order_and_comparisons() {
-        let resp = h(&[("etag", "W/\"a\""), ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        let resp = h(&[
+            ("etag", "W/\"a\""),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
         let get = Method::GET;
-        assert_eq!(evaluate(&get, &h(&[("if-none-match", "\"a\"")]), &resp), Precondition::NotModified);
-        assert_eq!(evaluate(&get, &h(&[("if-none-match", "\"b\", W/\"a\"")]), &resp), Precondition::NotModified);
-        assert_eq!(evaluate(&get, &h(&[("if-none-match", "\"b\"")]), &resp), Precondition::Proceed);
-        // If-Match uses strong comparison: a weak tag never matches.
-        assert_eq!(evaluate(&get, &h(&[("if-match", "W/\"a\"")]), &resp), Precondition::Failed);
-        assert_eq!(evaluate(&get, &h(&[("if-match", "*")]), &resp), Precondition::Proceed);
         assert_eq!(
-            evaluate(&get, &h(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]), &resp),
+            evaluate(&get, &h(&[("if-none-match", "\"a\"")]), &resp),
             Precondition::NotModified
         );
         assert_eq!(
-            evaluate(&get, &h(&[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]), &resp),
+            evaluate(&get, &h(&[("if-none-match", "\"b\", W/\"a\"")]), &resp),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate(&get, &h(&[("if-none-match", "\"b\"")]), &resp),
+            Precondition::Proceed
+        );
+        // If-Match uses strong comparison: a weak tag never matches.
+        assert_eq!(
+            evaluate(&get, &h(&[("if-match", "W/\"a\"")]), &resp),
+            Precondition::Failed
+        );
+        assert_eq!(
+            evaluate(&get, &h(&[("if-match", "*")]), &resp),
             Precondition::Proceed
         );
         assert_eq!(
-            evaluate(&get, &h(&[("if-unmodified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]), &resp),
+            evaluate(
+                &get,
+                &h(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]),
+                &resp
+            ),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate(
+                &get,
+                &h(&[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]),
+                &resp
+            ),
+            Precondition::Proceed
+        );
+        assert_eq!(
+            evaluate(
+                &get,
+                &h(&[("if-unmodified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]),
+                &resp
+            ),
             Precondition::Failed
         );
         // If-None-Match wins over If-Modified-Since.
         assert_eq!(
             evaluate(
                 &get,
-                &h(&[("if-none-match", "\"zz\""), ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]),
+                &h(&[
+                    ("if-none-match", "\"zz\""),
+                    ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
+                ]),
                 &resp
             ),
             Precondition::Proceed
         );
-        assert_eq!(evaluate(&Method::PUT, &h(&[("if-none-match", "*")]), &resp), Precondition::Failed);
+        assert_eq!(
+            evaluate(&Method::PUT, &h(&[("if-none-match", "*")]), &resp),
+            Precondition::Failed
+        );
     }
 }

@@ -108,7 +108,9 @@ impl CacheControl {
             Ok(v) => {
                 headers.insert(CACHE_CONTROL, v);
             }
-            Err(_) => tracing::warn!("Cache-Control directives are not a valid header value; left unchanged"),
+            Err(_) => tracing::warn!(
+                "Cache-Control directives are not a valid header value; left unchanged"
+            ),
         }
     }
 }
@@ -121,7 +123,9 @@ impl fmt::Display for CacheControl {
             }
             f.write_str(name)?;
             if let Some(v) = value {
-                let token = !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                let token = !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
                 if token {
                     write!(f, "={v}")?;
                 } else {
@@ -149,7 +153,11 @@ fn split_list(text: &str) -> Vec<&str> {
         }
     }
     parts.push(&text[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn unquote(v: &str) -> &str {
@@ -240,7 +248,10 @@ pub fn patch_cache_control(headers: &mut HeaderMap, patch: &CacheControlPatch) {
         }
         let mut value = value.clone();
         if name == "max-age" {
-            if let (Some(old), Some(new)) = (cc.seconds("max-age"), value.as_deref().and_then(|v| v.parse::<u64>().ok())) {
+            if let (Some(old), Some(new)) = (
+                cc.seconds("max-age"),
+                value.as_deref().and_then(|v| v.parse::<u64>().ok()),
+            ) {
                 value = Some(old.min(new).to_string());
             }
         }
@@ -291,7 +302,9 @@ pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
 
 /// Whether the response's `Vary` lists `name` (case-insensitive).
 pub fn has_vary_header(headers: &HeaderMap, name: &str) -> bool {
-    vary_names(headers).iter().any(|n| n.eq_ignore_ascii_case(name))
+    vary_names(headers)
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Django's `patch_vary_headers`: adds `names` to `Vary` unless already there (an existing
@@ -329,7 +342,8 @@ pub fn patch_vary_headers(headers: &mut HeaderMap, names: &[&str]) {
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) as a header value.
 pub fn http_date(at: SystemTime) -> HeaderValue {
     // An IMF-fixdate is always visible ASCII.
-    HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    HeaderValue::from_str(&httpdate::fmt_http_date(at))
+        .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
 /// Parses an HTTP date header value.
@@ -349,7 +363,8 @@ pub struct ResponseHeadersLayer {
 
 impl fmt::Debug for ResponseHeadersLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseHeadersLayer").finish_non_exhaustive()
+        f.debug_struct("ResponseHeadersLayer")
+            .finish_non_exhaustive()
     }
 }
 
@@ -440,16 +455,30 @@ mod tests {
         assert!(cc.has("private"));
         assert_eq!(cc.get("private"), Some("Set-Cookie, X"));
         assert_eq!(cc.seconds("max-age"), Some(60));
-        assert_eq!(CacheControl::parse("max-age=abc").seconds("max-age"), Some(0));
+        assert_eq!(
+            CacheControl::parse("max-age=abc").seconds("max-age"),
+            Some(0)
+        );
     }
 
     #[test]
     fn patch_keeps_the_smaller_max_age() {
         let mut h = HeaderMap::new();
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=30, public"));
-        patch_cache_control(&mut h, &CacheControlPatch::new().max_age(Duration::from_secs(60)));
+        h.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("max-age=30, public"),
+        );
+        patch_cache_control(
+            &mut h,
+            &CacheControlPatch::new().max_age(Duration::from_secs(60)),
+        );
         assert_eq!(h[CACHE_CONTROL], "public, max-age=30");
-        patch_cache_control(&mut h, &CacheControlPatch::new().max_age(Duration::from_secs(10)).private());
+        patch_cache_control(
+            &mut h,
+            &CacheControlPatch::new()
+                .max_age(Duration::from_secs(10))
+                .private(),
+        );
         assert_eq!(h[CACHE_CONTROL], "max-age=10, private");
     }
 

@@ -139,7 +139,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("accept-language", HeaderValue::from_static(""));
         let empty = vary_values(&names, &h);
-        assert_ne!(variant_key("p", &names, &absent), variant_key("p", &names, &empty));
+        assert_ne!(
+            variant_key("p", &names, &absent),
+            variant_key("p", &names, &empty)
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub const DEFAULT_STAMPEDE_WAIT: Duration = Duration::from_secs(10);
 /// [`CacheLock`] implements it over any shared cache with `add`.
 pub trait StampedeLock: Send + Sync + fmt::Debug + 'static {
     /// Tries to take the lock named `key` for at most `ttl`; returns whether it was taken.
-    fn try_lock<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, webcache_core::Result<bool>>;
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, webcache_core::Result<bool>>;
     /// Releases a lock taken with [`try_lock`](StampedeLock::try_lock).
     fn unlock<'a>(&'a self, key: &'a str) -> BoxFuture<'a, webcache_core::Result<()>>;
 }
@@ -52,7 +56,11 @@ impl CacheLock {
 }
 
 impl StampedeLock for CacheLock {
-    fn try_lock<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, webcache_core::Result<bool>> {
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, webcache_core::Result<bool>> {
         Box::pin(async move { self.cache.add_bytes(key, b"1", ttl).await })
     }
 

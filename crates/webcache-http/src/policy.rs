@@ -32,22 +32,19 @@ use std::time::{Duration, SystemTime};
 use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, PRAGMA, SET_COOKIE};
 use http::{HeaderMap, StatusCode};
 
-use crate::headers::{parse_http_date, patch_response_headers, patch_vary_headers, vary_names, CacheControl};
+use crate::headers::{
+    parse_http_date, patch_response_headers, patch_vary_headers, vary_names, CacheControl,
+};
 use crate::stored::StoredResponse;
 
 /// Which responses the page-cache layer stores, for how long, and when it uses them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Policy {
     /// Django's cache middleware (`cache_page`, the per-site middleware): the default.
+    #[default]
     Django,
     /// An RFC 9111 shared cache, for the caching reverse proxy.
     SharedCache(SharedCachePolicy),
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy::Django
-    }
 }
 
 impl Policy {
@@ -189,15 +186,23 @@ impl Policy {
                 if authorized(ex.request)
                     && !(cc.has("public") || cc.has("s-maxage") || cc.has("must-revalidate"))
                 {
-                    return Decision::Skip("authorised request; response not public, no s-maxage or must-revalidate");
+                    return Decision::Skip(
+                        "authorised request; response not public, no s-maxage or must-revalidate",
+                    );
                 }
                 let Some(fresh_for) = settings.lifetime(&cc, ex.response, ex.response_time) else {
                     return Decision::Skip("no freshness information");
                 };
                 let initial_age = initial_age(ex.response, ex.request_time, ex.response_time);
-                let validators = ex.response.contains_key(ETAG) || ex.response.contains_key(LAST_MODIFIED);
+                let validators =
+                    ex.response.contains_key(ETAG) || ex.response.contains_key(LAST_MODIFIED);
                 let remaining = fresh_for.saturating_sub(initial_age);
-                let keep = remaining + if validators { settings.keep_stale } else { Duration::ZERO };
+                let keep = remaining
+                    + if validators {
+                        settings.keep_stale
+                    } else {
+                        Duration::ZERO
+                    };
                 if keep.is_zero() {
                     return Decision::Skip("already stale and no validator");
                 }
@@ -211,7 +216,12 @@ impl Policy {
     }
 
     /// Whether a stored page can be served to this request as it is.
-    pub(crate) fn usable(&self, page: &StoredResponse, request: &HeaderMap, now: SystemTime) -> Usable {
+    pub(crate) fn usable(
+        &self,
+        page: &StoredResponse,
+        request: &HeaderMap,
+        now: SystemTime,
+    ) -> Usable {
         if !page.is_fresh(now) {
             return Usable::Revalidate;
         }
@@ -239,11 +249,19 @@ impl Policy {
 
 impl SharedCachePolicy {
     /// The freshness lifetime (RFC 9111 §4.2.1), or `None` when the response gives none.
-    fn lifetime(&self, cc: &CacheControl, headers: &HeaderMap, response_time: SystemTime) -> Option<Duration> {
+    fn lifetime(
+        &self,
+        cc: &CacheControl,
+        headers: &HeaderMap,
+        response_time: SystemTime,
+    ) -> Option<Duration> {
         if let Some(s) = cc.seconds("s-maxage").or_else(|| cc.seconds("max-age")) {
             return Some(Duration::from_secs(s));
         }
-        let date = headers.get(DATE).and_then(parse_http_date).unwrap_or(response_time);
+        let date = headers
+            .get(DATE)
+            .and_then(parse_http_date)
+            .unwrap_or(response_time);
         if let Some(expires) = headers.get(EXPIRES) {
             // An invalid Expires (such as "0") means already expired.
             return Some(
@@ -254,12 +272,20 @@ impl SharedCachePolicy {
         }
         let last_modified = headers.get(LAST_MODIFIED).and_then(parse_http_date)?;
         let since = date.duration_since(last_modified).ok()?;
-        Some(since.mul_f64(self.heuristic_fraction).min(self.max_heuristic))
+        Some(
+            since
+                .mul_f64(self.heuristic_fraction)
+                .min(self.max_heuristic),
+        )
     }
 }
 
 /// RFC 9111 §4.2.3: the age of a response when it arrived.
-fn initial_age(headers: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> Duration {
+fn initial_age(
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
     let age_value = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
@@ -270,7 +296,9 @@ fn initial_age(headers: &HeaderMap, request_time: SystemTime, response_time: Sys
     let apparent = date
         .and_then(|d| response_time.duration_since(d).ok())
         .unwrap_or_default();
-    let delay = response_time.duration_since(request_time).unwrap_or_default();
+    let delay = response_time
+        .duration_since(request_time)
+        .unwrap_or_default();
     apparent.max(age_value + delay)
 }
 
@@ -279,7 +307,11 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn decide(policy: &Policy, req: &[(&'static str, &'static str)], resp: &[(&'static str, &'static str)]) -> (Decision, HeaderMap) {
+    fn decide(
+        policy: &Policy,
+        req: &[(&'static str, &'static str)],
+        resp: &[(&'static str, &'static str)],
+    ) -> (Decision, HeaderMap) {
         let mut request = HeaderMap::new();
         for (k, v) in req {
             request.append(*k, HeaderValue::from_static(v));
@@ -304,10 +336,14 @@ mod tests {
     #[test]
     fn django_ttl_order_and_patching() {
         let (d, h) = decide(&Policy::Django, &[], &[("cache-control", "max-age=30")]);
-        assert!(matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(30)));
+        assert!(
+            matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(30))
+        );
         assert!(h.contains_key(EXPIRES));
         let (d, _) = decide(&Policy::Django, &[], &[]);
-        assert!(matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(600)));
+        assert!(
+            matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(600))
+        );
         let (d, _) = decide(&Policy::Django, &[], &[("cache-control", "max-age=0")]);
         assert!(matches!(d, Decision::Skip(_)));
         let (d, _) = decide(&Policy::Django, &[], &[("cache-control", "No-Cache=\"x\"")]);
@@ -318,14 +354,24 @@ mod tests {
     fn shared_cache_freshness_sources() {
         let p = Policy::shared_cache();
         let (d, _) = decide(&p, &[], &[("cache-control", "max-age=10, s-maxage=20")]);
-        assert!(matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(20)));
+        assert!(
+            matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(20))
+        );
         let (d, _) = decide(&p, &[], &[]);
         assert_eq!(d, Decision::Skip("no freshness information"));
         let (d, _) = decide(&p, &[], &[("expires", "0")]);
         assert!(matches!(d, Decision::Skip(_)));
-        let (d, _) = decide(&p, &[("authorization", "Basic x")], &[("cache-control", "max-age=10")]);
+        let (d, _) = decide(
+            &p,
+            &[("authorization", "Basic x")],
+            &[("cache-control", "max-age=10")],
+        );
         assert!(matches!(d, Decision::Skip(_)));
-        let (d, h) = decide(&p, &[("authorization", "Basic x")], &[("cache-control", "s-maxage=10")]);
+        let (d, h) = decide(
+            &p,
+            &[("authorization", "Basic x")],
+            &[("cache-control", "s-maxage=10")],
+        );
         assert!(matches!(d, Decision::Store { .. }));
         assert_eq!(h["vary"], "authorization");
     }

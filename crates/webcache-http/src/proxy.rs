@@ -62,7 +62,10 @@ pub struct Origin {
 impl fmt::Debug for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Origin")
-            .field("upstream", &format_args!("{}://{}{}", self.scheme, self.authority, self.base_path))
+            .field(
+                "upstream",
+                &format_args!("{}://{}{}", self.scheme, self.authority, self.base_path),
+            )
             .finish()
     }
 }
@@ -75,12 +78,20 @@ impl Origin {
             upstream: upstream.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: Uri = upstream.parse().map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| invalid("it has no scheme"))?;
+        let uri: Uri = upstream
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| invalid("it has no scheme"))?;
         if scheme != Scheme::HTTP {
             return Err(invalid("only http:// upstreams are supported"));
         }
-        let authority = uri.authority().cloned().ok_or_else(|| invalid("it has no host"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| invalid("it has no host"))?;
         if uri.query().is_some() {
             return Err(invalid("it has a query string"));
         }
@@ -131,9 +142,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn bad_gateway(message: String) -> Response<Body> {
     let mut response = Response::new(Body::from(message));
     *response.status_mut() = StatusCode::BAD_GATEWAY;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -174,7 +186,10 @@ impl Service<Request<Body>> for Origin {
 
 /// The page cache in front of `upstream`, as a service: `layer` decides the policy and
 /// settings.
-pub fn proxy_service(upstream: &str, layer: &CachePageLayer) -> Result<CachePage<Origin>, ProxyError> {
+pub fn proxy_service(
+    upstream: &str,
+    layer: &CachePageLayer,
+) -> Result<CachePage<Origin>, ProxyError> {
     Ok(layer.layer(Origin::new(upstream)?))
 }
 
@@ -182,7 +197,11 @@ pub fn proxy_service(upstream: &str, layer: &CachePageLayer) -> Result<CachePage
 /// `default_ttl = None` gives an RFC 9111 shared cache ([`Policy::SharedCache`]);
 /// `Some(ttl)` gives Django's site-wide middleware rules ([`Policy::Django`]), keeping cacheable
 /// 200s without freshness information for `ttl`. Use [`proxy_router_with`] for other settings.
-pub fn proxy_router(upstream: &str, cache: Cache, default_ttl: Option<Duration>) -> Result<Router, ProxyError> {
+pub fn proxy_router(
+    upstream: &str,
+    cache: Cache,
+    default_ttl: Option<Duration>,
+) -> Result<Router, ProxyError> {
     let layer = CachePageLayer::new(cache);
     let layer = match default_ttl {
         None => layer.policy(Policy::shared_cache()),

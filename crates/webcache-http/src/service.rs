@@ -222,7 +222,9 @@ impl Shared {
                     let Some((inner, req)) = slot.take() else {
                         return Ok::<_, Infallible>(None);
                     };
-                    let (reply, page) = self.fetch_locked(inner, req, primary, flight_key, stale).await;
+                    let (reply, page) = self
+                        .fetch_locked(inner, req, primary, flight_key, stale)
+                        .await;
                     *own = Some(reply);
                     Ok(page)
                 }
@@ -247,7 +249,13 @@ impl Shared {
         if let Some((Some(page), _)) = shared_page {
             if page.matches(&request_headers) {
                 let page = StoredResponse::clone(&page);
-                return Ok(self.respond(page, &method, &request_headers, SystemTime::now(), Outcome::Hit));
+                return Ok(self.respond(
+                    page,
+                    &method,
+                    &request_headers,
+                    SystemTime::now(),
+                    Outcome::Hit,
+                ));
             }
         }
         // Timed out, or the page was not shareable (not storable, or another variant).
@@ -388,7 +396,11 @@ impl Shared {
                     shared = Some(Arc::new(page.clone()));
                 }
                 Decision::Skip(reason) => {
-                    tracing::debug!(key = primary, reason, "revalidated page is no longer stored");
+                    tracing::debug!(
+                        key = primary,
+                        reason,
+                        "revalidated page is no longer stored"
+                    );
                     page.fresh_for = Duration::ZERO;
                     page.initial_age = Duration::ZERO;
                     self.delete(primary).await;
@@ -411,7 +423,15 @@ impl Shared {
             Decision::Store { .. } => vary_header_names(&parts.headers),
             Decision::Skip(_) => None,
         };
-        let (Decision::Store { fresh_for, initial_age, keep }, Some(vary)) = (decision, vary) else {
+        let (
+            Decision::Store {
+                fresh_for,
+                initial_age,
+                keep,
+            },
+            Some(vary),
+        ) = (decision, vary)
+        else {
             if let Decision::Skip(reason) = decision {
                 tracing::debug!(key = primary, reason, "response not stored");
             }
@@ -429,7 +449,10 @@ impl Shared {
             buffer(body, self.settings.max_body).await
         };
         let Buffered::Complete(data) = buffered else {
-            tracing::debug!(key = primary, "response body too large or not storable; streamed through");
+            tracing::debug!(
+                key = primary,
+                "response body too large or not storable; streamed through"
+            );
             let response = Response::from_parts(parts, buffered.into_body());
             return (Ok(self.pass(response, &method, &request_headers)), None);
         };
@@ -447,7 +470,13 @@ impl Shared {
         };
         self.store(primary, &page, keep).await;
         let shared = Arc::new(page.clone());
-        let reply = self.respond(page, &method, &request_headers, response_time, Outcome::Miss);
+        let reply = self.respond(
+            page,
+            &method,
+            &request_headers,
+            response_time,
+            Outcome::Miss,
+        );
         (Ok(reply), Some(shared))
     }
 
@@ -513,7 +542,11 @@ impl Shared {
             let values: Vec<Option<Bytes>> = page.vary.iter().map(|(_, v)| v.clone()).collect();
             let variant = key::variant_key(primary, &names, &values);
             match cache.set_bytes(&variant, &page.encode(), timeout).await {
-                Ok(()) => cache.set_bytes(primary, &stored::encode_vary(&names), timeout).await,
+                Ok(()) => {
+                    cache
+                        .set_bytes(primary, &stored::encode_vary(&names), timeout)
+                        .await
+                }
                 Err(e) => Err(e),
             }
         };
@@ -536,7 +569,8 @@ impl Shared {
 
         self.delete(primary).await;
         let cache = &self.settings.cache;
-        let variants: Result<Vec<String>, _> = cache.keys(&format!("{primary}.*")).try_collect().await;
+        let variants: Result<Vec<String>, _> =
+            cache.keys(&format!("{primary}.*")).try_collect().await;
         match variants {
             Ok(keys) if !keys.is_empty() => {
                 if let Err(e) = cache.delete_many(&keys).await {
@@ -583,7 +617,12 @@ impl Shared {
     }
 
     /// A response that was not stored, on its way out: preconditions, HEAD, `MISS`.
-    fn pass<R>(&self, mut response: Response<CacheBody<R>>, method: &Method, request: &HeaderMap) -> Response<CacheBody<R>> {
+    fn pass<R>(
+        &self,
+        mut response: Response<CacheBody<R>>,
+        method: &Method,
+        request: &HeaderMap,
+    ) -> Response<CacheBody<R>> {
         if *method == Method::HEAD {
             *response.body_mut() = CacheBody::empty();
         }

@@ -60,7 +60,10 @@ impl StoredResponse {
         }
         let names: Vec<HeaderName> = self.vary.iter().map(|(n, _)| n.clone()).collect();
         let values = crate::key::vary_values(&names, request);
-        self.vary.iter().zip(values).all(|((_, stored), asked)| *stored == asked)
+        self.vary
+            .iter()
+            .zip(values)
+            .all(|((_, stored), asked)| *stored == asked)
     }
 
     pub(crate) fn vary_names(&self) -> Vec<HeaderName> {
@@ -76,7 +79,11 @@ impl StoredResponse {
         let mut out = BytesMut::with_capacity(40 + headers_len + self.body.len());
         out.put_slice(&[b'P', VERSION]);
         out.put_u16(self.status.as_u16());
-        out.put_u64(millis(self.stored_at.duration_since(UNIX_EPOCH).unwrap_or_default()));
+        out.put_u64(millis(
+            self.stored_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        ));
         out.put_u64(millis(self.fresh_for));
         out.put_u64(millis(self.initial_age));
         out.put_u16(self.vary.len() as u16);
@@ -103,7 +110,8 @@ impl StoredResponse {
 }
 
 pub(crate) fn encode_vary(names: &[HeaderName]) -> Bytes {
-    let mut out = BytesMut::with_capacity(4 + names.iter().map(|n| 2 + n.as_str().len()).sum::<usize>());
+    let mut out =
+        BytesMut::with_capacity(4 + names.iter().map(|n| 2 + n.as_str().len()).sum::<usize>());
     out.put_slice(&[b'V', VERSION]);
     out.put_u16(names.len() as u16);
     for name in names {
@@ -133,7 +141,11 @@ struct Reader {
 
 impl Reader {
     fn take(&mut self, n: usize) -> Result<Bytes, Corrupt> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.raw.len()).ok_or(Corrupt("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.raw.len())
+            .ok_or(Corrupt("truncated"))?;
         let out = self.raw.slice(self.pos..end);
         self.pos = end;
         Ok(out)
@@ -197,7 +209,8 @@ pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
             for _ in 0..nheaders {
                 let name = r.name()?;
                 let n = r.u32()? as usize;
-                let value = HeaderValue::from_maybe_shared(r.take(n)?).map_err(|_| Corrupt("bad header value"))?;
+                let value = HeaderValue::from_maybe_shared(r.take(n)?)
+                    .map_err(|_| Corrupt("bad header value"))?;
                 headers.append(name, value);
             }
             let body = r.raw.slice(r.pos..);
@@ -234,11 +247,16 @@ mod tests {
             initial_age: Duration::from_secs(2),
             vary: vec![
                 (HeaderName::from_static("cookie"), None),
-                (HeaderName::from_static("accept"), Some(Bytes::from_static(b""))),
+                (
+                    HeaderName::from_static("accept"),
+                    Some(Bytes::from_static(b"")),
+                ),
             ],
         };
         let raw = page.encode();
-        let Entry::Page(back) = decode(raw.clone()).unwrap() else { panic!("not a page") };
+        let Entry::Page(back) = decode(raw.clone()).unwrap() else {
+            panic!("not a page")
+        };
         assert_eq!(back.status, page.status);
         assert_eq!(back.headers, page.headers);
         assert_eq!(back.body, page.body);
@@ -252,7 +270,9 @@ mod tests {
             assert!(decode(raw.slice(..cut)).is_err(), "cut at {cut}");
         }
         let names = vec![HeaderName::from_static("cookie")];
-        let Entry::Vary(back) = decode(encode_vary(&names)).unwrap() else { panic!("not vary") };
+        let Entry::Vary(back) = decode(encode_vary(&names)).unwrap() else {
+            panic!("not vary")
+        };
         assert_eq!(back, names);
         assert!(decode(Bytes::from_static(b"Xgarbage")).is_err());
     }

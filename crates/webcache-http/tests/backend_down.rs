@@ -1,13 +1,17 @@
 //! A cache whose backend is down never breaks the site: every lookup is a miss, the handler
 //! answers, and storing fails quietly (logged).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use common::{serve, Counter, HttpClient};
-use webcache_core::{async_trait, Backend, BackendStats, Cache, Error, Expiry, KeyStream, Result, Ttl};
+use webcache_core::{
+    async_trait, Backend, BackendStats, Cache, Error, Expiry, KeyStream, Result, Ttl,
+};
 use webcache_http::CachePageLayer;
 
 /// A backend whose server is unreachable: every call fails as a real client's would.
@@ -15,7 +19,10 @@ use webcache_http::CachePageLayer;
 struct Unreachable;
 
 fn down<T>() -> Result<T> {
-    Err(Error::backend_msg("unreachable", "connection refused (127.0.0.1:1)"))
+    Err(Error::backend_msg(
+        "unreachable",
+        "connection refused (127.0.0.1:1)",
+    ))
 }
 
 #[async_trait]
@@ -63,8 +70,17 @@ async fn the_site_keeps_answering_when_the_cache_is_down() {
     let p = posts.clone();
     let cache = Cache::with_backend(Unreachable);
     let router = Router::new()
-        .route("/", get(move || { let n = c.bump(); async move { format!("page {n}") } })
-            .post(move || { p.bump(); async { "posted" } }))
+        .route(
+            "/",
+            get(move || {
+                let n = c.bump();
+                async move { format!("page {n}") }
+            })
+            .post(move || {
+                p.bump();
+                async { "posted" }
+            }),
+        )
         .layer(CachePageLayer::new(cache.clone()).policy(webcache_http::Policy::shared_cache()));
     let client = HttpClient::new(serve(router).await);
     for i in 1..=3 {
@@ -75,5 +91,8 @@ async fn the_site_keeps_answering_when_the_cache_is_down() {
         assert_eq!(client.send("POST", "/", &[], "").await.text(), "posted");
     }
     assert_eq!((counter.get(), posts.get()), (3, 3));
-    assert!(cache.metrics().errors >= 3, "the failures were real backend calls");
+    assert!(
+        cache.metrics().errors >= 3,
+        "the failures were real backend calls"
+    );
 }

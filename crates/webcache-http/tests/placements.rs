@@ -1,6 +1,8 @@
 //! The three placements of the page cache: one route, one method of a route (Django's
 //! `method_decorator(cache_page)`), and a whole router (the per-site middleware).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -12,7 +14,10 @@ use common::{serve, Counter, HttpClient};
 use webcache_core::Cache;
 use webcache_http::{cache_page, CachePageLayer};
 
-fn counting(counter: &Counter, label: &'static str) -> impl Fn() -> std::future::Ready<String> + Clone + Send + Sync + 'static {
+fn counting(
+    counter: &Counter,
+    label: &'static str,
+) -> impl Fn() -> std::future::Ready<String> + Clone + Send + Sync + 'static {
     let counter = counter.clone();
     move || std::future::ready(format!("{label} {}", counter.bump()))
 }
@@ -28,7 +33,10 @@ async fn per_route_with_route_layer_caches_only_that_route() {
     for _ in 0..3 {
         assert_eq!(client.get("/cached").await.text(), "cached 1");
         let p = client.get("/plain").await;
-        assert!(p.header("x-cache").is_none(), "the other route does not pass the layer");
+        assert!(
+            p.header("x-cache").is_none(),
+            "the other route does not pass the layer"
+        );
     }
     assert_eq!((cached.get(), plain.get()), (1, 3));
 }
@@ -58,7 +66,10 @@ async fn per_method_caches_get_but_not_post_of_the_same_route() {
     for _ in 0..3 {
         assert_eq!(client.get("/item").await.text(), "get 1");
         let p = client.send("POST", "/item", &[], "body").await;
-        assert!(p.header("x-cache").is_none(), "POST goes to its own, unlayered handler");
+        assert!(
+            p.header("x-cache").is_none(),
+            "POST goes to its own, unlayered handler"
+        );
     }
     assert_eq!((gets.get(), posts.get()), (1, 3));
     assert_eq!(client.send("HEAD", "/item", &[], "").await.x_cache(), "HIT");
@@ -78,7 +89,10 @@ async fn site_wide_caches_every_route_and_bypasses_other_methods() {
         assert_eq!(client.send("POST", "/a", &[], "").await.x_cache(), "BYPASS");
     }
     assert_eq!(client.get("/a").await.x_cache(), "HIT");
-    assert_eq!(client.get("/missing").await.status, http::StatusCode::NOT_FOUND);
+    assert_eq!(
+        client.get("/missing").await.status,
+        http::StatusCode::NOT_FOUND
+    );
     assert_eq!((a.get(), b.get(), posts.get()), (1, 1, 2));
 }
 
@@ -86,11 +100,18 @@ async fn site_wide_caches_every_route_and_bypasses_other_methods() {
 async fn separate_key_prefixes_keep_layers_apart_in_one_cache() {
     let cache = Cache::locmem();
     let (one, two) = (Counter::default(), Counter::default());
-    let router = Router::new()
-        .route("/x", get(counting(&one, "one")).layer(CachePageLayer::new(cache.clone()).key_prefix("one")));
-    let router2 = Router::new()
-        .route("/x", get(counting(&two, "two")).layer(CachePageLayer::new(cache.clone()).key_prefix("two")));
-    let (c1, c2) = (HttpClient::new(serve(router).await), HttpClient::new(serve(router2).await));
+    let router = Router::new().route(
+        "/x",
+        get(counting(&one, "one")).layer(CachePageLayer::new(cache.clone()).key_prefix("one")),
+    );
+    let router2 = Router::new().route(
+        "/x",
+        get(counting(&two, "two")).layer(CachePageLayer::new(cache.clone()).key_prefix("two")),
+    );
+    let (c1, c2) = (
+        HttpClient::new(serve(router).await),
+        HttpClient::new(serve(router2).await),
+    );
     // Both servers see the same URL shape but different hosts anyway; the prefix is what shows
     // in the keys.
     c1.get("/x").await;
@@ -98,5 +119,8 @@ async fn separate_key_prefixes_keep_layers_apart_in_one_cache() {
     use futures::TryStreamExt;
     let mut keys: Vec<String> = cache.keys("*").try_collect().await.unwrap();
     keys.sort();
-    assert!(keys[0].starts_with("one.GET.") && keys[1].starts_with("two.GET."), "{keys:?}");
+    assert!(
+        keys[0].starts_with("one.GET.") && keys[1].starts_with("two.GET."),
+        "{keys:?}"
+    );
 }

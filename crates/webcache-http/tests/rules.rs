@@ -2,6 +2,8 @@
 //! stored and one that must not, against locmem.
 //! (Redis variants: to be added once the Redis backend is wired into this crate's tests.)
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -19,7 +21,11 @@ use webcache_http::{vary_on_headers, CachePageLayer, ConditionalGetLayer};
 
 /// A handler whose response is driven by the query: `cc`, `vary`, `cookie`, `status`, `size`,
 /// `etag`, `lm` (Last-Modified). The body says how many times it was called.
-async fn configurable(counter: Counter, Query(q): Query<HashMap<String, String>>, req_headers: HeaderMap) -> impl IntoResponse {
+async fn configurable(
+    counter: Counter,
+    Query(q): Query<HashMap<String, String>>,
+    req_headers: HeaderMap,
+) -> impl IntoResponse {
     let n = counter.bump();
     let mut headers = HeaderMap::new();
     if let Some(cc) = q.get("cc") {
@@ -35,9 +41,14 @@ async fn configurable(counter: Counter, Query(q): Query<HashMap<String, String>>
         headers.insert("etag", HeaderValue::from_str(&format!("\"{e}\"")).unwrap());
     }
     if q.contains_key("lm") {
-        headers.insert("last-modified", HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+        headers.insert(
+            "last-modified",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
     }
-    let status = q.get("status").map_or(StatusCode::OK, |s| StatusCode::from_u16(s.parse().unwrap()).unwrap());
+    let status = q.get("status").map_or(StatusCode::OK, |s| {
+        StatusCode::from_u16(s.parse().unwrap()).unwrap()
+    });
     let mut body = format!("call {n};");
     for name in ["accept-language", "x-theme", "authorization"] {
         if let Some(v) = req_headers.get(name) {
@@ -60,23 +71,49 @@ async fn app(layer: CachePageLayer) -> (HttpClient, Counter) {
     (HttpClient::new(addr), counter)
 }
 
-async fn assert_stored(client: &HttpClient, counter: &Counter, path: &str, headers: &[(&str, &str)]) {
+async fn assert_stored(
+    client: &HttpClient,
+    counter: &Counter,
+    path: &str,
+    headers: &[(&str, &str)],
+) {
     let before = counter.get();
     let first = client.get_with(path, headers).await;
     let second = client.get_with(path, headers).await;
     assert_eq!(first.x_cache(), "MISS", "{path}: first answer");
-    assert_eq!(second.x_cache(), "HIT", "{path}: second answer should come from the cache");
+    assert_eq!(
+        second.x_cache(),
+        "HIT",
+        "{path}: second answer should come from the cache"
+    );
     assert_eq!(first.body, second.body, "{path}");
-    assert_eq!(counter.get(), before + 1, "{path}: the handler should run once");
+    assert_eq!(
+        counter.get(),
+        before + 1,
+        "{path}: the handler should run once"
+    );
 }
 
-async fn assert_not_stored(client: &HttpClient, counter: &Counter, path: &str, headers: &[(&str, &str)]) {
+async fn assert_not_stored(
+    client: &HttpClient,
+    counter: &Counter,
+    path: &str,
+    headers: &[(&str, &str)],
+) {
     let before = counter.get();
     let first = client.get_with(path, headers).await;
     let second = client.get_with(path, headers).await;
-    assert_eq!(second.x_cache(), "MISS", "{path}: must not be served from the cache");
+    assert_eq!(
+        second.x_cache(),
+        "MISS",
+        "{path}: must not be served from the cache"
+    );
     assert_ne!(first.body, second.body, "{path}");
-    assert_eq!(counter.get(), before + 2, "{path}: the handler should run twice");
+    assert_eq!(
+        counter.get(),
+        before + 2,
+        "{path}: the handler should run twice"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +129,14 @@ async fn only_200_is_stored() {
 async fn cache_control_private_no_cache_no_store_in_any_form() {
     let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
     assert_stored(&client, &counter, "/page?cc=public,%20max-age%3D60", &[]).await;
-    for cc in ["private", "PRIVATE", "no-cache", "No-Cache%3D%22Set-Cookie%22", "no-store", "max-age%3D60,%20private%3D%22x%22"] {
+    for cc in [
+        "private",
+        "PRIVATE",
+        "no-cache",
+        "No-Cache%3D%22Set-Cookie%22",
+        "no-store",
+        "max-age%3D60,%20private%3D%22x%22",
+    ] {
         assert_not_stored(&client, &counter, &format!("/page?cc={cc}"), &[]).await;
     }
 }
@@ -116,18 +160,24 @@ async fn timeout_order_layer_then_max_age_then_default() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.get("/page?cc=max-age%3D1").await.x_cache(), "MISS");
     // Default TTL applies when nothing else says.
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).default_ttl(Duration::from_secs(1))).await;
+    let (client, counter) =
+        app(CachePageLayer::new(Cache::locmem()).default_ttl(Duration::from_secs(1))).await;
     assert_stored(&client, &counter, "/page", &[]).await;
     let hit = client.get("/page").await;
     assert!(hit.header("cache-control").unwrap().contains("max-age=1"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.get("/page").await.x_cache(), "MISS");
     // The layer's timeout wins over max-age, also over max-age=0 (as cache_page does).
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
+    let (client, counter) =
+        app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
     assert_stored(&client, &counter, "/page?cc=max-age%3D0", &[]).await;
     assert_stored(&client, &counter, "/page?cc=max-age%3D3600", &[]).await;
     let hit = client.get("/page?cc=max-age%3D3600").await;
-    assert_eq!(hit.header("cache-control"), Some("max-age=60"), "the smaller max-age wins");
+    assert_eq!(
+        hit.header("cache-control"),
+        Some("max-age=60"),
+        "the smaller max-age wins"
+    );
     // A zero layer timeout stores nothing.
     let (client, counter) = app(CachePageLayer::new(Cache::locmem()).timeout(Duration::ZERO)).await;
     assert_not_stored(&client, &counter, "/page", &[]).await;
@@ -135,7 +185,8 @@ async fn timeout_order_layer_then_max_age_then_default() {
 
 #[tokio::test]
 async fn hits_carry_age_expires_and_max_age_consistent_with_the_remaining_lifetime() {
-    let (client, _) = app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
+    let (client, _) =
+        app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
     let miss = client.get("/page").await;
     assert!(miss.header("age").is_none());
     let expires_at_store = httpdate::parse_http_date(miss.header("expires").unwrap()).unwrap();
@@ -146,11 +197,17 @@ async fn hits_carry_age_expires_and_max_age_consistent_with_the_remaining_lifeti
     assert!((2..=3).contains(&age), "age {age}");
     assert_eq!(hit.header("cache-control"), Some("max-age=60"));
     let expires = httpdate::parse_http_date(hit.header("expires").unwrap()).unwrap();
-    assert_eq!(expires, expires_at_store, "Expires stays the moment the page expires");
+    assert_eq!(
+        expires, expires_at_store,
+        "Expires stays the moment the page expires"
+    );
     let date = httpdate::parse_http_date(hit.header("date").unwrap()).unwrap();
     let remaining = expires.duration_since(date).unwrap().as_secs();
     // max-age − Age and Expires − Date both give the remaining lifetime.
-    assert!((60 - age).abs_diff(remaining) <= 1, "remaining {remaining}, age {age}");
+    assert!(
+        (60 - age).abs_diff(remaining) <= 1,
+        "remaining {remaining}, age {age}"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +229,10 @@ async fn head_is_answered_from_the_get_entry_and_fills_it() {
     let head = client.send("HEAD", "/page?a", &[], "").await;
     assert_eq!(head.x_cache(), "HIT");
     assert!(head.body.is_empty());
-    assert_eq!(head.header("content-length").unwrap(), get.body.len().to_string());
+    assert_eq!(
+        head.header("content-length").unwrap(),
+        get.body.len().to_string()
+    );
     assert_eq!(counter.get(), 1);
     // A HEAD miss asks the handler for the full GET answer and stores it for GET.
     let head = client.send("HEAD", "/page?b", &[], "").await;
@@ -180,7 +240,10 @@ async fn head_is_answered_from_the_get_entry_and_fills_it() {
     assert!(head.body.is_empty());
     let get = client.get("/page?b").await;
     assert_eq!(get.x_cache(), "HIT");
-    assert_eq!(head.header("content-length").unwrap(), get.body.len().to_string());
+    assert_eq!(
+        head.header("content-length").unwrap(),
+        get.body.len().to_string()
+    );
     assert_eq!(counter.get(), 2);
 }
 
@@ -197,8 +260,20 @@ async fn query_string_is_part_of_the_key() {
 async fn host_is_part_of_the_key() {
     let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
     assert_stored(&client, &counter, "/page", &[("host", "a.example")]).await;
-    assert_eq!(client.get_with("/page", &[("host", "b.example")]).await.x_cache(), "MISS");
-    assert_eq!(client.get_with("/page", &[("host", "a.example")]).await.x_cache(), "HIT");
+    assert_eq!(
+        client
+            .get_with("/page", &[("host", "b.example")])
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        client
+            .get_with("/page", &[("host", "a.example")])
+            .await
+            .x_cache(),
+        "HIT"
+    );
 }
 
 #[tokio::test]
@@ -206,7 +281,11 @@ async fn vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty()
     let counter = Counter::default();
     let c = counter.clone();
     let router = Router::new()
-        .route("/page", get(move |q, h| configurable(c.clone(), q, h)).layer(vary_on_headers(&["Accept-Language", "X-Theme"])))
+        .route(
+            "/page",
+            get(move |q, h| configurable(c.clone(), q, h))
+                .layer(vary_on_headers(&["Accept-Language", "X-Theme"])),
+        )
         .layer(CachePageLayer::new(Cache::locmem()));
     let client = HttpClient::new(serve(router).await);
     let en_dark = [("accept-language", "en"), ("x-theme", "dark")];
@@ -222,10 +301,17 @@ async fn vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty()
         let r = client.get_with("/page", headers).await;
         assert_eq!(r.x_cache(), "HIT");
         for (name, value) in headers {
-            assert!(r.text().contains(&format!("{name}={value};")), "{} for {headers:?}", r.text());
+            assert!(
+                r.text().contains(&format!("{name}={value};")),
+                "{} for {headers:?}",
+                r.text()
+            );
         }
         if headers.len() == 1 {
-            assert!(!r.text().contains("x-theme"), "the absent-header page is not the empty-header page");
+            assert!(
+                !r.text().contains("x-theme"),
+                "the absent-header page is not the empty-header page"
+            );
         }
     }
     assert_eq!(counter.get(), 5);
@@ -251,7 +337,9 @@ async fn authorization_adds_vary_so_one_users_page_never_reaches_another() {
     assert_eq!(b.x_cache(), "HIT");
     assert!(b.header("vary").is_none());
     // An empty Authorization header is no credential.
-    let r = client.get_with("/page?empty-auth", &[("authorization", "")]).await;
+    let r = client
+        .get_with("/page?empty-auth", &[("authorization", "")])
+        .await;
     assert!(r.header("vary").is_none());
 }
 
@@ -266,28 +354,57 @@ async fn conditional_requests_get_304_and_412_from_the_cache() {
     let client = HttpClient::new(serve(router).await);
     let first = client.get("/page?lm").await;
     let etag = first.header("etag").unwrap().to_owned();
-    assert!(etag.starts_with('"') && etag.len() == 34, "body-hash ETag {etag}");
-    let not_modified = client.get_with("/page?lm", &[("if-none-match", &etag)]).await;
+    assert!(
+        etag.starts_with('"') && etag.len() == 34,
+        "body-hash ETag {etag}"
+    );
+    let not_modified = client
+        .get_with("/page?lm", &[("if-none-match", &etag)])
+        .await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     assert_eq!(not_modified.x_cache(), "HIT");
     assert!(not_modified.body.is_empty());
-    let changed = client.get_with("/page?lm", &[("if-none-match", "\"other\"")]).await;
+    let changed = client
+        .get_with("/page?lm", &[("if-none-match", "\"other\"")])
+        .await;
     assert_eq!(changed.status, StatusCode::OK);
     assert_eq!(changed.body, first.body);
-    let since = client.get_with("/page?lm", &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")]).await;
+    let since = client
+        .get_with(
+            "/page?lm",
+            &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")],
+        )
+        .await;
     assert_eq!(since.status, StatusCode::NOT_MODIFIED);
-    let older = client.get_with("/page?lm", &[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]).await;
+    let older = client
+        .get_with(
+            "/page?lm",
+            &[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")],
+        )
+        .await;
     assert_eq!(older.status, StatusCode::OK);
-    let failed = client.get_with("/page?lm", &[("if-match", "\"other\"")]).await;
+    let failed = client
+        .get_with("/page?lm", &[("if-match", "\"other\"")])
+        .await;
     assert_eq!(failed.status, StatusCode::PRECONDITION_FAILED);
     let ok = client.get_with("/page?lm", &[("if-match", &etag)]).await;
     assert_eq!(ok.status, StatusCode::OK);
-    let unmodified = client.get_with("/page?lm", &[("if-unmodified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]).await;
+    let unmodified = client
+        .get_with(
+            "/page?lm",
+            &[("if-unmodified-since", "Sat, 05 Nov 1994 08:49:37 GMT")],
+        )
+        .await;
     assert_eq!(unmodified.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(counter.get(), 1, "all answered from the one stored page");
     // On a miss the precondition is evaluated against the fresh page, which is still stored.
-    let miss = client.get_with("/page?etag=v1", &[("if-none-match", "\"v1\"")]).await;
-    assert_eq!((miss.status, miss.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+    let miss = client
+        .get_with("/page?etag=v1", &[("if-none-match", "\"v1\"")])
+        .await;
+    assert_eq!(
+        (miss.status, miss.x_cache()),
+        (StatusCode::NOT_MODIFIED, "MISS")
+    );
     let full = client.get("/page?etag=v1").await;
     assert_eq!((full.status, full.x_cache()), (StatusCode::OK, "HIT"));
 }
@@ -312,17 +429,24 @@ async fn keys_are_readable_and_a_corrupt_entry_is_a_miss() {
     cache.set_bytes(&keys[0], b"garbage", 60).await.unwrap();
     let r = client.get("/page").await;
     assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"));
-    assert_eq!(client.get("/page").await.x_cache(), "HIT", "the page was stored again");
+    assert_eq!(
+        client.get("/page").await.x_cache(),
+        "HIT",
+        "the page was stored again"
+    );
 }
 
 #[tokio::test]
 async fn diagnostic_header_can_be_renamed_or_removed() {
-    let (client, _) = app(CachePageLayer::new(Cache::locmem()).diagnostic_header(http::HeaderName::from_static("x-page-cache"))).await;
+    let (client, _) = app(CachePageLayer::new(Cache::locmem())
+        .diagnostic_header(http::HeaderName::from_static("x-page-cache")))
+    .await;
     client.get("/page").await;
     let r = client.get("/page").await;
     assert_eq!(r.header("x-page-cache"), Some("HIT"));
     assert!(r.header("x-cache").is_none());
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).without_diagnostic_header()).await;
+    let (client, counter) =
+        app(CachePageLayer::new(Cache::locmem()).without_diagnostic_header()).await;
     client.get("/page").await;
     let r = client.get("/page").await;
     assert!(r.header("x-cache").is_none());

@@ -1,5 +1,7 @@
 //! Stampede protection: concurrent misses of one page call the inner service once.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +29,13 @@ fn slow(counter: &Counter, delay: Duration, cache_control: &'static str) -> Rout
                 max_in_flight.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
-                ([("cache-control", cache_control)], format!("computed {n}; peak {}", max_in_flight.load(Ordering::SeqCst)))
+                (
+                    [("cache-control", cache_control)],
+                    format!(
+                        "computed {n}; peak {}",
+                        max_in_flight.load(Ordering::SeqCst)
+                    ),
+                )
             }
         }),
     )
@@ -50,11 +58,14 @@ async fn burst(client: &HttpClient, n: usize) -> Vec<common::Reply> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_misses_call_the_handler_once() {
     let counter = Counter::default();
-    let app = slow(&counter, Duration::from_millis(300), "max-age=60").layer(CachePageLayer::new(Cache::locmem()));
+    let app = slow(&counter, Duration::from_millis(300), "max-age=60")
+        .layer(CachePageLayer::new(Cache::locmem()));
     let client = HttpClient::new(serve(app).await);
     let replies = burst(&client, 20).await;
     assert_eq!(counter.get(), 1);
-    assert!(replies.iter().all(|r| r.status == 200 && r.text().starts_with("computed 1;")));
+    assert!(replies
+        .iter()
+        .all(|r| r.status == 200 && r.text().starts_with("computed 1;")));
     assert_eq!(replies.iter().filter(|r| r.x_cache() == "MISS").count(), 1);
     assert_eq!(client.get("/slow").await.x_cache(), "HIT");
 }
@@ -62,12 +73,24 @@ async fn twenty_concurrent_misses_call_the_handler_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncacheable_pages_are_not_serialised_by_the_flight() {
     let counter = Counter::default();
-    let app = slow(&counter, Duration::from_millis(300), "private").layer(CachePageLayer::new(Cache::locmem()));
+    let app = slow(&counter, Duration::from_millis(300), "private")
+        .layer(CachePageLayer::new(Cache::locmem()));
     let client = HttpClient::new(serve(app).await);
     let replies = burst(&client, 8).await;
     // The first computes alone (nobody knew it was private); the 7 waiters then run together.
     assert_eq!(counter.get(), 8);
-    let peak = replies.iter().map(|r| r.text().rsplit(' ').next().unwrap().parse::<usize>().unwrap()).max().unwrap();
+    let peak = replies
+        .iter()
+        .map(|r| {
+            r.text()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
     assert!(peak >= 2, "waiters ran one at a time (peak {peak})");
 }
 
@@ -87,9 +110,14 @@ async fn a_cross_process_lock_computes_once_for_two_servers() {
     // Two layers with separate in-process state stand for two processes sharing one cache.
     let cache = Cache::locmem();
     let counter = Counter::default();
-    let layer = || CachePageLayer::new(cache.clone()).cross_process_lock(CacheLock::new(cache.clone()));
-    let one = HttpClient::new(serve(slow(&counter, Duration::from_millis(300), "max-age=60").layer(layer())).await);
-    let two = HttpClient::new(serve(slow(&counter, Duration::from_millis(300), "max-age=60").layer(layer())).await);
+    let layer =
+        || CachePageLayer::new(cache.clone()).cross_process_lock(CacheLock::new(cache.clone()));
+    let one = HttpClient::new(
+        serve(slow(&counter, Duration::from_millis(300), "max-age=60").layer(layer())).await,
+    );
+    let two = HttpClient::new(
+        serve(slow(&counter, Duration::from_millis(300), "max-age=60").layer(layer())).await,
+    );
     // The two servers listen on different ports, so give both the same Host: one site.
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -103,4 +131,55 @@ async fn a_cross_process_lock_computes_once_for_two_servers() {
         assert!(r.text().starts_with("computed 1;"), "{}", r.text());
     }
     assert_eq!(counter.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_different_variants_each_get_their_own_page() {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(move |headers: axum::http::HeaderMap| {
+                let c = c.clone();
+                async move {
+                    c.bump();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let lang = headers
+                        .get("accept-language")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    format!("lang={lang:?}")
+                }
+            }),
+        )
+        .layer(webcache_http::vary_on_headers(&["accept-language"]))
+        .layer(CachePageLayer::new(Cache::locmem()));
+    let client = HttpClient::new(serve(app).await);
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let client = client.clone();
+            let lang = ["en", "fr", "de"][i % 3];
+            tokio::spawn(async move {
+                (
+                    lang,
+                    client.get_with("/slow", &[("accept-language", lang)]).await,
+                )
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (lang, r) = t.await.unwrap();
+        assert_eq!(r.text(), format!("lang=Some({lang:?})"));
+    }
+    // The first request could not know the page varies, so the waiters of other languages
+    // computed their own pages; from now on every language is stored.
+    for lang in ["en", "fr", "de"] {
+        assert_eq!(
+            client
+                .get_with("/slow", &[("accept-language", lang)])
+                .await
+                .x_cache(),
+            "HIT"
+        );
+    }
 }
