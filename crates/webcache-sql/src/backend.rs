@@ -274,7 +274,7 @@ async fn open_pool(config: &SqlConfig) -> Result<Pool> {
             let pool = PgPoolOptions::new()
                 .max_connections(config.pool_size)
                 .acquire_timeout(timeout)
-                .connect_with(options.clone())
+                .connect_with(options.as_ref().clone())
                 .await
                 .map_err(failed)?;
             Ok(Pool::Postgres(pool))

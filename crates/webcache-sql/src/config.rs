@@ -57,7 +57,7 @@ pub enum Database {
     /// A private in-memory SQLite database, alive as long as the cache is.
     SqliteMemory,
     /// A PostgreSQL server.
-    Postgres(PgConnectOptions),
+    Postgres(Box<PgConnectOptions>),
 }
 
 impl Database {
@@ -220,7 +220,7 @@ fn parse_database(spec: &BackendSpec) -> Result<Database, ConfigError> {
                 ));
             }
             PgConnectOptions::from_str(&format!("postgres://{}", spec.location))
-                .map(Database::Postgres)
+                .map(|options| Database::Postgres(Box::new(options)))
                 .map_err(|e| {
                     spec.error(
                         "url",

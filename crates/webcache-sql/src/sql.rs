@@ -66,7 +66,7 @@ fn integer_of(dialect: Dialect, v: &str) -> String {
             // is numeric order for 19-digit strings).
             format!(
                 "(CASE WHEN length({v}) BETWEEN 1 AND 20 AND length({t}) = length({v}) \
-                 AND {digits} <> '' AND {digits} NOT GLOB '*[^0-9]*' \
+                 AND {digits} <> '' AND {digits} NOT GLOB '*[^0-9]*' AND length({digits}) <= 19 \
                  AND (length({digits}) < 19 OR {digits} <= (CASE WHEN {negative} \
                  THEN '9223372036854775808' ELSE '9223372036854775807' END)) \
                  THEN CAST({t} AS INTEGER) END)"

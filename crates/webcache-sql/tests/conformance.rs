@@ -1,5 +1,6 @@
 //! The shared conformance suite, unchanged, against an SQLite file, an in-memory SQLite
 //! database and a real PostgreSQL cluster started for this test binary.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -38,25 +38,41 @@ impl Postgres {
         let dir = temp_dir("postgres");
         let data = dir.join("data");
         if as_root {
-            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir));
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&dir));
         }
         run(command(as_root, &bin.join("initdb"))
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]));
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]));
 
         let port = free_port();
-        let (port_text, data_text, dir_text) = (
-            port.to_string(),
-            path_text(&data),
-            path_text(&dir),
-        );
+        let (port_text, data_text, dir_text) =
+            (port.to_string(), path_text(&data), path_text(&dir));
         let postgres = path_text(&bin.join("postgres"));
         let pg_ctl = path_text(&bin.join("pg_ctl"));
         // The watchdog runs the stop command in a shell (inside single quotes): the paths come
         // from `temp_dir` and hold no quotes or spaces.
-        let user_prefix = if as_root { "runuser -u postgres -- " } else { "" };
-        let stop = format!("{user_prefix}{pg_ctl} stop -m fast -D {data_text} >/dev/null; rm -rf {dir_text}");
+        let user_prefix = if as_root {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        let stop = format!(
+            "{user_prefix}{pg_ctl} stop -m fast -D {data_text} >/dev/null; rm -rf {dir_text}"
+        );
+        let log_dir = format!("log_directory={dir_text}");
         let server_args = [
             "-D",
             &data_text,
@@ -75,9 +91,15 @@ impl Postgres {
             "full_page_writes=off",
             "-c",
             "max_connections=300",
-            // Startup and shutdown chatter would bury the test output; warnings still show.
+            // The server's log (statements that tests make fail on purpose, shutdown notices)
+            // would bury the test output: it goes to a file in the cluster's directory, and
+            // only what happens before the log collector starts reaches the terminal.
             "-c",
-            "log_min_messages=warning",
+            "logging_collector=on",
+            "-c",
+            &log_dir,
+            "-c",
+            "log_filename=postgres.log",
         ];
         let process = if as_root {
             let mut args = vec!["-u", "postgres", "--", postgres.as_str()];
@@ -180,7 +202,15 @@ fn wait_until_ready(bin: &Path, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = Command::new(bin.join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if ready {

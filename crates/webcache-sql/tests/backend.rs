@@ -1,0 +1,596 @@
+//! Database-specific behaviour, each test run against an SQLite file and a real PostgreSQL
+//! cluster: createcachetable, table names, culling, expiry, two processes racing, the integer
+//! form `incr` reads, key ranges, and failures.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use webcache_core::bytes::Bytes;
+use webcache_core::config::ConfigError;
+use webcache_core::entry::parse_integer;
+use webcache_core::{Backend, BackendStats, Error, Expiry, Ttl};
+use webcache_sql::{SqlCache, SqlConfig};
+
+use common::{backend, spec, unique_table, with_query};
+
+const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
+
+fn after_ms(ms: u64) -> Expiry {
+    Expiry::After(Duration::from_millis(ms))
+}
+
+fn bytes(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
+}
+
+/// A cache on a fresh table of its own (created), with extra URL options.
+async fn own_table(base: &str, options: &str) -> (SqlCache, String) {
+    let table = unique_table("t");
+    let url = with_query(base, &format!("table={table}&create_table=true&{options}"));
+    let config = SqlConfig::from_spec(&mut spec(url.trim_end_matches('&'))).unwrap();
+    (SqlCache::connect(config).await.unwrap(), url)
+}
+
+fn extra(stats: &BackendStats, name: &str) -> u64 {
+    stats
+        .extra
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no `{name}` in {stats:?}"))
+        .1
+        .parse()
+        .unwrap()
+}
+
+async fn rows(cache: &dyn Backend) -> u64 {
+    extra(&cache.stats().await.unwrap(), "rows")
+}
+
+async fn create_cache_table_is_idempotent_with_a_matching_dry_run(base: &str) {
+    let table = unique_table("created");
+    let url = with_query(base, &format!("table={table}"));
+
+    let missing = webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err();
+    assert!(
+        matches!(missing, ConfigError::Connect { .. }),
+        "{missing:?}"
+    );
+    let text = missing.to_string();
+    assert!(
+        text.contains(&format!("`{table}` does not exist")) && text.contains("createcachetable"),
+        "a missing table names the command that creates it: {text}"
+    );
+
+    let dry_run = webcache_sql::create_cache_table_sql(&mut spec(&url)).unwrap();
+    assert_eq!(dry_run.len(), 2, "{dry_run:?}");
+    assert!(dry_run[0].starts_with(&format!("CREATE TABLE IF NOT EXISTS \"{table}\"")));
+    assert!(dry_run[1].starts_with(&format!(
+        "CREATE INDEX IF NOT EXISTS \"{table}_expires_idx\""
+    )));
+    assert!(dry_run[1].ends_with("(expires)"));
+
+    assert_eq!(
+        webcache_sql::create_cache_table(&mut spec(&url))
+            .await
+            .unwrap(),
+        dry_run
+    );
+    let cache = backend(&url).await;
+    cache.set("kept", bytes("v"), MINUTE).await.unwrap();
+    // Again, and from several processes at once: no error, and the data stays.
+    let again: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { webcache_sql::create_cache_table(&mut spec(&url)).await })
+        })
+        .collect();
+    for task in again {
+        assert_eq!(task.await.unwrap().unwrap(), dry_run);
+    }
+    assert_eq!(cache.get("kept").await.unwrap(), Some(bytes("v")));
+}
+
+async fn bad_table_names_are_refused(base: &str) {
+    for bad in [
+        "cache-table",
+        "x;DROP TABLE webcache_cache",
+        "9lives",
+        "caché",
+        "",
+    ] {
+        let url = with_query(base, &format!("table={bad}"));
+        for err in [
+            webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err(),
+            webcache_sql::create_cache_table_sql(&mut spec(&url)).unwrap_err(),
+        ] {
+            let ConfigError::Invalid {
+                ref field,
+                ref message,
+                ..
+            } = err
+            else {
+                panic!("{bad:?}: {err:?}");
+            };
+            assert_eq!(field, "table");
+            assert!(
+                message.contains("letters, digits and underscores"),
+                "{message}"
+            );
+        }
+    }
+}
+
+async fn full_tables_cull_the_soonest_expiring_rows(base: &str) {
+    let (cache, _) = own_table(base, "max_entries=10&cull_frequency=2&cull_interval=0").await;
+    cache
+        .set("k0", bytes("forever"), Expiry::Never)
+        .await
+        .unwrap();
+    for i in 1..10u64 {
+        cache
+            .set(
+                &format!("k{i}"),
+                bytes("v"),
+                Expiry::After(Duration::from_secs(100 + i)),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(rows(&cache).await, 10);
+    // The 11th row: 11 / 2 = 5 rows go, soonest expiry first, never-expiring rows last, and
+    // never the row just written even though it expires soonest.
+    cache
+        .set("new", bytes("v"), Expiry::After(Duration::from_secs(50)))
+        .await
+        .unwrap();
+    assert_eq!(rows(&cache).await, 6);
+    for i in 1..=5 {
+        assert_eq!(
+            cache.get(&format!("k{i}")).await.unwrap(),
+            None,
+            "k{i} was culled"
+        );
+    }
+    for key in ["k0", "k6", "k7", "k8", "k9", "new"] {
+        assert!(cache.has_key(key).await.unwrap(), "{key} survives the cull");
+    }
+
+    // cull_frequency = 0 empties the table (all but the new row) when it is full.
+    let (cache, _) = own_table(base, "max_entries=5&cull_frequency=0&cull_interval=0").await;
+    for i in 0..6 {
+        cache
+            .set(&format!("k{i}"), bytes("v"), MINUTE)
+            .await
+            .unwrap();
+    }
+    assert_eq!(rows(&cache).await, 1);
+    assert!(cache.has_key("k5").await.unwrap());
+
+    // Expired rows go first; when that is enough, nothing live is culled.
+    let (cache, _) = own_table(base, "max_entries=10&cull_interval=0").await;
+    for i in 0..5 {
+        cache
+            .set(&format!("short{i}"), bytes("v"), after_ms(100))
+            .await
+            .unwrap();
+        cache
+            .set(&format!("long{i}"), bytes("v"), MINUTE)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cache.add("new", bytes("v"), MINUTE).await.unwrap();
+    assert_eq!(rows(&cache).await, 6);
+    for i in 0..5 {
+        assert!(cache.has_key(&format!("long{i}")).await.unwrap());
+    }
+
+    // A bulk write is bounded too.
+    let (cache, _) = own_table(base, "max_entries=20&cull_interval=0").await;
+    let entries = (0..50).map(|i| (format!("m{i}"), bytes("v"))).collect();
+    cache.set_many(entries, MINUTE).await.unwrap();
+    let after = rows(&cache).await;
+    assert!(after <= 20 && after > 0, "{after} rows");
+}
+
+async fn expired_rows_are_never_returned_and_are_deleted(base: &str) {
+    let (cache, _) = own_table(base, "cull_interval=0").await;
+    for key in ["a", "b", "c", "d"] {
+        cache.set(key, bytes("1"), after_ms(100)).await.unwrap();
+    }
+    cache.set("live", bytes("v"), MINUTE).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = cache.stats().await.unwrap();
+    assert_eq!((stats.entries, extra(&stats, "rows")), (Some(1), 5));
+
+    assert_eq!(cache.get("a").await.unwrap(), None);
+    assert_eq!(
+        rows(&cache).await,
+        4,
+        "get deletes the expired row it finds"
+    );
+    assert_eq!(
+        cache.get_many(&["b".into(), "live".into()]).await.unwrap(),
+        [None, Some(bytes("v"))]
+    );
+    assert_eq!(
+        rows(&cache).await,
+        3,
+        "get_many deletes the expired rows it finds"
+    );
+    assert!(!cache.has_key("c").await.unwrap());
+    assert_eq!(cache.ttl("c").await.unwrap(), Ttl::Missing);
+    assert!(!cache.touch("c", MINUTE).await.unwrap());
+    assert!(matches!(
+        cache.incr("c", 1).await,
+        Err(Error::KeyNotFound { .. })
+    ));
+    let listed: Vec<String> = cache.scan("*").map(|k| k.unwrap()).collect().await;
+    assert_eq!(listed, ["live"]);
+    assert!(
+        !cache.delete("c").await.unwrap(),
+        "an expired row was not there to delete"
+    );
+    assert_eq!(cache.delete_many(&["d".into()]).await.unwrap(), 0);
+    assert_eq!(rows(&cache).await, 1);
+
+    cache.set("e", bytes("1"), after_ms(100)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        cache.add("e", bytes("2"), MINUTE).await.unwrap(),
+        "add replaces an expired row"
+    );
+    assert_eq!(cache.get("e").await.unwrap(), Some(bytes("2")));
+    cache.set("f", bytes("1"), after_ms(100)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cache.delete_expired().await.unwrap(), 1);
+}
+
+async fn the_background_cull_deletes_expired_rows(base: &str) {
+    let (cache, _) = own_table(base, "cull_interval=0.1").await;
+    for key in ["a", "b", "c"] {
+        cache.set(key, bytes("v"), after_ms(50)).await.unwrap();
+    }
+    cache.set("live", bytes("v"), MINUTE).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rows(&cache).await > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "expired rows were not culled within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cache.has_key("live").await.unwrap());
+}
+
+/// Two caches on one table with pools of their own: two processes, as far as the database can
+/// tell.
+async fn two_processes(base: &str) -> [Arc<dyn Backend>; 2] {
+    let (_, url) = own_table(base, "").await;
+    [backend(&url).await, backend(&url).await]
+}
+
+async fn two_processes_racing_on_add_have_one_winner(base: &str) {
+    let caches = two_processes(base).await;
+    for round in 0..10 {
+        let key = format!("race{round}");
+        let tasks: Vec<_> = (0..12)
+            .map(|writer| {
+                let cache = caches[writer % 2].clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let won = cache
+                        .add(&key, bytes(&writer.to_string()), MINUTE)
+                        .await
+                        .unwrap();
+                    (writer, won)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (writer, won) = task.await.unwrap();
+            if won {
+                winners.push(writer);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one add wins, got {winners:?}");
+        let stored = caches[1].get(&key).await.unwrap();
+        assert_eq!(
+            stored,
+            Some(bytes(&winners[0].to_string())),
+            "the winner's value is stored"
+        );
+    }
+}
+
+async fn two_processes_racing_on_incr_lose_no_update(base: &str) {
+    let caches = two_processes(base).await;
+    caches[0].set("n", bytes("0"), MINUTE).await.unwrap();
+    let tasks: Vec<_> = (0..80)
+        .map(|i| {
+            let cache = caches[i % 2].clone();
+            tokio::spawn(async move { cache.incr("n", 1).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=80).collect::<Vec<i64>>(),
+        "every incr saw a distinct value"
+    );
+    assert_eq!(caches[1].get("n").await.unwrap(), Some(bytes("80")));
+}
+
+async fn incr_reads_integers_exactly_as_the_entry_format(base: &str) {
+    let (cache, _) = own_table(base, "").await;
+    let cases: &[(&[u8], i64)] = &[
+        (b"007", 1),
+        (b"-0", 5),
+        (b"0000000000000000001", 1),
+        (b"9223372036854775806", 1),
+        (b"-9223372036854775808", 1),
+        (b"9223372036854775807", 1),
+        (b"-9223372036854775808", -1),
+        (b"9223372036854775807", i64::MIN),
+        (b"9999999999999999999", 1),
+        (b"00000000000000000001", 1),
+        (b"1\0", 1),
+        (b"12a", 1),
+        (b"+5", 1),
+        (b"-", 1),
+        (b"", 1),
+        (b" 5", 1),
+        (&[0xF5, b'1'], 1),
+        (&[b'1', 0xC3, 0xA9], 1),
+    ];
+    for (i, &(raw, delta)) in cases.iter().enumerate() {
+        let key = format!("n{i}");
+        cache
+            .set(&key, Bytes::copy_from_slice(raw), MINUTE)
+            .await
+            .unwrap();
+        let got = cache.incr(&key, delta).await;
+        let stored = cache.get(&key).await.unwrap().unwrap();
+        match parse_integer(raw).map(|n| n.checked_add(delta)) {
+            Some(Some(sum)) => {
+                assert_eq!(got.unwrap(), sum, "{raw:?} + {delta}");
+                assert_eq!(
+                    stored,
+                    Bytes::from(sum.to_string()),
+                    "{raw:?} is rewritten canonically"
+                );
+            }
+            Some(None) => {
+                assert!(
+                    matches!(got, Err(Error::Overflow { .. })),
+                    "{raw:?} + {delta}: {got:?}"
+                );
+                assert_eq!(stored, raw, "an overflowing incr leaves the value alone");
+            }
+            None => {
+                assert!(
+                    matches!(got, Err(Error::NotAnInteger { .. })),
+                    "{raw:?}: {got:?}"
+                );
+                assert_eq!(stored, raw);
+            }
+        }
+    }
+    // Spot checks that do not lean on parse_integer.
+    cache.set("x", bytes("007"), MINUTE).await.unwrap();
+    assert_eq!(cache.incr("x", 1).await.unwrap(), 8);
+    cache.set("y", bytes("12a"), MINUTE).await.unwrap();
+    assert!(matches!(
+        cache.incr("y", 1).await,
+        Err(Error::NotAnInteger { .. })
+    ));
+}
+
+async fn prefixes_and_patterns_use_byte_order(base: &str) {
+    let (cache, _) = own_table(base, "").await;
+    let keys = [
+        "p:a",
+        "p:b",
+        "p:\u{10FFFF}x",
+        "p;",
+        "p",
+        "P:a",
+        "q",
+        "x*y1",
+        "xzy1",
+        "p_:",
+        "p%:",
+    ];
+    for key in keys {
+        cache.set(key, bytes("v"), MINUTE).await.unwrap();
+    }
+    let mut listed: Vec<String> = cache.scan("p:*").map(|k| k.unwrap()).collect().await;
+    listed.sort();
+    assert_eq!(listed, ["p:a", "p:b", "p:\u{10FFFF}x"]);
+    let star: Vec<String> = cache.scan("x\\*y*").map(|k| k.unwrap()).collect().await;
+    assert_eq!(star, ["x*y1"], "an escaped wildcard is a literal character");
+    cache.clear(Some("p:")).await.unwrap();
+    let mut left: Vec<String> = cache.scan("*").map(|k| k.unwrap()).collect().await;
+    left.sort();
+    assert_eq!(left, ["P:a", "p", "p%:", "p;", "p_:", "q", "x*y1", "xzy1"]);
+    cache.clear(None).await.unwrap();
+    assert_eq!(rows(&cache).await, 0);
+}
+
+async fn scan_pages_through_large_tables(base: &str) {
+    let (cache, _) = own_table(base, "").await;
+    let entries: Vec<(String, Bytes)> = (0..1234)
+        .map(|i| (format!("k{i:05}"), bytes("v")))
+        .collect();
+    cache.set_many(entries, MINUTE).await.unwrap();
+    cache.set("other", bytes("v"), MINUTE).await.unwrap();
+    let listed: HashSet<String> = cache.scan("k*").map(|k| k.unwrap()).collect().await;
+    assert_eq!(listed.len(), 1234);
+    let tens: Vec<String> = cache.scan("k0001?").map(|k| k.unwrap()).collect().await;
+    assert_eq!(tens.len(), 10);
+}
+
+async fn batches_handle_duplicates_and_many_keys(base: &str) {
+    let (cache, _) = own_table(base, "").await;
+    cache
+        .set_many(
+            vec![
+                ("a".into(), bytes("1")),
+                ("b".into(), bytes("2")),
+                ("a".into(), bytes("3")),
+            ],
+            MINUTE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        cache
+            .get_many(&["a".into(), "a".into(), "zz".into(), "b".into()])
+            .await
+            .unwrap(),
+        [Some(bytes("3")), Some(bytes("3")), None, Some(bytes("2"))],
+        "the last value of a repeated key wins; every slot is answered"
+    );
+    // More keys than one statement takes.
+    let keys: Vec<String> = (0..9000).map(|i| format!("bulk{i}")).collect();
+    let entries = keys.iter().map(|k| (k.clone(), bytes(k))).collect();
+    cache.set_many(entries, MINUTE).await.unwrap();
+    let values = cache.get_many(&keys).await.unwrap();
+    assert!(values
+        .iter()
+        .zip(&keys)
+        .all(|(v, k)| v.as_deref() == Some(k.as_bytes())));
+    let mut with_missing = keys.clone();
+    with_missing.push("missing".into());
+    assert_eq!(cache.delete_many(&with_missing).await.unwrap(), 9000);
+    assert_eq!(rows(&cache).await, 2);
+}
+
+async fn stats_count_live_rows_and_bytes(base: &str) {
+    let (cache, _) = own_table(base, "cull_interval=0").await;
+    cache.set("ab", bytes("xyz"), MINUTE).await.unwrap();
+    cache.set("c", bytes(""), Expiry::Never).await.unwrap();
+    cache
+        .set("gone", bytes("12345"), after_ms(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = cache.stats().await.unwrap();
+    assert_eq!(stats.entries, Some(2));
+    assert_eq!(stats.bytes, Some(2 + 3 + 1));
+    assert_eq!(extra(&stats, "expired_rows"), 1);
+}
+
+macro_rules! against_both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::common::sqlite_url().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::common::postgres_url().await).await;
+                }
+            )*
+        }
+    };
+}
+
+against_both!(
+    create_cache_table_is_idempotent_with_a_matching_dry_run,
+    bad_table_names_are_refused,
+    full_tables_cull_the_soonest_expiring_rows,
+    expired_rows_are_never_returned_and_are_deleted,
+    the_background_cull_deletes_expired_rows,
+    two_processes_racing_on_add_have_one_winner,
+    two_processes_racing_on_incr_lose_no_update,
+    incr_reads_integers_exactly_as_the_entry_format,
+    prefixes_and_patterns_use_byte_order,
+    scan_pages_through_large_tables,
+    batches_handle_duplicates_and_many_keys,
+    stats_count_live_rows_and_bytes,
+);
+
+#[tokio::test]
+async fn in_memory_databases_are_private_and_keep_their_data() {
+    let a = backend("sqlite::memory:").await;
+    let b = backend("sqlite::memory:").await;
+    a.set("k", bytes("a"), MINUTE).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap(), None);
+    // The one connection stays open, so the database outlives idle periods.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.get("k").await.unwrap(), Some(bytes("a")));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    let port = webcache_testkit::servers::free_port();
+    let url = format!("postgres://postgres:secret@127.0.0.1:{port}/postgres?connect_timeout=1");
+    let started = Instant::now();
+    let err = webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let ConfigError::Connect {
+        ref source,
+        ref url,
+        ..
+    } = err
+    else {
+        panic!("{err:?}");
+    };
+    assert!(source.is_backend_failure(), "{source:?}");
+    assert!(
+        !url.contains("secret") && !err.to_string().contains("secret"),
+        "{err}"
+    );
+
+    let err = webcache_sql::from_spec(&mut spec("sqlite:///nonexistent-dir/for/sure/cache.db"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot open the database"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_down_gives_typed_errors() {
+    let mut server =
+        tokio::task::spawn_blocking(webcache_testkit::servers::postgres::Postgres::start)
+            .await
+            .unwrap();
+    let url = with_query(&server.url(), "create_table=true&connect_timeout=1");
+    let cache = backend(&url).await;
+    cache.set("k", bytes("v"), MINUTE).await.unwrap();
+    tokio::task::block_in_place(|| server.stop());
+    let err = cache.get("k").await.unwrap_err();
+    assert!(err.is_backend_failure(), "{err:?}");
+    // On top of it, a degrading Cache turns that into a miss.
+    let degrading = webcache_core::Cache::new(
+        cache,
+        webcache_core::CacheOptions {
+            on_error: webcache_core::OnError::Degrade,
+            ..Default::default()
+        },
+    );
+    assert_eq!(degrading.get::<String>("k").await.unwrap(), None);
+}
