@@ -72,7 +72,7 @@ use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyRules, 
 
 use crate::conn::{Answer, Code, Expect, Reply};
 use crate::ring::Ring;
-use crate::server::{stat, Retry, Server, Settings};
+use crate::server::{stat, Retry, Server, Settings, DEFAULT_ITEM_SIZE_MAX};
 
 /// The backend's name in logs and errors.
 pub(crate) const BACKEND: &str = "memcached";
@@ -208,7 +208,7 @@ impl Memcached {
         check_key(key)?;
         let server = self.server(key);
         let size = value.len();
-        if size > server.item_size_max() {
+        if server.item_size_max().is_some_and(|max| size > max) {
             return Err(self.too_large(server, key, size).await);
         }
         let token = exptime_token(server, expiry_secs(expiry));
@@ -240,7 +240,7 @@ impl Memcached {
         Error::ValueTooLarge {
             key: key.to_owned(),
             size,
-            limit: server.item_size_max(),
+            limit: server.item_size_max().unwrap_or(DEFAULT_ITEM_SIZE_MAX),
         }
     }
 
@@ -751,7 +751,7 @@ impl Backend for Memcached {
                         let mut sent = Vec::with_capacity(batch.len());
                         for (slot, key) in batch {
                             let value = &entries[*slot].1;
-                            if value.len() > server.item_size_max() {
+                            if server.item_size_max().is_some_and(|max| value.len() > max) {
                                 let e = self.too_large(server, key, value.len()).await;
                                 first_error.get_or_insert(e);
                                 continue;

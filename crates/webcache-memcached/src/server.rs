@@ -15,7 +15,7 @@ use crate::BACKEND;
 /// The longest wait between two attempts to reach a dead server.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Memcached's default item size limit, assumed until the server says otherwise.
+/// Memcached's default item size limit, reported when the server has not said its own.
 pub(crate) const DEFAULT_ITEM_SIZE_MAX: usize = 1024 * 1024;
 
 /// Connection settings shared by every server of a backend.
@@ -83,14 +83,15 @@ impl Server {
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(settings.pool_size),
             health: Mutex::new(Health::default()),
-            item_size_max: AtomicUsize::new(DEFAULT_ITEM_SIZE_MAX),
+            item_size_max: AtomicUsize::new(0),
             clock_offset: AtomicI64::new(0),
         }
     }
 
-    /// The server's item size limit (`-I`), as read when connecting.
-    pub(crate) fn item_size_max(&self) -> usize {
-        self.item_size_max.load(Ordering::Relaxed)
+    /// The server's item size limit (`-I`), as read when connecting; `None` before the first
+    /// connection (values are then sent and the server judges).
+    pub(crate) fn item_size_max(&self) -> Option<usize> {
+        Some(self.item_size_max.load(Ordering::Relaxed)).filter(|max| *max > 0)
     }
 
     /// The server's current unix time, estimated from our clock and the offset measured when

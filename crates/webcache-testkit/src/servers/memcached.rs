@@ -22,17 +22,31 @@ impl MemcachedServer {
     pub fn start_with(extra_args: &[&str]) -> MemcachedServer {
         // A port can be taken between `free_port` and the server's bind; try a few.
         for _ in 0..5 {
-            let port = free_port();
-            let port_arg = port.to_string();
-            // `-u nobody` because memcached refuses to run as root without a user to switch to.
-            let mut args = vec!["-u", "nobody", "-l", "127.0.0.1", "-p", &port_arg, "-U", "0"];
-            args.extend_from_slice(extra_args);
-            let process = ServerProcess::spawn("memcached", &args, None);
-            if wait_for_port(port, Duration::from_secs(10)) {
-                return MemcachedServer { process, port };
+            if let Some(server) = Self::try_start(free_port(), extra_args) {
+                return server;
             }
         }
         panic!("memcached did not start on a free loopback port (tried 5 times)");
+    }
+
+    /// Starts a memcached on `port` (for example to bring back a server a test stopped).
+    pub fn start_on(port: u16, extra_args: &[&str]) -> MemcachedServer {
+        Self::try_start(port, extra_args)
+            .unwrap_or_else(|| panic!("memcached did not start on port {port}"))
+    }
+
+    fn try_start(port: u16, extra_args: &[&str]) -> Option<MemcachedServer> {
+        let port_arg = port.to_string();
+        // `-u nobody` because memcached refuses to run as root without a user to switch to.
+        let mut args = vec!["-u", "nobody", "-l", "127.0.0.1", "-p", &port_arg, "-U", "0"];
+        args.extend_from_slice(extra_args);
+        let mut process = ServerProcess::spawn("memcached", &args, None);
+        if wait_for_port(port, Duration::from_secs(10)) {
+            Some(MemcachedServer { process, port })
+        } else {
+            process.stop();
+            None
+        }
     }
 
     /// Starts `n` independent servers with default settings.
