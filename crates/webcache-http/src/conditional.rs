@@ -36,6 +36,9 @@ pub enum Precondition {
 /// Evaluates the request's preconditions against the validators in `response` (RFC 9110
 /// §13.2.2 order). Only meaningful for a 2xx response.
 pub fn evaluate(method: &Method, request: &HeaderMap, response: &HeaderMap) -> Precondition {
+    if !is_conditional(request) {
+        return Precondition::Proceed;
+    }
     let etag = response.get(ETAG).and_then(|v| v.to_str().ok());
     let last_modified = response.get(LAST_MODIFIED).and_then(parse_http_date);
     let safe = method == Method::GET || method == Method::HEAD;

@@ -174,7 +174,7 @@ fn unquote(v: &str) -> &str {
 /// let mut headers = http::HeaderMap::new();
 /// headers.insert("cache-control", "public, max-age=600".parse().unwrap());
 /// patch_cache_control(&mut headers, &CacheControlPatch::new().private().max_age(Duration::from_secs(60)));
-/// assert_eq!(headers["cache-control"], "max-age=60, private");
+/// assert_eq!(headers["cache-control"], "private, max-age=60");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheControlPatch {

@@ -18,7 +18,6 @@
 //! memory can cost an extra read but never serves the wrong variant.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -88,8 +87,10 @@ pub(crate) fn variant_key(primary: &str, names: &[HeaderName], values: &[Option<
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
 }
 
