@@ -273,3 +273,86 @@ async fn the_shell_works_against_a_running_app() {
     assert_eq!(r[4]["result"]["backend"], "locmem");
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
+    let demo = Demo::start(&[]);
+    let http = reqwest::Client::new();
+    for route in ["hello-page", "hello-class"] {
+        let url = format!("{}/{route}?delay=0.5", demo.base);
+        let (took, first) = get(&http, &url).await;
+        assert_eq!(first.headers()["x-cache"], "MISS", "{route}");
+        assert!(took >= Duration::from_millis(500));
+        let (took, second) = get(&http, &url).await;
+        assert_eq!(second.headers()["x-cache"], "HIT", "{route}");
+        assert!(second.headers().contains_key("age"), "{route}: a hit carries Age");
+        assert!(took < Duration::from_millis(400), "{route}: {took:?}");
+        let head = http.head(&url).send().await.unwrap();
+        assert_eq!(head.headers()["x-cache"], "HIT", "{route}: HEAD is answered from the GET entry");
+    }
+    let count: Value = http.get(format!("{}/count", demo.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(count["served"], 2, "one upstream call per cached route");
+    // POST on the class route never meets the layer.
+    let post = http.post(format!("{}/hello-class?delay=0", demo.base)).send().await.unwrap();
+    assert!(!post.headers().contains_key("x-cache"));
+    // The cached pages are visible, with a recognisable prefix.
+    let out = webcache(&["--json", "keys", "views.cache_page*", "--app", &demo.base], None);
+    let keys = json_lines(&out)[0]["result"].as_array().unwrap().len();
+    assert!(keys >= 2, "{:?}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// A `webcache proxy` process, killed when dropped.
+struct Proxy {
+    child: Child,
+    base: String,
+}
+
+impl Proxy {
+    fn start(upstream: &str, extra: &[&str]) -> Proxy {
+        let port = webcache_testkit::servers::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["proxy", "--upstream", upstream, "--listen", &listen])
+            .args(extra)
+            .env_remove("WEBCACHE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        assert!(webcache_testkit::servers::wait_for_port(port, Duration::from_secs(10)));
+        Proxy { child, base: format!("http://{listen}") }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_caches_an_origin_with_either_policy() {
+    let origin = Demo::start(&[]);
+    let http = reqwest::Client::new();
+    // Django-style: cacheable 200s without freshness information are kept --default-ttl.
+    let proxy = Proxy::start(&origin.base, &["--default-ttl", "60"]);
+    let url = format!("{}/delay/0.3", proxy.base);
+    let (_, first) = get(&http, &url).await;
+    assert_eq!(first.status(), 200);
+    let (took, second) = get(&http, &url).await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert!(took < Duration::from_millis(250), "{took:?}");
+    // Other methods are forwarded, never stored.
+    let posted = http.post(format!("{}/hello-class?delay=0", proxy.base)).send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    // RFC 9111 strict: the demo's /delay answers carry no freshness information: not stored.
+    let strict = Proxy::start(&origin.base, &[]);
+    for _ in 0..2 {
+        let r = http.get(format!("{}/delay/0", strict.base)).send().await.unwrap();
+        assert_ne!(r.headers().get("x-cache").map(|v| v.to_str().unwrap()), Some("HIT"));
+    }
+    let out = webcache(&["proxy", "--upstream", "not a url"], None);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream not a url"));
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use axum::handler::Handler;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use minijinja::Environment;
@@ -14,12 +15,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_sessions::Session;
 use webcache::{Cache, Caches};
-use webcache_sessions::{CacheStore, SessionConfig};
+use webcache::http::{cache_page, CachePageLayer};
+use webcache::sessions::{CacheStore, SessionConfig};
 
 use super::admin::{self, Admin};
 
 /// How long the demo caches upstream answers and pages, as the tutorial does.
 const CACHE_SECONDS: u64 = 60;
+const CACHE_TTL: Duration = Duration::from_secs(CACHE_SECONDS);
 /// The longest delay the built-in upstream accepts.
 const MAX_DELAY: f64 = 30.0;
 
@@ -65,8 +68,18 @@ pub(super) fn app(caches: &Caches, upstream: &str, token: &str) -> anyhow::Resul
         .route("/delay/{seconds}", get(delay))
         .route("/count", get(count))
         .route("/hello", get(hello))
-        .route("/hello-page", get(hello_page))
-        .route("/hello-class", get(hello_page).post(hello_class_post))
+        // cache_page(60) on one route: every method of it goes through the layer, and only
+        // GET/HEAD are ever stored.
+        .route(
+            "/hello-page",
+            get(hello_page).layer(cache_page(demo.cache.clone(), CACHE_TTL)),
+        )
+        // method_decorator(cache_page(60)) on the GET handler only: POST never meets the layer.
+        .route(
+            "/hello-class",
+            get(hello_class_get.layer(CachePageLayer::new(demo.cache.clone()).timeout(CACHE_TTL)))
+                .post(hello_class_post),
+        )
         .with_state(demo)
         .merge(cart)
         .merge(
@@ -177,6 +190,12 @@ async fn hello(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<
 async fn hello_page(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Html<String>, DemoError> {
     let data = demo.fetch(delay_of(&q)).await?;
     demo.render("/hello-page", &data)
+}
+
+/// GET on the class-style route: cached by the layer wrapped around this handler alone.
+async fn hello_class_get(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Html<String>, DemoError> {
+    let data = demo.fetch(delay_of(&q)).await?;
+    demo.render("GET /hello-class", &data)
 }
 
 /// POST on the class-style route: never cached, always calls the upstream.
