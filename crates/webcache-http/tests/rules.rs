@@ -123,6 +123,15 @@ async fn only_200_is_stored() {
     assert_not_stored(&client, &counter, "/page?status=404", &[]).await;
     assert_not_stored(&client, &counter, "/page?status=500", &[]).await;
     assert_not_stored(&client, &counter, "/page?status=203", &[]).await;
+    // A 304 from the handler gets the caching headers but is not stored.
+    let before = counter.get();
+    for _ in 0..2 {
+        let r = client.get("/page?status=304").await;
+        assert_eq!((r.status, r.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+        assert!(r.header("expires").is_some());
+        assert_eq!(r.header("cache-control"), Some("max-age=600"));
+    }
+    assert_eq!(counter.get(), before + 2);
 }
 
 #[tokio::test]
