@@ -47,6 +47,11 @@ async fn run(cli: Cli) -> i32 {
             Ok(target) => shell::run(&target, cli.json).await,
             Err(e) => output::print(None, &Err(OpError::Failed(format!("{e:#}"))), cli.json),
         },
+        Command::Op(Op::Createcachetable { dry_run }) => {
+            let op = Op::Createcachetable { dry_run: *dry_run };
+            let outcome = target::create_cache_table(&cli.target, *dry_run).await;
+            output::print(Some(&op), &outcome, cli.json)
+        }
         Command::Op(op) => {
             let op = match confirm(op.clone()) {
                 Ok(op) => op,

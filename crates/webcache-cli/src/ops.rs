@@ -153,11 +153,12 @@ pub(crate) async fn run(
     }
 }
 
+/// Reached only through the admin endpoint: creating tables needs the cache's configuration,
+/// which the command line has.
 async fn create_cache_table(cache: &Cache, _dry_run: bool) -> Result<Value, OpError> {
     Err(OpError::Usage(format!(
-        "createcachetable needs an `sqlite://` or `postgres://` cache; `{}` uses the {} backend",
-        cache.alias(),
-        cache.backend().name()
+        "run createcachetable with --cache URL or --config FILE, not through a running app (cache `{}`)",
+        cache.alias()
     )))
 }
 

@@ -69,6 +69,11 @@ fn human(op: Option<&Op>, result: &Value) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
         (Some(Op::Createcachetable { .. }), Value::String(s)) => s.clone(),
+        (Some(Op::Createcachetable { .. }), Value::Object(o)) => format!(
+            "created the cache table of `{}`:\n{}",
+            o.get("created").and_then(Value::as_str).unwrap_or_default(),
+            o.get("sql").and_then(Value::as_str).unwrap_or_default()
+        ),
         (_, Value::String(s)) => serde_json::to_string(s).unwrap_or_default(),
         (_, other) => serde_json::to_string_pretty(other).unwrap_or_default(),
     }

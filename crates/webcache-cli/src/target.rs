@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use serde_json::{json, Value};
+use webcache::config::{BackendSpec, CachesConfig};
 use webcache::{Cache, Caches};
 
 use crate::cli::{Op, TargetArgs};
@@ -23,14 +24,17 @@ pub(crate) enum Target {
 /// Opens the caches the arguments describe: `--config FILE`, else `--cache URL`, else
 /// `WEBCACHE_URL`, else the embedded default `locmem://`.
 pub(crate) async fn open_caches(args: &TargetArgs) -> anyhow::Result<Caches> {
-    let caches = if let Some(path) = &args.config {
-        Caches::from_toml_file(path).await?
+    Ok(Caches::from_config(caches_config(args)?).await?)
+}
+
+fn caches_config(args: &TargetArgs) -> anyhow::Result<CachesConfig> {
+    Ok(if let Some(path) = &args.config {
+        CachesConfig::from_toml_file(path)?.with_env()?
     } else if let Some(url) = &args.cache {
-        Caches::from_urls([(args.alias.as_str(), url.as_str())]).await?
+        CachesConfig::from_urls([(args.alias.as_str(), url.as_str())])?
     } else {
-        Caches::from_env_or("locmem://").await?
-    };
-    Ok(caches)
+        CachesConfig::from_urls([(args.alias.as_str(), "locmem://")])?.with_env()?
+    })
 }
 
 impl Target {
@@ -77,4 +81,31 @@ impl Target {
             }
         }
     }
+}
+
+/// `createcachetable`: creates (or, with `--dry-run`, prints) the table of a SQL cache. It
+/// reads the configuration without opening the cache, which would fail for want of the table.
+pub(crate) async fn create_cache_table(args: &TargetArgs, dry_run: bool) -> Result<Value, OpError> {
+    let config = caches_config(args).map_err(|e| OpError::Usage(format!("{e:#}")))?;
+    let mut spec: BackendSpec = config
+        .get(&args.alias)
+        .map(|c| c.backend.clone())
+        .ok_or_else(|| OpError::Usage(format!("no cache alias `{}` in the configuration; choose one with --alias", args.alias)))?;
+    if !matches!(spec.scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
+        return Err(OpError::Usage(format!(
+            "createcachetable needs an `sqlite://` or `postgres://` cache; `{}` is a {} cache",
+            spec.alias, spec.scheme
+        )));
+    }
+    let statements = if dry_run {
+        webcache::sql::create_cache_table_sql(&mut spec)
+    } else {
+        webcache::sql::create_cache_table(&mut spec).await
+    }
+    .map_err(|e| match e {
+        webcache::ConfigError::Connect { .. } => OpError::Failed(format!("{:#}", anyhow::Error::new(e))),
+        other => OpError::Usage(other.to_string()),
+    })?;
+    let sql = statements.iter().map(|s| format!("{s};")).collect::<Vec<_>>().join("\n");
+    Ok(if dry_run { json!(sql) } else { json!({ "created": spec.alias, "sql": sql }) })
 }

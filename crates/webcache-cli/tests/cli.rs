@@ -356,3 +356,25 @@ async fn the_proxy_caches_an_origin_with_either_policy() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream not a url"));
 }
+
+#[test]
+fn createcachetable_for_sqlite_with_dry_run() {
+    let dir = webcache_testkit::servers::temp_dir("cli-sqlite");
+    let url = format!("sqlite://{}/cache.db", dir.display());
+    let out = webcache(&["--cache", &url, "get", "k"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("createcachetable"), "the error names the fix");
+    let out = webcache(&["--cache", &url, "createcachetable", "--dry-run"], None);
+    let sql = String::from_utf8_lossy(&out.stdout);
+    assert!(sql.contains("CREATE TABLE IF NOT EXISTS"), "{sql}");
+    assert!(!dir.join("cache.db").exists() || webcache(&["--cache", &url, "get", "k"], None).status.code() == Some(1), "dry run creates nothing");
+    for _ in 0..2 {
+        let out = webcache(&["--cache", &url, "createcachetable"], None);
+        assert_eq!(out.status.code(), Some(0), "idempotent: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = webcache(&["--json", "--cache", &url, "shell"], Some("set k '\"v\"'\nget k\n"));
+    assert_eq!(json_lines(&out)[1]["result"], json!("v"));
+    let out = webcache(&["--cache", "locmem://", "createcachetable"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -77,8 +77,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// The backend could not be reached while building the cache.
-    #[error("cache `{alias}` ({url}): {source}")]
+    /// The backend could not be reached while building the cache. The reason is the error's
+    /// `source()` (printed by `anyhow`'s `{:#}` and other error reporters).
+    #[error("cache `{alias}` ({url}) is not usable")]
     Connect {
         /// The alias.
         alias: String,
