@@ -124,6 +124,11 @@ where
     }
 }
 
+/// What the page cache needs of a response body: bytes it can buffer, or stream on.
+pub trait PageBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<T> PageBody for T where T: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
 /// The result of reading a body into memory up to a limit.
 pub(crate) enum Buffered<B> {
     /// The whole body, in one `Bytes` (no copy when it came in one frame).

@@ -6,19 +6,16 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::header::{
     CONTENT_LENGTH, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE,
     LAST_MODIFIED,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::Body;
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
-use webcache_core::BoxError;
 
-use crate::body::{buffer, Buffered, CacheBody};
+use crate::body::{buffer, Buffered, CacheBody, PageBody};
 use crate::headers::{parse_http_date, CacheControl};
 
 /// What the preconditions of a request say about a response.
@@ -222,8 +219,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>> + Send,
     S::Future: Send + 'static,
     B: Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResBody::Error: Into<BoxError>,
+    ResBody: PageBody,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;

@@ -12,7 +12,7 @@ mod proxy;
 mod service;
 mod stored;
 
-pub use body::CacheBody;
+pub use body::{CacheBody, PageBody};
 pub use conditional::{ConditionalGet, ConditionalGetLayer};
 pub use future::MapHeadersFuture;
 pub use headers::{

@@ -30,11 +30,10 @@ use http::header::{
     TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::Body;
 use tower::Service;
-use webcache_core::{BoxError, SingleFlight, Timeout};
+use webcache_core::{SingleFlight, Timeout};
 
-use crate::body::{buffer, Buffered, CacheBody};
+use crate::body::{buffer, Buffered, CacheBody, PageBody};
 use crate::conditional;
 use crate::headers::vary_names;
 use crate::key::{self, VaryMemo};
@@ -117,8 +116,7 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResBody::Error: Into<BoxError>,
+    ResBody: PageBody,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
@@ -139,15 +137,24 @@ where
 
 type Reply<R, E> = Result<Response<CacheBody<R>>, E>;
 
+/// What the page cache needs of the service it wraps: a service of HTTP requests whose future
+/// and error can cross threads (the page is computed in a shared, spawned-safe future).
+pub(crate) trait InnerService<B, R>:
+    Service<Request<B>, Response = Response<R>, Future: Send, Error: Send> + Send
+{
+}
+
+impl<T, B, R> InnerService<B, R> for T where
+    T: Service<Request<B>, Response = Response<R>, Future: Send, Error: Send> + Send
+{
+}
+
 impl Shared {
     async fn handle<S, B, R>(&self, mut inner: S, req: Request<B>) -> Reply<R, S::Error>
     where
-        S: Service<Request<B>, Response = Response<R>> + Send,
-        S::Future: Send,
-        S::Error: Send,
+        S: InnerService<B, R>,
         B: Send,
-        R: Body<Data = Bytes> + Send + Unpin,
-        R::Error: Into<BoxError>,
+        R: PageBody,
     {
         let policy = &self.settings.policy;
         let method = req.method().clone();
@@ -200,12 +207,9 @@ impl Shared {
         stale: Option<StoredResponse>,
     ) -> Reply<R, S::Error>
     where
-        S: Service<Request<B>, Response = Response<R>> + Send,
-        S::Future: Send,
-        S::Error: Send,
+        S: InnerService<B, R>,
         B: Send,
-        R: Body<Data = Bytes> + Send + Unpin,
-        R::Error: Into<BoxError>,
+        R: PageBody,
     {
         let method = req.method().clone();
         let request_headers = req.headers().clone();
@@ -275,12 +279,9 @@ impl Shared {
         stale: Option<StoredResponse>,
     ) -> (Reply<R, S::Error>, Option<Arc<StoredResponse>>)
     where
-        S: Service<Request<B>, Response = Response<R>> + Send,
-        S::Future: Send,
-        S::Error: Send,
+        S: InnerService<B, R>,
         B: Send,
-        R: Body<Data = Bytes> + Send + Unpin,
-        R::Error: Into<BoxError>,
+        R: PageBody,
     {
         let Some(lock) = &self.settings.lock else {
             return self.fetch(inner, req, primary, stale).await;
@@ -332,12 +333,9 @@ impl Shared {
         stale: Option<StoredResponse>,
     ) -> (Reply<R, S::Error>, Option<Arc<StoredResponse>>)
     where
-        S: Service<Request<B>, Response = Response<R>> + Send,
-        S::Future: Send,
-        S::Error: Send,
+        S: InnerService<B, R>,
         B: Send,
-        R: Body<Data = Bytes> + Send + Unpin,
-        R::Error: Into<BoxError>,
+        R: PageBody,
     {
         let method = req.method().clone();
         let request_headers = req.headers().clone();

@@ -71,27 +71,40 @@ async fn app(layer: CachePageLayer) -> (HttpClient, Counter) {
     (HttpClient::new(addr), counter)
 }
 
+/// Requests `path` twice and checks that the second answer came from the cache (`stored`) or
+/// from the handler again.
+async fn check(
+    client: &HttpClient,
+    counter: &Counter,
+    path: &str,
+    headers: &[(&str, &str)],
+    stored: bool,
+) {
+    let before = counter.get();
+    let first = client.get_with(path, headers).await;
+    let second = client.get_with(path, headers).await;
+    assert_eq!(first.x_cache(), "MISS", "{path}: first answer");
+    let (expected, calls) = if stored { ("HIT", 1) } else { ("MISS", 2) };
+    assert_eq!(
+        second.x_cache(),
+        expected,
+        "{path}: second answer (stored: {stored})"
+    );
+    assert_eq!(
+        first.body == second.body,
+        stored,
+        "{path}: same body iff stored"
+    );
+    assert_eq!(counter.get(), before + calls, "{path}: handler calls");
+}
+
 async fn assert_stored(
     client: &HttpClient,
     counter: &Counter,
     path: &str,
     headers: &[(&str, &str)],
 ) {
-    let before = counter.get();
-    let first = client.get_with(path, headers).await;
-    let second = client.get_with(path, headers).await;
-    assert_eq!(first.x_cache(), "MISS", "{path}: first answer");
-    assert_eq!(
-        second.x_cache(),
-        "HIT",
-        "{path}: second answer should come from the cache"
-    );
-    assert_eq!(first.body, second.body, "{path}");
-    assert_eq!(
-        counter.get(),
-        before + 1,
-        "{path}: the handler should run once"
-    );
+    check(client, counter, path, headers, true).await;
 }
 
 async fn assert_not_stored(
@@ -100,20 +113,7 @@ async fn assert_not_stored(
     path: &str,
     headers: &[(&str, &str)],
 ) {
-    let before = counter.get();
-    let first = client.get_with(path, headers).await;
-    let second = client.get_with(path, headers).await;
-    assert_eq!(
-        second.x_cache(),
-        "MISS",
-        "{path}: must not be served from the cache"
-    );
-    assert_ne!(first.body, second.body, "{path}");
-    assert_eq!(
-        counter.get(),
-        before + 2,
-        "{path}: the handler should run twice"
-    );
+    check(client, counter, path, headers, false).await;
 }
 
 #[tokio::test]
