@@ -215,9 +215,10 @@ impl Conn {
         let head = tokens.next().unwrap_or("");
         let (code, value_len) = match head {
             "VA" => {
-                let len = tokens.next().and_then(|t| t.parse::<usize>().ok()).ok_or_else(|| {
-                    WireError::Protocol(format!("`{text}` has no value length"))
-                })?;
+                let len = tokens
+                    .next()
+                    .and_then(|t| t.parse::<usize>().ok())
+                    .ok_or_else(|| WireError::Protocol(format!("`{text}` has no value length")))?;
                 (Code::Value, Some(len))
             }
             "HD" => (Code::Stored, None),

@@ -68,7 +68,9 @@ use futures::future::join_all;
 use futures::StreamExt;
 use webcache_core::config::{BackendSpec, ConfigError};
 use webcache_core::entry::parse_integer;
-use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl};
+use webcache_core::{
+    glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl,
+};
 
 use crate::conn::{Answer, Code, Expect, Reply};
 use crate::ring::Ring;
@@ -165,9 +167,14 @@ impl Memcached {
     /// Parses a `memcached://` spec (see [`from_spec`]).
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
         let mut config = MemcachedConfig::new(parse_servers(spec)?);
-        if let Some(n) = spec.take::<usize>("pool_size", "a whole number of connections such as 16")? {
+        if let Some(n) =
+            spec.take::<usize>("pool_size", "a whole number of connections such as 16")?
+        {
             if n == 0 {
-                return Err(spec.error("pool_size", "0 connections cannot serve anything; use 1 or more"));
+                return Err(spec.error(
+                    "pool_size",
+                    "0 connections cannot serve anything; use 1 or more",
+                ));
             }
             config.pool_size = n;
         }
@@ -213,9 +220,17 @@ impl Memcached {
         }
         let token = exptime_token(server, expiry_secs(expiry));
         let head = format!("ms {key} {size} T{token}{mode}\r\n");
-        let retry = if mode.is_empty() { Retry::Idempotent } else { Retry::Once };
+        let retry = if mode.is_empty() {
+            Retry::Idempotent
+        } else {
+            Retry::Once
+        };
         let reply = self
-            .one(server, &[Bytes::from(head), value, Bytes::from_static(b"\r\n")], retry)
+            .one(
+                server,
+                &[Bytes::from(head), value, Bytes::from_static(b"\r\n")],
+                retry,
+            )
             .await?;
         match reply.code {
             Code::Stored => Ok(true),
@@ -248,10 +263,16 @@ impl Memcached {
     async fn incr_cas(&self, server: &Server, key: &str, delta: i64) -> Result<i64> {
         let read = Bytes::from(format!("mg {key} v c t\r\n"));
         for _ in 0..CAS_ATTEMPTS {
-            let reply = self.one(server, std::slice::from_ref(&read), Retry::Idempotent).await?;
+            let reply = self
+                .one(server, std::slice::from_ref(&read), Retry::Idempotent)
+                .await?;
             match reply.code {
                 Code::Value => {}
-                Code::Miss => return Err(Error::KeyNotFound { key: key.to_owned() }),
+                Code::Miss => {
+                    return Err(Error::KeyNotFound {
+                        key: key.to_owned(),
+                    })
+                }
                 _ => return Err(unexpected(server, "mg", &reply)),
             }
             let current = parse_integer(&reply.data).ok_or_else(|| Error::NotAnInteger {
@@ -280,7 +301,11 @@ impl Memcached {
                 Code::Stored => return Ok(next),
                 // Another writer changed the value in between: read it again.
                 Code::Exists => continue,
-                Code::NotFound => return Err(Error::KeyNotFound { key: key.to_owned() }),
+                Code::NotFound => {
+                    return Err(Error::KeyNotFound {
+                        key: key.to_owned(),
+                    })
+                }
                 _ => return Err(unexpected(server, "ms", &reply)),
             }
         }
@@ -296,7 +321,12 @@ impl Memcached {
         let started = tokio::time::Instant::now();
         loop {
             let answer = server
-                .request_within(&command, Expect::LinesUntilEnd, Retry::Idempotent, DUMP_TIMEOUT)
+                .request_within(
+                    &command,
+                    Expect::LinesUntilEnd,
+                    Retry::Idempotent,
+                    DUMP_TIMEOUT,
+                )
                 .await?;
             let Answer::Lines(lines) = answer else {
                 return Err(Error::backend_msg(BACKEND, "metadump gave meta replies"));
@@ -310,10 +340,16 @@ impl Memcached {
                 if last.starts_with(b"BUSY") {
                     return Err(Error::backend_msg(
                         BACKEND,
-                        format!("{}: the LRU crawler stayed busy for {DUMP_BUSY_WAIT:?}", server.addr),
+                        format!(
+                            "{}: the LRU crawler stayed busy for {DUMP_BUSY_WAIT:?}",
+                            server.addr
+                        ),
                     ));
                 }
-                if last.starts_with(b"ERROR") || last.starts_with(b"CLIENT_ERROR") || last.starts_with(b"SERVER_ERROR") {
+                if last.starts_with(b"ERROR")
+                    || last.starts_with(b"CLIENT_ERROR")
+                    || last.starts_with(b"SERVER_ERROR")
+                {
                     tracing::warn!(server = %server.addr, "metadump refused: {}", String::from_utf8_lossy(last));
                     return Err(Error::Unsupported {
                         backend: BACKEND,
@@ -355,7 +391,11 @@ impl Memcached {
                 request.extend_from_slice(format!("md {key}\r\n").as_bytes());
             }
             let answer = server
-                .request(&[request.freeze()], Expect::Replies(batch.len()), Retry::Idempotent)
+                .request(
+                    &[request.freeze()],
+                    Expect::Replies(batch.len()),
+                    Retry::Idempotent,
+                )
                 .await?;
             for reply in replies(answer) {
                 match reply.code {
@@ -502,7 +542,11 @@ impl Backend for Memcached {
         check_key(key)?;
         let server = self.server(key);
         let reply = self
-            .one(server, &[Bytes::from(format!("mg {key} v\r\n"))], Retry::Idempotent)
+            .one(
+                server,
+                &[Bytes::from(format!("mg {key} v\r\n"))],
+                Retry::Idempotent,
+            )
             .await?;
         match reply.code {
             Code::Value => Ok(Some(reply.data)),
@@ -529,7 +573,11 @@ impl Backend for Memcached {
         let server = self.server(key);
         let token = exptime_token(server, expiry_secs(expiry));
         let reply = self
-            .one(server, &[Bytes::from(format!("mg {key} T{token}\r\n"))], Retry::Idempotent)
+            .one(
+                server,
+                &[Bytes::from(format!("mg {key} T{token}\r\n"))],
+                Retry::Idempotent,
+            )
             .await?;
         match reply.code {
             Code::Stored => Ok(true),
@@ -546,14 +594,16 @@ impl Backend for Memcached {
             return self.incr_cas(server, key, delta).await;
         }
         let reply = self
-            .one(server, &[Bytes::from(format!("ma {key} v D{delta}\r\n"))], Retry::Once)
+            .one(
+                server,
+                &[Bytes::from(format!("ma {key} v D{delta}\r\n"))],
+                Retry::Once,
+            )
             .await?;
         match reply.code {
             Code::Value => {
                 let text = std::str::from_utf8(&reply.data).unwrap_or("");
-                let value: u64 = text
-                    .parse()
-                    .map_err(|_| unexpected(server, "ma", &reply))?;
+                let value: u64 = text.parse().map_err(|_| unexpected(server, "ma", &reply))?;
                 match i64::try_from(value) {
                     Ok(v) => Ok(v),
                     Err(_) => {
@@ -561,13 +611,21 @@ impl Backend for Memcached {
                         let undo = Bytes::from(format!("ma {key} MD D{delta}\r\n"));
                         let reply = self.one(server, &[undo], Retry::Once).await?;
                         if reply.code != Code::Stored {
-                            tracing::warn!(key, "cannot undo an overflowing incr: {:?}", reply.code);
+                            tracing::warn!(
+                                key,
+                                "cannot undo an overflowing incr: {:?}",
+                                reply.code
+                            );
                         }
-                        Err(Error::Overflow { key: key.to_owned() })
+                        Err(Error::Overflow {
+                            key: key.to_owned(),
+                        })
                     }
                 }
             }
-            Code::NotFound => Err(Error::KeyNotFound { key: key.to_owned() }),
+            Code::NotFound => Err(Error::KeyNotFound {
+                key: key.to_owned(),
+            }),
             // A negative number (or no number): the CAS loop tells which.
             Code::ClientError => self.incr_cas(server, key, delta).await,
             _ => Err(unexpected(server, "ma", &reply)),
@@ -578,7 +636,11 @@ impl Backend for Memcached {
         check_key(key)?;
         let server = self.server(key);
         let reply = self
-            .one(server, &[Bytes::from(format!("mg {key} t\r\n"))], Retry::Idempotent)
+            .one(
+                server,
+                &[Bytes::from(format!("mg {key} t\r\n"))],
+                Retry::Idempotent,
+            )
             .await?;
         match reply.code {
             Code::Miss => Ok(Ttl::Missing),
@@ -591,7 +653,9 @@ impl Backend for Memcached {
                     Ttl::Forever
                 } else {
                     // Take back the second `expiry_secs` added.
-                    Ttl::Remaining(Duration::from_secs(t.unsigned_abs().saturating_sub(1).max(1)))
+                    Ttl::Remaining(Duration::from_secs(
+                        t.unsigned_abs().saturating_sub(1).max(1),
+                    ))
                 })
             }
             _ => Err(unexpected(server, "mg t", &reply)),
@@ -604,7 +668,11 @@ impl Backend for Memcached {
             match prefix {
                 None => {
                     let reply = self
-                        .one(server, &[Bytes::from_static(b"flush_all\r\n")], Retry::Idempotent)
+                        .one(
+                            server,
+                            &[Bytes::from_static(b"flush_all\r\n")],
+                            Retry::Idempotent,
+                        )
                         .await?;
                     match reply.code {
                         Code::Ok => Ok(()),
@@ -646,7 +714,15 @@ impl Backend for Memcached {
 
     async fn stats(&self) -> Result<BackendStats> {
         let answers = join_all(self.shared.servers.iter().map(|s| async move {
-            (s, s.request(&[Bytes::from_static(b"stats\r\n")], Expect::LinesUntilEnd, Retry::Idempotent).await)
+            (
+                s,
+                s.request(
+                    &[Bytes::from_static(b"stats\r\n")],
+                    Expect::LinesUntilEnd,
+                    Retry::Idempotent,
+                )
+                .await,
+            )
         }))
         .await;
         let mut stats = BackendStats {
@@ -660,18 +736,28 @@ impl Backend for Memcached {
             match answer {
                 Ok(answer) => {
                     live += 1;
-                    let number = |name: &str| stat(&answer, name).and_then(|v| v.parse::<u64>().ok());
+                    let number =
+                        |name: &str| stat(&answer, name).and_then(|v| v.parse::<u64>().ok());
                     let (items, bytes) = (number("curr_items"), number("bytes"));
                     stats.entries = stats.entries.zip(items).map(|(a, b)| a + b);
                     stats.bytes = stats.bytes.zip(bytes).map(|(a, b)| a + b);
-                    for name in ["curr_items", "bytes", "limit_maxbytes", "evictions", "curr_connections", "version"] {
+                    for name in [
+                        "curr_items",
+                        "bytes",
+                        "limit_maxbytes",
+                        "evictions",
+                        "curr_connections",
+                        "version",
+                    ] {
                         if let Some(v) = stat(&answer, name) {
                             stats.extra.push((format!("{} {name}", server.addr), v));
                         }
                     }
                 }
                 Err(e) => {
-                    stats.extra.push((format!("{} down", server.addr), e.to_string()));
+                    stats
+                        .extra
+                        .push((format!("{} down", server.addr), e.to_string()));
                     last_error = Some(e);
                 }
             }
@@ -687,29 +773,37 @@ impl Backend for Memcached {
             check_key(key)?;
         }
         let groups = self.by_server(keys.iter().map(String::as_str));
-        let results = join_all(groups.iter().enumerate().filter(|(_, g)| !g.is_empty()).map(
-            |(index, group)| async move {
-                let server = &self.shared.servers[index];
-                let mut found = Vec::with_capacity(group.len());
-                for batch in group.chunks(BATCH) {
-                    let mut request = BytesMut::new();
-                    for (_, key) in batch {
-                        request.extend_from_slice(format!("mg {key} v\r\n").as_bytes());
-                    }
-                    let answer = server
-                        .request(&[request.freeze()], Expect::Replies(batch.len()), Retry::Idempotent)
-                        .await?;
-                    for ((slot, _), reply) in batch.iter().zip(replies(answer)) {
-                        match reply.code {
-                            Code::Value => found.push((*slot, reply.data)),
-                            Code::Miss => {}
-                            _ => return Err(unexpected(server, "mg", &reply)),
+        let results = join_all(
+            groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| !g.is_empty())
+                .map(|(index, group)| async move {
+                    let server = &self.shared.servers[index];
+                    let mut found = Vec::with_capacity(group.len());
+                    for batch in group.chunks(BATCH) {
+                        let mut request = BytesMut::new();
+                        for (_, key) in batch {
+                            request.extend_from_slice(format!("mg {key} v\r\n").as_bytes());
+                        }
+                        let answer = server
+                            .request(
+                                &[request.freeze()],
+                                Expect::Replies(batch.len()),
+                                Retry::Idempotent,
+                            )
+                            .await?;
+                        for ((slot, _), reply) in batch.iter().zip(replies(answer)) {
+                            match reply.code {
+                                Code::Value => found.push((*slot, reply.data)),
+                                Code::Miss => {}
+                                _ => return Err(unexpected(server, "mg", &reply)),
+                            }
                         }
                     }
-                }
-                Ok::<_, Error>(found)
-            },
-        ))
+                    Ok::<_, Error>(found)
+                }),
+        )
         .await;
         let mut values = vec![None; keys.len()];
         let (mut answered, mut failure) = (0, None);
@@ -739,51 +833,58 @@ impl Backend for Memcached {
         }
         let secs = expiry_secs(expiry);
         let groups = self.by_server(entries.iter().map(|(k, _)| k.as_str()));
-        let results = join_all(groups.iter().enumerate().filter(|(_, g)| !g.is_empty()).map(
-            |(index, group)| {
-                let entries = &entries;
-                async move {
-                    let server = &self.shared.servers[index];
-                    let token = exptime_token(server, secs);
-                    let mut first_error = None;
-                    for batch in group.chunks(BATCH) {
-                        let mut segments = Vec::with_capacity(batch.len() * 3);
-                        let mut sent = Vec::with_capacity(batch.len());
-                        for (slot, key) in batch {
-                            let value = &entries[*slot].1;
-                            if server.item_size_max().is_some_and(|max| value.len() > max) {
-                                let e = self.too_large(server, key, value.len()).await;
-                                first_error.get_or_insert(e);
+        let results = join_all(
+            groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| !g.is_empty())
+                .map(|(index, group)| {
+                    let entries = &entries;
+                    async move {
+                        let server = &self.shared.servers[index];
+                        let token = exptime_token(server, secs);
+                        let mut first_error = None;
+                        for batch in group.chunks(BATCH) {
+                            let mut segments = Vec::with_capacity(batch.len() * 3);
+                            let mut sent = Vec::with_capacity(batch.len());
+                            for (slot, key) in batch {
+                                let value = &entries[*slot].1;
+                                if server.item_size_max().is_some_and(|max| value.len() > max) {
+                                    let e = self.too_large(server, key, value.len()).await;
+                                    first_error.get_or_insert(e);
+                                    continue;
+                                }
+                                segments.push(Bytes::from(format!(
+                                    "ms {key} {} T{token}\r\n",
+                                    value.len()
+                                )));
+                                segments.push(value.clone());
+                                segments.push(Bytes::from_static(b"\r\n"));
+                                sent.push((*key, value.len()));
+                            }
+                            if sent.is_empty() {
                                 continue;
                             }
-                            segments.push(Bytes::from(format!("ms {key} {} T{token}\r\n", value.len())));
-                            segments.push(value.clone());
-                            segments.push(Bytes::from_static(b"\r\n"));
-                            sent.push((*key, value.len()));
-                        }
-                        if sent.is_empty() {
-                            continue;
-                        }
-                        let answer = server
-                            .request(&segments, Expect::Replies(sent.len()), Retry::Idempotent)
-                            .await?;
-                        for ((key, size), reply) in sent.into_iter().zip(replies(answer)) {
-                            match reply.code {
-                                Code::Stored => {}
-                                Code::ServerError if reply.message().contains("too large") => {
-                                    let e = self.too_large(server, key, size).await;
-                                    first_error.get_or_insert(e);
-                                }
-                                _ => {
-                                    first_error.get_or_insert(unexpected(server, "ms", &reply));
+                            let answer = server
+                                .request(&segments, Expect::Replies(sent.len()), Retry::Idempotent)
+                                .await?;
+                            for ((key, size), reply) in sent.into_iter().zip(replies(answer)) {
+                                match reply.code {
+                                    Code::Stored => {}
+                                    Code::ServerError if reply.message().contains("too large") => {
+                                        let e = self.too_large(server, key, size).await;
+                                        first_error.get_or_insert(e);
+                                    }
+                                    _ => {
+                                        first_error.get_or_insert(unexpected(server, "ms", &reply));
+                                    }
                                 }
                             }
                         }
+                        first_error.map_or(Ok(()), Err)
                     }
-                    first_error.map_or(Ok(()), Err)
-                }
-            },
-        ))
+                }),
+        )
         .await;
         results.into_iter().collect()
     }
@@ -793,12 +894,16 @@ impl Backend for Memcached {
             check_key(key)?;
         }
         let groups = self.by_server(keys.iter().map(String::as_str));
-        let results = join_all(groups.iter().enumerate().filter(|(_, g)| !g.is_empty()).map(
-            |(index, group)| async move {
-                let keys: Vec<&str> = group.iter().map(|(_, k)| *k).collect();
-                Self::delete_on(&self.shared.servers[index], &keys).await
-            },
-        ))
+        let results = join_all(
+            groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| !g.is_empty())
+                .map(|(index, group)| async move {
+                    let keys: Vec<&str> = group.iter().map(|(_, k)| *k).collect();
+                    Self::delete_on(&self.shared.servers[index], &keys).await
+                }),
+        )
         .await;
         let mut removed = 0;
         for result in results {
@@ -811,7 +916,11 @@ impl Backend for Memcached {
         check_key(key)?;
         let server = self.server(key);
         let reply = self
-            .one(server, &[Bytes::from(format!("mg {key}\r\n"))], Retry::Idempotent)
+            .one(
+                server,
+                &[Bytes::from(format!("mg {key}\r\n"))],
+                Retry::Idempotent,
+            )
             .await?;
         match reply.code {
             Code::Stored => Ok(true),
@@ -852,7 +961,10 @@ mod tests {
     #[test]
     fn server_lists() {
         assert_eq!(servers("memcached://h1:1,h2:2").unwrap(), ["h1:1", "h2:2"]);
-        assert_eq!(servers("memcached://h1;h2:2").unwrap(), ["h1:11211", "h2:2"]);
+        assert_eq!(
+            servers("memcached://h1;h2:2").unwrap(),
+            ["h1:11211", "h2:2"]
+        );
         assert_eq!(servers("memcached://").unwrap(), ["127.0.0.1:11211"]);
         assert_eq!(servers("memcached://[::1]:5").unwrap(), ["[::1]:5"]);
         let err = servers("memcached://h1:x").unwrap_err().to_string();
@@ -874,7 +986,10 @@ mod tests {
             .unwrap()
             .backend;
         let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
-        assert!(err.contains("accepted options: pool_size, connect_timeout"), "{err}");
+        assert!(
+            err.contains("accepted options: pool_size, connect_timeout"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -889,7 +1004,10 @@ mod tests {
     fn keys_that_break_the_protocol_are_refused() {
         assert!(check_key("fine:1:key").is_ok());
         for bad in ["", "a b", "a\r\nset x", &"k".repeat(251)] {
-            assert!(matches!(check_key(bad), Err(Error::InvalidKey { .. })), "{bad:?}");
+            assert!(
+                matches!(check_key(bad), Err(Error::InvalidKey { .. })),
+                "{bad:?}"
+            );
         }
     }
 

@@ -27,7 +27,8 @@ impl Ring {
             for n in 0..DIGESTS_PER_SERVER {
                 let digest = Md5::digest(format!("{}-{n}", server.as_ref()).as_bytes());
                 for quarter in digest.chunks_exact(4) {
-                    let point = u32::from_le_bytes([quarter[0], quarter[1], quarter[2], quarter[3]]);
+                    let point =
+                        u32::from_le_bytes([quarter[0], quarter[1], quarter[2], quarter[3]]);
                     points.push((point, index));
                 }
             }
@@ -94,7 +95,10 @@ mod tests {
         }
         let fraction = moved as f64 / total as f64;
         // Ideal is 1/4; modulo hashing would move about 3/4.
-        assert!((0.15..0.35).contains(&fraction), "moved {fraction:.3} of the keys");
+        assert!(
+            (0.15..0.35).contains(&fraction),
+            "moved {fraction:.3} of the keys"
+        );
     }
 
     #[test]

@@ -276,7 +276,8 @@ impl Server {
                     self.item_size_max.store(max, Ordering::Relaxed);
                 }
                 if let Some(time) = stat(&stats, "time").and_then(|v| v.parse::<i64>().ok()) {
-                    self.clock_offset.store(time - unix_now(), Ordering::Relaxed);
+                    self.clock_offset
+                        .store(time - unix_now(), Ordering::Relaxed);
                 }
                 self.mark_up();
                 Ok(conn)

@@ -26,7 +26,8 @@ struct MemcachedHarness {
 #[async_trait::async_trait]
 impl Harness for MemcachedHarness {
     async fn backend(&self) -> Arc<dyn Backend> {
-        let config = MemcachedConfig::new(servers(self.servers).iter().map(MemcachedServer::address));
+        let config =
+            MemcachedConfig::new(servers(self.servers).iter().map(MemcachedServer::address));
         Arc::new(Memcached::new(&config))
     }
 

@@ -39,20 +39,41 @@ async fn timeouts_over_thirty_days_stay_relative() {
     for days in [31, 40, 365] {
         let key = format!("long{days}");
         let timeout = Duration::from_secs(days * DAY);
-        mc.set(&key, Bytes::from_static(b"v"), Expiry::After(timeout)).await.unwrap();
-        assert_eq!(mc.get(&key).await.unwrap(), Some(Bytes::from_static(b"v")), "{days} days");
+        mc.set(&key, Bytes::from_static(b"v"), Expiry::After(timeout))
+            .await
+            .unwrap();
+        assert_eq!(
+            mc.get(&key).await.unwrap(),
+            Some(Bytes::from_static(b"v")),
+            "{days} days"
+        );
         // What the server itself says is left.
         let reply = raw(&server, &format!("mg {key} t\r\n"));
         let left: u64 = reply.strip_prefix("HD t").unwrap().parse().unwrap();
-        assert!(left <= days * DAY && left > days * DAY - 10, "{days} days: server says {left} s");
+        assert!(
+            left <= days * DAY && left > days * DAY - 10,
+            "{days} days: server says {left} s"
+        );
         match mc.ttl(&key).await.unwrap() {
-            Ttl::Remaining(d) => assert!(d <= timeout && d > timeout - Duration::from_secs(10), "{d:?}"),
+            Ttl::Remaining(d) => assert!(
+                d <= timeout && d > timeout - Duration::from_secs(10),
+                "{d:?}"
+            ),
             other => panic!("{other:?}"),
         }
     }
     // Exactly 30 days is still relative, and touch converts too.
-    mc.set("thirty", Bytes::from_static(b"v"), Expiry::After(Duration::from_secs(30 * DAY))).await.unwrap();
-    assert!(mc.touch("thirty", Expiry::After(Duration::from_secs(60 * DAY))).await.unwrap());
+    mc.set(
+        "thirty",
+        Bytes::from_static(b"v"),
+        Expiry::After(Duration::from_secs(30 * DAY)),
+    )
+    .await
+    .unwrap();
+    assert!(mc
+        .touch("thirty", Expiry::After(Duration::from_secs(60 * DAY)))
+        .await
+        .unwrap());
     match mc.ttl("thirty").await.unwrap() {
         Ttl::Remaining(d) => assert!(d > Duration::from_secs(60 * DAY - 10), "{d:?}"),
         other => panic!("{other:?}"),
@@ -67,32 +88,54 @@ async fn values_over_the_item_size_limit_fail_and_remove_the_old_value() {
     // Larger than the limit (refused before sending) and just under it (refused by the
     // server, because the item also holds the key and a header).
     for size in [limit + 1, limit - 10] {
-        mc.set("k", Bytes::from_static(b"old"), MINUTE).await.unwrap();
-        let err = mc.set("k", Bytes::from(vec![7u8; size]), MINUTE).await.unwrap_err();
+        mc.set("k", Bytes::from_static(b"old"), MINUTE)
+            .await
+            .unwrap();
+        let err = mc
+            .set("k", Bytes::from(vec![7u8; size]), MINUTE)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::ValueTooLarge { size: s, limit: l, .. } if s == size && l == limit),
             "{size}: {err:?}"
         );
-        assert_eq!(mc.get("k").await.unwrap(), None, "{size}: the older value is left behind");
+        assert_eq!(
+            mc.get("k").await.unwrap(),
+            None,
+            "{size}: the older value is left behind"
+        );
     }
     // The connection stays usable, and a value within the limit is stored.
-    mc.set("k", Bytes::from(vec![1u8; limit / 2]), MINUTE).await.unwrap();
+    mc.set("k", Bytes::from(vec![1u8; limit / 2]), MINUTE)
+        .await
+        .unwrap();
     assert_eq!(mc.get("k").await.unwrap().map(|v| v.len()), Some(limit / 2));
     // set_many reports the one too large and stores the others.
-    mc.set("big", Bytes::from_static(b"old"), MINUTE).await.unwrap();
+    mc.set("big", Bytes::from_static(b"old"), MINUTE)
+        .await
+        .unwrap();
     let entries = vec![
         ("small".to_owned(), Bytes::from_static(b"s")),
         ("big".to_owned(), Bytes::from(vec![0u8; limit + 5])),
     ];
-    assert!(matches!(mc.set_many(entries, MINUTE).await, Err(Error::ValueTooLarge { .. })));
-    assert_eq!(mc.get("small").await.unwrap(), Some(Bytes::from_static(b"s")));
+    assert!(matches!(
+        mc.set_many(entries, MINUTE).await,
+        Err(Error::ValueTooLarge { .. })
+    ));
+    assert_eq!(
+        mc.get("small").await.unwrap(),
+        Some(Bytes::from_static(b"s"))
+    );
     assert_eq!(mc.get("big").await.unwrap(), None);
     // Through the cache the message names the user's key and says the old value is gone.
     let cache = Cache::new(Arc::new(mc.clone()), CacheOptions::default());
     // Incompressible, so that compression does not bring it under the limit.
     let noise: Vec<u8> = (0..limit * 2).map(|_| rand::random::<u8>()).collect();
     let err = cache.set_bytes("page", &noise, 60).await.unwrap_err();
-    assert!(err.to_string().contains("`page`") && err.to_string().contains("older value was removed"), "{err}");
+    assert!(
+        err.to_string().contains("`page`") && err.to_string().contains("older value was removed"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -124,7 +167,11 @@ async fn a_dead_server_is_skipped_and_retried() {
         }
         on_a
     };
-    assert!(!on_a.is_empty() && on_a.len() < keys.len(), "keys are not spread: {}", on_a.len());
+    assert!(
+        !on_a.is_empty() && on_a.len() < keys.len(),
+        "keys are not spread: {}",
+        on_a.len()
+    );
 
     b.stop();
     let started = Instant::now();
@@ -143,7 +190,10 @@ async fn a_dead_server_is_skipped_and_retried() {
         }
     }
     assert_eq!(failures, keys.len() - on_a.len());
-    assert!(started.elapsed() < Duration::from_secs(2), "a dead server slowed every request");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a dead server slowed every request"
+    );
     assert_eq!(mc.down_servers(), [format!("127.0.0.1:{b_port}")]);
 
     // Degrade mode turns the dead server's keys into misses; get_many keeps the live hits.
@@ -172,7 +222,10 @@ async fn a_dead_server_is_skipped_and_retried() {
             Err(e) => panic!("the server was not retried: {e}"),
         }
     }
-    assert_eq!(mc.get(dead_key).await.unwrap(), Some(Bytes::from_static(b"back")));
+    assert_eq!(
+        mc.get(dead_key).await.unwrap(),
+        Some(Bytes::from_static(b"back"))
+    );
     assert!(mc.down_servers().is_empty());
 }
 
@@ -189,7 +242,12 @@ async fn two_clients_race_on_add_and_exactly_one_wins() {
                 let (key, start) = (key.clone(), start.clone());
                 tokio::spawn(async move {
                     start.wait().await;
-                    (i, mc.add(&key, Bytes::from(format!("w{i}")), MINUTE).await.unwrap())
+                    (
+                        i,
+                        mc.add(&key, Bytes::from(format!("w{i}")), MINUTE)
+                            .await
+                            .unwrap(),
+                    )
                 })
             })
             .collect();
@@ -201,7 +259,10 @@ async fn two_clients_race_on_add_and_exactly_one_wins() {
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
-        assert_eq!(a.get(&key).await.unwrap(), Some(Bytes::from(format!("w{}", winners[0]))));
+        assert_eq!(
+            a.get(&key).await.unwrap(),
+            Some(Bytes::from(format!("w{}", winners[0])))
+        );
     }
 }
 
@@ -211,7 +272,9 @@ async fn two_clients_race_on_add_and_exactly_one_wins() {
 async fn two_clients_race_on_incr_and_decr_across_zero() {
     let server = MemcachedServer::start();
     let (a, b) = (client(&[&server]), client(&[&server]));
-    a.set("n", Bytes::from_static(b"-100"), MINUTE).await.unwrap();
+    a.set("n", Bytes::from_static(b"-100"), MINUTE)
+        .await
+        .unwrap();
     let race = |delta: i64| {
         let (a, b) = (a.clone(), b.clone());
         async move {
@@ -244,41 +307,93 @@ async fn signed_arithmetic_and_its_limits() {
     assert_eq!(mc.incr("n", 7).await.unwrap(), 5);
     // Past i64::MAX memcached (unsigned) would carry on; the increment is undone.
     let near = (i64::MAX - 1).to_string();
-    mc.set("max", Bytes::from(near.clone()), MINUTE).await.unwrap();
-    assert!(matches!(mc.incr("max", 5).await, Err(Error::Overflow { .. })));
+    mc.set("max", Bytes::from(near.clone()), MINUTE)
+        .await
+        .unwrap();
+    assert!(matches!(
+        mc.incr("max", 5).await,
+        Err(Error::Overflow { .. })
+    ));
     assert_eq!(mc.get("max").await.unwrap(), Some(Bytes::from(near)));
-    mc.set("min", Bytes::from(i64::MIN.to_string()), MINUTE).await.unwrap();
-    assert!(matches!(mc.incr("min", -1).await, Err(Error::Overflow { .. })));
+    mc.set("min", Bytes::from(i64::MIN.to_string()), MINUTE)
+        .await
+        .unwrap();
+    assert!(matches!(
+        mc.incr("min", -1).await,
+        Err(Error::Overflow { .. })
+    ));
     // Not numbers.
     for text in ["text", "1.5", "", "99999999999999999999"] {
         mc.set("s", Bytes::from(text), MINUTE).await.unwrap();
-        assert!(matches!(mc.incr("s", 1).await, Err(Error::NotAnInteger { .. })), "{text:?}");
-        assert!(matches!(mc.incr("s", -1).await, Err(Error::NotAnInteger { .. })), "{text:?}");
+        assert!(
+            matches!(mc.incr("s", 1).await, Err(Error::NotAnInteger { .. })),
+            "{text:?}"
+        );
+        assert!(
+            matches!(mc.incr("s", -1).await, Err(Error::NotAnInteger { .. })),
+            "{text:?}"
+        );
     }
-    assert!(matches!(mc.incr("missing", 1).await, Err(Error::KeyNotFound { .. })));
-    assert!(matches!(mc.incr("missing", -1).await, Err(Error::KeyNotFound { .. })));
+    assert!(matches!(
+        mc.incr("missing", 1).await,
+        Err(Error::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        mc.incr("missing", -1).await,
+        Err(Error::KeyNotFound { .. })
+    ));
     // Both paths keep the expiry (forever stays forever).
-    mc.set("f", Bytes::from_static(b"-1"), Expiry::Never).await.unwrap();
+    mc.set("f", Bytes::from_static(b"-1"), Expiry::Never)
+        .await
+        .unwrap();
     mc.incr("f", 1).await.unwrap();
     mc.incr("f", -3).await.unwrap();
     assert_eq!(mc.ttl("f").await.unwrap(), Ttl::Forever);
-    mc.set("t", Bytes::from_static(b"-1"), Expiry::After(Duration::from_secs(100))).await.unwrap();
+    mc.set(
+        "t",
+        Bytes::from_static(b"-1"),
+        Expiry::After(Duration::from_secs(100)),
+    )
+    .await
+    .unwrap();
     mc.incr("t", -3).await.unwrap();
     mc.incr("t", 10).await.unwrap();
-    assert!(matches!(mc.ttl("t").await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(95) && d <= Duration::from_secs(100)));
+    assert!(
+        matches!(mc.ttl("t").await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(95) && d <= Duration::from_secs(100))
+    );
 }
 
 #[tokio::test]
 async fn keys_that_could_inject_commands_never_reach_the_server() {
     let server = MemcachedServer::start();
     let mc = client(&[&server]);
-    mc.set("victim", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    mc.set("victim", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap();
     for key in ["a b", "x\r\nflush_all", "tab\there", &"k".repeat(251), ""] {
-        assert!(matches!(mc.set(key, Bytes::from_static(b"v"), MINUTE).await, Err(Error::InvalidKey { .. })), "{key:?}");
-        assert!(matches!(mc.get(key).await, Err(Error::InvalidKey { .. })), "{key:?}");
-        assert!(matches!(mc.get_many(&[key.to_owned()]).await, Err(Error::InvalidKey { .. })), "{key:?}");
+        assert!(
+            matches!(
+                mc.set(key, Bytes::from_static(b"v"), MINUTE).await,
+                Err(Error::InvalidKey { .. })
+            ),
+            "{key:?}"
+        );
+        assert!(
+            matches!(mc.get(key).await, Err(Error::InvalidKey { .. })),
+            "{key:?}"
+        );
+        assert!(
+            matches!(
+                mc.get_many(&[key.to_owned()]).await,
+                Err(Error::InvalidKey { .. })
+            ),
+            "{key:?}"
+        );
     }
-    assert_eq!(mc.get("victim").await.unwrap(), Some(Bytes::from_static(b"v")));
+    assert_eq!(
+        mc.get("victim").await.unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
 }
 
 #[tokio::test]
@@ -286,7 +401,10 @@ async fn two_servers_share_the_keys_without_overlap() {
     let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
     let both = client(&[&a, &b]);
     let keys: Vec<String> = (0..300).map(|i| format!("prefix:1:key{i}")).collect();
-    let entries = keys.iter().map(|k| (k.clone(), Bytes::from(k.clone()))).collect();
+    let entries = keys
+        .iter()
+        .map(|k| (k.clone(), Bytes::from(k.clone())))
+        .collect();
     both.set_many(entries, MINUTE).await.unwrap();
     let on_a = client(&[&a]).get_many(&keys).await.unwrap();
     let on_b = client(&[&b]).get_many(&keys).await.unwrap();
@@ -298,13 +416,25 @@ async fn two_servers_share_the_keys_without_overlap() {
             other => panic!("{key} is on {other:?}"),
         }
     }
-    assert!(count_a > 90 && count_b > 90, "uneven: {count_a} / {count_b}");
-    assert_eq!(both.get_many(&keys).await.unwrap().iter().flatten().count(), 300);
+    assert!(
+        count_a > 90 && count_b > 90,
+        "uneven: {count_a} / {count_b}"
+    );
+    assert_eq!(
+        both.get_many(&keys).await.unwrap().iter().flatten().count(),
+        300
+    );
     assert_eq!(both.delete_many(&keys).await.unwrap(), 300);
     // The same list in the other order maps keys to the same servers.
     let reversed = client(&[&b, &a]);
-    reversed.set("prefix:1:key7", Bytes::from_static(b"x"), MINUTE).await.unwrap();
-    assert_eq!(both.get("prefix:1:key7").await.unwrap(), Some(Bytes::from_static(b"x")));
+    reversed
+        .set("prefix:1:key7", Bytes::from_static(b"x"), MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        both.get("prefix:1:key7").await.unwrap(),
+        Some(Bytes::from_static(b"x"))
+    );
 }
 
 #[tokio::test]
@@ -312,7 +442,9 @@ async fn stats_and_full_clear() {
     let server = MemcachedServer::start();
     let mc = client(&[&server]);
     for i in 0..5 {
-        mc.set(&format!("k{i}"), Bytes::from_static(b"value"), MINUTE).await.unwrap();
+        mc.set(&format!("k{i}"), Bytes::from_static(b"value"), MINUTE)
+            .await
+            .unwrap();
     }
     let stats = mc.stats().await.unwrap();
     assert_eq!(stats.entries, Some(5));
@@ -339,7 +471,10 @@ async fn urls_with_several_servers_and_options() {
             let backend = backend.clone();
             tokio::spawn(async move {
                 let key = format!("k{i}");
-                backend.set(&key, Bytes::from(key.clone()), MINUTE).await.unwrap();
+                backend
+                    .set(&key, Bytes::from(key.clone()), MINUTE)
+                    .await
+                    .unwrap();
                 backend.get(&key).await.unwrap()
             })
         })
@@ -347,9 +482,17 @@ async fn urls_with_several_servers_and_options() {
     for (i, t) in tasks.into_iter().enumerate() {
         assert_eq!(t.await.unwrap(), Some(Bytes::from(format!("k{i}"))));
     }
-    let mut spec = CacheConfig::from_url("default", "memcached://h:11211?io_timeout=0").unwrap().backend;
-    let err = webcache_memcached::from_spec(&mut spec).await.unwrap_err().to_string();
-    assert!(err.contains("io_timeout") && err.contains("more than 0"), "{err}");
+    let mut spec = CacheConfig::from_url("default", "memcached://h:11211?io_timeout=0")
+        .unwrap()
+        .backend;
+    let err = webcache_memcached::from_spec(&mut spec)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("io_timeout") && err.contains("more than 0"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -363,7 +506,10 @@ async fn a_server_that_was_never_up_fails_fast_with_a_typed_error() {
     assert!(err.to_string().contains("cannot connect"), "{err}");
     // Marked down: the next call does not even try to connect.
     let started = Instant::now();
-    let err = mc.set("k", Bytes::from_static(b"v"), MINUTE).await.unwrap_err();
+    let err = mc
+        .set("k", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("marked down"), "{err}");
     assert!(started.elapsed() < Duration::from_millis(50));
     assert!(mc.stats().await.is_err());
