@@ -211,7 +211,12 @@ pub(crate) enum Op {
 
 /// One line of `webcache shell` (or one admin request): an inspection command.
 #[derive(Debug, Parser)]
-#[command(name = "", no_binary_name = true, disable_help_flag = false, disable_version_flag = true)]
+#[command(
+    name = "",
+    no_binary_name = true,
+    disable_help_flag = false,
+    disable_version_flag = true
+)]
 pub(crate) struct Line {
     #[command(subcommand)]
     pub(crate) op: Op,

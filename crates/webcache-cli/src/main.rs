@@ -2,6 +2,9 @@
 //! caches any HTTP origin, and `keys`/`get`/`ttl`/`set`/`del`/`clear`/`stats`/`shell` inspect a
 //! cache the way `redis-cli` inspects Redis, but decoded.
 
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
 mod cli;
 mod ops;
 mod output;
@@ -83,7 +86,9 @@ fn confirm(op: Op) -> Result<Op, OpError> {
         return Ok(op);
     };
     if !std::io::stdin().is_terminal() {
-        return Err(OpError::Usage("clear deletes every key of the cache; add --yes to confirm".into()));
+        return Err(OpError::Usage(
+            "clear deletes every key of the cache; add --yes to confirm".into(),
+        ));
     }
     eprint!("Delete every key of this cache? [y/N] ");
     let mut answer = String::new();
@@ -116,17 +121,27 @@ async fn proxy(target: &cli::TargetArgs, args: &cli::ProxyArgs) -> anyhow::Resul
     let default_ttl = match args.default_ttl {
         None => None,
         Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
-            anyhow::anyhow!("--default-ttl {secs} is not a number of seconds; use e.g. --default-ttl 60")
+            anyhow::anyhow!(
+                "--default-ttl {secs} is not a number of seconds; use e.g. --default-ttl 60"
+            )
         })?),
     };
     let app = webcache::http::proxy_router(&args.upstream, cache.clone(), default_ttl)
         .with_context(|| format!("--upstream {}", args.upstream))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}; choose another address with --listen", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; choose another address with --listen",
+                args.listen
+            )
+        })?;
     let policy = match default_ttl {
         None => "RFC 9111 shared cache (stores what the origin marks fresh)".to_owned(),
-        Some(d) => format!("Django site-wide middleware (cacheable 200s kept {} s)", d.as_secs_f64()),
+        Some(d) => format!(
+            "Django site-wide middleware (cacheable 200s kept {} s)",
+            d.as_secs_f64()
+        ),
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(

@@ -51,7 +51,11 @@ pub(crate) async fn run(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Value, OpError> {
     match op {
-        Op::Keys { pattern, limit, key } => {
+        Op::Keys {
+            pattern,
+            limit,
+            key,
+        } => {
             let mut keys = list_keys(cache, pattern, key);
             let mut out = Vec::new();
             while let Some(k) = keys.next().await {
@@ -63,14 +67,26 @@ pub(crate) async fn run(
             Ok(Value::Array(out))
         }
         Op::Get { key, keyargs } => {
-            let stored = cache.backend().get(&stored_key(cache, key, keyargs)?).await?;
+            let stored = cache
+                .backend()
+                .get(&stored_key(cache, key, keyargs)?)
+                .await?;
             Ok(stored.map_or(Value::Null, |raw| describe(&raw)))
         }
         Op::Ttl { key, keyargs } => {
-            let ttl = cache.backend().ttl(&stored_key(cache, key, keyargs)?).await?;
+            let ttl = cache
+                .backend()
+                .ttl(&stored_key(cache, key, keyargs)?)
+                .await?;
             Ok(ttl_json(ttl))
         }
-        Op::Set { key, value, ttl, forever, keyargs } => {
+        Op::Set {
+            key,
+            value,
+            ttl,
+            forever,
+            keyargs,
+        } => {
             let value = parse_value(value)?;
             let timeout = timeout(*ttl, *forever)?;
             if keyargs.raw {
@@ -84,7 +100,13 @@ pub(crate) async fn run(
             }
             Ok(Value::Bool(true))
         }
-        Op::Add { key, value, ttl, forever, keyargs } => {
+        Op::Add {
+            key,
+            value,
+            ttl,
+            forever,
+            keyargs,
+        } => {
             let value = parse_value(value)?;
             let timeout = timeout(*ttl, *forever)?;
             let added = if keyargs.raw {
@@ -105,7 +127,11 @@ pub(crate) async fn run(
                 .ok_or_else(|| OpError::Usage(format!("cannot decrement by {by}")))?;
             incr(cache, key, by, keyargs).await
         }
-        Op::Touch { key, seconds, keyargs } => {
+        Op::Touch {
+            key,
+            seconds,
+            keyargs,
+        } => {
             let timeout = timeout(Some(*seconds), false)?;
             let touched = if keyargs.raw {
                 match expiry(cache, timeout) {
@@ -123,7 +149,11 @@ pub(crate) async fn run(
                 .map(|k| stored_key(cache, k, keyargs))
                 .collect::<Result<Vec<_>, _>>()?;
             let removed = cache.backend().delete_many(&stored).await?;
-            Ok(if keys.len() == 1 { Value::Bool(removed == 1) } else { json!(removed) })
+            Ok(if keys.len() == 1 {
+                Value::Bool(removed == 1)
+            } else {
+                json!(removed)
+            })
         }
         Op::Clear { yes } => {
             if !yes {
@@ -165,7 +195,10 @@ async fn create_cache_table(cache: &Cache, _dry_run: bool) -> Result<Value, OpEr
 /// Deletes the cache's keys (its prefix, every version) in batches, reporting progress, when
 /// the backend can list keys; otherwise one `clear` call.
 async fn clear(cache: &Cache, progress: &(dyn Fn(u64) + Sync)) -> Result<Value, OpError> {
-    let pattern = format!("{}*", webcache::glob_escape(&format!("{}:", cache.options().key_prefix)));
+    let pattern = format!(
+        "{}*",
+        webcache::glob_escape(&format!("{}:", cache.options().key_prefix))
+    );
     let mut keys = cache.backend().scan(&pattern);
     let mut batch = Vec::with_capacity(CLEAR_BATCH);
     let mut removed = 0u64;
@@ -272,9 +305,8 @@ fn round_ms(d: Duration) -> f64 {
 pub(crate) fn describe(raw: &Bytes) -> Value {
     match entry::decode(raw) {
         Ok(Decoded::Integer(n)) => json!(n),
-        Ok(Decoded::Json(payload)) => serde_json::from_slice(&payload).unwrap_or_else(|e| {
-            json!({"corrupt": format!("JSON entry that does not parse: {e}")})
-        }),
+        Ok(Decoded::Json(payload)) => serde_json::from_slice(&payload)
+            .unwrap_or_else(|e| json!({"corrupt": format!("JSON entry that does not parse: {e}")})),
         Ok(Decoded::Bytes(bytes)) => describe_bytes(&bytes),
         Err(e) => json!({ "corrupt": e.to_string(), "size": raw.len(), "hex": hex_preview(raw) }),
     }

@@ -25,9 +25,15 @@ pub(crate) async fn run(target: &Target, as_json: bool) -> i32 {
             break;
         }
         let code = match shell_words::split(line) {
-            Err(e) => output::print(None, &Err(OpError::Usage(format!("cannot split `{line}`: {e}"))), as_json),
+            Err(e) => output::print(
+                None,
+                &Err(OpError::Usage(format!("cannot split `{line}`: {e}"))),
+                as_json,
+            ),
             Ok(words) => match Line::try_parse_from(words) {
-                Err(e) if as_json => output::print(None, &Err(OpError::Usage(first_line(&e.to_string()))), true),
+                Err(e) if as_json => {
+                    output::print(None, &Err(OpError::Usage(first_line(&e.to_string()))), true)
+                }
                 Err(e) => {
                     let _ = e.print();
                     2
@@ -44,5 +50,10 @@ pub(crate) async fn run(target: &Target, as_json: bool) -> i32 {
 }
 
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim_start_matches("error: ").to_owned()
+    message
+        .lines()
+        .next()
+        .unwrap_or(message)
+        .trim_start_matches("error: ")
+        .to_owned()
 }

@@ -48,7 +48,9 @@ impl Target {
             });
         }
         let caches = open_caches(args).await?;
-        let cache = caches.get(&args.alias).context("choose an alias with --alias")?;
+        let cache = caches
+            .get(&args.alias)
+            .context("choose an alias with --alias")?;
         Ok(Target::Local(cache.clone()))
     }
 
@@ -63,7 +65,12 @@ impl Target {
                 })
                 .await
             }
-            Target::App { url, alias, token, http } => {
+            Target::App {
+                url,
+                alias,
+                token,
+                http,
+            } => {
                 let mut request = http
                     .post(format!("{url}{}", crate::serve::admin::PATH))
                     .json(&json!({ "alias": alias, "op": op }));
@@ -71,11 +78,15 @@ impl Target {
                     request = request.bearer_auth(token);
                 }
                 let response = request.send().await.map_err(|e| {
-                    OpError::Failed(format!("cannot reach the app at {url}: {e}; is `webcache serve` running there?"))
+                    OpError::Failed(format!(
+                        "cannot reach the app at {url}: {e}; is `webcache serve` running there?"
+                    ))
                 })?;
                 let status = response.status();
                 let body: Value = response.json().await.map_err(|e| {
-                    OpError::Failed(format!("{url} did not answer like a webcache app ({status}): {e}"))
+                    OpError::Failed(format!(
+                        "{url} did not answer like a webcache app ({status}): {e}"
+                    ))
                 })?;
                 crate::serve::admin::outcome_from_json(&body)
             }
@@ -90,7 +101,12 @@ pub(crate) async fn create_cache_table(args: &TargetArgs, dry_run: bool) -> Resu
     let mut spec: BackendSpec = config
         .get(&args.alias)
         .map(|c| c.backend.clone())
-        .ok_or_else(|| OpError::Usage(format!("no cache alias `{}` in the configuration; choose one with --alias", args.alias)))?;
+        .ok_or_else(|| {
+            OpError::Usage(format!(
+                "no cache alias `{}` in the configuration; choose one with --alias",
+                args.alias
+            ))
+        })?;
     if !matches!(spec.scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
         return Err(OpError::Usage(format!(
             "createcachetable needs an `sqlite://` or `postgres://` cache; `{}` is a {} cache",
@@ -103,9 +119,19 @@ pub(crate) async fn create_cache_table(args: &TargetArgs, dry_run: bool) -> Resu
         webcache::sql::create_cache_table(&mut spec).await
     }
     .map_err(|e| match e {
-        webcache::ConfigError::Connect { .. } => OpError::Failed(format!("{:#}", anyhow::Error::new(e))),
+        webcache::ConfigError::Connect { .. } => {
+            OpError::Failed(format!("{:#}", anyhow::Error::new(e)))
+        }
         other => OpError::Usage(other.to_string()),
     })?;
-    let sql = statements.iter().map(|s| format!("{s};")).collect::<Vec<_>>().join("\n");
-    Ok(if dry_run { json!(sql) } else { json!({ "created": spec.alias, "sql": sql }) })
+    let sql = statements
+        .iter()
+        .map(|s| format!("{s};"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(if dry_run {
+        json!(sql)
+    } else {
+        json!({ "created": spec.alias, "sql": sql })
+    })
 }

@@ -29,10 +29,18 @@ impl Demo {
             .unwrap();
         // The first line says where it listens.
         let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
         assert!(first.contains(&listen), "unexpected banner: {first}");
-        assert!(webcache_testkit::servers::wait_for_port(port, Duration::from_secs(10)));
-        Demo { child, base: format!("http://{listen}") }
+        assert!(webcache_testkit::servers::wait_for_port(
+            port,
+            Duration::from_secs(10)
+        ));
+        Demo {
+            child,
+            base: format!("http://{listen}"),
+        }
     }
 }
 
@@ -81,12 +89,26 @@ async fn hello_is_slow_once_then_a_hit() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-cache"], "MISS");
     let body = first.text().await.unwrap();
-    assert!(first_took >= Duration::from_secs(1), "the miss waits for the upstream: {first_took:?}");
-    assert!(body.len() > 4000 && body.contains("Hello 127.0.0.1"), "{} bytes", body.len());
+    assert!(
+        first_took >= Duration::from_secs(1),
+        "the miss waits for the upstream: {first_took:?}"
+    );
+    assert!(
+        body.len() > 4000 && body.contains("Hello 127.0.0.1"),
+        "{} bytes",
+        body.len()
+    );
     let (second_took, second) = get(&http, &format!("{}/hello?delay=1", demo.base)).await;
     assert_eq!(second.headers()["x-cache"], "HIT");
     assert!(second_took < Duration::from_millis(500), "{second_took:?}");
-    let count: Value = http.get(format!("{}/count", demo.base)).send().await.unwrap().json().await.unwrap();
+    let count: Value = http
+        .get(format!("{}/count", demo.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(count["served"], 1, "the upstream was called once");
 
     // The key and its TTL are visible from outside through the admin endpoint.
@@ -100,12 +122,22 @@ async fn hello_is_slow_once_then_a_hit() {
 #[tokio::test]
 async fn the_upstream_rejects_bad_delays_with_words() {
     let demo = Demo::start(&[]);
-    let response = reqwest::get(format!("{}/delay/soon", demo.base)).await.unwrap();
+    let response = reqwest::get(format!("{}/delay/soon", demo.base))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("use seconds from 0 to"));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("use seconds from 0 to"));
     let http = reqwest::Client::new();
     let (_, response) = get(&http, &format!("{}/hello?delay=100", demo.base)).await;
-    assert_eq!(response.status(), 502, "an upstream failure is a 502 that says why");
+    assert_eq!(
+        response.status(),
+        502,
+        "an upstream failure is a 502 that says why"
+    );
     assert!(response.text().await.unwrap().contains("answered 400"));
 }
 
@@ -114,35 +146,97 @@ async fn post_on_the_class_route_is_never_cached() {
     let demo = Demo::start(&[]);
     let http = reqwest::Client::new();
     for _ in 0..2 {
-        let r = http.post(format!("{}/hello-class?delay=0", demo.base)).send().await.unwrap();
+        let r = http
+            .post(format!("{}/hello-class?delay=0", demo.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let count: Value = http.get(format!("{}/count", demo.base)).send().await.unwrap().json().await.unwrap();
+    let count: Value = http
+        .get(format!("{}/count", demo.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(count["served"], 2);
 }
 
 #[tokio::test]
 async fn the_cart_lives_in_a_session_and_is_inspectable() {
     let demo = Demo::start(&[]);
-    let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
     let mut cookie = String::new();
     for item in ["apple", "pear"] {
-        let r = http.get(format!("{}/cart?add={item}", demo.base)).send().await.unwrap();
+        let r = http
+            .get(format!("{}/cart?add={item}", demo.base))
+            .send()
+            .await
+            .unwrap();
         if let Some(c) = r.headers().get("set-cookie") {
             cookie = c.to_str().unwrap().to_owned();
         }
     }
-    let body: Value = http.get(format!("{}/cart", demo.base)).send().await.unwrap().json().await.unwrap();
+    let body: Value = http
+        .get(format!("{}/cart", demo.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body, json!({"items": ["apple", "pear"]}));
-    let id = cookie.trim_start_matches("sessionid=").split(';').next().unwrap().to_owned();
+    let id = cookie
+        .trim_start_matches("sessionid=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(!cookie.contains("apple"), "the cookie carries only the id");
-    let out = webcache(&["--json", "keys", "webcache.sessions.*", "--app", &demo.base], None);
-    assert_eq!(json_lines(&out)[0]["result"], json!([format!("webcache.sessions.{id}")]));
-    let out = webcache(&["--json", "get", &format!("webcache.sessions.{id}"), "--app", &demo.base], None);
-    assert_eq!(json_lines(&out)[0]["result"]["data"]["items"], json!(["apple", "pear"]));
-    let cleared: Value = http.post(format!("{}/cart/clear", demo.base)).send().await.unwrap().json().await.unwrap();
+    let out = webcache(
+        &["--json", "keys", "webcache.sessions.*", "--app", &demo.base],
+        None,
+    );
+    assert_eq!(
+        json_lines(&out)[0]["result"],
+        json!([format!("webcache.sessions.{id}")])
+    );
+    let out = webcache(
+        &[
+            "--json",
+            "get",
+            &format!("webcache.sessions.{id}"),
+            "--app",
+            &demo.base,
+        ],
+        None,
+    );
+    assert_eq!(
+        json_lines(&out)[0]["result"]["data"]["items"],
+        json!(["apple", "pear"])
+    );
+    let cleared: Value = http
+        .post(format!("{}/cart/clear", demo.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(cleared, json!({"items": []}));
-    let body: Value = http.get(format!("{}/cart", demo.base)).send().await.unwrap().json().await.unwrap();
+    let body: Value = http
+        .get(format!("{}/cart", demo.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body, json!({"items": []}));
 }
 
@@ -193,7 +287,11 @@ fn every_inspection_command_through_the_shell() {
     assert_eq!(results[4], &json!("forever"));
     assert_eq!(results[5], &json!({"a": [1, 2]}));
     assert_eq!(results[6], &Value::Null, "ttl of a missing key is null");
-    assert_eq!(results[7], &Value::Null, "get of a missing key is null, not an error");
+    assert_eq!(
+        results[7],
+        &Value::Null,
+        "get of a missing key is null, not an error"
+    );
     assert_eq!(r[7]["ok"], true);
     assert_eq!(results[8], &json!(false));
     assert_eq!(results[9], &json!(true));
@@ -208,22 +306,41 @@ fn every_inspection_command_through_the_shell() {
     assert_eq!(keys, ["forever", "fresh", "greeting"]);
     assert_eq!(results[16], &json!(["greeting"]));
     assert_eq!(results[17], &json!(true));
-    assert_eq!(results[18], &Value::Null, "version 1 does not see version 2");
+    assert_eq!(
+        results[18],
+        &Value::Null,
+        "version 1 does not see version 2"
+    );
     assert_eq!(results[19], &json!("two"));
-    assert_eq!(results[20], &json!("hello"), "--raw addresses the stored key");
+    assert_eq!(
+        results[20],
+        &json!("hello"),
+        "--raw addresses the stored key"
+    );
     assert_eq!(results[21], &json!(true));
     assert_eq!(results[22], &json!(false));
     assert_eq!(results[23], &json!(2));
     assert_eq!(results[24]["backend"], "locmem");
     assert_eq!(r[25]["ok"], false, "clear without --yes refuses");
     assert!(r[25]["error"].as_str().unwrap().contains("--yes"));
-    assert_eq!(results[26], &json!(1), "clear removed the one key left (v2)");
+    assert_eq!(
+        results[26],
+        &json!(1),
+        "clear removed the one key left (v2)"
+    );
     assert_eq!(results[27], &json!([]));
     assert_eq!(r[28]["ok"], false);
-    assert!(r[28]["error"].as_str().unwrap().contains("VALUE must be JSON"));
+    assert!(r[28]["error"]
+        .as_str()
+        .unwrap()
+        .contains("VALUE must be JSON"));
     assert_eq!(r[29]["ok"], false);
     assert_eq!(r.len(), 30);
-    assert_eq!(out.status.code(), Some(2), "a usage error in a line makes the shell exit 2");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error in a line makes the shell exit 2"
+    );
 }
 
 #[test]
@@ -234,7 +351,11 @@ fn human_output_and_exit_codes() {
     let out = webcache(&["--cache", "locmem://", "ttl", "nothing"], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "missing");
     let out = webcache(&["--cache", "locmem://", "clear"], None);
-    assert_eq!(out.status.code(), Some(2), "clear needs --yes without a terminal");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clear needs --yes without a terminal"
+    );
     let out = webcache(&["--cache", "locmem://", "incr", "nothing"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`set` it first"));
@@ -247,16 +368,32 @@ fn configuration_mistakes_are_explained() {
     let out = webcache(&["--cache", "locmen://", "keys"], None);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown scheme `locmen`") && err.contains("accepted schemes: locmem"), "{err}");
-    let out = webcache(&["--json", "--cache", "locmem://?max_entries=many", "keys"], None);
+    assert!(
+        err.contains("unknown scheme `locmen`") && err.contains("accepted schemes: locmem"),
+        "{err}"
+    );
+    let out = webcache(
+        &["--json", "--cache", "locmem://?max_entries=many", "keys"],
+        None,
+    );
     let line = &json_lines(&out)[0];
     assert_eq!(line["ok"], false);
-    assert!(line["error"].as_str().unwrap().contains("`max_entries`: `many` is not valid"), "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("`max_entries`: `many` is not valid"),
+        "{line}"
+    );
     let out = webcache(&["--config", "/nonexistent/webcache.toml", "keys"], None);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/webcache.toml: cannot read it"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/webcache.toml: cannot read it")
+    );
     let out = webcache(&["keys", "--app", "http://127.0.0.1:1"], None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the app at http://127.0.0.1:1"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the app at http://127.0.0.1:1")
+    );
 }
 
 #[tokio::test]
@@ -269,7 +406,10 @@ async fn the_shell_works_against_a_running_app() {
     let r = json_lines(&out);
     assert_eq!(r[1]["result"], json!(6));
     assert_eq!(r[2]["result"], json!(["k"]));
-    assert!(r[3]["result"].as_f64().unwrap() > 200.0, "the app's default timeout applies");
+    assert!(
+        r[3]["result"].as_f64().unwrap() > 200.0,
+        "the app's default timeout applies"
+    );
     assert_eq!(r[4]["result"]["backend"], "locmem");
     assert_eq!(out.status.code(), Some(0));
 }
@@ -285,18 +425,39 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
         assert!(took >= Duration::from_millis(500));
         let (took, second) = get(&http, &url).await;
         assert_eq!(second.headers()["x-cache"], "HIT", "{route}");
-        assert!(second.headers().contains_key("age"), "{route}: a hit carries Age");
+        assert!(
+            second.headers().contains_key("age"),
+            "{route}: a hit carries Age"
+        );
         assert!(took < Duration::from_millis(400), "{route}: {took:?}");
         let head = http.head(&url).send().await.unwrap();
-        assert_eq!(head.headers()["x-cache"], "HIT", "{route}: HEAD is answered from the GET entry");
+        assert_eq!(
+            head.headers()["x-cache"],
+            "HIT",
+            "{route}: HEAD is answered from the GET entry"
+        );
     }
-    let count: Value = http.get(format!("{}/count", demo.base)).send().await.unwrap().json().await.unwrap();
+    let count: Value = http
+        .get(format!("{}/count", demo.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(count["served"], 2, "one upstream call per cached route");
     // POST on the class route never meets the layer.
-    let post = http.post(format!("{}/hello-class?delay=0", demo.base)).send().await.unwrap();
+    let post = http
+        .post(format!("{}/hello-class?delay=0", demo.base))
+        .send()
+        .await
+        .unwrap();
     assert!(!post.headers().contains_key("x-cache"));
     // The cached pages are visible, with a recognisable prefix.
-    let out = webcache(&["--json", "keys", "views.cache_page*", "--app", &demo.base], None);
+    let out = webcache(
+        &["--json", "keys", "views.cache_page*", "--app", &demo.base],
+        None,
+    );
     let keys = json_lines(&out)[0]["result"].as_array().unwrap().len();
     assert!(keys >= 2, "{:?}", String::from_utf8_lossy(&out.stdout));
 }
@@ -319,8 +480,14 @@ impl Proxy {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        assert!(webcache_testkit::servers::wait_for_port(port, Duration::from_secs(10)));
-        Proxy { child, base: format!("http://{listen}") }
+        assert!(webcache_testkit::servers::wait_for_port(
+            port,
+            Duration::from_secs(10)
+        ));
+        Proxy {
+            child,
+            base: format!("http://{listen}"),
+        }
     }
 }
 
@@ -344,13 +511,24 @@ async fn the_proxy_caches_an_origin_with_either_policy() {
     assert_eq!(second.headers()["x-cache"], "HIT");
     assert!(took < Duration::from_millis(250), "{took:?}");
     // Other methods are forwarded, never stored.
-    let posted = http.post(format!("{}/hello-class?delay=0", proxy.base)).send().await.unwrap();
+    let posted = http
+        .post(format!("{}/hello-class?delay=0", proxy.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(posted.status(), 200);
     // RFC 9111 strict: the demo's /delay answers carry no freshness information: not stored.
     let strict = Proxy::start(&origin.base, &[]);
     for _ in 0..2 {
-        let r = http.get(format!("{}/delay/0", strict.base)).send().await.unwrap();
-        assert_ne!(r.headers().get("x-cache").map(|v| v.to_str().unwrap()), Some("HIT"));
+        let r = http
+            .get(format!("{}/delay/0", strict.base))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            r.headers().get("x-cache").map(|v| v.to_str().unwrap()),
+            Some("HIT")
+        );
     }
     let out = webcache(&["proxy", "--upstream", "not a url"], None);
     assert_ne!(out.status.code(), Some(0));
@@ -363,16 +541,31 @@ fn createcachetable_for_sqlite_with_dry_run() {
     let url = format!("sqlite://{}/cache.db", dir.display());
     let out = webcache(&["--cache", &url, "get", "k"], None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("createcachetable"), "the error names the fix");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("createcachetable"),
+        "the error names the fix"
+    );
     let out = webcache(&["--cache", &url, "createcachetable", "--dry-run"], None);
     let sql = String::from_utf8_lossy(&out.stdout);
     assert!(sql.contains("CREATE TABLE IF NOT EXISTS"), "{sql}");
-    assert!(!dir.join("cache.db").exists() || webcache(&["--cache", &url, "get", "k"], None).status.code() == Some(1), "dry run creates nothing");
+    assert!(
+        !dir.join("cache.db").exists()
+            || webcache(&["--cache", &url, "get", "k"], None).status.code() == Some(1),
+        "dry run creates nothing"
+    );
     for _ in 0..2 {
         let out = webcache(&["--cache", &url, "createcachetable"], None);
-        assert_eq!(out.status.code(), Some(0), "idempotent: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "idempotent: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = webcache(&["--json", "--cache", &url, "shell"], Some("set k '\"v\"'\nget k\n"));
+    let out = webcache(
+        &["--json", "--cache", &url, "shell"],
+        Some("set k '\"v\"'\nget k\n"),
+    );
     assert_eq!(json_lines(&out)[1]["result"], json!("v"));
     let out = webcache(&["--cache", "locmem://", "createcachetable"], None);
     assert_eq!(out.status.code(), Some(2));

@@ -57,7 +57,13 @@ mod get {
             .build();
         let keys = keys();
         for k in &keys {
-            cache.insert(k.clone(), Timed { value: value(), expires_at: Some(Instant::now() + Duration::from_secs(300)) });
+            cache.insert(
+                k.clone(),
+                Timed {
+                    value: value(),
+                    expires_at: Some(Instant::now() + Duration::from_secs(300)),
+                },
+            );
         }
         let mut i = 0;
         b.bench_local(|| {
@@ -71,7 +77,13 @@ mod get {
         let cache = quick_cache::sync::Cache::<String, Timed>::new(10_000);
         let keys = keys();
         for k in &keys {
-            cache.insert(k.clone(), Timed { value: value(), expires_at: Some(Instant::now() + Duration::from_secs(300)) });
+            cache.insert(
+                k.clone(),
+                Timed {
+                    value: value(),
+                    expires_at: Some(Instant::now() + Duration::from_secs(300)),
+                },
+            );
         }
         let mut i = 0;
         b.bench_local(|| {
@@ -102,7 +114,10 @@ mod get {
 
     #[divan::bench]
     fn cache_api(b: Bencher<'_, '_>) {
-        let cache = Cache::new(Arc::new(LocMem::private(LocMemConfig::default())), CacheOptions::default());
+        let cache = Cache::new(
+            Arc::new(LocMem::private(LocMemConfig::default())),
+            CacheOptions::default(),
+        );
         let keys: Vec<String> = (0..KEYS).map(|i| format!("page.{i}")).collect();
         let v = value();
         for k in &keys {
@@ -129,7 +144,13 @@ mod set {
         let mut i = 0;
         b.bench_local(|| {
             i = (i + 1) % KEYS;
-            cache.insert(keys[i].clone(), Timed { value: v.clone(), expires_at: Some(Instant::now() + Duration::from_secs(300)) });
+            cache.insert(
+                keys[i].clone(),
+                Timed {
+                    value: v.clone(),
+                    expires_at: Some(Instant::now() + Duration::from_secs(300)),
+                },
+            );
         });
     }
 
@@ -140,7 +161,13 @@ mod set {
         let mut i = 0;
         b.bench_local(|| {
             i = (i + 1) % KEYS;
-            cache.insert(keys[i].clone(), Timed { value: v.clone(), expires_at: Some(Instant::now() + Duration::from_secs(300)) });
+            cache.insert(
+                keys[i].clone(),
+                Timed {
+                    value: v.clone(),
+                    expires_at: Some(Instant::now() + Duration::from_secs(300)),
+                },
+            );
         });
     }
 
@@ -151,13 +178,17 @@ mod set {
         let mut i = 0;
         b.bench_local(|| {
             i = (i + 1) % KEYS;
-            block_on(backend.set(&keys[i], v.clone(), Expiry::After(Duration::from_secs(300)))).unwrap();
+            block_on(backend.set(&keys[i], v.clone(), Expiry::After(Duration::from_secs(300))))
+                .unwrap();
         });
     }
 
     #[divan::bench]
     fn cache_api(b: Bencher<'_, '_>) {
-        let cache = Cache::new(Arc::new(LocMem::private(LocMemConfig::default())), CacheOptions::default());
+        let cache = Cache::new(
+            Arc::new(LocMem::private(LocMemConfig::default())),
+            CacheOptions::default(),
+        );
         let keys: Vec<String> = (0..KEYS).map(|i| format!("page.{i}")).collect();
         let v = value();
         let mut i = 0;

@@ -285,7 +285,10 @@ impl Cache {
     }
 
     /// The values of those `keys` that are present, by key.
-    pub async fn get_many<T, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<HashMap<String, T>>
+    pub async fn get_many<T, K>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<HashMap<String, T>>
     where
         T: DeserializeOwned,
         K: AsRef<str>,
@@ -401,7 +404,9 @@ impl Cache {
                 .guard("has_key", self.inner.backend.has_key(full), || false)
                 .await?),
             Some(expiry) => self
-                .guard("add", self.inner.backend.add(full, encoded, expiry), || false)
+                .guard("add", self.inner.backend.add(full, encoded, expiry), || {
+                    false
+                })
                 .await
                 .map_err(|e| e.with_user_key(key)),
         }
@@ -433,8 +438,12 @@ impl Cache {
                     .map(drop)
             }
             Some(expiry) => {
-                self.guard("set_many", self.inner.backend.set_many(encoded, expiry), || ())
-                    .await
+                self.guard(
+                    "set_many",
+                    self.inner.backend.set_many(encoded, expiry),
+                    || (),
+                )
+                .await
             }
         }
     }
@@ -498,7 +507,11 @@ impl Cache {
                     return Ok::<Bytes, E>(encoded);
                 };
                 let added = self
-                    .guard("add", self.inner.backend.add(&full, encoded.clone(), expiry), || false)
+                    .guard(
+                        "add",
+                        self.inner.backend.add(&full, encoded.clone(), expiry),
+                        || false,
+                    )
                     .await
                     .map_err(|e| E::from(e.with_user_key(key)))?;
                 if added {
@@ -527,7 +540,10 @@ impl Cache {
     }
 
     /// Removes several keys; returns how many were there.
-    pub async fn delete_many<K: AsRef<str>>(&self, keys: impl IntoIterator<Item = K>) -> Result<u64> {
+    pub async fn delete_many<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<u64> {
         let full = keys
             .into_iter()
             .map(|k| self.make_key(k.as_ref()))
@@ -572,15 +588,20 @@ impl Cache {
     /// Moves `key` from this handle's version to version + `delta`, keeping its remaining
     /// timeout; returns the new version. A missing key is an error.
     pub async fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        let new_version = self.version.checked_add(delta).ok_or_else(|| Error::Overflow {
-            key: key.to_owned(),
-        })?;
+        let new_version = self
+            .version
+            .checked_add(delta)
+            .ok_or_else(|| Error::Overflow {
+                key: key.to_owned(),
+            })?;
         let old = self.make_key(key)?;
         let new = self.make_key_version(key, new_version)?;
         let missing = || Error::KeyNotFound {
             key: key.to_owned(),
         };
-        let ttl = self.guard_strict("ttl", self.inner.backend.ttl(&old)).await?;
+        let ttl = self
+            .guard_strict("ttl", self.inner.backend.ttl(&old))
+            .await?;
         let raw = self
             .guard_strict("get", self.inner.backend.get(&old))
             .await?
@@ -686,13 +707,13 @@ impl Cache {
     fn decode_typed<T: DeserializeOwned>(&self, key: &str, raw: &Bytes) -> Option<T> {
         let result = match entry::decode(raw) {
             Ok(Decoded::Integer(n)) => serde_json::from_value(n.into()).map_err(|e| e.to_string()),
-            Ok(Decoded::Json(payload)) => serde_json::from_slice(&payload).map_err(|e| e.to_string()),
+            Ok(Decoded::Json(payload)) => {
+                serde_json::from_slice(&payload).map_err(|e| e.to_string())
+            }
             Ok(Decoded::Bytes(_)) => Err("it holds raw bytes; read it with get_bytes".to_owned()),
             Err(e) => Err(e.to_string()),
         };
-        result
-            .map_err(|why| self.warn_unreadable(key, &why))
-            .ok()
+        result.map_err(|why| self.warn_unreadable(key, &why)).ok()
     }
 
     fn decode_bytes(&self, key: &str, raw: &Bytes) -> Option<Bytes> {
@@ -724,7 +745,8 @@ impl Cache {
     }
 
     async fn backend_get(&self, full: &str) -> Result<Option<Bytes>> {
-        self.guard("get", self.inner.backend.get(full), || None).await
+        self.guard("get", self.inner.backend.get(full), || None)
+            .await
     }
 
     async fn backend_delete(&self, full: &str) -> Result<bool> {
@@ -758,14 +780,12 @@ impl Cache {
     ) -> Result<R> {
         let result = match self.inner.options.operation_timeout {
             None => call.await,
-            Some(after) => tokio::time::timeout(after, call)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Timeout {
-                        backend: self.inner.backend.name(),
-                        after,
-                    })
-                }),
+            Some(after) => tokio::time::timeout(after, call).await.unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    backend: self.inner.backend.name(),
+                    after,
+                })
+            }),
         };
         if let Err(e) = &result {
             if e.is_backend_failure() {
@@ -781,7 +801,8 @@ impl Cache {
     fn log_degraded(&self, operation: &'static str, error: &Error) {
         let now_ms = u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.inner.last_degrade_log_ms.load(Ordering::Relaxed);
-        let due = last == 0 || now_ms.saturating_sub(last) >= DEGRADE_LOG_INTERVAL.as_millis() as u64;
+        let due =
+            last == 0 || now_ms.saturating_sub(last) >= DEGRADE_LOG_INTERVAL.as_millis() as u64;
         if due
             && self
                 .inner

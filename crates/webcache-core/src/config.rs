@@ -33,15 +33,24 @@ pub const URL_ENV: &str = "WEBCACHE_URL";
 
 /// Every URL scheme webcache knows, with what it is for (shown in errors).
 pub const SCHEMES: &[(&str, &str)] = &[
-    ("locmem", "locmem://[name]?max_entries=N&max_bytes=N  (in-process, the default)"),
+    (
+        "locmem",
+        "locmem://[name]?max_entries=N&max_bytes=N  (in-process, the default)",
+    ),
     ("dummy", "dummy://  (stores nothing)"),
     ("redis", "redis://[user:pass@]host:port/db"),
     ("rediss", "rediss://[user:pass@]host:port/db  (TLS)"),
     ("redis+cluster", "redis+cluster://h1:p1,h2:p2"),
     ("memcached", "memcached://h1:11211,h2:11211"),
     ("sqlite", "sqlite:///path/to/cache.db?table=webcache_cache"),
-    ("postgres", "postgres://user:pass@host/db?table=webcache_cache"),
-    ("postgresql", "postgresql://user:pass@host/db?table=webcache_cache"),
+    (
+        "postgres",
+        "postgres://user:pass@host/db?table=webcache_cache",
+    ),
+    (
+        "postgresql",
+        "postgresql://user:pass@host/db?table=webcache_cache",
+    ),
     ("file", "file:///var/tmp/webcache"),
 ];
 
@@ -116,7 +125,11 @@ pub struct BackendSpec {
 
 impl BackendSpec {
     /// Removes and parses the option `name`, if given.
-    pub fn take<T: FromStr>(&mut self, name: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+    pub fn take<T: FromStr>(
+        &mut self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
         match self.options.remove(name) {
             None => Ok(None),
             Some(raw) => raw.trim().parse().map(Some).map_err(|_| {
@@ -299,14 +312,22 @@ fn take_common_options(alias: &str, spec: &mut BackendSpec) -> Result<CacheOptio
         options.invalid_keys = match raw.as_str() {
             "reject" => InvalidKeyPolicy::Reject,
             "hash" => InvalidKeyPolicy::Hash,
-            _ => return Err(spec.error("invalid_keys", format!("`{raw}` is not accepted; use \"reject\" or \"hash\""))),
+            _ => {
+                return Err(spec.error(
+                    "invalid_keys",
+                    format!("`{raw}` is not accepted; use \"reject\" or \"hash\""),
+                ))
+            }
         };
     }
     if let Some(raw) = spec.take_str("compress_min_bytes") {
         options.compress_min_bytes = match raw.as_str() {
             "off" | "none" | "false" => None,
             n => Some(n.parse().map_err(|_| {
-                spec.error("compress_min_bytes", format!("`{raw}` is not accepted; use a number of bytes or \"off\""))
+                spec.error(
+                    "compress_min_bytes",
+                    format!("`{raw}` is not accepted; use a number of bytes or \"off\""),
+                )
             })?),
         };
     }
@@ -314,7 +335,12 @@ fn take_common_options(alias: &str, spec: &mut BackendSpec) -> Result<CacheOptio
         options.on_error = match raw.as_str() {
             "raise" => OnError::Raise,
             "degrade" => OnError::Degrade,
-            _ => return Err(spec.error("on_error", format!("`{raw}` is not accepted; use \"raise\" or \"degrade\""))),
+            _ => {
+                return Err(spec.error(
+                    "on_error",
+                    format!("`{raw}` is not accepted; use \"raise\" or \"degrade\""),
+                ))
+            }
         };
     }
     options.operation_timeout = spec.take_seconds("operation_timeout")?;
@@ -388,7 +414,11 @@ impl CachesConfig {
     /// Replaces (or adds) the `default` alias's URL.
     pub fn with_default_url(mut self, url: &str) -> Result<Self, ConfigError> {
         let mut fresh = CacheConfig::from_url("default", url)?;
-        if let Some(existing) = self.caches.iter_mut().find(|c| c.options.alias == "default") {
+        if let Some(existing) = self
+            .caches
+            .iter_mut()
+            .find(|c| c.options.alias == "default")
+        {
             let url_options = fresh.options.clone();
             let defaults = CacheOptions {
                 alias: "default".into(),
@@ -447,7 +477,10 @@ fn alias_from_toml(alias: &str, value: &toml::Value) -> Result<CacheConfig, Conf
         other => {
             return Err(invalid(
                 "",
-                format!("expected a table with a `url` or a URL string, found a {}", other.type_str()),
+                format!(
+                    "expected a table with a `url` or a URL string, found a {}",
+                    other.type_str()
+                ),
             ))
         }
     };
@@ -462,7 +495,10 @@ fn alias_from_toml(alias: &str, value: &toml::Value) -> Result<CacheConfig, Conf
             other => {
                 return Err(invalid(
                     name,
-                    format!("expected a string, number or boolean, found a {}", other.type_str()),
+                    format!(
+                        "expected a string, number or boolean, found a {}",
+                        other.type_str()
+                    ),
                 ))
             }
         };
@@ -473,7 +509,10 @@ fn alias_from_toml(alias: &str, value: &toml::Value) -> Result<CacheConfig, Conf
         }
     }
     let url = url.ok_or_else(|| {
-        invalid("url", "missing; every alias needs a `url`, for example `url = \"locmem://\"`".into())
+        invalid(
+            "url",
+            "missing; every alias needs a `url`, for example `url = \"locmem://\"`".into(),
+        )
     })?;
     CacheConfig::from_parts(alias, &url, fields)
 }
@@ -498,7 +537,10 @@ mod tests {
         )
         .unwrap();
         let d = cfg.get("default").unwrap();
-        assert_eq!(d.options.default_timeout, Timeout::After(Duration::from_millis(500)));
+        assert_eq!(
+            d.options.default_timeout,
+            Timeout::After(Duration::from_millis(500))
+        );
         assert_eq!(d.options.key_prefix, "shop");
         let mut spec = d.backend.clone();
         assert_eq!(spec.take::<u64>("max_entries", "n").unwrap(), Some(100));
@@ -518,8 +560,12 @@ mod tests {
         let err = CachesConfig::from_toml_str("[caches.default]\ntimeout = 3", Path::new("w.toml"))
             .unwrap_err();
         assert!(err.to_string().contains("`url`: missing"), "{err}");
-        let err = CachesConfig::from_toml_str("[caches.default\n", Path::new("w.toml")).unwrap_err();
-        assert!(err.to_string().starts_with("w.toml: not valid TOML"), "{err}");
+        let err =
+            CachesConfig::from_toml_str("[caches.default\n", Path::new("w.toml")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("w.toml: not valid TOML"),
+            "{err}"
+        );
         let spec = CacheConfig::from_url("default", "locmem://?max_entires=3")
             .unwrap()
             .backend;
@@ -545,7 +591,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("redis://u:secret@h:6379/2"), "redis://u:***@h:6379/2");
+        assert_eq!(
+            redact("redis://u:secret@h:6379/2"),
+            "redis://u:***@h:6379/2"
+        );
         assert_eq!(redact("redis://h:6379/2"), "redis://h:6379/2");
     }
 }

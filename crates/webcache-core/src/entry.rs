@@ -118,9 +118,7 @@ pub fn decode(raw: &Bytes) -> Result<Decoded, CorruptEntry> {
         }
         let len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
         if len > MAX_DECOMPRESSED {
-            return Err(CorruptEntry(format!(
-                "claims {len} bytes uncompressed"
-            )));
+            return Err(CorruptEntry(format!("claims {len} bytes uncompressed")));
         }
         let data = lz4_flex::block::decompress(&body[4..], len)
             .map_err(|e| CorruptEntry(format!("bad compressed payload: {e}")))?;
@@ -171,7 +169,10 @@ mod tests {
             };
             assert_eq!(serde_json::from_slice::<String>(&payload).unwrap(), text);
             let enc = encode_bytes(text.as_bytes(), min);
-            assert_eq!(decode(&enc).unwrap(), Decoded::Bytes(Bytes::from(text.clone())));
+            assert_eq!(
+                decode(&enc).unwrap(),
+                Decoded::Bytes(Bytes::from(text.clone()))
+            );
         }
         assert!(encode_bytes(text.as_bytes(), Some(16)).len() < text.len() / 4);
     }

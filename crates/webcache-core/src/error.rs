@@ -20,7 +20,9 @@ pub enum Error {
         key: String,
     },
     /// `incr`/`decr` on a value that is not a 64-bit integer.
-    #[error("the value of key `{key}` is not an integer, so it cannot be incremented or decremented")]
+    #[error(
+        "the value of key `{key}` is not an integer, so it cannot be incremented or decremented"
+    )]
     NotAnInteger {
         /// The key as the caller gave it.
         key: String,

@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 /// The default, [`KeyFunction::default`], gives `prefix:version:key` (`:1:foo` with no prefix),
 /// as Django does, so data is recognisable in `redis-cli`.
 #[derive(Clone, Default)]
-pub struct KeyFunction(Option<Arc<dyn Fn(&str, i64, &str) -> String + Send + Sync>>);
+pub struct KeyFunction(Option<Arc<KeyFn>>);
+
+type KeyFn = dyn Fn(&str, i64, &str) -> String + Send + Sync;
 
 impl KeyFunction {
     /// A custom key function.
@@ -281,7 +283,10 @@ mod tests {
         let err = final_key(&f, "", 1, "a b", &rules, InvalidKeyPolicy::Reject).unwrap_err();
         assert!(err.to_string().contains("' '"), "{err}");
         let hashed = final_key(&f, "p", 1, &long, &rules, InvalidKeyPolicy::Hash).unwrap();
-        assert!(hashed.starts_with("p:1:#") && hashed.len() == 5 + 64, "{hashed}");
+        assert!(
+            hashed.starts_with("p:1:#") && hashed.len() == 5 + 64,
+            "{hashed}"
+        );
         assert_eq!(
             final_key(&f, "", 1, "ok", &rules, InvalidKeyPolicy::Reject).unwrap(),
             ":1:ok"

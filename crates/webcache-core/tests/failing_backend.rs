@@ -20,7 +20,10 @@ impl Unreachable {
         if self.hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-        Err(Error::backend_msg("test", "connection refused (127.0.0.1:1)"))
+        Err(Error::backend_msg(
+            "test",
+            "connection refused (127.0.0.1:1)",
+        ))
     }
 }
 
@@ -78,7 +81,16 @@ fn cache(on_error: OnError, hang: bool) -> Cache {
 async fn raise_mode_returns_typed_errors() {
     let c = cache(OnError::Raise, false);
     let err = c.get::<String>("k").await.unwrap_err();
-    assert!(matches!(err, Error::Backend { backend: "test", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                backend: "test",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("connection refused"), "{err}");
     assert!(c.set("k", "v", 60).await.is_err());
     assert_eq!(c.metrics().errors, 2);
@@ -106,7 +118,11 @@ async fn a_hanging_backend_is_bounded_by_the_operation_timeout() {
         let c = cache(mode, true);
         let started = Instant::now();
         let result = c.get::<String>("k").await;
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         match mode {
             OnError::Raise => assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}"),
             OnError::Degrade => assert_eq!(result.unwrap(), None),

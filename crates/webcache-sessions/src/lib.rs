@@ -37,6 +37,8 @@
 //! id stops working; a deleted session is gone from cache and database; corrupt session data
 //! is an empty session and a warning, not a 500.
 #![forbid(unsafe_code)]
+// Library code answers every failure with an error, never a panic; tests may unwrap.
+#![warn(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -69,6 +71,7 @@ fn timeout_for(record: &Record) -> Timeout {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(backend)`
 fn backend(e: webcache_core::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -130,11 +133,7 @@ impl SessionStore for CacheStore {
     async fn load(&self, id: &Id) -> StoreResult<Option<Record>> {
         // A corrupt entry is a miss (and a warning) in `Cache::get`: the client gets a new,
         // empty session instead of an error page.
-        let record: Option<Record> = self
-            .cache
-            .get(&session_key(id))
-            .await
-            .map_err(backend)?;
+        let record: Option<Record> = self.cache.get(&session_key(id)).await.map_err(backend)?;
         Ok(record.filter(is_live))
     }
 
@@ -172,7 +171,10 @@ impl CachedDbStore {
             .set(&session_key(&record.id), record, timeout_for(record))
             .await
         {
-            tracing::warn!(alias = self.cache.alias(), "session cache write failed: {e}");
+            tracing::warn!(
+                alias = self.cache.alias(),
+                "session cache write failed: {e}"
+            );
             let _ = self.cache.delete(&session_key(&record.id)).await;
         }
     }
@@ -263,9 +265,7 @@ impl SessionConfig {
     /// The tower-sessions layer for `store` with these settings. `HttpOnly` is always set:
     /// scripts never need the session id.
     pub fn layer<S: SessionStore + Clone>(&self, store: S) -> SessionManagerLayer<S> {
-        let to_time = |d: Duration| {
-            time::Duration::try_from(d).unwrap_or(time::Duration::days(14))
-        };
+        let to_time = |d: Duration| time::Duration::try_from(d).unwrap_or(time::Duration::days(14));
         let expiry = match self.expiry {
             SessionExpiry::OnBrowserClose => Expiry::OnSessionEnd,
             SessionExpiry::OnInactivity(d) => Expiry::OnInactivity(to_time(d)),

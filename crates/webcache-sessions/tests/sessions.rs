@@ -60,7 +60,10 @@ async fn serve<S: SessionStore + Clone>(store: S, config: SessionConfig) -> Sock
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
 }
 
 fn private_cache() -> Cache {
@@ -79,7 +82,11 @@ fn session_cookie(resp: &reqwest::Response) -> Option<String> {
 }
 
 fn cookie_id(cookie: &str) -> Id {
-    let value = cookie.trim_start_matches("sessionid=").split(';').next().unwrap();
+    let value = cookie
+        .trim_start_matches("sessionid=")
+        .split(';')
+        .next()
+        .unwrap();
     value.parse().unwrap()
 }
 
@@ -91,43 +98,97 @@ enum Engine {
 
 async fn cart_flow(engine: Engine) {
     let (addr, cache) = match &engine {
-        Engine::Cache(store) => (serve(store.clone(), SessionConfig::default()).await, store.cache().clone()),
-        Engine::CachedDb(store, cache, _) => (serve(store.clone(), SessionConfig::default()).await, cache.clone()),
+        Engine::Cache(store) => (
+            serve(store.clone(), SessionConfig::default()).await,
+            store.cache().clone(),
+        ),
+        Engine::CachedDb(store, cache, _) => (
+            serve(store.clone(), SessionConfig::default()).await,
+            cache.clone(),
+        ),
     };
     let http = client();
     let mut id = None;
     for (i, item) in ["apple", "pear", "plum"].iter().enumerate() {
-        let resp = http.get(format!("http://{addr}/cart?add={item}")).send().await.unwrap();
+        let resp = http
+            .get(format!("http://{addr}/cart?add={item}"))
+            .send()
+            .await
+            .unwrap();
         if let Some(cookie) = session_cookie(&resp) {
-            assert!(!cookie.contains("apple") && !cookie.contains("pear"), "the cookie carries only the id: {cookie}");
+            assert!(
+                !cookie.contains("apple") && !cookie.contains("pear"),
+                "the cookie carries only the id: {cookie}"
+            );
             id = Some(cookie_id(&cookie));
         }
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["items"].as_array().unwrap().len(), i + 1);
     }
     let id = id.expect("a session cookie was set");
-    let body: Value = http.get(format!("http://{addr}/cart")).send().await.unwrap().json().await.unwrap();
+    let body: Value = http
+        .get(format!("http://{addr}/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body, json!({"items": ["apple", "pear", "plum"]}));
     // The data is in the cache under a readable key.
-    let record: Record = cache.get(&session_key(&id)).await.unwrap().expect("session in the cache");
+    let record: Record = cache
+        .get(&session_key(&id))
+        .await
+        .unwrap()
+        .expect("session in the cache");
     assert_eq!(record.data["items"], json!(["apple", "pear", "plum"]));
     if let Engine::CachedDb(store, cache, database) = &engine {
         // Losing the cache loses no session.
         cache.clear().await.unwrap();
-        let body: Value = http.get(format!("http://{addr}/cart")).send().await.unwrap().json().await.unwrap();
+        let body: Value = http
+            .get(format!("http://{addr}/cart"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(body["items"].as_array().unwrap().len(), 3);
-        assert!(cache.has_key(&session_key(&id)).await.unwrap(), "a database read refills the cache");
+        assert!(
+            cache.has_key(&session_key(&id)).await.unwrap(),
+            "a database read refills the cache"
+        );
         // Logout removes it from both.
-        http.post(format!("http://{addr}/logout")).send().await.unwrap();
+        http.post(format!("http://{addr}/logout"))
+            .send()
+            .await
+            .unwrap();
         assert!(!cache.has_key(&session_key(&id)).await.unwrap());
         assert!(!database.has_key(&session_key(&id)).await.unwrap());
         assert!(store.load(&id).await.unwrap().is_none());
     } else {
-        http.post(format!("http://{addr}/logout")).send().await.unwrap();
-        assert!(!cache.has_key(&session_key(&id)).await.unwrap(), "logout deletes the session");
+        http.post(format!("http://{addr}/logout"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !cache.has_key(&session_key(&id)).await.unwrap(),
+            "logout deletes the session"
+        );
     }
-    let body: Value = http.get(format!("http://{addr}/cart")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(body["items"].as_array().unwrap().len(), 0, "after logout the cart is empty");
+    let body: Value = http
+        .get(format!("http://{addr}/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["items"].as_array().unwrap().len(),
+        0,
+        "after logout the cart is empty"
+    );
 }
 
 #[tokio::test]
@@ -146,13 +207,20 @@ async fn cart_flow_with_the_cached_db_engine() {
 async fn cookie_flags_follow_the_configuration() {
     let store = CacheStore::new(private_cache());
     let addr = serve(store.clone(), SessionConfig::default()).await;
-    let resp = client().get(format!("http://{addr}/whoami")).send().await.unwrap();
+    let resp = client()
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap();
     let cookie = session_cookie(&resp).unwrap();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     assert!(cookie.contains("Path=/"), "{cookie}");
     assert!(!cookie.contains("Secure"), "{cookie}");
-    assert!(cookie.contains("Max-Age="), "inactivity expiry sets a max-age: {cookie}");
+    assert!(
+        cookie.contains("Max-Age="),
+        "inactivity expiry sets a max-age: {cookie}"
+    );
 
     let config = SessionConfig {
         cookie_name: "sessionid".into(),
@@ -163,12 +231,24 @@ async fn cookie_flags_follow_the_configuration() {
         ..SessionConfig::default()
     };
     let addr = serve(store, config).await;
-    let resp = client().get(format!("http://{addr}/whoami")).send().await.unwrap();
+    let resp = client()
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap();
     let cookie = session_cookie(&resp).unwrap();
-    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Domain=example.test"] {
+    for flag in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Domain=example.test",
+    ] {
         assert!(cookie.contains(flag), "{flag} missing: {cookie}");
     }
-    assert!(!cookie.contains("Max-Age") && !cookie.contains("Expires"), "a browser-session cookie: {cookie}");
+    assert!(
+        !cookie.contains("Max-Age") && !cookie.contains("Expires"),
+        "a browser-session cookie: {cookie}"
+    );
 }
 
 #[tokio::test]
@@ -185,7 +265,11 @@ async fn an_invented_id_is_never_adopted() {
     let issued = cookie_id(&session_cookie(&resp).unwrap());
     assert_ne!(issued, invented);
     assert_eq!(resp.text().await.unwrap(), issued.to_string());
-    assert!(!store.cache().has_key(&session_key(&invented)).await.unwrap());
+    assert!(!store
+        .cache()
+        .has_key(&session_key(&invented))
+        .await
+        .unwrap());
     // Garbage in the cookie is no problem either.
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/whoami"))
@@ -205,11 +289,29 @@ async fn an_expired_session_is_not_adopted() {
     };
     let addr = serve(store.clone(), config).await;
     let http = client();
-    let first: String = http.get(format!("http://{addr}/whoami")).send().await.unwrap().text().await.unwrap();
+    let first: String = http
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let first_id: Id = first.parse().unwrap();
-    assert!(store.cache().has_key(&session_key(&first_id)).await.unwrap());
+    assert!(store
+        .cache()
+        .has_key(&session_key(&first_id))
+        .await
+        .unwrap());
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert!(!store.cache().has_key(&session_key(&first_id)).await.unwrap(), "the entry expires with the session");
+    assert!(
+        !store
+            .cache()
+            .has_key(&session_key(&first_id))
+            .await
+            .unwrap(),
+        "the entry expires with the session"
+    );
     let second = reqwest::Client::new()
         .get(format!("http://{addr}/whoami"))
         .header("cookie", format!("sessionid={first}"))
@@ -227,12 +329,43 @@ async fn cycling_the_id_keeps_the_data_and_kills_the_old_id() {
     let store = CacheStore::new(private_cache());
     let addr = serve(store.clone(), SessionConfig::default()).await;
     let http = client();
-    http.get(format!("http://{addr}/cart?add=book")).send().await.unwrap();
-    let before: Id = http.get(format!("http://{addr}/whoami")).send().await.unwrap().text().await.unwrap().parse().unwrap();
-    let after: Id = http.post(format!("http://{addr}/login")).send().await.unwrap().text().await.unwrap().parse().unwrap();
+    http.get(format!("http://{addr}/cart?add=book"))
+        .send()
+        .await
+        .unwrap();
+    let before: Id = http
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let after: Id = http
+        .post(format!("http://{addr}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(before, after);
-    assert!(store.load(&before).await.unwrap().is_none(), "the old id stops working");
-    let body: Value = http.get(format!("http://{addr}/cart")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        store.load(&before).await.unwrap().is_none(),
+        "the old id stops working"
+    );
+    let body: Value = http
+        .get(format!("http://{addr}/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body, json!({"items": ["book"]}), "data survives the new id");
 }
 
@@ -240,13 +373,24 @@ async fn cycling_the_id_keeps_the_data_and_kills_the_old_id() {
 async fn creating_a_session_never_overwrites_another() {
     let store = CacheStore::new(private_cache());
     let now = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-    let mut existing = Record { id: Id::default(), data: Default::default(), expiry_date: now };
+    let mut existing = Record {
+        id: Id::default(),
+        data: Default::default(),
+        expiry_date: now,
+    };
     existing.data.insert("owner".into(), json!("alice"));
     store.create(&mut existing).await.unwrap();
-    let mut colliding = Record { id: existing.id, data: Default::default(), expiry_date: now };
+    let mut colliding = Record {
+        id: existing.id,
+        data: Default::default(),
+        expiry_date: now,
+    };
     colliding.data.insert("owner".into(), json!("mallory"));
     store.create(&mut colliding).await.unwrap();
-    assert_ne!(colliding.id, existing.id, "a colliding create gets a new id");
+    assert_ne!(
+        colliding.id, existing.id,
+        "a colliding create gets a new id"
+    );
     let kept = store.load(&existing.id).await.unwrap().unwrap();
     assert_eq!(kept.data["owner"], json!("alice"));
 }
@@ -256,15 +400,32 @@ async fn corrupt_session_data_is_an_empty_session() {
     let store = CacheStore::new(private_cache());
     let addr = serve(store.clone(), SessionConfig::default()).await;
     let http = client();
-    let id: Id = http.get(format!("http://{addr}/whoami")).send().await.unwrap().text().await.unwrap().parse().unwrap();
+    let id: Id = http
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     let cache = store.cache();
     let key = cache.make_key(&session_key(&id)).unwrap();
     cache
         .backend()
-        .set(&key, webcache_core::bytes::Bytes::from_static(b"\xF5\x01\x01\x00{not json"), webcache_core::Expiry::Never)
+        .set(
+            &key,
+            webcache_core::bytes::Bytes::from_static(b"\xF5\x01\x01\x00{not json"),
+            webcache_core::Expiry::Never,
+        )
         .await
         .unwrap();
-    let resp = http.get(format!("http://{addr}/cart")).send().await.unwrap();
+    let resp = http
+        .get(format!("http://{addr}/cart"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body, json!({"items": []}));
@@ -275,12 +436,25 @@ async fn concurrent_requests_of_one_session_never_corrupt_it() {
     let store = CacheStore::new(private_cache());
     let addr = serve(store.clone(), SessionConfig::default()).await;
     let http = client();
-    let id: Id = http.get(format!("http://{addr}/whoami")).send().await.unwrap().text().await.unwrap().parse().unwrap();
+    let id: Id = http
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let http = http.clone();
             tokio::spawn(async move {
-                http.get(format!("http://{addr}/cart?add=item{i}")).send().await.unwrap().status()
+                http.get(format!("http://{addr}/cart?add=item{i}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
             })
         })
         .collect();
@@ -288,8 +462,15 @@ async fn concurrent_requests_of_one_session_never_corrupt_it() {
         assert_eq!(t.await.unwrap(), 200);
     }
     // Last complete write wins: the record is whole and holds a list of items we sent.
-    let record = store.load(&id).await.unwrap().expect("the session survives");
-    let items = record.data["items"].as_array().expect("items is a list").clone();
+    let record = store
+        .load(&id)
+        .await
+        .unwrap()
+        .expect("the session survives");
+    let items = record.data["items"]
+        .as_array()
+        .expect("items is a list")
+        .clone();
     assert!(!items.is_empty());
     for item in items {
         assert!(item.as_str().unwrap().starts_with("item"));

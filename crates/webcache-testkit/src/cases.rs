@@ -38,7 +38,10 @@ pub async fn get_missing_is_none(h: &dyn Harness) {
 pub async fn set_then_get(h: &dyn Harness) {
     let c = cache(h).await;
     c.set("k", "value", Timeout::Default).await.unwrap();
-    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("value"));
+    assert_eq!(
+        c.get::<String>("k").await.unwrap().as_deref(),
+        Some("value")
+    );
 }
 
 /// `set` replaces an older value.
@@ -54,7 +57,10 @@ pub async fn add_twice(h: &dyn Harness) {
     let c = cache(h).await;
     assert!(c.add("k", "first", 60).await.unwrap());
     assert!(!c.add("k", "second", 60).await.unwrap());
-    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("first"));
+    assert_eq!(
+        c.get::<String>("k").await.unwrap().as_deref(),
+        Some("first")
+    );
 }
 
 /// `add` succeeds on an expired key.
@@ -62,7 +68,10 @@ pub async fn add_after_expiry(h: &dyn Harness) {
     let c = cache(h).await;
     assert!(c.add("k", "old", 1).await.unwrap());
     sleep(Duration::from_millis(1100) + h.capabilities().expiry_slack).await;
-    assert!(c.add("k", "new", 60).await.unwrap(), "add on an expired key must succeed");
+    assert!(
+        c.add("k", "new", 60).await.unwrap(),
+        "add on an expired key must succeed"
+    );
     assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("new"));
 }
 
@@ -117,9 +126,14 @@ pub async fn get_many_returns_only_present_keys(h: &dyn Harness) {
 /// `set_many` stores every value.
 pub async fn set_many_then_get_many(h: &dyn Harness) {
     let c = cache(h).await;
-    c.set_many([("x", 1), ("y", 2), ("z", 3)], 60).await.unwrap();
+    c.set_many([("x", 1), ("y", 2), ("z", 3)], 60)
+        .await
+        .unwrap();
     let got: HashMap<String, i32> = c.get_many(["x", "y", "z"]).await.unwrap();
-    assert_eq!(got, HashMap::from([("x".into(), 1), ("y".into(), 2), ("z".into(), 3)]));
+    assert_eq!(
+        got,
+        HashMap::from([("x".into(), 1), ("y".into(), 2), ("z".into(), 3)])
+    );
 }
 
 /// `set_many` with a zero timeout stores nothing and removes older values.
@@ -172,10 +186,19 @@ pub async fn incr_and_decr(h: &dyn Harness) {
 pub async fn incr_missing_key_is_error(h: &dyn Harness) {
     let c = cache(h).await;
     let err = c.incr("missing", 1).await.unwrap_err();
-    assert!(matches!(err, Error::KeyNotFound { ref key } if key == "missing"), "{err:?}");
+    assert!(
+        matches!(err, Error::KeyNotFound { ref key } if key == "missing"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("missing"), "{err}");
-    assert!(matches!(c.decr("missing", 1).await, Err(Error::KeyNotFound { .. })));
-    assert!(!c.has_key("missing").await.unwrap(), "incr must not create the key");
+    assert!(matches!(
+        c.decr("missing", 1).await,
+        Err(Error::KeyNotFound { .. })
+    ));
+    assert!(
+        !c.has_key("missing").await.unwrap(),
+        "incr must not create the key"
+    );
 }
 
 /// `incr` on a non-integer value is an error and leaves the value alone.
@@ -186,7 +209,10 @@ pub async fn incr_non_integer_is_error(h: &dyn Harness) {
     assert!(matches!(err, Error::NotAnInteger { .. }), "{err:?}");
     assert_eq!(c.get::<String>("s").await.unwrap().as_deref(), Some("text"));
     c.set("f", &1.5, 60).await.unwrap();
-    assert!(matches!(c.incr("f", 1).await, Err(Error::NotAnInteger { .. })));
+    assert!(matches!(
+        c.incr("f", 1).await,
+        Err(Error::NotAnInteger { .. })
+    ));
 }
 
 /// `incr` keeps the key's expiry.
@@ -195,7 +221,10 @@ pub async fn incr_keeps_expiry(h: &dyn Harness) {
     c.set("n", &1, 100).await.unwrap();
     c.incr("n", 1).await.unwrap();
     match c.ttl("n").await.unwrap() {
-        Ttl::Remaining(d) => assert!(d <= Duration::from_secs(100) && d > Duration::from_secs(90), "{d:?}"),
+        Ttl::Remaining(d) => assert!(
+            d <= Duration::from_secs(100) && d > Duration::from_secs(90),
+            "{d:?}"
+        ),
         other => panic!("incr changed the expiry: {other:?}"),
     }
 }
@@ -215,7 +244,11 @@ pub async fn concurrent_incr_is_atomic(h: &dyn Harness) {
         seen.push(t.await.unwrap());
     }
     seen.sort_unstable();
-    assert_eq!(seen, (1..=50).collect::<Vec<i64>>(), "every incr returns a distinct value");
+    assert_eq!(
+        seen,
+        (1..=50).collect::<Vec<i64>>(),
+        "every incr returns a distinct value"
+    );
     assert_eq!(c.get::<i64>("n").await.unwrap(), Some(50));
 }
 
@@ -269,7 +302,10 @@ pub async fn default_timeout_applies(h: &dyn Harness) {
     let c = cache(h).await;
     c.set("k", "v", Timeout::Default).await.unwrap();
     match c.ttl("k").await.unwrap() {
-        Ttl::Remaining(d) => assert!(d > Duration::from_secs(290) && d <= Duration::from_secs(300), "{d:?}"),
+        Ttl::Remaining(d) => assert!(
+            d > Duration::from_secs(290) && d <= Duration::from_secs(300),
+            "{d:?}"
+        ),
         other => panic!("default timeout not applied: {other:?}"),
     }
     let short = cache_with(
@@ -282,7 +318,10 @@ pub async fn default_timeout_applies(h: &dyn Harness) {
     .await;
     short.set("k", "v", Timeout::Default).await.unwrap();
     match short.ttl("k").await.unwrap() {
-        Ttl::Remaining(d) => assert!(d > Duration::from_secs(5) && d <= Duration::from_secs(10), "{d:?}"),
+        Ttl::Remaining(d) => assert!(
+            d > Duration::from_secs(5) && d <= Duration::from_secs(10),
+            "{d:?}"
+        ),
         other => panic!("configured default not applied: {other:?}"),
     }
 }
@@ -294,7 +333,10 @@ pub async fn long_timeout_stays_relative(h: &dyn Harness) {
     c.set("k", "v", days_31).await.unwrap();
     assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));
     match c.ttl("k").await.unwrap() {
-        Ttl::Remaining(d) => assert!(d > days_31 - Duration::from_secs(60) && d <= days_31, "{d:?}"),
+        Ttl::Remaining(d) => assert!(
+            d > days_31 - Duration::from_secs(60) && d <= days_31,
+            "{d:?}"
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -306,7 +348,11 @@ pub async fn touch(h: &dyn Harness) {
     c.set("k", "v", 1).await.unwrap();
     assert!(c.touch("k", 60).await.unwrap());
     sleep(Duration::from_millis(1100) + h.capabilities().expiry_slack).await;
-    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"), "touch extended the key");
+    assert_eq!(
+        c.get::<String>("k").await.unwrap().as_deref(),
+        Some("v"),
+        "touch extended the key"
+    );
     assert!(c.touch("k", Timeout::Forever).await.unwrap());
     assert_eq!(c.ttl("k").await.unwrap(), Ttl::Forever);
     assert!(c.touch("k", 0).await.unwrap());
@@ -321,7 +367,10 @@ pub async fn ttl_reports_missing_forever_and_remaining(h: &dyn Harness) {
     assert_eq!(c.ttl("f").await.unwrap(), Ttl::Forever);
     c.set("r", "v", 30).await.unwrap();
     match c.ttl("r").await.unwrap() {
-        Ttl::Remaining(d) => assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}"),
+        Ttl::Remaining(d) => assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -359,7 +408,10 @@ pub async fn incr_and_decr_version(h: &dyn Harness) {
     assert!(matches!(v2.ttl("k").await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(90)));
     assert_eq!(v2.decr_version("k", 1).await.unwrap(), 1);
     assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));
-    assert!(matches!(c.incr_version("missing", 1).await, Err(Error::KeyNotFound { .. })));
+    assert!(matches!(
+        c.incr_version("missing", 1).await,
+        Err(Error::KeyNotFound { .. })
+    ));
 }
 
 /// Two caches with different prefixes do not see each other's keys.
@@ -382,7 +434,11 @@ pub async fn clear_removes_only_own_prefix(h: &dyn Harness) {
     mine.clear().await.unwrap();
     assert!(!mine.has_key("a").await.unwrap());
     assert!(!mine.with_version(2).has_key("b").await.unwrap());
-    assert_eq!(other.get::<i32>("a").await.unwrap(), Some(3), "clear touched another prefix");
+    assert_eq!(
+        other.get::<i32>("a").await.unwrap(),
+        Some(3),
+        "clear touched another prefix"
+    );
 }
 
 /// Unicode keys and values round-trip.
@@ -395,7 +451,11 @@ pub async fn unicode_keys_and_values(h: &dyn Harness) {
         ("nul_in_value", "a\u{0}b"),
     ] {
         c.set(key, value, 60).await.unwrap();
-        assert_eq!(c.get::<String>(key).await.unwrap().as_deref(), Some(value), "key {key}");
+        assert_eq!(
+            c.get::<String>(key).await.unwrap().as_deref(),
+            Some(value),
+            "key {key}"
+        );
         assert!(c.delete(key).await.unwrap());
     }
 }
@@ -405,10 +465,13 @@ pub async fn binary_values(h: &dyn Harness) {
     let c = cache(h).await;
     let all: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
     c.set_bytes("bin", &all, 60).await.unwrap();
-    assert_eq!(c.get_bytes("bin").await.unwrap(), Some(Bytes::from(all.clone())));
+    assert_eq!(
+        c.get_bytes("bin").await.unwrap(),
+        Some(Bytes::from(all.clone()))
+    );
     c.set_bytes("empty", b"", 60).await.unwrap();
     assert_eq!(c.get_bytes("empty").await.unwrap(), Some(Bytes::new()));
-    assert!(c.add_bytes("empty", b"x", 60).await.unwrap() == false);
+    assert!(!c.add_bytes("empty", b"x", 60).await.unwrap());
     // Typed and byte reads do not mix: reading the other kind is a miss, not garbage.
     assert_eq!(c.get::<String>("bin").await.unwrap(), None);
     c.set("typed", "t", 60).await.unwrap();
@@ -455,7 +518,12 @@ pub async fn many_data_types(h: &dyn Harness) {
     check(&c, "empty", String::new()).await;
     check(&c, "vec", vec![1, 2, 3]).await;
     check(&c, "tuple", (1u8, "two".to_owned(), 3.0f32)).await;
-    check(&c, "map", BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)])).await;
+    check(
+        &c,
+        "map",
+        BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]),
+    )
+    .await;
     let record = Record {
         id: 7,
         name: "seven".into(),
@@ -484,10 +552,19 @@ pub async fn large_values_round_trip(h: &dyn Harness) {
     c.set("text", &text, 60).await.unwrap();
     assert_eq!(c.get::<String>("text").await.unwrap(), Some(text.clone()));
     let stored = c.get_raw("text").await.unwrap().unwrap();
-    assert!(stored.len() < text.len() / 4, "large text is stored compressed ({} bytes)", stored.len());
-    let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    assert!(
+        stored.len() < text.len() / 4,
+        "large text is stored compressed ({} bytes)",
+        stored.len()
+    );
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     c.set_bytes("noise", &noise, 60).await.unwrap();
-    assert_eq!(c.get_bytes("noise").await.unwrap().as_deref(), Some(&noise[..]));
+    assert_eq!(
+        c.get_bytes("noise").await.unwrap().as_deref(),
+        Some(&noise[..])
+    );
 }
 
 /// `get_or_set` stores the value on a miss and returns the stored one on a hit.
@@ -500,12 +577,20 @@ pub async fn get_or_set_stores_and_returns(h: &dyn Harness) {
         .await
         .unwrap();
     assert_eq!(v, "computed");
-    assert_eq!(c.get::<String>("w").await.unwrap().as_deref(), Some("computed"));
+    assert_eq!(
+        c.get::<String>("w").await.unwrap().as_deref(),
+        Some("computed")
+    );
     let failed: Result<u32, Upstream> = c
-        .try_get_or_set_with("e", 60, || async { Err(Upstream("upstream down".to_owned())) })
+        .try_get_or_set_with("e", 60, || async {
+            Err(Upstream("upstream down".to_owned()))
+        })
         .await;
     assert_eq!(failed, Err(Upstream("upstream down".to_owned())));
-    assert!(!c.has_key("e").await.unwrap(), "a failed computation stores nothing");
+    assert!(
+        !c.has_key("e").await.unwrap(),
+        "a failed computation stores nothing"
+    );
     assert_eq!(c.get_or_set("zero", 9, 0).await.unwrap(), 9);
     assert!(!c.has_key("zero").await.unwrap());
 }
@@ -533,7 +618,10 @@ pub async fn get_or_set_returns_the_winners_value(h: &dyn Harness) {
         .await
         .unwrap();
     assert_eq!(v, "winner");
-    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("winner"));
+    assert_eq!(
+        c.get::<String>("k").await.unwrap().as_deref(),
+        Some("winner")
+    );
 }
 
 /// Concurrent `get_or_set` calls for one missing key run the computation once.
@@ -558,7 +646,11 @@ pub async fn concurrent_get_or_set_runs_once(h: &dyn Harness) {
     for t in tasks {
         assert_eq!(t.await.unwrap(), "once");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the computation ran more than once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the computation ran more than once"
+    );
 }
 
 /// `keys` lists this cache's keys of this version by glob pattern.
@@ -567,13 +659,11 @@ pub async fn keys_by_pattern(h: &dyn Harness) {
         return skip("keys_by_pattern", "the backend cannot list keys");
     }
     let c = cache(h).await;
-    c.set_many([("user.1", 1), ("user.2", 2), ("page.1", 3)], 60).await.unwrap();
+    c.set_many([("user.1", 1), ("user.2", 2), ("page.1", 3)], 60)
+        .await
+        .unwrap();
     c.with_version(2).set("user.3", &3, 60).await.unwrap();
-    let mut users: Vec<String> = c
-        .keys("user.*")
-        .map(|k| k.unwrap())
-        .collect()
-        .await;
+    let mut users: Vec<String> = c.keys("user.*").map(|k| k.unwrap()).collect().await;
     users.sort();
     assert_eq!(users, ["user.1", "user.2"]);
     let mut all: Vec<String> = c.keys("*").map(|k| k.unwrap()).collect().await;
@@ -593,7 +683,9 @@ pub async fn eviction_keeps_the_bound(h: &dyn Harness) {
         c.set(&format!("k{i}"), &i, 60).await.unwrap();
     }
     let stats = backend.stats().await.unwrap();
-    let entries = stats.entries.expect("a bounded backend reports its entry count");
+    let entries = stats
+        .entries
+        .expect("a bounded backend reports its entry count");
     assert!(entries <= 50, "{entries} entries exceed the bound of 50");
     assert!(entries > 0, "eviction removed everything");
 }
@@ -614,7 +706,11 @@ pub async fn corrupt_entries_are_misses(h: &dyn Harness) {
     {
         let key = format!("bad{i}");
         backend
-            .set(&c.make_key(&key).unwrap(), Bytes::copy_from_slice(garbage), Expiry::After(Duration::from_secs(60)))
+            .set(
+                &c.make_key(&key).unwrap(),
+                Bytes::copy_from_slice(garbage),
+                Expiry::After(Duration::from_secs(60)),
+            )
             .await
             .unwrap();
         assert_eq!(c.get::<String>(&key).await.unwrap(), None, "{garbage:?}");
@@ -634,7 +730,10 @@ pub async fn key_rules_are_enforced(h: &dyn Harness) {
     if rules.max_len.is_some() || rules.no_whitespace_or_control {
         let err = c.set(&long, "v", 60).await.unwrap_err();
         assert!(matches!(err, Error::InvalidKey { .. }), "{err:?}");
-        assert!(err.to_string().contains("invalid_keys"), "the error says how to fix it: {err}");
+        assert!(
+            err.to_string().contains("invalid_keys"),
+            "the error says how to fix it: {err}"
+        );
         let hashed = cache_with(
             h,
             CacheOptions {
@@ -645,12 +744,19 @@ pub async fn key_rules_are_enforced(h: &dyn Harness) {
         .await;
         for key in [long.as_str(), spaced] {
             hashed.set(key, "v", 60).await.unwrap();
-            assert_eq!(hashed.get::<String>(key).await.unwrap().as_deref(), Some("v"));
+            assert_eq!(
+                hashed.get::<String>(key).await.unwrap().as_deref(),
+                Some("v")
+            );
         }
     } else {
         for key in [long.as_str(), spaced, "tab\tand\nnewline"] {
             c.set(key, "v", 60).await.unwrap();
-            assert_eq!(c.get::<String>(key).await.unwrap().as_deref(), Some("v"), "{key:?}");
+            assert_eq!(
+                c.get::<String>(key).await.unwrap().as_deref(),
+                Some("v"),
+                "{key:?}"
+            );
         }
     }
 }

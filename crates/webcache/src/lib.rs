@@ -20,27 +20,29 @@
 //! `locmem` and `dummy` are always there. Feature `http` adds the page-cache layers and
 //! `sessions` the tower-sessions stores; `full` enables everything.
 #![forbid(unsafe_code)]
+// Library code answers every failure with an error, never a panic; tests may unwrap.
+#![warn(clippy::unwrap_used)]
 
 mod registry;
 
 pub use registry::{build_backend, Caches};
 pub use webcache_core::*;
 
-/// HTTP page caching: [`http::CachePageLayer`], header helpers, conditional GET, the proxy.
-#[cfg(feature = "http")]
-pub use webcache_http as http;
-/// Cache-backed sessions for tower-sessions.
-#[cfg(feature = "sessions")]
-pub use webcache_sessions as sessions;
-/// The Redis backend, with its extras (locks, `delete_pattern`).
-#[cfg(feature = "redis")]
-pub use webcache_redis as redis;
-/// The memcached backend.
-#[cfg(feature = "memcached")]
-pub use webcache_memcached as memcached;
-/// The SQLite/PostgreSQL backend and `create_cache_table`.
-#[cfg(feature = "sql")]
-pub use webcache_sql as sql;
 /// The file-system backend.
 #[cfg(feature = "file")]
 pub use webcache_file as file;
+/// HTTP page caching: [`http::CachePageLayer`], header helpers, conditional GET, the proxy.
+#[cfg(feature = "http")]
+pub use webcache_http as http;
+/// The memcached backend.
+#[cfg(feature = "memcached")]
+pub use webcache_memcached as memcached;
+/// The Redis backend, with its extras (locks, `delete_pattern`).
+#[cfg(feature = "redis")]
+pub use webcache_redis as redis;
+/// Cache-backed sessions for tower-sessions.
+#[cfg(feature = "sessions")]
+pub use webcache_sessions as sessions;
+/// The SQLite/PostgreSQL backend and `create_cache_table`.
+#[cfg(feature = "sql")]
+pub use webcache_sql as sql;

@@ -64,10 +64,12 @@ impl Caches {
 
     /// The cache called `alias`, or an error that lists the configured aliases.
     pub fn get(&self, alias: &str) -> Result<&Cache, ConfigError> {
-        self.caches.get(alias).ok_or_else(|| ConfigError::UnknownAlias {
-            alias: alias.to_owned(),
-            known: self.aliases().collect::<Vec<_>>().join(", "),
-        })
+        self.caches
+            .get(alias)
+            .ok_or_else(|| ConfigError::UnknownAlias {
+                alias: alias.to_owned(),
+                known: self.aliases().collect::<Vec<_>>().join(", "),
+            })
     }
 
     /// The `default` alias, or else the first configured one.

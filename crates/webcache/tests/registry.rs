@@ -13,14 +13,34 @@ async fn builds_aliases_from_urls_and_isolates_locmem_names() {
     ])
     .await
     .unwrap();
-    assert_eq!(caches.aliases().collect::<Vec<_>>(), ["default", "off", "other"]);
+    assert_eq!(
+        caches.aliases().collect::<Vec<_>>(),
+        ["default", "off", "other"]
+    );
     let default = caches.get("default").unwrap();
-    default.set("k", "a", webcache::Timeout::Default).await.unwrap();
-    assert_eq!(caches.get("other").unwrap().get::<String>("k").await.unwrap(), None);
-    assert_eq!(caches.get("off").unwrap().get::<String>("k").await.unwrap(), None);
+    default
+        .set("k", "a", webcache::Timeout::Default)
+        .await
+        .unwrap();
+    assert_eq!(
+        caches
+            .get("other")
+            .unwrap()
+            .get::<String>("k")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        caches.get("off").unwrap().get::<String>("k").await.unwrap(),
+        None
+    );
     // Same locmem name = same store, as Django's LOCATION.
     let again = Caches::from_url("locmem://registry-a").await.unwrap();
-    assert_eq!(again.default().get::<String>("k").await.unwrap().as_deref(), Some("a"));
+    assert_eq!(
+        again.default().get::<String>("k").await.unwrap().as_deref(),
+        Some("a")
+    );
     let err = caches.get("sessions").unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -44,7 +64,10 @@ async fn builds_aliases_from_a_toml_file() {
     let default = caches.default();
     assert_eq!(default.options().key_prefix, "shop");
     assert_eq!(default.make_key("k").unwrap(), "shop:1:k");
-    default.set("k", &1, webcache::Timeout::Default).await.unwrap();
+    default
+        .set("k", &1, webcache::Timeout::Default)
+        .await
+        .unwrap();
     assert_eq!(default.ttl("k").await.unwrap(), webcache::Ttl::Forever);
     assert!(caches.get("sessions").is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -63,8 +86,12 @@ async fn mistakes_are_explained() {
     assert!(error_of("locmem://?colour=blue")
         .await
         .contains("`colour`: unknown option for the `locmem` backend; accepted options: max_entries, max_bytes, timeout"));
-    assert!(error_of("ftp://host").await.contains("unknown scheme `ftp`"));
-    assert!(error_of("dummy://?timeout=-").await.contains("`timeout`: `-` is not a timeout"));
+    assert!(error_of("ftp://host")
+        .await
+        .contains("unknown scheme `ftp`"));
+    assert!(error_of("dummy://?timeout=-")
+        .await
+        .contains("`timeout`: `-` is not a timeout"));
     assert!(error_of("locmem://a/b").await.contains("not a locmem name"));
     let missing = Caches::from_config(Default::default()).await.unwrap_err();
     assert!(matches!(missing, ConfigError::Invalid { .. }));

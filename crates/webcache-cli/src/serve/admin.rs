@@ -21,7 +21,9 @@ pub(crate) const PATH: &str = "/_webcache/command";
 
 /// A random token for non-loopback clients.
 pub(crate) fn new_token() -> String {
-    (0..16).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 #[derive(Clone)]
@@ -51,7 +53,9 @@ pub(crate) async fn handle(
     if !authorised {
         return (
             StatusCode::FORBIDDEN,
-            Json(json!({"ok": false, "usage": true, "error": "the admin endpoint needs the token `webcache serve` printed (--token)"})),
+            Json(
+                json!({"ok": false, "usage": true, "error": "the admin endpoint needs the token `webcache serve` printed (--token)"}),
+            ),
         );
     }
     let outcome = match admin.caches.get(&request.alias) {
@@ -70,7 +74,10 @@ pub(crate) fn outcome_from_json(body: &Value) -> Result<Value, OpError> {
     if body["ok"].as_bool() == Some(true) {
         return Ok(body["result"].clone());
     }
-    let message = body["error"].as_str().unwrap_or("the app answered without an error message").to_owned();
+    let message = body["error"]
+        .as_str()
+        .unwrap_or("the app answered without an error message")
+        .to_owned();
     if body["usage"].as_bool() == Some(true) {
         Err(OpError::Usage(message))
     } else {

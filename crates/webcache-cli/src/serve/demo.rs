@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::handler::Handler;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use minijinja::Environment;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_sessions::Session;
-use webcache::{Cache, Caches};
 use webcache::http::{cache_page, CachePageLayer};
 use webcache::sessions::{CacheStore, SessionConfig};
+use webcache::{Cache, Caches};
 
 use super::admin::{self, Admin};
 
@@ -54,7 +54,10 @@ pub(super) fn app(caches: &Caches, upstream: &str, token: &str) -> anyhow::Resul
         templates: Arc::new(templates),
         served: Arc::new(AtomicU64::new(0)),
     };
-    let sessions = caches.get("sessions").unwrap_or_else(|_| caches.default()).clone();
+    let sessions = caches
+        .get("sessions")
+        .unwrap_or_else(|_| caches.default())
+        .clone();
     let admin = Admin {
         caches: caches.clone(),
         token: token.to_owned(),
@@ -99,8 +102,16 @@ async fn index() -> &'static str {
 }
 
 /// The built-in upstream, a stand-in for httpbin's `/delay/N`.
-async fn delay(State(demo): State<Demo>, Path(seconds): Path<String>, headers: HeaderMap) -> Response {
-    let Some(secs) = seconds.parse::<f64>().ok().filter(|s| (0.0..=MAX_DELAY).contains(s)) else {
+async fn delay(
+    State(demo): State<Demo>,
+    Path(seconds): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(secs) = seconds
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=MAX_DELAY).contains(s))
+    else {
         return (
             StatusCode::BAD_REQUEST,
             format!("`{seconds}` is not a delay; use seconds from 0 to {MAX_DELAY}, e.g. /delay/2 or /delay/0.5\n"),
@@ -109,7 +120,10 @@ async fn delay(State(demo): State<Demo>, Path(seconds): Path<String>, headers: H
     };
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     let served = demo.served.fetch_add(1, Ordering::Relaxed) + 1;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     Json(json!({
         "url": format!("http://{host}/delay/{seconds}"),
         "delay": secs,
@@ -129,7 +143,10 @@ struct DemoError(StatusCode, String);
 
 impl From<webcache::Error> for DemoError {
     fn from(e: webcache::Error) -> Self {
-        DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("cache error: {e}"))
+        DemoError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cache error: {e}"),
+        )
     }
 }
 
@@ -150,7 +167,10 @@ impl Demo {
             .await
             .map_err(|e| bad_gateway(format!("the upstream {url} did not answer: {e}")))?;
         if !response.status().is_success() {
-            return Err(bad_gateway(format!("the upstream {url} answered {}", response.status())));
+            return Err(bad_gateway(format!(
+                "the upstream {url} answered {}",
+                response.status()
+            )));
         }
         response
             .json()
@@ -163,7 +183,12 @@ impl Demo {
             .get_template("hello.html")
             .and_then(|t| t.render(minijinja::context! { data => data, route => route }))
             .map(Html)
-            .map_err(|e| DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("template error: {e}")))
+            .map_err(|e| {
+                DemoError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("template error: {e}"),
+                )
+            })
     }
 }
 
@@ -172,7 +197,10 @@ fn delay_of(q: &DelayQuery) -> f64 {
 }
 
 /// The low-level API: look up `httpbin`; on a miss, call the upstream and keep its JSON 60 s.
-async fn hello(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Response, DemoError> {
+async fn hello(
+    State(demo): State<Demo>,
+    Query(q): Query<DelayQuery>,
+) -> Result<Response, DemoError> {
     let fetched = AtomicBool::new(false);
     let data: Value = demo
         .cache
@@ -182,24 +210,37 @@ async fn hello(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<
         })
         .await?;
     let page = demo.render("/hello", &data)?;
-    let state = if fetched.load(Ordering::Relaxed) { "MISS" } else { "HIT" };
+    let state = if fetched.load(Ordering::Relaxed) {
+        "MISS"
+    } else {
+        "HIT"
+    };
     Ok(([("x-cache", state)], page).into_response())
 }
 
 /// A page that calls the upstream on every request; the page-cache layer caches it.
-async fn hello_page(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Html<String>, DemoError> {
+async fn hello_page(
+    State(demo): State<Demo>,
+    Query(q): Query<DelayQuery>,
+) -> Result<Html<String>, DemoError> {
     let data = demo.fetch(delay_of(&q)).await?;
     demo.render("/hello-page", &data)
 }
 
 /// GET on the class-style route: cached by the layer wrapped around this handler alone.
-async fn hello_class_get(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Html<String>, DemoError> {
+async fn hello_class_get(
+    State(demo): State<Demo>,
+    Query(q): Query<DelayQuery>,
+) -> Result<Html<String>, DemoError> {
     let data = demo.fetch(delay_of(&q)).await?;
     demo.render("GET /hello-class", &data)
 }
 
 /// POST on the class-style route: never cached, always calls the upstream.
-async fn hello_class_post(State(demo): State<Demo>, Query(q): Query<DelayQuery>) -> Result<Html<String>, DemoError> {
+async fn hello_class_post(
+    State(demo): State<Demo>,
+    Query(q): Query<DelayQuery>,
+) -> Result<Html<String>, DemoError> {
     let data = demo.fetch(delay_of(&q)).await?;
     demo.render("POST /hello-class", &data)
 }
@@ -213,9 +254,16 @@ const CART: &str = "items";
 
 async fn cart(session: Session, Query(q): Query<CartQuery>) -> Result<Json<Value>, DemoError> {
     let session_error = |e: tower_sessions::session::Error| {
-        DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("session error: {e}"))
+        DemoError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("session error: {e}"),
+        )
     };
-    let mut items: Vec<String> = session.get(CART).await.map_err(session_error)?.unwrap_or_default();
+    let mut items: Vec<String> = session
+        .get(CART)
+        .await
+        .map_err(session_error)?
+        .unwrap_or_default();
     if let Some(item) = q.add.filter(|i| !i.is_empty()) {
         items.push(item);
         session.insert(CART, &items).await.map_err(session_error)?;
@@ -224,9 +272,11 @@ async fn cart(session: Session, Query(q): Query<CartQuery>) -> Result<Json<Value
 }
 
 async fn cart_clear(session: Session) -> Result<Json<Value>, DemoError> {
-    session
-        .remove::<Vec<String>>(CART)
-        .await
-        .map_err(|e| DemoError(StatusCode::INTERNAL_SERVER_ERROR, format!("session error: {e}")))?;
+    session.remove::<Vec<String>>(CART).await.map_err(|e| {
+        DemoError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("session error: {e}"),
+        )
+    })?;
     Ok(Json(json!({ "items": [] })))
 }

@@ -25,7 +25,12 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
     let caches = crate::target::open_caches(target).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}; choose another address with --listen", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; choose another address with --listen",
+                args.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     let token = admin::new_token();
     let upstream = args

@@ -86,8 +86,11 @@ impl std::fmt::Debug for LocMem {
     }
 }
 
-fn named_stores() -> &'static Mutex<HashMap<String, Weak<Moka<String, Stored>>>> {
-    static STORES: OnceLock<Mutex<HashMap<String, Weak<Moka<String, Stored>>>>> = OnceLock::new();
+type Store = Moka<String, Stored>;
+type NamedStores = Mutex<HashMap<String, Weak<Store>>>;
+
+fn named_stores() -> &'static NamedStores {
+    static STORES: OnceLock<NamedStores> = OnceLock::new();
     STORES.get_or_init(Default::default)
 }
 
@@ -321,14 +324,19 @@ impl Backend for LocMem {
 impl LocMem {
     /// Builds the store a `locmem://[name]?max_entries=N&max_bytes=N` URL describes. Without
     /// options the bound is [`DEFAULT_MAX_ENTRIES`]; `max_entries=0` means no entry bound.
-    pub fn from_spec(spec: &mut crate::config::BackendSpec) -> Result<Self, crate::config::ConfigError> {
+    pub fn from_spec(
+        spec: &mut crate::config::BackendSpec,
+    ) -> Result<Self, crate::config::ConfigError> {
         let max_entries: Option<u64> = spec.take("max_entries", "a whole number of entries")?;
         let max_bytes: Option<u64> = spec.take("max_bytes", "a whole number of bytes")?;
         spec.finish(&["max_entries", "max_bytes"])?;
         if spec.location.contains('/') {
             return Err(spec.error(
                 "url",
-                format!("`{}` is not a locmem name; use `locmem://NAME` with no path", spec.location),
+                format!(
+                    "`{}` is not a locmem name; use `locmem://NAME` with no path",
+                    spec.location
+                ),
             ));
         }
         let config = LocMemConfig {
