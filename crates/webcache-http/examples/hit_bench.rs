@@ -7,7 +7,9 @@
 //! python3 ../shared/bench/http-hit.py layer=http://127.0.0.1:LAYER_PORT/ plain=http://127.0.0.1:PLAIN_PORT/
 //! ```
 //!
-//! Ports default to free ones; the URLs are printed once both servers listen.
+//! Ports default to free ones; the URLs are printed once the servers listen. A third server,
+//! `static`, answers a pre-rendered copy of the page with no work at all: the ceiling of the
+//! HTTP stack on this machine, against which the layer's own cost shows.
 #![allow(clippy::print_stdout)] // the URLs to benchmark are the program's output
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use std::time::Duration;
 use axum::response::Html;
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use webcache_core::Cache;
 use webcache_http::cache_page;
 
@@ -62,15 +65,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain = app();
     let l1 = tokio::net::TcpListener::bind(("127.0.0.1", port_arg(1)?)).await?;
     let l2 = tokio::net::TcpListener::bind(("127.0.0.1", port_arg(2)?)).await?;
+    let l3 = tokio::net::TcpListener::bind(("127.0.0.1", port_arg(3)?)).await?;
+    let page = Bytes::from(render(0).0);
+    let fixed = Router::new().route(
+        "/",
+        get(move || {
+            let page = page.clone();
+            async move { ([("content-type", "text/html; charset=utf-8")], page) }
+        }),
+    );
     println!(
-        "layer=http://{}/ plain=http://{}/",
+        "layer=http://{}/ plain=http://{}/ static=http://{}/",
         l1.local_addr()?,
-        l2.local_addr()?
+        l2.local_addr()?,
+        l3.local_addr()?
     );
     let a = tokio::spawn(async move { axum::serve(l1, layered).await });
     let b = tokio::spawn(async move { axum::serve(l2, plain).await });
-    let (a, b) = tokio::try_join!(a, b)?;
+    let c = tokio::spawn(async move { axum::serve(l3, fixed).await });
+    let (a, b, c) = tokio::try_join!(a, b, c)?;
     a?;
     b?;
+    c?;
     Ok(())
 }
