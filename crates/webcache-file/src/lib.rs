@@ -141,7 +141,8 @@ impl FileCache {
 
     /// Parses a `file://` spec (see [`from_spec`]) and opens the directory.
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
-        let max_entries: Option<u64> = spec.take("max_entries", "a whole number of entries (0 for no bound)")?;
+        let max_entries: Option<u64> =
+            spec.take("max_entries", "a whole number of entries (0 for no bound)")?;
         let cull_frequency: Option<u64> = spec.take(
             "cull_frequency",
             "a whole number N: culling removes 1/N of the entries (0 removes all)",
@@ -229,7 +230,9 @@ fn deadline_ms(expiry: Expiry) -> u64 {
         Expiry::Never => 0,
         Expiry::After(d) => {
             let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
-            now_ms().saturating_add(u64::try_from(ms).unwrap_or(u64::MAX)).max(1)
+            now_ms()
+                .saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+                .max(1)
         }
     }
 }
@@ -284,10 +287,12 @@ impl Shared {
     }
 
     fn path_for(&self, key: &str) -> PathBuf {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let hash = Self::hash(key);
         let mut name = String::with_capacity(64 + SUFFIX.len());
         for b in hash {
-            name.push_str(&format!("{b:02x}"));
+            name.push(char::from(HEX[usize::from(b >> 4)]));
+            name.push(char::from(HEX[usize::from(b & 15)]));
         }
         name.push_str(SUFFIX);
         self.dir.join(name)
@@ -320,7 +325,10 @@ impl Shared {
         let checked = parse_header(&raw).and_then(|(expires_ms, key_len, value_len)| {
             let expected = HEADER_LEN as u64 + key_len as u64 + value_len;
             if raw.len() as u64 != expected {
-                return Err(format!("{} bytes where the header promises {expected} (truncated?)", raw.len()));
+                return Err(format!(
+                    "{} bytes where the header promises {expected} (truncated?)",
+                    raw.len()
+                ));
             }
             Ok((expires_ms, key_len))
         });
@@ -348,7 +356,8 @@ impl Shared {
         let mut file = File::open(path).map_err(|e| e.to_string())?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         let mut head = [0u8; HEADER_LEN];
-        file.read_exact(&mut head).map_err(|_| "shorter than the header".to_owned())?;
+        file.read_exact(&mut head)
+            .map_err(|_| "shorter than the header".to_owned())?;
         let (expires, key_len, value_len) = parse_header(&head)?;
         if len != HEADER_LEN as u64 + key_len as u64 + value_len {
             return Err("its length does not match its header (truncated?)".into());
@@ -388,10 +397,9 @@ impl Shared {
         if !existed {
             self.make_room()?;
         }
-        let tmp = self.dir.join(format!(
-            ".{:016x}{TMP_SUFFIX}",
-            rand::random::<u64>()
-        ));
+        let tmp = self
+            .dir
+            .join(format!(".{:016x}{TMP_SUFFIX}", rand::random::<u64>()));
         let result = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -594,9 +602,8 @@ impl Backend for FileCache {
                 Found::Entry(e) if e.live(now_ms()) => e,
                 _ => return Err(Error::KeyNotFound { key }),
             };
-            let current = parse_integer(&entry.value()).ok_or_else(|| Error::NotAnInteger {
-                key: key.clone(),
-            })?;
+            let current = parse_integer(&entry.value())
+                .ok_or_else(|| Error::NotAnInteger { key: key.clone() })?;
             let next = current
                 .checked_add(delta)
                 .ok_or_else(|| Error::Overflow { key: key.clone() })?;
@@ -612,7 +619,9 @@ impl Backend for FileCache {
             Ok(match s.live(&key)? {
                 None => Ttl::Missing,
                 Some(e) if e.expires_ms == 0 => Ttl::Forever,
-                Some(e) => Ttl::Remaining(Duration::from_millis(e.expires_ms.saturating_sub(now_ms()))),
+                Some(e) => {
+                    Ttl::Remaining(Duration::from_millis(e.expires_ms.saturating_sub(now_ms())))
+                }
             })
         })
         .await
@@ -649,7 +658,9 @@ impl Backend for FileCache {
                     let now = now_ms();
                     Ok(s.listed_keys()?
                         .into_iter()
-                        .filter(|(_, expires, key)| (*expires == 0 || *expires > now) && glob_match(&pattern, key))
+                        .filter(|(_, expires, key)| {
+                            (*expires == 0 || *expires > now) && glob_match(&pattern, key)
+                        })
                         .map(|(_, _, key)| key)
                         .collect::<Vec<_>>())
                 })
@@ -682,7 +693,8 @@ impl Backend for FileCache {
                     ("dir_mode".to_owned(), mode),
                     (
                         "max_entries".to_owned(),
-                        s.max_entries.map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                        s.max_entries
+                            .map_or_else(|| "none".to_owned(), |n| n.to_string()),
                     ),
                 ],
             })
@@ -723,7 +735,9 @@ impl Backend for FileCache {
         self.blocking(move |s| {
             let path = s.path_for(&key);
             Ok(match Shared::read_head(&path) {
-                Ok((expires, stored)) => stored == key.as_bytes() && (expires == 0 || expires > now_ms()),
+                Ok((expires, stored)) => {
+                    stored == key.as_bytes() && (expires == 0 || expires > now_ms())
+                }
                 Err(_) => false,
             })
         })

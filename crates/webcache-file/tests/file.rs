@@ -78,7 +78,9 @@ async fn two_clients_race_on_incr_and_lose_no_update() {
     let dir = fresh_dir("file-incr-race");
     let a = open(&dir, None, 3);
     let b = open(&dir, None, 3);
-    a.set("n", Bytes::from_static(b"-50"), MINUTE).await.unwrap();
+    a.set("n", Bytes::from_static(b"-50"), MINUTE)
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let backend = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -114,12 +116,20 @@ async fn child_process_incrs() {
 async fn separate_processes_share_one_directory_atomically() {
     let dir = fresh_dir("file-processes");
     let backend = open(&dir, None, 3);
-    backend.set("shared", Bytes::from_static(b"0"), MINUTE).await.unwrap();
+    backend
+        .set("shared", Bytes::from_static(b"0"), MINUTE)
+        .await
+        .unwrap();
     // Two more processes: this test binary, running only `child_process_incrs`.
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "child_process_incrs", "--test-threads=1", "--quiet"])
+                .args([
+                    "--exact",
+                    "child_process_incrs",
+                    "--test-threads=1",
+                    "--quiet",
+                ])
                 .env(CHILD_DIR_ENV, &dir)
                 .spawn()
                 .unwrap()
@@ -167,7 +177,10 @@ async fn truncated_and_garbage_files_are_misses() {
         assert_eq!(cache.get::<i64>(name).await.unwrap(), None, "{name}");
         assert!(!cache.has_key(name).await.unwrap(), "{name}");
         assert_eq!(cache.ttl(name).await.unwrap(), Ttl::Missing, "{name}");
-        assert!(matches!(cache.incr(name, 1).await, Err(Error::KeyNotFound { .. })), "{name}");
+        assert!(
+            matches!(cache.incr(name, 1).await, Err(Error::KeyNotFound { .. })),
+            "{name}"
+        );
         // Listing skips the damaged file instead of failing.
         let keys: Vec<_> = cache.keys("*").collect().await;
         assert!(keys.iter().all(Result::is_ok), "{name}: {keys:?}");
@@ -195,7 +208,10 @@ async fn directory_is_private_and_files_are_owner_only() {
         let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{} has mode {mode:o}", path.display());
     }
-    backend.set("k", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    backend
+        .set("k", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap();
     let file = backend.path_for("k");
     let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "entry file mode {mode:o}");
@@ -217,11 +233,23 @@ async fn keys_never_become_paths() {
     for key in nasty {
         backend.set(key, Bytes::from(key), MINUTE).await.unwrap();
         let path = backend.path_for(key);
-        assert_eq!(path.parent(), Some(dir.as_path()), "{key:?} -> {}", path.display());
-        assert_eq!(backend.get(key).await.unwrap(), Some(Bytes::from(key)), "{key:?}");
+        assert_eq!(
+            path.parent(),
+            Some(dir.as_path()),
+            "{key:?} -> {}",
+            path.display()
+        );
+        assert_eq!(
+            backend.get(key).await.unwrap(),
+            Some(Bytes::from(key)),
+            "{key:?}"
+        );
     }
     // Nothing was written beside the cache directory.
-    let beside: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let beside: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(beside, [std::ffi::OsString::from("cache")]);
     let listed: BTreeSet<String> = backend.scan("*").map(|k| k.unwrap()).collect().await;
     assert_eq!(listed, nasty.iter().map(|k| (*k).to_owned()).collect());
@@ -231,29 +259,47 @@ async fn keys_never_become_paths() {
 async fn culling_keeps_the_bound_and_removes_expired_entries_first() {
     let dir = fresh_dir("file-cull");
     let backend = open(&dir, Some(10), 2);
-    backend.set("keeper", Bytes::from_static(b"v"), Expiry::Never).await.unwrap();
+    backend
+        .set("keeper", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap();
     for i in 0..9 {
         let short = Expiry::After(Duration::from_millis(200));
-        backend.set(&format!("short{i}"), Bytes::from_static(b"v"), short).await.unwrap();
+        backend
+            .set(&format!("short{i}"), Bytes::from_static(b"v"), short)
+            .await
+            .unwrap();
     }
     assert_eq!(entry_files(&dir).len(), 10);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The directory is full, but of expired entries: culling removes them and nothing else.
-    backend.set("new", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    backend
+        .set("new", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap();
     assert_eq!(entry_files(&dir).len(), 2);
     assert!(backend.has_key("keeper").await.unwrap());
 
     for i in 0..8 {
-        backend.set(&format!("live{i}"), Bytes::from_static(b"v"), MINUTE).await.unwrap();
+        backend
+            .set(&format!("live{i}"), Bytes::from_static(b"v"), MINUTE)
+            .await
+            .unwrap();
     }
     assert_eq!(entry_files(&dir).len(), 10);
     // Full of live entries: 1/cull_frequency (half) of them go.
-    backend.set("one-more", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    backend
+        .set("one-more", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap();
     assert_eq!(entry_files(&dir).len(), 6);
     assert!(backend.has_key("one-more").await.unwrap());
     // Replacing an entry never culls.
     for _ in 0..20 {
-        backend.set("one-more", Bytes::from_static(b"w"), MINUTE).await.unwrap();
+        backend
+            .set("one-more", Bytes::from_static(b"w"), MINUTE)
+            .await
+            .unwrap();
     }
     assert_eq!(entry_files(&dir).len(), 6);
     assert_eq!(backend.stats().await.unwrap().entries, Some(6));
@@ -264,9 +310,15 @@ async fn cull_frequency_zero_empties_the_directory() {
     let dir = fresh_dir("file-cull-all");
     let backend = open(&dir, Some(5), 0);
     for i in 0..5 {
-        backend.set(&format!("k{i}"), Bytes::from_static(b"v"), MINUTE).await.unwrap();
+        backend
+            .set(&format!("k{i}"), Bytes::from_static(b"v"), MINUTE)
+            .await
+            .unwrap();
     }
-    backend.set("last", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+    backend
+        .set("last", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap();
     assert_eq!(entry_files(&dir).len(), 1);
     assert!(backend.has_key("last").await.unwrap());
 }
@@ -276,13 +328,20 @@ async fn expired_entries_are_deleted_when_read() {
     let dir = fresh_dir("file-lazy");
     let backend = open(&dir, None, 3);
     backend
-        .set("k", Bytes::from_static(b"v"), Expiry::After(Duration::from_millis(100)))
+        .set(
+            "k",
+            Bytes::from_static(b"v"),
+            Expiry::After(Duration::from_millis(100)),
+        )
         .await
         .unwrap();
     assert!(backend.path_for("k").exists());
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(backend.get("k").await.unwrap(), None);
-    assert!(!backend.path_for("k").exists(), "the expired file is still there");
+    assert!(
+        !backend.path_for("k").exists(),
+        "the expired file is still there"
+    );
 }
 
 #[tokio::test]
@@ -292,7 +351,10 @@ async fn clear_removes_only_cache_files() {
     fs::write(dir.join("notes.txt"), b"not ours").unwrap();
     fs::write(dir.join("looks-like.wcache.bak"), b"not ours either").unwrap();
     for key in ["app:1:a", "app:2:b", "other:1:a"] {
-        backend.set(key, Bytes::from_static(b"v"), MINUTE).await.unwrap();
+        backend
+            .set(key, Bytes::from_static(b"v"), MINUTE)
+            .await
+            .unwrap();
     }
     backend.clear(Some("app:")).await.unwrap();
     assert!(!backend.has_key("app:1:a").await.unwrap());
@@ -313,8 +375,13 @@ async fn urls_are_checked() {
     assert_eq!(backend.name(), "file");
     assert!(dir.is_dir());
 
-    let mut spec = CacheConfig::from_url("default", "file://var/tmp/x").unwrap().backend;
-    let err = webcache_file::from_spec(&mut spec).await.unwrap_err().to_string();
+    let mut spec = CacheConfig::from_url("default", "file://var/tmp/x")
+        .unwrap()
+        .backend;
+    let err = webcache_file::from_spec(&mut spec)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("file:///absolute/path"), "{err}");
 
     let not_a_dir = temp_dir("file-url").join("plain-file");
@@ -322,12 +389,24 @@ async fn urls_are_checked() {
     let mut spec = CacheConfig::from_url("default", &format!("file://{}", not_a_dir.display()))
         .unwrap()
         .backend;
-    let err = webcache_file::from_spec(&mut spec).await.unwrap_err().to_string();
+    let err = webcache_file::from_spec(&mut spec)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot use"), "{err}");
 
-    let mut spec = CacheConfig::from_url("default", &format!("file://{}?max_entires=3", dir.display()))
-        .unwrap()
-        .backend;
-    let err = webcache_file::from_spec(&mut spec).await.unwrap_err().to_string();
-    assert!(err.contains("accepted options: max_entries, cull_frequency"), "{err}");
+    let mut spec = CacheConfig::from_url(
+        "default",
+        &format!("file://{}?max_entires=3", dir.display()),
+    )
+    .unwrap()
+    .backend;
+    let err = webcache_file::from_spec(&mut spec)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("accepted options: max_entries, cull_frequency"),
+        "{err}"
+    );
 }

@@ -38,7 +38,16 @@ impl MemcachedServer {
     fn try_start(port: u16, extra_args: &[&str]) -> Option<MemcachedServer> {
         let port_arg = port.to_string();
         // `-u nobody` because memcached refuses to run as root without a user to switch to.
-        let mut args = vec!["-u", "nobody", "-l", "127.0.0.1", "-p", &port_arg, "-U", "0"];
+        let mut args = vec![
+            "-u",
+            "nobody",
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port_arg,
+            "-U",
+            "0",
+        ];
         args.extend_from_slice(extra_args);
         let mut process = ServerProcess::spawn("memcached", &args, None);
         if wait_for_port(port, Duration::from_secs(10)) {
