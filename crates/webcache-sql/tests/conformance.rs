@@ -22,23 +22,35 @@ async fn bounded(base: &str, max_entries: u64) -> Arc<dyn Backend> {
     .await
 }
 
-mod sqlite_file {
-    use super::*;
+/// A database server shared by every case of this binary (cases keep apart by key prefix).
+#[derive(Clone, Copy)]
+enum Shared {
+    SqliteFile,
+    Postgres,
+}
 
-    struct SqliteFile;
-
-    #[async_trait::async_trait]
-    impl Harness for SqliteFile {
-        async fn backend(&self) -> Arc<dyn Backend> {
-            backend(&sqlite_url().await).await
-        }
-
-        async fn bounded_backend(&self, max_entries: u64) -> Option<Arc<dyn Backend>> {
-            Some(bounded(&sqlite_url().await, max_entries).await)
+impl Shared {
+    async fn url(self) -> String {
+        match self {
+            Shared::SqliteFile => sqlite_url().await,
+            Shared::Postgres => postgres_url().await,
         }
     }
+}
 
-    webcache_testkit::conformance_suite!(SqliteFile);
+#[async_trait::async_trait]
+impl Harness for Shared {
+    async fn backend(&self) -> Arc<dyn Backend> {
+        backend(&self.url().await).await
+    }
+
+    async fn bounded_backend(&self, max_entries: u64) -> Option<Arc<dyn Backend>> {
+        Some(bounded(&self.url().await, max_entries).await)
+    }
+}
+
+mod sqlite_file {
+    webcache_testkit::conformance_suite!(super::Shared::SqliteFile);
 }
 
 mod sqlite_memory {
@@ -69,20 +81,5 @@ mod sqlite_memory {
 }
 
 mod postgres {
-    use super::*;
-
-    struct Postgres;
-
-    #[async_trait::async_trait]
-    impl Harness for Postgres {
-        async fn backend(&self) -> Arc<dyn Backend> {
-            backend(&postgres_url().await).await
-        }
-
-        async fn bounded_backend(&self, max_entries: u64) -> Option<Arc<dyn Backend>> {
-            Some(bounded(&postgres_url().await, max_entries).await)
-        }
-    }
-
-    webcache_testkit::conformance_suite!(Postgres);
+    webcache_testkit::conformance_suite!(super::Shared::Postgres);
 }
