@@ -23,6 +23,8 @@
 //!   (default 3; `cull_frequency=0` empties the directory). The entry count is tracked in
 //!   memory and re-read from the directory when it may have reached the bound, so the bound is
 //!   exact for one process and approximate when several processes write at once.
+//! * **A removed directory** is created again by the next write.
+//! * **`stats`** counts entry files, including expired ones not removed yet.
 //! * **`clear`** removes only this backend's `.wcache` files (and of those, only the ones whose
 //!   key has the given prefix), never anything else that lives in the directory.
 //!
@@ -302,17 +304,37 @@ impl Shared {
     fn lock_key(&self, key: &str) -> Result<StripeLock> {
         let stripe = usize::from(Self::hash(key)[0]) % LOCK_STRIPES;
         let path = self.dir.join(format!(".lock-{stripe:02x}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+        };
+        let file = self
+            .recreating_dir(open)
             .map_err(|e| io_error("open the lock file", &path, e))?;
         // Through the trait, not std's newer inherent `File::lock`, to keep the MSRV.
         fs4::FileExt::lock(&file).map_err(|e| io_error("lock", &path, e))?;
         Ok(StripeLock(file))
+    }
+
+    /// Runs `create`, and once more after recreating the directory if it has disappeared
+    /// (someone cleaned `/var/tmp`): a cache directory is disposable, as in Django.
+    fn recreating_dir<T>(&self, create: impl Fn() -> io::Result<T>) -> io::Result<T> {
+        match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %self.dir.display(), "the cache directory disappeared; recreating it");
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)?;
+                create()
+            }
+            other => other,
+        }
     }
 
     /// Reads the entry of `key`.
@@ -400,11 +422,15 @@ impl Shared {
         let tmp = self
             .dir
             .join(format!(".{:016x}{TMP_SUFFIX}", rand::random::<u64>()));
-        let result = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+        };
+        let result = self
+            .recreating_dir(create)
             .and_then(|mut file| file.write_all(&encode(key, value, expires_ms)))
             .and_then(|()| fs::rename(&tmp, path));
         if let Err(e) = result {
@@ -470,7 +496,12 @@ impl Shared {
 
     /// Every entry file, removing temporary files left by writers that died.
     fn entry_files(&self) -> Result<Vec<PathBuf>> {
-        let listing = fs::read_dir(&self.dir).map_err(|e| io_error("list", &self.dir, e))?;
+        let listing = match fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            // Gone: no entries; the next write creates it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("list", &self.dir, e)),
+        };
         let mut files = Vec::new();
         for dirent in listing {
             let dirent = dirent.map_err(|e| io_error("list", &self.dir, e))?;

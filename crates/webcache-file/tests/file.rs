@@ -410,3 +410,25 @@ async fn urls_are_checked() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_removed_directory_is_created_again() {
+    let dir = fresh_dir("file-recreate");
+    let backend = open(&dir, Some(100), 3);
+    backend
+        .set("k", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(backend.get("k").await.unwrap(), None);
+    backend
+        .set("k", Bytes::from_static(b"w"), MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get("k").await.unwrap(),
+        Some(Bytes::from_static(b"w"))
+    );
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
