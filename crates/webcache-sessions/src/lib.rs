@@ -163,6 +163,16 @@ impl CachedDbStore {
         CachedDbStore { cache, database }
     }
 
+    /// The cache in front.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The durable store behind.
+    pub fn database(&self) -> &Cache {
+        &self.database
+    }
+
     /// Writes to the cache are best-effort: the database already has the record, so a cache
     /// failure only costs a later database read.
     async fn refresh_cache(&self, record: &Record) {
