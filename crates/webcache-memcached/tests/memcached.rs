@@ -514,3 +514,39 @@ async fn a_server_that_was_never_up_fails_fast_with_a_typed_error() {
     assert!(started.elapsed() < Duration::from_millis(50));
     assert!(mc.stats().await.is_err());
 }
+
+/// A peer that accepts connections and never answers (a hung server, a black-holed host):
+/// requests time out with a typed error and the server is skipped afterwards.
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        // Keep the accepted sockets open without reading or writing.
+        listener.incoming().take(4).collect::<Vec<_>>()
+    });
+    let mut config = MemcachedConfig::new([addr]);
+    config.io_timeout = Duration::from_millis(300);
+    config.retry_after = Duration::from_secs(5);
+    let mc = Memcached::new(&config);
+    let started = Instant::now();
+    let err = mc.get("k").await.unwrap_err();
+    assert!(err.is_backend_failure(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = mc.get("k").await.unwrap_err();
+    assert!(err.to_string().contains("marked down"), "{err}");
+    // Degrade mode serves a miss.
+    let cache = Cache::new(
+        Arc::new(mc),
+        CacheOptions {
+            on_error: OnError::Degrade,
+            ..CacheOptions::default()
+        },
+    );
+    assert_eq!(cache.get_raw("k").await.unwrap(), None);
+    drop(held);
+}
