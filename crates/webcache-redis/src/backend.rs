@@ -74,14 +74,22 @@ impl RedisBackend {
     pub fn new(config: RedisConfig) -> Result<Self> {
         let open_error =
             |e: RedisError| Error::backend(NAME, format!("cannot use {}: {e}", config.label), e);
+        let certificates = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: config.tls_root_cert.clone(),
+        };
+        let client = |url: &str| match config.tls_root_cert {
+            Some(_) => redis::Client::build_with_tls(url, certificates()),
+            None => redis::Client::open(url),
+        };
         let topology = match &config.target {
             Target::Primary {
                 primary, replicas, ..
             } => {
-                let primary = redis::Client::open(primary.as_str()).map_err(open_error)?;
+                let primary = client(primary).map_err(open_error)?;
                 let replicas = replicas
                     .iter()
-                    .map(|r| redis::Client::open(r.as_str()))
+                    .map(|r| client(r))
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(open_error)?;
                 Topology::primary(

@@ -22,6 +22,8 @@ pub const OPTIONS: &[&str] = &[
     "wait_replicas",
     "read_from_replicas",
     "clear",
+    "tls",
+    "tls_ca_file",
 ];
 
 /// What `clear` does.
@@ -73,6 +75,9 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// What `clear` does.
     pub clear: ClearMode,
+    /// A PEM root certificate to trust for TLS instead of the system's (`tls_ca_file`), for
+    /// servers with a private certificate authority.
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -90,6 +95,7 @@ impl RedisConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             wait_replicas: 0,
             clear: ClearMode::Prefix,
+            tls_root_cert: None,
         })
     }
 
@@ -114,8 +120,19 @@ impl RedisConfig {
                 ))
             }
         };
+        let cluster_tls: Option<bool> = spec.take("tls", "`true` or `false`")?;
+        let tls_ca_file = spec.take_str("tls_ca_file");
         spec.finish(OPTIONS)?;
         let label = spec.redacted_url();
+        let tls_root_cert = match &tls_ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                spec.error(
+                    "tls_ca_file",
+                    format!("cannot read `{path}`: {e}; give the path of a PEM certificate"),
+                )
+            })?),
+        };
         let target = if spec.scheme == "redis+cluster" {
             if replicas.is_some() || wait_replicas.is_some() {
                 return Err(spec.error(
@@ -123,7 +140,16 @@ impl RedisConfig {
                     "a Redis Cluster finds its replicas itself; drop `replicas`/`wait_replicas` and use `read_from_replicas=true` to read from them",
                 ));
             }
-            let nodes = cluster_nodes(&spec.location).map_err(|m| spec.error("url", m))?;
+            let tls = cluster_tls.unwrap_or(false);
+            if tls_root_cert.is_some() {
+                // The client's cluster connections take custom roots only with rustls, and
+                // this build uses the system's TLS library.
+                return Err(spec.error(
+                    "tls_ca_file",
+                    "is not supported with `redis+cluster://`; add the CA to the system's trust store and use `tls=true`",
+                ));
+            }
+            let nodes = cluster_nodes(&spec.location, tls).map_err(|m| spec.error("url", m))?;
             Target::Cluster {
                 nodes,
                 read_from_replicas: read_from_replicas.unwrap_or(false),
@@ -133,6 +159,21 @@ impl RedisConfig {
                 return Err(spec.error(
                     "read_from_replicas",
                     "only for `redis+cluster://`; with one primary, list the replicas in `replicas=redis://host:port/db,...`",
+                ));
+            }
+            if cluster_tls.is_some() {
+                return Err(spec.error(
+                    "tls",
+                    format!("only for `redis+cluster://`; for one server use the `rediss://` scheme, e.g. `rediss://{}`", spec.location),
+                ));
+            }
+            if tls_root_cert.is_some() && spec.scheme != "rediss" {
+                return Err(spec.error(
+                    "tls_ca_file",
+                    format!(
+                        "is only used over TLS; use the `rediss://` scheme, e.g. `rediss://{}`",
+                        spec.location
+                    ),
                 ));
             }
             let primary = spec.url.clone();
@@ -179,6 +220,7 @@ impl RedisConfig {
             response_timeout,
             wait_replicas: wait_replicas.unwrap_or(0),
             clear,
+            tls_root_cert,
         })
     }
 }
@@ -240,8 +282,9 @@ fn check_host_port(host_port: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Splits `[user:pass@]h1:p1,h2:p2` into one `redis://` URL per node.
-fn cluster_nodes(location: &str) -> Result<Vec<String>, String> {
+/// Splits `[user:pass@]h1:p1,h2:p2` into one `redis://` (or `rediss://`) URL per node.
+fn cluster_nodes(location: &str, tls: bool) -> Result<Vec<String>, String> {
+    let scheme = if tls { "rediss" } else { "redis" };
     let (userinfo, hosts) = match location.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, location),
@@ -256,8 +299,8 @@ fn cluster_nodes(location: &str) -> Result<Vec<String>, String> {
     for node in hosts.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         check_host_port(node).map_err(|m| format!("node `{node}`: {m}; {CLUSTER_EXAMPLE}"))?;
         let url = match userinfo {
-            Some(u) => format!("redis://{u}@{node}"),
-            None => format!("redis://{node}"),
+            Some(u) => format!("{scheme}://{u}@{node}"),
+            None => format!("{scheme}://{node}"),
         };
         redis::Client::open(url.as_str())
             .map_err(|e| format!("node `{node}` is not usable ({e}); {CLUSTER_EXAMPLE}"))?;
@@ -365,6 +408,22 @@ mod tests {
             ("redis+cluster://a:1,b:x", "url", "node `b:x`"),
             ("redis+cluster://a:1/3", "url", "only database 0"),
             ("redis+cluster://", "url", "no nodes"),
+            ("redis://h/1?tls=true", "tls", "`rediss://h/1`"),
+            (
+                "redis://h/1?tls_ca_file=/etc/hosts",
+                "tls_ca_file",
+                "`rediss://h/1`",
+            ),
+            (
+                "rediss://h/1?tls_ca_file=/nonexistent/ca.pem",
+                "tls_ca_file",
+                "cannot read `/nonexistent/ca.pem`",
+            ),
+            (
+                "redis+cluster://a:1?tls=true&tls_ca_file=/etc/hosts",
+                "tls_ca_file",
+                "trust store",
+            ),
         ] {
             let err = parse(url).unwrap_err();
             assert!(err.contains(&format!("`{field}`")), "{url}: {err}");

@@ -260,3 +260,23 @@ async fn get_or_set_locked_computes_once_across_processes() {
 }
 
 use futures::StreamExt;
+
+/// `rediss://` against a TLS-only server whose certificate is trusted through `tls_ca_file`;
+/// without it the system's roots refuse the self-signed certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_certificate_authority() {
+    let tls = RedisServer::start_tls();
+    let url = format!("{}?tls_ca_file={}", tls.url(3), tls.ca_file().display());
+    let redis = backend(&url).await;
+    let cache = cache_over(&redis, "tls");
+    cache.set("k", &7, 60).await.unwrap();
+    assert_eq!(cache.get::<i64>("k").await.unwrap(), Some(7));
+    assert_eq!(tls.cli(&["-n", "3", "get", "tls:1:k"]).trim(), "7");
+
+    let untrusted = backend(&format!("{}?connect_timeout=0.5", tls.url(3))).await;
+    let err = untrusted.get("tls:1:k").await.unwrap_err();
+    assert!(
+        matches!(err, webcache_core::Error::Backend { .. }),
+        "{err:?}"
+    );
+}

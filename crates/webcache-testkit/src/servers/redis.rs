@@ -21,6 +21,7 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     extra_args: Vec<String>,
+    tls: bool,
     process: Mutex<Option<ServerProcess>>,
 }
 
@@ -52,15 +53,75 @@ impl RedisServer {
         replica
     }
 
+    /// Starts a server that speaks only TLS on its port, with a fresh self-signed certificate
+    /// for 127.0.0.1 (made with `openssl`; its file is [`ca_file`](RedisServer::ca_file)).
+    pub fn start_tls() -> RedisServer {
+        let port = free_port();
+        let dir = temp_dir(&format!("redis-tls-{port}"));
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run openssl to make a test certificate: {e}"));
+        assert!(status.success(), "openssl req failed: {status}");
+        let (cert, key) = (
+            cert.to_string_lossy().into_owned(),
+            key.to_string_lossy().into_owned(),
+        );
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &cert,
+            "--tls-auth-clients",
+            "no",
+        ];
+        let server = RedisServer {
+            port,
+            dir,
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            tls: true,
+            process: Mutex::new(None),
+        };
+        server.restart();
+        server
+    }
+
     fn start_with(port: u16, extra_args: Vec<String>) -> RedisServer {
         let server = RedisServer {
             port,
             dir: temp_dir(&format!("redis-{port}")),
             extra_args,
+            tls: false,
             process: Mutex::new(None),
         };
         server.restart();
         server
+    }
+
+    /// The certificate a TLS server presents (self-signed: it is its own authority).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("cert.pem")
     }
 
     /// The port the server listens on.
@@ -68,9 +129,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT/DB`.
+    /// `redis://127.0.0.1:PORT/DB` (`rediss://` for a TLS server).
     pub fn url(&self, db: u32) -> String {
-        format!("redis://127.0.0.1:{}/{db}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/{db}", self.port)
     }
 
     /// Stops the server (its data is gone: nothing is persisted). Idempotent.
@@ -118,9 +180,12 @@ impl RedisServer {
     /// Runs `redis-cli -p PORT args...` and returns its output (for checks independent of the
     /// client under test, such as `-n 2 ttl KEY`).
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .arg("-p")
-            .arg(self.port.to_string())
+        let mut command = Command::new("redis-cli");
+        command.arg("-p").arg(self.port.to_string());
+        if self.tls {
+            command.arg("--tls").arg("--cacert").arg(self.ca_file());
+        }
+        let output = command
             .args(args)
             .stderr(Stdio::inherit())
             .output()
