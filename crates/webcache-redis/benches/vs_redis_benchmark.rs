@@ -67,7 +67,7 @@ fn redis_benchmark(port: u16, ops: usize) -> (f64, f64) {
         text.split(['\r', '\n'])
             .filter_map(|line| line.trim().strip_prefix(&format!("{name}: ")))
             .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("no {name} figure in redis-benchmark's output: {text}"))
     };
     (rate("SET"), rate("GET"))
