@@ -15,7 +15,12 @@
 //! [caches.cluster]
 //! url = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"
 //! read_from_replicas = false
+//! tls = false                             # true: reach the nodes over TLS
 //! clear = "prefix"                        # or "flushdb" to empty whole databases on clear()
+//!
+//! [caches.private_ca]
+//! url = "rediss://redis.internal:6380/0"
+//! tls_ca_file = "/etc/ssl/private-ca.pem" # trust this root instead of the system's
 //! ```
 //!
 //! Built on the [`redis`] crate: a [`ConnectionManager`](redis::aio::ConnectionManager)

@@ -63,3 +63,72 @@ async fn keys_spread_over_all_masters_and_multi_key_calls_cross_slots() {
         );
     }
 }
+
+/// Slots moving between masters under a running cache (`redis-cli --cluster reshard`): the
+/// client follows `MOVED`/`ASK`, so every key stays readable and writable through the same
+/// cache. A cluster of its own, so that the other tests do not see the migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_and_ask_are_followed_while_slots_migrate() {
+    let cluster = RedisCluster::start(3);
+    let mut spec = CacheConfig::from_url("default", &cluster.url())
+        .unwrap()
+        .backend;
+    let cache = Cache::new(
+        webcache_redis::from_spec(&mut spec).await.unwrap(),
+        CacheOptions {
+            key_prefix: "moving".into(),
+            ..CacheOptions::default()
+        },
+    );
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    cache
+        .set_many(keys.iter().map(|k| (k.as_str(), k.clone())), 300)
+        .await
+        .unwrap();
+    let [from, to, _] = cluster.nodes() else {
+        panic!("three nodes")
+    };
+    let id = |node: &webcache_testkit::servers::redis::RedisServer| {
+        node.cli(&["cluster", "myid"]).trim().to_owned()
+    };
+    let reshard = {
+        let (port, from_id, to_id) = (from.port(), id(from), id(to));
+        std::thread::spawn(move || {
+            std::process::Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{port}")])
+                .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+                .args(["--cluster-slots", "2000", "--cluster-yes"])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap()
+        })
+    };
+    // Read and write while the slots move, and after.
+    let mut rounds = 0;
+    while !reshard.is_finished() || rounds < 2 {
+        for key in &keys {
+            assert_eq!(
+                cache.get::<String>(key).await.unwrap().as_deref(),
+                Some(key.as_str()),
+                "round {rounds}"
+            );
+        }
+        cache
+            .set(&format!("during{rounds}"), &rounds, 300)
+            .await
+            .unwrap();
+        rounds += 1;
+    }
+    assert!(
+        reshard.join().unwrap().success(),
+        "redis-cli --cluster reshard failed"
+    );
+    let got: std::collections::HashMap<String, String> = cache.get_many(&keys).await.unwrap();
+    assert_eq!(got.len(), keys.len());
+    for r in 0..rounds {
+        assert_eq!(
+            cache.get::<i32>(&format!("during{r}")).await.unwrap(),
+            Some(r)
+        );
+    }
+}

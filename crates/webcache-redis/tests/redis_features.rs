@@ -280,3 +280,25 @@ async fn rediss_with_a_private_certificate_authority() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_the_database_size_and_memory() {
+    let redis = backend(&server().url(7)).await;
+    let cache = cache_over(&redis, &unique("stats"));
+    cache.set_many([("a", 1), ("b", 2)], 60).await.unwrap();
+    let stats = cache.stats().await.unwrap();
+    assert_eq!(stats.backend, "redis");
+    let expected: u64 = server().cli(&["-n", "7", "dbsize"]).trim().parse().unwrap();
+    assert_eq!(stats.backend_stats.entries, Some(expected));
+    assert!(expected >= 2);
+    let names: Vec<&str> = stats
+        .backend_stats
+        .extra
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert!(
+        names.contains(&"used_memory") && names.contains(&"url"),
+        "{names:?}"
+    );
+}
