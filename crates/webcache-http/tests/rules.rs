@@ -1,10 +1,80 @@
 //! The storage rules of the Django policy through real HTTP, each with a case that must be
-//! stored and one that must not, against locmem.
-//! (Redis variants: to be added once the Redis backend is wired into this crate's tests.)
+//! stored and one that must not, against locmem and against a real Redis server (started by
+//! the test process on a free port, each test under its own key prefix).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use webcache_core::CacheOptions;
+use webcache_redis::RedisBackend;
+use webcache_testkit::servers::redis::RedisServer;
+
+/// Where the pages of a test are stored.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Locmem,
+    Redis,
+}
+
+impl Store {
+    /// A new, empty cache on this store.
+    fn cache(self) -> Cache {
+        match self {
+            Store::Locmem => Cache::locmem(),
+            Store::Redis => {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                let server = RedisServer::shared();
+                let backend = RedisBackend::from_url(&server.url(0)).unwrap();
+                let prefix = format!(
+                    "http-rules-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                );
+                Cache::new(
+                    Arc::new(backend),
+                    CacheOptions {
+                        key_prefix: prefix,
+                        ..CacheOptions::default()
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// Runs every rule test once per store.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod locmem {
+            $( #[tokio::test] async fn $name() { super::$name(super::Store::Locmem).await } )*
+        }
+        mod redis {
+            $( #[tokio::test] async fn $name() { super::$name(super::Store::Redis).await } )*
+        }
+    };
+}
+
+on_every_store!(
+    only_200_is_stored,
+    cache_control_private_no_cache_no_store_in_any_form,
+    vary_star_and_set_cookie_are_not_stored,
+    timeout_order_layer_then_max_age_then_default,
+    hits_carry_age_expires_and_max_age_consistent_with_the_remaining_lifetime,
+    other_methods_pass_through_and_are_never_stored,
+    head_is_answered_from_the_get_entry_and_fills_it,
+    query_string_is_part_of_the_key,
+    host_is_part_of_the_key,
+    vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty,
+    authorization_adds_vary_so_one_users_page_never_reaches_another,
+    conditional_requests_get_304_and_412_from_the_cache,
+    large_bodies_stream_through_unstored,
+    keys_are_readable_and_a_corrupt_entry_is_a_miss,
+    diagnostic_header_can_be_renamed_or_removed,
+);
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -116,9 +186,8 @@ async fn assert_not_stored(
     check(client, counter, path, headers, false).await;
 }
 
-#[tokio::test]
-async fn only_200_is_stored() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn only_200_is_stored(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     assert_stored(&client, &counter, "/page?status=200", &[]).await;
     assert_not_stored(&client, &counter, "/page?status=404", &[]).await;
     assert_not_stored(&client, &counter, "/page?status=500", &[]).await;
@@ -134,9 +203,8 @@ async fn only_200_is_stored() {
     assert_eq!(counter.get(), before + 2);
 }
 
-#[tokio::test]
-async fn cache_control_private_no_cache_no_store_in_any_form() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn cache_control_private_no_cache_no_store_in_any_form(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     assert_stored(&client, &counter, "/page?cc=public,%20max-age%3D60", &[]).await;
     for cc in [
         "private",
@@ -150,9 +218,8 @@ async fn cache_control_private_no_cache_no_store_in_any_form() {
     }
 }
 
-#[tokio::test]
-async fn vary_star_and_set_cookie_are_not_stored() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn vary_star_and_set_cookie_are_not_stored(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     assert_stored(&client, &counter, "/page?vary=accept-language", &[]).await;
     assert_not_stored(&client, &counter, "/page?vary=*", &[]).await;
     assert_not_stored(&client, &counter, "/page?vary=accept,%20*", &[]).await;
@@ -160,17 +227,16 @@ async fn vary_star_and_set_cookie_are_not_stored() {
     assert_not_stored(&client, &counter, "/page?cookie=1&vary=cookie", &[]).await;
 }
 
-#[tokio::test]
-async fn timeout_order_layer_then_max_age_then_default() {
+async fn timeout_order_layer_then_max_age_then_default(store: Store) {
     // No layer timeout: max-age=0 means "do not store", max-age=1 expires.
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     assert_not_stored(&client, &counter, "/page?cc=max-age%3D0", &[]).await;
     assert_stored(&client, &counter, "/page?cc=max-age%3D1", &[]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.get("/page?cc=max-age%3D1").await.x_cache(), "MISS");
     // Default TTL applies when nothing else says.
     let (client, counter) =
-        app(CachePageLayer::new(Cache::locmem()).default_ttl(Duration::from_secs(1))).await;
+        app(CachePageLayer::new(store.cache()).default_ttl(Duration::from_secs(1))).await;
     assert_stored(&client, &counter, "/page", &[]).await;
     let hit = client.get("/page").await;
     assert!(hit.header("cache-control").unwrap().contains("max-age=1"));
@@ -178,7 +244,7 @@ async fn timeout_order_layer_then_max_age_then_default() {
     assert_eq!(client.get("/page").await.x_cache(), "MISS");
     // The layer's timeout wins over max-age, also over max-age=0 (as cache_page does).
     let (client, counter) =
-        app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
+        app(CachePageLayer::new(store.cache()).timeout(Duration::from_secs(60))).await;
     assert_stored(&client, &counter, "/page?cc=max-age%3D0", &[]).await;
     assert_stored(&client, &counter, "/page?cc=max-age%3D3600", &[]).await;
     let hit = client.get("/page?cc=max-age%3D3600").await;
@@ -188,14 +254,13 @@ async fn timeout_order_layer_then_max_age_then_default() {
         "the smaller max-age wins"
     );
     // A zero layer timeout stores nothing.
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).timeout(Duration::ZERO)).await;
+    let (client, counter) = app(CachePageLayer::new(store.cache()).timeout(Duration::ZERO)).await;
     assert_not_stored(&client, &counter, "/page", &[]).await;
 }
 
-#[tokio::test]
-async fn hits_carry_age_expires_and_max_age_consistent_with_the_remaining_lifetime() {
+async fn hits_carry_age_expires_and_max_age_consistent_with_the_remaining_lifetime(store: Store) {
     let (client, _) =
-        app(CachePageLayer::new(Cache::locmem()).timeout(Duration::from_secs(60))).await;
+        app(CachePageLayer::new(store.cache()).timeout(Duration::from_secs(60))).await;
     let miss = client.get("/page").await;
     assert!(miss.header("age").is_none());
     let expires_at_store = httpdate::parse_http_date(miss.header("expires").unwrap()).unwrap();
@@ -219,9 +284,8 @@ async fn hits_carry_age_expires_and_max_age_consistent_with_the_remaining_lifeti
     );
 }
 
-#[tokio::test]
-async fn other_methods_pass_through_and_are_never_stored() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn other_methods_pass_through_and_are_never_stored(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     let counter_before = counter.get();
     // The route only has GET: axum answers 405 for PUT, and the layer marks it BYPASS.
     let put = client.send("PUT", "/page", &[], "x").await;
@@ -231,9 +295,8 @@ async fn other_methods_pass_through_and_are_never_stored() {
     assert_stored(&client, &counter, "/page", &[]).await;
 }
 
-#[tokio::test]
-async fn head_is_answered_from_the_get_entry_and_fills_it() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn head_is_answered_from_the_get_entry_and_fills_it(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     let get = client.get("/page?a").await;
     let head = client.send("HEAD", "/page?a", &[], "").await;
     assert_eq!(head.x_cache(), "HIT");
@@ -256,18 +319,16 @@ async fn head_is_answered_from_the_get_entry_and_fills_it() {
     assert_eq!(counter.get(), 2);
 }
 
-#[tokio::test]
-async fn query_string_is_part_of_the_key() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn query_string_is_part_of_the_key(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     assert_stored(&client, &counter, "/page?q=1", &[]).await;
     let other = client.get("/page?q=2").await;
     assert_eq!(other.x_cache(), "MISS");
     assert_eq!(counter.get(), 2);
 }
 
-#[tokio::test]
-async fn host_is_part_of_the_key() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn host_is_part_of_the_key(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     assert_stored(&client, &counter, "/page", &[("host", "a.example")]).await;
     assert_eq!(
         client
@@ -285,8 +346,7 @@ async fn host_is_part_of_the_key() {
     );
 }
 
-#[tokio::test]
-async fn vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty() {
+async fn vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty(store: Store) {
     let counter = Counter::default();
     let c = counter.clone();
     let router = Router::new()
@@ -295,7 +355,7 @@ async fn vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty()
             get(move |q, h| configurable(c.clone(), q, h))
                 .layer(vary_on_headers(&["Accept-Language", "X-Theme"])),
         )
-        .layer(CachePageLayer::new(Cache::locmem()));
+        .layer(CachePageLayer::new(store.cache()));
     let client = HttpClient::new(serve(router).await);
     let en_dark = [("accept-language", "en"), ("x-theme", "dark")];
     let en_light = [("accept-language", "en"), ("x-theme", "light")];
@@ -326,9 +386,8 @@ async fn vary_on_two_headers_keys_on_both_values_and_absent_differs_from_empty()
     assert_eq!(counter.get(), 5);
 }
 
-#[tokio::test]
-async fn authorization_adds_vary_so_one_users_page_never_reaches_another() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem())).await;
+async fn authorization_adds_vary_so_one_users_page_never_reaches_another(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache())).await;
     let alice = [("authorization", "Bearer alice")];
     let bob = [("authorization", "Bearer bob")];
     assert_stored(&client, &counter, "/page?private-ish", &alice).await;
@@ -352,14 +411,13 @@ async fn authorization_adds_vary_so_one_users_page_never_reaches_another() {
     assert!(r.header("vary").is_none());
 }
 
-#[tokio::test]
-async fn conditional_requests_get_304_and_412_from_the_cache() {
+async fn conditional_requests_get_304_and_412_from_the_cache(store: Store) {
     let counter = Counter::default();
     let c = counter.clone();
     let router = Router::new()
         .route("/page", get(move |q, h| configurable(c.clone(), q, h)))
         .layer(ConditionalGetLayer::new())
-        .layer(CachePageLayer::new(Cache::locmem()));
+        .layer(CachePageLayer::new(store.cache()));
     let client = HttpClient::new(serve(router).await);
     let first = client.get("/page?lm").await;
     let etag = first.header("etag").unwrap().to_owned();
@@ -418,18 +476,16 @@ async fn conditional_requests_get_304_and_412_from_the_cache() {
     assert_eq!((full.status, full.x_cache()), (StatusCode::OK, "HIT"));
 }
 
-#[tokio::test]
-async fn large_bodies_stream_through_unstored() {
-    let (client, counter) = app(CachePageLayer::new(Cache::locmem()).max_body(1000)).await;
+async fn large_bodies_stream_through_unstored(store: Store) {
+    let (client, counter) = app(CachePageLayer::new(store.cache()).max_body(1000)).await;
     assert_stored(&client, &counter, "/page?size=900", &[]).await;
     let big = client.get("/page?size=5000").await;
     assert_eq!(big.body.len(), "call 2;".len() + 5000);
     assert_not_stored(&client, &counter, "/page?size=5000", &[]).await;
 }
 
-#[tokio::test]
-async fn keys_are_readable_and_a_corrupt_entry_is_a_miss() {
-    let cache = Cache::locmem();
+async fn keys_are_readable_and_a_corrupt_entry_is_a_miss(store: Store) {
+    let cache = store.cache();
     let (client, counter) = app(CachePageLayer::new(cache.clone())).await;
     assert_stored(&client, &counter, "/page", &[]).await;
     let keys: Vec<String> = cache.keys("*").try_collect().await.unwrap();
@@ -445,9 +501,8 @@ async fn keys_are_readable_and_a_corrupt_entry_is_a_miss() {
     );
 }
 
-#[tokio::test]
-async fn diagnostic_header_can_be_renamed_or_removed() {
-    let (client, _) = app(CachePageLayer::new(Cache::locmem())
+async fn diagnostic_header_can_be_renamed_or_removed(store: Store) {
+    let (client, _) = app(CachePageLayer::new(store.cache())
         .diagnostic_header(http::HeaderName::from_static("x-page-cache")))
     .await;
     client.get("/page").await;
@@ -455,7 +510,7 @@ async fn diagnostic_header_can_be_renamed_or_removed() {
     assert_eq!(r.header("x-page-cache"), Some("HIT"));
     assert!(r.header("x-cache").is_none());
     let (client, counter) =
-        app(CachePageLayer::new(Cache::locmem()).without_diagnostic_header()).await;
+        app(CachePageLayer::new(store.cache()).without_diagnostic_header()).await;
     client.get("/page").await;
     let r = client.get("/page").await;
     assert!(r.header("x-cache").is_none());
