@@ -59,6 +59,7 @@ mod conn;
 mod ring;
 mod server;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,6 +207,25 @@ impl Memcached {
                 BACKEND,
                 format!("{} gave an unexpected answer: {other:?}", server.addr),
             )),
+        }
+    }
+
+    /// Sends `mg <key><flags>` to the key's server; returns the server and its reply.
+    async fn meta_get(&self, key: &str, flags: &str) -> Result<(&Server, Reply)> {
+        check_key(key)?;
+        let server = self.server(key);
+        let command = Bytes::from(format!("mg {key}{flags}\r\n"));
+        let reply = self.one(server, &[command], Retry::Idempotent).await?;
+        Ok((server, reply))
+    }
+
+    /// `mg` without a value (`has_key`, `touch`): whether the key is there.
+    async fn meta_hit(&self, key: &str, flags: &str) -> Result<bool> {
+        let (server, reply) = self.meta_get(key, flags).await?;
+        match reply.code {
+            Code::Stored => Ok(true),
+            Code::Miss => Ok(false),
+            _ => Err(unexpected(server, "mg", &reply)),
         }
     }
 
@@ -408,13 +428,27 @@ impl Memcached {
         Ok(removed)
     }
 
-    /// Groups key indexes by server.
-    fn by_server<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<Vec<(usize, &'k str)>> {
+    /// Checks `keys`, groups them (with their positions) by server, and runs `work` on every
+    /// server that has some, concurrently. One result per such server.
+    async fn per_server<'s, 'k, T, Fut>(
+        &'s self,
+        keys: impl Iterator<Item = &'k str>,
+        work: impl Fn(&'s Server, Vec<(usize, &'k str)>) -> Fut,
+    ) -> Result<Vec<Result<T>>>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
         let mut groups = vec![Vec::new(); self.shared.servers.len()];
         for (i, key) in keys.enumerate() {
+            check_key(key)?;
             groups[self.shared.ring.server_for(key)].push((i, key));
         }
-        groups
+        let work = groups
+            .into_iter()
+            .zip(&self.shared.servers)
+            .filter(|(group, _)| !group.is_empty())
+            .map(|(group, server)| work(server, group));
+        Ok(join_all(work).await)
     }
 }
 
@@ -539,15 +573,7 @@ impl Backend for Memcached {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        check_key(key)?;
-        let server = self.server(key);
-        let reply = self
-            .one(
-                server,
-                &[Bytes::from(format!("mg {key} v\r\n"))],
-                Retry::Idempotent,
-            )
-            .await?;
+        let (server, reply) = self.meta_get(key, " v").await?;
         match reply.code {
             Code::Value => Ok(Some(reply.data)),
             Code::Miss => Ok(None),
@@ -570,20 +596,8 @@ impl Backend for Memcached {
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
         check_key(key)?;
-        let server = self.server(key);
-        let token = exptime_token(server, expiry_secs(expiry));
-        let reply = self
-            .one(
-                server,
-                &[Bytes::from(format!("mg {key} T{token}\r\n"))],
-                Retry::Idempotent,
-            )
-            .await?;
-        match reply.code {
-            Code::Stored => Ok(true),
-            Code::Miss => Ok(false),
-            _ => Err(unexpected(server, "mg T", &reply)),
-        }
+        let token = exptime_token(self.server(key), expiry_secs(expiry));
+        self.meta_hit(key, &format!(" T{token}")).await
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
@@ -633,15 +647,7 @@ impl Backend for Memcached {
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
-        check_key(key)?;
-        let server = self.server(key);
-        let reply = self
-            .one(
-                server,
-                &[Bytes::from(format!("mg {key} t\r\n"))],
-                Retry::Idempotent,
-            )
-            .await?;
+        let (server, reply) = self.meta_get(key, " t").await?;
         match reply.code {
             Code::Miss => Ok(Ttl::Missing),
             Code::Stored => {
@@ -769,17 +775,10 @@ impl Backend for Memcached {
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
-        for key in keys {
-            check_key(key)?;
-        }
-        let groups = self.by_server(keys.iter().map(String::as_str));
-        let results = join_all(
-            groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| !g.is_empty())
-                .map(|(index, group)| async move {
-                    let server = &self.shared.servers[index];
+        let results = self
+            .per_server(
+                keys.iter().map(String::as_str),
+                |server, group| async move {
                     let mut found = Vec::with_capacity(group.len());
                     for batch in group.chunks(BATCH) {
                         let mut request = BytesMut::new();
@@ -801,10 +800,10 @@ impl Backend for Memcached {
                             }
                         }
                     }
-                    Ok::<_, Error>(found)
-                }),
-        )
-        .await;
+                    Ok(found)
+                },
+            )
+            .await?;
         let mut values = vec![None; keys.len()];
         let (mut answered, mut failure) = (0, None);
         for result in results {
@@ -828,83 +827,68 @@ impl Backend for Memcached {
     }
 
     async fn set_many(&self, entries: Vec<(String, Bytes)>, expiry: Expiry) -> Result<()> {
-        for (key, _) in &entries {
-            check_key(key)?;
-        }
         let secs = expiry_secs(expiry);
-        let groups = self.by_server(entries.iter().map(|(k, _)| k.as_str()));
-        let results = join_all(
-            groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| !g.is_empty())
-                .map(|(index, group)| {
-                    let entries = &entries;
-                    async move {
-                        let server = &self.shared.servers[index];
-                        let token = exptime_token(server, secs);
-                        let mut first_error = None;
-                        for batch in group.chunks(BATCH) {
-                            let mut segments = Vec::with_capacity(batch.len() * 3);
-                            let mut sent = Vec::with_capacity(batch.len());
-                            for (slot, key) in batch {
-                                let value = &entries[*slot].1;
-                                if server.item_size_max().is_some_and(|max| value.len() > max) {
-                                    let e = self.too_large(server, key, value.len()).await;
-                                    first_error.get_or_insert(e);
-                                    continue;
-                                }
-                                segments.push(Bytes::from(format!(
-                                    "ms {key} {} T{token}\r\n",
-                                    value.len()
-                                )));
-                                segments.push(value.clone());
-                                segments.push(Bytes::from_static(b"\r\n"));
-                                sent.push((*key, value.len()));
-                            }
-                            if sent.is_empty() {
+        let entries = &entries;
+        let results = self
+            .per_server(
+                entries.iter().map(|(k, _)| k.as_str()),
+                |server, group| async move {
+                    let token = exptime_token(server, secs);
+                    let mut first_error = None;
+                    for batch in group.chunks(BATCH) {
+                        let mut segments = Vec::with_capacity(batch.len() * 3);
+                        let mut sent = Vec::with_capacity(batch.len());
+                        for (slot, key) in batch {
+                            let value = &entries[*slot].1;
+                            if server.item_size_max().is_some_and(|max| value.len() > max) {
+                                let e = self.too_large(server, key, value.len()).await;
+                                first_error.get_or_insert(e);
                                 continue;
                             }
-                            let answer = server
-                                .request(&segments, Expect::Replies(sent.len()), Retry::Idempotent)
-                                .await?;
-                            for ((key, size), reply) in sent.into_iter().zip(replies(answer)) {
-                                match reply.code {
-                                    Code::Stored => {}
-                                    Code::ServerError if reply.message().contains("too large") => {
-                                        let e = self.too_large(server, key, size).await;
-                                        first_error.get_or_insert(e);
-                                    }
-                                    _ => {
-                                        first_error.get_or_insert(unexpected(server, "ms", &reply));
-                                    }
+                            let head = format!("ms {key} {} T{token}\r\n", value.len());
+                            segments.extend([
+                                Bytes::from(head),
+                                value.clone(),
+                                Bytes::from_static(b"\r\n"),
+                            ]);
+                            sent.push((*key, value.len()));
+                        }
+                        if sent.is_empty() {
+                            continue;
+                        }
+                        let answer = server
+                            .request(&segments, Expect::Replies(sent.len()), Retry::Idempotent)
+                            .await?;
+                        for ((key, size), reply) in sent.into_iter().zip(replies(answer)) {
+                            match reply.code {
+                                Code::Stored => {}
+                                Code::ServerError if reply.message().contains("too large") => {
+                                    let e = self.too_large(server, key, size).await;
+                                    first_error.get_or_insert(e);
+                                }
+                                _ => {
+                                    first_error.get_or_insert(unexpected(server, "ms", &reply));
                                 }
                             }
                         }
-                        first_error.map_or(Ok(()), Err)
                     }
-                }),
-        )
-        .await;
+                    first_error.map_or(Ok(()), Err)
+                },
+            )
+            .await?;
         results.into_iter().collect()
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<u64> {
-        for key in keys {
-            check_key(key)?;
-        }
-        let groups = self.by_server(keys.iter().map(String::as_str));
-        let results = join_all(
-            groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| !g.is_empty())
-                .map(|(index, group)| async move {
+        let results = self
+            .per_server(
+                keys.iter().map(String::as_str),
+                |server, group| async move {
                     let keys: Vec<&str> = group.iter().map(|(_, k)| *k).collect();
-                    Self::delete_on(&self.shared.servers[index], &keys).await
-                }),
-        )
-        .await;
+                    Self::delete_on(server, &keys).await
+                },
+            )
+            .await?;
         let mut removed = 0;
         for result in results {
             removed += result?;
@@ -913,20 +897,7 @@ impl Backend for Memcached {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
-        check_key(key)?;
-        let server = self.server(key);
-        let reply = self
-            .one(
-                server,
-                &[Bytes::from(format!("mg {key}\r\n"))],
-                Retry::Idempotent,
-            )
-            .await?;
-        match reply.code {
-            Code::Stored => Ok(true),
-            Code::Miss => Ok(false),
-            _ => Err(unexpected(server, "mg", &reply)),
-        }
+        self.meta_hit(key, "").await
     }
 
     async fn close(&self) -> Result<()> {
