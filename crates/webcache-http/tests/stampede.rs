@@ -105,10 +105,8 @@ async fn waiters_give_up_after_the_bound_and_serve_themselves() {
     assert_eq!(counter.get(), 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cross_process_lock_computes_once_for_two_servers() {
-    // Two layers with separate in-process state stand for two processes sharing one cache.
-    let cache = Cache::locmem();
+/// Two layers with separate in-process state stand for two processes sharing one cache.
+async fn two_servers_compute_once(cache: Cache) {
     let counter = Counter::default();
     let layer =
         || CachePageLayer::new(cache.clone()).cross_process_lock(CacheLock::new(cache.clone()));
@@ -131,6 +129,22 @@ async fn a_cross_process_lock_computes_once_for_two_servers() {
         assert!(r.text().starts_with("computed 1;"), "{}", r.text());
     }
     assert_eq!(counter.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_process_lock_computes_once_for_two_servers() {
+    two_servers_compute_once(Cache::locmem()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_process_lock_in_redis_computes_once_for_two_servers() {
+    let server = webcache_testkit::servers::redis::RedisServer::shared();
+    let backend = webcache_redis::RedisBackend::from_url(&server.url(1)).unwrap();
+    let options = webcache_core::CacheOptions {
+        key_prefix: format!("http-stampede-{}", std::process::id()),
+        ..Default::default()
+    };
+    two_servers_compute_once(Cache::new(std::sync::Arc::new(backend), options)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
