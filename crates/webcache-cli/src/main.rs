@@ -60,10 +60,19 @@ async fn run(cli: Cli) -> i32 {
                 Ok(op) => op,
                 Err(e) => return output::print(Some(op), &Err(e), cli.json),
             };
-            let outcome = match Target::open(&cli.target).await {
-                Ok(target) => target.run(&op).await,
-                Err(e) => Err(classify(&e)),
+            let target = match Target::open(&cli.target).await {
+                Ok(target) => target,
+                Err(e) => return output::print(Some(&op), &Err(classify(&e)), cli.json),
             };
+            if let (Op::Keys { .. }, false) = (&op, cli.json) {
+                // Human output streams keys as the backend finds them (a large Redis may hold
+                // millions); --json needs the whole list for its one object.
+                return match target.stream_keys(&op).await {
+                    Ok(()) => 0,
+                    Err(e) => output::print(Some(&op), &Err(e), false),
+                };
+            }
+            let outcome = target.run(&op).await;
             output::print(Some(&op), &outcome, cli.json)
         }
     }

@@ -239,7 +239,7 @@ fn stored_key(cache: &Cache, key: &str, keyargs: &KeyArgs) -> Result<String, OpE
     }
 }
 
-fn list_keys(cache: &Cache, pattern: &str, keyargs: &KeyArgs) -> webcache::KeyStream {
+pub(crate) fn list_keys(cache: &Cache, pattern: &str, keyargs: &KeyArgs) -> webcache::KeyStream {
     if keyargs.raw {
         cache.backend().scan(pattern)
     } else {

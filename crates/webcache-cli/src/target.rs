@@ -54,6 +54,41 @@ impl Target {
         Ok(Target::Local(cache.clone()))
     }
 
+    /// Runs `keys`, printing each key as it arrives (locally) or the list (from an app).
+    pub(crate) async fn stream_keys(&self, op: &Op) -> Result<(), OpError> {
+        use std::io::Write;
+        let Target::Local(cache) = self else {
+            let result = self.run(op).await?;
+            crate::output::print(Some(op), &Ok(result), false);
+            return Ok(());
+        };
+        let Op::Keys {
+            pattern,
+            limit,
+            key,
+        } = op
+        else {
+            return Err(OpError::Usage("not a keys command".into()));
+        };
+        let mut keys = ops::list_keys(cache, pattern, key);
+        let mut out = std::io::stdout().lock();
+        let mut printed = 0usize;
+        while let Some(next) = futures::StreamExt::next(&mut keys).await {
+            if limit.is_some_and(|l| printed >= l) {
+                break;
+            }
+            // A closed pipe (`| head`) ends the listing quietly.
+            if writeln!(out, "{}", next?).is_err() {
+                return Ok(());
+            }
+            printed += 1;
+        }
+        if printed == 0 {
+            let _ = writeln!(out, "(empty)");
+        }
+        Ok(())
+    }
+
     /// Runs one command, printing `clear` progress on standard error.
     pub(crate) async fn run(&self, op: &Op) -> Result<Value, OpError> {
         match self {

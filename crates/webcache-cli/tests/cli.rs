@@ -276,8 +276,43 @@ nonsense
 
 #[test]
 fn every_inspection_command_through_the_shell() {
-    let out = webcache(&["--json", "--cache", "locmem://", "shell"], Some(SCRIPT));
-    let r = json_lines(&out);
+    check_script_results(&webcache(
+        &["--json", "--cache", "locmem://", "shell"],
+        Some(SCRIPT),
+    ));
+}
+
+#[test]
+fn every_inspection_command_against_redis() {
+    let redis = webcache_testkit::servers::redis::RedisServer::shared();
+    let url = redis.url(3);
+    check_script_results(&webcache(
+        &["--json", "--cache", &url, "shell"],
+        Some(SCRIPT),
+    ));
+    // The same data is what redis-cli sees: readable keys, real TTLs.
+    let out = webcache(
+        &["--cache", &url, "set", "tutorial", "\"hi\"", "--ttl", "60"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let ttl: i64 = redis
+        .cli(&["-n", "3", "ttl", ":1:tutorial"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((55..=60).contains(&ttl), "{ttl}");
+    let out = webcache(&["--cache", &url, "keys", "tut*"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tutorial");
+    // An unreachable Redis says which URL and what failed.
+    let out = webcache(&["--cache", "redis://127.0.0.1:1/0", "get", "k"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("redis://127.0.0.1:1/0"), "{err}");
+}
+
+fn check_script_results(out: &Output) {
+    let r = json_lines(out);
     let results: Vec<&Value> = r.iter().map(|l| &l["result"]).collect();
     assert_eq!(results[0], &json!(true));
     assert_eq!(results[1], &json!("hello"));
@@ -320,7 +355,7 @@ fn every_inspection_command_through_the_shell() {
     assert_eq!(results[21], &json!(true));
     assert_eq!(results[22], &json!(false));
     assert_eq!(results[23], &json!(2));
-    assert_eq!(results[24]["backend"], "locmem");
+    assert_eq!(results[24]["entries"], json!(1), "stats: {}", results[24]);
     assert_eq!(r[25]["ok"], false, "clear without --yes refuses");
     assert!(r[25]["error"].as_str().unwrap().contains("--yes"));
     assert_eq!(

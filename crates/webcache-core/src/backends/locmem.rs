@@ -311,7 +311,11 @@ impl Backend for LocMem {
             bytes: Some(bytes),
             extra: vec![(
                 "name".to_owned(),
-                self.name.clone().unwrap_or_else(|| "(private)".to_owned()),
+                match self.name.as_deref() {
+                    None => "(private)".to_owned(),
+                    Some("") => "(default)".to_owned(),
+                    Some(name) => name.to_owned(),
+                },
             )],
         })
     }
