@@ -2,9 +2,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
 
-use webcache_core::{Backend, Cache, CacheConfig, CacheOptions};
+use webcache_core::{Backend, Cache, CacheOptions};
 use webcache_testkit::servers::redis::RedisCluster;
 use webcache_testkit::{conformance_suite, Harness};
 
@@ -14,8 +16,7 @@ struct Cluster;
 impl Harness for Cluster {
     async fn backend(&self) -> Arc<dyn Backend> {
         let url = RedisCluster::shared().url();
-        let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
-        webcache_redis::from_spec(&mut spec).await.unwrap()
+        Arc::new(common::backend(&url).await)
     }
 }
 
@@ -70,11 +71,8 @@ async fn keys_spread_over_all_masters_and_multi_key_calls_cross_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moved_and_ask_are_followed_while_slots_migrate() {
     let cluster = RedisCluster::start(3);
-    let mut spec = CacheConfig::from_url("default", &cluster.url())
-        .unwrap()
-        .backend;
     let cache = Cache::new(
-        webcache_redis::from_spec(&mut spec).await.unwrap(),
+        Arc::new(common::backend(&cluster.url()).await),
         CacheOptions {
             key_prefix: "moving".into(),
             ..CacheOptions::default()

@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use webcache_core::{Cache, CacheConfig, CacheOptions, Error, OnError};
+use webcache_core::{Cache, CacheOptions, Error, OnError};
 use webcache_testkit::servers::free_port;
 use webcache_testkit::servers::redis::RedisServer;
 
@@ -14,11 +17,8 @@ use webcache_testkit::servers::redis::RedisServer;
 const BOUND: Duration = Duration::from_millis(600 + 400);
 
 async fn open(url: &str, on_error: OnError) -> Cache {
-    let config = CacheConfig::from_url("default", url).unwrap();
-    let mut spec = config.backend;
-    let backend = webcache_redis::from_spec(&mut spec).await.unwrap();
     Cache::new(
-        backend,
+        Arc::new(common::backend(url).await),
         CacheOptions {
             key_prefix: "outage".into(),
             on_error,

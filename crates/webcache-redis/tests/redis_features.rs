@@ -4,21 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use webcache_core::{glob_escape, Backend, Cache, CacheConfig, CacheOptions, Ttl};
+use common::backend;
+use webcache_core::{glob_escape, Backend, Cache, CacheOptions, Ttl};
 use webcache_redis::{get_or_set_locked, LockOptions, RedisBackend};
 use webcache_testkit::servers::redis::RedisServer;
 
 fn server() -> &'static RedisServer {
     RedisServer::shared()
-}
-
-async fn backend(url: &str) -> RedisBackend {
-    let mut spec = CacheConfig::from_url("default", url).unwrap().backend;
-    RedisBackend::from_spec(&mut spec).await.unwrap()
 }
 
 fn cache_over(backend: &RedisBackend, prefix: &str) -> Cache {

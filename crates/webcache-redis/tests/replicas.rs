@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
 
-use webcache_core::{Backend, CacheConfig};
+use webcache_core::Backend;
 use webcache_testkit::servers::redis::RedisReplicaPair;
 use webcache_testkit::{conformance_suite, Harness};
 
@@ -16,8 +18,7 @@ struct PrimaryAndReplica;
 impl Harness for PrimaryAndReplica {
     async fn backend(&self) -> Arc<dyn Backend> {
         let url = RedisReplicaPair::shared().url(0, "&wait_replicas=1");
-        let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
-        webcache_redis::from_spec(&mut spec).await.unwrap()
+        Arc::new(common::backend(&url).await)
     }
 }
 

@@ -2,9 +2,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
 
-use webcache_core::{Backend, CacheConfig};
+use webcache_core::Backend;
 use webcache_testkit::servers::redis::RedisServer;
 use webcache_testkit::{conformance_suite, Harness};
 
@@ -15,8 +17,7 @@ impl Harness for SingleNode {
     async fn backend(&self) -> Arc<dyn Backend> {
         // Built through the URL, as an application's configuration would.
         let url = RedisServer::shared().url(0);
-        let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
-        webcache_redis::from_spec(&mut spec).await.unwrap()
+        Arc::new(common::backend(&url).await)
     }
 }
 
