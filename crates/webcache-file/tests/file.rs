@@ -28,6 +28,14 @@ fn open(dir: &Path, max_entries: Option<u64>, cull_frequency: u64) -> FileCache 
     .unwrap()
 }
 
+/// Stores `v` under `key`.
+async fn put(backend: &FileCache, key: &str, expiry: Expiry) {
+    backend
+        .set(key, Bytes::from_static(b"v"), expiry)
+        .await
+        .unwrap();
+}
+
 fn fresh_dir(name: &str) -> PathBuf {
     temp_dir(name).join("cache")
 }
@@ -208,10 +216,7 @@ async fn directory_is_private_and_files_are_owner_only() {
         let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{} has mode {mode:o}", path.display());
     }
-    backend
-        .set("k", Bytes::from_static(b"v"), MINUTE)
-        .await
-        .unwrap();
+    put(&backend, "k", MINUTE).await;
     let file = backend.path_for("k");
     let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "entry file mode {mode:o}");
@@ -259,39 +264,24 @@ async fn keys_never_become_paths() {
 async fn culling_keeps_the_bound_and_removes_expired_entries_first() {
     let dir = fresh_dir("file-cull");
     let backend = open(&dir, Some(10), 2);
-    backend
-        .set("keeper", Bytes::from_static(b"v"), Expiry::Never)
-        .await
-        .unwrap();
+    put(&backend, "keeper", Expiry::Never).await;
     for i in 0..9 {
         let short = Expiry::After(Duration::from_millis(200));
-        backend
-            .set(&format!("short{i}"), Bytes::from_static(b"v"), short)
-            .await
-            .unwrap();
+        put(&backend, &format!("short{i}"), short).await;
     }
     assert_eq!(entry_files(&dir).len(), 10);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The directory is full, but of expired entries: culling removes them and nothing else.
-    backend
-        .set("new", Bytes::from_static(b"v"), MINUTE)
-        .await
-        .unwrap();
+    put(&backend, "new", MINUTE).await;
     assert_eq!(entry_files(&dir).len(), 2);
     assert!(backend.has_key("keeper").await.unwrap());
 
     for i in 0..8 {
-        backend
-            .set(&format!("live{i}"), Bytes::from_static(b"v"), MINUTE)
-            .await
-            .unwrap();
+        put(&backend, &format!("live{i}"), MINUTE).await;
     }
     assert_eq!(entry_files(&dir).len(), 10);
     // Full of live entries: 1/cull_frequency (half) of them go.
-    backend
-        .set("one-more", Bytes::from_static(b"v"), MINUTE)
-        .await
-        .unwrap();
+    put(&backend, "one-more", MINUTE).await;
     assert_eq!(entry_files(&dir).len(), 6);
     assert!(backend.has_key("one-more").await.unwrap());
     // Replacing an entry never culls.
@@ -310,15 +300,9 @@ async fn cull_frequency_zero_empties_the_directory() {
     let dir = fresh_dir("file-cull-all");
     let backend = open(&dir, Some(5), 0);
     for i in 0..5 {
-        backend
-            .set(&format!("k{i}"), Bytes::from_static(b"v"), MINUTE)
-            .await
-            .unwrap();
+        put(&backend, &format!("k{i}"), MINUTE).await;
     }
-    backend
-        .set("last", Bytes::from_static(b"v"), MINUTE)
-        .await
-        .unwrap();
+    put(&backend, "last", MINUTE).await;
     assert_eq!(entry_files(&dir).len(), 1);
     assert!(backend.has_key("last").await.unwrap());
 }
@@ -327,14 +311,7 @@ async fn cull_frequency_zero_empties_the_directory() {
 async fn expired_entries_are_deleted_when_read() {
     let dir = fresh_dir("file-lazy");
     let backend = open(&dir, None, 3);
-    backend
-        .set(
-            "k",
-            Bytes::from_static(b"v"),
-            Expiry::After(Duration::from_millis(100)),
-        )
-        .await
-        .unwrap();
+    put(&backend, "k", Expiry::After(Duration::from_millis(100))).await;
     assert!(backend.path_for("k").exists());
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(backend.get("k").await.unwrap(), None);
@@ -351,10 +328,7 @@ async fn clear_removes_only_cache_files() {
     fs::write(dir.join("notes.txt"), b"not ours").unwrap();
     fs::write(dir.join("looks-like.wcache.bak"), b"not ours either").unwrap();
     for key in ["app:1:a", "app:2:b", "other:1:a"] {
-        backend
-            .set(key, Bytes::from_static(b"v"), MINUTE)
-            .await
-            .unwrap();
+        put(&backend, key, MINUTE).await;
     }
     backend.clear(Some("app:")).await.unwrap();
     assert!(!backend.has_key("app:1:a").await.unwrap());
@@ -415,10 +389,7 @@ async fn urls_are_checked() {
 async fn a_removed_directory_is_created_again() {
     let dir = fresh_dir("file-recreate");
     let backend = open(&dir, Some(100), 3);
-    backend
-        .set("k", Bytes::from_static(b"v"), MINUTE)
-        .await
-        .unwrap();
+    put(&backend, "k", MINUTE).await;
     fs::remove_dir_all(&dir).unwrap();
     assert_eq!(backend.get("k").await.unwrap(), None);
     backend

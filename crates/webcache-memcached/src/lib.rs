@@ -402,22 +402,34 @@ impl Memcached {
         Ok(keys)
     }
 
+    /// Sends `<command> <key><flags>` for every key as one pipelined request; one reply each.
+    async fn pipelined<'k>(
+        server: &Server,
+        keys: impl Iterator<Item = &'k str>,
+        command: &str,
+        flags: &str,
+    ) -> Result<Vec<Reply>> {
+        let mut request = BytesMut::new();
+        let mut count = 0;
+        for key in keys {
+            request.extend_from_slice(format!("{command} {key}{flags}\r\n").as_bytes());
+            count += 1;
+        }
+        let answer = server
+            .request(
+                &[request.freeze()],
+                Expect::Replies(count),
+                Retry::Idempotent,
+            )
+            .await?;
+        Ok(replies(answer))
+    }
+
     /// Deletes `keys` (all on `server`) in pipelined batches; returns how many existed.
     async fn delete_on(server: &Server, keys: &[&str]) -> Result<u64> {
         let mut removed = 0;
         for batch in keys.chunks(BATCH) {
-            let mut request = BytesMut::new();
-            for key in batch {
-                request.extend_from_slice(format!("md {key}\r\n").as_bytes());
-            }
-            let answer = server
-                .request(
-                    &[request.freeze()],
-                    Expect::Replies(batch.len()),
-                    Retry::Idempotent,
-                )
-                .await?;
-            for reply in replies(answer) {
+            for reply in Self::pipelined(server, batch.iter().copied(), "md", "").await? {
                 match reply.code {
                     Code::Stored => removed += 1,
                     Code::NotFound => {}
@@ -781,18 +793,9 @@ impl Backend for Memcached {
                 |server, group| async move {
                     let mut found = Vec::with_capacity(group.len());
                     for batch in group.chunks(BATCH) {
-                        let mut request = BytesMut::new();
-                        for (_, key) in batch {
-                            request.extend_from_slice(format!("mg {key} v\r\n").as_bytes());
-                        }
-                        let answer = server
-                            .request(
-                                &[request.freeze()],
-                                Expect::Replies(batch.len()),
-                                Retry::Idempotent,
-                            )
-                            .await?;
-                        for ((slot, _), reply) in batch.iter().zip(replies(answer)) {
+                        let keys = batch.iter().map(|(_, key)| *key);
+                        let answer = Self::pipelined(server, keys, "mg", " v").await?;
+                        for ((slot, _), reply) in batch.iter().zip(answer) {
                             match reply.code {
                                 Code::Value => found.push((*slot, reply.data)),
                                 Code::Miss => {}
