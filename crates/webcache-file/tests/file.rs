@@ -340,42 +340,31 @@ async fn clear_removes_only_cache_files() {
     assert!(dir.join("looks-like.wcache.bak").exists());
 }
 
+/// Builds a backend from `url`.
+async fn from_url(url: &str) -> Result<Arc<dyn Backend>, webcache_core::ConfigError> {
+    let mut spec = CacheConfig::from_url("default", url).unwrap().backend;
+    webcache_file::from_spec(&mut spec).await
+}
+
 #[tokio::test]
 async fn urls_are_checked() {
     let dir = fresh_dir("file-url");
     let url = format!("file://{}?max_entries=3&cull_frequency=2", dir.display());
-    let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
-    let backend = webcache_file::from_spec(&mut spec).await.unwrap();
-    assert_eq!(backend.name(), "file");
+    assert_eq!(from_url(&url).await.unwrap().name(), "file");
     assert!(dir.is_dir());
 
-    let mut spec = CacheConfig::from_url("default", "file://var/tmp/x")
-        .unwrap()
-        .backend;
-    let err = webcache_file::from_spec(&mut spec)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = from_url("file://var/tmp/x").await.unwrap_err().to_string();
     assert!(err.contains("file:///absolute/path"), "{err}");
 
     let not_a_dir = temp_dir("file-url").join("plain-file");
     fs::write(&not_a_dir, b"x").unwrap();
-    let mut spec = CacheConfig::from_url("default", &format!("file://{}", not_a_dir.display()))
-        .unwrap()
-        .backend;
-    let err = webcache_file::from_spec(&mut spec)
+    let err = from_url(&format!("file://{}", not_a_dir.display()))
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot use"), "{err}");
 
-    let mut spec = CacheConfig::from_url(
-        "default",
-        &format!("file://{}?max_entires=3", dir.display()),
-    )
-    .unwrap()
-    .backend;
-    let err = webcache_file::from_spec(&mut spec)
+    let err = from_url(&format!("file://{}?max_entires=3", dir.display()))
         .await
         .unwrap_err()
         .to_string();
