@@ -33,9 +33,11 @@ pub(crate) fn primary_key(prefix: &str, uri: &Uri, headers: &HeaderMap) -> Strin
         .map(|a| a.as_str().as_bytes())
         .or_else(|| headers.get(HOST).map(|h| h.as_bytes()))
         .unwrap_or(b"");
+    // Host names are case-insensitive: `Example.com` and `example.com` are one site.
+    let host = host.to_ascii_lowercase();
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut hasher = Sha256::new();
-    for part in [scheme.as_bytes(), host, path.as_bytes()] {
+    for part in [scheme.as_bytes(), &host, path.as_bytes()] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part);
     }
@@ -156,5 +158,7 @@ mod tests {
         assert!(a.starts_with("views.cache_page.GET."));
         assert_eq!(a.len(), "views.cache_page.GET.".len() + 32);
         assert!(a != b && a != c && a != d);
+        let upper = primary_key("views.cache_page", &"http://A/x?q=1".parse().unwrap(), &h);
+        assert_eq!(a, upper, "host case does not matter");
     }
 }

@@ -1,8 +1,9 @@
 //! The caching reverse proxy against a real origin (an axum app on another port), with both
-//! policies.
+//! policies, caching in locmem and in Redis.
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use common::{serve, HttpClient};
+use common::{serve, HttpClient, Store};
 use webcache_core::Cache;
 use webcache_http::{proxy_router, ProxyError};
 
@@ -97,16 +98,21 @@ async fn origin(State(hits): State<Hits>, req: Request) -> Response {
     (status, headers, text).into_response()
 }
 
-async fn setup(default_ttl: Option<Duration>) -> (HttpClient, Hits) {
+on_every_store!(
+    rfc_stores_what_the_origin_marks_fresh,
+    rfc_does_not_store_what_the_origin_forbids_or_leaves_without_freshness,
+    rfc_authorization_rules,
+    rfc_revalidates_a_stale_page_and_a_304_refreshes_its_headers,
+    rfc_invalidates_after_a_successful_unsafe_request,
+    forwards_any_method_body_headers_and_status,
+    with_default_ttl_the_proxy_follows_django,
+);
+
+async fn setup(store: Store, default_ttl: Option<Duration>) -> (HttpClient, Hits) {
     let hits = Hits::default();
     let origin_app = Router::new().fallback(origin).with_state(hits.clone());
     let origin_addr = serve(origin_app).await;
-    let proxy = proxy_router(
-        &format!("http://{origin_addr}"),
-        Cache::locmem(),
-        default_ttl,
-    )
-    .unwrap();
+    let proxy = proxy_router(&format!("http://{origin_addr}"), store.cache(), default_ttl).unwrap();
     (HttpClient::new(serve(proxy).await), hits)
 }
 
@@ -121,9 +127,8 @@ async fn twice(
     )
 }
 
-#[tokio::test]
-async fn rfc_stores_what_the_origin_marks_fresh() {
-    let (client, hits) = setup(None).await;
+async fn rfc_stores_what_the_origin_marks_fresh(store: Store) {
+    let (client, hits) = setup(store, None).await;
     for path in ["/max-age", "/s-maxage", "/expires", "/heuristic"] {
         let (first, second) = twice(&client, path, &[]).await;
         assert_eq!(
@@ -139,9 +144,8 @@ async fn rfc_stores_what_the_origin_marks_fresh() {
     }
 }
 
-#[tokio::test]
-async fn rfc_does_not_store_what_the_origin_forbids_or_leaves_without_freshness() {
-    let (client, hits) = setup(None).await;
+async fn rfc_does_not_store_what_the_origin_forbids_or_leaves_without_freshness(store: Store) {
+    let (client, hits) = setup(store, None).await;
     for path in [
         "/no-store",
         "/private",
@@ -168,9 +172,8 @@ async fn rfc_does_not_store_what_the_origin_forbids_or_leaves_without_freshness(
     assert_eq!(client.get("/max-age").await.x_cache(), "HIT");
 }
 
-#[tokio::test]
-async fn rfc_authorization_rules() {
-    let (client, hits) = setup(None).await;
+async fn rfc_authorization_rules(store: Store) {
+    let (client, hits) = setup(store, None).await;
     let alice = [("authorization", "Bearer alice")];
     // max-age alone does not allow sharing an authorised answer.
     let (_, second) = twice(&client, "/max-age", &alice).await;
@@ -187,9 +190,8 @@ async fn rfc_authorization_rules() {
     assert_eq!(hits.get("GET /s-maxage"), 2);
 }
 
-#[tokio::test]
-async fn rfc_revalidates_a_stale_page_and_a_304_refreshes_its_headers() {
-    let (client, hits) = setup(None).await;
+async fn rfc_revalidates_a_stale_page_and_a_304_refreshes_its_headers(store: Store) {
+    let (client, hits) = setup(store, None).await;
     let first = client.get("/revalidate").await;
     assert_eq!(first.x_cache(), "MISS");
     assert_eq!(client.get("/revalidate").await.x_cache(), "HIT");
@@ -222,9 +224,8 @@ async fn rfc_revalidates_a_stale_page_and_a_304_refreshes_its_headers() {
     assert_eq!(hits.get("GET /revalidate"), 2);
 }
 
-#[tokio::test]
-async fn rfc_invalidates_after_a_successful_unsafe_request() {
-    let (client, hits) = setup(None).await;
+async fn rfc_invalidates_after_a_successful_unsafe_request(store: Store) {
+    let (client, hits) = setup(store, None).await;
     client.get("/max-age").await;
     assert_eq!(client.get("/max-age").await.x_cache(), "HIT");
     // An unsafe request that fails (404 here) invalidates nothing.
@@ -245,9 +246,8 @@ async fn rfc_invalidates_after_a_successful_unsafe_request() {
     assert_eq!(client.get_with("/s-maxage", &alice).await.x_cache(), "MISS");
 }
 
-#[tokio::test]
-async fn forwards_any_method_body_headers_and_status() {
-    let (client, hits) = setup(None).await;
+async fn forwards_any_method_body_headers_and_status(store: Store) {
+    let (client, hits) = setup(store, None).await;
     let purge = client
         .send("PURGE", "/echo?x=1", &[("x-custom", "yes")], "payload")
         .await;
@@ -265,9 +265,8 @@ async fn forwards_any_method_body_headers_and_status() {
     );
 }
 
-#[tokio::test]
-async fn with_default_ttl_the_proxy_follows_django() {
-    let (client, hits) = setup(Some(Duration::from_secs(60))).await;
+async fn with_default_ttl_the_proxy_follows_django(store: Store) {
+    let (client, hits) = setup(store, Some(Duration::from_secs(60))).await;
     let (first, second) = twice(&client, "/none", &[]).await;
     assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
     assert!(second

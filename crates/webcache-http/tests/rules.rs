@@ -4,59 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use webcache_core::CacheOptions;
-use webcache_redis::RedisBackend;
-use webcache_testkit::servers::redis::RedisServer;
-
-/// Where the pages of a test are stored.
-#[derive(Debug, Clone, Copy)]
-enum Store {
-    Locmem,
-    Redis,
-}
-
-impl Store {
-    /// A new, empty cache on this store.
-    fn cache(self) -> Cache {
-        match self {
-            Store::Locmem => Cache::locmem(),
-            Store::Redis => {
-                static NEXT: AtomicUsize = AtomicUsize::new(0);
-                let server = RedisServer::shared();
-                let backend = RedisBackend::from_url(&server.url(0)).unwrap();
-                let prefix = format!(
-                    "http-rules-{}-{}",
-                    std::process::id(),
-                    NEXT.fetch_add(1, Ordering::Relaxed)
-                );
-                Cache::new(
-                    Arc::new(backend),
-                    CacheOptions {
-                        key_prefix: prefix,
-                        ..CacheOptions::default()
-                    },
-                )
-            }
-        }
-    }
-}
-
-/// Runs every rule test once per store.
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod locmem {
-            $( #[tokio::test] async fn $name() { super::$name(super::Store::Locmem).await } )*
-        }
-        mod redis {
-            $( #[tokio::test] async fn $name() { super::$name(super::Store::Redis).await } )*
-        }
-    };
-}
 
 on_every_store!(
     only_200_is_stored,
@@ -84,9 +33,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use common::{serve, Counter, HttpClient};
+use common::{serve, Counter, HttpClient, Store};
 use futures::TryStreamExt;
-use webcache_core::Cache;
 use webcache_http::{vary_on_headers, CachePageLayer, ConditionalGetLayer};
 
 /// A handler whose response is driven by the query: `cc`, `vary`, `cookie`, `status`, `size`,

@@ -138,13 +138,7 @@ async fn a_cross_process_lock_computes_once_for_two_servers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_process_lock_in_redis_computes_once_for_two_servers() {
-    let server = webcache_testkit::servers::redis::RedisServer::shared();
-    let backend = webcache_redis::RedisBackend::from_url(&server.url(1)).unwrap();
-    let options = webcache_core::CacheOptions {
-        key_prefix: format!("http-stampede-{}", std::process::id()),
-        ..Default::default()
-    };
-    two_servers_compute_once(Cache::new(std::sync::Arc::new(backend), options)).await;
+    two_servers_compute_once(common::Store::Redis.cache()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,3 +102,52 @@ impl HttpClient {
         self.send("GET", path, headers, "").await
     }
 }
+
+/// Where the pages of a test are stored.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    Locmem,
+    Redis,
+}
+
+impl Store {
+    /// A new, empty cache on this store: a private locmem, or the test process's Redis server
+    /// (started on a free port on first use) under a key prefix of its own.
+    pub fn cache(self) -> webcache_core::Cache {
+        use std::sync::atomic::AtomicUsize;
+        match self {
+            Store::Locmem => webcache_core::Cache::locmem(),
+            Store::Redis => {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                let server = webcache_testkit::servers::redis::RedisServer::shared();
+                let backend = webcache_redis::RedisBackend::from_url(&server.url(0)).unwrap();
+                let prefix = format!(
+                    "http-tests-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                );
+                webcache_core::Cache::new(
+                    Arc::new(backend),
+                    webcache_core::CacheOptions {
+                        key_prefix: prefix,
+                        ..Default::default()
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// Runs each listed `async fn name(store: Store)` once per store, as `locmem::name` and
+/// `redis::name`.
+#[allow(unused_macros)]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod locmem {
+            $( #[tokio::test] async fn $name() { super::$name(super::Store::Locmem).await } )*
+        }
+        mod redis {
+            $( #[tokio::test] async fn $name() { super::$name(super::Store::Redis).await } )*
+        }
+    };
+}
