@@ -65,3 +65,29 @@ async fn reads_are_served_by_the_replica() {
         "the primary served reads"
     );
 }
+
+/// A replica that refuses connections does not fail reads: they fall back to the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_replica_falls_back_to_the_primary() {
+    use webcache_core::{Cache, CacheOptions};
+    let pair = RedisReplicaPair::shared();
+    let dead = webcache_testkit::servers::free_port();
+    let url = format!(
+        "{}?replicas=redis://127.0.0.1:{dead}/0",
+        pair.primary.url(0)
+    );
+    let cache = Cache::new(
+        Arc::new(common::backend(&url).await),
+        CacheOptions {
+            key_prefix: "fallback".into(),
+            ..CacheOptions::default()
+        },
+    );
+    cache.set("k", "v", 60).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            cache.get::<String>("k").await.unwrap().as_deref(),
+            Some("v")
+        );
+    }
+}
