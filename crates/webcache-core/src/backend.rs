@@ -27,7 +27,7 @@ pub type KeyStream = BoxStream<'static, Result<String>>;
 ///
 /// Every backend passes the conformance suite in `webcache-testkit`.
 #[async_trait]
-pub trait Backend: Send + Sync + fmt::Debug + 'static {
+pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
     /// A short name for logs and errors: `locmem`, `redis`, `memcached`, ...
     fn name(&self) -> &'static str;
 
@@ -107,6 +107,25 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Releases connections and background tasks. The default does nothing.
     async fn close(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Reaching a backend's own extras (a Redis lock, `delete_pattern`) from the `dyn Backend` of a
+/// [`Cache`](crate::Cache): implemented for every type, so backends need not write it.
+///
+/// ```
+/// use webcache_core::{backends::LocMem, Cache};
+/// let cache = Cache::locmem();
+/// assert!(cache.backend().as_any().downcast_ref::<LocMem>().is_some());
+/// ```
+pub trait AsAny {
+    /// `self` as [`Any`](std::any::Any).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -203,6 +203,12 @@ impl Cache {
         &self.inner.backend
     }
 
+    /// The backend as its concrete type, to reach its own extras (for example the Redis
+    /// backend's locks); `None` when the cache uses another backend.
+    pub fn backend_as<B: Backend>(&self) -> Option<&B> {
+        self.inner.backend.as_any().downcast_ref::<B>()
+    }
+
     /// The version used by this handle.
     pub fn version(&self) -> i64 {
         self.version

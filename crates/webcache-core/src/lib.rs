@@ -13,7 +13,7 @@ mod key;
 mod single_flight;
 mod timeout;
 
-pub use backend::{Backend, BackendStats, KeyRules, KeyStream};
+pub use backend::{AsAny, Backend, BackendStats, KeyRules, KeyStream};
 pub use cache::{
     Cache, CacheOptions, CacheStats, Metrics, OnError, DEFAULT_COMPRESS_MIN_BYTES,
     DEGRADE_LOG_INTERVAL,
