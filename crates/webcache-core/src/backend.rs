@@ -114,9 +114,11 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
 /// [`Cache`](crate::Cache): implemented for every type, so backends need not write it.
 ///
 /// ```
-/// use webcache_core::{backends::LocMem, Cache};
+/// use webcache_core::backends::{Dummy, LocMem};
+/// use webcache_core::Cache;
 /// let cache = Cache::locmem();
-/// assert!(cache.backend().as_any().downcast_ref::<LocMem>().is_some());
+/// assert!(cache.backend_as::<LocMem>().is_some());
+/// assert!(cache.backend_as::<Dummy>().is_none());
 /// ```
 pub trait AsAny {
     /// `self` as [`Any`](std::any::Any).

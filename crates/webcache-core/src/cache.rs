@@ -206,7 +206,10 @@ impl Cache {
     /// The backend as its concrete type, to reach its own extras (for example the Redis
     /// backend's locks); `None` when the cache uses another backend.
     pub fn backend_as<B: Backend>(&self) -> Option<&B> {
-        self.inner.backend.as_any().downcast_ref::<B>()
+        // Through `dyn Backend`'s vtable: calling `as_any` on the `Arc` itself would give the
+        // `Arc` as `Any`.
+        let backend: &dyn Backend = &*self.inner.backend;
+        backend.as_any().downcast_ref::<B>()
     }
 
     /// The version used by this handle.
