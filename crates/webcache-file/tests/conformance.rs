@@ -6,14 +6,18 @@ use std::sync::{Arc, OnceLock};
 
 use webcache_core::Backend;
 use webcache_file::{FileCache, FileConfig};
-use webcache_testkit::servers::temp_dir;
 use webcache_testkit::{conformance_suite, Harness};
+
+mod common;
+use common::Scratch;
 
 /// One directory for the whole run, as an application's cache directory would be: cases keep
 /// apart by key prefix.
+/// (Statics are never dropped: the next run sweeps it away.)
 fn shared_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| temp_dir("file-conformance").join("cache"))
+    static DIR: OnceLock<Scratch> = OnceLock::new();
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| DIR.get_or_init(|| Scratch::new("conformance")).cache_dir())
 }
 
 struct FileHarness;
@@ -27,7 +31,9 @@ impl Harness for FileHarness {
     }
 
     async fn bounded_backend(&self, max_entries: u64) -> Option<Arc<dyn Backend>> {
-        let mut config = FileConfig::new(temp_dir("file-bounded").join("cache"));
+        // Leaked on purpose: the backend outlives this call; the next run sweeps it away.
+        let scratch = Box::leak(Box::new(Scratch::new("bounded")));
+        let mut config = FileConfig::new(scratch.cache_dir());
         config.max_entries = Some(max_entries);
         Some(Arc::new(FileCache::open(&config).unwrap()))
     }

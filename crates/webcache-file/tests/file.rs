@@ -15,7 +15,9 @@ use webcache_core::bytes::Bytes;
 use webcache_core::config::CacheConfig;
 use webcache_core::{Backend, Cache, CacheOptions, Error, Expiry, Ttl};
 use webcache_file::{FileCache, FileConfig};
-use webcache_testkit::servers::temp_dir;
+
+mod common;
+use common::Scratch;
 
 const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
 
@@ -36,10 +38,6 @@ async fn put(backend: &FileCache, key: &str, expiry: Expiry) {
         .unwrap();
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    temp_dir(name).join("cache")
-}
-
 fn entry_files(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
         .unwrap()
@@ -50,7 +48,8 @@ fn entry_files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_race_on_add_and_exactly_one_wins() {
-    let dir = fresh_dir("file-add-race");
+    let scratch = Scratch::new("add-race");
+    let dir = scratch.cache_dir();
     let a = open(&dir, None, 3);
     let b = open(&dir, None, 3);
     for round in 0..50 {
@@ -83,7 +82,8 @@ async fn two_clients_race_on_add_and_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_race_on_incr_and_lose_no_update() {
-    let dir = fresh_dir("file-incr-race");
+    let scratch = Scratch::new("incr-race");
+    let dir = scratch.cache_dir();
     let a = open(&dir, None, 3);
     let b = open(&dir, None, 3);
     a.set("n", Bytes::from_static(b"-50"), MINUTE)
@@ -122,7 +122,8 @@ async fn child_process_incrs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_processes_share_one_directory_atomically() {
-    let dir = fresh_dir("file-processes");
+    let scratch = Scratch::new("processes");
+    let dir = scratch.cache_dir();
     let backend = open(&dir, None, 3);
     backend
         .set("shared", Bytes::from_static(b"0"), MINUTE)
@@ -158,7 +159,8 @@ async fn separate_processes_share_one_directory_atomically() {
 
 #[tokio::test]
 async fn truncated_and_garbage_files_are_misses() {
-    let dir = fresh_dir("file-garbage");
+    let scratch = Scratch::new("garbage");
+    let dir = scratch.cache_dir();
     let backend = open(&dir, None, 3);
     let cache = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
     for (name, damage) in [
@@ -209,7 +211,8 @@ enum Damage {
 
 #[tokio::test]
 async fn directory_is_private_and_files_are_owner_only() {
-    let root = temp_dir("file-perms");
+    let scratch = Scratch::new("perms");
+    let root = scratch.root().to_owned();
     let dir = root.join("nested").join("cache");
     let backend = open(&dir, None, 3);
     for path in [&root.join("nested"), &dir] {
@@ -224,7 +227,8 @@ async fn directory_is_private_and_files_are_owner_only() {
 
 #[tokio::test]
 async fn keys_never_become_paths() {
-    let root = temp_dir("file-traversal");
+    let scratch = Scratch::new("traversal");
+    let root = scratch.root().to_owned();
     let dir = root.join("cache");
     let backend = open(&dir, None, 3);
     let nasty = [
@@ -262,7 +266,8 @@ async fn keys_never_become_paths() {
 
 #[tokio::test]
 async fn culling_keeps_the_bound_and_removes_expired_entries_first() {
-    let dir = fresh_dir("file-cull");
+    let scratch = Scratch::new("cull");
+    let dir = scratch.cache_dir();
     let backend = open(&dir, Some(10), 2);
     put(&backend, "keeper", Expiry::Never).await;
     for i in 0..9 {
@@ -297,7 +302,8 @@ async fn culling_keeps_the_bound_and_removes_expired_entries_first() {
 
 #[tokio::test]
 async fn cull_frequency_zero_empties_the_directory() {
-    let dir = fresh_dir("file-cull-all");
+    let scratch = Scratch::new("cull-all");
+    let dir = scratch.cache_dir();
     let backend = open(&dir, Some(5), 0);
     for i in 0..5 {
         put(&backend, &format!("k{i}"), MINUTE).await;
@@ -309,7 +315,8 @@ async fn cull_frequency_zero_empties_the_directory() {
 
 #[tokio::test]
 async fn expired_entries_are_deleted_when_read() {
-    let dir = fresh_dir("file-lazy");
+    let scratch = Scratch::new("lazy");
+    let dir = scratch.cache_dir();
     let backend = open(&dir, None, 3);
     put(&backend, "k", Expiry::After(Duration::from_millis(100))).await;
     assert!(backend.path_for("k").exists());
@@ -323,7 +330,8 @@ async fn expired_entries_are_deleted_when_read() {
 
 #[tokio::test]
 async fn clear_removes_only_cache_files() {
-    let dir = fresh_dir("file-clear");
+    let scratch = Scratch::new("clear");
+    let dir = scratch.cache_dir();
     let backend = open(&dir, None, 3);
     fs::write(dir.join("notes.txt"), b"not ours").unwrap();
     fs::write(dir.join("looks-like.wcache.bak"), b"not ours either").unwrap();
@@ -348,7 +356,8 @@ async fn from_url(url: &str) -> Result<Arc<dyn Backend>, webcache_core::ConfigEr
 
 #[tokio::test]
 async fn urls_are_checked() {
-    let dir = fresh_dir("file-url");
+    let scratch = Scratch::new("url");
+    let dir = scratch.cache_dir();
     let url = format!("file://{}?max_entries=3&cull_frequency=2", dir.display());
     assert_eq!(from_url(&url).await.unwrap().name(), "file");
     assert!(dir.is_dir());
@@ -356,7 +365,7 @@ async fn urls_are_checked() {
     let err = from_url("file://var/tmp/x").await.unwrap_err().to_string();
     assert!(err.contains("file:///absolute/path"), "{err}");
 
-    let not_a_dir = temp_dir("file-url").join("plain-file");
+    let not_a_dir = scratch.root().join("plain-file");
     fs::write(&not_a_dir, b"x").unwrap();
     let err = from_url(&format!("file://{}", not_a_dir.display()))
         .await
@@ -376,7 +385,8 @@ async fn urls_are_checked() {
 
 #[tokio::test]
 async fn a_removed_directory_is_created_again() {
-    let dir = fresh_dir("file-recreate");
+    let scratch = Scratch::new("recreate");
+    let dir = scratch.cache_dir();
     let backend = open(&dir, Some(100), 3);
     put(&backend, "k", MINUTE).await;
     fs::remove_dir_all(&dir).unwrap();
