@@ -8,6 +8,7 @@
 //! compare-and-swap tokens, touch-on-read, add as a mode of set), and a client that only speaks
 //! what webcache needs stays small enough to test against a real server in full.
 //!
+//! * **Servers**: `memcached://` alone means `127.0.0.1:11211`; a port left out is 11211.
 //! * **Several servers** (`h1:11211,h2:11211` or `h1:11211;h2:11211`) are combined by a
 //!   ketama-style consistent-hash ring (160 points per server from MD5, as libketama), so adding
 //!   a server moves only about `1/n` of the keys.
@@ -80,6 +81,9 @@ use crate::server::{stat, Retry, Server, Settings, DEFAULT_ITEM_SIZE_MAX};
 /// The backend's name in logs and errors.
 pub(crate) const BACKEND: &str = "memcached";
 
+/// The server of a URL (or configuration) that names none.
+const DEFAULT_SERVER: &str = "127.0.0.1:11211";
+
 /// Memcached reads expiry times above this many seconds as absolute unix times.
 const RELATIVE_LIMIT: u64 = 30 * 24 * 3600;
 
@@ -146,8 +150,13 @@ pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, Confi
 }
 
 impl Memcached {
-    /// A backend over the servers of `config`.
+    /// A backend over the servers of `config` (`127.0.0.1:11211` if it lists none).
     pub fn new(config: &MemcachedConfig) -> Self {
+        if config.servers.is_empty() {
+            let mut local = config.clone();
+            local.servers.push(DEFAULT_SERVER.to_owned());
+            return Self::new(&local);
+        }
         let settings = Settings {
             pool_size: config.pool_size.max(1),
             connect_timeout: config.connect_timeout,
@@ -468,7 +477,7 @@ impl Memcached {
 fn parse_servers(spec: &BackendSpec) -> Result<Vec<String>, ConfigError> {
     let location = spec.location.trim().trim_end_matches('/');
     if location.is_empty() {
-        return Ok(vec!["127.0.0.1:11211".to_owned()]);
+        return Ok(vec![DEFAULT_SERVER.to_owned()]);
     }
     let mut servers = Vec::new();
     for part in location.split([',', ';']).map(str::trim) {
@@ -947,6 +956,12 @@ mod tests {
         assert!(err.contains("empty server entry"), "{err}");
         let err = servers("memcached://h1,h1:11211").unwrap_err().to_string();
         assert!(err.contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn no_server_means_the_local_one() {
+        let mc = Memcached::new(&MemcachedConfig::new(Vec::<String>::new()));
+        assert_eq!(mc.server("any").addr, DEFAULT_SERVER);
     }
 
     #[test]

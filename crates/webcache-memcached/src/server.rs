@@ -149,6 +149,8 @@ impl Server {
             match tokio::time::timeout(bound, conn.request(segments, expect)).await {
                 Ok(Ok(answer)) => {
                     lock(&self.idle).push(conn);
+                    // Also ends a probe that went through a connection opened before the failure.
+                    self.mark_up();
                     return Ok(answer);
                 }
                 Ok(Err(WireError::Io(e))) if reused => {
@@ -246,8 +248,8 @@ impl Server {
         let mut health = lock(&self.health);
         if health.failures > 0 {
             tracing::info!(server = %self.addr, "memcached server is back after {} failed attempt(s)", health.failures);
+            *health = Health::default();
         }
-        *health = Health::default();
     }
 
     /// A new connection, with the server's item size limit and clock read from it.
