@@ -10,8 +10,8 @@
 //!
 //! * **Servers**: `memcached://` alone means `127.0.0.1:11211`; a port left out is 11211.
 //! * **Several servers** (`h1:11211,h2:11211` or `h1:11211;h2:11211`) are combined by a
-//!   ketama-style consistent-hash ring (160 points per server from MD5, as libketama), so adding
-//!   a server moves only about `1/n` of the keys.
+//!   ketama-style consistent-hash ring (160 points per server from MD5 digests of
+//!   `host:port-N`), so adding a server moves only about `1/n` of the keys.
 //! * **Pools and timeouts**: each server has a pool of at most `pool_size` connections
 //!   (default 16); connecting is bounded by `connect_timeout` (default 1 s) and each request by
 //!   `io_timeout` (default 2 s).

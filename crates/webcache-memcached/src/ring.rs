@@ -1,7 +1,7 @@
 //! Consistent hashing of keys onto servers: a ketama-style ring.
 //!
 //! Each server gets 160 points on a 32-bit circle, four from each of 40 MD5 digests of
-//! `host:port-N` (the layout libketama uses for equally weighted servers); a key goes to the
+//! `host:port-N` (modelled on libketama's layout for equally weighted servers); a key goes to the
 //! first point at or after the first four bytes of its own MD5 digest. Adding or removing one
 //! of `n` servers therefore moves only about `1/n` of the keys, and every client configured
 //! with the same server list agrees on where each key lives.
