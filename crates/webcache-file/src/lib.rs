@@ -28,7 +28,8 @@
 //! * **`clear`** removes only this backend's `.wcache` files (and of those, only the ones whose
 //!   key has the given prefix), never anything else that lives in the directory.
 //!
-//! File work runs on tokio's blocking thread pool.
+//! File work runs on tokio's blocking thread pool. The backend is for Unix (file modes and
+//! `flock`).
 #![forbid(unsafe_code)]
 
 use std::fs::{self, DirBuilder, File, OpenOptions};

@@ -8,7 +8,8 @@
 //! compare-and-swap tokens, touch-on-read, add as a mode of set), and a client that only speaks
 //! what webcache needs stays small enough to test against a real server in full.
 //!
-//! * **Servers**: `memcached://` alone means `127.0.0.1:11211`; a port left out is 11211.
+//! * **Servers**: `memcached://` alone means `127.0.0.1:11211`; a port left out is 11211. TCP
+//!   only (no unix sockets, TLS or SASL).
 //! * **Several servers** (`h1:11211,h2:11211` or `h1:11211;h2:11211`) are combined by a
 //!   ketama-style consistent-hash ring (160 points per server from MD5 digests of
 //!   `host:port-N`), so adding a server moves only about `1/n` of the keys.
