@@ -62,6 +62,21 @@ async fn timeouts_over_thirty_days_stay_relative() {
             other => panic!("{other:?}"),
         }
     }
+    // Compare-and-swap increments keep a long expiry exactly (no drift per increment).
+    let forty_days = Expiry::After(Duration::from_secs(40 * DAY));
+    mc.set("n", Bytes::from_static(b"-1"), forty_days)
+        .await
+        .unwrap();
+    let left = |reply: String| -> u64 { reply.strip_prefix("HD t").unwrap().parse().unwrap() };
+    let before = left(raw(&server, "mg n t\r\n"));
+    for _ in 0..5 {
+        mc.incr("n", -1).await.unwrap();
+    }
+    let after = left(raw(&server, "mg n t\r\n"));
+    assert!(
+        before - after <= 2,
+        "the expiry drifted from {before} to {after}"
+    );
     // Exactly 30 days is still relative, and touch converts too.
     mc.set(
         "thirty",
