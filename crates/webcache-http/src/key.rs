@@ -18,6 +18,7 @@
 //! memory can cost an extra read but never serves the wrong variant.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -101,16 +102,19 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 #[derive(Debug, Default)]
 pub(crate) struct VaryMemo {
     map: RwLock<HashMap<String, Arc<[HeaderName]>>>,
+    /// Whether the map has entries: read without the lock, so that a site whose pages do not
+    /// vary never touches the lock's shared state on a hit (cores would fight over it).
+    used: AtomicBool,
 }
 
 const VARY_MEMO_MAX: usize = 10_000;
 
 impl VaryMemo {
     pub(crate) fn get(&self, primary: &str) -> Option<Arc<[HeaderName]>> {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        if map.is_empty() {
+        if !self.used.load(Ordering::Relaxed) {
             return None;
         }
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         map.get(primary).cloned()
     }
 
@@ -118,6 +122,7 @@ impl VaryMemo {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if names.is_empty() {
             map.remove(primary);
+            self.used.store(!map.is_empty(), Ordering::Relaxed);
             return;
         }
         if map.get(primary).is_some_and(|old| **old == *names) {
@@ -127,6 +132,7 @@ impl VaryMemo {
             map.clear();
         }
         map.insert(primary.to_owned(), names.into());
+        self.used.store(true, Ordering::Relaxed);
     }
 }
 

@@ -193,7 +193,9 @@ impl Shared {
                 }
             }
         }
-        self.miss(inner, req, &primary, &flight_key, stale).await
+        // Boxed so that the future of a hit stays small: the miss path's state (single flight,
+        // inner call, buffering, store) is large and would be moved on every request.
+        Box::pin(self.miss(inner, req, &primary, &flight_key, stale)).await
     }
 
     /// The miss path: one computation per key in this process (and, with a cross-process
