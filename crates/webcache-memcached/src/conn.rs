@@ -210,7 +210,13 @@ impl Conn {
 
     async fn read_reply(&mut self) -> Result<Reply, WireError> {
         let line = self.read_line().await?;
-        let text = String::from_utf8_lossy(line).into_owned();
+        // Reply lines are ASCII; borrowing the line (no copy) ends before the value is read.
+        let text = std::str::from_utf8(line).map_err(|_| {
+            WireError::Protocol(format!(
+                "a reply line that is not text: {:?}",
+                line.escape_ascii().to_string()
+            ))
+        })?;
         let mut tokens = text.split(' ').filter(|t| !t.is_empty());
         let head = tokens.next().unwrap_or("");
         let (code, value_len) = match head {
@@ -243,7 +249,7 @@ impl Conn {
             }
             _ => return Err(WireError::Protocol(format!("`{}`", text.escape_debug()))),
         };
-        let flags = tokens
+        let flags: Vec<(u8, String)> = tokens
             .filter_map(|t| t.as_bytes().first().map(|f| (*f, t[1..].to_owned())))
             .collect();
         let data = match value_len {
