@@ -36,6 +36,17 @@ async fn own_table(base: &str, options: &str) -> (SqlCache, String) {
     (SqlCache::connect(config).await.unwrap(), url)
 }
 
+/// An error with its causes, as an error reporter prints it.
+fn report(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
 fn extra(stats: &BackendStats, name: &str) -> u64 {
     stats
         .extra
@@ -60,7 +71,7 @@ async fn create_cache_table_is_idempotent_with_a_matching_dry_run(base: &str) {
         matches!(missing, ConfigError::Connect { .. }),
         "{missing:?}"
     );
-    let text = missing.to_string();
+    let text = report(&missing);
     assert!(
         text.contains(&format!("`{table}` does not exist")) && text.contains("createcachetable"),
         "a missing table names the command that creates it: {text}"
@@ -559,17 +570,14 @@ async fn an_unreachable_database_is_a_clear_error() {
     };
     assert!(source.is_backend_failure(), "{source:?}");
     assert!(
-        !url.contains("secret") && !err.to_string().contains("secret"),
+        !url.contains("secret") && !report(&err).contains("secret"),
         "{err}"
     );
 
     let err = webcache_sql::from_spec(&mut spec("sqlite:///nonexistent-dir/for/sure/cache.db"))
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("cannot open the database"),
-        "{err}"
-    );
+    assert!(report(&err).contains("cannot open the database"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
