@@ -38,6 +38,9 @@
 //! shortcuts: `create_table=true` creates it at startup, and `sqlite::memory:` always does (an
 //! in-memory database starts empty).
 //!
+//! The backend's own operations ([`SqlCache::delete_expired`], [`SqlCache::create_table`])
+//! are reachable from a cache with `cache.backend_as::<webcache_sql::SqlCache>()`.
+//!
 //! An SQLite file is switched to write-ahead logging (WAL) when the cache opens it, so readers
 //! never wait for a writer; processes on one machine can share the file.
 #![forbid(unsafe_code)]

@@ -602,3 +602,16 @@ async fn a_server_that_goes_down_gives_typed_errors() {
     );
     assert_eq!(degrading.get::<String>("k").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn the_backend_extras_are_reachable_through_a_cache() {
+    let cache = webcache_core::Cache::new(
+        backend("sqlite::memory:?cull_interval=0").await,
+        webcache_core::CacheOptions::default(),
+    );
+    cache.set("short", "v", 0.05).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sql = cache.backend_as::<SqlCache>().expect("a database cache");
+    assert_eq!(sql.table(), "webcache_cache");
+    assert_eq!(sql.delete_expired().await.unwrap(), 1);
+}
