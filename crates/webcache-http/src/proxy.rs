@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::Router;
 use futures::future::BoxFuture;
-use http::header::{CONNECTION, CONTENT_TYPE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_TYPE, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -166,6 +166,14 @@ impl Service<Request<Body>> for Origin {
                 Ok(t) => t,
                 Err(e) => return Ok(bad_gateway(format!("cannot build the upstream URL: {e}"))),
             };
+            // An HTTP/2 client names the site in the URI, not in Host: keep it for the origin.
+            if !req.headers().contains_key(HOST) {
+                if let Some(authority) = req.uri().authority() {
+                    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                        req.headers_mut().insert(HOST, host);
+                    }
+                }
+            }
             *req.uri_mut() = target;
             *req.version_mut() = http::Version::HTTP_11;
             strip_hop_by_hop(req.headers_mut());

@@ -68,6 +68,12 @@ async fn origin(State(hits): State<Hits>, req: Request) -> Response {
             httpdate::fmt_http_date(now - Duration::from_secs(86_400)),
         ),
         "/none" | "/echo" => {}
+        "/host" => {
+            let host = request_headers
+                .get("host")
+                .map(|h| h.to_str().unwrap().to_owned());
+            return format!("host={host:?}").into_response();
+        }
         "/teapot" => {
             set("cache-control", "max-age=60".into());
             status = StatusCode::IM_A_TEAPOT;
@@ -256,6 +262,12 @@ async fn forwards_any_method_body_headers_and_status(store: Store) {
     let teapot = client.get("/teapot").await;
     assert_eq!(teapot.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(hits.get("PURGE /echo"), 1);
+    let host = client.get_with("/host", &[("host", "site.example")]).await;
+    assert_eq!(
+        host.text(),
+        "host=Some(\"site.example\")",
+        "the client's Host reaches the origin"
+    );
     let head = client.send("HEAD", "/max-age", &[], "").await;
     assert!(head.body.is_empty());
     assert_eq!(
