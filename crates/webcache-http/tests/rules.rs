@@ -464,3 +464,43 @@ async fn diagnostic_header_can_be_renamed_or_removed(store: Store) {
     assert!(r.header("x-cache").is_none());
     assert_eq!(counter.get(), 1);
 }
+
+/// A response that never ends must stream through: the layer stops buffering at `max_body`.
+#[tokio::test]
+async fn an_endless_body_streams_through_without_being_buffered_whole() {
+    use http_body_util::BodyExt;
+
+    let app = Router::new()
+        .route(
+            "/endless",
+            get(|| async {
+                let chunks = futures::stream::unfold(0u64, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 1024])),
+                        n + 1,
+                    ))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        )
+        .layer(CachePageLayer::new(webcache_core::Cache::locmem()).max_body(4096));
+    let addr = serve(app).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = client
+        .get(format!("http://{addr}/endless").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    let mut body = response.into_body();
+    let mut received = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while received < 64 * 1024 {
+            let frame = body.frame().await.unwrap().unwrap();
+            received += frame.data_ref().map_or(0, |d| d.len());
+        }
+    })
+    .await
+    .expect("the body should stream, not wait to be buffered whole");
+}
