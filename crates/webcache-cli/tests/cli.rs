@@ -493,8 +493,13 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
         &["--json", "keys", "views.cache_page*", "--app", &demo.base],
         None,
     );
-    let keys = json_lines(&out)[0]["result"].as_array().unwrap().len();
-    assert!(keys >= 2, "{:?}", String::from_utf8_lossy(&out.stdout));
+    let keys: Vec<String> = serde_json::from_value(json_lines(&out)[0]["result"].clone()).unwrap();
+    assert!(keys.len() >= 2, "{keys:?}");
+    // `get` shows a cached page as status, headers and size, not as bytes.
+    let out = webcache(&["--json", "get", &keys[0], "--app", &demo.base], None);
+    let page = &json_lines(&out)[0]["result"]["page"];
+    assert_eq!(page["status"], 200, "{page}");
+    assert!(page["body_bytes"].as_u64().unwrap() > 4000, "{page}");
 }
 
 /// A `webcache proxy` process, killed when dropped.

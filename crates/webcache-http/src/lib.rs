@@ -26,3 +26,4 @@ pub use layer::{
 pub use policy::{Policy, SharedCachePolicy};
 pub use proxy::{proxy_router, proxy_router_with, proxy_service, Origin, ProxyError};
 pub use service::CachePage;
+pub use stored::{inspect, StoredSummary};

@@ -277,3 +277,52 @@ mod tests {
         assert!(decode(Bytes::from_static(b"Xgarbage")).is_err());
     }
 }
+
+/// A stored page-cache entry, described for inspection tools (`webcache get`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredSummary {
+    /// A stored page.
+    Page {
+        /// The response status.
+        status: u16,
+        /// The stored response headers, as text (non-UTF-8 values lossily).
+        headers: Vec<(String, String)>,
+        /// The body's size in bytes.
+        body_bytes: usize,
+        /// How old the page is now.
+        age: Duration,
+        /// How long it is fresh in total.
+        fresh_for: Duration,
+        /// The request headers it varies on, with the values it was stored for.
+        vary: Vec<(String, Option<String>)>,
+    },
+    /// The list of request headers a URL's pages vary on.
+    VaryList(Vec<String>),
+}
+
+/// Describes the payload of a page-cache entry (what `Cache::get_bytes` returns for a
+/// `views.cache_page.*` key), or `None` if it is not one.
+pub fn inspect(payload: Bytes) -> Option<StoredSummary> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Some(match decode(payload).ok()? {
+        Entry::Vary(names) => {
+            StoredSummary::VaryList(names.iter().map(|n| n.to_string()).collect())
+        }
+        Entry::Page(page) => StoredSummary::Page {
+            status: page.status.as_u16(),
+            headers: page
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), text(v.as_bytes())))
+                .collect(),
+            body_bytes: page.body.len(),
+            age: page.age(SystemTime::now()),
+            fresh_for: page.fresh_for,
+            vary: page
+                .vary
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_deref().map(text)))
+                .collect(),
+        },
+    })
+}
