@@ -23,7 +23,10 @@ async fn the_byte_bound_holds() {
     let stats = backend.stats().await.unwrap();
     let bytes = stats.bytes.unwrap();
     assert!(bytes <= 100_000, "{bytes} bytes exceed the 100 KB bound");
-    assert!(stats.entries.unwrap() >= 5, "the cache still holds something: {stats:?}");
+    assert!(
+        stats.entries.unwrap() >= 5,
+        "the cache still holds something: {stats:?}"
+    );
 }
 
 #[tokio::test]
