@@ -137,14 +137,7 @@ async fn proxy(target: &cli::TargetArgs, args: &cli::ProxyArgs) -> anyhow::Resul
     };
     let app = webcache::http::proxy_router(&args.upstream, cache.clone(), default_ttl)
         .with_context(|| format!("--upstream {}", args.upstream))?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; choose another address with --listen",
-                args.listen
-            )
-        })?;
+    let listener = serve::bind(&args.listen).await?;
     let policy = match default_ttl {
         None => "RFC 9111 shared cache (stores what the origin marks fresh)".to_owned(),
         Some(d) => format!(

@@ -9,18 +9,37 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_webcache");
 
-/// A `webcache serve` process on a free port, killed when dropped.
-struct Demo {
+/// A `webcache serve` or `webcache proxy` process on a free port, killed when dropped.
+struct Running {
     child: Child,
     base: String,
 }
 
+/// `webcache serve` on a free port, once its banner says where it listens.
+struct Demo;
+
 impl Demo {
-    fn start(extra: &[&str]) -> Demo {
+    fn start(extra: &[&str]) -> Running {
+        Running::start(&["serve"], extra)
+    }
+}
+
+/// `webcache proxy --upstream UPSTREAM` on a free port.
+struct Proxy;
+
+impl Proxy {
+    fn start(upstream: &str, extra: &[&str]) -> Running {
+        Running::start(&["proxy", "--upstream", upstream], extra)
+    }
+}
+
+impl Running {
+    fn start(command: &[&str], extra: &[&str]) -> Running {
         let port = webcache_testkit::servers::free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", &listen])
+            .args(command)
+            .args(["--listen", &listen])
             .args(extra)
             .env_remove("WEBCACHE_URL")
             .stdout(Stdio::piped())
@@ -37,14 +56,14 @@ impl Demo {
             port,
             Duration::from_secs(10)
         ));
-        Demo {
+        Running {
             child,
             base: format!("http://{listen}"),
         }
     }
 }
 
-impl Drop for Demo {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -502,41 +521,6 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
     assert!(page["body_bytes"].as_u64().unwrap() > 4000, "{page}");
 }
 
-/// A `webcache proxy` process, killed when dropped.
-struct Proxy {
-    child: Child,
-    base: String,
-}
-
-impl Proxy {
-    fn start(upstream: &str, extra: &[&str]) -> Proxy {
-        let port = webcache_testkit::servers::free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["proxy", "--upstream", upstream, "--listen", &listen])
-            .args(extra)
-            .env_remove("WEBCACHE_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        assert!(webcache_testkit::servers::wait_for_port(
-            port,
-            Duration::from_secs(10)
-        ));
-        Proxy {
-            child,
-            base: format!("http://{listen}"),
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn the_proxy_caches_an_origin_with_either_policy() {

@@ -23,14 +23,7 @@ use crate::cli::{ServeArgs, TargetArgs};
 /// Starts the demo and serves until interrupted.
 pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let caches = crate::target::open_caches(target).await?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; choose another address with --listen",
-                args.listen
-            )
-        })?;
+    let listener = bind(&args.listen).await?;
     let addr = listener.local_addr()?;
     let token = admin::new_token();
     let upstream = args
@@ -49,6 +42,13 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
     .await?;
     caches.close().await;
     Ok(())
+}
+
+/// Listens on `address`, or says what to change.
+pub(crate) async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}; choose another address with --listen"))
 }
 
 /// Prints where the demo listens and what to try. A closed standard output (the banner piped
