@@ -252,7 +252,7 @@ impl CacheConfig {
             return Err(invalid(
                 "url",
                 format!(
-                    "unknown scheme `{scheme}` in `{}`; accepted schemes: {}",
+                    "unknown scheme `{scheme}` in `{}`; accepted schemes: {}; {example}",
                     redact(url),
                     accepted.join(", ")
                 ),
