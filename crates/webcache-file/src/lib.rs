@@ -31,6 +31,8 @@
 //! File work runs on tokio's blocking thread pool. The backend is for Unix (file modes and
 //! `flock`).
 #![forbid(unsafe_code)]
+// Library code answers every failure with an error, never a panic; tests may unwrap.
+#![warn(clippy::unwrap_used)]
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};

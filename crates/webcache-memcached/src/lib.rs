@@ -56,6 +56,8 @@
 //! * `clear` without a prefix is `flush_all` on every server: it empties them entirely.
 //! * `stats` sums `curr_items` and `bytes` of the live servers.
 #![forbid(unsafe_code)]
+// Library code answers every failure with an error, never a panic; tests may unwrap.
+#![warn(clippy::unwrap_used)]
 
 mod conn;
 mod ring;

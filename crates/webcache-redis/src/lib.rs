@@ -46,6 +46,8 @@
 //! [`lock`](RedisBackend::try_lock), and [`get_or_set_locked`], a `get_or_set` whose
 //! computation runs once across processes.
 #![forbid(unsafe_code)]
+// Library code answers every failure with an error, never a panic; tests may unwrap.
+#![warn(clippy::unwrap_used)]
 
 mod backend;
 mod config;

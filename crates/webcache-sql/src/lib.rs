@@ -44,6 +44,8 @@
 //! An SQLite file is switched to write-ahead logging (WAL) when the cache opens it, so readers
 //! never wait for a writer; processes on one machine can share the file.
 #![forbid(unsafe_code)]
+// Library code answers every failure with an error, never a panic; tests may unwrap.
+#![warn(clippy::unwrap_used)]
 
 mod backend;
 mod config;
