@@ -15,15 +15,14 @@
 //! its ratio to the plain files.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use webcache_core::bytes::Bytes;
 use webcache_core::{Backend, Cache, CacheOptions, Expiry};
 use webcache_file::{FileCache, FileConfig};
+use webcache_testkit::bench::{alternating_rounds, print_comparison, throughput};
 use webcache_testkit::servers::temp_dir;
 
 const TASKS: usize = 16;
@@ -32,41 +31,6 @@ const VALUE_LEN: usize = 5 * 1024;
 const ROUND: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 5;
 const EXPIRY: Expiry = Expiry::After(Duration::from_secs(300));
-
-/// Runs `TASKS` loops of `op` for one round; returns operations per second.
-async fn round<F, Fut>(op: F) -> f64
-where
-    F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS as u64)
-        .map(|t| {
-            let (stop, done, op) = (stop.clone(), done.clone(), op.clone());
-            tokio::spawn(async move {
-                let mut i = t * 7919;
-                while !stop.load(Ordering::Relaxed) {
-                    op(i).await;
-                    i += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(ROUND).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn plain_path(dir: &std::path::Path, i: u64) -> PathBuf {
     dir.join(format!("plain-{}", i % KEYS as u64))
@@ -99,18 +63,17 @@ async fn main() {
     }
     let names = ["plain files", "FileCache backend", "full Cache API"];
     for op in ["get", "set"] {
-        let mut results = vec![Vec::new(); names.len()];
-        for _ in 0..ROUNDS {
-            for (c, slot) in results.iter_mut().enumerate() {
-                let (dir, backend, cache, value) = (
-                    plain_dir.clone(),
-                    backend.clone(),
-                    cache.clone(),
-                    value.clone(),
-                );
-                let ops = match (op, c) {
+        let results = alternating_rounds(ROUNDS, names.len(), |c| {
+            let (dir, backend, cache, value) = (
+                plain_dir.clone(),
+                backend.clone(),
+                cache.clone(),
+                value.clone(),
+            );
+            async move {
+                match (op, c) {
                     ("get", 0) => {
-                        round(move |i| {
+                        throughput(TASKS, ROUND, move |i| {
                             let path = plain_path(&dir, i);
                             async move {
                                 let read = tokio::task::spawn_blocking(move || std::fs::read(path));
@@ -120,7 +83,7 @@ async fn main() {
                         .await
                     }
                     (_, 0) => {
-                        round(move |i| {
+                        throughput(TASKS, ROUND, move |i| {
                             let (path, value) = (plain_path(&dir, i), value.clone());
                             async move {
                                 tokio::task::spawn_blocking(move || {
@@ -136,7 +99,7 @@ async fn main() {
                         .await
                     }
                     ("get", 1) => {
-                        round(move |i| {
+                        throughput(TASKS, ROUND, move |i| {
                             let backend = backend.clone();
                             async move {
                                 let key = format!("bench:1:page.{}", i % KEYS as u64);
@@ -146,7 +109,7 @@ async fn main() {
                         .await
                     }
                     (_, 1) => {
-                        round(move |i| {
+                        throughput(TASKS, ROUND, move |i| {
                             let (backend, value) = (backend.clone(), value.clone());
                             async move {
                                 let key = format!("bench:1:page.{}", i % KEYS as u64);
@@ -156,7 +119,7 @@ async fn main() {
                         .await
                     }
                     ("get", _) => {
-                        round(move |i| {
+                        throughput(TASKS, ROUND, move |i| {
                             let cache = cache.clone();
                             async move {
                                 let key = format!("page.{}", i % KEYS as u64);
@@ -166,7 +129,7 @@ async fn main() {
                         .await
                     }
                     _ => {
-                        round(move |i| {
+                        throughput(TASKS, ROUND, move |i| {
                             let (cache, value) = (cache.clone(), value.clone());
                             async move {
                                 let key = format!("page.{}", i % KEYS as u64);
@@ -175,20 +138,15 @@ async fn main() {
                         })
                         .await
                     }
-                };
-                slot.push(ops);
+                }
             }
-        }
-        let baseline = median(results[0].clone());
-        println!("\n{op} (5 KB values, {TASKS} tasks, median of {ROUNDS} rounds of {ROUND:?})");
-        for (name, rounds) in names.iter().zip(results) {
-            let m = median(rounds.clone());
-            println!(
-                "  {name:<20} {m:>9.0} ops/s   {:.2}x plain   rounds: {:?}",
-                m / baseline,
-                rounds.iter().map(|r| r.round() as u64).collect::<Vec<_>>()
-            );
-        }
+        })
+        .await;
+        print_comparison(
+            &format!("{op} (5 KB values, {TASKS} tasks, median of {ROUNDS} rounds of {ROUND:?})"),
+            &names,
+            &results,
+        );
     }
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -46,62 +46,23 @@ fn entry_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Two instances over one directory: two processes, as far as the files can tell.
+fn two_clients(dir: &Path) -> (Arc<dyn Backend>, Arc<dyn Backend>) {
+    (Arc::new(open(dir, None, 3)), Arc::new(open(dir, None, 3)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_race_on_add_and_exactly_one_wins() {
     let scratch = Scratch::new("add-race");
-    let dir = scratch.cache_dir();
-    let a = open(&dir, None, 3);
-    let b = open(&dir, None, 3);
-    for round in 0..50 {
-        let key = format!("race:{round}");
-        let start = Arc::new(tokio::sync::Barrier::new(32));
-        let tasks: Vec<_> = (0..32)
-            .map(|i| {
-                let backend = if i % 2 == 0 { a.clone() } else { b.clone() };
-                let key = key.clone();
-                let start = start.clone();
-                tokio::spawn(async move {
-                    let value = Bytes::from(format!("writer-{i}"));
-                    start.wait().await;
-                    (i, backend.add(&key, value, MINUTE).await.unwrap())
-                })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        for t in tasks {
-            let (i, won) = t.await.unwrap();
-            if won {
-                winners.push(i);
-            }
-        }
-        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
-        let stored = a.get(&key).await.unwrap().unwrap();
-        assert_eq!(stored, Bytes::from(format!("writer-{}", winners[0])));
-    }
+    let (a, b) = two_clients(&scratch.cache_dir());
+    webcache_testkit::races::add_race(a, b, "race:", 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_race_on_incr_and_lose_no_update() {
     let scratch = Scratch::new("incr-race");
-    let dir = scratch.cache_dir();
-    let a = open(&dir, None, 3);
-    let b = open(&dir, None, 3);
-    a.set("n", Bytes::from_static(b"-50"), MINUTE)
-        .await
-        .unwrap();
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let backend = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move { backend.incr("n", 1).await.unwrap() })
-        })
-        .collect();
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.push(t.await.unwrap());
-    }
-    seen.sort_unstable();
-    assert_eq!(seen, (-49..=150).collect::<Vec<i64>>());
-    assert_eq!(b.get("n").await.unwrap(), Some(Bytes::from_static(b"150")));
+    let (a, b) = two_clients(&scratch.cache_dir());
+    webcache_testkit::races::incr_race(a, b, "n", 100).await;
 }
 
 /// Set by the parent test to make `child_process_incrs` do work in a child process.

@@ -16,16 +16,15 @@
 //! with its ratio to the plain client.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 use webcache_core::bytes::Bytes;
 use webcache_core::{Backend, Cache, CacheOptions, Expiry};
 use webcache_memcached::{Memcached, MemcachedConfig};
+use webcache_testkit::bench::{alternating_rounds, print_comparison, throughput_with};
 use webcache_testkit::servers::memcached::MemcachedServer;
 
 const TASKS: usize = 16;
@@ -76,45 +75,8 @@ impl Plain {
     }
 }
 
-/// Runs `TASKS` loops of `op` for one round; returns operations per second.
-async fn round<S, F, Fut>(state: impl Fn(usize) -> S, op: F) -> f64
-where
-    S: Send + 'static,
-    F: Fn(S, u64) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = S> + Send,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (stop, done, op) = (stop.clone(), done.clone(), op.clone());
-            let mut s = state(t);
-            tokio::spawn(async move {
-                let mut i = t as u64 * 7919;
-                while !stop.load(Ordering::Relaxed) {
-                    s = op(s, i).await;
-                    i += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(ROUND).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
 fn key(i: u64) -> String {
     format!("bench:1:page.{}", i % KEYS as u64)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -144,20 +106,21 @@ async fn main() {
     }
     let names = ["plain client", "Memcached backend", "full Cache API"];
     for op in ["get", "set"] {
-        let mut results = vec![Vec::new(); names.len()];
-        for _ in 0..ROUNDS {
-            for (c, slot) in results.iter_mut().enumerate() {
-                let ops = match (op, c) {
+        let results = alternating_rounds(ROUNDS, names.len(), |c| {
+            let (addr, backend, cache, value) =
+                (addr.clone(), backend.clone(), cache.clone(), value.clone());
+            async move {
+                match (op, c) {
                     (_, 0) => {
                         let mut conns = Vec::new();
                         for _ in 0..TASKS {
                             conns.push(Some(Plain::connect(&addr).await));
                         }
-                        let conns = std::sync::Mutex::new(conns);
-                        let value = value.clone();
                         let is_get = op == "get";
-                        round(
-                            |t| conns.lock().unwrap()[t].take().unwrap(),
+                        throughput_with(
+                            TASKS,
+                            ROUND,
+                            |t| conns[t].take().unwrap(),
                             move |mut conn: Plain, i| {
                                 let value = value.clone();
                                 async move {
@@ -173,7 +136,9 @@ async fn main() {
                         .await
                     }
                     ("get", 1) => {
-                        round(
+                        throughput_with(
+                            TASKS,
+                            ROUND,
                             |_| backend.clone(),
                             |b, i| async move {
                                 assert!(b.get(&key(i)).await.unwrap().is_some());
@@ -183,8 +148,9 @@ async fn main() {
                         .await
                     }
                     (_, 1) => {
-                        let value = value.clone();
-                        round(
+                        throughput_with(
+                            TASKS,
+                            ROUND,
                             |_| backend.clone(),
                             move |b, i| {
                                 let value = value.clone();
@@ -199,7 +165,9 @@ async fn main() {
                         .await
                     }
                     ("get", _) => {
-                        round(
+                        throughput_with(
+                            TASKS,
+                            ROUND,
                             |_| cache.clone(),
                             |c, i| async move {
                                 let k = format!("page.{}", i % KEYS as u64);
@@ -210,8 +178,9 @@ async fn main() {
                         .await
                     }
                     _ => {
-                        let value = value.clone();
-                        round(
+                        throughput_with(
+                            TASKS,
+                            ROUND,
                             |_| cache.clone(),
                             move |c, i| {
                                 let value = value.clone();
@@ -224,19 +193,14 @@ async fn main() {
                         )
                         .await
                     }
-                };
-                slot.push(ops);
+                }
             }
-        }
-        let baseline = median(results[0].clone());
-        println!("\n{op} (5 KB values, {TASKS} tasks, median of {ROUNDS} rounds of {ROUND:?})");
-        for (name, rounds) in names.iter().zip(results) {
-            let m = median(rounds.clone());
-            println!(
-                "  {name:<20} {m:>9.0} ops/s   {:.2}x plain   rounds: {:?}",
-                m / baseline,
-                rounds.iter().map(|r| r.round() as u64).collect::<Vec<_>>()
-            );
-        }
+        })
+        .await;
+        print_comparison(
+            &format!("{op} (5 KB values, {TASKS} tasks, median of {ROUNDS} rounds of {ROUND:?})"),
+            &names,
+            &results,
+        );
     }
 }

@@ -244,41 +244,16 @@ async fn a_dead_server_is_skipped_and_retried() {
     assert!(mc.down_servers().is_empty());
 }
 
+/// Two clients of one server, each with a pool of its own.
+fn two_clients(server: &MemcachedServer) -> (Arc<dyn Backend>, Arc<dyn Backend>) {
+    (Arc::new(client(&[server])), Arc::new(client(&[server])))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_race_on_add_and_exactly_one_wins() {
     let server = MemcachedServer::start();
-    let (a, b) = (client(&[&server]), client(&[&server]));
-    for round in 0..20 {
-        let key = format!("race{round}");
-        let start = Arc::new(tokio::sync::Barrier::new(32));
-        let tasks: Vec<_> = (0..32)
-            .map(|i| {
-                let mc = if i % 2 == 0 { a.clone() } else { b.clone() };
-                let (key, start) = (key.clone(), start.clone());
-                tokio::spawn(async move {
-                    start.wait().await;
-                    (
-                        i,
-                        mc.add(&key, Bytes::from(format!("w{i}")), MINUTE)
-                            .await
-                            .unwrap(),
-                    )
-                })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        for t in tasks {
-            let (i, won) = t.await.unwrap();
-            if won {
-                winners.push(i);
-            }
-        }
-        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
-        assert_eq!(
-            a.get(&key).await.unwrap(),
-            Some(Bytes::from(format!("w{}", winners[0])))
-        );
-    }
+    let (a, b) = two_clients(&server);
+    webcache_testkit::races::add_race(a, b, "race", 20).await;
 }
 
 /// Two clients increment across zero (negative values go through compare-and-swap, positive
@@ -286,30 +261,8 @@ async fn two_clients_race_on_add_and_exactly_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_race_on_incr_and_decr_across_zero() {
     let server = MemcachedServer::start();
-    let (a, b) = (client(&[&server]), client(&[&server]));
-    a.set("n", Bytes::from_static(b"-100"), MINUTE)
-        .await
-        .unwrap();
-    let race = |delta: i64| {
-        let (a, b) = (a.clone(), b.clone());
-        async move {
-            let tasks: Vec<_> = (0..200)
-                .map(|i| {
-                    let mc = if i % 2 == 0 { a.clone() } else { b.clone() };
-                    tokio::spawn(async move { mc.incr("n", delta).await.unwrap() })
-                })
-                .collect();
-            let mut seen = Vec::new();
-            for t in tasks {
-                seen.push(t.await.unwrap());
-            }
-            seen.sort_unstable();
-            seen
-        }
-    };
-    assert_eq!(race(1).await, (-99..=100).collect::<Vec<i64>>());
-    assert_eq!(race(-1).await, (-100..=99).collect::<Vec<i64>>());
-    assert_eq!(b.get("n").await.unwrap(), Some(Bytes::from_static(b"-100")));
+    let (a, b) = two_clients(&server);
+    webcache_testkit::races::incr_race(a, b, "n", 100).await;
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use webcache_core::{Cache, CacheConfig, CacheOptions};
+use webcache_testkit::bench::median;
 use webcache_testkit::servers::redis::RedisServer;
 
 const TASKS: usize = 16;
@@ -73,11 +74,6 @@ fn redis_benchmark(port: u16, ops: usize) -> (f64, f64) {
     (rate("SET"), rate("GET"))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let rounds = env_or("ROUNDS", 3);
     let ops = env_or("OPS", 100_000);
@@ -111,14 +107,20 @@ fn main() {
     // Per-round ratios compare runs made seconds apart, which cancels much of the noise of a
     // shared machine; the medians of the rates are printed too.
     let ratio = |ours: &[f64], theirs: &[f64]| {
-        median(ours.iter().zip(theirs).map(|(o, t)| o / t).collect())
+        median(
+            &ours
+                .iter()
+                .zip(theirs)
+                .map(|(o, t)| o / t)
+                .collect::<Vec<_>>(),
+        )
     };
     let (set_ratio, get_ratio) = (ratio(&ours_set, &theirs_set), ratio(&ours_get, &theirs_get));
     let (os, og, ts, tg) = (
-        median(ours_set),
-        median(ours_get),
-        median(theirs_set),
-        median(theirs_get),
+        median(&ours_set),
+        median(&ours_get),
+        median(&theirs_set),
+        median(&theirs_get),
     );
     println!();
     println!("5 KB values, {TASKS} concurrent tasks/clients, {ops} ops per test, median of {rounds} rounds");

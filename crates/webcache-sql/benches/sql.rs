@@ -9,15 +9,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use webcache_core::bytes::Bytes;
 use webcache_core::config::CacheConfig;
 use webcache_core::{Backend, Expiry};
+use webcache_testkit::bench::{alternating_rounds, median, throughput};
 use webcache_testkit::servers::postgres::Postgres;
 use webcache_testkit::servers::temp_dir;
 
@@ -26,37 +26,15 @@ const KEYS: usize = 1_000;
 const VALUE_BYTES: usize = 5 * 1024;
 const ROUNDS: usize = 5;
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 type Op = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// Runs `op` from [`TASKS`] tasks for `seconds`; returns operations per second.
+/// Runs `op` from [`TASKS`] tasks for `seconds`; returns operations per second. Each task walks
+/// the keys in steps of 13 from a start of its own.
 async fn measure(op: Op, seconds: f64) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (op, stop, done) = (op.clone(), stop.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut i = t * 7919;
-                while !stop.load(Ordering::Relaxed) {
-                    op(i % KEYS).await;
-                    done.fetch_add(1, Ordering::Relaxed);
-                    i += 13;
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    throughput(TASKS, Duration::from_secs_f64(seconds), move |i| {
+        op((i as usize).wrapping_mul(13) % KEYS)
+    })
+    .await
 }
 
 fn key(i: usize) -> String {
@@ -189,13 +167,12 @@ async fn main() {
             for (op, wc, plain) in [("get", wc_get, plain_get), ("set", wc_set, plain_set)] {
                 // Alternate the two in short rounds so that drift (checkpoints, WAL growth,
                 // other load on the machine) hits both alike; report the medians.
-                let mut ours = Vec::new();
-                let mut theirs = Vec::new();
-                for _ in 0..ROUNDS {
-                    ours.push(measure(wc.clone(), seconds / ROUNDS as f64).await);
-                    theirs.push(measure(plain.clone(), seconds / ROUNDS as f64).await);
-                }
-                let (ours, theirs) = (median(ours), median(theirs));
+                let results = alternating_rounds(ROUNDS, 2, |c| {
+                    let op = if c == 0 { wc.clone() } else { plain.clone() };
+                    measure(op, seconds / ROUNDS as f64)
+                })
+                .await;
+                let (ours, theirs) = (median(&results[0]), median(&results[1]));
                 println!(
                     "| {name} | {pool} | {op} | {ours:.0} | {theirs:.0} | {:.2} |",
                     ours / theirs

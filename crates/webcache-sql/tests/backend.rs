@@ -287,59 +287,13 @@ async fn two_processes(base: &str) -> [Arc<dyn Backend>; 2] {
 }
 
 async fn two_processes_racing_on_add_have_one_winner(base: &str) {
-    let caches = two_processes(base).await;
-    for round in 0..10 {
-        let key = format!("race{round}");
-        let tasks: Vec<_> = (0..12)
-            .map(|writer| {
-                let cache = caches[writer % 2].clone();
-                let key = key.clone();
-                tokio::spawn(async move {
-                    let won = cache
-                        .add(&key, bytes(&writer.to_string()), MINUTE)
-                        .await
-                        .unwrap();
-                    (writer, won)
-                })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        for task in tasks {
-            let (writer, won) = task.await.unwrap();
-            if won {
-                winners.push(writer);
-            }
-        }
-        assert_eq!(winners.len(), 1, "exactly one add wins, got {winners:?}");
-        let stored = caches[1].get(&key).await.unwrap();
-        assert_eq!(
-            stored,
-            Some(bytes(&winners[0].to_string())),
-            "the winner's value is stored"
-        );
-    }
+    let [a, b] = two_processes(base).await;
+    webcache_testkit::races::add_race(a, b, "race", 10).await;
 }
 
 async fn two_processes_racing_on_incr_lose_no_update(base: &str) {
-    let caches = two_processes(base).await;
-    caches[0].set("n", bytes("0"), MINUTE).await.unwrap();
-    let tasks: Vec<_> = (0..80)
-        .map(|i| {
-            let cache = caches[i % 2].clone();
-            tokio::spawn(async move { cache.incr("n", 1).await.unwrap() })
-        })
-        .collect();
-    let mut seen = Vec::new();
-    for task in tasks {
-        seen.push(task.await.unwrap());
-    }
-    seen.sort_unstable();
-    assert_eq!(
-        seen,
-        (1..=80).collect::<Vec<i64>>(),
-        "every incr saw a distinct value"
-    );
-    assert_eq!(caches[1].get("n").await.unwrap(), Some(bytes("80")));
+    let [a, b] = two_processes(base).await;
+    webcache_testkit::races::incr_race(a, b, "n", 40).await;
 }
 
 async fn incr_reads_integers_exactly_as_the_entry_format(base: &str) {

@@ -10,10 +10,16 @@
 //!
 //! where `MyHarness` implements [`Harness`]: it hands out backends (sharing one server is fine:
 //! every case uses its own random key prefix) and says what the backend can do.
+//!
+//! Beyond the suite, [`races`] holds the races between two independent clients of one store
+//! that backends shared by several processes must win, and [`bench`] the round driver of the
+//! backends' throughput benchmarks.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod bench;
 pub mod cases;
+pub mod races;
 pub mod servers;
 
 use std::sync::Arc;
