@@ -521,7 +521,6 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
     assert!(page["body_bytes"].as_u64().unwrap() > 4000, "{page}");
 }
 
-
 #[tokio::test]
 async fn the_proxy_caches_an_origin_with_either_policy() {
     let origin = Demo::start(&[]);

@@ -48,7 +48,9 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
 pub(crate) async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(address)
         .await
-        .with_context(|| format!("cannot listen on {address}; choose another address with --listen"))
+        .with_context(|| {
+            format!("cannot listen on {address}; choose another address with --listen")
+        })
 }
 
 /// Prints where the demo listens and what to try. A closed standard output (the banner piped
