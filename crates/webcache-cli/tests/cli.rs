@@ -94,6 +94,14 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn post_json(client: &reqwest::Client, url: String) -> Value {
+    client.post(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn get(client: &reqwest::Client, url: &str) -> (Duration, reqwest::Response) {
     let started = Instant::now();
     let response = client.get(url).send().await.unwrap();
@@ -120,14 +128,7 @@ async fn hello_is_slow_once_then_a_hit() {
     let (second_took, second) = get(&http, &format!("{}/hello?delay=1", demo.base)).await;
     assert_eq!(second.headers()["x-cache"], "HIT");
     assert!(second_took < Duration::from_millis(500), "{second_took:?}");
-    let count: Value = http
-        .get(format!("{}/count", demo.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let count: Value = get_json(&http, format!("{}/count", demo.base)).await;
     assert_eq!(count["served"], 1, "the upstream was called once");
 
     // The key and its TTL are visible from outside through the admin endpoint.
@@ -172,14 +173,7 @@ async fn post_on_the_class_route_is_never_cached() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let count: Value = http
-        .get(format!("{}/count", demo.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let count: Value = get_json(&http, format!("{}/count", demo.base)).await;
     assert_eq!(count["served"], 2);
 }
 
@@ -201,14 +195,7 @@ async fn the_cart_lives_in_a_session_and_is_inspectable() {
             cookie = c.to_str().unwrap().to_owned();
         }
     }
-    let body: Value = http
-        .get(format!("{}/cart", demo.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&http, format!("{}/cart", demo.base)).await;
     assert_eq!(body, json!({"items": ["apple", "pear"]}));
     let id = cookie
         .trim_start_matches("sessionid=")
@@ -239,23 +226,9 @@ async fn the_cart_lives_in_a_session_and_is_inspectable() {
         json_lines(&out)[0]["result"]["data"]["items"],
         json!(["apple", "pear"])
     );
-    let cleared: Value = http
-        .post(format!("{}/cart/clear", demo.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cleared: Value = post_json(&http, format!("{}/cart/clear", demo.base)).await;
     assert_eq!(cleared, json!({"items": []}));
-    let body: Value = http
-        .get(format!("{}/cart", demo.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&http, format!("{}/cart", demo.base)).await;
     assert_eq!(body, json!({"items": []}));
 }
 
@@ -491,14 +464,7 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
             "{route}: HEAD is answered from the GET entry"
         );
     }
-    let count: Value = http
-        .get(format!("{}/count", demo.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let count: Value = get_json(&http, format!("{}/count", demo.base)).await;
     assert_eq!(count["served"], 2, "one upstream call per cached route");
     // POST on the class route never meets the layer.
     let post = http
