@@ -27,7 +27,7 @@ pub(crate) async fn open_caches(args: &TargetArgs) -> anyhow::Result<Caches> {
     Ok(Caches::from_config(caches_config(args)?).await?)
 }
 
-fn caches_config(args: &TargetArgs) -> anyhow::Result<CachesConfig> {
+pub(crate) fn caches_config(args: &TargetArgs) -> anyhow::Result<CachesConfig> {
     Ok(if let Some(path) = &args.config {
         CachesConfig::from_toml_file(path)?.with_env()?
     } else if let Some(url) = &args.cache {

@@ -560,3 +560,24 @@ fn createcachetable_for_sqlite_with_dry_run() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn the_demo_keeps_answering_when_its_cache_is_down() {
+    // Nothing listens on port 1: every cache call fails.
+    let demo = Demo::start(&["--cache", "redis://127.0.0.1:1/0?connect_timeout=0.2"]);
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    for route in ["hello", "hello-page", "hello-class"] {
+        let (took, response) = get(&http, &format!("{}/{route}?delay=0", demo.base)).await;
+        assert_eq!(response.status(), 200, "{route}");
+        assert!(took < Duration::from_secs(3), "{route}: {took:?}");
+    }
+    let cart = get_json(&http, format!("{}/cart?add=apple", demo.base)).await;
+    assert_eq!(
+        cart,
+        json!({"items": ["apple"]}),
+        "the request is served, the session is not kept"
+    );
+}

@@ -81,11 +81,21 @@ fn backend(e: webcache_core::Error) -> StoreError {
 /// bound only protects against a broken generator.
 async fn create_unique(cache: &Cache, record: &mut Record) -> StoreResult<()> {
     for _ in 0..16 {
+        let key = session_key(&record.id);
         if cache
-            .add(&session_key(&record.id), record, timeout_for(record))
+            .add(&key, record, timeout_for(record))
             .await
             .map_err(backend)?
         {
+            return Ok(());
+        }
+        if !cache.has_key(&key).await.map_err(backend)? {
+            // `add` refused although nothing is stored: a cache in degrade mode whose backend
+            // is down. The request is served; the session is simply not kept.
+            tracing::warn!(
+                alias = cache.alias(),
+                "session not stored: the cache is unavailable"
+            );
             return Ok(());
         }
         record.id = Id::default();

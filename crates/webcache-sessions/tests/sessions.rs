@@ -516,3 +516,28 @@ macro_rules! engines {
 }
 
 engines!(locmem, redis, cached_db_sqlite, cached_db_postgres);
+
+#[tokio::test]
+async fn a_cache_that_is_down_serves_requests_without_keeping_sessions() {
+    let mut config = webcache_core::CacheConfig::from_url(
+        "sessions",
+        "redis://127.0.0.1:1/0?on_error=degrade&connect_timeout=0.2",
+    )
+    .unwrap();
+    let backend = webcache::build_backend(&mut config.backend).await.unwrap();
+    let store = Store::Cache(CacheStore::new(Cache::new(backend, config.options)));
+    let base = serve(store, SessionConfig::default()).await;
+    let http = client();
+    for _ in 0..2 {
+        let resp = http
+            .get(format!("{base}/cart?add=apple"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "a cache outage is not a 500");
+        assert_eq!(
+            resp.json::<Value>().await.unwrap(),
+            json!({"items": ["apple"]})
+        );
+    }
+}

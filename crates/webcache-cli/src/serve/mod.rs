@@ -22,7 +22,13 @@ use crate::cli::{ServeArgs, TargetArgs};
 
 /// Starts the demo and serves until interrupted.
 pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result<()> {
-    let caches = crate::target::open_caches(target).await?;
+    // The demo must keep answering when its cache is down (a Redis restart, say): every alias
+    // degrades to misses and dropped writes instead of failing requests.
+    let mut config = crate::target::caches_config(target)?;
+    for cache in &mut config.caches {
+        cache.options.on_error = webcache::OnError::Degrade;
+    }
+    let caches = Caches::from_config(config).await?;
     let listener = bind(&args.listen).await?;
     let addr = listener.local_addr()?;
     let token = admin::new_token();
