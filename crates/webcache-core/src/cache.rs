@@ -59,6 +59,11 @@ pub struct CacheOptions {
     pub on_error: OnError,
     /// Bound every backend call by this duration (`None`: the backend's own timeouts only).
     pub operation_timeout: Option<Duration>,
+    /// Keep process-local copies of read entries this long (`None`: off); see
+    /// [`NearCache`](crate::backends::NearCache) for what that trades.
+    pub near_ttl: Option<Duration>,
+    /// At most this many process-local copies.
+    pub near_max_entries: u64,
 }
 
 impl Default for CacheOptions {
@@ -73,6 +78,8 @@ impl Default for CacheOptions {
             compress_min_bytes: Some(DEFAULT_COMPRESS_MIN_BYTES),
             on_error: OnError::Raise,
             operation_timeout: None,
+            near_ttl: None,
+            near_max_entries: crate::backends::DEFAULT_NEAR_MAX_ENTRIES,
         }
     }
 }
@@ -159,6 +166,14 @@ impl fmt::Debug for Cache {
 impl Cache {
     /// A cache over `backend` with the given options.
     pub fn new(backend: Arc<dyn Backend>, options: CacheOptions) -> Self {
+        let backend: Arc<dyn Backend> = match options.near_ttl {
+            Some(ttl) if !ttl.is_zero() => Arc::new(crate::backends::NearCache::new(
+                backend,
+                ttl,
+                options.near_max_entries.max(1),
+            )),
+            _ => backend,
+        };
         let key_rules = backend.key_rules();
         let version = options.version;
         Cache {
@@ -209,7 +224,11 @@ impl Cache {
         // Through `dyn Backend`'s vtable: calling `as_any` on the `Arc` itself would give the
         // `Arc` as `Any`.
         let backend: &dyn Backend = &*self.inner.backend;
-        backend.as_any().downcast_ref::<B>()
+        let any = backend.as_any();
+        any.downcast_ref::<B>().or_else(|| {
+            let far: &dyn Backend = &**any.downcast_ref::<crate::backends::NearCache>()?.far();
+            far.as_any().downcast_ref::<B>()
+        })
     }
 
     /// The version used by this handle.

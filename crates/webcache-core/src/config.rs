@@ -16,7 +16,8 @@
 //!
 //! Options common to every backend may be given as TOML fields or as URL query parameters:
 //! `timeout`, `key_prefix`, `version`, `invalid_keys` (`reject`|`hash`), `compress_min_bytes`
-//! (bytes, or `off`), `on_error` (`raise`|`degrade`), `operation_timeout` (seconds). Every other
+//! (bytes, or `off`), `on_error` (`raise`|`degrade`), `operation_timeout` (seconds), `near_ttl`
+//! (seconds of process-local copies in front of a shared backend) and `near_max_entries`. Every other
 //! field is handed to the backend, which refuses the ones it does not know.
 
 use std::collections::BTreeMap;
@@ -62,6 +63,8 @@ const COMMON_OPTIONS: &[&str] = &[
     "compress_min_bytes",
     "on_error",
     "operation_timeout",
+    "near_ttl",
+    "near_max_entries",
 ];
 
 /// A configuration mistake, in words that say what to change.
@@ -344,6 +347,10 @@ fn take_common_options(alias: &str, spec: &mut BackendSpec) -> Result<CacheOptio
         };
     }
     options.operation_timeout = spec.take_seconds("operation_timeout")?;
+    options.near_ttl = spec.take_seconds("near_ttl")?;
+    if let Some(n) = spec.take("near_max_entries", "a whole number of entries")? {
+        options.near_max_entries = n;
+    }
     Ok(options)
 }
 
@@ -462,6 +469,10 @@ fn merge_options(base: &mut CacheOptions, new: &CacheOptions, defaults: &CacheOp
     }
     if new.operation_timeout.is_some() {
         base.operation_timeout = new.operation_timeout;
+    }
+    if new.near_ttl.is_some() {
+        base.near_ttl = new.near_ttl;
+        base.near_max_entries = new.near_max_entries;
     }
 }
 

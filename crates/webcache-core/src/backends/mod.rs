@@ -5,6 +5,8 @@
 
 mod dummy;
 mod locmem;
+mod near;
 
 pub use dummy::Dummy;
 pub use locmem::{LocMem, LocMemConfig, DEFAULT_MAX_ENTRIES};
+pub use near::{NearCache, DEFAULT_NEAR_MAX_ENTRIES};
