@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use webcache::bytes::Bytes;
 use webcache::entry::{self, Decoded};
-use webcache::{Cache, Error, Expiry, Timeout, Ttl};
+use webcache::{Cache, CacheOptions, Error, KeyFunction, Timeout, Ttl};
 
 use crate::cli::{KeyArgs, Op};
 
@@ -89,15 +89,7 @@ pub(crate) async fn run(
         } => {
             let value = parse_value(value)?;
             let timeout = timeout(*ttl, *forever)?;
-            if keyargs.raw {
-                let encoded = encode(cache, &value)?;
-                match expiry(cache, timeout) {
-                    Some(expiry) => cache.backend().set(key, encoded, expiry).await?,
-                    None => drop(cache.backend().delete(key).await?),
-                }
-            } else {
-                versioned(cache, keyargs).set(key, &value, timeout).await?;
-            }
+            addressed(cache, keyargs).set(key, &value, timeout).await?;
             Ok(Value::Bool(true))
         }
         Op::Add {
@@ -109,16 +101,9 @@ pub(crate) async fn run(
         } => {
             let value = parse_value(value)?;
             let timeout = timeout(*ttl, *forever)?;
-            let added = if keyargs.raw {
-                let encoded = encode(cache, &value)?;
-                match expiry(cache, timeout) {
-                    Some(expiry) => cache.backend().add(key, encoded, expiry).await?,
-                    None => !cache.backend().has_key(key).await?,
-                }
-            } else {
-                versioned(cache, keyargs).add(key, &value, timeout).await?
-            };
-            Ok(Value::Bool(added))
+            Ok(Value::Bool(
+                addressed(cache, keyargs).add(key, &value, timeout).await?,
+            ))
         }
         Op::Incr { key, by, keyargs } => incr(cache, key, *by, keyargs).await,
         Op::Decr { key, by, keyargs } => {
@@ -133,15 +118,9 @@ pub(crate) async fn run(
             keyargs,
         } => {
             let timeout = timeout(Some(*seconds), false)?;
-            let touched = if keyargs.raw {
-                match expiry(cache, timeout) {
-                    Some(expiry) => cache.backend().touch(key, expiry).await?,
-                    None => cache.backend().delete(key).await?,
-                }
-            } else {
-                versioned(cache, keyargs).touch(key, timeout).await?
-            };
-            Ok(Value::Bool(touched))
+            Ok(Value::Bool(
+                addressed(cache, keyargs).touch(key, timeout).await?,
+            ))
         }
         Op::Del { keys, keyargs } => {
             let stored = keys
@@ -224,7 +203,21 @@ async fn clear(cache: &Cache, progress: &(dyn Fn(u64) + Sync)) -> Result<Value, 
 
 const CLEAR_BATCH: usize = 1000;
 
-fn versioned(cache: &Cache, keyargs: &KeyArgs) -> Cache {
+/// The cache as the command addresses it: `--version N` picks the version, `--raw` takes keys
+/// as stored (a key function that leaves them alone), so every command runs through the same
+/// `Cache` calls and their timeout rules.
+fn addressed(cache: &Cache, keyargs: &KeyArgs) -> Cache {
+    if keyargs.raw {
+        return Cache::new(
+            cache.backend().clone(),
+            CacheOptions {
+                key_function: KeyFunction::new(|_, _, key| key.to_owned()),
+                // The backend is already wrapped when the cache has a near tier.
+                near_ttl: None,
+                ..cache.options().clone()
+            },
+        );
+    }
     match keyargs.version {
         Some(v) => cache.with_version(v),
         None => cache.clone(),
@@ -232,28 +225,19 @@ fn versioned(cache: &Cache, keyargs: &KeyArgs) -> Cache {
 }
 
 fn stored_key(cache: &Cache, key: &str, keyargs: &KeyArgs) -> Result<String, OpError> {
-    if keyargs.raw {
-        Ok(key.to_owned())
-    } else {
-        Ok(versioned(cache, keyargs).make_key(key)?)
-    }
+    Ok(addressed(cache, keyargs).make_key(key)?)
 }
 
 pub(crate) fn list_keys(cache: &Cache, pattern: &str, keyargs: &KeyArgs) -> webcache::KeyStream {
     if keyargs.raw {
         cache.backend().scan(pattern)
     } else {
-        versioned(cache, keyargs).keys(pattern)
+        addressed(cache, keyargs).keys(pattern)
     }
 }
 
 async fn incr(cache: &Cache, key: &str, by: i64, keyargs: &KeyArgs) -> Result<Value, OpError> {
-    let n = if keyargs.raw {
-        cache.backend().incr(key, by).await?
-    } else {
-        versioned(cache, keyargs).incr(key, by).await?
-    };
-    Ok(json!(n))
+    Ok(json!(addressed(cache, keyargs).incr(key, by).await?))
 }
 
 fn parse_value(text: &str) -> Result<Value, OpError> {
@@ -271,20 +255,6 @@ fn timeout(seconds: Option<f64>, forever: bool) -> Result<Timeout, OpError> {
         (Some(s), false) if s.is_finite() => Ok(Timeout::from(s)),
         (Some(s), false) => Err(OpError::Usage(format!("{s} is not a number of seconds"))),
     }
-}
-
-fn expiry(cache: &Cache, timeout: Timeout) -> Option<Expiry> {
-    match timeout.resolve(cache.options().default_timeout) {
-        Timeout::Forever => Some(Expiry::Never),
-        Timeout::After(d) if d.is_zero() => None,
-        Timeout::After(d) => Some(Expiry::After(d)),
-        Timeout::Default => Some(Expiry::After(webcache::DEFAULT_TIMEOUT)),
-    }
-}
-
-fn encode(cache: &Cache, value: &Value) -> Result<Bytes, OpError> {
-    entry::encode_json(value, cache.options().compress_min_bytes)
-        .map_err(|e| OpError::Usage(format!("cannot encode the value: {e}")))
 }
 
 /// The remaining lifetime as `ttl` prints it: seconds, "forever", or null (missing).

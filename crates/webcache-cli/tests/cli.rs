@@ -581,3 +581,23 @@ async fn the_demo_keeps_answering_when_its_cache_is_down() {
         "the request is served, the session is not kept"
     );
 }
+
+#[test]
+fn raw_keys_are_addressed_as_stored() {
+    let out = webcache(
+        &["--json", "--cache", "locmem://", "shell"],
+        Some("set raw:n 5 --raw --ttl 30\nincr raw:n 2 --raw\nget n\nget raw:n --raw\nadd raw:n 1 --raw\ntouch raw:n 0 --raw\nget raw:n --raw\nset k '\"v\"'\nget :1:k --raw\nkeys ':1:*' --raw\n"),
+    );
+    let r: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .map(|l| l["result"].clone())
+        .collect();
+    assert_eq!(r[1], json!(7), "incr on the stored key");
+    assert_eq!(r[2], Value::Null, "the user key `n` is `:1:n`, not `raw:n`");
+    assert_eq!(r[3], json!(7));
+    assert_eq!(r[4], json!(false), "add on an existing stored key");
+    assert_eq!(r[5], json!(true));
+    assert_eq!(r[6], Value::Null, "touch 0 expired it");
+    assert_eq!(r[8], json!("v"));
+    assert_eq!(r[9], json!([":1:k"]));
+}
