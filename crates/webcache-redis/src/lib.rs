@@ -27,8 +27,8 @@
 //! (one multiplexed connection per node, which pipelines concurrent calls and reconnects with
 //! backoff) or its async cluster client (slot routing, `MOVED`/`ASK`). Connections are made
 //! lazily, so an application starts while Redis is down; every call is bounded by
-//! `connect_timeout + response_timeout` and fails with [`Error::Timeout`] or
-//! [`Error::Backend`] (which a cache in [`OnError::Degrade`](webcache_core::OnError) mode turns
+//! `connect_timeout + response_timeout` and fails with [`Error::Timeout`](webcache_core::Error::Timeout) or
+//! [`Error::Backend`](webcache_core::Error::Backend) (which a cache in [`OnError::Degrade`](webcache_core::OnError) mode turns
 //! into misses and dropped writes) and the next call after Redis returns succeeds.
 //!
 //! Each cache operation is one native command: `SET … PX` (`add`: `SET … NX PX`), `MGET`,

@@ -12,7 +12,7 @@
 //! every case uses its own random key prefix) and says what the backend can do.
 //!
 //! Beyond the suite, [`races`] holds the races between two independent clients of one store
-//! that backends shared by several processes must win, and [`bench`] the round driver of the
+//! that backends shared by several processes must win, and [`bench`](mod@bench) the round driver of the
 //! backends' throughput benchmarks.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
