@@ -150,6 +150,9 @@ struct Inner {
 pub struct Cache {
     inner: Arc<Inner>,
     version: i64,
+    /// `prefix:version:` for the default key function, built once per handle so that a key
+    /// costs one allocation on the hot path.
+    head: Arc<str>,
 }
 
 impl fmt::Debug for Cache {
@@ -187,7 +190,9 @@ impl Cache {
                 last_degrade_log_ms: AtomicU64::new(0),
             }),
             version,
+            head: Arc::from(""),
         }
+        .with_head()
     }
 
     /// A cache over `backend` with default options.
@@ -251,7 +256,15 @@ impl Cache {
         Cache {
             inner: self.inner.clone(),
             version,
+            head: Arc::from(""),
         }
+        .with_head()
+    }
+
+    fn with_head(mut self) -> Self {
+        let o = &self.inner.options;
+        self.head = KeyFunction::default_format(&o.key_prefix, self.version, "").into();
+        self
     }
 
     /// The stored key for `key` under this handle's prefix and version, validated against the
@@ -262,6 +275,16 @@ impl Cache {
 
     fn make_key_version(&self, key: &str, version: i64) -> Result<String> {
         let o = &self.inner.options;
+        if version == self.version
+            && o.key_function.is_default()
+            && self.inner.key_rules == KeyRules::ANY
+        {
+            // The common case: `prefix:version:` is ready and any key is storable.
+            let mut full = String::with_capacity(self.head.len() + key.len());
+            full.push_str(&self.head);
+            full.push_str(key);
+            return Ok(full);
+        }
         final_key(
             &o.key_function,
             &o.key_prefix,
