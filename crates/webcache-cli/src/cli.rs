@@ -88,6 +88,20 @@ pub(crate) struct KeyArgs {
     pub(crate) raw: bool,
 }
 
+/// What `set` and `add` store, and for how long.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub(crate) struct WriteArgs {
+    /// The value, as JSON: '"text"', 42, '{"a": 1}'.
+    pub(crate) value: String,
+    /// Timeout in seconds (default: the cache's), 0 = do not keep.
+    #[arg(long)]
+    pub(crate) ttl: Option<f64>,
+    /// Never expire.
+    #[arg(long, conflicts_with = "ttl")]
+    #[serde(default)]
+    pub(crate) forever: bool,
+}
+
 /// The inspection commands. They parse the same way everywhere and run in [`crate::ops`].
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -124,14 +138,8 @@ pub(crate) enum Op {
     Set {
         /// The key.
         key: String,
-        /// The value, as JSON: '"text"', 42, '{"a": 1}'.
-        value: String,
-        /// Timeout in seconds (default: the cache's), 0 = do not keep.
-        #[arg(long)]
-        ttl: Option<f64>,
-        /// Never expire.
-        #[arg(long, conflicts_with = "ttl")]
-        forever: bool,
+        #[command(flatten)]
+        write: WriteArgs,
         #[command(flatten)]
         #[serde(default)]
         keyargs: KeyArgs,
@@ -140,14 +148,8 @@ pub(crate) enum Op {
     Add {
         /// The key.
         key: String,
-        /// The value, as JSON.
-        value: String,
-        /// Timeout in seconds (default: the cache's).
-        #[arg(long)]
-        ttl: Option<f64>,
-        /// Never expire.
-        #[arg(long, conflicts_with = "ttl")]
-        forever: bool,
+        #[command(flatten)]
+        write: WriteArgs,
         #[command(flatten)]
         #[serde(default)]
         keyargs: KeyArgs,

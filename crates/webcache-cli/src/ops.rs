@@ -9,7 +9,7 @@ use webcache::bytes::Bytes;
 use webcache::entry::{self, Decoded};
 use webcache::{Cache, CacheOptions, Error, KeyFunction, Timeout, Ttl};
 
-use crate::cli::{KeyArgs, Op};
+use crate::cli::{KeyArgs, Op, WriteArgs};
 
 /// Why a command failed; the process exit code follows from it.
 #[derive(Debug)]
@@ -82,25 +82,19 @@ pub(crate) async fn run(
         }
         Op::Set {
             key,
-            value,
-            ttl,
-            forever,
+            write,
             keyargs,
         } => {
-            let value = parse_value(value)?;
-            let timeout = timeout(*ttl, *forever)?;
+            let (value, timeout) = write_args(write)?;
             addressed(cache, keyargs).set(key, &value, timeout).await?;
             Ok(Value::Bool(true))
         }
         Op::Add {
             key,
-            value,
-            ttl,
-            forever,
+            write,
             keyargs,
         } => {
-            let value = parse_value(value)?;
-            let timeout = timeout(*ttl, *forever)?;
+            let (value, timeout) = write_args(write)?;
             Ok(Value::Bool(
                 addressed(cache, keyargs).add(key, &value, timeout).await?,
             ))
@@ -238,6 +232,13 @@ pub(crate) fn list_keys(cache: &Cache, pattern: &str, keyargs: &KeyArgs) -> webc
 
 async fn incr(cache: &Cache, key: &str, by: i64, keyargs: &KeyArgs) -> Result<Value, OpError> {
     Ok(json!(addressed(cache, keyargs).incr(key, by).await?))
+}
+
+fn write_args(write: &WriteArgs) -> Result<(Value, Timeout), OpError> {
+    Ok((
+        parse_value(&write.value)?,
+        timeout(write.ttl, write.forever)?,
+    ))
 }
 
 fn parse_value(text: &str) -> Result<Value, OpError> {

@@ -59,16 +59,10 @@ pub fn session_key(id: &Id) -> String {
     format!("{KEY_PREFIX}{id}")
 }
 
-/// How long to keep a record: until its expiry date (at least one second, so that an
-/// already-expired record is not kept forever by a zero timeout).
+/// How long to keep a record: until its expiry date.
 fn timeout_for(record: &Record) -> Timeout {
-    let left = record.expiry_date - OffsetDateTime::now_utc();
-    let secs = left.as_seconds_f64().max(0.0);
-    if secs <= 0.0 {
-        Timeout::After(Duration::ZERO)
-    } else {
-        Timeout::After(Duration::from_secs_f64(secs))
-    }
+    // An already-expired record gives a negative number: `Timeout` reads it as "do not keep".
+    Timeout::from((record.expiry_date - OffsetDateTime::now_utc()).as_seconds_f64())
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(backend)`
