@@ -7,11 +7,14 @@ mod body;
 pub mod conditional;
 mod future;
 pub mod headers;
+mod hop;
+mod host;
 mod key;
 mod layer;
 pub mod policy;
 mod proxy;
 mod service;
+mod session_mark;
 mod stored;
 
 pub use body::{CacheBody, PageBody};
@@ -28,4 +31,5 @@ pub use layer::{
 pub use policy::{Policy, SharedCachePolicy};
 pub use proxy::{proxy_router, proxy_router_with, proxy_service, Origin, ProxyError};
 pub use service::CachePage;
+pub use session_mark::SessionMark;
 pub use stored::{inspect, StoredSummary};

@@ -21,15 +21,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::Router;
 use futures::future::BoxFuture;
-use http::header::{CONNECTION, CONTENT_TYPE, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONTENT_TYPE, HOST};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, Service};
 use webcache_core::Cache;
 
+use crate::hop::strip_hop_by_hop;
 use crate::layer::CachePageLayer;
 use crate::policy::Policy;
 use crate::service::CachePage;
@@ -118,25 +119,6 @@ impl Origin {
             .path_and_query(path)
             .build()
     }
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 fn bad_gateway(message: String) -> Response<Body> {

@@ -25,20 +25,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header::{
-    AGE, CONNECTION, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{AGE, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use tower::Service;
 use webcache_core::{SingleFlight, Timeout};
 
 use crate::body::{buffer, Buffered, CacheBody, PageBody};
 use crate::conditional;
-use crate::headers::vary_names;
+use crate::headers::{patch_vary_headers, vary_names};
 use crate::key::{self, VaryMemo};
 use crate::layer::Settings;
 use crate::policy::{Decision, Exchange, Usable};
+use crate::session_mark::SessionMark;
 use crate::stored::{self, Entry, StoredResponse};
 
 /// How often backend failures are logged as warnings (the rest go to debug).
@@ -341,6 +339,7 @@ impl Shared {
     {
         let method = req.method().clone();
         let request_headers = req.headers().clone();
+        let session = req.extensions().get::<SessionMark>().cloned();
         // The stored page must be the full GET answer: HEAD is asked as GET, and preconditions
         // are evaluated here against the full response.
         *req.method_mut() = Method::GET;
@@ -410,6 +409,17 @@ impl Shared {
             return (Ok(reply), shared);
         }
 
+        // A page that read the session belongs to its user (see `SessionMark`).
+        if let Some(mark) = &session {
+            if mark.varies_on_cookie() {
+                patch_vary_headers(&mut parts.headers, &["Cookie"]);
+            }
+            if mark.is_personal() {
+                tracing::debug!(key = primary, "response not stored: it read the session");
+                let response = Response::from_parts(parts, CacheBody::inner(body));
+                return (Ok(self.pass(response, &method, &request_headers)), None);
+            }
+        }
         let decision = self.settings.policy.decide(&mut Exchange {
             request: &request_headers,
             status: parts.status,
@@ -682,15 +692,9 @@ fn vary_header_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 /// Whether a response header belongs in a stored page (not hop-by-hop, not recomputed on
 /// every answer).
 fn is_stored_header(name: &HeaderName, diagnostic: Option<&HeaderName>) -> bool {
-    !(name == CONNECTION
-        || name == TRANSFER_ENCODING
-        || name == TE
-        || name == TRAILER
-        || name == UPGRADE
+    !(crate::hop::is_hop_by_hop(name)
         || name == CONTENT_LENGTH
         || name == AGE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
         || diagnostic == Some(name))
 }
 
