@@ -21,7 +21,7 @@ pub use cache::{
 pub use config::{BackendSpec, CacheConfig, CachesConfig, ConfigError};
 pub use error::{BoxError, Error, Result};
 pub use key::{glob_escape, glob_match, InvalidKeyPolicy, KeyFunction};
-pub use single_flight::SingleFlight;
+pub use single_flight::{Followed, Follower, Joined, Leader, SingleFlight};
 pub use timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
 /// Re-exported so backends implement [`Backend`] with the same macro version.

@@ -31,6 +31,38 @@ pin_project! {
         Prefixed { prefix: VecDeque<Frame<Bytes>>, #[pin] rest: B },
         // The inner body failed while it was being buffered: the error is passed on.
         Failed { error: Option<BoxError> },
+        // The inner body streaming through while a copy is kept for storing (a body of unknown
+        // length: the client gets every frame at once, the page is stored when it ends).
+        Tee { #[pin] body: B, copy: Option<Copy> },
+    }
+}
+
+/// The copy a [`CacheBody`] keeps of a body streaming through, handed over when the body ends
+/// within the limit; dropped (so nothing is stored) when it grows past the limit, has trailers,
+/// fails, or the client goes away.
+struct Copy {
+    chunks: Vec<Bytes>,
+    total: usize,
+    limit: usize,
+    done: tokio::sync::oneshot::Sender<Bytes>,
+}
+
+impl Copy {
+    /// Keeps `frame`'s data; `false` when the copy must be given up.
+    fn keep(&mut self, frame: &Frame<Bytes>) -> bool {
+        let Some(data) = frame.data_ref() else {
+            return false; // trailers are not stored
+        };
+        self.total = self.total.saturating_add(data.len());
+        if self.total > self.limit {
+            return false;
+        }
+        self.chunks.push(data.clone());
+        true
+    }
+
+    fn finish(self) {
+        let _ = self.done.send(join(self.chunks, self.total));
     }
 }
 
@@ -63,6 +95,25 @@ impl<B> CacheBody<B> {
         Self::from(Kind::Failed { error: Some(error) })
     }
 
+    /// `body` streaming through; when it ends whole and within `limit` bytes, its bytes are
+    /// sent on the returned channel.
+    pub(crate) fn tee(body: B, limit: usize) -> (Self, tokio::sync::oneshot::Receiver<Bytes>) {
+        let (done, receiver) = tokio::sync::oneshot::channel();
+        let copy = Copy {
+            chunks: Vec::new(),
+            total: 0,
+            limit,
+            done,
+        };
+        (
+            Self::from(Kind::Tee {
+                body,
+                copy: Some(copy),
+            }),
+            receiver,
+        )
+    }
+
     fn from(kind: Kind<B>) -> Self {
         CacheBody { kind }
     }
@@ -88,6 +139,29 @@ where
                 None => rest.poll_frame(cx).map_err(Into::into),
             },
             Proj::Failed { error } => Poll::Ready(error.take().map(Err)),
+            Proj::Tee { mut body, copy } => {
+                let polled = std::task::ready!(body.as_mut().poll_frame(cx));
+                match &polled {
+                    Some(Ok(frame)) => {
+                        if copy.as_mut().is_some_and(|c| !c.keep(frame)) {
+                            *copy = None;
+                        }
+                        // A reader may stop at the last frame without asking for the end.
+                        if body.is_end_stream() {
+                            if let Some(c) = copy.take() {
+                                c.finish();
+                            }
+                        }
+                    }
+                    Some(Err(_)) => *copy = None,
+                    None => {
+                        if let Some(c) = copy.take() {
+                            c.finish();
+                        }
+                    }
+                }
+                Poll::Ready(polled.map(|r| r.map_err(Into::into)))
+            }
         }
     }
 
@@ -97,6 +171,8 @@ where
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
             Kind::Failed { error } => error.is_none(),
+            // Never claimed ended early: the copy is handed over when the body says `None`.
+            Kind::Tee { .. } => false,
         }
     }
 
@@ -120,6 +196,7 @@ where
                 hint
             }
             Kind::Failed { .. } => SizeHint::new(),
+            Kind::Tee { body, .. } => body.size_hint(),
         }
     }
 }
@@ -179,19 +256,24 @@ where
             }
         }
     }
-    let mut data: Vec<Bytes> = chunks
+    let data: Vec<Bytes> = chunks
         .into_iter()
         .filter_map(|f| f.into_data().ok())
         .collect();
-    match data.len() {
-        0 => Buffered::Complete(Bytes::new()),
-        1 => Buffered::Complete(data.pop().unwrap_or_default()),
+    Buffered::Complete(join(data, total))
+}
+
+/// One `Bytes` of several, without a copy when there is one.
+fn join(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
         _ => {
             let mut joined = bytes::BytesMut::with_capacity(total);
-            for chunk in data {
+            for chunk in chunks {
                 joined.extend_from_slice(&chunk);
             }
-            Buffered::Complete(joined.freeze())
+            joined.freeze()
         }
     }
 }

@@ -27,13 +27,12 @@ use http::{HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 
 /// The key of a URL's page (or vary entry): `{prefix}.GET.{hash of scheme, host, path, query}`.
+///
+/// The host is the request's `Host`, which [`crate::host::settle`] has made the one effective
+/// host of the request (the one the inner service sees too) before any key is computed.
 pub(crate) fn primary_key(prefix: &str, uri: &Uri, headers: &HeaderMap) -> String {
     let scheme = uri.scheme_str().unwrap_or("http");
-    let host = uri
-        .authority()
-        .map(|a| a.as_str().as_bytes())
-        .or_else(|| headers.get(HOST).map(|h| h.as_bytes()))
-        .unwrap_or(b"");
+    let host = headers.get(HOST).map_or(&b""[..], |h| h.as_bytes());
     // Host names are case-insensitive: `Example.com` and `example.com` are one site.
     let host = host.to_ascii_lowercase();
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -67,8 +66,8 @@ pub(crate) fn vary_values(names: &[HeaderName], headers: &HeaderMap) -> Vec<Opti
         .collect()
 }
 
-/// The key of one variant of a page.
-pub(crate) fn variant_key(primary: &str, names: &[HeaderName], values: &[Option<Bytes>]) -> String {
+/// The id of one variant of a page: a hash of the varied names and the request's values.
+pub(crate) fn variant_id(names: &[HeaderName], values: &[Option<Bytes>]) -> String {
     let mut hasher = Sha256::new();
     for (name, value) in names.iter().zip(values) {
         hasher.update((name.as_str().len() as u64).to_le_bytes());
@@ -82,11 +81,23 @@ pub(crate) fn variant_key(primary: &str, names: &[HeaderName], values: &[Option<
             }
         }
     }
-    let mut key = String::with_capacity(primary.len() + 33);
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, &hasher.finalize()[..16]);
+    id
+}
+
+/// The key of one variant of a page: `{primary}.{variant id}`.
+pub(crate) fn variant_key(primary: &str, id: &str) -> String {
+    let mut key = String::with_capacity(primary.len() + 1 + id.len());
     key.push_str(primary);
     key.push('.');
-    push_hex(&mut key, &hasher.finalize()[..16]);
+    key.push_str(id);
     key
+}
+
+/// The key of the variant of `primary` that `request` asks for, when its pages vary on `names`.
+pub(crate) fn variant_key_for(primary: &str, names: &[HeaderName], request: &HeaderMap) -> String {
+    variant_key(primary, &variant_id(names, &vary_values(names, request)))
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
@@ -148,23 +159,53 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("accept-language", HeaderValue::from_static(""));
         let empty = vary_values(&names, &h);
-        assert_ne!(
-            variant_key("p", &names, &absent),
-            variant_key("p", &names, &empty)
-        );
+        assert_ne!(variant_id(&names, &absent), variant_id(&names, &empty));
+    }
+
+    fn key_of(uri: &str, host: &str) -> String {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_str(host).unwrap());
+        primary_key("views.cache_page", &uri.parse().unwrap(), &h)
     }
 
     #[test]
     fn query_and_host_are_part_of_the_key() {
-        let h = HeaderMap::new();
-        let a = primary_key("views.cache_page", &"http://a/x?q=1".parse().unwrap(), &h);
-        let b = primary_key("views.cache_page", &"http://a/x?q=2".parse().unwrap(), &h);
-        let c = primary_key("views.cache_page", &"http://b/x?q=1".parse().unwrap(), &h);
-        let d = primary_key("views.cache_page", &"https://a/x?q=1".parse().unwrap(), &h);
+        let a = key_of("/x?q=1", "a");
+        let b = key_of("/x?q=2", "a");
+        let c = key_of("/x?q=1", "b");
+        let d = key_of("https://a/x?q=1", "a");
         assert!(a.starts_with("views.cache_page.GET."));
         assert_eq!(a.len(), "views.cache_page.GET.".len() + 32);
         assert!(a != b && a != c && a != d);
-        let upper = primary_key("views.cache_page", &"http://A/x?q=1".parse().unwrap(), &h);
-        assert_eq!(a, upper, "host case does not matter");
+        assert_eq!(a, key_of("/x?q=1", "A"), "host case does not matter");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Keys are built from arbitrary request bytes without panicking, have a fixed shape,
+        /// and two different (host, path) pairs never share a key.
+        #[test]
+        fn keys_from_arbitrary_requests(
+            host in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            path in "/[!-~]{0,40}",
+            other in "/[!-~]{0,40}",
+            values in proptest::collection::vec(proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20)), 0..4),
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(&host) {
+                h.insert(HOST, v);
+            }
+            let Ok(uri) = path.parse::<Uri>() else { return Ok(()) };
+            let key = primary_key("p", &uri, &h);
+            proptest::prop_assert_eq!(key.len(), "p.GET.".len() + 32);
+            if let Ok(uri2) = other.parse::<Uri>() {
+                if uri2.path_and_query() != uri.path_and_query() {
+                    proptest::prop_assert_ne!(primary_key("p", &uri2, &h), key.clone());
+                }
+            }
+            let names: Vec<HeaderName> = (0..values.len()).map(|i| HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap()).collect();
+            let values: Vec<Option<Bytes>> = values.into_iter().map(|v| v.map(Bytes::from)).collect();
+            proptest::prop_assert_eq!(variant_id(&names, &values).len(), 32);
+        }
     }
 }

@@ -10,10 +10,10 @@ use http::HeaderName;
 use tower::Layer;
 use webcache_core::{Cache, SingleFlight};
 
-use crate::key::VaryMemo;
+use crate::engine::{PageCacheEngine, Published, StoreState, Uncacheable};
+use crate::host::AllowedHosts;
 use crate::policy::Policy;
-use crate::service::{CachePage, Shared};
-use crate::stored::StoredResponse;
+use crate::service::CachePage;
 
 /// The key prefix of pages unless configured otherwise (Django uses
 /// `views.decorators.cache.cache_page`).
@@ -25,6 +25,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// How long concurrent misses wait for the one request that computes the page.
 pub const DEFAULT_STAMPEDE_WAIT: Duration = Duration::from_secs(10);
+/// How long storing a page (after the client was answered) may take before it is given up.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A lock shared by several processes, so that a missing page is computed once in total
 /// rather than once per process. Implement it over a distributed lock (Redis `SET NX PX`);
@@ -81,6 +83,8 @@ pub(crate) struct Settings {
     pub(crate) header: Option<HeaderName>,
     pub(crate) stampede_wait: Duration,
     pub(crate) lock: Option<Arc<dyn StampedeLock>>,
+    pub(crate) allowed_hosts: AllowedHosts,
+    pub(crate) store_timeout: Duration,
 }
 
 /// A tower layer that caches whole responses: Django's `cache_page` and per-site cache
@@ -105,8 +109,9 @@ pub(crate) struct Settings {
 #[derive(Clone)]
 pub struct CachePageLayer {
     settings: Settings,
-    flights: Arc<SingleFlight<Option<Arc<StoredResponse>>>>,
-    memo: Arc<VaryMemo>,
+    state: Arc<StoreState>,
+    flights: SingleFlight<Published>,
+    uncacheable: Arc<Uncacheable>,
 }
 
 impl fmt::Debug for CachePageLayer {
@@ -122,6 +127,8 @@ impl fmt::Debug for CachePageLayer {
             .field("header", &s.header)
             .field("stampede_wait", &s.stampede_wait)
             .field("lock", &s.lock)
+            .field("allowed_hosts", &s.allowed_hosts)
+            .field("store_timeout", &s.store_timeout)
             .finish()
     }
 }
@@ -146,9 +153,12 @@ impl CachePageLayer {
                 header: Some(HeaderName::from_static("x-cache")),
                 stampede_wait: DEFAULT_STAMPEDE_WAIT,
                 lock: None,
+                allowed_hosts: AllowedHosts::default(),
+                store_timeout: DEFAULT_STORE_TIMEOUT,
             },
-            flights: Arc::new(SingleFlight::new()),
-            memo: Arc::new(VaryMemo::default()),
+            state: Arc::default(),
+            flights: SingleFlight::new(),
+            uncacheable: Arc::default(),
         }
     }
 
@@ -213,6 +223,27 @@ impl CachePageLayer {
         self
     }
 
+    /// The hosts this layer answers for, as Django's `ALLOWED_HOSTS`: `example.com` (that name),
+    /// `.example.com` (the domain and its subdomains), `*` (any). Requests for other hosts get
+    /// 400 and are neither stored nor passed on. Default: any host (the request's one effective
+    /// host is still decided and checked for shape; see the crate docs).
+    pub fn allowed_hosts<I, H>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = H>,
+        H: AsRef<str>,
+    {
+        self.settings.allowed_hosts = AllowedHosts::new(hosts);
+        self
+    }
+
+    /// How long writing a page to the backend may take (default 5 s). Pages are written after
+    /// the client was answered, so a slow backend never delays a response; past this the write
+    /// is given up and logged.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.store_timeout = timeout;
+        self
+    }
+
     /// The cache pages are stored in.
     pub fn cache(&self) -> &Cache {
         &self.settings.cache
@@ -225,11 +256,12 @@ impl<S> Layer<S> for CachePageLayer {
     fn layer(&self, inner: S) -> Self::Service {
         CachePage::new(
             inner,
-            Arc::new(Shared::new(
+            PageCacheEngine::new(
                 self.settings.clone(),
+                self.state.clone(),
                 self.flights.clone(),
-                self.memo.clone(),
-            )),
+                self.uncacheable.clone(),
+            ),
         )
     }
 }

@@ -5,6 +5,7 @@
 
 mod body;
 pub mod conditional;
+mod engine;
 mod future;
 pub mod headers;
 mod hop;
@@ -26,7 +27,7 @@ pub use headers::{
 };
 pub use layer::{
     cache_page, CacheLock, CachePageLayer, StampedeLock, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BODY,
-    DEFAULT_STAMPEDE_WAIT, DEFAULT_TTL,
+    DEFAULT_STAMPEDE_WAIT, DEFAULT_STORE_TIMEOUT, DEFAULT_TTL,
 };
 pub use policy::{Policy, SharedCachePolicy};
 pub use proxy::{proxy_router, proxy_router_with, proxy_service, Origin, ProxyError};

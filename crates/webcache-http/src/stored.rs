@@ -5,8 +5,12 @@
 //! page: 'P' 1 | status u16 | stored_at ms u64 | fresh_for ms u64 | initial_age ms u64
 //!       | vary count u16 | (name len u16, name, present u8, [value len u32, value])*
 //!       | header count u16 | (name len u16, name, value len u32, value)* | body (to the end)
-//! vary: 'V' 1 | name count u16 | (name len u16, name)*
+//! vary: 'V' 1 | name count u16 | (name len u16, name)* [| variant count u16 | (len u16, id)*]
 //! ```
+//!
+//! The vary entry lists the variants stored under it (their key suffixes), so that invalidating
+//! a URL costs one read and one delete of its own keys, never a scan of the keyspace. Entries
+//! written before the list existed end after the names and decode with no variants.
 //!
 //! Decoding slices the stored `Bytes`: header values and the body share the buffer the backend
 //! returned, nothing is copied. A corrupt entry decodes to an error, which the layer treats as a
@@ -39,13 +43,28 @@ pub(crate) struct StoredResponse {
 pub(crate) enum Entry {
     Page(StoredResponse),
     /// The page varies on these request headers; look under the variant key.
-    Vary(Vec<HeaderName>),
+    Vary(VaryList),
+}
+
+/// A URL's vary entry: the request headers its pages vary on, and the variants stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct VaryList {
+    pub(crate) names: Vec<HeaderName>,
+    /// The key suffixes of the variants stored (see [`crate::key::variant_key`]).
+    pub(crate) variants: Vec<String>,
 }
 
 impl StoredResponse {
     /// The current age (RFC 9111 §4.2.3).
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
         self.initial_age + now.duration_since(self.stored_at).unwrap_or_default()
+    }
+
+    /// Whether the page carries a validator (`ETag` or `Last-Modified`), so a stale copy can be
+    /// revalidated rather than fetched anew.
+    pub(crate) fn has_validator(&self) -> bool {
+        self.headers.contains_key(http::header::ETAG)
+            || self.headers.contains_key(http::header::LAST_MODIFIED)
     }
 
     /// Whether the page is still fresh.
@@ -68,6 +87,11 @@ impl StoredResponse {
 
     pub(crate) fn vary_names(&self) -> Vec<HeaderName> {
         self.vary.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The request values this page was stored for, in the order of [`Self::vary_names`].
+    pub(crate) fn vary_values(&self) -> Vec<Option<Bytes>> {
+        self.vary.iter().map(|(_, v)| v.clone()).collect()
     }
 
     pub(crate) fn encode(&self) -> Bytes {
@@ -109,13 +133,19 @@ impl StoredResponse {
     }
 }
 
-pub(crate) fn encode_vary(names: &[HeaderName]) -> Bytes {
-    let mut out =
-        BytesMut::with_capacity(4 + names.iter().map(|n| 2 + n.as_str().len()).sum::<usize>());
+pub(crate) fn encode_vary(list: &VaryList) -> Bytes {
+    let names_len: usize = list.names.iter().map(|n| 2 + n.as_str().len()).sum();
+    let variants_len: usize = list.variants.iter().map(|v| 2 + v.len()).sum();
+    let mut out = BytesMut::with_capacity(6 + names_len + variants_len);
     out.put_slice(&[b'V', VERSION]);
-    out.put_u16(names.len() as u16);
-    for name in names {
+    out.put_u16(list.names.len() as u16);
+    for name in &list.names {
         put_name(&mut out, name);
+    }
+    out.put_u16(list.variants.len() as u16);
+    for id in &list.variants {
+        out.put_u16(id.len() as u16);
+        out.put_slice(id.as_bytes());
     }
     out.freeze()
 }
@@ -184,7 +214,20 @@ pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
         b'V' => {
             let n = r.u16()?;
             let names = (0..n).map(|_| r.name()).collect::<Result<Vec<_>, _>>()?;
-            Ok(Entry::Vary(names))
+            let mut variants = Vec::new();
+            if r.pos < r.raw.len() {
+                for _ in 0..r.u16()? {
+                    let len = r.u16()? as usize;
+                    let id = std::str::from_utf8(&r.take(len)?)
+                        .map_err(|_| Corrupt("bad variant id"))?
+                        .to_owned();
+                    variants.push(id);
+                }
+            }
+            if r.pos != r.raw.len() {
+                return Err(Corrupt("trailing bytes"));
+            }
+            Ok(Entry::Vary(VaryList { names, variants }))
         }
         b'P' => {
             let status = StatusCode::from_u16(r.u16()?).map_err(|_| Corrupt("bad status"))?;
@@ -269,11 +312,20 @@ mod tests {
         for cut in 0..body_start {
             assert!(decode(raw.slice(..cut)).is_err(), "cut at {cut}");
         }
-        let names = vec![HeaderName::from_static("cookie")];
-        let Entry::Vary(back) = decode(encode_vary(&names)).unwrap() else {
+        let list = VaryList {
+            names: vec![HeaderName::from_static("cookie")],
+            variants: vec!["0123abcd".into()],
+        };
+        let Entry::Vary(back) = decode(encode_vary(&list)).unwrap() else {
             panic!("not vary")
         };
-        assert_eq!(back, names);
+        assert_eq!(back, list);
+        // A vary entry written before variants were listed.
+        let old = Bytes::from_static(b"V\x01\x00\x01\x00\x06cookie");
+        let Entry::Vary(back) = decode(old).unwrap() else {
+            panic!("not vary")
+        };
+        assert_eq!((back.names.len(), back.variants.len()), (1, 0));
         assert!(decode(Bytes::from_static(b"Xgarbage")).is_err());
     }
 }
@@ -305,8 +357,8 @@ pub enum StoredSummary {
 pub fn inspect(payload: Bytes) -> Option<StoredSummary> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Some(match decode(payload).ok()? {
-        Entry::Vary(names) => {
-            StoredSummary::VaryList(names.iter().map(|n| n.to_string()).collect())
+        Entry::Vary(list) => {
+            StoredSummary::VaryList(list.names.iter().map(|n| n.to_string()).collect())
         }
         Entry::Page(page) => StoredSummary::Page {
             status: page.status.as_u16(),

@@ -151,3 +151,10 @@ macro_rules! on_every_store {
         }
     };
 }
+
+/// The keys of `cache` matching `pattern`.
+#[allow(dead_code)]
+pub async fn keys(cache: &webcache_core::Cache, pattern: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    cache.keys(pattern).try_collect().await.unwrap()
+}

@@ -1,0 +1,394 @@
+//! The exchange with the inner service on a miss: the request is prepared (GET for HEAD,
+//! preconditions stripped, a stale page's validators added), the answer decided on (a 304
+//! merged into the stale page, the session mark, the policy) and its body buffered, teed or
+//! streamed through. What it came to is published to the requests that waited.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{
+    CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, SET_COOKIE,
+};
+use http::response::Parts;
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
+use webcache_core::Leader;
+
+use super::respond::Outcome;
+use super::{InnerService, PageCacheEngine, Published, Reply};
+use crate::body::{buffer, Buffered, CacheBody, PageBody};
+use crate::conditional;
+use crate::headers::{patch_vary_headers, vary_names, CacheControl};
+use crate::hop::is_hop_by_hop;
+use crate::key;
+use crate::policy::{Decision, Exchange};
+use crate::session_mark::SessionMark;
+use crate::stored::StoredResponse;
+
+/// The largest gateway error (502/503/504) that is repeated to the requests that waited for
+/// the one that got it, rather than each of them asking a failing origin again.
+const SHARED_ERROR_MAX: u64 = 64 * 1024;
+
+impl PageCacheEngine {
+    /// Calls the inner service for a page, decides, stores (after answering), and tells the
+    /// requests that waited what came of it (through `leader`, when this request leads).
+    pub(super) async fn fetch<S, B, R>(
+        &self,
+        mut inner: S,
+        mut req: Request<B>,
+        primary: &str,
+        flight_key: &str,
+        stale: Option<StoredResponse>,
+        leader: Option<Leader<Published>>,
+    ) -> Reply<R, S::Error>
+    where
+        S: InnerService<B, R>,
+        B: Send,
+        R: PageBody,
+    {
+        let method = req.method().clone();
+        let request_headers = req.headers().clone();
+        let session = req.extensions().get::<SessionMark>().cloned();
+        prepare(&mut req, stale.as_ref());
+        let request_time = SystemTime::now();
+        // An error of the inner service drops `leader`: the waiters ask for themselves.
+        let response = inner.call(req).await?;
+        let response_time = SystemTime::now();
+        let (mut parts, body) = response.into_parts();
+        let times = (request_time, response_time);
+
+        if let (Some(page), StatusCode::NOT_MODIFIED) = (stale, parts.status) {
+            return Ok(self
+                .revalidated(
+                    page,
+                    &parts,
+                    &method,
+                    &request_headers,
+                    primary,
+                    times,
+                    leader,
+                )
+                .await);
+        }
+
+        // A page that read the session belongs to its user (see `SessionMark`).
+        if let Some(mark) = &session {
+            if mark.varies_on_cookie() {
+                patch_vary_headers(&mut parts.headers, &["Cookie"]);
+            }
+            if mark.is_personal() {
+                tracing::debug!(key = primary, "response not stored: it read the session");
+                return Ok(self
+                    .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                    .await);
+            }
+        }
+        let decision = self.settings.policy.decide(&mut Exchange {
+            request: &request_headers,
+            status: parts.status,
+            response: &mut parts.headers,
+            layer_timeout: self.settings.timeout,
+            default_ttl: self.settings.default_ttl,
+            request_time,
+            response_time,
+        });
+        let (fresh_for, initial_age, keep) = match decision {
+            Decision::Store {
+                fresh_for,
+                initial_age,
+                keep,
+            } => (fresh_for, initial_age, keep),
+            Decision::Skip(reason) => {
+                tracing::debug!(key = primary, reason = %reason, "response not stored");
+                return Ok(self
+                    .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                    .await);
+            }
+        };
+        let Some(vary) = vary_header_names(&parts.headers) else {
+            tracing::debug!(
+                key = primary,
+                "response not stored: a Vary name does not parse"
+            );
+            return Ok(self
+                .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                .await);
+        };
+        let limit = self.settings.max_body;
+        // A body's exact size hint counts as a declared length: axum's bodies carry one, and
+        // hyper writes it as `Content-Length` only after the layer has answered.
+        let declared = declared_length(&parts.headers).or_else(|| body.size_hint().exact());
+        if declared.is_some_and(|n| n > limit as u64) {
+            tracing::debug!(
+                key = primary,
+                "response body larger than max_body; streamed through"
+            );
+            return Ok(self
+                .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                .await);
+        }
+        if declared.is_none() && is_event_stream(&parts.headers) {
+            tracing::debug!(
+                key = primary,
+                "an event stream is passed through, not stored"
+            );
+            return Ok(self
+                .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                .await);
+        }
+        let values = key::vary_values(&vary, &request_headers);
+        let mut headers = parts.headers.clone();
+        retain_stored(&mut headers, self.settings.header.as_ref());
+        let page = StoredResponse {
+            status: parts.status,
+            headers,
+            body: bytes::Bytes::new(),
+            stored_at: response_time,
+            fresh_for,
+            initial_age,
+            vary: vary.into_iter().zip(values).collect(),
+        };
+
+        if declared.is_none() && method != Method::HEAD {
+            // Unknown length: stream it to the client at once and store the copy when it ends.
+            let (body, copy) = CacheBody::tee(body, limit);
+            let engine = self.clone();
+            let primary = primary.to_owned();
+            let flight_key = flight_key.to_owned();
+            tokio::spawn(async move {
+                match copy.await {
+                    Ok(data) => {
+                        let page = Arc::new(StoredResponse { body: data, ..page });
+                        engine.stored(&primary, &flight_key, page, keep, leader);
+                    }
+                    Err(_) => {
+                        engine.uncacheable.remember(&flight_key);
+                        if let Some(leader) = leader {
+                            leader.publish(Published::NotStorable);
+                        }
+                    }
+                }
+            });
+            let response = Response::from_parts(parts, body);
+            return Ok(self.respond.pass(response, &method, &request_headers));
+        }
+
+        match buffer(body, limit).await {
+            Buffered::Complete(data) => {
+                let page = StoredResponse { body: data, ..page };
+                self.stored(primary, flight_key, Arc::new(page.clone()), keep, leader);
+                Ok(self.respond.page(
+                    page,
+                    &method,
+                    &request_headers,
+                    response_time,
+                    Outcome::Miss,
+                ))
+            }
+            other => {
+                tracing::debug!(
+                    key = primary,
+                    "response body too large or not storable; streamed through"
+                );
+                self.uncacheable.remember(flight_key);
+                if let Some(leader) = leader {
+                    leader.publish(Published::NotStorable);
+                }
+                let response = Response::from_parts(parts, other.into_body());
+                Ok(self.respond.pass(response, &method, &request_headers))
+            }
+        }
+    }
+
+    /// A page was stored: in the background, and handed to the requests that waited.
+    fn stored(
+        &self,
+        primary: &str,
+        flight_key: &str,
+        page: Arc<StoredResponse>,
+        keep: Duration,
+        leader: Option<Leader<Published>>,
+    ) {
+        self.uncacheable.forget(flight_key);
+        self.store.store_later(primary, page.clone(), keep);
+        if let Some(leader) = leader {
+            leader.publish(Published::Page(page));
+        }
+    }
+
+    /// A 304 answered the revalidation of a stale page: the 304's headers replace the stored
+    /// ones (RFC 9111 §4.3.4) and the page is stored anew, or dropped if no longer storable.
+    #[allow(clippy::too_many_arguments)]
+    async fn revalidated<R>(
+        &self,
+        mut page: StoredResponse,
+        parts: &Parts,
+        method: &Method,
+        request_headers: &HeaderMap,
+        primary: &str,
+        (request_time, response_time): (SystemTime, SystemTime),
+        leader: Option<Leader<Published>>,
+    ) -> Response<CacheBody<R>> {
+        let diagnostic = self.settings.header.as_ref();
+        for name in parts.headers.keys() {
+            if is_stored_header(name, diagnostic) {
+                page.headers.remove(name);
+            }
+        }
+        for (name, value) in &parts.headers {
+            if is_stored_header(name, diagnostic) {
+                page.headers.append(name.clone(), value.clone());
+            }
+        }
+        let decision = self.settings.policy.decide(&mut Exchange {
+            request: request_headers,
+            status: StatusCode::OK,
+            response: &mut page.headers,
+            layer_timeout: self.settings.timeout,
+            default_ttl: self.settings.default_ttl,
+            request_time,
+            response_time,
+        });
+        page.stored_at = response_time;
+        match decision {
+            Decision::Store {
+                fresh_for,
+                initial_age,
+                keep,
+            } => {
+                page.fresh_for = fresh_for;
+                page.initial_age = initial_age;
+                let flight_key = primary.to_owned();
+                self.stored(primary, &flight_key, Arc::new(page.clone()), keep, leader);
+            }
+            Decision::Skip(reason) => {
+                tracing::debug!(key = primary, reason = %reason, "revalidated page is no longer stored");
+                page.fresh_for = Duration::ZERO;
+                page.initial_age = Duration::ZERO;
+                self.store.delete(primary).await;
+            }
+        }
+        self.respond
+            .page(page, method, request_headers, response_time, Outcome::Hit)
+    }
+
+    /// An answer that is not stored: streamed through at once. The requests that waited ask
+    /// for themselves (and this URL skips the single flight for a while, so such requests are
+    /// never serialised), except after a small gateway error, which they repeat.
+    async fn not_stored<R: PageBody>(
+        &self,
+        parts: Parts,
+        body: R,
+        method: &Method,
+        request_headers: &HeaderMap,
+        flight_key: &str,
+        leader: Option<Leader<Published>>,
+    ) -> Response<CacheBody<R>> {
+        if let Some(leader) = leader {
+            if is_shareable_error(&parts) {
+                match buffer(body, SHARED_ERROR_MAX as usize).await {
+                    Buffered::Complete(data) => {
+                        let mut headers = parts.headers.clone();
+                        retain_stored(&mut headers, self.settings.header.as_ref());
+                        let answer = StoredResponse {
+                            status: parts.status,
+                            headers,
+                            body: data.clone(),
+                            stored_at: SystemTime::now(),
+                            fresh_for: Duration::ZERO,
+                            initial_age: Duration::ZERO,
+                            vary: Vec::new(),
+                        };
+                        leader.publish(Published::Error(Arc::new(answer)));
+                        let response = Response::from_parts(parts, CacheBody::full(data));
+                        return self.respond.pass(response, method, request_headers);
+                    }
+                    // Trailers or a failed body: the waiters ask for themselves.
+                    other => {
+                        drop(leader);
+                        let response = Response::from_parts(parts, other.into_body());
+                        return self.respond.pass(response, method, request_headers);
+                    }
+                }
+            }
+            leader.publish(Published::NotStorable);
+        }
+        self.uncacheable.remember(flight_key);
+        let response = Response::from_parts(parts, CacheBody::inner(body));
+        self.respond.pass(response, method, request_headers)
+    }
+}
+
+/// The request as the inner service gets it on a miss: the stored page must be the full GET
+/// answer, so HEAD is asked as GET and preconditions are evaluated here against the full
+/// response; a stale page's validators turn it into a revalidation.
+fn prepare<B>(req: &mut Request<B>, stale: Option<&StoredResponse>) {
+    *req.method_mut() = Method::GET;
+    conditional::strip_conditions(req.headers_mut());
+    if let Some(page) = stale {
+        if let Some(etag) = page.headers.get(ETAG) {
+            req.headers_mut().insert(IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(lm) = page.headers.get(LAST_MODIFIED) {
+            req.headers_mut().insert(IF_MODIFIED_SINCE, lm.clone());
+        }
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// `text/event-stream`: a stream that never ends by design, passed through as it comes.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// A gateway error (502, 503, 504) small enough, and not personal, that the requests waiting
+/// for the same page may get it too.
+fn is_shareable_error(parts: &Parts) -> bool {
+    matches!(
+        parts.status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    ) && !parts.headers.contains_key(SET_COOKIE)
+        && !CacheControl::from_headers(&parts.headers).has("private")
+        && declared_length(&parts.headers).is_some_and(|n| n <= SHARED_ERROR_MAX)
+}
+
+/// The header names a response varies on, parsed; `None` when one is not a valid header name
+/// (such a response cannot be keyed safely, so it is not stored).
+fn vary_header_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names: Vec<HeaderName> = vary_names(headers)
+        .iter()
+        .map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect::<Option<_>>()?;
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    Some(names)
+}
+
+/// Whether a response header belongs in a stored page (not hop-by-hop, not recomputed on
+/// every answer).
+fn is_stored_header(name: &HeaderName, diagnostic: Option<&HeaderName>) -> bool {
+    !(is_hop_by_hop(name)
+        || name == CONTENT_LENGTH
+        || name == http::header::AGE
+        || diagnostic == Some(name))
+}
+
+fn retain_stored(headers: &mut HeaderMap, diagnostic: Option<&HeaderName>) {
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| !is_stored_header(n, diagnostic))
+        .cloned()
+        .collect();
+    for name in drop {
+        headers.remove(name);
+    }
+}

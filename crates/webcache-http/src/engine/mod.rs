@@ -1,0 +1,178 @@
+//! The page cache's engine, [`PageCacheEngine`]. The way a request travels:
+//!
+//! 1. **Admission.** One effective host ([`crate::host`]): a request with two `Host` fields, an
+//!    HTTP/1.1 request without one, or a host outside the allow-list gets 400 and goes no
+//!    further. Methods other than GET/HEAD, upgrades and requests the policy refuses pass to the
+//!    inner service (`x-cache: BYPASS`); under the shared-cache policy a successful unsafe
+//!    request invalidates its URL's pages. Hop-by-hop fields ([`crate::hop`]) are removed before
+//!    anything reads the request, so a field named in `Connection` cannot vary a key.
+//! 2. **Lookup** ([`store`]): one backend read in the common case. A fresh page is answered at
+//!    once (`HIT`, with `Age`, and 304/412 when the request's preconditions say so).
+//! 3. **Miss** ([`miss`]): one request per key and process asks the inner service; the others
+//!    wait (bounded) and are told what came of it: the page (a `HIT` if their variant matches),
+//!    a gateway error (repeated), or "not storable" (they ask for themselves, and the key skips
+//!    the single flight for a while).
+//! 4. **Exchange** ([`exchange`]): the request is prepared (HEAD asked as GET, preconditions
+//!    stripped, a stale page's validators added), the answer decided on by the session mark and
+//!    the [`Policy`](crate::Policy); a storable body is buffered (known length) or teed (unknown
+//!    length: streamed at once, stored when it ends), anything else streams through.
+//! 5. **Store** ([`store`]): after answering, in the background, bounded by the store timeout.
+//!    Backend failures are logged and count as misses: the site keeps answering.
+//!
+//! Responses are built in [`respond`].
+
+mod exchange;
+mod miss;
+mod respond;
+mod store;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::UPGRADE;
+use http::{Method, Request, Response};
+use tower::Service;
+use webcache_core::SingleFlight;
+
+pub(crate) use miss::Uncacheable;
+pub(crate) use respond::internal_error;
+use respond::{Outcome, Responder};
+pub(crate) use store::{PageStore, StoreState};
+
+use crate::body::{CacheBody, PageBody};
+use crate::hop::strip_hop_by_hop;
+use crate::host;
+use crate::key;
+use crate::layer::Settings;
+use crate::policy::Usable;
+use crate::stored::StoredResponse;
+
+/// What the request that computed a page hands the requests that waited for it.
+#[derive(Debug, Clone)]
+pub(crate) enum Published {
+    /// The page, stored: the waiters answer from it when they ask for the same variant.
+    Page(Arc<StoredResponse>),
+    /// A small gateway error (502/503/504), not stored: the waiters repeat it rather than each
+    /// asking a failing origin again.
+    Error(Arc<StoredResponse>),
+    /// The answer is not storable: the waiters ask the inner service themselves.
+    NotStorable,
+}
+
+/// A reply of the page cache.
+pub(crate) type Reply<R, E> = Result<Response<CacheBody<R>>, E>;
+
+/// What the page cache needs of the service it wraps: a service of HTTP requests whose future
+/// and error can cross threads.
+pub(crate) trait InnerService<B, R>:
+    Service<Request<B>, Response = Response<R>, Future: Send, Error: Send> + Send
+{
+}
+
+impl<T, B, R> InnerService<B, R> for T where
+    T: Service<Request<B>, Response = Response<R>, Future: Send, Error: Send> + Send
+{
+}
+
+/// The page cache: settings, the page store, the flights of concurrent misses, and the keys
+/// lately not storable. Cheap to clone (shared state behind `Arc`s).
+#[derive(Clone)]
+pub(crate) struct PageCacheEngine {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) store: PageStore,
+    pub(crate) flights: SingleFlight<Published>,
+    pub(crate) uncacheable: Arc<Uncacheable>,
+    pub(crate) respond: Responder,
+}
+
+impl PageCacheEngine {
+    /// The engine of one layer; the state is shared by every service the layer makes.
+    pub(crate) fn new(
+        settings: Settings,
+        state: Arc<StoreState>,
+        flights: SingleFlight<Published>,
+        uncacheable: Arc<Uncacheable>,
+    ) -> Self {
+        PageCacheEngine {
+            store: PageStore {
+                cache: settings.cache.clone(),
+                store_timeout: settings.store_timeout,
+                state,
+            },
+            respond: Responder {
+                header: settings.header.clone(),
+            },
+            settings: Arc::new(settings),
+            flights,
+            uncacheable,
+        }
+    }
+
+    /// Answers one request.
+    pub(crate) async fn handle<S, B, R>(
+        &self,
+        mut inner: S,
+        mut req: Request<B>,
+    ) -> Reply<R, S::Error>
+    where
+        S: InnerService<B, R>,
+        B: Send,
+        R: PageBody,
+    {
+        let (version, uri) = (req.version(), req.uri().clone());
+        if let Err(refusal) = host::settle(
+            version,
+            &uri,
+            req.headers_mut(),
+            &self.settings.allowed_hosts,
+        ) {
+            tracing::debug!(?refusal, "request refused for its host");
+            return Ok(self.respond.refuse(refusal));
+        }
+        let policy = &self.settings.policy;
+        let method = req.method().clone();
+        if method != Method::GET && method != Method::HEAD || req.headers().contains_key(UPGRADE) {
+            let invalidate = (!method.is_safe() && policy.invalidates_on_unsafe())
+                .then(|| key::primary_key(&self.settings.key_prefix, req.uri(), req.headers()));
+            let response = inner.call(req).await?;
+            if let Some(primary) = invalidate {
+                let status = response.status();
+                if status.is_success() || status.is_redirection() {
+                    self.store.invalidate(&primary).await;
+                }
+            }
+            return Ok(self
+                .respond
+                .mark(response.map(CacheBody::inner), Outcome::Bypass));
+        }
+        strip_hop_by_hop(req.headers_mut());
+        if !policy.may_use_cache(req.headers()) {
+            let response = inner.call(req).await?;
+            return Ok(self
+                .respond
+                .mark(response.map(CacheBody::inner), Outcome::Bypass));
+        }
+
+        let primary = key::primary_key(&self.settings.key_prefix, req.uri(), req.headers());
+        let found = self.store.lookup(&primary, req.headers()).await;
+        let mut stale = None;
+        if let Some(page) = found.page {
+            let now = SystemTime::now();
+            match policy.usable(&page, req.headers(), now) {
+                Usable::Fresh => {
+                    return Ok(self
+                        .respond
+                        .page(page, &method, req.headers(), now, Outcome::Hit));
+                }
+                Usable::Revalidate => {
+                    if page.has_validator() {
+                        stale = Some(page);
+                    }
+                }
+            }
+        }
+        // Boxed so that the future of a hit stays small: the miss path's state (single flight,
+        // inner call, buffering, store) is large and would be moved on every request.
+        Box::pin(self.miss(inner, req, &primary, &found.flight_key, stale)).await
+    }
+}

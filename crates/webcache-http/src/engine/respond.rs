@@ -1,0 +1,130 @@
+//! Responses the page cache builds: from a stored page, a passed-through answer on its way
+//! out, and the answers it gives itself (400 for a refused host, 500 for a bug).
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{AGE, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+
+use crate::body::CacheBody;
+use crate::conditional;
+use crate::host::HostRefusal;
+use crate::stored::StoredResponse;
+
+/// The value of the diagnostic header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Answered from a stored page (also a page a concurrent request just stored, and a stale
+    /// page revalidated with a 304).
+    Hit,
+    /// The inner service answered.
+    Miss,
+    /// The cache did not handle the request (unsafe method, refused host, `no-store` request).
+    Bypass,
+}
+
+impl Outcome {
+    fn value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+        })
+    }
+}
+
+/// Builds responses with one layer's diagnostic header.
+#[derive(Debug, Clone)]
+pub(crate) struct Responder {
+    pub(crate) header: Option<HeaderName>,
+}
+
+impl Responder {
+    /// A response built from a page: `Age`, `Content-Length`, preconditions, HEAD.
+    pub(crate) fn page<R>(
+        &self,
+        page: StoredResponse,
+        method: &Method,
+        request: &HeaderMap,
+        now: SystemTime,
+        outcome: Outcome,
+    ) -> Response<CacheBody<R>> {
+        let age = page.age(now);
+        let body_len = page.body.len();
+        let body = if *method == Method::HEAD {
+            CacheBody::empty()
+        } else {
+            CacheBody::full(page.body)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = page.status;
+        *response.headers_mut() = page.headers;
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+        if outcome == Outcome::Hit || age >= Duration::from_secs(1) {
+            response
+                .headers_mut()
+                .insert(AGE, HeaderValue::from(age.as_secs()));
+        }
+        if page.status == StatusCode::OK {
+            let precondition = conditional::evaluate(method, request, response.headers());
+            conditional::apply(precondition, &mut response);
+        }
+        self.mark(response, outcome)
+    }
+
+    /// A response that was not stored, on its way out: preconditions, HEAD, `MISS`.
+    pub(crate) fn pass<R>(
+        &self,
+        mut response: Response<CacheBody<R>>,
+        method: &Method,
+        request: &HeaderMap,
+    ) -> Response<CacheBody<R>> {
+        if *method == Method::HEAD {
+            *response.body_mut() = CacheBody::empty();
+        }
+        if response.status() == StatusCode::OK {
+            let precondition = conditional::evaluate(method, request, response.headers());
+            conditional::apply(precondition, &mut response);
+        }
+        self.mark(response, Outcome::Miss)
+    }
+
+    /// Sets the diagnostic header.
+    pub(crate) fn mark<R>(&self, mut response: Response<R>, outcome: Outcome) -> Response<R> {
+        if let Some(name) = &self.header {
+            response.headers_mut().insert(name.clone(), outcome.value());
+        }
+        response
+    }
+
+    /// 400 for a request whose host is refused: nothing is looked up, stored or forwarded.
+    pub(crate) fn refuse<R>(&self, refusal: HostRefusal) -> Response<CacheBody<R>> {
+        let response = text(StatusCode::BAD_REQUEST, refusal.message());
+        self.mark(response, Outcome::Bypass)
+    }
+}
+
+/// A plain-text answer of the layer's own.
+pub(crate) fn text<R>(status: StatusCode, message: &'static str) -> Response<CacheBody<R>> {
+    let mut response = Response::new(CacheBody::full(bytes::Bytes::from_static(
+        message.as_bytes(),
+    )));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(message.len()));
+    response
+}
+
+/// The answer when the page cache itself failed (a bug): a 500 in words, never an empty reply.
+pub(crate) fn internal_error<R>() -> Response<CacheBody<R>> {
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error in the page cache; the error is logged\n",
+    )
+}

@@ -1,0 +1,350 @@
+//! [`PageStore`]: pages in the cache backend. Finding a request's page (one read in the common
+//! case, see [`crate::key`]), storing a page after the client was answered, and dropping a
+//! URL's pages with all their variants.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName};
+use webcache_core::{Cache, Timeout};
+
+use crate::key::{self, VaryMemo};
+use crate::stored::{self, Entry, StoredResponse, VaryList};
+
+/// The most variants a URL's vary entry lists; storing one more drops the oldest (from the
+/// list and from the backend), so that every stored variant stays listed and invalidation stays
+/// complete.
+const MAX_VARIANTS: usize = 256;
+/// How often backend failures are logged as warnings (the rest go to debug).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What a lookup found.
+pub(crate) struct Lookup {
+    /// The stored page for this request, if any (fresh or not).
+    pub(crate) page: Option<StoredResponse>,
+    /// The key a miss for this request computes under (the page's key, or its variant's).
+    pub(crate) flight_key: String,
+}
+
+/// The state shared by every service made by one layer.
+#[derive(Debug, Default)]
+pub(crate) struct StoreState {
+    memo: VaryMemo,
+    pending: Pending,
+    warn: Throttle,
+}
+
+/// Pages in a cache, as one layer stores them.
+#[derive(Clone)]
+pub(crate) struct PageStore {
+    pub(crate) cache: Cache,
+    pub(crate) store_timeout: Duration,
+    pub(crate) state: Arc<StoreState>,
+}
+
+impl PageStore {
+    /// Finds the page for a request.
+    pub(crate) async fn lookup(&self, primary: &str, request: &HeaderMap) -> Lookup {
+        let remembered = self.state.memo.get(primary);
+        let mut flight_key = primary.to_owned();
+        if let Some(names) = &remembered {
+            let variant = key::variant_key_for(primary, names, request);
+            if let Some(Entry::Page(page)) = self.read(&variant).await {
+                if page.matches(request) {
+                    return Lookup {
+                        page: Some(page),
+                        flight_key: variant,
+                    };
+                }
+            }
+            flight_key = variant;
+        }
+        match self.read(primary).await {
+            Some(Entry::Page(page)) if page.vary.is_empty() => {
+                if remembered.is_some() {
+                    self.state.memo.remember(primary, &[]);
+                }
+                Lookup {
+                    page: Some(page),
+                    flight_key: primary.to_owned(),
+                }
+            }
+            Some(Entry::Vary(list)) => {
+                self.state.memo.remember(primary, &list.names);
+                let variant = key::variant_key_for(primary, &list.names, request);
+                let page = if remembered.as_deref() == Some(&list.names[..]) {
+                    None // already read above
+                } else {
+                    match self.read(&variant).await {
+                        Some(Entry::Page(page)) if page.matches(request) => Some(page),
+                        _ => None,
+                    }
+                };
+                Lookup {
+                    page,
+                    flight_key: variant,
+                }
+            }
+            _ => Lookup {
+                page: None,
+                flight_key,
+            },
+        }
+    }
+
+    /// Reads and decodes one entry: a store not yet confirmed by the backend first, then the
+    /// backend. A corrupt entry is a miss and a warning.
+    async fn read(&self, key: &str) -> Option<Entry> {
+        if let Some(entry) = self.state.pending.get(key) {
+            return Some(entry);
+        }
+        self.read_backend(key).await
+    }
+
+    async fn read_backend(&self, key: &str) -> Option<Entry> {
+        match self.cache.get_bytes(key).await {
+            Ok(Some(raw)) => match stored::decode(raw) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    tracing::warn!(key, "{e}; treated as a miss");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.warn_backend("get", &e);
+                None
+            }
+        }
+    }
+
+    /// Stores `page` in the background: the client is answered at once, a slow or frozen
+    /// backend delays nobody, and the write gives up after the store timeout. Until the
+    /// backend confirms, this process serves the page from memory, so a client that asks again
+    /// at once gets a hit.
+    pub(crate) fn store_later(&self, primary: &str, page: Arc<StoredResponse>, keep: Duration) {
+        let names = page.vary_names();
+        let mut keys = vec![(primary.to_owned(), None)];
+        if names.is_empty() {
+            keys[0].1 = Some(Entry::Page(StoredResponse::clone(&page)));
+        } else {
+            let id = key::variant_id(&names, &page.vary_values());
+            keys[0].1 = Some(Entry::Vary(VaryList {
+                names: names.clone(),
+                variants: vec![id.clone()],
+            }));
+            keys.push((
+                key::variant_key(primary, &id),
+                Some(Entry::Page(StoredResponse::clone(&page))),
+            ));
+        }
+        let tickets: Vec<(String, u64)> = keys
+            .into_iter()
+            .filter_map(|(k, entry)| entry.map(|e| (k.clone(), self.state.pending.insert(k, e))))
+            .collect();
+        self.state.memo.remember(primary, &names);
+        let store = self.clone();
+        let primary = primary.to_owned();
+        tokio::spawn(async move {
+            let write = store.store(&primary, &page, keep);
+            if tokio::time::timeout(store.store_timeout, write)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    alias = %store.cache.alias(),
+                    "page cache backend did not take a page within {:?}; not stored",
+                    store.store_timeout
+                );
+            }
+            for (key, ticket) in tickets {
+                store.state.pending.remove(&key, ticket);
+            }
+        });
+    }
+
+    /// Writes a page (and, for a page that varies, its URL's vary entry listing it).
+    pub(crate) async fn store(&self, primary: &str, page: &StoredResponse, keep: Duration) {
+        let names = page.vary_names();
+        let timeout = Timeout::After(keep);
+        let cache = &self.cache;
+        let result = if names.is_empty() {
+            cache.set_bytes(primary, &page.encode(), timeout).await
+        } else {
+            let id = key::variant_id(&names, &page.vary_values());
+            match cache
+                .set_bytes(&key::variant_key(primary, &id), &page.encode(), timeout)
+                .await
+            {
+                Ok(()) => {
+                    let list = self.listed_with(primary, names, id).await;
+                    cache
+                        .set_bytes(primary, &stored::encode_vary(&list), timeout)
+                        .await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = result {
+            self.warn_backend("set", &e);
+        }
+    }
+
+    /// The URL's vary list with variant `id` added (the oldest dropped, and deleted, past the
+    /// bound). A list for other header names is replaced: its variants are unreachable now.
+    async fn listed_with(&self, primary: &str, names: Vec<HeaderName>, id: String) -> VaryList {
+        let mut list = match self.read_backend(primary).await {
+            Some(Entry::Vary(old)) if old.names == names => old,
+            Some(Entry::Vary(old)) => {
+                self.delete_variants(primary, &old.variants).await;
+                VaryList {
+                    names,
+                    variants: Vec::new(),
+                }
+            }
+            _ => VaryList {
+                names,
+                variants: Vec::new(),
+            },
+        };
+        list.variants.retain(|v| *v != id);
+        list.variants.push(id);
+        if list.variants.len() > MAX_VARIANTS {
+            let dropped: Vec<String> = list
+                .variants
+                .drain(..list.variants.len() - MAX_VARIANTS)
+                .collect();
+            self.delete_variants(primary, &dropped).await;
+        }
+        list
+    }
+
+    async fn delete_variants(&self, primary: &str, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = ids.iter().map(|id| key::variant_key(primary, id)).collect();
+        if let Err(e) = self.cache.delete_many(&keys).await {
+            self.warn_backend("delete_many", &e);
+        }
+    }
+
+    /// Removes one entry.
+    pub(crate) async fn delete(&self, key: &str) {
+        self.state.pending.remove_all(key);
+        if let Err(e) = self.cache.delete(key).await {
+            self.warn_backend("delete", &e);
+        }
+    }
+
+    /// Removes a URL's page, or its vary entry and every variant it lists: one read and one
+    /// delete, whatever the size of the keyspace.
+    pub(crate) async fn invalidate(&self, primary: &str) {
+        self.state.pending.remove_prefixed(primary);
+        let mut keys = vec![primary.to_owned()];
+        if let Some(Entry::Vary(list)) = self.read_backend(primary).await {
+            keys.extend(list.variants.iter().map(|id| key::variant_key(primary, id)));
+        }
+        if let Err(e) = self.cache.delete_many(&keys).await {
+            self.warn_backend("delete_many", &e);
+        }
+    }
+
+    /// Logs a backend failure: a warning at most every 10 s, debug otherwise.
+    pub(crate) fn warn_backend(&self, operation: &'static str, error: &webcache_core::Error) {
+        if self.state.warn.ready() {
+            tracing::warn!(
+                alias = %self.cache.alias(),
+                operation,
+                "page cache backend failed; serving without the cache: {error}"
+            );
+        } else {
+            tracing::debug!(operation, "page cache backend failed: {error}");
+        }
+    }
+}
+
+/// Entries written to the backend in the background and not yet confirmed, so this process
+/// reads its own writes. Empty almost always: checked without a lock first.
+#[derive(Debug, Default)]
+struct Pending {
+    map: Mutex<HashMap<String, (u64, Entry)>>,
+    len: AtomicUsize,
+    next: AtomicU64,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Entry)>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<Entry> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock().get(key).map(|(_, e)| e.clone())
+    }
+
+    /// Adds an entry; returns the ticket that removes it (and not a newer one).
+    fn insert(&self, key: String, entry: Entry) -> u64 {
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.lock();
+        map.insert(key, (ticket, entry));
+        self.len.store(map.len(), Ordering::Release);
+        ticket
+    }
+
+    fn remove(&self, key: &str, ticket: u64) {
+        let mut map = self.lock();
+        if map.get(key).is_some_and(|(t, _)| *t == ticket) {
+            map.remove(key);
+        }
+        self.len.store(map.len(), Ordering::Release);
+    }
+
+    fn remove_all(&self, key: &str) {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        map.remove(key);
+        self.len.store(map.len(), Ordering::Release);
+    }
+
+    fn remove_prefixed(&self, primary: &str) {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        map.retain(|k, _| !k.starts_with(primary));
+        self.len.store(map.len(), Ordering::Release);
+    }
+}
+
+/// Lets one message through per interval.
+#[derive(Debug)]
+struct Throttle {
+    last: Mutex<Option<Instant>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            last: Mutex::new(None),
+        }
+    }
+}
+
+impl Throttle {
+    fn ready(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
