@@ -37,6 +37,9 @@
 //! * Timeouts over 30 days are sent as absolute unix times, as memcached requires, computed from
 //!   the server's clock (read with `stats` on every new connection, so a skewed client clock does
 //!   not matter) and rounded two seconds short so that an entry never outlives its timeout.
+//!   Memcached holds absolute times as signed 32-bit numbers: a later time (a timeout past
+//!   January 2038, `--ttl 1e19`) is sent as 2^31 - 1, so a huge timeout keeps the value as long as
+//!   memcached can (rather than storing nothing, which memcached does past that second).
 //! * A value over the server's item size limit (`-I`, read from `stats settings`) fails with
 //!   [`Error::ValueTooLarge`] and deletes the older value under the key, so no stale data stays.
 //!

@@ -95,6 +95,71 @@ async fn timeouts_over_thirty_days_stay_relative() {
     }
 }
 
+/// Memcached reads an absolute expiry into a signed 32-bit number: past 2^31 - 1 (January 2038)
+/// it answers `HD` and stores nothing (the older value is gone too), and a token past 64 bits is
+/// `CLIENT_ERROR bad token`. A huge timeout means "as long as memcached can keep".
+#[tokio::test]
+async fn timeouts_past_memcacheds_clock_keep_the_value_as_long_as_it_can() {
+    let server = MemcachedServer::start();
+    let mc = client(&[&server]);
+    let kept_long =
+        |ttl: Ttl| matches!(ttl, Ttl::Remaining(d) if d > Duration::from_secs(31 * DAY));
+    let huge = [
+        // Just past what fits before 2038 today.
+        Duration::from_secs(400_000_000),
+        Duration::from_secs(1 << 40),
+        // `--ttl 1.8e19`.
+        Duration::from_secs_f64(1.8e19),
+        Duration::MAX,
+    ];
+    for timeout in huge {
+        let expiry = Expiry::After(timeout);
+        mc.set("k", Bytes::from_static(b"old"), MINUTE)
+            .await
+            .unwrap();
+        mc.set("k", Bytes::from_static(b"new"), expiry)
+            .await
+            .unwrap_or_else(|e| panic!("{timeout:?}: {e}"));
+        assert_eq!(
+            mc.get("k").await.unwrap(),
+            Some(Bytes::from_static(b"new")),
+            "{timeout:?}"
+        );
+        assert!(kept_long(mc.ttl("k").await.unwrap()), "{timeout:?}");
+        // add and set_many send the same expiry.
+        mc.delete("a").await.unwrap();
+        assert!(mc.add("a", Bytes::from_static(b"v"), expiry).await.unwrap());
+        mc.set_many(vec![("m".to_owned(), Bytes::from_static(b"v"))], expiry)
+            .await
+            .unwrap();
+        for key in ["a", "m"] {
+            assert_eq!(
+                mc.get(key).await.unwrap(),
+                Some(Bytes::from_static(b"v")),
+                "{key}, {timeout:?}"
+            );
+        }
+        // touch: the value stays, for as long as memcached can keep it.
+        mc.set("t", Bytes::from_static(b"v"), MINUTE).await.unwrap();
+        assert!(mc.touch("t", expiry).await.unwrap(), "{timeout:?}");
+        assert_eq!(
+            mc.get("t").await.unwrap(),
+            Some(Bytes::from_static(b"v")),
+            "touch {timeout:?}"
+        );
+        assert!(kept_long(mc.ttl("t").await.unwrap()), "touch {timeout:?}");
+    }
+    // Through the cache, as `webcache set k v --ttl 1.8e19` does.
+    let cache = Cache::new(Arc::new(mc), CacheOptions::default());
+    cache.set_bytes("page", b"v", 1.8e19).await.unwrap();
+    assert_eq!(
+        cache.get_bytes("page").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(cache.touch("page", 1.8e19).await.unwrap());
+    assert!(kept_long(cache.ttl("page").await.unwrap()));
+}
+
 #[tokio::test]
 async fn values_over_the_item_size_limit_fail_and_remove_the_old_value() {
     let server = MemcachedServer::start_with(&["-I", "1m"]);
