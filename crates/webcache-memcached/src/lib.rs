@@ -22,6 +22,10 @@
 //!   Keys are *not* moved to other servers while one is down, so a server that comes back never
 //!   disagrees with another about a key. `get_many` returns what the live servers hold and
 //!   treats the dead server's keys as misses; it fails only when no server answered.
+//! * **Replies are not trusted**: a reply that announces a value longer than the server's item
+//!   size limit (or any reply this client does not understand) is a protocol error
+//!   ([`Error::Backend`]) and its connection is dropped, never an allocation of what the server
+//!   claimed; memory for a value grows with the bytes that actually arrive.
 //!
 //! # Values, integers and expiry
 //!

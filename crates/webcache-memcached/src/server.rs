@@ -18,6 +18,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Memcached's default item size limit, reported when the server has not said its own.
 pub(crate) const DEFAULT_ITEM_SIZE_MAX: usize = 1024 * 1024;
 
+/// The largest item size limit memcached can run with (`-I` above 1 GiB is refused); a server
+/// claiming more is not believed.
+const ITEM_SIZE_MAX_UPPER: usize = 1024 * 1024 * 1024;
+
 /// Connection settings shared by every server of a backend.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
@@ -273,10 +277,18 @@ impl Server {
         }
         .await;
         match result {
-            Ok((conn, settings, stats)) => {
-                if let Some(max) = stat(&settings, "item_size_max").and_then(|v| v.parse().ok()) {
-                    self.item_size_max.store(max, Ordering::Relaxed);
+            Ok((mut conn, settings, stats)) => {
+                match stat(&settings, "item_size_max").and_then(|v| v.parse::<usize>().ok()) {
+                    Some(max) if max > 0 && max <= ITEM_SIZE_MAX_UPPER => {
+                        self.item_size_max.store(max, Ordering::Relaxed);
+                    }
+                    Some(max) => {
+                        tracing::warn!(server = %self.addr, "ignoring an item size limit of {max} bytes (memcached allows at most {ITEM_SIZE_MAX_UPPER})");
+                    }
+                    None => {}
                 }
+                // Replies carry no value longer than what the server can hold.
+                conn.set_value_limit(self.item_size_max().unwrap_or(DEFAULT_ITEM_SIZE_MAX));
                 if let Some(time) = stat(&stats, "time").and_then(|v| v.parse::<i64>().ok()) {
                     self.clock_offset
                         .store(time - unix_now(), Ordering::Relaxed);

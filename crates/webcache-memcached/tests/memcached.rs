@@ -583,3 +583,73 @@ async fn a_server_that_never_answers_times_out() {
     assert_eq!(cache.get_raw("k").await.unwrap(), None);
     drop(held);
 }
+
+/// A broken or hostile server: a TCP listener that answers the connection handshake like
+/// memcached (1 MiB item size limit) and every `mg` with `reply`. Counts the connections.
+struct HostileServer {
+    addr: String,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HostileServer {
+    fn start(reply: String) -> HostileServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = reply.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                        let answer = match line.trim_end() {
+                            "stats settings" => "STAT item_size_max 1048576\r\nEND\r\n".to_owned(),
+                            "stats" => "STAT time 1800000000\r\nEND\r\n".to_owned(),
+                            l if l.starts_with("mg ") => reply.clone(),
+                            _ => "ERROR\r\n".to_owned(),
+                        };
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        HostileServer { addr, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A reply that announces a value longer than the server's item size limit (or longer than
+/// memory) is a protocol error, not an allocation or a panic, and its connection is dropped.
+#[tokio::test]
+async fn a_reply_announcing_an_impossible_value_is_a_protocol_error() {
+    for head in [
+        "VA 100000000000 v",
+        "VA 18446744073709551615",
+        "VA 18446744073709551614",
+        "VA 1048577",
+    ] {
+        let hostile = HostileServer::start(format!("{head}\r\n"));
+        let mc = Memcached::new(&MemcachedConfig::new([hostile.addr.clone()]));
+        let err = mc.get("k").await.unwrap_err();
+        assert!(matches!(err, Error::Backend { .. }), "{head}: {err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("out of protocol")
+                && text.contains("over the item size limit of 1048576 bytes"),
+            "{head}: {text}"
+        );
+        // The stream is out of step: the next request opens a new connection.
+        assert!(mc.get("k").await.is_err());
+        assert_eq!(hostile.connections(), 2, "{head}");
+    }
+}
