@@ -87,6 +87,8 @@ pub(crate) enum WireError {
     Io(io::Error),
     /// The server said something this client does not understand; the stream cannot be trusted.
     Protocol(String),
+    /// The server stopped answering for this long in the middle of an answer.
+    Stalled(Duration),
 }
 
 impl From<io::Error> for WireError {
@@ -100,6 +102,7 @@ impl std::fmt::Display for WireError {
         match self {
             WireError::Io(e) => write!(f, "{e}"),
             WireError::Protocol(m) => write!(f, "unexpected reply: {m}"),
+            WireError::Stalled(d) => write!(f, "no answer within {d:?}"),
         }
     }
 }
@@ -158,30 +161,37 @@ impl Conn {
         }
     }
 
-    /// Sends `segments` (one or more pipelined commands) and reads what `expect` says.
+    /// Sends `segments` (one or more pipelined commands) and reads what `expect` says. With
+    /// `idle`, each wait (to send, for the next reply or line) is bounded by it, which bounds an
+    /// answer of any length (a metadump) without cutting one that keeps coming.
     pub(crate) async fn request(
         &mut self,
         segments: &[Bytes],
         expect: Expect,
+        idle: Option<Duration>,
     ) -> Result<Answer, WireError> {
-        for segment in segments {
-            self.stream.write_all(segment).await?;
-        }
-        self.stream.flush().await?;
+        let stream = &mut self.stream;
+        within(idle, async {
+            for segment in segments {
+                stream.write_all(segment).await?;
+            }
+            stream.flush().await?;
+            Ok(())
+        })
+        .await?;
         match expect {
             Expect::Replies(n) => {
                 let mut replies = Vec::with_capacity(n);
                 for _ in 0..n {
-                    replies.push(
-                        read_reply(&mut self.stream, &mut self.line, self.value_limit).await?,
-                    );
+                    let reply = read_reply(&mut self.stream, &mut self.line, self.value_limit);
+                    replies.push(within(idle, reply).await?);
                 }
                 Ok(Answer::Replies(replies))
             }
             Expect::LinesUntilEnd => {
                 let mut lines = Vec::new();
                 loop {
-                    let line = read_line(&mut self.stream, &mut self.line).await?;
+                    let line = within(idle, read_line(&mut self.stream, &mut self.line)).await?;
                     if line == b"END" {
                         return Ok(Answer::Lines(lines));
                     }
@@ -198,6 +208,19 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// `work`, failed with [`WireError::Stalled`] if it takes longer than `idle` (if given).
+async fn within<T>(
+    idle: Option<Duration>,
+    work: impl std::future::Future<Output = Result<T, WireError>>,
+) -> Result<T, WireError> {
+    match idle {
+        None => work.await,
+        Some(bound) => tokio::time::timeout(bound, work)
+            .await
+            .map_err(|_| WireError::Stalled(bound))?,
     }
 }
 

@@ -11,9 +11,6 @@ use crate::conn::{Answer, Expect};
 use crate::server::{Retry, Server};
 use crate::{Memcached, BACKEND};
 
-/// Bound on one `lru_crawler metadump` (it walks the whole server).
-const DUMP_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long to wait for another client's metadump to finish (the crawler runs one at a time).
 const DUMP_BUSY_WAIT: Duration = Duration::from_secs(10);
 
@@ -24,12 +21,7 @@ impl Memcached {
         let started = tokio::time::Instant::now();
         loop {
             let answer = server
-                .request_within(
-                    &command,
-                    Expect::LinesUntilEnd,
-                    Retry::Idempotent,
-                    DUMP_TIMEOUT,
-                )
+                .request_streaming(&command, Expect::LinesUntilEnd, Retry::Idempotent)
                 .await?;
             let Answer::Lines(lines) = answer else {
                 return Err(Error::backend_msg(BACKEND, "metadump gave meta replies"));

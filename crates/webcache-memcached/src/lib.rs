@@ -15,7 +15,9 @@
 //!   `host:port-N`), so adding a server moves only about `1/n` of the keys.
 //! * **Pools and timeouts**: each server has a pool of at most `pool_size` connections
 //!   (default 16); connecting is bounded by `connect_timeout` (default 1 s) and each request by
-//!   `io_timeout` (default 2 s).
+//!   `io_timeout` (default 2 s). A key listing (a metadump of the whole server, see below) may
+//!   take longer while the server keeps sending; each wait for more of it is bounded by
+//!   `io_timeout`, so a hung server fails it within that time.
 //! * **Dead servers** are skipped: after a failure a server is marked down and its keys fail
 //!   fast with [`Error::Backend`] (which `on_error=degrade` turns into misses) while the other
 //!   servers keep working; it is retried after `retry_after` (default 1 s), doubling up to 30 s.

@@ -44,6 +44,15 @@ struct Health {
     last_error: String,
 }
 
+/// What `io_timeout` bounds in a request.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The whole exchange.
+    Total,
+    /// Each wait for the server (an answer of any length that keeps coming is not cut).
+    Idle,
+}
+
 /// How a request may be retried when a pooled connection turns out to be dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retry {
@@ -116,25 +125,37 @@ impl Server {
         lock(&self.idle).clear();
     }
 
-    /// Sends pipelined commands and reads `expect`.
+    /// Sends pipelined commands and reads `expect`, all within `io_timeout`.
     pub(crate) async fn request(
         &self,
         segments: &[Bytes],
         expect: Expect,
         retry: Retry,
     ) -> Result<Answer> {
-        self.request_within(segments, expect, retry, self.settings.io_timeout)
+        self.request_bounded(segments, expect, retry, Bound::Total)
             .await
     }
 
-    /// Like [`request`](Self::request) with a different time bound (for metadumps).
-    pub(crate) async fn request_within(
+    /// Like [`request`](Self::request) for an answer of any length (a metadump of the whole
+    /// server): each wait for more of it is bounded by `io_timeout`, not the whole.
+    pub(crate) async fn request_streaming(
         &self,
         segments: &[Bytes],
         expect: Expect,
         retry: Retry,
-        bound: Duration,
     ) -> Result<Answer> {
+        self.request_bounded(segments, expect, retry, Bound::Idle)
+            .await
+    }
+
+    async fn request_bounded(
+        &self,
+        segments: &[Bytes],
+        expect: Expect,
+        retry: Retry,
+        bound: Bound,
+    ) -> Result<Answer> {
+        let io_timeout = self.settings.io_timeout;
         self.check_up()?;
         let _slot = tokio::time::timeout(self.settings.io_timeout, self.slots.acquire())
             .await
@@ -150,7 +171,13 @@ impl Server {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            match tokio::time::timeout(bound, conn.request(segments, expect)).await {
+            let outcome = match bound {
+                Bound::Total => {
+                    tokio::time::timeout(io_timeout, conn.request(segments, expect, None)).await
+                }
+                Bound::Idle => Ok(conn.request(segments, expect, Some(io_timeout)).await),
+            };
+            match outcome {
                 Ok(Ok(answer)) => {
                     lock(&self.idle).push(conn);
                     // Also ends a probe that went through a connection opened before the failure.
@@ -184,12 +211,12 @@ impl Server {
                         format!("{} answered out of protocol: {m}", self.addr),
                     ));
                 }
-                Err(_) => {
+                Err(_) | Ok(Err(WireError::Stalled(_))) => {
                     // A server that stops answering is as good as dead for the next requests.
-                    self.mark_down(&format!("no answer within {bound:?}"));
+                    self.mark_down(&format!("no answer within {io_timeout:?}"));
                     return Err(Error::Timeout {
                         backend: BACKEND,
-                        after: bound,
+                        after: io_timeout,
                     });
                 }
             }
@@ -262,8 +289,8 @@ impl Server {
             let mut conn = Conn::connect(&self.addr, self.settings.connect_timeout).await?;
             let segments = [Bytes::from_static(b"stats settings\r\nstats\r\n")];
             let (settings, stats) = tokio::time::timeout(self.settings.io_timeout, async {
-                let settings = conn.request(&segments, Expect::LinesUntilEnd).await?;
-                let stats = conn.request(&[], Expect::LinesUntilEnd).await?;
+                let settings = conn.request(&segments, Expect::LinesUntilEnd, None).await?;
+                let stats = conn.request(&[], Expect::LinesUntilEnd, None).await?;
                 Ok::<_, WireError>((settings, stats))
             })
             .await

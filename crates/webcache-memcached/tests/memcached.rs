@@ -653,3 +653,93 @@ async fn a_reply_announcing_an_impossible_value_is_a_protocol_error() {
         assert_eq!(hostile.connections(), 2, "{head}");
     }
 }
+
+/// A memcached frozen with SIGSTOP (a hung server: connections stay open, nothing answers),
+/// thawed again when dropped so that the fixture can stop it.
+struct Frozen(String);
+
+impl Frozen {
+    /// Freezes the memcached whose pid file (`-P`) is `pid_file`.
+    fn freeze(pid_file: &std::path::Path) -> Frozen {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            match std::fs::read_to_string(pid_file) {
+                Ok(pid) if !pid.trim().is_empty() => break pid.trim().to_owned(),
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                other => panic!("memcached wrote no pid file: {other:?}"),
+            }
+        };
+        Frozen::signal("-STOP", &pid);
+        Frozen(pid)
+    }
+
+    fn signal(signal: &str, pid: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        Frozen::signal("-CONT", &self.0);
+    }
+}
+
+/// Listing keys (`keys`/`scan`, `clear` of a prefix) walks the server with a metadump; a hung
+/// server fails it within `io_timeout`, not after a fixed minute.
+#[tokio::test]
+async fn listing_keys_on_a_hung_server_honours_the_io_timeout() {
+    use futures::TryStreamExt;
+    let dir = webcache_testkit::servers::temp_dir("memcached-pid");
+    // memcached writes its pid file after switching to user `nobody`.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let pid_file = dir.join("memcached.pid");
+    let server = MemcachedServer::start_with(&["-P", pid_file.to_str().unwrap()]);
+    let io_timeout = Duration::from_millis(500);
+    let client = || {
+        let mut config = MemcachedConfig::new([server.address()]);
+        config.io_timeout = io_timeout;
+        Memcached::new(&config)
+    };
+    // Two clients, each with a connection open before the server hangs.
+    let (lister, clearer) = (client(), client());
+    lister
+        .set("p:1", Bytes::from_static(b"v"), MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        clearer.get("p:1").await.unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
+    assert_eq!(
+        lister.scan("p:*").try_collect::<Vec<_>>().await.unwrap(),
+        ["p:1"]
+    );
+
+    let frozen = Frozen::freeze(&pid_file);
+    // A generous outer bound: without the fix each call waits a whole minute.
+    let within = Duration::from_secs(20);
+    let err = tokio::time::timeout(within, lister.scan("p:*").try_collect::<Vec<_>>())
+        .await
+        .expect("listing keys ignored io_timeout")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == io_timeout),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("within 500ms"), "{err}");
+    let err = tokio::time::timeout(within, clearer.clear(Some("p:")))
+        .await
+        .expect("clearing a prefix ignored io_timeout")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == io_timeout),
+        "{err:?}"
+    );
+    drop(frozen);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
