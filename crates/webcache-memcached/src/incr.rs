@@ -1,5 +1,15 @@
 //! `incr`: memcached's native `ma` where its unsigned arithmetic agrees with ours, a
 //! compare-and-swap loop where it does not (negative values, decrements).
+//!
+//! Memcached's arithmetic has two habits that this module absorbs:
+//! * It counts modulo 2^64 and has no overflow check: past `i64::MAX` (not an integer of ours)
+//!   or past `u64::MAX` (it wraps to a small number) the delta is taken back, by adding
+//!   `2^64 - delta` (which commutes with concurrent increments, where a decrement would floor at
+//!   zero), and [`Error::Overflow`] is returned. A wrap shows as a result smaller than the delta.
+//! * When the result is not longer than the stored value it rewrites the value in place, padded
+//!   with spaces (`042` + 1 is `43 `). Every read trims such padding ([`unpad`]); values of
+//!   this crate are never digits followed by spaces otherwise (other entries start with a
+//!   non-digit header byte).
 
 use bytes::Bytes;
 use webcache_core::entry::parse_integer;
@@ -34,11 +44,14 @@ impl Memcached {
             Code::Value => {
                 let text = std::str::from_utf8(&reply.data).unwrap_or("");
                 let value: u64 = text.parse().map_err(|_| unexpected(server, "ma", &reply))?;
+                let delta = delta.unsigned_abs();
+                // Modulo 2^64, a result below the delta is a wrap past u64::MAX.
                 match i64::try_from(value) {
-                    Ok(v) => Ok(v),
-                    Err(_) => {
-                        // Unsigned memcached went past i64::MAX: take the delta back.
-                        let undo = Bytes::from(format!("ma {key} MD D{delta}\r\n"));
+                    Ok(v) if value >= delta => Ok(v),
+                    _ => {
+                        // Take the delta back: adding 2^64 - delta wraps to the old value.
+                        let back = 0u64.wrapping_sub(delta);
+                        let undo = Bytes::from(format!("ma {key} D{back}\r\n"));
                         let reply = self.one(server, &[undo], Retry::Once).await?;
                         if reply.code != Code::Stored {
                             tracing::warn!(
@@ -78,9 +91,10 @@ impl Memcached {
                 }
                 _ => return Err(unexpected(server, "mg", &reply)),
             }
-            let current = parse_integer(&reply.data).ok_or_else(|| Error::NotAnInteger {
-                key: key.to_owned(),
-            })?;
+            let current =
+                parse_integer(&unpad(reply.data.clone())).ok_or_else(|| Error::NotAnInteger {
+                    key: key.to_owned(),
+                })?;
             let next = current.checked_add(delta).ok_or_else(|| Error::Overflow {
                 key: key.to_owned(),
             })?;
@@ -116,5 +130,52 @@ impl Memcached {
             BACKEND,
             format!("incr of `{key}` lost {CAS_ATTEMPTS} compare-and-swap races in a row; too much contention on one key"),
         ))
+    }
+}
+
+/// A value as memcached's in-place `incr` may leave it (ASCII digits padded with spaces, such as
+/// `43 `) without the padding; any other value unchanged.
+pub(crate) fn unpad(value: Bytes) -> Bytes {
+    let digits = value.len() - value.iter().rev().take_while(|b| **b == b' ').count();
+    if digits == value.len() || digits == 0 || !value[..digits].iter().all(u8::is_ascii_digit) {
+        return value;
+    }
+    value.slice(..digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn padding_is_trimmed_from_digits_only() {
+        for (stored, read) in [
+            (&b"43 "[..], &b"43"[..]),
+            (b"0     ", b"0"),
+            (b"43", b"43"),
+            (b"   ", b"   "),
+            (b"", b""),
+            (b"-4 ", b"-4 "),
+            (b"4 3 ", b"4 3 "),
+            (b"a ", b"a "),
+            (b"\xf5\x01\x00\x0012 ", b"\xf5\x01\x00\x0012 "),
+        ] {
+            assert_eq!(&unpad(Bytes::from_static(stored))[..], read, "{stored:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Unpadding changes only digits-then-spaces, and only by dropping the spaces.
+        #[test]
+        fn unpad_drops_only_trailing_spaces_after_digits(value in proptest::collection::vec(any::<u8>(), 0..24)) {
+            let out = unpad(Bytes::from(value.clone()));
+            prop_assert!(value.starts_with(&out));
+            if out.len() != value.len() {
+                prop_assert!(!out.is_empty() && out.iter().all(u8::is_ascii_digit));
+                prop_assert!(value[out.len()..].iter().all(|b| *b == b' '));
+            }
+        }
     }
 }

@@ -35,7 +35,10 @@
 //!   non-negative; memcached arithmetic is unsigned, so negative values and decrements (which
 //!   memcached floors at zero) go through a compare-and-swap loop (`mg … c t` then
 //!   `ms … C<cas>`), which is just as atomic and keeps the remaining TTL. A result above
-//!   `i64::MAX` is undone and reported as [`Error::Overflow`].
+//!   `i64::MAX`, or one that memcached wrapped past `u64::MAX` (it counts modulo 2^64), is
+//!   undone and reported as [`Error::Overflow`].
+//! * Memcached's `incr` rewrites a value in place when the result is not longer, padding it with
+//!   spaces (`042` + 1 leaves `43 `); reads trim that padding, so the value reads as 43.
 //! * Memcached keeps whole seconds: a timeout is rounded up and one second is added, because
 //!   the server's clock ticks once a second and an item stored with `T1` may otherwise live only
 //!   a few milliseconds. `ttl` therefore reports the server's remaining seconds minus that
