@@ -254,26 +254,24 @@ async fn a_dead_server_is_skipped_and_retried() {
     );
 
     b.stop();
-    let started = Instant::now();
-    let mut failures = 0;
+    let (mut failures, mut skipped) = (0, 0);
     for key in &keys {
         match mc.get(key).await {
             Ok(Some(v)) => {
                 assert!(on_a.contains(&key), "{key} answered by the dead server");
                 assert_eq!(v, Bytes::from(key.clone()));
             }
-            Err(Error::Backend { .. }) => {
+            Err(e @ Error::Backend { .. }) => {
                 assert!(!on_a.contains(&key), "{key} on the live server failed");
                 failures += 1;
+                // Failed fast, without trying the dead server again.
+                skipped += usize::from(e.to_string().contains("marked down"));
             }
             other => panic!("{key}: {other:?}"),
         }
     }
     assert_eq!(failures, keys.len() - on_a.len());
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "a dead server slowed every request"
-    );
+    assert!(skipped > 0, "the dead server was never skipped");
     assert_eq!(mc.down_servers(), [format!("127.0.0.1:{b_port}")]);
 
     // Degrade mode turns the dead server's keys into misses; get_many keeps the live hits.
@@ -602,13 +600,11 @@ async fn a_server_that_was_never_up_fails_fast_with_a_typed_error() {
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     assert!(err.to_string().contains("cannot connect"), "{err}");
     // Marked down: the next call does not even try to connect.
-    let started = Instant::now();
     let err = mc
         .set("k", Bytes::from_static(b"v"), MINUTE)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("marked down"), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(50));
     assert!(mc.stats().await.is_err());
 }
 
@@ -626,14 +622,13 @@ async fn a_server_that_never_answers_times_out() {
     config.io_timeout = Duration::from_millis(300);
     config.retry_after = Duration::from_secs(5);
     let mc = Memcached::new(&config);
-    let started = Instant::now();
-    let err = mc.get("k").await.unwrap_err();
+    // The timeout is the subject here; the bound is generous for a busy machine.
+    let err = tokio::time::timeout(Duration::from_secs(10), mc.get("k"))
+        .await
+        .expect("io_timeout was not applied")
+        .unwrap_err();
     assert!(err.is_backend_failure(), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(err.to_string().contains("no answer"), "{err}");
     let err = mc.get("k").await.unwrap_err();
     assert!(err.to_string().contains("marked down"), "{err}");
     // Degrade mode serves a miss.
