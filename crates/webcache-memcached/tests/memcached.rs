@@ -1,5 +1,6 @@
-//! Memcached specifics against real servers: expiry over 30 days, the item size limit, a dead
-//! server, two clients racing, signed arithmetic, key checks, hashing over two servers.
+//! Memcached specifics against real servers: expiry over 30 days and past memcached's clock, the
+//! item size limit, a dead, hung or hostile server, two clients racing, signed arithmetic and
+//! memcached's padding and wrapping, key checks, hashing over two servers.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
