@@ -18,6 +18,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Memcached's default item size limit, reported when the server has not said its own.
 pub(crate) const DEFAULT_ITEM_SIZE_MAX: usize = 1024 * 1024;
 
+/// The largest item size limit memcached can run with (`-I` above 1 GiB is refused); a server
+/// claiming more is not believed.
+const ITEM_SIZE_MAX_UPPER: usize = 1024 * 1024 * 1024;
+
 /// Connection settings shared by every server of a backend.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
@@ -38,6 +42,15 @@ struct Health {
     /// No request is sent before this instant.
     down_until: Option<Instant>,
     last_error: String,
+}
+
+/// What `io_timeout` bounds in a request.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The whole exchange.
+    Total,
+    /// Each wait for the server (an answer of any length that keeps coming is not cut).
+    Idle,
 }
 
 /// How a request may be retried when a pooled connection turns out to be dead.
@@ -112,25 +125,37 @@ impl Server {
         lock(&self.idle).clear();
     }
 
-    /// Sends pipelined commands and reads `expect`.
+    /// Sends pipelined commands and reads `expect`, all within `io_timeout`.
     pub(crate) async fn request(
         &self,
         segments: &[Bytes],
         expect: Expect,
         retry: Retry,
     ) -> Result<Answer> {
-        self.request_within(segments, expect, retry, self.settings.io_timeout)
+        self.request_bounded(segments, expect, retry, Bound::Total)
             .await
     }
 
-    /// Like [`request`](Self::request) with a different time bound (for metadumps).
-    pub(crate) async fn request_within(
+    /// Like [`request`](Self::request) for an answer of any length (a metadump of the whole
+    /// server): each wait for more of it is bounded by `io_timeout`, not the whole.
+    pub(crate) async fn request_streaming(
         &self,
         segments: &[Bytes],
         expect: Expect,
         retry: Retry,
-        bound: Duration,
     ) -> Result<Answer> {
+        self.request_bounded(segments, expect, retry, Bound::Idle)
+            .await
+    }
+
+    async fn request_bounded(
+        &self,
+        segments: &[Bytes],
+        expect: Expect,
+        retry: Retry,
+        bound: Bound,
+    ) -> Result<Answer> {
+        let io_timeout = self.settings.io_timeout;
         self.check_up()?;
         let _slot = tokio::time::timeout(self.settings.io_timeout, self.slots.acquire())
             .await
@@ -146,7 +171,13 @@ impl Server {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            match tokio::time::timeout(bound, conn.request(segments, expect)).await {
+            let outcome = match bound {
+                Bound::Total => {
+                    tokio::time::timeout(io_timeout, conn.request(segments, expect, None)).await
+                }
+                Bound::Idle => Ok(conn.request(segments, expect, Some(io_timeout)).await),
+            };
+            match outcome {
                 Ok(Ok(answer)) => {
                     lock(&self.idle).push(conn);
                     // Also ends a probe that went through a connection opened before the failure.
@@ -180,12 +211,12 @@ impl Server {
                         format!("{} answered out of protocol: {m}", self.addr),
                     ));
                 }
-                Err(_) => {
+                Err(_) | Ok(Err(WireError::Stalled(_))) => {
                     // A server that stops answering is as good as dead for the next requests.
-                    self.mark_down(&format!("no answer within {bound:?}"));
+                    self.mark_down(&format!("no answer within {io_timeout:?}"));
                     return Err(Error::Timeout {
                         backend: BACKEND,
-                        after: bound,
+                        after: io_timeout,
                     });
                 }
             }
@@ -258,8 +289,8 @@ impl Server {
             let mut conn = Conn::connect(&self.addr, self.settings.connect_timeout).await?;
             let segments = [Bytes::from_static(b"stats settings\r\nstats\r\n")];
             let (settings, stats) = tokio::time::timeout(self.settings.io_timeout, async {
-                let settings = conn.request(&segments, Expect::LinesUntilEnd).await?;
-                let stats = conn.request(&[], Expect::LinesUntilEnd).await?;
+                let settings = conn.request(&segments, Expect::LinesUntilEnd, None).await?;
+                let stats = conn.request(&[], Expect::LinesUntilEnd, None).await?;
                 Ok::<_, WireError>((settings, stats))
             })
             .await
@@ -273,10 +304,18 @@ impl Server {
         }
         .await;
         match result {
-            Ok((conn, settings, stats)) => {
-                if let Some(max) = stat(&settings, "item_size_max").and_then(|v| v.parse().ok()) {
-                    self.item_size_max.store(max, Ordering::Relaxed);
+            Ok((mut conn, settings, stats)) => {
+                match stat(&settings, "item_size_max").and_then(|v| v.parse::<usize>().ok()) {
+                    Some(max) if max > 0 && max <= ITEM_SIZE_MAX_UPPER => {
+                        self.item_size_max.store(max, Ordering::Relaxed);
+                    }
+                    Some(max) => {
+                        tracing::warn!(server = %self.addr, "ignoring an item size limit of {max} bytes (memcached allows at most {ITEM_SIZE_MAX_UPPER})");
+                    }
+                    None => {}
                 }
+                // Replies carry no value longer than what the server can hold.
+                conn.set_value_limit(self.item_size_max().unwrap_or(DEFAULT_ITEM_SIZE_MAX));
                 if let Some(time) = stat(&stats, "time").and_then(|v| v.parse::<i64>().ok()) {
                     self.clock_offset
                         .store(time - unix_now(), Ordering::Relaxed);

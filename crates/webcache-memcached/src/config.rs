@@ -1,0 +1,157 @@
+//! The `memcached://` URL and its options.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use webcache_core::config::{BackendSpec, ConfigError};
+use webcache_core::Backend;
+
+use crate::Memcached;
+
+/// The server of a URL (or configuration) that names none.
+pub(crate) const DEFAULT_SERVER: &str = "127.0.0.1:11211";
+
+/// Options of a `memcached://` URL, with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcachedConfig {
+    /// `host:port` of each server, in order (the order does not matter for hashing).
+    pub servers: Vec<String>,
+    /// Connections per server (`pool_size`, default 16).
+    pub pool_size: usize,
+    /// Bound on connecting (`connect_timeout`, default 1 s).
+    pub connect_timeout: Duration,
+    /// Bound on one request (`io_timeout`, default 2 s).
+    pub io_timeout: Duration,
+    /// First wait before retrying a dead server (`retry_after`, default 1 s), doubled after
+    /// each failure up to 30 s.
+    pub retry_after: Duration,
+}
+
+impl MemcachedConfig {
+    /// The configuration for these `host:port` servers with default settings.
+    pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> Self {
+        MemcachedConfig {
+            servers: servers.into_iter().map(Into::into).collect(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(2),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Builds the backend a cache URL describes: `memcached://h1:11211,h2:11211?pool_size=16`.
+///
+/// No connection is made here: a server that is down when the application starts is only a
+/// source of misses until it comes up.
+pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
+    Ok(Arc::new(Memcached::from_spec(spec)?))
+}
+
+impl Memcached {
+    /// Parses a `memcached://` spec (see [`from_spec`](crate::from_spec)).
+    pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
+        let mut config = MemcachedConfig::new(parse_servers(spec)?);
+        if let Some(n) =
+            spec.take::<usize>("pool_size", "a whole number of connections such as 16")?
+        {
+            if n == 0 {
+                return Err(spec.error(
+                    "pool_size",
+                    "0 connections cannot serve anything; use 1 or more",
+                ));
+            }
+            config.pool_size = n;
+        }
+        for (name, slot) in [
+            ("connect_timeout", &mut config.connect_timeout),
+            ("io_timeout", &mut config.io_timeout),
+            ("retry_after", &mut config.retry_after),
+        ] {
+            if let Some(d) = spec.take_seconds(name)? {
+                if d.is_zero() {
+                    return Err(spec.error(name, "must be more than 0 seconds"));
+                }
+                *slot = d;
+            }
+        }
+        spec.finish(&["pool_size", "connect_timeout", "io_timeout", "retry_after"])?;
+        Ok(Memcached::new(&config))
+    }
+}
+
+/// Parses `host:port` lists separated by `,` or `;` (port 11211 when omitted).
+fn parse_servers(spec: &BackendSpec) -> Result<Vec<String>, ConfigError> {
+    let location = spec.location.trim().trim_end_matches('/');
+    if location.is_empty() {
+        return Ok(vec![DEFAULT_SERVER.to_owned()]);
+    }
+    let mut servers = Vec::new();
+    for part in location.split([',', ';']).map(str::trim) {
+        if part.is_empty() {
+            return Err(spec.error("url", format!("`{location}` has an empty server entry; separate servers with `,` as in memcached://h1:11211,h2:11211")));
+        }
+        if part.contains('/') || part.contains('@') {
+            return Err(spec.error("url", format!("`{part}` is not a `host:port` server; memcached URLs take no path or credentials, as in memcached://h1:11211,h2:11211")));
+        }
+        let server = match part.rsplit_once(':') {
+            // `[::1]:11211` and `host:11211`.
+            Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+                port.parse::<u16>().map_err(|_| {
+                    spec.error("url", format!("`{port}` in `{part}` is not a port number"))
+                })?;
+                part.to_owned()
+            }
+            _ => format!("{part}:11211"),
+        };
+        if servers.contains(&server) {
+            return Err(spec.error("url", format!("server `{server}` is listed twice")));
+        }
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webcache_core::CacheConfig;
+
+    fn servers(url: &str) -> Result<Vec<String>, ConfigError> {
+        parse_servers(&CacheConfig::from_url("default", url)?.backend)
+    }
+
+    #[test]
+    fn server_lists() {
+        assert_eq!(servers("memcached://h1:1,h2:2").unwrap(), ["h1:1", "h2:2"]);
+        assert_eq!(
+            servers("memcached://h1;h2:2").unwrap(),
+            ["h1:11211", "h2:2"]
+        );
+        assert_eq!(servers("memcached://").unwrap(), ["127.0.0.1:11211"]);
+        assert_eq!(servers("memcached://[::1]:5").unwrap(), ["[::1]:5"]);
+        let err = servers("memcached://h1:x").unwrap_err().to_string();
+        assert!(err.contains("not a port number"), "{err}");
+        let err = servers("memcached://h1,,h2").unwrap_err().to_string();
+        assert!(err.contains("empty server entry"), "{err}");
+        let err = servers("memcached://h1,h1:11211").unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let mut spec = CacheConfig::from_url("default", "memcached://h1?pool_size=0")
+            .unwrap()
+            .backend;
+        let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
+        assert!(err.contains("pool_size"), "{err}");
+        let mut spec = CacheConfig::from_url("default", "memcached://h1?pool=3")
+            .unwrap()
+            .backend;
+        let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
+        assert!(
+            err.contains("accepted options: pool_size, connect_timeout"),
+            "{err}"
+        );
+    }
+}
