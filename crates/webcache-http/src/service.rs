@@ -397,7 +397,7 @@ impl Shared {
                 Decision::Skip(reason) => {
                     tracing::debug!(
                         key = primary,
-                        reason,
+                        reason = %reason,
                         "revalidated page is no longer stored"
                     );
                     page.fresh_for = Duration::ZERO;
@@ -443,7 +443,7 @@ impl Shared {
         ) = (decision, vary)
         else {
             if let Decision::Skip(reason) = decision {
-                tracing::debug!(key = primary, reason, "response not stored");
+                tracing::debug!(key = primary, reason = %reason, "response not stored");
             }
             let response = Response::from_parts(parts, CacheBody::inner(body));
             return (Ok(self.pass(response, &method, &request_headers)), None);
