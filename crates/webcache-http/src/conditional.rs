@@ -416,4 +416,154 @@ mod tests {
             Precondition::Failed
         );
     }
+
+    #[test]
+    fn entity_tag_lists_keep_commas_inside_tags() {
+        assert_eq!(
+            parse_etag_list(b" W/\"a,b\" ,, \"x\"\t"),
+            Some(EtagList::Tags(vec![
+                EntityTag {
+                    weak: true,
+                    opaque: b"\"a,b\""
+                },
+                EntityTag {
+                    weak: false,
+                    opaque: b"\"x\""
+                },
+            ]))
+        );
+        assert_eq!(parse_etag_list(b" * "), Some(EtagList::Any));
+        for bad in [
+            &b""[..],
+            b",",
+            b"*, \"a\"",
+            b"\"a",
+            b"a",
+            b"\"a\" \"b\"",
+            b"w/\"a\"",
+            b"\"a\"b\"",
+        ] {
+            assert_eq!(
+                parse_etag_list(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse_etag(b"\"\xe9t\xe9\""),
+            Some(EntityTag {
+                weak: false,
+                opaque: b"\"\xe9t\xe9\""
+            })
+        );
+        let resp = h(&[("etag", "\"a,b\"")]);
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &h(&[("if-none-match", "\"a\", \"b\"")]),
+                &resp
+            ),
+            Precondition::Proceed
+        );
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &h(&[("if-none-match", "\"x\", \"a,b\"")]),
+                &resp
+            ),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate(&Method::GET, &h(&[("if-match", "\"a,b\"")]), &resp),
+            Precondition::Proceed
+        );
+        // An ETag that is not an entity-tag matches no list, and `*` still means "one exists".
+        let unquoted = h(&[("etag", "abc")]);
+        assert_eq!(
+            evaluate(&Method::GET, &h(&[("if-none-match", "abc")]), &unquoted),
+            Precondition::Proceed
+        );
+        assert_eq!(
+            evaluate(&Method::GET, &h(&[("if-match", "*")]), &unquoted),
+            Precondition::Proceed
+        );
+        // An If-None-Match that does not parse is not a reason to look at If-Modified-Since.
+        let resp = h(&[
+            ("etag", "\"a\""),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &h(&[
+                    ("if-none-match", "\"a"),
+                    ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
+                ]),
+                &resp
+            ),
+            Precondition::Proceed
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::headers::strategies::header_value;
+    use proptest::prelude::*;
+
+    fn tag() -> impl Strategy<Value = (bool, String)> {
+        (any::<bool>(), "[!#-~]{0,8}")
+    }
+
+    fn write(tag: &(bool, String)) -> String {
+        format!("{}\"{}\"", if tag.0 { "W/" } else { "" }, tag.1)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes as ETag, If-Match and If-None-Match: an answer, never a panic; what
+        /// parses is made of whole quoted tags.
+        #[test]
+        fn preconditions_never_panic(
+            etag in proptest::option::of(header_value()),
+            if_match in proptest::option::of(header_value()),
+            if_none_match in proptest::option::of(header_value()),
+        ) {
+            let mut request = HeaderMap::new();
+            if let Some(v) = if_match.clone() { request.insert(IF_MATCH, v); }
+            if let Some(v) = if_none_match.clone() { request.insert(IF_NONE_MATCH, v); }
+            let mut response = HeaderMap::new();
+            if let Some(v) = etag { response.insert(ETAG, v); }
+            let _ = evaluate(&Method::GET, &request, &response);
+            for list in [if_match, if_none_match].into_iter().flatten() {
+                if let Some(EtagList::Tags(tags)) = parse_etag_list(list.as_bytes()) {
+                    for t in tags {
+                        prop_assert!(t.opaque.len() >= 2);
+                        prop_assert_eq!(t.opaque[0], b'"');
+                        prop_assert_eq!(t.opaque[t.opaque.len() - 1], b'"');
+                        prop_assert!(!t.opaque[1..t.opaque.len() - 1].contains(&b'"'));
+                    }
+                }
+            }
+        }
+
+        /// Lists of tags (commas inside them included) match exactly the tags they hold.
+        #[test]
+        fn tag_lists_match_exactly_their_tags(
+            list in proptest::collection::vec(tag(), 1..5),
+            current in tag(),
+            sep in "[ \t]{0,2},[ \t]{0,2}",
+        ) {
+            let text: Vec<String> = list.iter().map(write).collect();
+            let text = text.join(&sep);
+            let etag = write(&current);
+            let weak_match = list.iter().any(|t| t.1 == current.1);
+            let strong_match = !current.0 && list.iter().any(|t| !t.0 && t.1 == current.1);
+            prop_assert_eq!(matches_list(text.as_bytes(), Some(etag.as_bytes()), false), Some(weak_match));
+            prop_assert_eq!(matches_list(text.as_bytes(), Some(etag.as_bytes()), true), Some(strong_match));
+        }
+    }
 }

@@ -648,4 +648,281 @@ mod tests {
         patch_vary_headers(&mut h, &["cookie"]);
         assert_eq!(h[VARY], "*");
     }
+
+    #[test]
+    fn cache_control_follows_the_rfc_grammar() {
+        let cc = CacheControl::parse(", max-age=60 ,, foo=\"a\\\"b\\\\c,d\" ,\tPrivate").unwrap();
+        assert_eq!(cc.seconds("max-age"), Some(60));
+        assert_eq!(cc.get("foo"), Some("a\"b\\c,d"));
+        assert!(cc.has("private"));
+        assert_eq!(CacheControl::parse("").unwrap(), CacheControl::default());
+        for bad in [
+            &b"max-age=60, foo=\"bar, private"[..],
+            b"max-age = 60, private",
+            b"max-age=, private",
+            b"private; max-age=60",
+            b"foo=\"a\\\xe9\", private",
+            b"private, x=\"\xe9\"",
+            b"pri\xffvate",
+            b"=60",
+            b"foo=\"a\"b, private",
+        ] {
+            assert_eq!(
+                CacheControl::parse(bad),
+                Err(Unparsable::CacheControl),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.append(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        h.append(CACHE_CONTROL, HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(
+            CacheControl::from_headers(&h),
+            Err(Unparsable::CacheControl)
+        );
+    }
+
+    #[test]
+    fn delta_seconds_clamp_at_2_pow_31() {
+        assert_eq!(delta_seconds(b"0"), Some(0));
+        assert_eq!(delta_seconds(b"2147483647"), Some(2_147_483_647));
+        assert_eq!(delta_seconds(b"2147483648"), Some(MAX_DELTA_SECONDS));
+        assert_eq!(
+            delta_seconds(b"99999999999999999999999999999"),
+            Some(MAX_DELTA_SECONDS)
+        );
+        for bad in [&b""[..], b"-1", b"1.5", b" 1", b"+1"] {
+            assert_eq!(delta_seconds(bad), None);
+        }
+        let cc = CacheControl::parse("max-age=18446744073709551615").unwrap();
+        assert_eq!(cc.seconds("max-age"), Some(MAX_DELTA_SECONDS));
+    }
+
+    #[test]
+    fn an_unparsable_cache_control_is_never_rewritten_except_by_never_cache() {
+        let bad = HeaderValue::from_bytes(b"private, x=\"\xe9\"").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, bad.clone());
+        patch_response_headers(&mut h, Duration::from_secs(60));
+        assert_eq!(h[CACHE_CONTROL], bad);
+        add_never_cache_headers(&mut h);
+        assert_eq!(
+            h[CACHE_CONTROL],
+            "max-age=0, no-cache, no-store, must-revalidate, private"
+        );
+    }
+
+    #[test]
+    fn vary_follows_the_rfc_grammar_and_an_unparsable_one_reads_as_star() {
+        let mut h = HeaderMap::new();
+        h.append(
+            VARY,
+            HeaderValue::from_static(" , Accept-Language,,cookie "),
+        );
+        h.append(VARY, HeaderValue::from_static("COOKIE"));
+        assert_eq!(vary_names(&h), ["accept-language", "cookie"]);
+        for bad in [&b"accept language"[..], b"x-\xe9", b"a;b", b"\"a\""] {
+            let mut h = HeaderMap::new();
+            h.append(VARY, HeaderValue::from_static("accept"));
+            h.append(VARY, HeaderValue::from_bytes(bad).unwrap());
+            assert_eq!(parse_vary(&h), Err(Unparsable::Vary));
+            assert_eq!(vary_names(&h), ["*"]);
+            // Patching keeps the unreadable line and adds the name on a line of its own.
+            patch_vary_headers(&mut h, &["authorization"]);
+            let lines: Vec<&[u8]> = h.get_all(VARY).iter().map(HeaderValue::as_bytes).collect();
+            assert_eq!(lines, [&b"accept"[..], bad, b"authorization"]);
+        }
+    }
+
+    #[test]
+    fn http_date_saturates_outside_what_it_can_write() {
+        assert_eq!(
+            http_date(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        let far = add_saturating(SystemTime::UNIX_EPOCH, Duration::MAX);
+        assert_eq!(http_date(far), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(
+            http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1000)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+    }
+}
+
+/// Strategies for the property tests of the parsers of client and origin input.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    /// Header values made of the bytes and words that matter to caching headers (quotes,
+    /// backslashes, commas, `=`, whitespace, non-ASCII, directive names, numbers), plus any
+    /// byte a header value may hold.
+    pub(crate) fn header_value() -> impl Strategy<Value = HeaderValue> {
+        let piece = prop_oneof![
+            Just(b"\"".to_vec()),
+            Just(b"\\".to_vec()),
+            Just(b",".to_vec()),
+            Just(b"=".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b"\t".to_vec()),
+            Just(b"W/".to_vec()),
+            Just(b"*".to_vec()),
+            Just(b"private".to_vec()),
+            Just(b"public".to_vec()),
+            Just(b"no-store".to_vec()),
+            Just(b"max-age".to_vec()),
+            Just(b"s-maxage".to_vec()),
+            Just(b"cookie".to_vec()),
+            Just(b"Sun, 06 Nov 1994 08:49:37 GMT".to_vec()),
+            "[0-9]{1,25}".prop_map(String::into_bytes),
+            "[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,8}".prop_map(String::into_bytes),
+            (0x80u8..=0xff).prop_map(|b| vec![b]),
+            any::<u8>().prop_map(|b| vec![b]),
+        ];
+        proptest::collection::vec(piece, 0..12).prop_filter_map("not a header value", |pieces| {
+            HeaderValue::from_bytes(&pieces.concat()).ok()
+        })
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::strategies::header_value;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Anything parses or is refused without a panic; what parses writes back to itself.
+        #[test]
+        fn cache_control_parses_or_refuses_and_round_trips(value in header_value()) {
+            if let Ok(cc) = CacheControl::parse(value.as_bytes()) {
+                let written = cc.to_string();
+                prop_assert_eq!(CacheControl::parse(&written), Ok(cc));
+            }
+        }
+
+        /// Nothing written before or after `private` can hide it: the header either parses
+        /// with `private` or does not parse at all.
+        #[test]
+        fn private_is_never_hidden(before in header_value(), after in header_value()) {
+            let mut text = before.as_bytes().to_vec();
+            text.extend_from_slice(b", private, ");
+            text.extend_from_slice(after.as_bytes());
+            if let Ok(cc) = CacheControl::parse(&text) {
+                // Inside a quoted string `private` is a value, not a directive: then the
+                // string must have been closed and reopened around it by what came before.
+                let quotes_before = before.as_bytes().iter().filter(|b| **b == b'"').count();
+                prop_assert!(cc.has("private") || quotes_before > 0);
+            }
+            let mut text = b"private, ".to_vec();
+            text.extend_from_slice(after.as_bytes());
+            if let Ok(cc) = CacheControl::parse(&text) {
+                prop_assert!(cc.has("private"));
+            }
+        }
+
+        /// Well-formed directive lists read back exactly, whatever their values hold.
+        #[test]
+        fn well_formed_directives_read_back(
+            directives in proptest::collection::vec(
+                ("[a-zA-Z][a-zA-Z0-9-]{0,10}", proptest::option::of("[ -~\t]{0,12}")),
+                0..6,
+            )
+        ) {
+            let mut text = String::new();
+            for (i, (name, value)) in directives.iter().enumerate() {
+                if i > 0 { text.push_str(" ,\t"); }
+                text.push_str(name);
+                if let Some(v) = value {
+                    text.push_str("=\"");
+                    for c in v.chars() {
+                        if c == '"' || c == '\\' { text.push('\\'); }
+                        text.push(c);
+                    }
+                    text.push('"');
+                }
+            }
+            let cc = CacheControl::parse(&text).unwrap();
+            for (name, value) in &directives {
+                prop_assert!(cc.has(&name.to_ascii_lowercase()));
+                let first = directives
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| v.as_deref());
+                prop_assert_eq!(cc.get(&name.to_ascii_lowercase()), first);
+                let _ = value;
+            }
+        }
+
+        #[test]
+        fn delta_seconds_never_exceed_2_pow_31(digits in "[0-9]{1,40}", junk in header_value()) {
+            let n = delta_seconds(digits.as_bytes()).unwrap();
+            prop_assert!(n <= MAX_DELTA_SECONDS);
+            if let Ok(exact) = digits.parse::<u64>() {
+                prop_assert_eq!(n, exact.min(MAX_DELTA_SECONDS));
+            }
+            if let Some(n) = delta_seconds(junk.as_bytes()) {
+                prop_assert!(n <= MAX_DELTA_SECONDS);
+                prop_assert!(junk.as_bytes().iter().all(u8::is_ascii_digit));
+            }
+        }
+
+        /// A Vary that does not parse reads as `*`; one that parses lists only header names.
+        #[test]
+        fn vary_parses_or_reads_as_star(lines in proptest::collection::vec(header_value(), 0..3)) {
+            let mut h = HeaderMap::new();
+            for line in &lines {
+                h.append(VARY, line.clone());
+            }
+            match parse_vary(&h) {
+                Ok(names) => {
+                    for n in &names {
+                        prop_assert!(n == "*" || http::HeaderName::from_bytes(n.as_bytes()).is_ok());
+                    }
+                    prop_assert_eq!(vary_names(&h), names);
+                }
+                Err(_) => prop_assert_eq!(vary_names(&h), vec!["*".to_owned()]),
+            }
+            // Patching never loses what was there: the result still varies on all of it.
+            let before = vary_names(&h);
+            patch_vary_headers(&mut h, &["authorization"]);
+            let after = vary_names(&h);
+            prop_assert!(after.iter().any(|n| n == "*" || n == "authorization"));
+            for n in before {
+                prop_assert!(after.contains(&n) || after.iter().any(|a| a == "*"));
+            }
+        }
+
+        /// Patching never panics, and never rewrites a Cache-Control it could not read.
+        #[test]
+        fn patches_never_rewrite_what_they_cannot_read(value in header_value(), ttl in any::<u64>()) {
+            let mut h = HeaderMap::new();
+            h.insert(CACHE_CONTROL, value.clone());
+            patch_response_headers(&mut h, Duration::from_secs(ttl));
+            prop_assert!(parse_http_date(&h[EXPIRES]).is_some());
+            if CacheControl::parse(value.as_bytes()).is_err() {
+                prop_assert_eq!(&h[CACHE_CONTROL], &value);
+            } else {
+                let cc = CacheControl::from_headers(&h).unwrap();
+                prop_assert!(cc.seconds("max-age").unwrap() <= ttl.min(MAX_DELTA_SECONDS));
+            }
+        }
+
+        /// Dates are written for any instant and read back; any bytes read as a date or none.
+        #[test]
+        fn http_dates_never_panic(secs in any::<u64>(), back in any::<bool>(), value in header_value()) {
+            let d = Duration::from_secs(secs);
+            let at = if back {
+                SystemTime::UNIX_EPOCH.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)
+            } else {
+                add_saturating(SystemTime::UNIX_EPOCH, d)
+            };
+            prop_assert!(parse_http_date(&http_date(at)).is_some());
+            let _ = parse_http_date(&value);
+        }
+    }
 }

@@ -480,4 +480,322 @@ mod tests {
         assert!(matches!(d, Decision::Store { .. }));
         assert_eq!(h["vary"], "authorization");
     }
+
+    fn decide_raw(
+        policy: &Policy,
+        status: StatusCode,
+        req: &[(&'static str, &[u8])],
+        resp: &[(&'static str, &[u8])],
+    ) -> (Decision, HeaderMap) {
+        let mut request = HeaderMap::new();
+        for (k, v) in req {
+            request.append(*k, HeaderValue::from_bytes(v).unwrap());
+        }
+        let mut response = HeaderMap::new();
+        for (k, v) in resp {
+            response.append(*k, HeaderValue::from_bytes(v).unwrap());
+        }
+        let now = SystemTime::now();
+        let d = policy.decide(&mut Exchange {
+            request: &request,
+            status,
+            response: &mut response,
+            layer_timeout: None,
+            default_ttl: Duration::from_secs(600),
+            request_time: now,
+            response_time: now,
+        });
+        (d, response)
+    }
+
+    #[test]
+    fn every_reason_is_typed() {
+        let django = Policy::Django;
+        let rfc = Policy::shared_cache();
+        let ok = StatusCode::OK;
+        let cases: [(
+            &Policy,
+            StatusCode,
+            &[(&str, &[u8])],
+            &[(&str, &[u8])],
+            NotStored,
+        ); 12] = [
+            (
+                &django,
+                StatusCode::NOT_FOUND,
+                &[],
+                &[],
+                NotStored::StatusNotCacheable(StatusCode::NOT_FOUND),
+            ),
+            (
+                &django,
+                StatusCode::NOT_MODIFIED,
+                &[],
+                &[],
+                NotStored::StatusNotCacheable(StatusCode::NOT_MODIFIED),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("vary", b"accept, *")],
+                NotStored::VaryStar,
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("set-cookie", b"a=b")],
+                NotStored::SetsCookie,
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("cache-control", b"max-age=60, Private")],
+                NotStored::CacheControlForbids("private"),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("cache-control", b"no-store")],
+                NotStored::CacheControlForbids("no-store"),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("cache-control", b"private, x=\"\xe9\"")],
+                NotStored::UnparsableHeader(Unparsable::CacheControl),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("vary", b"x-\xe9")],
+                NotStored::UnparsableHeader(Unparsable::Vary),
+            ),
+            (
+                &rfc,
+                ok,
+                &[("cache-control", b"no-store")],
+                &[("cache-control", b"max-age=60")],
+                NotStored::RequestNoStore,
+            ),
+            (
+                &rfc,
+                ok,
+                &[("cache-control", b"no-store, \"")],
+                &[("cache-control", b"max-age=60")],
+                NotStored::UnparsableHeader(Unparsable::CacheControl),
+            ),
+            (
+                &rfc,
+                ok,
+                &[],
+                &[("cache-control", b"max-age=60"), ("date", b"soon")],
+                NotStored::UnparsableHeader(Unparsable::Date),
+            ),
+            (
+                &rfc,
+                ok,
+                &[],
+                &[("cache-control", b"max-age=60"), ("age", b"1e3")],
+                NotStored::UnparsableHeader(Unparsable::Age),
+            ),
+        ];
+        for (policy, status, req, resp, reason) in cases {
+            let (d, _) = decide_raw(policy, status, req, resp);
+            assert_eq!(
+                d,
+                Decision::Skip(reason),
+                "{policy:?} {status} {req:?} {resp:?}"
+            );
+        }
+        let (d, _) = decide_raw(
+            &rfc,
+            ok,
+            &[],
+            &[("cache-control", b"max-age=60"), ("age", b"60")],
+        );
+        assert_eq!(d, Decision::Skip(NotStored::AlreadyStale));
+        assert_eq!(
+            NotStored::UnparsableHeader(Unparsable::Vary).to_string(),
+            Unparsable::Vary.to_string()
+        );
+    }
+
+    #[test]
+    fn an_unparsable_cache_control_still_gets_vary_authorization() {
+        let (d, h) = decide_raw(
+            &Policy::Django,
+            StatusCode::OK,
+            &[("authorization", b"Basic x")],
+            &[("cache-control", b"public, x=\"")],
+        );
+        assert_eq!(
+            d,
+            Decision::Skip(NotStored::UnparsableHeader(Unparsable::CacheControl))
+        );
+        assert_eq!(h["vary"], "authorization");
+        assert_eq!(h["cache-control"], "public, x=\"");
+        assert!(!h.contains_key(EXPIRES));
+    }
+
+    #[test]
+    fn lifetimes_and_ages_saturate() {
+        let rfc = Policy::shared_cache();
+        let (d, _) = decide_raw(
+            &rfc,
+            StatusCode::OK,
+            &[],
+            &[("cache-control", b"s-maxage=99999999999999999999999")],
+        );
+        assert_eq!(
+            d,
+            Decision::Store {
+                fresh_for: MAX_DELTA,
+                initial_age: Duration::ZERO,
+                keep: MAX_DELTA
+            }
+        );
+        let (d, _) = decide_raw(
+            &rfc,
+            StatusCode::OK,
+            &[],
+            &[
+                ("cache-control", b"max-age=18446744073709551615"),
+                ("etag", b"\"x\""),
+            ],
+        );
+        assert!(
+            matches!(d, Decision::Store { fresh_for, keep, .. } if fresh_for == MAX_DELTA && keep == MAX_DELTA)
+        );
+        let (d, _) = decide_raw(
+            &rfc,
+            StatusCode::OK,
+            &[],
+            &[
+                ("cache-control", b"max-age=60"),
+                ("age", b"99999999999999999999, 3"),
+                ("etag", b"\"x\""),
+            ],
+        );
+        assert!(
+            matches!(d, Decision::Store { initial_age, keep, .. } if initial_age == MAX_DELTA && keep == Duration::from_secs(600))
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::headers::strategies::header_value;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 12] = [
+        "cache-control",
+        "vary",
+        "age",
+        "date",
+        "expires",
+        "last-modified",
+        "etag",
+        "set-cookie",
+        "authorization",
+        "pragma",
+        "x-other",
+        "cache-control",
+    ];
+
+    fn header_map() -> impl Strategy<Value = HeaderMap> {
+        proptest::collection::vec((proptest::sample::select(&NAMES[..]), header_value()), 0..8)
+            .prop_map(|pairs| {
+                let mut h = HeaderMap::new();
+                for (name, value) in pairs {
+                    h.append(name, value);
+                }
+                h
+            })
+    }
+
+    fn policy() -> impl Strategy<Value = Policy> {
+        prop_oneof![
+            Just(Policy::Django),
+            Just(Policy::shared_cache()),
+            (any::<f64>(), any::<u64>(), any::<u64>()).prop_map(|(f, max, keep)| {
+                Policy::SharedCache(SharedCachePolicy {
+                    heuristic_fraction: f,
+                    max_heuristic: Duration::from_secs(max),
+                    keep_stale: Duration::from_secs(keep),
+                })
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any request and response headers, any status, any clocks: a decision, never a
+        /// panic; never a store when a caching header does not parse; never a duration
+        /// beyond 2^31 s.
+        #[test]
+        fn decide_never_panics_and_never_stores_what_it_cannot_read(
+            policy in policy(),
+            request in header_map(),
+            mut response in header_map(),
+            status in proptest::sample::select(vec![200u16, 304, 404, 500]),
+            layer_timeout in proptest::option::of(any::<u64>()),
+            clocks in (any::<u32>(), any::<u32>()),
+        ) {
+            let unreadable = CacheControl::from_headers(&response).is_err()
+                || parse_vary(&response).is_err()
+                || (matches!(policy, Policy::SharedCache(_))
+                    && (response_date(&response).is_err() || age_header(&response).is_err()
+                        || CacheControl::from_headers(&request).is_err()));
+            let request_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(clocks.0));
+            let response_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(clocks.1));
+            let status = StatusCode::from_u16(status).unwrap();
+            let decision = policy.decide(&mut Exchange {
+                request: &request,
+                status,
+                response: &mut response,
+                layer_timeout: layer_timeout.map(Duration::from_secs),
+                default_ttl: Duration::from_secs(600),
+                request_time,
+                response_time,
+            });
+            if let Decision::Store { fresh_for, initial_age, keep } = decision {
+                prop_assert!(!unreadable, "stored with an unreadable header: {response:?}");
+                prop_assert_eq!(status, StatusCode::OK);
+                prop_assert!(fresh_for <= MAX_DELTA && initial_age <= MAX_DELTA && keep <= MAX_DELTA);
+                prop_assert!(!keep.is_zero());
+            }
+            let _ = policy.may_use_cache(&request);
+        }
+
+        /// Any request headers: the page is served fresh or revalidated, never a panic; a
+        /// request whose Cache-Control does not parse never gets a stored page unchecked.
+        #[test]
+        fn usable_never_panics(policy in policy(), request in header_map(), age in 0u64..1200) {
+            let now = SystemTime::now();
+            let page = StoredResponse {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body: bytes::Bytes::new(),
+                stored_at: now - Duration::from_secs(age),
+                fresh_for: Duration::from_secs(600),
+                initial_age: Duration::ZERO,
+                vary: Vec::new(),
+            };
+            let usable = policy.usable(&page, &request, now);
+            if age >= 600
+                || (matches!(policy, Policy::SharedCache(_))
+                    && CacheControl::from_headers(&request).is_err())
+            {
+                prop_assert_eq!(usable, Usable::Revalidate);
+            }
+        }
+    }
 }
