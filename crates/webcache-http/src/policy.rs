@@ -11,6 +11,12 @@
 //! | `Set-Cookie` in the response | no (Django refuses only when the response varies on `Cookie` and the request had no cookie; a cookie-setting page is personal far more often than not) |
 //! | request with a non-empty `Authorization`, response not `public` | `Vary: Authorization` is added, so the page is only ever served to the same credentials |
 //! | body larger than the layer's `max_body` | no (streamed through, never buffered whole) |
+//! | a `Cache-Control` or `Vary` that does not parse (RFC 9111 §5.2, RFC 9110 §5.6: a stray or unbalanced quote, a space around `=`, bytes outside ASCII); under the shared-cache policy also an unparsable `Date` or `Age`, or request `Cache-Control` | no, and the Django policy leaves such a `Cache-Control` as it is: a directive the parser could not read may have been `private` |
+//!
+//! Every reason for not storing is a [`NotStored`]. Delta-seconds (`max-age`, `s-maxage`,
+//! `Age`) larger than 2^31 count as 2^31 seconds (RFC 9111 §1.2.2), and every lifetime, age and
+//! date is computed with saturating arithmetic, so no header value can make the policy panic.
+//! Error pages (any status but 200, and 304 under the Django policy) get no caching headers.
 //!
 //! [`Policy::Django`] then follows Django's `UpdateCacheMiddleware`: the layer's timeout wins,
 //! otherwise the response's `max-age` (0 = do not store), otherwise the layer's default TTL;
@@ -508,18 +514,15 @@ mod tests {
         (d, response)
     }
 
+    type Headers<'a> = &'a [(&'static str, &'a [u8])];
+    type Case<'a> = (&'a Policy, StatusCode, Headers<'a>, Headers<'a>, NotStored);
+
     #[test]
     fn every_reason_is_typed() {
         let django = Policy::Django;
         let rfc = Policy::shared_cache();
         let ok = StatusCode::OK;
-        let cases: [(
-            &Policy,
-            StatusCode,
-            &[(&str, &[u8])],
-            &[(&str, &[u8])],
-            NotStored,
-        ); 12] = [
+        let cases: [Case<'_>; 12] = [
             (
                 &django,
                 StatusCode::NOT_FOUND,
