@@ -36,12 +36,13 @@ pub fn evaluate(method: &Method, request: &HeaderMap, response: &HeaderMap) -> P
     if !is_conditional(request) {
         return Precondition::Proceed;
     }
-    let etag = response.get(ETAG).and_then(|v| v.to_str().ok());
+    let etag = response.get(ETAG).map(HeaderValue::as_bytes);
     let last_modified = response.get(LAST_MODIFIED).and_then(parse_http_date);
     let safe = method == Method::GET || method == Method::HEAD;
 
-    if let Some(if_match) = request.get(IF_MATCH).and_then(|v| v.to_str().ok()) {
-        if !matches_list(if_match, etag, true) {
+    if let Some(if_match) = request.get(IF_MATCH) {
+        // A list that does not parse cannot be shown to match: the condition fails.
+        if matches_list(if_match.as_bytes(), etag, true) != Some(true) {
             return Precondition::Failed;
         }
     } else if let Some(since) = request.get(IF_UNMODIFIED_SINCE).and_then(parse_http_date) {
@@ -50,8 +51,10 @@ pub fn evaluate(method: &Method, request: &HeaderMap, response: &HeaderMap) -> P
             return Precondition::Failed;
         }
     }
-    if let Some(if_none) = request.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        if matches_list(if_none, etag, false) {
+    if let Some(if_none) = request.get(IF_NONE_MATCH) {
+        // A list that does not parse matches nothing: the full response is sent (and
+        // If-Modified-Since is not consulted, as for any present If-None-Match).
+        if matches_list(if_none.as_bytes(), etag, false) == Some(true) {
             return if safe {
                 Precondition::NotModified
             } else {
@@ -96,29 +99,94 @@ pub(crate) fn strip_conditions(request: &mut HeaderMap) {
     }
 }
 
-/// Whether `etag` matches the entity-tag list `list` (`*` matches any existing tag). Strong
-/// comparison refuses weak tags.
-fn matches_list(list: &str, etag: Option<&str>, strong: bool) -> bool {
-    let list = list.trim();
-    if list == "*" {
-        return etag.is_some() || !strong;
-    }
-    let Some(etag) = etag else { return false };
-    let (etag_weak, etag_opaque) = split_weak(etag.trim());
-    if strong && etag_weak {
-        return false;
-    }
-    list.split(',').map(str::trim).any(|candidate| {
-        let (weak, opaque) = split_weak(candidate);
-        !(strong && weak) && opaque == etag_opaque
-    })
+/// Whether the representation's `etag` (the raw `ETag` value) passes the entity-tag list
+/// `list` (RFC 9110 §13.1.1/§13.1.2): `*` matches when there is an `ETag`, otherwise one of the
+/// listed tags must compare equal to it (strongly: both strong and the same; weakly: the same
+/// opaque tag). Returns `None` when `list` does not parse.
+fn matches_list(list: &[u8], etag: Option<&[u8]>, strong: bool) -> Option<bool> {
+    let tags = match parse_etag_list(list)? {
+        EtagList::Any => return Some(etag.is_some() || !strong),
+        EtagList::Tags(tags) => tags,
+    };
+    // An ETag that is not an entity-tag cannot be compared with anything.
+    let Some(current) = etag.and_then(parse_etag) else {
+        return Some(false);
+    };
+    Some(tags.iter().any(|candidate| {
+        candidate.opaque == current.opaque && !(strong && (candidate.weak || current.weak))
+    }))
 }
 
-fn split_weak(tag: &str) -> (bool, &str) {
-    match tag.strip_prefix("W/") {
+/// An entity-tag (RFC 9110 §8.8.3): `W/` when weak, then the opaque tag with its quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntityTag<'a> {
+    weak: bool,
+    opaque: &'a [u8],
+}
+
+/// The value of `If-Match` / `If-None-Match`: `*` or a list of entity-tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EtagList<'a> {
+    Any,
+    Tags(Vec<EntityTag<'a>>),
+}
+
+/// RFC 9110 §8.8.3 `etagc`: any visible character but `"`, and `obs-text`.
+fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// An entity-tag at the start of `text`, and what follows it. Commas inside the quotes are
+/// part of the tag.
+fn take_etag(text: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
+    let (weak, quoted) = match text.strip_prefix(b"W/") {
         Some(rest) => (true, rest),
-        None => (false, tag),
+        None => (false, text),
+    };
+    let inner = quoted.strip_prefix(b"\"")?;
+    let len = inner.iter().position(|b| !is_etagc(*b))?;
+    if inner.get(len) != Some(&b'"') {
+        return None;
     }
+    let (opaque, rest) = quoted.split_at(len + 2);
+    Some((EntityTag { weak, opaque }, rest))
+}
+
+/// An `ETag` value: one entity-tag, optionally surrounded by whitespace.
+fn parse_etag(value: &[u8]) -> Option<EntityTag<'_>> {
+    let (tag, rest) = take_etag(value.trim_ascii())?;
+    rest.is_empty().then_some(tag)
+}
+
+/// `If-Match` / `If-None-Match`: `*`, or a comma-separated list of entity-tags (empty elements
+/// and whitespace allowed, RFC 9110 §5.6.1). `None` when it is neither.
+fn parse_etag_list(value: &[u8]) -> Option<EtagList<'_>> {
+    let trimmed = value.trim_ascii();
+    if trimmed == b"*" {
+        return Some(EtagList::Any);
+    }
+    let mut tags = Vec::new();
+    let mut rest = trimmed;
+    loop {
+        let start = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b','))
+            .unwrap_or(rest.len());
+        rest = &rest[start..];
+        if rest.is_empty() {
+            break;
+        }
+        let (tag, after) = take_etag(rest)?;
+        tags.push(tag);
+        let after = after.trim_ascii_start();
+        rest = match after.split_first() {
+            None => after,
+            Some((b',', more)) => more,
+            Some(_) => return None,
+        };
+    }
+    // An empty list is not a valid field value (`1#entity-tag`).
+    (!tags.is_empty()).then_some(EtagList::Tags(tags))
 }
 
 /// A strong `ETag` for a body: a quoted SHA-256 prefix (128 bits, ample against collisions
@@ -245,8 +313,9 @@ where
                 return Ok(response.map(CacheBody::inner));
             }
             let (mut parts, body) = response.into_parts();
+            // A Cache-Control that does not parse might say no-store: no hash then either.
             let needs_etag = !parts.headers.contains_key(ETAG)
-                && !CacheControl::from_headers(&parts.headers).has("no-store");
+                && CacheControl::from_headers(&parts.headers).is_ok_and(|cc| !cc.has("no-store"));
             let body = if needs_etag {
                 match buffer(body, max_body).await {
                     Buffered::Complete(data) => {
@@ -346,5 +415,155 @@ mod tests {
             evaluate(&Method::PUT, &h(&[("if-none-match", "*")]), &resp),
             Precondition::Failed
         );
+    }
+
+    #[test]
+    fn entity_tag_lists_keep_commas_inside_tags() {
+        assert_eq!(
+            parse_etag_list(b" W/\"a,b\" ,, \"x\"\t"),
+            Some(EtagList::Tags(vec![
+                EntityTag {
+                    weak: true,
+                    opaque: b"\"a,b\""
+                },
+                EntityTag {
+                    weak: false,
+                    opaque: b"\"x\""
+                },
+            ]))
+        );
+        assert_eq!(parse_etag_list(b" * "), Some(EtagList::Any));
+        for bad in [
+            &b""[..],
+            b",",
+            b"*, \"a\"",
+            b"\"a",
+            b"a",
+            b"\"a\" \"b\"",
+            b"w/\"a\"",
+            b"\"a\"b\"",
+        ] {
+            assert_eq!(
+                parse_etag_list(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse_etag(b"\"\xe9t\xe9\""),
+            Some(EntityTag {
+                weak: false,
+                opaque: b"\"\xe9t\xe9\""
+            })
+        );
+        let resp = h(&[("etag", "\"a,b\"")]);
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &h(&[("if-none-match", "\"a\", \"b\"")]),
+                &resp
+            ),
+            Precondition::Proceed
+        );
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &h(&[("if-none-match", "\"x\", \"a,b\"")]),
+                &resp
+            ),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate(&Method::GET, &h(&[("if-match", "\"a,b\"")]), &resp),
+            Precondition::Proceed
+        );
+        // An ETag that is not an entity-tag matches no list, and `*` still means "one exists".
+        let unquoted = h(&[("etag", "abc")]);
+        assert_eq!(
+            evaluate(&Method::GET, &h(&[("if-none-match", "abc")]), &unquoted),
+            Precondition::Proceed
+        );
+        assert_eq!(
+            evaluate(&Method::GET, &h(&[("if-match", "*")]), &unquoted),
+            Precondition::Proceed
+        );
+        // An If-None-Match that does not parse is not a reason to look at If-Modified-Since.
+        let resp = h(&[
+            ("etag", "\"a\""),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &h(&[
+                    ("if-none-match", "\"a"),
+                    ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
+                ]),
+                &resp
+            ),
+            Precondition::Proceed
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::headers::strategies::header_value;
+    use proptest::prelude::*;
+
+    fn tag() -> impl Strategy<Value = (bool, String)> {
+        (any::<bool>(), "[!#-~]{0,8}")
+    }
+
+    fn write(tag: &(bool, String)) -> String {
+        format!("{}\"{}\"", if tag.0 { "W/" } else { "" }, tag.1)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes as ETag, If-Match and If-None-Match: an answer, never a panic; what
+        /// parses is made of whole quoted tags.
+        #[test]
+        fn preconditions_never_panic(
+            etag in proptest::option::of(header_value()),
+            if_match in proptest::option::of(header_value()),
+            if_none_match in proptest::option::of(header_value()),
+        ) {
+            let mut request = HeaderMap::new();
+            if let Some(v) = if_match.clone() { request.insert(IF_MATCH, v); }
+            if let Some(v) = if_none_match.clone() { request.insert(IF_NONE_MATCH, v); }
+            let mut response = HeaderMap::new();
+            if let Some(v) = etag { response.insert(ETAG, v); }
+            let _ = evaluate(&Method::GET, &request, &response);
+            for list in [if_match, if_none_match].into_iter().flatten() {
+                if let Some(EtagList::Tags(tags)) = parse_etag_list(list.as_bytes()) {
+                    for t in tags {
+                        prop_assert!(t.opaque.len() >= 2);
+                        prop_assert_eq!(t.opaque[0], b'"');
+                        prop_assert_eq!(t.opaque[t.opaque.len() - 1], b'"');
+                        prop_assert!(!t.opaque[1..t.opaque.len() - 1].contains(&b'"'));
+                    }
+                }
+            }
+        }
+
+        /// Lists of tags (commas inside them included) match exactly the tags they hold.
+        #[test]
+        fn tag_lists_match_exactly_their_tags(
+            list in proptest::collection::vec(tag(), 1..5),
+            current in tag(),
+            sep in "[ \t]{0,2},[ \t]{0,2}",
+        ) {
+            let text: Vec<String> = list.iter().map(write).collect();
+            let text = text.join(&sep);
+            let etag = write(&current);
+            let weak_match = list.iter().any(|t| t.1 == current.1);
+            let strong_match = !current.0 && list.iter().any(|t| !t.0 && t.1 == current.1);
+            prop_assert_eq!(matches_list(text.as_bytes(), Some(etag.as_bytes()), false), Some(weak_match));
+            prop_assert_eq!(matches_list(text.as_bytes(), Some(etag.as_bytes()), true), Some(strong_match));
+        }
     }
 }

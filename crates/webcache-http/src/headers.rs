@@ -13,43 +13,84 @@ use tower::{Layer, Service};
 
 use crate::future::MapHeadersFuture;
 
+/// The largest delta-seconds value (`max-age`, `s-maxage`, `Age`) the cache works with: RFC 9111
+/// §1.2.2 says a larger value, or one whose arithmetic overflows, is taken as 2^31 seconds
+/// (about 68 years). Every duration the policy computes stays within it.
+pub const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// A caching header field whose value does not follow its grammar. A cache cannot know what
+/// such a field meant (an unreadable `Cache-Control` may hide `private`, an unreadable `Vary`
+/// the header a page varies on), so a response carrying one is never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unparsable {
+    /// `Cache-Control` is not a comma-separated list of `token[=token / quoted-string]`
+    /// (RFC 9111 §5.2), or is not ASCII.
+    #[error("the Cache-Control header does not parse: it must be a comma-separated list of `name` or `name=value` (value a token or a quoted string), in ASCII (RFC 9111 §5.2)")]
+    CacheControl,
+    /// `Vary` is not `*` or a comma-separated list of header names (RFC 9110 §12.5.5).
+    #[error("the Vary header does not parse: it must be `*` or a comma-separated list of header names (RFC 9110 §12.5.5)")]
+    Vary,
+    /// `Age` is not a non-negative integer (RFC 9111 §5.1).
+    #[error("the Age header does not parse: it must be a number of seconds (RFC 9111 §5.1)")]
+    Age,
+    /// `Date` is not an HTTP date (RFC 9110 §6.6.1).
+    #[error("the Date header does not parse: it must be an HTTP date such as `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7)")]
+    Date,
+}
+
 /// The directives of the `Cache-Control` header fields of a message, in order.
 ///
-/// Directive names are lower-cased; values keep their case with surrounding quotes removed.
-/// Several header lines are read as one comma-separated list, as RFC 9110 says.
+/// Parsed as RFC 9111 §5.2 and RFC 9110 §5.6 say: a comma-separated list (empty elements and
+/// whitespace around commas allowed) of `name` or `name=value`, where the name is a token
+/// (compared case-insensitively, kept lower-cased) and the value a token or a quoted string
+/// (quotes removed, `\x` quoted pairs unescaped). Several header lines are read as one list.
+/// Anything else (a stray quote, a space around `=`, a byte outside ASCII) is an error, never a
+/// partial reading: a directive the parser skipped could have been `private`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheControl {
     directives: Vec<(String, Option<String>)>,
 }
 
 impl CacheControl {
-    /// Parses every `Cache-Control` line of `headers`. Unreadable (non-UTF-8) lines are skipped.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    /// Parses every `Cache-Control` line of `headers` (none: no directives).
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, Unparsable> {
         let mut cc = CacheControl::default();
         for value in headers.get_all(CACHE_CONTROL) {
-            if let Ok(text) = value.to_str() {
-                cc.parse_into(text);
-            }
+            cc.parse_into(value.as_bytes())?;
         }
-        cc
+        Ok(cc)
     }
 
     /// Parses one header value.
-    pub fn parse(text: &str) -> Self {
+    pub fn parse(text: impl AsRef<[u8]>) -> Result<Self, Unparsable> {
         let mut cc = CacheControl::default();
-        cc.parse_into(text);
-        cc
+        cc.parse_into(text.as_ref())?;
+        Ok(cc)
     }
 
-    fn parse_into(&mut self, text: &str) {
-        for part in split_list(text) {
-            let (name, value) = match part.split_once('=') {
-                Some((n, v)) => (n.trim(), Some(unquote(v.trim()).to_owned())),
-                None => (part.trim(), None),
-            };
-            if !name.is_empty() {
-                self.directives.push((name.to_ascii_lowercase(), value));
+    fn parse_into(&mut self, text: &[u8]) -> Result<(), Unparsable> {
+        let mut rest = text;
+        loop {
+            rest = skip_list_separators(rest);
+            if rest.is_empty() {
+                return Ok(());
             }
+            let (name, after) = take_token(rest).ok_or(Unparsable::CacheControl)?;
+            rest = after;
+            let mut value = None;
+            if let Some(after) = rest.strip_prefix(b"=") {
+                let (v, after) = if after.starts_with(b"\"") {
+                    take_quoted_string(after)
+                } else {
+                    take_token(after).map(|(t, r)| (t.to_owned(), r))
+                }
+                .ok_or(Unparsable::CacheControl)?;
+                value = Some(v);
+                rest = after;
+            }
+            self.directives.push((name.to_ascii_lowercase(), value));
+            rest = end_of_list_element(rest).ok_or(Unparsable::CacheControl)?;
         }
     }
 
@@ -67,15 +108,16 @@ impl CacheControl {
             .and_then(|(_, v)| v.as_deref())
     }
 
-    /// A delta-seconds directive (`max-age`, `s-maxage`). A present but unreadable value reads
-    /// as 0 (RFC 9111 §4.2.1: treat an invalid freshness as stale).
+    /// A delta-seconds directive (`max-age`, `s-maxage`), at most [`MAX_DELTA_SECONDS`]. A
+    /// present but unreadable value reads as 0 (RFC 9111 §4.2.1: treat an invalid freshness as
+    /// stale).
     pub fn seconds(&self, name: &str) -> Option<u64> {
         if !self.has(name) {
             return None;
         }
         Some(
             self.get(name)
-                .and_then(|v| v.parse::<u64>().ok())
+                .and_then(|v| delta_seconds(v.as_bytes()))
                 .unwrap_or(0),
         )
     }
@@ -129,7 +171,14 @@ impl fmt::Display for CacheControl {
                 if token {
                     write!(f, "={v}")?;
                 } else {
-                    write!(f, "=\"{}\"", v.replace('"', "\\\""))?;
+                    f.write_str("=\"")?;
+                    for c in v.chars() {
+                        if c == '"' || c == '\\' {
+                            f.write_char('\\')?;
+                        }
+                        f.write_char(c)?;
+                    }
+                    f.write_char('"')?;
                 }
             }
         }
@@ -137,33 +186,89 @@ impl fmt::Display for CacheControl {
     }
 }
 
-/// Splits a comma-separated header list, keeping commas inside quoted strings.
-fn split_list(text: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    for (i, b) in text.bytes().enumerate() {
-        match b {
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                parts.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
+/// Parses delta-seconds (`1*DIGIT`, RFC 9111 §1.2.2), clamped at [`MAX_DELTA_SECONDS`];
+/// `None` when it is not digits.
+pub(crate) fn delta_seconds(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for digit in text {
+        n = n * 10 + u64::from(digit - b'0');
+        if n >= MAX_DELTA_SECONDS {
+            return Some(MAX_DELTA_SECONDS);
         }
     }
-    parts.push(&text[start..]);
-    parts
-        .into_iter()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect()
+    Some(n)
 }
 
-fn unquote(v: &str) -> &str {
-    v.strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v)
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn skip_ows(text: &[u8]) -> &[u8] {
+    let start = text.iter().position(|b| !is_ows(*b)).unwrap_or(text.len());
+    &text[start..]
+}
+
+/// Skips whitespace and the empty elements a list may contain (RFC 9110 §5.6.1: `, ,a` is `a`).
+fn skip_list_separators(text: &[u8]) -> &[u8] {
+    let start = text
+        .iter()
+        .position(|b| !is_ows(*b) && *b != b',')
+        .unwrap_or(text.len());
+    &text[start..]
+}
+
+/// After a list element: whitespace, then a comma (what follows it) or the end; `None` for
+/// anything else.
+fn end_of_list_element(text: &[u8]) -> Option<&[u8]> {
+    let text = skip_ows(text);
+    match text.split_first() {
+        None => Some(text),
+        Some((b',', rest)) => Some(rest),
+        Some(_) => None,
+    }
+}
+
+/// A token (`1*tchar`) at the start of `text`, and what follows it.
+fn take_token(text: &[u8]) -> Option<(&str, &[u8])> {
+    let end = text
+        .iter()
+        .position(|b| !is_tchar(*b))
+        .unwrap_or(text.len());
+    if end == 0 {
+        return None;
+    }
+    let token = std::str::from_utf8(&text[..end]).ok()?;
+    Some((token, &text[end..]))
+}
+
+/// A quoted string (RFC 9110 §5.6.4) at the start of `text`, unescaped, and what follows it.
+/// Only ASCII is accepted (`obs-text` is refused: its meaning is unknown).
+fn take_quoted_string(text: &[u8]) -> Option<(String, &[u8])> {
+    let mut bytes = text.strip_prefix(b"\"")?.iter().enumerate();
+    let mut value = String::new();
+    while let Some((i, &b)) = bytes.next() {
+        match b {
+            b'"' => return Some((value, &text[i + 2..])),
+            b'\\' => {
+                let (_, &escaped) = bytes.next()?;
+                if !(escaped == b'\t' || (b' '..=b'~').contains(&escaped)) {
+                    return None;
+                }
+                value.push(char::from(escaped));
+            }
+            b'\t' | b' '..=b'~' => value.push(char::from(b)),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// What [`patch_cache_control`] changes, Django's `patch_cache_control(**kwargs)` as a builder.
@@ -238,8 +343,17 @@ impl CacheControlPatch {
 
 /// Django's `patch_cache_control`: adds or replaces directives. When both the response and the
 /// patch have `max-age`, the smaller wins; `private` and `public` replace each other.
+///
+/// A `Cache-Control` that does not parse is left as it is (with a warning): rewriting it would
+/// drop what it meant, perhaps `private`, and the page cache never stores such a response.
 pub fn patch_cache_control(headers: &mut HeaderMap, patch: &CacheControlPatch) {
-    let mut cc = CacheControl::from_headers(headers);
+    let mut cc = match CacheControl::from_headers(headers) {
+        Ok(cc) => cc,
+        Err(e) => {
+            tracing::warn!("Cache-Control not patched: {e}");
+            return;
+        }
+    };
     for (name, value) in &patch.set {
         match name.as_str() {
             "private" => cc.remove("public"),
@@ -250,7 +364,7 @@ pub fn patch_cache_control(headers: &mut HeaderMap, patch: &CacheControlPatch) {
         if name == "max-age" {
             if let (Some(old), Some(new)) = (
                 cc.seconds("max-age"),
-                value.as_deref().and_then(|v| v.parse::<u64>().ok()),
+                value.as_deref().and_then(|v| delta_seconds(v.as_bytes())),
             ) {
                 value = Some(old.min(new).to_string());
             }
@@ -261,18 +375,23 @@ pub fn patch_cache_control(headers: &mut HeaderMap, patch: &CacheControlPatch) {
 }
 
 /// Django's `patch_response_headers`: sets `Expires` to now + `ttl` when absent and patches
-/// `max-age` to at most `ttl`.
+/// `max-age` to at most `ttl` (`ttl` counts as at most [`MAX_DELTA_SECONDS`]).
 pub fn patch_response_headers(headers: &mut HeaderMap, ttl: Duration) {
+    let ttl = ttl.min(Duration::from_secs(MAX_DELTA_SECONDS));
     if !headers.contains_key(EXPIRES) {
-        headers.insert(EXPIRES, http_date(SystemTime::now() + ttl));
+        headers.insert(EXPIRES, http_date(add_saturating(SystemTime::now(), ttl)));
     }
     patch_cache_control(headers, &CacheControlPatch::new().max_age(ttl));
 }
 
 /// Django's `add_never_cache_headers`: `Expires` now and
-/// `Cache-Control: max-age=0, no-cache, no-store, must-revalidate, private`.
+/// `Cache-Control: max-age=0, no-cache, no-store, must-revalidate, private`. A `Cache-Control`
+/// that does not parse is replaced (never caching is safe whatever it said).
 pub fn add_never_cache_headers(headers: &mut HeaderMap) {
     headers.insert(EXPIRES, http_date(SystemTime::now()));
+    if CacheControl::from_headers(headers).is_err() {
+        headers.remove(CACHE_CONTROL);
+    }
     patch_cache_control(
         headers,
         &CacheControlPatch::new()
@@ -284,20 +403,35 @@ pub fn add_never_cache_headers(headers: &mut HeaderMap) {
     );
 }
 
-/// The header names listed in the response's `Vary` fields, lower-cased, in order, without
-/// duplicates. `*` is kept as `*`.
+/// The header names listed in the response's `Vary` fields (RFC 9110 §12.5.5), lower-cased, in
+/// order, without duplicates; `*` is kept as `*`.
+///
+/// A `Vary` that does not parse (not `*` or comma-separated header names, or not ASCII) reads
+/// as `["*"]`: the response varies on something unknown, so no cache may reuse it.
 pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
+    parse_vary(headers).unwrap_or_else(|_| vec!["*".to_owned()])
+}
+
+/// The names of the `Vary` fields, as [`vary_names`], or why they do not parse.
+pub(crate) fn parse_vary(headers: &HeaderMap) -> Result<Vec<String>, Unparsable> {
     let mut names: Vec<String> = Vec::new();
     for value in headers.get_all(VARY) {
-        let Ok(text) = value.to_str() else { continue };
-        for name in split_list(text) {
+        let mut rest = value.as_bytes();
+        loop {
+            rest = skip_list_separators(rest);
+            if rest.is_empty() {
+                break;
+            }
+            // `*` is a tchar, so a token covers it (RFC 9110: `Vary = #( "*" / field-name )`).
+            let (name, after) = take_token(rest).ok_or(Unparsable::Vary)?;
             let name = name.to_ascii_lowercase();
             if !names.contains(&name) {
                 names.push(name);
             }
+            rest = end_of_list_element(after).ok_or(Unparsable::Vary)?;
         }
     }
-    names
+    Ok(names)
 }
 
 /// Whether the response's `Vary` lists `name` (case-insensitive).
@@ -308,9 +442,19 @@ pub fn has_vary_header(headers: &HeaderMap, name: &str) -> bool {
 }
 
 /// Django's `patch_vary_headers`: adds `names` to `Vary` unless already there (an existing
-/// `Vary: *` stays `*`).
+/// `Vary: *` stays `*`). A `Vary` that does not parse is kept and the names are added on a line
+/// of their own, so neither what it said nor what is added is lost.
 pub fn patch_vary_headers(headers: &mut HeaderMap, names: &[&str]) {
-    let mut current = vary_names(headers);
+    let Ok(mut current) = parse_vary(headers) else {
+        match HeaderValue::from_str(&names.join(", ")) {
+            Ok(v) if !names.is_empty() => {
+                headers.append(VARY, v);
+            }
+            Ok(_) => {}
+            Err(_) => tracing::warn!("Vary names are not a valid header value; left unchanged"),
+        }
+        return;
+    };
     if current.iter().any(|n| n == "*") {
         return;
     }
@@ -324,14 +468,7 @@ pub fn patch_vary_headers(headers: &mut HeaderMap, names: &[&str]) {
     if current.len() == original_len && headers.get_all(VARY).iter().count() <= 1 {
         return;
     }
-    let mut joined = String::new();
-    for (i, n) in current.iter().enumerate() {
-        if i > 0 {
-            joined.push_str(", ");
-        }
-        let _ = write!(joined, "{n}");
-    }
-    match HeaderValue::from_str(&joined) {
+    match HeaderValue::from_str(&current.join(", ")) {
         Ok(v) => {
             headers.insert(VARY, v);
         }
@@ -339,14 +476,30 @@ pub fn patch_vary_headers(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
-/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) as a header value.
-pub fn http_date(at: SystemTime) -> HeaderValue {
-    // An IMF-fixdate is always visible ASCII.
-    HeaderValue::from_str(&httpdate::fmt_http_date(at))
-        .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+/// The last instant an HTTP date can show (9999-12-31 23:59:59 UTC).
+const LAST_HTTP_DATE: Duration = Duration::from_secs(253_402_300_799);
+
+/// `at + d`, or the latest representable HTTP date when that overflows.
+pub(crate) fn add_saturating(at: SystemTime, d: Duration) -> SystemTime {
+    at.checked_add(d)
+        .unwrap_or(SystemTime::UNIX_EPOCH + LAST_HTTP_DATE)
 }
 
-/// Parses an HTTP date header value.
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) as a header value. Times before 1970 or
+/// after 9999 are written as the nearest date that can be written.
+pub fn http_date(at: SystemTime) -> HeaderValue {
+    let since_epoch = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST_HTTP_DATE);
+    // An IMF-fixdate is always visible ASCII.
+    HeaderValue::from_str(&httpdate::fmt_http_date(
+        SystemTime::UNIX_EPOCH + since_epoch,
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+/// Parses an HTTP date header value (`None` when it is not one).
 pub fn parse_http_date(value: &HeaderValue) -> Option<SystemTime> {
     httpdate::parse_http_date(value.to_str().ok()?).ok()
 }
@@ -450,13 +603,16 @@ mod tests {
 
     #[test]
     fn parses_quoted_values_and_case() {
-        let cc = CacheControl::parse("Public, MAX-AGE=60, private=\"Set-Cookie, X\", no-cache");
+        let cc =
+            CacheControl::parse("Public, MAX-AGE=60, private=\"Set-Cookie, X\", no-cache").unwrap();
         assert!(cc.has("public"));
         assert!(cc.has("private"));
         assert_eq!(cc.get("private"), Some("Set-Cookie, X"));
         assert_eq!(cc.seconds("max-age"), Some(60));
         assert_eq!(
-            CacheControl::parse("max-age=abc").seconds("max-age"),
+            CacheControl::parse("max-age=abc")
+                .unwrap()
+                .seconds("max-age"),
             Some(0)
         );
     }
@@ -491,5 +647,282 @@ mod tests {
         h.insert(VARY, HeaderValue::from_static("*"));
         patch_vary_headers(&mut h, &["cookie"]);
         assert_eq!(h[VARY], "*");
+    }
+
+    #[test]
+    fn cache_control_follows_the_rfc_grammar() {
+        let cc = CacheControl::parse(", max-age=60 ,, foo=\"a\\\"b\\\\c,d\" ,\tPrivate").unwrap();
+        assert_eq!(cc.seconds("max-age"), Some(60));
+        assert_eq!(cc.get("foo"), Some("a\"b\\c,d"));
+        assert!(cc.has("private"));
+        assert_eq!(CacheControl::parse("").unwrap(), CacheControl::default());
+        for bad in [
+            &b"max-age=60, foo=\"bar, private"[..],
+            b"max-age = 60, private",
+            b"max-age=, private",
+            b"private; max-age=60",
+            b"foo=\"a\\\xe9\", private",
+            b"private, x=\"\xe9\"",
+            b"pri\xffvate",
+            b"=60",
+            b"foo=\"a\"b, private",
+        ] {
+            assert_eq!(
+                CacheControl::parse(bad),
+                Err(Unparsable::CacheControl),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.append(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        h.append(CACHE_CONTROL, HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(
+            CacheControl::from_headers(&h),
+            Err(Unparsable::CacheControl)
+        );
+    }
+
+    #[test]
+    fn delta_seconds_clamp_at_2_pow_31() {
+        assert_eq!(delta_seconds(b"0"), Some(0));
+        assert_eq!(delta_seconds(b"2147483647"), Some(2_147_483_647));
+        assert_eq!(delta_seconds(b"2147483648"), Some(MAX_DELTA_SECONDS));
+        assert_eq!(
+            delta_seconds(b"99999999999999999999999999999"),
+            Some(MAX_DELTA_SECONDS)
+        );
+        for bad in [&b""[..], b"-1", b"1.5", b" 1", b"+1"] {
+            assert_eq!(delta_seconds(bad), None);
+        }
+        let cc = CacheControl::parse("max-age=18446744073709551615").unwrap();
+        assert_eq!(cc.seconds("max-age"), Some(MAX_DELTA_SECONDS));
+    }
+
+    #[test]
+    fn an_unparsable_cache_control_is_never_rewritten_except_by_never_cache() {
+        let bad = HeaderValue::from_bytes(b"private, x=\"\xe9\"").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, bad.clone());
+        patch_response_headers(&mut h, Duration::from_secs(60));
+        assert_eq!(h[CACHE_CONTROL], bad);
+        add_never_cache_headers(&mut h);
+        assert_eq!(
+            h[CACHE_CONTROL],
+            "max-age=0, no-cache, no-store, must-revalidate, private"
+        );
+    }
+
+    #[test]
+    fn vary_follows_the_rfc_grammar_and_an_unparsable_one_reads_as_star() {
+        let mut h = HeaderMap::new();
+        h.append(
+            VARY,
+            HeaderValue::from_static(" , Accept-Language,,cookie "),
+        );
+        h.append(VARY, HeaderValue::from_static("COOKIE"));
+        assert_eq!(vary_names(&h), ["accept-language", "cookie"]);
+        for bad in [&b"accept language"[..], b"x-\xe9", b"a;b", b"\"a\""] {
+            let mut h = HeaderMap::new();
+            h.append(VARY, HeaderValue::from_static("accept"));
+            h.append(VARY, HeaderValue::from_bytes(bad).unwrap());
+            assert_eq!(parse_vary(&h), Err(Unparsable::Vary));
+            assert_eq!(vary_names(&h), ["*"]);
+            // Patching keeps the unreadable line and adds the name on a line of its own.
+            patch_vary_headers(&mut h, &["authorization"]);
+            let lines: Vec<&[u8]> = h.get_all(VARY).iter().map(HeaderValue::as_bytes).collect();
+            assert_eq!(lines, [&b"accept"[..], bad, b"authorization"]);
+        }
+    }
+
+    #[test]
+    fn http_date_saturates_outside_what_it_can_write() {
+        assert_eq!(
+            http_date(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        let far = add_saturating(SystemTime::UNIX_EPOCH, Duration::MAX);
+        assert_eq!(http_date(far), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(
+            http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1000)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+    }
+}
+
+/// Strategies for the property tests of the parsers of client and origin input.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    /// Header values made of the bytes and words that matter to caching headers (quotes,
+    /// backslashes, commas, `=`, whitespace, non-ASCII, directive names, numbers), plus any
+    /// byte a header value may hold.
+    pub(crate) fn header_value() -> impl Strategy<Value = HeaderValue> {
+        let piece = prop_oneof![
+            Just(b"\"".to_vec()),
+            Just(b"\\".to_vec()),
+            Just(b",".to_vec()),
+            Just(b"=".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b"\t".to_vec()),
+            Just(b"W/".to_vec()),
+            Just(b"*".to_vec()),
+            Just(b"private".to_vec()),
+            Just(b"public".to_vec()),
+            Just(b"no-store".to_vec()),
+            Just(b"max-age".to_vec()),
+            Just(b"s-maxage".to_vec()),
+            Just(b"cookie".to_vec()),
+            Just(b"Sun, 06 Nov 1994 08:49:37 GMT".to_vec()),
+            "[0-9]{1,25}".prop_map(String::into_bytes),
+            "[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,8}".prop_map(String::into_bytes),
+            (0x80u8..=0xff).prop_map(|b| vec![b]),
+            any::<u8>().prop_map(|b| vec![b]),
+        ];
+        proptest::collection::vec(piece, 0..12).prop_filter_map("not a header value", |pieces| {
+            HeaderValue::from_bytes(&pieces.concat()).ok()
+        })
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::strategies::header_value;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Anything parses or is refused without a panic; what parses writes back to itself.
+        #[test]
+        fn cache_control_parses_or_refuses_and_round_trips(value in header_value()) {
+            if let Ok(cc) = CacheControl::parse(value.as_bytes()) {
+                let written = cc.to_string();
+                prop_assert_eq!(CacheControl::parse(&written), Ok(cc));
+            }
+        }
+
+        /// Nothing written before or after `private` can hide it: the header either parses
+        /// with `private` or does not parse at all.
+        #[test]
+        fn private_is_never_hidden(before in header_value(), after in header_value()) {
+            let mut text = before.as_bytes().to_vec();
+            text.extend_from_slice(b", private, ");
+            text.extend_from_slice(after.as_bytes());
+            if let Ok(cc) = CacheControl::parse(&text) {
+                // Inside a quoted string `private` is a value, not a directive: then the
+                // string must have been closed and reopened around it by what came before.
+                let quotes_before = before.as_bytes().iter().filter(|b| **b == b'"').count();
+                prop_assert!(cc.has("private") || quotes_before > 0);
+            }
+            let mut text = b"private, ".to_vec();
+            text.extend_from_slice(after.as_bytes());
+            if let Ok(cc) = CacheControl::parse(&text) {
+                prop_assert!(cc.has("private"));
+            }
+        }
+
+        /// Well-formed directive lists read back exactly, whatever their values hold.
+        #[test]
+        fn well_formed_directives_read_back(
+            directives in proptest::collection::vec(
+                ("[a-zA-Z][a-zA-Z0-9-]{0,10}", proptest::option::of("[ -~\t]{0,12}")),
+                0..6,
+            )
+        ) {
+            let mut text = String::new();
+            for (i, (name, value)) in directives.iter().enumerate() {
+                if i > 0 { text.push_str(" ,\t"); }
+                text.push_str(name);
+                if let Some(v) = value {
+                    text.push_str("=\"");
+                    for c in v.chars() {
+                        if c == '"' || c == '\\' { text.push('\\'); }
+                        text.push(c);
+                    }
+                    text.push('"');
+                }
+            }
+            let cc = CacheControl::parse(&text).unwrap();
+            for (name, value) in &directives {
+                prop_assert!(cc.has(&name.to_ascii_lowercase()));
+                let first = directives
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| v.as_deref());
+                prop_assert_eq!(cc.get(&name.to_ascii_lowercase()), first);
+                let _ = value;
+            }
+        }
+
+        #[test]
+        fn delta_seconds_never_exceed_2_pow_31(digits in "[0-9]{1,40}", junk in header_value()) {
+            let n = delta_seconds(digits.as_bytes()).unwrap();
+            prop_assert!(n <= MAX_DELTA_SECONDS);
+            if let Ok(exact) = digits.parse::<u64>() {
+                prop_assert_eq!(n, exact.min(MAX_DELTA_SECONDS));
+            }
+            if let Some(n) = delta_seconds(junk.as_bytes()) {
+                prop_assert!(n <= MAX_DELTA_SECONDS);
+                prop_assert!(junk.as_bytes().iter().all(u8::is_ascii_digit));
+            }
+        }
+
+        /// A Vary that does not parse reads as `*`; one that parses lists only header names.
+        #[test]
+        fn vary_parses_or_reads_as_star(lines in proptest::collection::vec(header_value(), 0..3)) {
+            let mut h = HeaderMap::new();
+            for line in &lines {
+                h.append(VARY, line.clone());
+            }
+            match parse_vary(&h) {
+                Ok(names) => {
+                    for n in &names {
+                        prop_assert!(n == "*" || http::HeaderName::from_bytes(n.as_bytes()).is_ok());
+                    }
+                    prop_assert_eq!(vary_names(&h), names);
+                }
+                Err(_) => prop_assert_eq!(vary_names(&h), vec!["*".to_owned()]),
+            }
+            // Patching never loses what was there: the result still varies on all of it.
+            let before = vary_names(&h);
+            patch_vary_headers(&mut h, &["authorization"]);
+            let after = vary_names(&h);
+            prop_assert!(after.iter().any(|n| n == "*" || n == "authorization"));
+            for n in before {
+                prop_assert!(after.contains(&n) || after.iter().any(|a| a == "*"));
+            }
+        }
+
+        /// Patching never panics, and never rewrites a Cache-Control it could not read.
+        #[test]
+        fn patches_never_rewrite_what_they_cannot_read(value in header_value(), ttl in any::<u64>()) {
+            let mut h = HeaderMap::new();
+            h.insert(CACHE_CONTROL, value.clone());
+            patch_response_headers(&mut h, Duration::from_secs(ttl));
+            prop_assert!(parse_http_date(&h[EXPIRES]).is_some());
+            if CacheControl::parse(value.as_bytes()).is_err() {
+                prop_assert_eq!(&h[CACHE_CONTROL], &value);
+            } else {
+                let cc = CacheControl::from_headers(&h).unwrap();
+                prop_assert!(cc.seconds("max-age").unwrap() <= ttl.min(MAX_DELTA_SECONDS));
+            }
+        }
+
+        /// Dates are written for any instant and read back; any bytes read as a date or none.
+        #[test]
+        fn http_dates_never_panic(secs in any::<u64>(), back in any::<bool>(), value in header_value()) {
+            let d = Duration::from_secs(secs);
+            let at = if back {
+                SystemTime::UNIX_EPOCH.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)
+            } else {
+                add_saturating(SystemTime::UNIX_EPOCH, d)
+            };
+            prop_assert!(parse_http_date(&http_date(at)).is_some());
+            let _ = parse_http_date(&value);
+        }
     }
 }

@@ -29,7 +29,7 @@ pub use layer::{
     cache_page, CacheLock, CachePageLayer, StampedeLock, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BODY,
     DEFAULT_STAMPEDE_WAIT, DEFAULT_STORE_TIMEOUT, DEFAULT_TTL,
 };
-pub use policy::{Policy, SharedCachePolicy};
+pub use policy::{NotStored, Policy, SharedCachePolicy};
 pub use proxy::{proxy_router, proxy_router_with, proxy_service, Origin, ProxyError};
 pub use service::CachePage;
 pub use session_mark::SessionMark;

@@ -11,6 +11,12 @@
 //! | `Set-Cookie` in the response | no (Django refuses only when the response varies on `Cookie` and the request had no cookie; a cookie-setting page is personal far more often than not) |
 //! | request with a non-empty `Authorization`, response not `public` | `Vary: Authorization` is added, so the page is only ever served to the same credentials |
 //! | body larger than the layer's `max_body` | no (streamed through, never buffered whole) |
+//! | a `Cache-Control` or `Vary` that does not parse (RFC 9111 §5.2, RFC 9110 §5.6: a stray or unbalanced quote, a space around `=`, bytes outside ASCII); under the shared-cache policy also an unparsable `Date` or `Age`, or request `Cache-Control` | no, and the Django policy leaves such a `Cache-Control` as it is: a directive the parser could not read may have been `private` |
+//!
+//! Every reason for not storing is a [`NotStored`]. Delta-seconds (`max-age`, `s-maxage`,
+//! `Age`) larger than 2^31 count as 2^31 seconds (RFC 9111 §1.2.2), and every lifetime, age and
+//! date is computed with saturating arithmetic, so no header value can make the policy panic.
+//! Error pages (any status but 200, and 304 under the Django policy) get no caching headers.
 //!
 //! [`Policy::Django`] then follows Django's `UpdateCacheMiddleware`: the layer's timeout wins,
 //! otherwise the response's `max-age` (0 = do not store), otherwise the layer's default TTL;
@@ -27,13 +33,15 @@
 //! `proxy-revalidate`. A successful unsafe request (POST, PUT, DELETE, ...) invalidates the
 //! pages of its URL (§4.4).
 
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, PRAGMA, SET_COOKIE};
 use http::{HeaderMap, StatusCode};
 
 use crate::headers::{
-    parse_http_date, patch_response_headers, patch_vary_headers, vary_names, CacheControl,
+    delta_seconds, parse_http_date, parse_vary, patch_response_headers, patch_vary_headers,
+    CacheControl, Unparsable, MAX_DELTA_SECONDS,
 };
 use crate::stored::StoredResponse;
 
@@ -111,7 +119,61 @@ pub(crate) enum Decision {
         keep: Duration,
     },
     /// Do not store it, for this reason (logged at debug level).
-    Skip(&'static str),
+    Skip(NotStored),
+}
+
+/// Why a response is not stored: what the page cache logs (at debug level), and what metrics
+/// and diagnostics can count. `Display` gives a sentence for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotStored {
+    /// Only 200 responses are stored.
+    StatusNotCacheable(StatusCode),
+    /// `Vary: *`: the response depends on more than the request says.
+    VaryStar,
+    /// The response sets a cookie, so it is most likely personal.
+    SetsCookie,
+    /// The response's `Cache-Control` has this directive: `private`, `no-cache` or `no-store`.
+    CacheControlForbids(&'static str),
+    /// Django policy: the layer's timeout or the response's `max-age` is zero.
+    MaxAgeZero,
+    /// Shared-cache policy: the request said `Cache-Control: no-store`.
+    RequestNoStore,
+    /// Shared-cache policy: the request carried `Authorization` and the response is not
+    /// `public`, has no `s-maxage` and no `must-revalidate` (RFC 9111 §3.5).
+    Authorized,
+    /// Shared-cache policy: the response gives no freshness lifetime (no `s-maxage`,
+    /// `max-age`, `Expires` or `Last-Modified`).
+    NoFreshness,
+    /// Shared-cache policy: the response arrived stale and has no validator to revalidate with.
+    AlreadyStale,
+    /// A caching header of the response (or the request's `Cache-Control`) does not parse.
+    UnparsableHeader(Unparsable),
+}
+
+impl fmt::Display for NotStored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotStored::StatusNotCacheable(status) => {
+                write!(f, "status {} is not stored (only 200 is)", status.as_u16())
+            }
+            NotStored::VaryStar => f.write_str("the response has Vary: *"),
+            NotStored::SetsCookie => f.write_str("the response sets a cookie"),
+            NotStored::CacheControlForbids(directive) => {
+                write!(f, "the response has Cache-Control: {directive}")
+            }
+            NotStored::MaxAgeZero => f.write_str("the timeout or max-age is 0"),
+            NotStored::RequestNoStore => f.write_str("the request said Cache-Control: no-store"),
+            NotStored::Authorized => f.write_str(
+                "the request was authorized and the response is not public, has no s-maxage and no must-revalidate",
+            ),
+            NotStored::NoFreshness => f.write_str("the response gives no freshness lifetime"),
+            NotStored::AlreadyStale => {
+                f.write_str("the response arrived stale and has no validator")
+            }
+            NotStored::UnparsableHeader(which) => which.fmt(f),
+        }
+    }
 }
 
 /// Whether a stored page can be used for a request.
@@ -126,35 +188,51 @@ fn authorized(request: &HeaderMap) -> bool {
     request.get(AUTHORIZATION).is_some_and(|v| !v.is_empty())
 }
 
+/// The longest duration the policy works with (RFC 9111 §1.2.2).
+const MAX_DELTA: Duration = Duration::from_secs(MAX_DELTA_SECONDS);
+
 impl Policy {
     /// Whether the request may use the cache at all (`false`: pass it to the inner service
-    /// untouched, `x-cache: BYPASS`).
+    /// untouched, `x-cache: BYPASS`). Under the shared-cache policy a request whose
+    /// `Cache-Control` does not parse is passed through too: it might have said `no-store`.
     pub(crate) fn may_use_cache(&self, request: &HeaderMap) -> bool {
         match self {
             Policy::Django => true,
-            Policy::SharedCache(_) => !CacheControl::from_headers(request).has("no-store"),
+            Policy::SharedCache(_) => {
+                CacheControl::from_headers(request).is_ok_and(|cc| !cc.has("no-store"))
+            }
         }
     }
 
     /// Decides whether the response is stored; may patch its headers.
     pub(crate) fn decide(&self, ex: &mut Exchange<'_>) -> Decision {
-        let request_cc = CacheControl::from_headers(ex.request);
+        match self.verdict(ex) {
+            Ok(store) => store,
+            Err(reason) => Decision::Skip(reason),
+        }
+    }
+
+    fn verdict(&self, ex: &mut Exchange<'_>) -> Result<Decision, NotStored> {
         let cc = CacheControl::from_headers(ex.response);
-        if authorized(ex.request) && !cc.has("public") {
+        // An unreadable Cache-Control might have said `public`, or not: vary to be safe.
+        if authorized(ex.request) && !cc.as_ref().is_ok_and(|cc| cc.has("public")) {
             patch_vary_headers(ex.response, &["authorization"]);
         }
+        // Error pages get no caching headers (not even under the Django policy).
         if ex.status != StatusCode::OK && ex.status != StatusCode::NOT_MODIFIED {
-            return Decision::Skip("status is not 200");
+            return Err(NotStored::StatusNotCacheable(ex.status));
         }
-        if vary_names(ex.response).iter().any(|n| n == "*") {
-            return Decision::Skip("Vary: *");
+        let cc = cc.map_err(NotStored::UnparsableHeader)?;
+        let vary = parse_vary(ex.response).map_err(NotStored::UnparsableHeader)?;
+        if vary.iter().any(|n| n == "*") {
+            return Err(NotStored::VaryStar);
         }
         if ex.response.contains_key(SET_COOKIE) {
-            return Decision::Skip("the response sets a cookie");
+            return Err(NotStored::SetsCookie);
         }
         for directive in ["private", "no-cache", "no-store"] {
             if cc.has(directive) {
-                return Decision::Skip("Cache-Control forbids storing");
+                return Err(NotStored::CacheControlForbids(directive));
             }
         }
         match self {
@@ -162,55 +240,57 @@ impl Policy {
                 let ttl = ex
                     .layer_timeout
                     .or_else(|| cc.seconds("max-age").map(Duration::from_secs))
-                    .unwrap_or(ex.default_ttl);
+                    .unwrap_or(ex.default_ttl)
+                    .min(MAX_DELTA);
                 if ttl.is_zero() {
-                    return Decision::Skip("max-age=0");
+                    return Err(NotStored::MaxAgeZero);
                 }
                 patch_response_headers(ex.response, ttl);
                 if ex.status != StatusCode::OK {
-                    return Decision::Skip("status is not 200");
+                    return Err(NotStored::StatusNotCacheable(ex.status));
                 }
-                Decision::Store {
+                Ok(Decision::Store {
                     fresh_for: ttl,
                     initial_age: Duration::ZERO,
                     keep: ttl,
-                }
+                })
             }
             Policy::SharedCache(settings) => {
                 if ex.status != StatusCode::OK {
-                    return Decision::Skip("status is not 200");
+                    return Err(NotStored::StatusNotCacheable(ex.status));
                 }
+                let request_cc =
+                    CacheControl::from_headers(ex.request).map_err(NotStored::UnparsableHeader)?;
                 if request_cc.has("no-store") {
-                    return Decision::Skip("the request said no-store");
+                    return Err(NotStored::RequestNoStore);
                 }
                 if authorized(ex.request)
                     && !(cc.has("public") || cc.has("s-maxage") || cc.has("must-revalidate"))
                 {
-                    return Decision::Skip(
-                        "authorised request; response not public, no s-maxage or must-revalidate",
-                    );
+                    return Err(NotStored::Authorized);
                 }
-                let Some(fresh_for) = settings.lifetime(&cc, ex.response, ex.response_time) else {
-                    return Decision::Skip("no freshness information");
-                };
-                let initial_age = initial_age(ex.response, ex.request_time, ex.response_time);
+                let date = response_date(ex.response)?;
+                let fresh_for = settings
+                    .lifetime(&cc, ex.response, date.unwrap_or(ex.response_time))
+                    .ok_or(NotStored::NoFreshness)?;
+                let initial_age =
+                    initial_age(ex.response, date, ex.request_time, ex.response_time)?;
                 let validators =
                     ex.response.contains_key(ETAG) || ex.response.contains_key(LAST_MODIFIED);
                 let remaining = fresh_for.saturating_sub(initial_age);
-                let keep = remaining
-                    + if validators {
-                        settings.keep_stale
-                    } else {
-                        Duration::ZERO
-                    };
+                let keep = if validators {
+                    remaining.saturating_add(settings.keep_stale)
+                } else {
+                    remaining
+                };
                 if keep.is_zero() {
-                    return Decision::Skip("already stale and no validator");
+                    return Err(NotStored::AlreadyStale);
                 }
-                Decision::Store {
+                Ok(Decision::Store {
                     fresh_for,
                     initial_age,
-                    keep,
-                }
+                    keep: keep.min(MAX_DELTA),
+                })
             }
         }
     }
@@ -228,7 +308,10 @@ impl Policy {
         match self {
             Policy::Django => Usable::Fresh,
             Policy::SharedCache(_) => {
-                let cc = CacheControl::from_headers(request);
+                // A request Cache-Control that does not parse might have said no-cache.
+                let Ok(cc) = CacheControl::from_headers(request) else {
+                    return Usable::Revalidate;
+                };
                 let pragma_no_cache = !request.contains_key(http::header::CACHE_CONTROL)
                     && request
                         .get(PRAGMA)
@@ -248,58 +331,83 @@ impl Policy {
 }
 
 impl SharedCachePolicy {
-    /// The freshness lifetime (RFC 9111 §4.2.1), or `None` when the response gives none.
+    /// The freshness lifetime (RFC 9111 §4.2.1), at most [`MAX_DELTA_SECONDS`], or `None` when
+    /// the response gives none. `date` is the response's `Date`, or when it was received.
     fn lifetime(
         &self,
         cc: &CacheControl,
         headers: &HeaderMap,
-        response_time: SystemTime,
+        date: SystemTime,
     ) -> Option<Duration> {
         if let Some(s) = cc.seconds("s-maxage").or_else(|| cc.seconds("max-age")) {
             return Some(Duration::from_secs(s));
         }
-        let date = headers
-            .get(DATE)
-            .and_then(parse_http_date)
-            .unwrap_or(response_time);
         if let Some(expires) = headers.get(EXPIRES) {
-            // An invalid Expires (such as "0") means already expired.
+            // An invalid Expires (such as "0") means already expired (§5.3).
             return Some(
                 parse_http_date(expires)
                     .and_then(|e| e.duration_since(date).ok())
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .min(MAX_DELTA),
             );
         }
         let last_modified = headers.get(LAST_MODIFIED).and_then(parse_http_date)?;
         let since = date.duration_since(last_modified).ok()?;
-        Some(
-            since
-                .mul_f64(self.heuristic_fraction)
-                .min(self.max_heuristic),
-        )
+        // A fraction that is negative, not a number or too large gives no or the longest
+        // heuristic freshness, never a panic.
+        let heuristic = Duration::try_from_secs_f64(since.as_secs_f64() * self.heuristic_fraction)
+            .unwrap_or(if self.heuristic_fraction > 0.0 {
+                MAX_DELTA
+            } else {
+                Duration::ZERO
+            });
+        Some(heuristic.min(self.max_heuristic).min(MAX_DELTA))
     }
 }
 
-/// RFC 9111 §4.2.3: the age of a response when it arrived.
+/// The response's `Date`: `None` when absent, an error when present but not a date (a cache
+/// cannot tell how old such a response is).
+fn response_date(headers: &HeaderMap) -> Result<Option<SystemTime>, NotStored> {
+    headers
+        .get(DATE)
+        .map(|v| parse_http_date(v).ok_or(NotStored::UnparsableHeader(Unparsable::Date)))
+        .transpose()
+}
+
+/// The response's `Age` (RFC 9111 §5.1: of a list, the first member), at most
+/// [`MAX_DELTA_SECONDS`]; an error when it is not a number of seconds. (§5.1 lets a cache ignore
+/// an invalid `Age`; this one refuses to store the response instead, since it cannot tell how
+/// old it is.)
+fn age_header(headers: &HeaderMap) -> Result<Duration, NotStored> {
+    let Some(value) = headers.get(AGE) else {
+        return Ok(Duration::ZERO);
+    };
+    let first = value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .next()
+        .unwrap_or_default();
+    let first = first.trim_ascii();
+    delta_seconds(first)
+        .map(Duration::from_secs)
+        .ok_or(NotStored::UnparsableHeader(Unparsable::Age))
+}
+
+/// RFC 9111 §4.2.3: the age of a response when it arrived, at most [`MAX_DELTA_SECONDS`].
 fn initial_age(
     headers: &HeaderMap,
+    date: Option<SystemTime>,
     request_time: SystemTime,
     response_time: SystemTime,
-) -> Duration {
-    let age_value = headers
-        .get(AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or_default();
-    let date = headers.get(DATE).and_then(parse_http_date);
+) -> Result<Duration, NotStored> {
+    let age_value = age_header(headers)?;
     let apparent = date
         .and_then(|d| response_time.duration_since(d).ok())
         .unwrap_or_default();
     let delay = response_time
         .duration_since(request_time)
         .unwrap_or_default();
-    apparent.max(age_value + delay)
+    Ok(apparent.max(age_value.saturating_add(delay)).min(MAX_DELTA))
 }
 
 #[cfg(test)]
@@ -345,9 +453,12 @@ mod tests {
             matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(600))
         );
         let (d, _) = decide(&Policy::Django, &[], &[("cache-control", "max-age=0")]);
-        assert!(matches!(d, Decision::Skip(_)));
+        assert_eq!(d, Decision::Skip(NotStored::MaxAgeZero));
         let (d, _) = decide(&Policy::Django, &[], &[("cache-control", "No-Cache=\"x\"")]);
-        assert!(matches!(d, Decision::Skip(_)));
+        assert_eq!(
+            d,
+            Decision::Skip(NotStored::CacheControlForbids("no-cache"))
+        );
     }
 
     #[test]
@@ -358,15 +469,15 @@ mod tests {
             matches!(d, Decision::Store { fresh_for, .. } if fresh_for == Duration::from_secs(20))
         );
         let (d, _) = decide(&p, &[], &[]);
-        assert_eq!(d, Decision::Skip("no freshness information"));
+        assert_eq!(d, Decision::Skip(NotStored::NoFreshness));
         let (d, _) = decide(&p, &[], &[("expires", "0")]);
-        assert!(matches!(d, Decision::Skip(_)));
+        assert_eq!(d, Decision::Skip(NotStored::AlreadyStale));
         let (d, _) = decide(
             &p,
             &[("authorization", "Basic x")],
             &[("cache-control", "max-age=10")],
         );
-        assert!(matches!(d, Decision::Skip(_)));
+        assert_eq!(d, Decision::Skip(NotStored::Authorized));
         let (d, h) = decide(
             &p,
             &[("authorization", "Basic x")],
@@ -374,5 +485,320 @@ mod tests {
         );
         assert!(matches!(d, Decision::Store { .. }));
         assert_eq!(h["vary"], "authorization");
+    }
+
+    fn decide_raw(
+        policy: &Policy,
+        status: StatusCode,
+        req: &[(&'static str, &[u8])],
+        resp: &[(&'static str, &[u8])],
+    ) -> (Decision, HeaderMap) {
+        let mut request = HeaderMap::new();
+        for (k, v) in req {
+            request.append(*k, HeaderValue::from_bytes(v).unwrap());
+        }
+        let mut response = HeaderMap::new();
+        for (k, v) in resp {
+            response.append(*k, HeaderValue::from_bytes(v).unwrap());
+        }
+        let now = SystemTime::now();
+        let d = policy.decide(&mut Exchange {
+            request: &request,
+            status,
+            response: &mut response,
+            layer_timeout: None,
+            default_ttl: Duration::from_secs(600),
+            request_time: now,
+            response_time: now,
+        });
+        (d, response)
+    }
+
+    type Headers<'a> = &'a [(&'static str, &'a [u8])];
+    type Case<'a> = (&'a Policy, StatusCode, Headers<'a>, Headers<'a>, NotStored);
+
+    #[test]
+    fn every_reason_is_typed() {
+        let django = Policy::Django;
+        let rfc = Policy::shared_cache();
+        let ok = StatusCode::OK;
+        let cases: [Case<'_>; 12] = [
+            (
+                &django,
+                StatusCode::NOT_FOUND,
+                &[],
+                &[],
+                NotStored::StatusNotCacheable(StatusCode::NOT_FOUND),
+            ),
+            (
+                &django,
+                StatusCode::NOT_MODIFIED,
+                &[],
+                &[],
+                NotStored::StatusNotCacheable(StatusCode::NOT_MODIFIED),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("vary", b"accept, *")],
+                NotStored::VaryStar,
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("set-cookie", b"a=b")],
+                NotStored::SetsCookie,
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("cache-control", b"max-age=60, Private")],
+                NotStored::CacheControlForbids("private"),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("cache-control", b"no-store")],
+                NotStored::CacheControlForbids("no-store"),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("cache-control", b"private, x=\"\xe9\"")],
+                NotStored::UnparsableHeader(Unparsable::CacheControl),
+            ),
+            (
+                &django,
+                ok,
+                &[],
+                &[("vary", b"x-\xe9")],
+                NotStored::UnparsableHeader(Unparsable::Vary),
+            ),
+            (
+                &rfc,
+                ok,
+                &[("cache-control", b"no-store")],
+                &[("cache-control", b"max-age=60")],
+                NotStored::RequestNoStore,
+            ),
+            (
+                &rfc,
+                ok,
+                &[("cache-control", b"no-store, \"")],
+                &[("cache-control", b"max-age=60")],
+                NotStored::UnparsableHeader(Unparsable::CacheControl),
+            ),
+            (
+                &rfc,
+                ok,
+                &[],
+                &[("cache-control", b"max-age=60"), ("date", b"soon")],
+                NotStored::UnparsableHeader(Unparsable::Date),
+            ),
+            (
+                &rfc,
+                ok,
+                &[],
+                &[("cache-control", b"max-age=60"), ("age", b"1e3")],
+                NotStored::UnparsableHeader(Unparsable::Age),
+            ),
+        ];
+        for (policy, status, req, resp, reason) in cases {
+            let (d, _) = decide_raw(policy, status, req, resp);
+            assert_eq!(
+                d,
+                Decision::Skip(reason),
+                "{policy:?} {status} {req:?} {resp:?}"
+            );
+        }
+        let (d, _) = decide_raw(
+            &rfc,
+            ok,
+            &[],
+            &[("cache-control", b"max-age=60"), ("age", b"60")],
+        );
+        assert_eq!(d, Decision::Skip(NotStored::AlreadyStale));
+        assert_eq!(
+            NotStored::UnparsableHeader(Unparsable::Vary).to_string(),
+            Unparsable::Vary.to_string()
+        );
+    }
+
+    #[test]
+    fn an_unparsable_cache_control_still_gets_vary_authorization() {
+        let (d, h) = decide_raw(
+            &Policy::Django,
+            StatusCode::OK,
+            &[("authorization", b"Basic x")],
+            &[("cache-control", b"public, x=\"")],
+        );
+        assert_eq!(
+            d,
+            Decision::Skip(NotStored::UnparsableHeader(Unparsable::CacheControl))
+        );
+        assert_eq!(h["vary"], "authorization");
+        assert_eq!(h["cache-control"], "public, x=\"");
+        assert!(!h.contains_key(EXPIRES));
+    }
+
+    #[test]
+    fn lifetimes_and_ages_saturate() {
+        let rfc = Policy::shared_cache();
+        let (d, _) = decide_raw(
+            &rfc,
+            StatusCode::OK,
+            &[],
+            &[("cache-control", b"s-maxage=99999999999999999999999")],
+        );
+        assert_eq!(
+            d,
+            Decision::Store {
+                fresh_for: MAX_DELTA,
+                initial_age: Duration::ZERO,
+                keep: MAX_DELTA
+            }
+        );
+        let (d, _) = decide_raw(
+            &rfc,
+            StatusCode::OK,
+            &[],
+            &[
+                ("cache-control", b"max-age=18446744073709551615"),
+                ("etag", b"\"x\""),
+            ],
+        );
+        assert!(
+            matches!(d, Decision::Store { fresh_for, keep, .. } if fresh_for == MAX_DELTA && keep == MAX_DELTA)
+        );
+        let (d, _) = decide_raw(
+            &rfc,
+            StatusCode::OK,
+            &[],
+            &[
+                ("cache-control", b"max-age=60"),
+                ("age", b"99999999999999999999, 3"),
+                ("etag", b"\"x\""),
+            ],
+        );
+        assert!(
+            matches!(d, Decision::Store { initial_age, keep, .. } if initial_age == MAX_DELTA && keep == Duration::from_secs(600))
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::headers::strategies::header_value;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 12] = [
+        "cache-control",
+        "vary",
+        "age",
+        "date",
+        "expires",
+        "last-modified",
+        "etag",
+        "set-cookie",
+        "authorization",
+        "pragma",
+        "x-other",
+        "cache-control",
+    ];
+
+    fn header_map() -> impl Strategy<Value = HeaderMap> {
+        proptest::collection::vec((proptest::sample::select(&NAMES[..]), header_value()), 0..8)
+            .prop_map(|pairs| {
+                let mut h = HeaderMap::new();
+                for (name, value) in pairs {
+                    h.append(name, value);
+                }
+                h
+            })
+    }
+
+    fn policy() -> impl Strategy<Value = Policy> {
+        prop_oneof![
+            Just(Policy::Django),
+            Just(Policy::shared_cache()),
+            (any::<f64>(), any::<u64>(), any::<u64>()).prop_map(|(f, max, keep)| {
+                Policy::SharedCache(SharedCachePolicy {
+                    heuristic_fraction: f,
+                    max_heuristic: Duration::from_secs(max),
+                    keep_stale: Duration::from_secs(keep),
+                })
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any request and response headers, any status, any clocks: a decision, never a
+        /// panic; never a store when a caching header does not parse; never a duration
+        /// beyond 2^31 s.
+        #[test]
+        fn decide_never_panics_and_never_stores_what_it_cannot_read(
+            policy in policy(),
+            request in header_map(),
+            mut response in header_map(),
+            status in proptest::sample::select(vec![200u16, 304, 404, 500]),
+            layer_timeout in proptest::option::of(any::<u64>()),
+            clocks in (any::<u32>(), any::<u32>()),
+        ) {
+            let unreadable = CacheControl::from_headers(&response).is_err()
+                || parse_vary(&response).is_err()
+                || (matches!(policy, Policy::SharedCache(_))
+                    && (response_date(&response).is_err() || age_header(&response).is_err()
+                        || CacheControl::from_headers(&request).is_err()));
+            let request_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(clocks.0));
+            let response_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(clocks.1));
+            let status = StatusCode::from_u16(status).unwrap();
+            let decision = policy.decide(&mut Exchange {
+                request: &request,
+                status,
+                response: &mut response,
+                layer_timeout: layer_timeout.map(Duration::from_secs),
+                default_ttl: Duration::from_secs(600),
+                request_time,
+                response_time,
+            });
+            if let Decision::Store { fresh_for, initial_age, keep } = decision {
+                prop_assert!(!unreadable, "stored with an unreadable header: {response:?}");
+                prop_assert_eq!(status, StatusCode::OK);
+                prop_assert!(fresh_for <= MAX_DELTA && initial_age <= MAX_DELTA && keep <= MAX_DELTA);
+                prop_assert!(!keep.is_zero());
+            }
+            let _ = policy.may_use_cache(&request);
+        }
+
+        /// Any request headers: the page is served fresh or revalidated, never a panic; a
+        /// request whose Cache-Control does not parse never gets a stored page unchecked.
+        #[test]
+        fn usable_never_panics(policy in policy(), request in header_map(), age in 0u64..1200) {
+            let now = SystemTime::now();
+            let page = StoredResponse {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body: bytes::Bytes::new(),
+                stored_at: now - Duration::from_secs(age),
+                fresh_for: Duration::from_secs(600),
+                initial_age: Duration::ZERO,
+                vary: Vec::new(),
+            };
+            let usable = policy.usable(&page, &request, now);
+            if age >= 600
+                || (matches!(policy, Policy::SharedCache(_))
+                    && CacheControl::from_headers(&request).is_err())
+            {
+                prop_assert_eq!(usable, Usable::Revalidate);
+            }
+        }
     }
 }

@@ -357,7 +357,7 @@ fn is_shareable_error(parts: &Parts) -> bool {
         parts.status,
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
     ) && !parts.headers.contains_key(SET_COOKIE)
-        && !CacheControl::from_headers(&parts.headers).has("private")
+        && CacheControl::from_headers(&parts.headers).is_ok_and(|cc| !cc.has("private"))
         && declared_length(&parts.headers).is_some_and(|n| n <= SHARED_ERROR_MAX)
 }
 
