@@ -133,3 +133,25 @@ async fn moved_and_ask_are_followed_while_slots_migrate() {
         );
     }
 }
+
+/// Issue 11 #12 on a cluster: a list or hash under the prefix is a miss with a warning;
+/// `incr` on it is a "not an integer" usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_values_under_the_prefix_are_misses() {
+    let cache = Cache::new(
+        Cluster.backend().await,
+        CacheOptions {
+            key_prefix: format!("foreign{:08x}", rand::random::<u32>()),
+            ..CacheOptions::default()
+        },
+    );
+    let node = &RedisCluster::shared().nodes()[0];
+    let cli = |args: &[&str]| {
+        // `-c`: follow MOVED to the node that holds the key.
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        node.cli(&all)
+    };
+    common::foreign_values_are_misses_and_not_integers(&cache, cli).await;
+    common::incr_refusals_are_usage_errors(&cache, cli).await;
+}

@@ -300,3 +300,19 @@ async fn stats_report_the_database_size_and_memory() {
         "{names:?}"
     );
 }
+
+/// Issue 11 #12: a list or hash under the prefix is a miss with a warning, not a WRONGTYPE
+/// error; `incr` on it is a "not an integer" usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_values_under_the_prefix_are_misses() {
+    let cache = cache_over(&backend(&server().url(0)).await, &unique("foreign"));
+    common::foreign_values_are_misses_and_not_integers(&cache, |args| server().cli(args)).await;
+}
+
+/// Issue 11 #14: what Redis's `INCRBY` refuses is a clear usage error (not an integer, or
+/// overflow), never a vague backend failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_refusals_are_usage_errors() {
+    let cache = cache_over(&backend(&server().url(0)).await, &unique("integers"));
+    common::incr_refusals_are_usage_errors(&cache, |args| server().cli(args)).await;
+}
