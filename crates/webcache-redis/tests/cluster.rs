@@ -70,12 +70,15 @@ async fn keys_spread_over_all_masters_and_multi_key_calls_cross_slots() {
 
 /// Slots moving between masters under a running cache (`redis-cli --cluster reshard`): the
 /// client follows `MOVED`/`ASK`, so every key stays readable and writable through the same
-/// cache. A cluster of its own, so that the other tests do not see the migration.
+/// cache. A cluster of its own, so that the other tests do not see the migration. The
+/// timeouts are generous: the subject is redirection, and a reshard on a busy machine can
+/// stall a node for longer than the default second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moved_and_ask_are_followed_while_slots_migrate() {
     let cluster = RedisCluster::start(3);
+    let url = format!("{}?connect_timeout=10&response_timeout=10", cluster.url());
     let cache = Cache::new(
-        Arc::new(common::backend(&cluster.url()).await),
+        Arc::new(common::backend(&url).await),
         CacheOptions {
             key_prefix: "moving".into(),
             ..CacheOptions::default()

@@ -271,7 +271,12 @@ async fn rediss_with_a_private_certificate_authority() {
     assert_eq!(cache.get::<i64>("k").await.unwrap(), Some(7));
     assert_eq!(tls.cli(&["-n", "3", "get", "tls:1:k"]).trim(), "7");
 
-    let untrusted = backend(&format!("{}?connect_timeout=0.5", tls.url(3))).await;
+    // Generous timeouts: the refused certificate must fail the call at once, not time out.
+    let untrusted = backend(&format!(
+        "{}?connect_timeout=10&response_timeout=10",
+        tls.url(3)
+    ))
+    .await;
     let err = untrusted.get("tls:1:k").await.unwrap_err();
     assert!(
         matches!(err, webcache_core::Error::Backend { .. }),
