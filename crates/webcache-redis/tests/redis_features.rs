@@ -321,3 +321,48 @@ async fn incr_refusals_are_usage_errors() {
     let cache = cache_over(&backend(&server().url(0)).await, &unique("integers"));
     common::incr_refusals_are_usage_errors(&cache, |args| server().cli(args)).await;
 }
+
+/// Issue 19 #6: "one multiplexed connection per node" (README, BENCHMARKS). 200 concurrent
+/// operations through one cache over a primary and a replica open one connection to each:
+/// the servers' own client counts (read over redis-cli's separate connection) say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_multiplexed_connection_per_node_under_concurrency() {
+    use webcache_testkit::servers::redis::RedisReplicaPair;
+    let pair = RedisReplicaPair::start();
+    // Normal clients (not the replication link), other than redis-cli's own connection.
+    let clients = |server: &RedisServer| -> usize {
+        server
+            .cli(&["client", "list", "type", "normal"])
+            .lines()
+            .filter(|l| !l.contains("cmd=client|list"))
+            .count()
+    };
+    assert_eq!(
+        (clients(&pair.primary), clients(&pair.replica)),
+        (0, 0),
+        "nobody else is connected"
+    );
+    let cache = cache_over(&backend(&pair.url(0, "")).await, "mux");
+    let tasks: Vec<_> = (0..200)
+        .map(|i: i32| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let key = format!("k{}", i / 2);
+                if i % 2 == 0 {
+                    cache.set(&key, &i, 60).await.unwrap();
+                } else {
+                    cache.get::<i32>(&key).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        (clients(&pair.primary), clients(&pair.replica)),
+        (1, 1),
+        "one connection to the primary and one to the replica, whatever the concurrency:\n{}",
+        pair.primary.cli(&["client", "list"])
+    );
+}
