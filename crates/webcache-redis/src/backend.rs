@@ -236,13 +236,40 @@ impl RedisBackend {
     /// broken) is replaced by the primary for this call; one that times out is not, so that a
     /// call never takes more than one deadline.
     async fn read<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
-        let (conn, from_replica) = self.inner.topology.reader();
-        match self.query(conn, what, cmd).await {
-            Err(Error::Backend { message, .. }) if from_replica => {
-                tracing::debug!("redis replica failed, reading from the primary: {message}");
-                self.query(self.inner.topology.writer(), what, cmd).await
+        self.read_raw(what, cmd)
+            .await?
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// [`read`](Self::read) that hands back the server's error unmapped, for callers that
+    /// answer some server errors themselves (a foreign value under a key).
+    async fn read_raw<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<RedisResult<T>> {
+        let (mut conn, from_replica) = self.inner.topology.reader();
+        match self.bounded(cmd.query_async(&mut conn)).await? {
+            // The replica holds what the primary holds: its answer about the data stands.
+            Err(e) if from_replica && !e.is_timeout() && !is_wrong_type(&e) => {
+                tracing::debug!(
+                    "redis replica failed, reading from the primary: {}",
+                    self.fail(what, e)
+                );
+                self.bounded(cmd.query_async(&mut self.inner.topology.writer()))
+                    .await
             }
-            other => other,
+            other => Ok(other),
+        }
+    }
+
+    /// The Redis type of the value at `key` (`list`, `hash`, ...) for messages, or `"other"`
+    /// if even that cannot be read.
+    async fn type_of(&self, key: &str) -> String {
+        let mut cmd = redis::cmd("TYPE");
+        cmd.arg(key);
+        match self
+            .bounded(cmd.query_async::<String>(&mut self.inner.topology.writer()))
+            .await
+        {
+            Ok(Ok(kind)) => kind,
+            _ => "other".to_owned(),
         }
     }
 
@@ -395,6 +422,42 @@ impl RedisBackend {
     }
 }
 
+/// Whether Redis refused a command because the key holds another type (a list, a hash...).
+fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
+}
+
+/// Why Redis refused an `INCRBY` on an existing key, when the refusal is about the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IncrRefusal {
+    /// The key holds a list, hash, set... (`WRONGTYPE`).
+    WrongType,
+    /// The string is not the canonical decimal form of an `i64` (`042`, ` 42`, `4.2`, a number
+    /// past the `i64` range): "value is not an integer or out of range".
+    NotAnInteger,
+    /// The sum would leave the `i64` range: "increment or decrement would overflow".
+    Overflow,
+}
+
+/// Reads Redis's refusal of `INCRBY` (raised inside the script, whose error keeps Redis's
+/// code and text and adds where in the script it happened).
+fn incr_refusal(e: &RedisError) -> Option<IncrRefusal> {
+    if is_wrong_type(e) {
+        return Some(IncrRefusal::WrongType);
+    }
+    if e.code() != Some("ERR") {
+        return None;
+    }
+    let detail = e.detail().unwrap_or_default();
+    if detail.starts_with("value is not an integer") {
+        Some(IncrRefusal::NotAnInteger)
+    } else if detail.starts_with("increment or decrement would overflow") {
+        Some(IncrRefusal::Overflow)
+    } else {
+        None
+    }
+}
+
 /// Milliseconds for `PX`/`PEXPIRE`: at least 1 (a sub-millisecond expiry would be refused as
 /// 0) and at most [`MAX_EXPIRY_MS`].
 fn millis(d: Duration) -> u64 {
@@ -422,7 +485,21 @@ impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        self.read("GET", &cmd).await
+        match self.read_raw("GET", &cmd).await? {
+            Ok(value) => Ok(value),
+            // A list, hash, set... put under the prefix by something else: unreadable as an
+            // entry, so a miss with a warning, as for a corrupt entry (`MGET` answers nil).
+            Err(e) if is_wrong_type(&e) => {
+                let kind = self.type_of(key).await;
+                tracing::warn!(
+                    url = %self.inner.config.label,
+                    key,
+                    "the value at this key is a Redis {kind}, not a cache entry; treated as a miss"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("GET", e)),
+        }
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
@@ -475,17 +552,25 @@ impl Backend for RedisBackend {
                 })
             }
             Err(e) => {
-                let text = e.to_string();
-                return Err(if text.contains("not an integer") {
-                    Error::NotAnInteger {
-                        key: key.to_owned(),
+                return Err(match incr_refusal(&e) {
+                    Some(IncrRefusal::WrongType) => {
+                        let kind = self.type_of(key).await;
+                        tracing::warn!(
+                            url = %self.inner.config.label,
+                            key,
+                            "cannot increment: the value at this key is a Redis {kind}, not an integer"
+                        );
+                        Error::NotAnInteger {
+                            key: key.to_owned(),
+                        }
                     }
-                } else if text.contains("overflow") {
-                    Error::Overflow {
+                    Some(IncrRefusal::NotAnInteger) => Error::NotAnInteger {
                         key: key.to_owned(),
-                    }
-                } else {
-                    self.fail("INCRBY", e)
+                    },
+                    Some(IncrRefusal::Overflow) => Error::Overflow {
+                        key: key.to_owned(),
+                    },
+                    None => self.fail("INCRBY", e),
                 });
             }
         };

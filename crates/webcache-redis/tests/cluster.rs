@@ -70,12 +70,15 @@ async fn keys_spread_over_all_masters_and_multi_key_calls_cross_slots() {
 
 /// Slots moving between masters under a running cache (`redis-cli --cluster reshard`): the
 /// client follows `MOVED`/`ASK`, so every key stays readable and writable through the same
-/// cache. A cluster of its own, so that the other tests do not see the migration.
+/// cache. A cluster of its own, so that the other tests do not see the migration. The
+/// timeouts are generous: the subject is redirection, and a reshard on a busy machine can
+/// stall a node for longer than the default second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moved_and_ask_are_followed_while_slots_migrate() {
     let cluster = RedisCluster::start(3);
+    let url = format!("{}?connect_timeout=10&response_timeout=10", cluster.url());
     let cache = Cache::new(
-        Arc::new(common::backend(&cluster.url()).await),
+        Arc::new(common::backend(&url).await),
         CacheOptions {
             key_prefix: "moving".into(),
             ..CacheOptions::default()
@@ -132,4 +135,26 @@ async fn moved_and_ask_are_followed_while_slots_migrate() {
             Some(r)
         );
     }
+}
+
+/// Issue 11 #12 on a cluster: a list or hash under the prefix is a miss with a warning;
+/// `incr` on it is a "not an integer" usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_values_under_the_prefix_are_misses() {
+    let cache = Cache::new(
+        Cluster.backend().await,
+        CacheOptions {
+            key_prefix: format!("foreign{:08x}", rand::random::<u32>()),
+            ..CacheOptions::default()
+        },
+    );
+    let node = &RedisCluster::shared().nodes()[0];
+    let cli = |args: &[&str]| {
+        // `-c`: follow MOVED to the node that holds the key.
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        node.cli(&all)
+    };
+    common::foreign_values_are_misses_and_not_integers(&cache, cli).await;
+    common::incr_refusals_are_usage_errors(&cache, cli).await;
 }

@@ -1,6 +1,13 @@
-//! Redis going away under a running cache: in degrade mode reads miss and writes are dropped,
-//! quickly; in raise mode callers get a typed error, quickly; and the same cache works again
-//! once Redis is back on its port, without being rebuilt.
+//! Redis going away under a running cache: in degrade mode reads miss and writes are dropped;
+//! in raise mode callers get a typed error; and the same cache works again once Redis is back
+//! on its port, without being rebuilt.
+//!
+//! The README promises that a refused connection fails at once with `Error::Backend` naming
+//! the URL. The tests check it without timing anything: a refusal takes milliseconds (a
+//! connection attempt and a short reconnection backoff), their timeouts are 2 s + 2 s (ample
+//! on a busy machine), and a call that waited instead of failing at once (a long reconnection
+//! loop, waiting for a timeout) would end in `Error::Timeout`, which they refuse. Only the
+//! hung-server test, whose subject is the timeout, uses tight ones.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -13,8 +20,9 @@ use webcache_core::{Cache, CacheOptions, Error, OnError};
 use webcache_testkit::servers::free_port;
 use webcache_testkit::servers::redis::RedisServer;
 
-/// connect_timeout + response_timeout of the URLs below, plus scheduling slack.
-const BOUND: Duration = Duration::from_millis(600 + 400);
+/// Timeouts far longer than a refused connection takes to fail, even on a busy machine, and
+/// shorter than a call that waits for something (a reconnection loop with backoff) takes.
+const GENEROUS: &str = "connect_timeout=2&response_timeout=2";
 
 async fn open(url: &str, on_error: OnError) -> Cache {
     Cache::new(
@@ -28,16 +36,23 @@ async fn open(url: &str, on_error: OnError) -> Cache {
 }
 
 fn url(server: &RedisServer) -> String {
-    format!("{}?connect_timeout=0.3&response_timeout=0.3", server.url(0))
+    format!("{}?{GENEROUS}", server.url(0))
 }
 
-/// Runs `call`, checks it ended within [`BOUND`], and returns its result.
-async fn quick<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
-    let started = Instant::now();
-    let result = call.await;
-    let took = started.elapsed();
-    assert!(took < BOUND, "{what} took {took:?} while Redis was down");
-    result
+/// The error a refused connection must give: `Error::Backend` from redis whose message names
+/// `url` (so not a timeout: the call failed at once).
+fn assert_refused(what: &str, err: &Error, url: &str) {
+    match err {
+        Error::Backend {
+            backend: "redis",
+            message,
+            ..
+        } => assert!(
+            message.contains(url),
+            "{what}: the error names the server ({url}): {message}"
+        ),
+        other => panic!("{what}: a refused connection must fail at once with a backend error naming {url}, got {other:?}"),
+    }
 }
 
 async fn wait_for_recovery(cache: &Cache) -> Duration {
@@ -49,8 +64,8 @@ async fn wait_for_recovery(cache: &Cache) -> Duration {
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the cache did not recover within 10 s of Redis returning"
+            started.elapsed() < Duration::from_secs(30),
+            "the cache did not recover within 30 s of Redis returning"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -69,24 +84,23 @@ async fn degrade_mode_misses_and_drops_writes_then_recovers() {
     server.kill();
     for round in 0..3 {
         assert_eq!(
-            quick("get", cache.get::<String>("k")).await.unwrap(),
+            cache.get::<String>("k").await.unwrap(),
             None,
             "round {round}"
         );
-        quick("set", cache.set("k", "dropped", 60)).await.unwrap();
-        assert!(!quick("add", cache.add("a", "dropped", 60)).await.unwrap());
-        assert!(quick("get_many", cache.get_many::<String, _>(["k", "a"]))
+        cache.set("k", "dropped", 60).await.unwrap();
+        assert!(!cache.add("a", "dropped", 60).await.unwrap());
+        assert!(cache
+            .get_many::<String, _>(["k", "a"])
             .await
             .unwrap()
             .is_empty());
-        assert!(!quick("has_key", cache.has_key("k")).await.unwrap());
-        assert!(!quick("delete", cache.delete("k")).await.unwrap());
-        let v: String = quick(
-            "get_or_set",
-            cache.get_or_set_with("g", 60, || async { "fresh".to_owned() }),
-        )
-        .await
-        .unwrap();
+        assert!(!cache.has_key("k").await.unwrap());
+        assert!(!cache.delete("k").await.unwrap());
+        let v: String = cache
+            .get_or_set_with("g", 60, || async { "fresh".to_owned() })
+            .await
+            .unwrap();
         assert_eq!(v, "fresh", "get_or_set computes when Redis is down");
     }
     assert!(
@@ -94,11 +108,9 @@ async fn degrade_mode_misses_and_drops_writes_then_recovers() {
         "failures are counted: {:?}",
         cache.metrics()
     );
-    // incr has no made-up answer: it stays an error, quickly.
-    assert!(quick("incr", cache.incr("n", 1))
-        .await
-        .unwrap_err()
-        .is_backend_failure());
+    // incr has no made-up answer: it stays an error, the refused connection's.
+    let err = cache.incr("n", 1).await.unwrap_err();
+    assert_refused("incr", &err, &server.url(0));
 
     server.restart();
     let took = wait_for_recovery(&cache).await;
@@ -111,35 +123,17 @@ async fn degrade_mode_misses_and_drops_writes_then_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raise_mode_gives_a_typed_error_quickly_then_recovers() {
+async fn raise_mode_fails_at_once_with_a_backend_error_naming_the_url_then_recovers() {
     let server = RedisServer::start();
     let cache = open(&url(&server), OnError::Raise).await;
     cache.set("k", "v", 60).await.unwrap();
 
     server.kill();
-    for _ in 0..3 {
-        let err = quick("get", cache.get::<String>("k")).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Backend {
-                    backend: "redis",
-                    ..
-                } | Error::Timeout {
-                    backend: "redis",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        if let Error::Backend { message, .. } = &err {
-            assert!(
-                message.contains(&format!("127.0.0.1:{}", server.port())),
-                "the error names the server: {message}"
-            );
-        }
-        let err = quick("set", cache.set("k", "v", 60)).await.unwrap_err();
-        assert!(err.is_backend_failure(), "{err:?}");
+    for round in 0..3 {
+        let err = cache.get::<String>("k").await.unwrap_err();
+        assert_refused(&format!("get, round {round}"), &err, &server.url(0));
+        let err = cache.set("k", "v", 60).await.unwrap_err();
+        assert_refused(&format!("set, round {round}"), &err, &server.url(0));
     }
 
     server.restart();
@@ -154,37 +148,39 @@ async fn raise_mode_gives_a_typed_error_quickly_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_from_the_start_fails_fast_and_hides_the_password() {
     let port = free_port();
-    let url =
-        format!("redis://app:sekrit@127.0.0.1:{port}/0?connect_timeout=0.3&response_timeout=0.3");
+    let url = format!("redis://app:sekrit@127.0.0.1:{port}/0?{GENEROUS}");
     let cache = open(&url, OnError::Raise).await;
-    let err = quick("get", cache.get::<String>("k")).await.unwrap_err();
-    let text = err.to_string();
-    assert!(err.is_backend_failure(), "{err:?}");
-    assert!(!text.contains("sekrit"), "the password leaked: {text}");
-    if matches!(err, Error::Backend { .. }) {
-        assert!(
-            text.contains(&format!("redis://app:***@127.0.0.1:{port}/0")),
-            "{text}"
-        );
+    for (what, err) in [
+        ("get", cache.get::<String>("k").await.unwrap_err()),
+        ("set", cache.set("k", "v", 60).await.unwrap_err()),
+        ("incr", cache.incr("k", 1).await.unwrap_err()),
+    ] {
+        assert_refused(what, &err, &format!("redis://app:***@127.0.0.1:{port}/0"));
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(
+                !text.contains("sekrit"),
+                "{what}: the password leaked: {text}"
+            );
+        }
     }
     let degraded = open(&url, OnError::Degrade).await;
-    assert_eq!(
-        quick("get", degraded.get::<String>("k")).await.unwrap(),
-        None
-    );
+    assert_eq!(degraded.get::<String>("k").await.unwrap(), None);
 }
 
 /// A server that accepts connections but never answers (stopped with SIGSTOP): every call
-/// ends with `Error::Timeout` at the configured bound, and answers resume after SIGCONT.
+/// ends with `Error::Timeout` at the configured bound, and answers resume after SIGCONT. The
+/// timeout is the subject here, so the timeouts are tight (0.3 s + 0.3 s) and the call is
+/// checked to end near the bound (with slack for a busy machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_server_times_out_at_the_bound() {
     let server = RedisServer::start();
+    let url = format!("{}?connect_timeout=0.3&response_timeout=0.3", server.url(0));
     let pid = server
         .cli(&["info", "server"])
         .lines()
         .find_map(|l| l.trim().strip_prefix("process_id:").map(str::to_owned))
         .expect("INFO server gives the process id");
-    let cache = open(&url(&server), OnError::Raise).await;
+    let cache = open(&url, OnError::Raise).await;
     cache.set("k", "v", 60).await.unwrap();
     let signal = |sig: &str| {
         let status = std::process::Command::new("kill")
@@ -194,8 +190,15 @@ async fn a_hung_server_times_out_at_the_bound() {
         assert!(status.success(), "kill {sig} {pid}");
     };
     signal("-STOP");
+    // connect_timeout + response_timeout, plus slack for a busy machine.
+    let bound = Duration::from_millis(600) + Duration::from_secs(2);
+    let quick = |what: &'static str, started: Instant| {
+        let took = started.elapsed();
+        assert!(took < bound, "{what} took {took:?} while Redis was hung");
+    };
     let started = Instant::now();
-    let err = quick("get", cache.get::<String>("k")).await.unwrap_err();
+    let err = cache.get::<String>("k").await.unwrap_err();
+    quick("get", started);
     assert!(
         matches!(
             err,
@@ -218,10 +221,9 @@ async fn a_hung_server_times_out_at_the_bound() {
             ..cache.options().clone()
         },
     );
-    assert_eq!(
-        quick("get", degraded.get::<String>("k")).await.unwrap(),
-        None
-    );
+    let started = Instant::now();
+    assert_eq!(degraded.get::<String>("k").await.unwrap(), None);
+    quick("degraded get", started);
     signal("-CONT");
     wait_for_recovery(&cache).await;
     assert_eq!(

@@ -271,7 +271,12 @@ async fn rediss_with_a_private_certificate_authority() {
     assert_eq!(cache.get::<i64>("k").await.unwrap(), Some(7));
     assert_eq!(tls.cli(&["-n", "3", "get", "tls:1:k"]).trim(), "7");
 
-    let untrusted = backend(&format!("{}?connect_timeout=0.5", tls.url(3))).await;
+    // Generous timeouts: the refused certificate must fail the call at once, not time out.
+    let untrusted = backend(&format!(
+        "{}?connect_timeout=10&response_timeout=10",
+        tls.url(3)
+    ))
+    .await;
     let err = untrusted.get("tls:1:k").await.unwrap_err();
     assert!(
         matches!(err, webcache_core::Error::Backend { .. }),
@@ -298,5 +303,66 @@ async fn stats_report_the_database_size_and_memory() {
     assert!(
         names.contains(&"used_memory") && names.contains(&"url"),
         "{names:?}"
+    );
+}
+
+/// Issue 11 #12: a list or hash under the prefix is a miss with a warning, not a WRONGTYPE
+/// error; `incr` on it is a "not an integer" usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_values_under_the_prefix_are_misses() {
+    let cache = cache_over(&backend(&server().url(0)).await, &unique("foreign"));
+    common::foreign_values_are_misses_and_not_integers(&cache, |args| server().cli(args)).await;
+}
+
+/// Issue 11 #14: what Redis's `INCRBY` refuses is a clear usage error (not an integer, or
+/// overflow), never a vague backend failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_refusals_are_usage_errors() {
+    let cache = cache_over(&backend(&server().url(0)).await, &unique("integers"));
+    common::incr_refusals_are_usage_errors(&cache, |args| server().cli(args)).await;
+}
+
+/// Issue 19 #6: "one multiplexed connection per node" (README, BENCHMARKS). 200 concurrent
+/// operations through one cache over a primary and a replica open one connection to each:
+/// the servers' own client counts (read over redis-cli's separate connection) say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_multiplexed_connection_per_node_under_concurrency() {
+    use webcache_testkit::servers::redis::RedisReplicaPair;
+    let pair = RedisReplicaPair::start();
+    // Normal clients (not the replication link), other than redis-cli's own connection.
+    let clients = |server: &RedisServer| -> usize {
+        server
+            .cli(&["client", "list", "type", "normal"])
+            .lines()
+            .filter(|l| !l.contains("cmd=client|list"))
+            .count()
+    };
+    assert_eq!(
+        (clients(&pair.primary), clients(&pair.replica)),
+        (0, 0),
+        "nobody else is connected"
+    );
+    let cache = cache_over(&backend(&pair.url(0, "")).await, "mux");
+    let tasks: Vec<_> = (0..200)
+        .map(|i: i32| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let key = format!("k{}", i / 2);
+                if i % 2 == 0 {
+                    cache.set(&key, &i, 60).await.unwrap();
+                } else {
+                    cache.get::<i32>(&key).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        (clients(&pair.primary), clients(&pair.replica)),
+        (1, 1),
+        "one connection to the primary and one to the replica, whatever the concurrency:\n{}",
+        pair.primary.cli(&["client", "list"])
     );
 }

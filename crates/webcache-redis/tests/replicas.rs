@@ -91,3 +91,42 @@ async fn a_refusing_replica_falls_back_to_the_primary() {
         );
     }
 }
+
+/// Issue 11 #12 with reads served by the replica: a list or hash under the prefix is a miss
+/// with a warning there too (the replica's WRONGTYPE is an answer about the data, not a
+/// failing replica to route around).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_values_under_the_prefix_are_misses() {
+    use webcache_core::{Cache, CacheOptions};
+    let pair = RedisReplicaPair::shared();
+    let cache = Cache::new(
+        PrimaryAndReplica.backend().await,
+        CacheOptions {
+            key_prefix: format!("foreign{:08x}", rand::random::<u32>()),
+            ..CacheOptions::default()
+        },
+    );
+    // Writes go to the primary; the reads under test go to the replica, so wait until it has
+    // caught up with each write.
+    let cli = |args: &[&str]| {
+        let out = pair.primary.cli(args);
+        let offset = |server: &webcache_testkit::servers::redis::RedisServer, field: &str| {
+            server
+                .cli(&["info", "replication"])
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(field)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let target = offset(&pair.primary, "master_repl_offset:");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while offset(&pair.replica, "master_repl_offset:") < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not catch up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        out
+    };
+    common::foreign_values_are_misses_and_not_integers(&cache, cli).await;
+}

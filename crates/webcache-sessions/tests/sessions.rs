@@ -16,7 +16,7 @@ use tower_sessions::{Session, SessionStore};
 use webcache_core::backends::{LocMem, LocMemConfig};
 use webcache_core::{Cache, CacheOptions};
 use webcache_sessions::{session_key, CacheStore, CachedDbStore, SessionConfig, SessionExpiry};
-use webcache_testkit::servers::{postgres::Postgres, redis::RedisServer, temp_dir};
+use webcache_testkit::servers::{postgres::Postgres, redis::RedisServer, scratch_dir};
 
 // ----- the app under test ------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ async fn redis() -> Cache {
 }
 
 async fn sqlite() -> Cache {
-    let dir = temp_dir("sessions-sqlite");
+    let dir = scratch_dir("sessions-sqlite");
     cache_from(&format!(
         "sqlite://{}/sessions.db?create_table=true",
         dir.display()

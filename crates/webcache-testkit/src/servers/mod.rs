@@ -1,11 +1,14 @@
 //! Real servers for tests, started on free loopback ports and stopped when the test process
 //! ends (even if it is killed): each server runs under a small shell watchdog that stops it
-//! when the test process's end of a pipe closes.
+//! when the test process's end of a pipe closes. Their scratch folders go the same way (see
+//! [`scratch_dir`]): fixtures kept in statics are never dropped, so nothing in the test
+//! process itself could remove them.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -52,7 +55,9 @@ pub fn installed(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A fresh temporary directory for a server's files (removed when the server is dropped).
+/// A fresh directory `webcache-test-NAME-PID-RANDOM` under the system's temporary directory.
+/// Its creator removes it; most tests want [`scratch_dir`], which is removed when the test
+/// process ends.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "webcache-test-{name}-{}-{:08x}",
@@ -61,6 +66,63 @@ pub fn temp_dir(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).expect("cannot create a temporary directory");
     dir
+}
+
+/// A fresh [`temp_dir`] that is removed when the test process ends (see [`remove_at_exit`]).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    remove_at_exit(&dir);
+    dir
+}
+
+/// Removes `dir` (and everything in it) once the test process has ended, however it ends:
+/// normally (statics are never dropped), by a panic, or killed.
+///
+/// One watchdog per test process collects the folders on a pipe; when the pipe closes (the
+/// process is gone) it removes them, retrying for a few seconds because servers stopping at
+/// the same moment may still write into their folders. It ignores the interrupt of a Ctrl-C
+/// (sent to the whole process group) so that it outlives the tests it cleans up after. Not for
+/// a folder whose server must find it to stop (PostgreSQL's data directory: its own watchdog
+/// removes it after stopping it).
+pub fn remove_at_exit(dir: &Path) {
+    static REMOVER: Mutex<Option<ChildStdin>> = Mutex::new(None);
+    let mut remover = REMOVER.lock().unwrap_or_else(|p| p.into_inner());
+    if remover.is_none() {
+        let script = r#"trap '' INT TERM HUP
+while IFS= read -r dir; do set -- "$@" "$dir"; done
+tries=0
+while [ "$tries" -lt 100 ]; do
+    left=0
+    for dir do
+        rm -rf -- "$dir" 2>/dev/null
+        if [ -e "$dir" ]; then left=1; fi
+    done
+    if [ "$left" -eq 0 ]; then exit 0; fi
+    tries=$((tries + 1))
+    sleep 0.1
+done
+"#;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the scratch folder remover: {e}"));
+        // The remover outlives this process on purpose: it is never waited for.
+        *remover = child.stdin.take();
+    }
+    let line = dir
+        .to_str()
+        .filter(|text| !text.contains('\n'))
+        .unwrap_or_else(|| panic!("{} is not a one-line UTF-8 path", dir.display()));
+    let stdin = remover
+        .as_mut()
+        .expect("the remover's pipe was just opened");
+    writeln!(stdin, "{line}")
+        .and_then(|()| stdin.flush())
+        .unwrap_or_else(|e| panic!("cannot register {line} for removal: {e}"));
 }
 
 /// A server process under a watchdog.

@@ -2,16 +2,17 @@
 //! with a replica, and a 3-master Redis Cluster.
 //!
 //! Every server keeps nothing on disk (`--save ""`, no AOF), listens on 127.0.0.1 only, writes
-//! its log into its own temporary directory and stops when the test process ends. A single
+//! its log into its own [`scratch_dir`], and stops when the test process ends (its folder is
+//! removed then, or when the fixture is dropped). A single
 //! server can be [`kill`](RedisServer::kill)ed and [`restart`](RedisServer::restart)ed on the
 //! same port, for tests of a cache that outlives a Redis outage.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{free_cluster_port, free_port, temp_dir, wait_for_port, ServerProcess};
+use super::{free_cluster_port, free_port, scratch_dir, wait_for_port, ServerProcess};
 
 const STARTUP: Duration = Duration::from_secs(15);
 
@@ -57,7 +58,7 @@ impl RedisServer {
     /// for 127.0.0.1 (made with `openssl`; its file is [`ca_file`](RedisServer::ca_file)).
     pub fn start_tls() -> RedisServer {
         let port = free_port();
-        let dir = temp_dir(&format!("redis-tls-{port}"));
+        let dir = scratch_dir(&format!("redis-tls-{port}"));
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let status = Command::new("openssl")
             .args([
@@ -110,7 +111,7 @@ impl RedisServer {
     fn start_with(port: u16, extra_args: Vec<String>) -> RedisServer {
         let server = RedisServer {
             port,
-            dir: temp_dir(&format!("redis-{port}")),
+            dir: scratch_dir(&format!("redis-{port}")),
             extra_args,
             tls: false,
             process: Mutex::new(None),
@@ -122,6 +123,12 @@ impl RedisServer {
     /// The certificate a TLS server presents (self-signed: it is its own authority).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("cert.pem")
+    }
+
+    /// The server's scratch folder (its log, a TLS server's certificate, a cluster node's
+    /// `nodes.conf`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The port the server listens on.
