@@ -1,21 +1,21 @@
 //! [`SqlCache`]: the [`Backend`] over a SQLite or PostgreSQL table.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::task::JoinHandle;
 use webcache_core::entry::parse_integer;
 use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
 
 use crate::config::{Database, Dialect, SqlConfig};
+use crate::cull::cull_periodically;
+use crate::keys::{glob_literal_prefix, padded, prefix_end};
+use crate::pool::{open_pool, q, with_pool, Pool};
 use crate::sql::{self, Statements};
 
 /// Keys per `get_many`/`delete_many` statement, and rows per `set_many` statement: far below
@@ -25,30 +25,6 @@ const MAX_KEYS_PER_STATEMENT: usize = 8192;
 const SCAN_PAGE: i64 = 500;
 /// How often `incr` retries when the value changed between its update and its check.
 const INCR_ATTEMPTS: usize = 16;
-
-/// A connection pool of either database: the one place that names both drivers.
-#[derive(Debug, Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Runs `$body` with `$p` bound to the pool of whichever database this is. The body is the same
-/// source for both databases; only the driver types differ.
-macro_rules! with_pool {
-    ($pool:expr, $p:ident => $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $body,
-            Pool::Postgres($p) => $body,
-        }
-    };
-}
-
-/// A SQL string that may be given to sqlx: table names are validated to letters, digits and
-/// underscores before they reach any statement, and every value is a bound parameter.
-fn q(text: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
-    AssertSqlSafe(text.clone())
-}
 
 /// The database cache backend: one table with a text key, the entry bytes and an expiry in
 /// Unix milliseconds, on SQLite or PostgreSQL.
@@ -68,16 +44,16 @@ pub struct SqlCache {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: Pool,
-    dialect: Dialect,
-    table: String,
-    display_url: String,
-    sql: Statements,
-    max_entries: Option<u64>,
-    cull_frequency: u32,
-    connect_timeout: Duration,
-    culler: Mutex<Option<JoinHandle<()>>>,
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    pub(crate) dialect: Dialect,
+    pub(crate) table: String,
+    pub(crate) display_url: String,
+    pub(crate) sql: Statements,
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) cull_frequency: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) culler: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SqlCache {
@@ -99,7 +75,7 @@ impl Drop for Inner {
 }
 
 /// Now, in Unix milliseconds (the unit of the `expires` column).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -117,50 +93,6 @@ fn expires_at(expiry: Expiry, now: i64) -> Option<i64> {
 
 fn is_live(expires: Option<i64>, now: i64) -> bool {
     expires.is_none_or(|at| at > now)
-}
-
-/// The smallest string greater than every string that starts with `prefix` (in code point
-/// order, which is the byte order of UTF-8), or `None` when there is none.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match u32::from(last) + 1 {
-            0xD800 => Some('\u{E000}'),
-            n => char::from_u32(n),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-/// The literal text every match of a glob pattern starts with (up to its first wildcard).
-fn glob_literal_prefix(pattern: &str) -> String {
-    let mut prefix = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' | '?' | '[' => break,
-            '\\' => match chars.next() {
-                Some(escaped) => prefix.push(escaped),
-                None => break,
-            },
-            c => prefix.push(c),
-        }
-    }
-    prefix
-}
-
-/// Pads a key list to a power of two by repeating its last key, so that `IN (...)` lists of
-/// any length map to a handful of prepared statements (duplicates change nothing in `IN`).
-fn padded(keys: &[String]) -> Vec<&str> {
-    let mut out: Vec<&str> = keys.iter().map(String::as_str).collect();
-    if let Some(&last) = out.last() {
-        out.resize(out.len().next_power_of_two(), last);
-    }
-    out
 }
 
 impl SqlCache {
@@ -221,109 +153,13 @@ impl SqlCache {
     }
 }
 
-/// Opens the connection pool a configuration describes (and checks that it can connect).
-async fn open_pool(config: &SqlConfig) -> Result<Pool> {
-    let name = config.dialect().name();
-    let timeout = config.connect_timeout;
-    let failed = |e: sqlx::Error| match e {
-        sqlx::Error::PoolTimedOut => Error::Timeout {
-            backend: name,
-            after: timeout,
-        },
-        e => Error::backend(
-            name,
-            format!("cannot open the database at {}", config.display_url),
-            e,
-        ),
-    };
-    match &config.database {
-        Database::SqliteFile(path) => {
-            let options = SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true)
-                .busy_timeout(timeout)
-                // Safe with WAL (a crash can lose the last commits, never corrupt the file):
-                // the right trade for a cache.
-                .synchronous(SqliteSynchronous::Normal);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(config.pool_size)
-                .acquire_timeout(timeout)
-                .connect_with(options)
-                .await
-                .map_err(failed)?;
-            use_wal(&pool, &config.display_url).await;
-            Ok(Pool::Sqlite(pool))
-        }
-        Database::SqliteMemory => {
-            // `sqlite::memory:` gets a database of its own, named and shared by the pool's
-            // connections; the pool keeps its one connection for good, so the data lives as
-            // long as the cache.
-            let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(failed)?;
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .acquire_timeout(timeout)
-                .connect_with(options)
-                .await
-                .map_err(failed)?;
-            Ok(Pool::Sqlite(pool))
-        }
-        Database::Postgres(options) => {
-            let pool = PgPoolOptions::new()
-                .max_connections(config.pool_size)
-                .acquire_timeout(timeout)
-                .connect_with(options.as_ref().clone())
-                .await
-                .map_err(failed)?;
-            Ok(Pool::Postgres(pool))
-        }
-    }
-}
-
-/// Switches an SQLite file to write-ahead logging, where readers never wait for the writer.
-/// The mode is stored in the file, so this is a no-op after the first time; when it cannot be
-/// switched (another process holds it open right now) the cache works as well, only slower.
-async fn use_wal(pool: &SqlitePool, url: &str) {
-    let mode: std::result::Result<String, sqlx::Error> =
-        sqlx::query_scalar("PRAGMA journal_mode = WAL")
-            .fetch_one(pool)
-            .await;
-    match mode {
-        Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
-        Ok(mode) => {
-            tracing::info!(%url, %mode, "the SQLite cache database stays in its journal mode")
-        }
-        Err(e) => tracing::warn!(%url, "cannot switch the SQLite cache database to WAL mode: {e}"),
-    }
-}
-
-async fn cull_periodically(inner: Weak<Inner>, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        // Holding only a weak reference between runs lets the cache be dropped.
-        let Some(inner) = inner.upgrade() else { return };
-        match inner.delete_expired().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(table = %inner.table, "deleted {n} expired cache rows"),
-            Err(e) => {
-                tracing::warn!(table = %inner.table, "deleting expired cache rows failed: {e}")
-            }
-        }
-    }
-}
-
 impl Inner {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.dialect.name()
     }
 
     /// A driver error as a webcache error; a missing table says how to create it.
-    fn error(&self, doing: &str, e: sqlx::Error) -> Error {
+    pub(crate) fn error(&self, doing: &str, e: sqlx::Error) -> Error {
         if let sqlx::Error::PoolTimedOut = e {
             return Error::Timeout {
                 backend: self.name(),
@@ -364,47 +200,6 @@ impl Inner {
         };
         run.await
             .map_err(|e| self.error("creating the cache table", e))
-    }
-
-    async fn delete_expired(&self) -> Result<u64> {
-        let sql = q(&self.sql.delete_expired);
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(now_ms()).execute(p).await.map(|r| r.rows_affected()))
-            .map_err(|e| self.error("deleting expired rows", e))
-    }
-
-    /// Keeps the table within `max_entries` after a write of `kept` (which is never culled).
-    /// A failure is logged, not returned: the write itself succeeded.
-    async fn enforce_bound(&self, kept: &str) {
-        let Some(max) = self.max_entries else { return };
-        if let Err(e) = self.cull(max, kept).await {
-            tracing::warn!(table = %self.table, "culling the cache table failed: {e}");
-        }
-    }
-
-    async fn cull(&self, max: u64, kept: &str) -> Result<()> {
-        let sql = q(&self.sql.count);
-        let rows: i64 = with_pool!(&self.pool, p => sqlx::query_scalar(sql).fetch_one(p).await)
-            .map_err(|e| self.error("counting rows", e))?;
-        let rows = u64::try_from(rows).unwrap_or(0);
-        if rows <= max {
-            return Ok(());
-        }
-        let remaining = rows.saturating_sub(self.delete_expired().await?);
-        if remaining <= max {
-            return Ok(());
-        }
-        let culled = if self.cull_frequency == 0 {
-            let sql = q(&self.sql.cull_all);
-            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).execute(p).await.map(|r| r.rows_affected()))
-        } else {
-            let count = (remaining / u64::from(self.cull_frequency)).max(remaining - max);
-            let sql = q(&self.sql.cull);
-            let count = i64::try_from(count).unwrap_or(i64::MAX);
-            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).bind(count).execute(p).await.map(|r| r.rows_affected()))
-        }
-        .map_err(|e| self.error("culling", e))?;
-        tracing::debug!(table = %self.table, rows, culled, "culled the cache table");
-        Ok(())
     }
 
     /// Value and expiry of `key`, live or not.
@@ -806,23 +601,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_ranges() {
-        assert_eq!(prefix_end("app:1:").as_deref(), Some("app:1;"));
-        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
-        assert_eq!(prefix_end("\u{10FFFF}"), None);
-        assert_eq!(prefix_end(""), None);
-    }
-
-    #[test]
-    fn glob_prefixes() {
-        assert_eq!(glob_literal_prefix("app:1:user.*"), "app:1:user.");
-        assert_eq!(glob_literal_prefix("a\\*b?c"), "a*b");
-        assert_eq!(glob_literal_prefix("[ab]c"), "");
-        assert_eq!(glob_literal_prefix("plain"), "plain");
-    }
-
-    #[test]
     fn expiry_rounds_up_and_saturates() {
         assert_eq!(expires_at(Expiry::Never, 5), None);
         assert_eq!(
@@ -835,12 +613,5 @@ mod tests {
         );
         assert_eq!(expires_at(Expiry::After(Duration::MAX), 5), Some(i64::MAX));
         assert!(is_live(None, 10) && is_live(Some(11), 10) && !is_live(Some(10), 10));
-    }
-
-    #[test]
-    fn key_lists_pad_to_powers_of_two() {
-        let keys: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        assert_eq!(padded(&keys), ["a", "b", "c", "c"]);
-        assert!(padded(&[]).is_empty());
     }
 }

@@ -49,6 +49,9 @@
 
 mod backend;
 mod config;
+mod cull;
+mod keys;
+mod pool;
 mod sql;
 
 use std::sync::Arc;

@@ -1,0 +1,70 @@
+//! Culling: the background deletion of expired rows and the `max_entries` bound.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use webcache_core::Result;
+
+use crate::backend::{now_ms, Inner};
+use crate::pool::{q, with_pool, Pool};
+
+pub(crate) async fn cull_periodically(inner: Weak<Inner>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        // Holding only a weak reference between runs lets the cache be dropped.
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.delete_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(table = %inner.table, "deleted {n} expired cache rows"),
+            Err(e) => {
+                tracing::warn!(table = %inner.table, "deleting expired cache rows failed: {e}")
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) async fn delete_expired(&self) -> Result<u64> {
+        let sql = q(&self.sql.delete_expired);
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(now_ms()).execute(p).await.map(|r| r.rows_affected()))
+            .map_err(|e| self.error("deleting expired rows", e))
+    }
+
+    /// Keeps the table within `max_entries` after a write of `kept` (which is never culled).
+    /// A failure is logged, not returned: the write itself succeeded.
+    pub(crate) async fn enforce_bound(&self, kept: &str) {
+        let Some(max) = self.max_entries else { return };
+        if let Err(e) = self.cull(max, kept).await {
+            tracing::warn!(table = %self.table, "culling the cache table failed: {e}");
+        }
+    }
+
+    async fn cull(&self, max: u64, kept: &str) -> Result<()> {
+        let sql = q(&self.sql.count);
+        let rows: i64 = with_pool!(&self.pool, p => sqlx::query_scalar(sql).fetch_one(p).await)
+            .map_err(|e| self.error("counting rows", e))?;
+        let rows = u64::try_from(rows).unwrap_or(0);
+        if rows <= max {
+            return Ok(());
+        }
+        let remaining = rows.saturating_sub(self.delete_expired().await?);
+        if remaining <= max {
+            return Ok(());
+        }
+        let culled = if self.cull_frequency == 0 {
+            let sql = q(&self.sql.cull_all);
+            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).execute(p).await.map(|r| r.rows_affected()))
+        } else {
+            let count = (remaining / u64::from(self.cull_frequency)).max(remaining - max);
+            let sql = q(&self.sql.cull);
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).bind(count).execute(p).await.map(|r| r.rows_affected()))
+        }
+        .map_err(|e| self.error("culling", e))?;
+        tracing::debug!(table = %self.table, rows, culled, "culled the cache table");
+        Ok(())
+    }
+}
