@@ -1,9 +1,9 @@
 //! [`FileCache`]: the [`Backend`] over a [`Store`] directory, running file work on tokio's
 //! blocking pool.
 
-use std::fs::{self, DirBuilder};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyStream,
 
 use crate::config::{FileConfig, DEFAULT_CULL_FREQUENCY, DEFAULT_MAX_ENTRIES};
 use crate::format::{deadline_ms, now_ms};
+use crate::secure::prepare_dir;
 use crate::store::{remove_quietly, Count, Found, Store};
 use crate::BACKEND;
 
@@ -27,17 +28,10 @@ pub struct FileCache {
 }
 
 impl FileCache {
-    /// Opens (and creates, `0700`) the cache directory of `config`.
+    /// Opens (and creates, `0700`) the cache directory of `config`, refusing one that other
+    /// users could write to (see the [crate documentation](crate)).
     pub fn open(config: &FileConfig) -> io::Result<Self> {
-        if !config.dir.is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&config.dir)?;
-        }
-        if !config.dir.is_dir() {
-            return Err(io::Error::other("it exists and is not a directory"));
-        }
+        let checked = prepare_dir(&config.dir)?;
         Ok(FileCache {
             store: Arc::new(Store {
                 dir: config.dir.clone(),
@@ -48,6 +42,7 @@ impl FileCache {
                     listed: config.max_entries.unwrap_or(0),
                     created: 0,
                 }),
+                checked: Mutex::new(Some(checked)),
             }),
         })
     }
@@ -80,7 +75,10 @@ impl FileCache {
         FileCache::open(&config).map_err(|e| {
             spec.error(
                 "url",
-                format!("cannot use `{}` as the cache directory: {e}; choose a directory this process may create and write", config.dir.display()),
+                format!(
+                    "cannot use `{}` as the cache directory: {e}",
+                    config.dir.display()
+                ),
             )
         })
     }
@@ -100,9 +98,12 @@ impl FileCache {
         work: impl FnOnce(&Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || work(&store))
-            .await
-            .map_err(|e| Error::backend(BACKEND, "a file cache task failed", e))?
+        tokio::task::spawn_blocking(move || {
+            store.verify_dir()?;
+            work(&store)
+        })
+        .await
+        .map_err(|e| Error::backend(BACKEND, "a file cache task failed", e))?
     }
 }
 
@@ -243,7 +244,7 @@ impl Backend for FileCache {
             let files = s.entry_files()?;
             let bytes = files
                 .iter()
-                .filter_map(|p| p.metadata().ok())
+                .filter_map(|p| p.symlink_metadata().ok())
                 .map(|m| m.len())
                 .sum();
             let mode = fs::metadata(&s.dir)

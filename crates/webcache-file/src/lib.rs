@@ -12,6 +12,14 @@
 //! * **Writes** go to a temporary file in the same directory, then `rename` over the entry, so a
 //!   reader sees the old entry or the new one, never half of one. Files are created `0600` and
 //!   the directory `0700`.
+//! * **A private directory**: whoever can write to the directory can forge entries (pages,
+//!   sessions), so the backend refuses (with the command that fixes it) a directory owned by
+//!   another user, one its group or others may write to, and one inside a world-writable parent
+//!   without the sticky bit. The check runs at open and again whenever the directory was
+//!   replaced (one `stat` per operation). Entries and lock files are never opened through a
+//!   symbolic link (a planted link is replaced by the next write, never followed); only regular
+//!   files are read (a FIFO or a device is a miss plus a warning, never a hang), and only up to
+//!   the largest entry, 512 MiB: a larger value is refused with `ValueTooLarge`.
 //! * **Atomicity across processes**: every write (`set`, `add`, `incr`, `touch`, `delete`)
 //!   holds an advisory `flock` on one of 64 lock files (`.lock-NN`, chosen by the key's hash)
 //!   while it reads and replaces the entry, so `add` and `incr` are atomic between any number of
@@ -37,6 +45,7 @@
 mod backend;
 mod config;
 mod format;
+mod secure;
 mod store;
 
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! The directory of entry files: paths, stripe locks, reads, atomic writes, culling and listing.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use webcache_core::{Error, Expiry, Result};
 
 use crate::format::{deadline_ms, encode, now_ms, parse_header, Entry, HEADER_LEN};
+use crate::secure::{
+    open_entry, open_lock, prepare_dir, verify_dir, DirIdentity, Opened, MAX_ENTRY_BYTES,
+};
 use crate::BACKEND;
 
 /// Suffix of entry files: `clear` and culling touch nothing else.
@@ -29,6 +32,8 @@ pub(crate) struct Store {
     pub(crate) max_entries: Option<u64>,
     pub(crate) cull_frequency: u64,
     pub(crate) count: Mutex<Count>,
+    /// The directory last checked to be private (`None`: there was none).
+    pub(crate) checked: Mutex<Option<DirIdentity>>,
 }
 
 /// What this process knows about the number of entries.
@@ -76,21 +81,27 @@ impl Store {
         self.dir.join(name)
     }
 
+    /// Checks, before an operation, that the directory is still the private one checked before
+    /// (one `stat`), and checks it again when it was replaced: a directory removed and created
+    /// again by another user must not be trusted.
+    pub(crate) fn verify_dir(&self) -> Result<()> {
+        let mut checked = lock(&self.checked);
+        *checked = verify_dir(&self.dir, *checked).map_err(|e| {
+            Error::backend(
+                BACKEND,
+                format!("cannot use `{}` as the cache directory", self.dir.display()),
+                e,
+            )
+        })?;
+        Ok(())
+    }
+
     /// Takes the advisory lock that serialises writers of `key`, in this and other processes.
     pub(crate) fn lock_key(&self, key: &str) -> Result<StripeLock> {
         let stripe = usize::from(Self::hash(key)[0]) % LOCK_STRIPES;
         let path = self.dir.join(format!(".lock-{stripe:02x}"));
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&path)
-        };
         let file = self
-            .recreating_dir(open)
+            .recreating_dir(|| open_lock(&path))
             .map_err(|e| io_error("open the lock file", &path, e))?;
         // Through the trait, not std's newer inherent `File::lock`, to keep the MSRV.
         fs4::FileExt::lock(&file).map_err(|e| io_error("lock", &path, e))?;
@@ -103,10 +114,8 @@ impl Store {
         match create() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(dir = %self.dir.display(), "the cache directory disappeared; recreating it");
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&self.dir)?;
+                // Checked again: someone else may have created it in the meantime.
+                *lock(&self.checked) = Some(prepare_dir(&self.dir)?);
                 create()
             }
             other => other,
@@ -115,11 +124,20 @@ impl Store {
 
     /// Reads the entry of `key`.
     pub(crate) fn read(&self, key: &str, path: &Path) -> Result<Found> {
-        let raw = match fs::read(path) {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+        let (file, len) = match open_entry(path) {
+            Ok(Opened::File(file, len)) => (file, len),
+            Ok(Opened::Missing) => return Ok(Found::Missing),
+            Ok(Opened::Refused(why)) => {
+                warn_corrupt(path, &why);
+                return Ok(Found::Corrupt);
+            }
             Err(e) => return Err(io_error("read", path, e)),
         };
+        // At most the length the file had when opened (itself at most the entry size limit).
+        let mut raw = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.take(len)
+            .read_to_end(&mut raw)
+            .map_err(|e| io_error("read", path, e))?;
         let checked = parse_header(&raw).and_then(|(expires_ms, key_len, value_len)| {
             let expected = HEADER_LEN as u64 + key_len as u64 + value_len;
             if raw.len() as u64 != expected {
@@ -151,8 +169,11 @@ impl Store {
 
     /// Reads only the header and key of an entry file (for listing).
     pub(crate) fn read_head(path: &Path) -> std::result::Result<(u64, Vec<u8>), String> {
-        let mut file = File::open(path).map_err(|e| e.to_string())?;
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let (mut file, len) = match open_entry(path).map_err(|e| e.to_string())? {
+            Opened::File(file, len) => (file, len),
+            Opened::Missing => return Err("it is gone".to_owned()),
+            Opened::Refused(why) => return Err(why),
+        };
         let mut head = [0u8; HEADER_LEN];
         file.read_exact(&mut head)
             .map_err(|_| "shorter than the header".to_owned())?;
@@ -197,7 +218,19 @@ impl Store {
         expires_ms: u64,
         path: &Path,
     ) -> Result<()> {
-        let existed = path.exists();
+        let size = HEADER_LEN + key.len() + value.len();
+        if size as u64 > MAX_ENTRY_BYTES {
+            // Never write what no reader would read; as documented for the error, the older
+            // value goes.
+            remove_quietly(path)?;
+            return Err(Error::ValueTooLarge {
+                key: key.to_owned(),
+                size,
+                limit: usize::try_from(MAX_ENTRY_BYTES).unwrap_or(usize::MAX),
+            });
+        }
+        // Whatever is at the path (even a planted link) is replaced by the rename, not followed.
+        let existed = fs::symlink_metadata(path).is_ok();
         if !existed {
             self.make_room()?;
         }
@@ -317,7 +350,7 @@ impl Store {
                     }
                 }
                 // Gone since the listing: not an error.
-                Err(_) if !path.exists() => {}
+                Err(_) if fs::symlink_metadata(&path).is_err() => {}
                 Err(why) => warn_corrupt(&path, &why),
             }
         }
