@@ -47,7 +47,7 @@ impl FileCache {
         })
     }
 
-    /// Parses a `file://` spec (see [`from_spec`]) and opens the directory.
+    /// Parses a `file://` spec (see [`from_spec`](crate::from_spec)) and opens the directory.
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
         let max_entries: Option<u64> =
             spec.take("max_entries", "a whole number of entries (0 for no bound)")?;
