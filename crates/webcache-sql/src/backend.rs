@@ -10,7 +10,9 @@ use futures::StreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::task::JoinHandle;
 use webcache_core::entry::parse_integer;
-use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
+use webcache_core::{
+    glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl,
+};
 
 use crate::config::{Database, Dialect, SqlConfig};
 use crate::cull::cull_periodically;
@@ -23,6 +25,11 @@ use crate::sql::{self, Statements};
 const MAX_KEYS_PER_STATEMENT: usize = 8192;
 /// Keys fetched per round trip by `scan`.
 const SCAN_PAGE: i64 = 500;
+/// The longest key (in bytes, after the prefix and version) a PostgreSQL cache takes: the
+/// primary key's btree holds rows of at most 2704 bytes, and a 3000-byte key fails with "index
+/// row size ... exceeds btree maximum". Longer keys are a usage error that says so (or are
+/// hashed with `invalid_keys = "hash"`).
+pub const POSTGRES_MAX_KEY_LEN: usize = 2000;
 /// How often `incr` retries when the value changed between its update and its check.
 const INCR_ATTEMPTS: usize = 16;
 
@@ -74,6 +81,15 @@ impl Drop for Inner {
     }
 }
 
+/// What a key's row holds.
+enum Stored {
+    Missing,
+    /// A row that does not decode as webcache's (why, in words; already logged).
+    Foreign(String),
+    /// The value and the expiry.
+    Row(Vec<u8>, Option<i64>),
+}
+
 /// Now, in Unix milliseconds (the unit of the `expires` column).
 pub(crate) fn now_ms() -> i64 {
     let since_epoch = SystemTime::now()
@@ -117,11 +133,8 @@ impl SqlCache {
         });
         if config.create_table || matches!(config.database, Database::SqliteMemory) {
             inner.create_table().await?;
-        } else {
-            let sql = q(&inner.sql.check_table);
-            with_pool!(&inner.pool, p => sqlx::query(sql).execute(p).await.map(drop))
-                .map_err(|e| inner.error("checking the cache table", e))?;
         }
+        inner.check_columns(false).await?;
         if let Some(every) = config.cull_interval {
             let task = tokio::spawn(cull_periodically(Arc::downgrade(&inner), every));
             *inner.culler.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -153,9 +166,43 @@ impl SqlCache {
     }
 }
 
+/// What SQLite says when the database file is not a sound database: `SQLITE_CORRUPT` (11) and
+/// `SQLITE_NOTADB` (26), extended codes included.
+fn corrupt_sqlite_file(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    let code: i64 = db.code()?.parse().ok()?;
+    matches!(code & 0xff, 11 | 26).then(|| db.message().to_owned())
+}
+
 impl Inner {
+    /// Refuses what [`KeyRules`] cannot say: PostgreSQL text holds no NUL character.
+    fn check_key(&self, key: &str) -> Result<()> {
+        if self.dialect == Dialect::Postgres && key.contains('\0') {
+            let shown: String = key.chars().take(80).collect();
+            return Err(Error::InvalidKey {
+                key: shown.escape_debug().to_string(),
+                reason: "it contains a NUL character (\\0), which PostgreSQL text cannot hold; \
+                         remove it from the key"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         self.dialect.name()
+    }
+
+    /// What to say when the table is missing.
+    pub(crate) fn missing_table(&self) -> String {
+        format!(
+            "the cache table `{}` does not exist in {}; create it with `webcache createcachetable` \
+             (or `webcache_sql::create_cache_table`), or add `create_table=true` to the cache URL",
+            self.table, self.display_url
+        )
     }
 
     /// A driver error as a webcache error; a missing table says how to create it.
@@ -173,20 +220,29 @@ impl Inner {
             _ => false,
         };
         if missing_table {
+            return Error::backend(self.name(), format!("{doing}: {}", self.missing_table()), e);
+        }
+        if let Some(damage) = corrupt_sqlite_file(&e) {
             return Error::backend(
                 self.name(),
                 format!(
-                    "{doing}: the cache table `{}` does not exist in {}; create it with `webcache createcachetable` \
-                     (or `webcache_sql::create_cache_table`), or add `create_table=true` to the cache URL",
-                    self.table, self.display_url
+                    "{doing} failed: the SQLite database {} is damaged ({damage}); stop the \
+                     processes that use it and delete the file (the cache starts again empty), \
+                     or point the cache at another file",
+                    self.display_url
                 ),
                 e,
             );
         }
+        // The driver's error is the source: error reporters (the CLI, `tracing` fields) print
+        // it after this message.
         Error::backend(self.name(), format!("{doing} failed"), e)
     }
 
     async fn create_table(&self) -> Result<()> {
+        // `CREATE TABLE IF NOT EXISTS` would leave a foreign table in place (and its index
+        // statement fail on it): say what the table is instead.
+        self.check_columns(true).await?;
         let (begin, lock) = sql::ddl_transaction(self.dialect, &self.table);
         let statements = sql::create_table(self.dialect, &self.table);
         let run = async {
@@ -203,23 +259,47 @@ impl Inner {
     }
 
     /// Value and expiry of `key`, live or not.
-    async fn row(&self, key: &str) -> Result<Option<(Vec<u8>, Option<i64>)>> {
+    async fn row(&self, key: &str) -> Result<Stored> {
         let sql = q(&self.sql.get);
-        with_pool!(&self.pool, p => {
-            match sqlx::query(sql).bind(key).fetch_optional(p).await {
-                Ok(Some(row)) => row.try_get(0).and_then(|v| Ok(Some((v, row.try_get(1)?)))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            }
+        let row: Option<std::result::Result<(Vec<u8>, Option<i64>), sqlx::Error>> =
+            with_pool!(&self.pool, p => {
+                sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| {
+                    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                })
+            })
+            .map_err(|e| self.error("get", e))?;
+        Ok(match row {
+            None => Stored::Missing,
+            Some(Ok((value, expires))) => Stored::Row(value, expires),
+            Some(Err(e)) => Stored::Foreign(self.foreign_row(key, &e)),
         })
-        .map_err(|e| self.error("get", e))
     }
 
-    /// The expiry of `key`: `None` when missing, `Some(None)` when it never expires.
+    /// Logs a row that does not decode as ours (SQLite keeps any type in any column: a row
+    /// written by another program under the cache's prefix) and says what it is.
+    fn foreign_row(&self, key: &str, e: &sqlx::Error) -> String {
+        let why = match e {
+            sqlx::Error::ColumnDecode { index, source } => format!("column {index}: {source}"),
+            other => other.to_string(),
+        };
+        tracing::warn!(table = %self.table, key, "a row not written by webcache is treated as a miss: {why}");
+        why
+    }
+
+    /// The expiry of `key`: `None` when missing (or not a row of ours, logged), `Some(None)`
+    /// when it never expires.
     async fn expires(&self, key: &str) -> Result<Option<Option<i64>>> {
         let sql = q(&self.sql.expires);
-        with_pool!(&self.pool, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await)
-            .map_err(|e| self.error("reading an expiry", e))
+        let found = with_pool!(&self.pool, p => sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| row.map(|row| row.try_get(0))))
+            .map_err(|e| self.error("reading an expiry", e))?;
+        Ok(match found {
+            None => None,
+            Some(Ok(expires)) => Some(expires),
+            Some(Err(e)) => {
+                self.foreign_row(key, &e);
+                None
+            }
+        })
     }
 
     /// Removes `key` if it is expired (and was not rewritten meanwhile). Only tidies up: a
@@ -228,7 +308,7 @@ impl Inner {
         let sql = q(&self.sql.delete_if_expired);
         let done = with_pool!(&self.pool, p => sqlx::query(sql).bind(key).bind(now).execute(p).await.map(drop));
         if let Err(e) = done {
-            tracing::warn!(table = %self.table, "deleting an expired row failed: {e}");
+            tracing::warn!(table = %self.table, error = &e as &dyn std::error::Error, "deleting an expired row failed");
         }
     }
 
@@ -240,20 +320,30 @@ impl Inner {
     ) -> Result<()> {
         let keys = padded(keys);
         let sql = AssertSqlSafe(self.sql.get_many(keys.len()));
-        let rows: Vec<(String, Vec<u8>, Option<i64>)> = with_pool!(&self.pool, p => {
+        type Decoded =
+            std::result::Result<(String, Vec<u8>, Option<i64>), (Option<String>, sqlx::Error)>;
+        let rows: Vec<Decoded> = with_pool!(&self.pool, p => {
             let mut query = sqlx::query(sql);
             for key in &keys {
                 query = query.bind(*key);
             }
-            match query.fetch_all(p).await {
-                Ok(rows) => rows
-                    .iter()
-                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-                    .collect(),
-                Err(e) => Err(e),
-            }
+            query.fetch_all(p).await.map(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        let decoded = (|| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))();
+                        decoded.map_err(|e| (row.try_get(0).ok(), e))
+                    })
+                    .collect()
+            })
         })
         .map_err(|e| self.error("get_many", e))?;
+        let rows = rows.into_iter().filter_map(|row| match row {
+            Ok(row) => Some(row),
+            Err((key, e)) => {
+                self.foreign_row(key.as_deref().unwrap_or("?"), &e);
+                None
+            }
+        });
         let mut expired = Vec::new();
         for (key, value, expires) in rows {
             if is_live(expires, now) {
@@ -272,7 +362,7 @@ impl Inner {
                 query.execute(p).await.map(drop)
             });
             if let Err(e) = done {
-                tracing::warn!(table = %self.table, "deleting expired rows failed: {e}");
+                tracing::warn!(table = %self.table, error = &e as &dyn std::error::Error, "deleting expired rows failed");
             }
         }
         Ok(())
@@ -298,51 +388,66 @@ impl Backend for SqlCache {
         self.inner.name()
     }
 
+    fn key_rules(&self) -> KeyRules {
+        match self.inner.dialect {
+            Dialect::Sqlite => KeyRules::ANY,
+            Dialect::Postgres => KeyRules {
+                max_len: Some(POSTGRES_MAX_KEY_LEN),
+                no_whitespace_or_control: false,
+            },
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.check_key(key)?;
         let now = now_ms();
         match self.inner.row(key).await? {
-            Some((value, expires)) if is_live(expires, now) => Ok(Some(Bytes::from(value))),
-            Some(_) => {
+            Stored::Row(value, expires) if is_live(expires, now) => Ok(Some(Bytes::from(value))),
+            Stored::Row(..) => {
                 self.inner.delete_if_expired(key, now).await;
                 Ok(None)
             }
-            None => Ok(None),
+            Stored::Missing | Stored::Foreign(_) => Ok(None),
         }
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.set);
+        inner.make_room(key, 1).await;
         let expires = expires_at(expiry, now_ms());
         with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).execute(p).await.map(drop))
-            .map_err(|e| inner.error("set", e))?;
-        inner.enforce_bound(key).await;
-        Ok(())
+            .map_err(|e| inner.error("set", e))
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.add);
+        inner.make_room(key, 1).await;
         let now = now_ms();
         let expires = expires_at(expiry, now);
-        let added = with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
-            .map_err(|e| inner.error("add", e))?;
-        if added {
-            inner.enforce_bound(key).await;
-        }
-        Ok(added)
+        with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
+            .map_err(|e| inner.error("add", e))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.delete);
-        let removed: Option<Option<i64>> =
-            with_pool!(&inner.pool, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await)
-                .map_err(|e| inner.error("delete", e))?;
-        Ok(removed.is_some_and(|expires| is_live(expires, now_ms())))
+        // A removed row that is not ours (an expiry of another type) read as a miss: not live.
+        let removed: Option<Option<Option<i64>>> = with_pool!(&inner.pool, p => {
+            sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| row.map(|row| row.try_get(0).ok()))
+        })
+        .map_err(|e| inner.error("delete", e))?;
+        Ok(removed
+            .flatten()
+            .is_some_and(|expires| is_live(expires, now_ms())))
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.touch);
         let now = now_ms();
@@ -351,6 +456,7 @@ impl Backend for SqlCache {
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         // The stored integer must be in this range for the sum to fit an i64.
         let (low, high) = if delta >= 0 {
@@ -375,20 +481,32 @@ impl Backend for SqlCache {
             // between the two statements: try again.
             let current = inner.row(key).await?;
             match current {
-                Some((value, expires)) if is_live(expires, now_ms()) => match parse_integer(&value)
-                {
-                    None => {
-                        return Err(Error::NotAnInteger {
-                            key: key.to_owned(),
-                        })
+                Stored::Foreign(why) => {
+                    return Err(Error::backend_msg(
+                        inner.name(),
+                        format!(
+                            "cannot increment `{key}`: its row in the table `{}` was not written \
+                             by webcache ({why}); delete the key, and keep other programs' rows \
+                             out of the cache table",
+                            inner.table
+                        ),
+                    ))
+                }
+                Stored::Row(value, expires) if is_live(expires, now_ms()) => {
+                    match parse_integer(&value) {
+                        None => {
+                            return Err(Error::NotAnInteger {
+                                key: key.to_owned(),
+                            })
+                        }
+                        Some(n) if n.checked_add(delta).is_none() => {
+                            return Err(Error::Overflow {
+                                key: key.to_owned(),
+                            })
+                        }
+                        Some(_) => continue,
                     }
-                    Some(n) if n.checked_add(delta).is_none() => {
-                        return Err(Error::Overflow {
-                            key: key.to_owned(),
-                        })
-                    }
-                    Some(_) => continue,
-                },
+                }
                 _ => {
                     return Err(Error::KeyNotFound {
                         key: key.to_owned(),
@@ -405,6 +523,7 @@ impl Backend for SqlCache {
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
+        self.inner.check_key(key)?;
         let now = now_ms();
         Ok(match self.inner.expires(key).await? {
             None => Ttl::Missing,
@@ -417,6 +536,7 @@ impl Backend for SqlCache {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
+        self.inner.check_key(key)?;
         Ok(self
             .inner
             .expires(key)
@@ -426,6 +546,10 @@ impl Backend for SqlCache {
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
         let inner = &self.inner;
+        if prefix.is_some_and(|p| inner.check_key(p).is_err()) {
+            // No stored key can start with it (and the database would refuse it as a bound value).
+            return Ok(());
+        }
         let end = prefix.and_then(prefix_end);
         let done = match (prefix.filter(|p| !p.is_empty()), end) {
             (None, _) => {
@@ -453,6 +577,10 @@ impl Backend for SqlCache {
             after: bool,
         }
         let prefix = glob_literal_prefix(pattern);
+        if self.inner.check_key(&prefix).is_err() {
+            // No stored key can match (and the database would refuse it as a bound value).
+            return futures::stream::empty().boxed();
+        }
         let start = Page {
             inner: self.inner.clone(),
             pattern: pattern.to_owned(),
@@ -524,6 +652,9 @@ impl Backend for SqlCache {
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        for key in keys.iter() {
+            self.inner.check_key(key)?;
+        }
         let now = now_ms();
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
@@ -533,6 +664,9 @@ impl Backend for SqlCache {
     }
 
     async fn set_many(&self, entries: Vec<(String, Bytes)>, expiry: Expiry) -> Result<()> {
+        for (key, _) in &entries {
+            self.inner.check_key(key)?;
+        }
         let inner = &self.inner;
         // One upsert cannot touch a row twice (PostgreSQL refuses): the last value of a
         // repeated key wins, as with successive sets.
@@ -555,28 +689,38 @@ impl Backend for SqlCache {
             })
             .map_err(|e| inner.error("set_many", e))?;
         }
+        // After the batch (culling before it could not make room among its own rows): the
+        // table ends within `max_entries + 1` rows, as after Django's one `set` per key.
         if let Some((last, _)) = unique.last() {
-            inner.enforce_bound(last).await;
+            inner.make_room(last, 0).await;
         }
         Ok(())
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        for key in keys.iter() {
+            self.inner.check_key(key)?;
+        }
         let inner = &self.inner;
         let now = now_ms();
         let mut removed = 0;
         for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
             let keys = padded(chunk);
             let sql = AssertSqlSafe(inner.sql.delete_many(keys.len()));
-            let expiries: Vec<Option<i64>> = with_pool!(&inner.pool, p => {
-                let mut query = sqlx::query_scalar(sql);
+            // As in `delete`: a removed row that is not ours was not live.
+            let expiries: Vec<Option<Option<i64>>> = with_pool!(&inner.pool, p => {
+                let mut query = sqlx::query(sql);
                 for key in &keys {
                     query = query.bind(*key);
                 }
-                query.fetch_all(p).await
+                query.fetch_all(p).await.map(|rows| rows.iter().map(|row| row.try_get(0).ok()).collect())
             })
             .map_err(|e| inner.error("delete_many", e))?;
-            removed += expiries.into_iter().filter(|e| is_live(*e, now)).count() as u64;
+            removed += expiries
+                .into_iter()
+                .flatten()
+                .filter(|e| is_live(*e, now))
+                .count() as u64;
         }
         Ok(removed)
     }

@@ -20,7 +20,7 @@ pub(crate) async fn cull_periodically(inner: Weak<Inner>, every: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(table = %inner.table, "deleted {n} expired cache rows"),
             Err(e) => {
-                tracing::warn!(table = %inner.table, "deleting expired cache rows failed: {e}")
+                tracing::warn!(table = %inner.table, error = &e as &dyn std::error::Error, "deleting expired cache rows failed")
             }
         }
     }
@@ -33,32 +33,40 @@ impl Inner {
             .map_err(|e| self.error("deleting expired rows", e))
     }
 
-    /// Keeps the table within `max_entries` after a write of `kept` (which is never culled).
-    /// A failure is logged, not returned: the write itself succeeded.
-    pub(crate) async fn enforce_bound(&self, kept: &str) {
+    /// Culls before a write of `incoming` new rows (0 after a batch already written), as Django
+    /// does: when the table holds more than `max_entries` rows, expired rows go, then
+    /// 1/`cull_frequency` of the others, soonest expiry first (Django: first in key order), and
+    /// at least enough that the table ends with at most `max_entries + 1` rows; with
+    /// `cull_frequency = 0` the whole table goes. `kept` (the key being written) is never
+    /// culled. A failure is logged, not returned: the write goes ahead.
+    pub(crate) async fn make_room(&self, kept: &str, incoming: u64) {
         let Some(max) = self.max_entries else { return };
-        if let Err(e) = self.cull(max, kept).await {
-            tracing::warn!(table = %self.table, "culling the cache table failed: {e}");
+        if let Err(e) = self.cull(max, kept, incoming).await {
+            tracing::warn!(table = %self.table, error = &e as &dyn std::error::Error, "culling the cache table failed");
         }
     }
 
-    async fn cull(&self, max: u64, kept: &str) -> Result<()> {
+    async fn cull(&self, max: u64, kept: &str, incoming: u64) -> Result<()> {
         let sql = q(&self.sql.count);
         let rows: i64 = with_pool!(&self.pool, p => sqlx::query_scalar(sql).fetch_one(p).await)
             .map_err(|e| self.error("counting rows", e))?;
         let rows = u64::try_from(rows).unwrap_or(0);
-        if rows <= max {
-            return Ok(());
-        }
-        let remaining = rows.saturating_sub(self.delete_expired().await?);
-        if remaining <= max {
+        // Django's trigger: more rows than the bound before this write (a single write into a
+        // table of exactly `max_entries` rows does not cull).
+        if rows.saturating_add(incoming) <= max.saturating_add(1) && rows <= max {
             return Ok(());
         }
         let culled = if self.cull_frequency == 0 {
+            // As Django: the whole table goes, expired or not.
             let sql = q(&self.sql.cull_all);
             with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).execute(p).await.map(|r| r.rows_affected()))
         } else {
-            let count = (remaining / u64::from(self.cull_frequency)).max(remaining - max);
+            let remaining = rows.saturating_sub(self.delete_expired().await?);
+            let needed = (remaining + incoming).saturating_sub(max.saturating_add(1));
+            if remaining <= max && needed == 0 {
+                return Ok(());
+            }
+            let count = (remaining / u64::from(self.cull_frequency)).max(needed);
             let sql = q(&self.sql.cull);
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).bind(count).execute(p).await.map(|r| r.rows_affected()))

@@ -109,6 +109,8 @@ async fn use_wal(pool: &SqlitePool, url: &str) {
         Ok(mode) => {
             tracing::info!(%url, %mode, "the SQLite cache database stays in its journal mode")
         }
-        Err(e) => tracing::warn!(%url, "cannot switch the SQLite cache database to WAL mode: {e}"),
+        Err(e) => {
+            tracing::warn!(%url, error = &e as &dyn std::error::Error, "cannot switch the SQLite cache database to WAL mode")
+        }
     }
 }
