@@ -1,21 +1,23 @@
 //! [`SqlCache`]: the [`Backend`] over a SQLite or PostgreSQL table.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::task::JoinHandle;
 use webcache_core::entry::parse_integer;
-use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
+use webcache_core::{
+    glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl,
+};
 
 use crate::config::{Database, Dialect, SqlConfig};
+use crate::cull::cull_periodically;
+use crate::keys::{glob_literal_prefix, padded, prefix_end};
+use crate::pool::{open_pool, q, with_pool, Pool};
 use crate::sql::{self, Statements};
 
 /// Keys per `get_many`/`delete_many` statement, and rows per `set_many` statement: far below
@@ -23,32 +25,13 @@ use crate::sql::{self, Statements};
 const MAX_KEYS_PER_STATEMENT: usize = 8192;
 /// Keys fetched per round trip by `scan`.
 const SCAN_PAGE: i64 = 500;
+/// The longest key (in bytes, after the prefix and version) a PostgreSQL cache takes: the
+/// primary key's btree holds rows of at most 2704 bytes, and a 3000-byte key fails with "index
+/// row size ... exceeds btree maximum". Longer keys are a usage error that says so (or are
+/// hashed with `invalid_keys = "hash"`).
+pub const POSTGRES_MAX_KEY_LEN: usize = 2000;
 /// How often `incr` retries when the value changed between its update and its check.
 const INCR_ATTEMPTS: usize = 16;
-
-/// A connection pool of either database: the one place that names both drivers.
-#[derive(Debug, Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Runs `$body` with `$p` bound to the pool of whichever database this is. The body is the same
-/// source for both databases; only the driver types differ.
-macro_rules! with_pool {
-    ($pool:expr, $p:ident => $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $body,
-            Pool::Postgres($p) => $body,
-        }
-    };
-}
-
-/// A SQL string that may be given to sqlx: table names are validated to letters, digits and
-/// underscores before they reach any statement, and every value is a bound parameter.
-fn q(text: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
-    AssertSqlSafe(text.clone())
-}
 
 /// The database cache backend: one table with a text key, the entry bytes and an expiry in
 /// Unix milliseconds, on SQLite or PostgreSQL.
@@ -68,16 +51,16 @@ pub struct SqlCache {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: Pool,
-    dialect: Dialect,
-    table: String,
-    display_url: String,
-    sql: Statements,
-    max_entries: Option<u64>,
-    cull_frequency: u32,
-    connect_timeout: Duration,
-    culler: Mutex<Option<JoinHandle<()>>>,
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    pub(crate) dialect: Dialect,
+    pub(crate) table: String,
+    pub(crate) display_url: String,
+    pub(crate) sql: Statements,
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) cull_frequency: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) culler: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SqlCache {
@@ -98,8 +81,17 @@ impl Drop for Inner {
     }
 }
 
+/// What a key's row holds.
+enum Stored {
+    Missing,
+    /// A row that does not decode as webcache's (why, in words; already logged).
+    Foreign(String),
+    /// The value and the expiry.
+    Row(Vec<u8>, Option<i64>),
+}
+
 /// Now, in Unix milliseconds (the unit of the `expires` column).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -117,50 +109,6 @@ fn expires_at(expiry: Expiry, now: i64) -> Option<i64> {
 
 fn is_live(expires: Option<i64>, now: i64) -> bool {
     expires.is_none_or(|at| at > now)
-}
-
-/// The smallest string greater than every string that starts with `prefix` (in code point
-/// order, which is the byte order of UTF-8), or `None` when there is none.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match u32::from(last) + 1 {
-            0xD800 => Some('\u{E000}'),
-            n => char::from_u32(n),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-/// The literal text every match of a glob pattern starts with (up to its first wildcard).
-fn glob_literal_prefix(pattern: &str) -> String {
-    let mut prefix = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' | '?' | '[' => break,
-            '\\' => match chars.next() {
-                Some(escaped) => prefix.push(escaped),
-                None => break,
-            },
-            c => prefix.push(c),
-        }
-    }
-    prefix
-}
-
-/// Pads a key list to a power of two by repeating its last key, so that `IN (...)` lists of
-/// any length map to a handful of prepared statements (duplicates change nothing in `IN`).
-fn padded(keys: &[String]) -> Vec<&str> {
-    let mut out: Vec<&str> = keys.iter().map(String::as_str).collect();
-    if let Some(&last) = out.last() {
-        out.resize(out.len().next_power_of_two(), last);
-    }
-    out
 }
 
 impl SqlCache {
@@ -185,11 +133,8 @@ impl SqlCache {
         });
         if config.create_table || matches!(config.database, Database::SqliteMemory) {
             inner.create_table().await?;
-        } else {
-            let sql = q(&inner.sql.check_table);
-            with_pool!(&inner.pool, p => sqlx::query(sql).execute(p).await.map(drop))
-                .map_err(|e| inner.error("checking the cache table", e))?;
         }
+        inner.check_columns(false).await?;
         if let Some(every) = config.cull_interval {
             let task = tokio::spawn(cull_periodically(Arc::downgrade(&inner), every));
             *inner.culler.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -221,109 +166,47 @@ impl SqlCache {
     }
 }
 
-/// Opens the connection pool a configuration describes (and checks that it can connect).
-async fn open_pool(config: &SqlConfig) -> Result<Pool> {
-    let name = config.dialect().name();
-    let timeout = config.connect_timeout;
-    let failed = |e: sqlx::Error| match e {
-        sqlx::Error::PoolTimedOut => Error::Timeout {
-            backend: name,
-            after: timeout,
-        },
-        e => Error::backend(
-            name,
-            format!("cannot open the database at {}", config.display_url),
-            e,
-        ),
+/// What SQLite says when the database file is not a sound database: `SQLITE_CORRUPT` (11) and
+/// `SQLITE_NOTADB` (26), extended codes included.
+fn corrupt_sqlite_file(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
     };
-    match &config.database {
-        Database::SqliteFile(path) => {
-            let options = SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true)
-                .busy_timeout(timeout)
-                // Safe with WAL (a crash can lose the last commits, never corrupt the file):
-                // the right trade for a cache.
-                .synchronous(SqliteSynchronous::Normal);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(config.pool_size)
-                .acquire_timeout(timeout)
-                .connect_with(options)
-                .await
-                .map_err(failed)?;
-            use_wal(&pool, &config.display_url).await;
-            Ok(Pool::Sqlite(pool))
-        }
-        Database::SqliteMemory => {
-            // `sqlite::memory:` gets a database of its own, named and shared by the pool's
-            // connections; the pool keeps its one connection for good, so the data lives as
-            // long as the cache.
-            let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(failed)?;
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .acquire_timeout(timeout)
-                .connect_with(options)
-                .await
-                .map_err(failed)?;
-            Ok(Pool::Sqlite(pool))
-        }
-        Database::Postgres(options) => {
-            let pool = PgPoolOptions::new()
-                .max_connections(config.pool_size)
-                .acquire_timeout(timeout)
-                .connect_with(options.as_ref().clone())
-                .await
-                .map_err(failed)?;
-            Ok(Pool::Postgres(pool))
-        }
-    }
-}
-
-/// Switches an SQLite file to write-ahead logging, where readers never wait for the writer.
-/// The mode is stored in the file, so this is a no-op after the first time; when it cannot be
-/// switched (another process holds it open right now) the cache works as well, only slower.
-async fn use_wal(pool: &SqlitePool, url: &str) {
-    let mode: std::result::Result<String, sqlx::Error> =
-        sqlx::query_scalar("PRAGMA journal_mode = WAL")
-            .fetch_one(pool)
-            .await;
-    match mode {
-        Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
-        Ok(mode) => {
-            tracing::info!(%url, %mode, "the SQLite cache database stays in its journal mode")
-        }
-        Err(e) => tracing::warn!(%url, "cannot switch the SQLite cache database to WAL mode: {e}"),
-    }
-}
-
-async fn cull_periodically(inner: Weak<Inner>, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        // Holding only a weak reference between runs lets the cache be dropped.
-        let Some(inner) = inner.upgrade() else { return };
-        match inner.delete_expired().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(table = %inner.table, "deleted {n} expired cache rows"),
-            Err(e) => {
-                tracing::warn!(table = %inner.table, "deleting expired cache rows failed: {e}")
-            }
-        }
-    }
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    let code: i64 = db.code()?.parse().ok()?;
+    matches!(code & 0xff, 11 | 26).then(|| db.message().to_owned())
 }
 
 impl Inner {
-    fn name(&self) -> &'static str {
+    /// Refuses what [`KeyRules`] cannot say: PostgreSQL text holds no NUL character.
+    fn check_key(&self, key: &str) -> Result<()> {
+        if self.dialect == Dialect::Postgres && key.contains('\0') {
+            let shown: String = key.chars().take(80).collect();
+            return Err(Error::InvalidKey {
+                key: shown.escape_debug().to_string(),
+                reason: "it contains a NUL character (\\0), which PostgreSQL text cannot hold; \
+                         remove it from the key"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
         self.dialect.name()
     }
 
+    /// What to say when the table is missing.
+    pub(crate) fn missing_table(&self) -> String {
+        format!(
+            "the cache table `{}` does not exist in {}; create it with `webcache createcachetable` \
+             (or `webcache_sql::create_cache_table`), or add `create_table=true` to the cache URL",
+            self.table, self.display_url
+        )
+    }
+
     /// A driver error as a webcache error; a missing table says how to create it.
-    fn error(&self, doing: &str, e: sqlx::Error) -> Error {
+    pub(crate) fn error(&self, doing: &str, e: sqlx::Error) -> Error {
         if let sqlx::Error::PoolTimedOut = e {
             return Error::Timeout {
                 backend: self.name(),
@@ -337,20 +220,29 @@ impl Inner {
             _ => false,
         };
         if missing_table {
+            return Error::backend(self.name(), format!("{doing}: {}", self.missing_table()), e);
+        }
+        if let Some(damage) = corrupt_sqlite_file(&e) {
             return Error::backend(
                 self.name(),
                 format!(
-                    "{doing}: the cache table `{}` does not exist in {}; create it with `webcache createcachetable` \
-                     (or `webcache_sql::create_cache_table`), or add `create_table=true` to the cache URL",
-                    self.table, self.display_url
+                    "{doing} failed: the SQLite database {} is damaged ({damage}); stop the \
+                     processes that use it and delete the file (the cache starts again empty), \
+                     or point the cache at another file",
+                    self.display_url
                 ),
                 e,
             );
         }
+        // The driver's error is the source: error reporters (the CLI, `tracing` fields) print
+        // it after this message.
         Error::backend(self.name(), format!("{doing} failed"), e)
     }
 
     async fn create_table(&self) -> Result<()> {
+        // `CREATE TABLE IF NOT EXISTS` would leave a foreign table in place (and its index
+        // statement fail on it): say what the table is instead.
+        self.check_columns(true).await?;
         let (begin, lock) = sql::ddl_transaction(self.dialect, &self.table);
         let statements = sql::create_table(self.dialect, &self.table);
         let run = async {
@@ -366,65 +258,48 @@ impl Inner {
             .map_err(|e| self.error("creating the cache table", e))
     }
 
-    async fn delete_expired(&self) -> Result<u64> {
-        let sql = q(&self.sql.delete_expired);
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(now_ms()).execute(p).await.map(|r| r.rows_affected()))
-            .map_err(|e| self.error("deleting expired rows", e))
-    }
-
-    /// Keeps the table within `max_entries` after a write of `kept` (which is never culled).
-    /// A failure is logged, not returned: the write itself succeeded.
-    async fn enforce_bound(&self, kept: &str) {
-        let Some(max) = self.max_entries else { return };
-        if let Err(e) = self.cull(max, kept).await {
-            tracing::warn!(table = %self.table, "culling the cache table failed: {e}");
-        }
-    }
-
-    async fn cull(&self, max: u64, kept: &str) -> Result<()> {
-        let sql = q(&self.sql.count);
-        let rows: i64 = with_pool!(&self.pool, p => sqlx::query_scalar(sql).fetch_one(p).await)
-            .map_err(|e| self.error("counting rows", e))?;
-        let rows = u64::try_from(rows).unwrap_or(0);
-        if rows <= max {
-            return Ok(());
-        }
-        let remaining = rows.saturating_sub(self.delete_expired().await?);
-        if remaining <= max {
-            return Ok(());
-        }
-        let culled = if self.cull_frequency == 0 {
-            let sql = q(&self.sql.cull_all);
-            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).execute(p).await.map(|r| r.rows_affected()))
-        } else {
-            let count = (remaining / u64::from(self.cull_frequency)).max(remaining - max);
-            let sql = q(&self.sql.cull);
-            let count = i64::try_from(count).unwrap_or(i64::MAX);
-            with_pool!(&self.pool, p => sqlx::query(sql).bind(kept).bind(count).execute(p).await.map(|r| r.rows_affected()))
-        }
-        .map_err(|e| self.error("culling", e))?;
-        tracing::debug!(table = %self.table, rows, culled, "culled the cache table");
-        Ok(())
-    }
-
     /// Value and expiry of `key`, live or not.
-    async fn row(&self, key: &str) -> Result<Option<(Vec<u8>, Option<i64>)>> {
+    async fn row(&self, key: &str) -> Result<Stored> {
         let sql = q(&self.sql.get);
-        with_pool!(&self.pool, p => {
-            match sqlx::query(sql).bind(key).fetch_optional(p).await {
-                Ok(Some(row)) => row.try_get(0).and_then(|v| Ok(Some((v, row.try_get(1)?)))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            }
+        let row: Option<std::result::Result<(Vec<u8>, Option<i64>), sqlx::Error>> =
+            with_pool!(&self.pool, p => {
+                sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| {
+                    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                })
+            })
+            .map_err(|e| self.error("get", e))?;
+        Ok(match row {
+            None => Stored::Missing,
+            Some(Ok((value, expires))) => Stored::Row(value, expires),
+            Some(Err(e)) => Stored::Foreign(self.foreign_row(key, &e)),
         })
-        .map_err(|e| self.error("get", e))
     }
 
-    /// The expiry of `key`: `None` when missing, `Some(None)` when it never expires.
+    /// Logs a row that does not decode as ours (SQLite keeps any type in any column: a row
+    /// written by another program under the cache's prefix) and says what it is.
+    fn foreign_row(&self, key: &str, e: &sqlx::Error) -> String {
+        let why = match e {
+            sqlx::Error::ColumnDecode { index, source } => format!("column {index}: {source}"),
+            other => other.to_string(),
+        };
+        tracing::warn!(table = %self.table, key, "a row not written by webcache is treated as a miss: {why}");
+        why
+    }
+
+    /// The expiry of `key`: `None` when missing (or not a row of ours, logged), `Some(None)`
+    /// when it never expires.
     async fn expires(&self, key: &str) -> Result<Option<Option<i64>>> {
         let sql = q(&self.sql.expires);
-        with_pool!(&self.pool, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await)
-            .map_err(|e| self.error("reading an expiry", e))
+        let found = with_pool!(&self.pool, p => sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| row.map(|row| row.try_get(0))))
+            .map_err(|e| self.error("reading an expiry", e))?;
+        Ok(match found {
+            None => None,
+            Some(Ok(expires)) => Some(expires),
+            Some(Err(e)) => {
+                self.foreign_row(key, &e);
+                None
+            }
+        })
     }
 
     /// Removes `key` if it is expired (and was not rewritten meanwhile). Only tidies up: a
@@ -433,7 +308,7 @@ impl Inner {
         let sql = q(&self.sql.delete_if_expired);
         let done = with_pool!(&self.pool, p => sqlx::query(sql).bind(key).bind(now).execute(p).await.map(drop));
         if let Err(e) = done {
-            tracing::warn!(table = %self.table, "deleting an expired row failed: {e}");
+            tracing::warn!(table = %self.table, error = &e as &dyn std::error::Error, "deleting an expired row failed");
         }
     }
 
@@ -445,20 +320,30 @@ impl Inner {
     ) -> Result<()> {
         let keys = padded(keys);
         let sql = AssertSqlSafe(self.sql.get_many(keys.len()));
-        let rows: Vec<(String, Vec<u8>, Option<i64>)> = with_pool!(&self.pool, p => {
+        type Decoded =
+            std::result::Result<(String, Vec<u8>, Option<i64>), (Option<String>, sqlx::Error)>;
+        let rows: Vec<Decoded> = with_pool!(&self.pool, p => {
             let mut query = sqlx::query(sql);
             for key in &keys {
                 query = query.bind(*key);
             }
-            match query.fetch_all(p).await {
-                Ok(rows) => rows
-                    .iter()
-                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-                    .collect(),
-                Err(e) => Err(e),
-            }
+            query.fetch_all(p).await.map(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        let decoded = (|| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))();
+                        decoded.map_err(|e| (row.try_get(0).ok(), e))
+                    })
+                    .collect()
+            })
         })
         .map_err(|e| self.error("get_many", e))?;
+        let rows = rows.into_iter().filter_map(|row| match row {
+            Ok(row) => Some(row),
+            Err((key, e)) => {
+                self.foreign_row(key.as_deref().unwrap_or("?"), &e);
+                None
+            }
+        });
         let mut expired = Vec::new();
         for (key, value, expires) in rows {
             if is_live(expires, now) {
@@ -477,7 +362,7 @@ impl Inner {
                 query.execute(p).await.map(drop)
             });
             if let Err(e) = done {
-                tracing::warn!(table = %self.table, "deleting expired rows failed: {e}");
+                tracing::warn!(table = %self.table, error = &e as &dyn std::error::Error, "deleting expired rows failed");
             }
         }
         Ok(())
@@ -503,51 +388,66 @@ impl Backend for SqlCache {
         self.inner.name()
     }
 
+    fn key_rules(&self) -> KeyRules {
+        match self.inner.dialect {
+            Dialect::Sqlite => KeyRules::ANY,
+            Dialect::Postgres => KeyRules {
+                max_len: Some(POSTGRES_MAX_KEY_LEN),
+                no_whitespace_or_control: false,
+            },
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.check_key(key)?;
         let now = now_ms();
         match self.inner.row(key).await? {
-            Some((value, expires)) if is_live(expires, now) => Ok(Some(Bytes::from(value))),
-            Some(_) => {
+            Stored::Row(value, expires) if is_live(expires, now) => Ok(Some(Bytes::from(value))),
+            Stored::Row(..) => {
                 self.inner.delete_if_expired(key, now).await;
                 Ok(None)
             }
-            None => Ok(None),
+            Stored::Missing | Stored::Foreign(_) => Ok(None),
         }
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.set);
+        inner.make_room(key, 1).await;
         let expires = expires_at(expiry, now_ms());
         with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).execute(p).await.map(drop))
-            .map_err(|e| inner.error("set", e))?;
-        inner.enforce_bound(key).await;
-        Ok(())
+            .map_err(|e| inner.error("set", e))
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.add);
+        inner.make_room(key, 1).await;
         let now = now_ms();
         let expires = expires_at(expiry, now);
-        let added = with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
-            .map_err(|e| inner.error("add", e))?;
-        if added {
-            inner.enforce_bound(key).await;
-        }
-        Ok(added)
+        with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
+            .map_err(|e| inner.error("add", e))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.delete);
-        let removed: Option<Option<i64>> =
-            with_pool!(&inner.pool, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await)
-                .map_err(|e| inner.error("delete", e))?;
-        Ok(removed.is_some_and(|expires| is_live(expires, now_ms())))
+        // A removed row that is not ours (an expiry of another type) read as a miss: not live.
+        let removed: Option<Option<Option<i64>>> = with_pool!(&inner.pool, p => {
+            sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| row.map(|row| row.try_get(0).ok()))
+        })
+        .map_err(|e| inner.error("delete", e))?;
+        Ok(removed
+            .flatten()
+            .is_some_and(|expires| is_live(expires, now_ms())))
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         let sql = q(&inner.sql.touch);
         let now = now_ms();
@@ -556,6 +456,7 @@ impl Backend for SqlCache {
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
+        self.inner.check_key(key)?;
         let inner = &self.inner;
         // The stored integer must be in this range for the sum to fit an i64.
         let (low, high) = if delta >= 0 {
@@ -580,20 +481,32 @@ impl Backend for SqlCache {
             // between the two statements: try again.
             let current = inner.row(key).await?;
             match current {
-                Some((value, expires)) if is_live(expires, now_ms()) => match parse_integer(&value)
-                {
-                    None => {
-                        return Err(Error::NotAnInteger {
-                            key: key.to_owned(),
-                        })
+                Stored::Foreign(why) => {
+                    return Err(Error::backend_msg(
+                        inner.name(),
+                        format!(
+                            "cannot increment `{key}`: its row in the table `{}` was not written \
+                             by webcache ({why}); delete the key, and keep other programs' rows \
+                             out of the cache table",
+                            inner.table
+                        ),
+                    ))
+                }
+                Stored::Row(value, expires) if is_live(expires, now_ms()) => {
+                    match parse_integer(&value) {
+                        None => {
+                            return Err(Error::NotAnInteger {
+                                key: key.to_owned(),
+                            })
+                        }
+                        Some(n) if n.checked_add(delta).is_none() => {
+                            return Err(Error::Overflow {
+                                key: key.to_owned(),
+                            })
+                        }
+                        Some(_) => continue,
                     }
-                    Some(n) if n.checked_add(delta).is_none() => {
-                        return Err(Error::Overflow {
-                            key: key.to_owned(),
-                        })
-                    }
-                    Some(_) => continue,
-                },
+                }
                 _ => {
                     return Err(Error::KeyNotFound {
                         key: key.to_owned(),
@@ -610,6 +523,7 @@ impl Backend for SqlCache {
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
+        self.inner.check_key(key)?;
         let now = now_ms();
         Ok(match self.inner.expires(key).await? {
             None => Ttl::Missing,
@@ -622,6 +536,7 @@ impl Backend for SqlCache {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
+        self.inner.check_key(key)?;
         Ok(self
             .inner
             .expires(key)
@@ -631,6 +546,10 @@ impl Backend for SqlCache {
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
         let inner = &self.inner;
+        if prefix.is_some_and(|p| inner.check_key(p).is_err()) {
+            // No stored key can start with it (and the database would refuse it as a bound value).
+            return Ok(());
+        }
         let end = prefix.and_then(prefix_end);
         let done = match (prefix.filter(|p| !p.is_empty()), end) {
             (None, _) => {
@@ -658,6 +577,10 @@ impl Backend for SqlCache {
             after: bool,
         }
         let prefix = glob_literal_prefix(pattern);
+        if self.inner.check_key(&prefix).is_err() {
+            // No stored key can match (and the database would refuse it as a bound value).
+            return futures::stream::empty().boxed();
+        }
         let start = Page {
             inner: self.inner.clone(),
             pattern: pattern.to_owned(),
@@ -729,6 +652,9 @@ impl Backend for SqlCache {
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        for key in keys.iter() {
+            self.inner.check_key(key)?;
+        }
         let now = now_ms();
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
@@ -738,6 +664,9 @@ impl Backend for SqlCache {
     }
 
     async fn set_many(&self, entries: Vec<(String, Bytes)>, expiry: Expiry) -> Result<()> {
+        for (key, _) in &entries {
+            self.inner.check_key(key)?;
+        }
         let inner = &self.inner;
         // One upsert cannot touch a row twice (PostgreSQL refuses): the last value of a
         // repeated key wins, as with successive sets.
@@ -760,28 +689,38 @@ impl Backend for SqlCache {
             })
             .map_err(|e| inner.error("set_many", e))?;
         }
+        // After the batch (culling before it could not make room among its own rows): the
+        // table ends within `max_entries + 1` rows, as after Django's one `set` per key.
         if let Some((last, _)) = unique.last() {
-            inner.enforce_bound(last).await;
+            inner.make_room(last, 0).await;
         }
         Ok(())
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        for key in keys.iter() {
+            self.inner.check_key(key)?;
+        }
         let inner = &self.inner;
         let now = now_ms();
         let mut removed = 0;
         for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
             let keys = padded(chunk);
             let sql = AssertSqlSafe(inner.sql.delete_many(keys.len()));
-            let expiries: Vec<Option<i64>> = with_pool!(&inner.pool, p => {
-                let mut query = sqlx::query_scalar(sql);
+            // As in `delete`: a removed row that is not ours was not live.
+            let expiries: Vec<Option<Option<i64>>> = with_pool!(&inner.pool, p => {
+                let mut query = sqlx::query(sql);
                 for key in &keys {
                     query = query.bind(*key);
                 }
-                query.fetch_all(p).await
+                query.fetch_all(p).await.map(|rows| rows.iter().map(|row| row.try_get(0).ok()).collect())
             })
             .map_err(|e| inner.error("delete_many", e))?;
-            removed += expiries.into_iter().filter(|e| is_live(*e, now)).count() as u64;
+            removed += expiries
+                .into_iter()
+                .flatten()
+                .filter(|e| is_live(*e, now))
+                .count() as u64;
         }
         Ok(removed)
     }
@@ -806,23 +745,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_ranges() {
-        assert_eq!(prefix_end("app:1:").as_deref(), Some("app:1;"));
-        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
-        assert_eq!(prefix_end("\u{10FFFF}"), None);
-        assert_eq!(prefix_end(""), None);
-    }
-
-    #[test]
-    fn glob_prefixes() {
-        assert_eq!(glob_literal_prefix("app:1:user.*"), "app:1:user.");
-        assert_eq!(glob_literal_prefix("a\\*b?c"), "a*b");
-        assert_eq!(glob_literal_prefix("[ab]c"), "");
-        assert_eq!(glob_literal_prefix("plain"), "plain");
-    }
-
-    #[test]
     fn expiry_rounds_up_and_saturates() {
         assert_eq!(expires_at(Expiry::Never, 5), None);
         assert_eq!(
@@ -835,12 +757,5 @@ mod tests {
         );
         assert_eq!(expires_at(Expiry::After(Duration::MAX), 5), Some(i64::MAX));
         assert!(is_live(None, 10) && is_live(Some(11), 10) && !is_live(Some(10), 10));
-    }
-
-    #[test]
-    fn key_lists_pad_to_powers_of_two() {
-        let keys: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        assert_eq!(padded(&keys), ["a", "b", "c", "c"]);
-        assert!(padded(&[]).is_empty());
     }
 }

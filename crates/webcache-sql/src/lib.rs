@@ -49,6 +49,10 @@
 
 mod backend;
 mod config;
+mod cull;
+mod keys;
+mod pool;
+mod schema;
 mod sql;
 
 use std::sync::Arc;
@@ -56,7 +60,7 @@ use std::sync::Arc;
 use webcache_core::config::{BackendSpec, ConfigError};
 use webcache_core::Backend;
 
-pub use backend::SqlCache;
+pub use backend::{SqlCache, POSTGRES_MAX_KEY_LEN};
 pub use config::{
     validate_table, Database, Dialect, SqlConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CULL_FREQUENCY,
     DEFAULT_CULL_INTERVAL, DEFAULT_TABLE, MAX_TABLE_NAME_LEN, OPTIONS,

@@ -36,6 +36,57 @@ pub(crate) fn create_table(dialect: Dialect, table: &str) -> Vec<String> {
     ]
 }
 
+/// A column of a cache table as [`describe_columns`] reports it: name, type, and (PostgreSQL)
+/// collation.
+pub(crate) type Column = (String, String, String);
+
+/// The columns [`create_table`] makes, as [`describe_columns`] reports them. A table with other
+/// columns (such as Django's own cache table) is refused at start.
+pub(crate) fn expected_columns(
+    dialect: Dialect,
+) -> [(&'static str, &'static str, &'static str); 3] {
+    match dialect {
+        // SQLite reports declared types as written, and no collation.
+        Dialect::Sqlite => [
+            ("cache_key", "TEXT", ""),
+            ("value", "BLOB", ""),
+            ("expires", "INTEGER", ""),
+        ],
+        Dialect::Postgres => [
+            ("cache_key", "text", "C"),
+            ("value", "bytea", ""),
+            ("expires", "bigint", ""),
+        ],
+    }
+}
+
+/// `$1` the table (as [`describe_columns_arg`] gives it) → name, type, collation of each column,
+/// none when there is no such table.
+pub(crate) fn describe_columns(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "SELECT name, type, '' FROM pragma_table_info($1) ORDER BY cid",
+        Dialect::Postgres => {
+            // A column in the database's default collation reports the database's.
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+             COALESCE(CASE WHEN co.collname = 'default' THEN \
+             (SELECT datcollate::text FROM pg_database WHERE datname = current_database()) \
+             ELSE co.collname::text END, '') \
+             FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum"
+        }
+    }
+}
+
+/// The table name as [`describe_columns`] takes it: PostgreSQL's `to_regclass` parses an
+/// identifier (quoted, so that case is kept, as in every statement here).
+pub(crate) fn describe_columns_arg(dialect: Dialect, table: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => table.to_owned(),
+        Dialect::Postgres => format!("\"{table}\""),
+    }
+}
+
 /// The statement that opens the DDL transaction, and one to run first inside it.
 pub(crate) fn ddl_transaction(dialect: Dialect, table: &str) -> (&'static str, Option<String>) {
     match dialect {
@@ -141,8 +192,6 @@ pub(crate) struct Statements {
     pub(crate) cull_all: Arc<str>,
     /// `$1` now → rows, live rows, bytes of live keys and values.
     pub(crate) stats: Arc<str>,
-    /// Fails when the table or one of its columns is missing.
-    pub(crate) check_table: Arc<str>,
 }
 
 impl Statements {
@@ -194,9 +243,6 @@ impl Statements {
                  COALESCE(SUM(CASE WHEN {live} THEN octet_length(cache_key) + octet_length(value) ELSE 0 END), 0) \
                  FROM {t}",
                 live = live(1)
-            )),
-            check_table: s(format!(
-                "SELECT cache_key, value, expires FROM {t} WHERE 1 = 0"
             )),
         }
     }

@@ -152,11 +152,16 @@ async fn full_tables_cull_the_soonest_expiring_rows(base: &str) {
             .await
             .unwrap();
     }
-    assert_eq!(rows(&cache).await, 10);
-    // The 11th row: 11 / 2 = 5 rows go, soonest expiry first, never-expiring rows last, and
-    // never the row just written even though it expires soonest.
+    // As Django: a write into a table of `max_entries` rows does not cull, so it holds 11.
     cache
-        .set("new", bytes("v"), Expiry::After(Duration::from_secs(50)))
+        .set("soon", bytes("v"), Expiry::After(Duration::from_secs(50)))
+        .await
+        .unwrap();
+    assert_eq!(rows(&cache).await, 11);
+    // The next write culls 11 / 2 = 5 rows, soonest expiry first, never-expiring rows last,
+    // and never the row being written even though it expires soonest.
+    cache
+        .set("soon", bytes("w"), Expiry::After(Duration::from_secs(50)))
         .await
         .unwrap();
     assert_eq!(rows(&cache).await, 6);
@@ -167,20 +172,20 @@ async fn full_tables_cull_the_soonest_expiring_rows(base: &str) {
             "k{i} was culled"
         );
     }
-    for key in ["k0", "k6", "k7", "k8", "k9", "new"] {
+    for key in ["k0", "k6", "k7", "k8", "k9", "soon"] {
         assert!(cache.has_key(key).await.unwrap(), "{key} survives the cull");
     }
 
-    // cull_frequency = 0 empties the table (all but the new row) when it is full.
+    // cull_frequency = 0 empties the table (all but the row being written) when it is over.
     let (cache, _) = own_table(base, "max_entries=5&cull_frequency=0&cull_interval=0").await;
-    for i in 0..6 {
+    for i in 0..7 {
         cache
             .set(&format!("k{i}"), bytes("v"), MINUTE)
             .await
             .unwrap();
     }
     assert_eq!(rows(&cache).await, 1);
-    assert!(cache.has_key("k5").await.unwrap());
+    assert!(cache.has_key("k6").await.unwrap());
 
     // Expired rows go first; when that is enough, nothing live is culled.
     let (cache, _) = own_table(base, "max_entries=10&cull_interval=0").await;
@@ -189,6 +194,8 @@ async fn full_tables_cull_the_soonest_expiring_rows(base: &str) {
             .set(&format!("short{i}"), bytes("v"), after_ms(100))
             .await
             .unwrap();
+    }
+    for i in 0..6 {
         cache
             .set(&format!("long{i}"), bytes("v"), MINUTE)
             .await
@@ -196,17 +203,242 @@ async fn full_tables_cull_the_soonest_expiring_rows(base: &str) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     cache.add("new", bytes("v"), MINUTE).await.unwrap();
-    assert_eq!(rows(&cache).await, 6);
-    for i in 0..5 {
+    assert_eq!(rows(&cache).await, 7);
+    for i in 0..6 {
         assert!(cache.has_key(&format!("long{i}")).await.unwrap());
     }
 
-    // A bulk write is bounded too.
+    // A bulk write is bounded too, as by one `set` per key.
     let (cache, _) = own_table(base, "max_entries=20&cull_interval=0").await;
     let entries = (0..50).map(|i| (format!("m{i}"), bytes("v"))).collect();
     cache.set_many(entries, MINUTE).await.unwrap();
     let after = rows(&cache).await;
-    assert!(after <= 20 && after > 0, "{after} rows");
+    assert!(after <= 21 && after > 0, "{after} rows");
+}
+
+/// Django's own `test_cull` and the database backend's `test_zero_cull`: 49 sets into
+/// `MAX_ENTRIES = 30` leave 29 keys with the default `CULL_FREQUENCY` and 18 with 0.
+async fn culling_leaves_what_django_leaves(base: &str) {
+    for (options, left) in [
+        ("max_entries=30&cull_interval=0", 29),
+        ("max_entries=30&cull_frequency=0&cull_interval=0", 18),
+    ] {
+        let (cache, _) = own_table(base, options).await;
+        for i in 1..50 {
+            cache
+                .set(
+                    &format!("cull{i}"),
+                    bytes("value"),
+                    Expiry::After(Duration::from_secs(1000)),
+                )
+                .await
+                .unwrap();
+        }
+        let mut count = 0;
+        for i in 1..50 {
+            count += u32::from(cache.has_key(&format!("cull{i}")).await.unwrap());
+        }
+        assert_eq!(count, left, "{options}");
+    }
+}
+
+/// Runs SQL that webcache would never run (foreign tables and rows) on the database of `base`.
+async fn execute(base: &str, statements: &[String]) {
+    let url = base.split('?').next().unwrap();
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        for statement in statements {
+            sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        for statement in statements {
+            sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+}
+
+fn is_postgres(base: &str) -> bool {
+    base.starts_with("postgres")
+}
+
+async fn keys_postgres_cannot_store_are_usage_errors(base: &str) {
+    use webcache_core::{Cache, CacheOptions, InvalidKeyPolicy};
+    let long = "k".repeat(3000);
+    let nul = "a\0b";
+    let cache = Cache::new(backend(base).await, CacheOptions::default());
+    if !is_postgres(base) {
+        // SQLite stores both.
+        cache.set(&long, &1, 60).await.unwrap();
+        cache.set(nul, &2, 60).await.unwrap();
+        assert_eq!(cache.get::<i64>(&long).await.unwrap(), Some(1));
+        assert_eq!(cache.get::<i64>(nul).await.unwrap(), Some(2));
+        return;
+    }
+    // PostgreSQL's btree would refuse the row ("index row size ... exceeds btree maximum"):
+    // a usage error that says what to change, before the database is asked.
+    let err = cache.set(&long, &1, 60).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidKey { .. }) && err.to_string().contains("at most 2000"),
+        "{err:?}"
+    );
+    for err in [
+        cache.set(nul, &1, 60).await.unwrap_err(),
+        cache.get::<i64>(nul).await.unwrap_err(),
+        cache.get_many::<i64, _>(&["ok", nul]).await.unwrap_err(),
+        cache.delete(nul).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, Error::InvalidKey { .. }) && err.to_string().contains("NUL"),
+            "{err:?}"
+        );
+    }
+    // No stored key has a NUL: a prefix or pattern with one matches nothing, without an error.
+    let raw = backend(base).await;
+    raw.clear(Some("a\0")).await.unwrap();
+    let keys: Vec<_> = raw.scan("a\0*").collect().await;
+    assert!(keys.is_empty(), "{keys:?}");
+    // Hashing makes a long key storable.
+    let hashing = Cache::new(
+        backend(base).await,
+        CacheOptions {
+            invalid_keys: InvalidKeyPolicy::Hash,
+            ..Default::default()
+        },
+    );
+    hashing.set(&long, &7, 60).await.unwrap();
+    assert_eq!(hashing.get::<i64>(&long).await.unwrap(), Some(7));
+}
+
+async fn tables_that_are_not_ours_are_refused(base: &str) {
+    let django = unique_table("django");
+    let app = unique_table("app");
+    let expires = if is_postgres(base) {
+        "timestamp with time zone"
+    } else {
+        "datetime"
+    };
+    execute(
+        base,
+        &[
+            // What Django's `createcachetable` makes.
+            format!(
+                "CREATE TABLE \"{django}\" (\"cache_key\" varchar(255) NOT NULL PRIMARY KEY, \
+                 \"value\" text NOT NULL, \"expires\" {expires} NOT NULL)"
+            ),
+            format!("CREATE INDEX \"{django}_expires\" ON \"{django}\" (\"expires\")"),
+            format!("CREATE TABLE \"{app}\" (id integer PRIMARY KEY, name text)"),
+        ],
+    )
+    .await;
+    for (table, needle) in [(&django, "Django's `createcachetable`"), (&app, "are (id ")] {
+        let url = with_query(base, &format!("table={table}"));
+        let at_start = webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err();
+        let created = webcache_sql::create_cache_table(&mut spec(&url))
+            .await
+            .unwrap_err();
+        for err in [at_start, created] {
+            let text = report(&err);
+            assert!(
+                text.contains(&format!("the table `{table}`"))
+                    && text.contains(needle)
+                    && text.contains("?table="),
+                "{text}"
+            );
+        }
+    }
+}
+
+async fn a_damaged_sqlite_file_says_what_to_do() {
+    let dir = webcache_testkit::servers::temp_dir("sqlite-damaged");
+    let path = dir.join("cache.db");
+    let url = format!(
+        "sqlite://{}?create_table=true&cull_interval=0",
+        path.display()
+    );
+    let cache = backend(&url).await;
+    for i in 0..200 {
+        cache
+            .set(&format!("k{i}"), Bytes::from(vec![b'x'; 500]), MINUTE)
+            .await
+            .unwrap();
+    }
+    cache.close().await.unwrap();
+    drop(cache);
+    // Every page after the first (the schema) overwritten with garbage.
+    let mut raw = std::fs::read(&path).unwrap();
+    assert!(raw.len() > 8192, "{} bytes", raw.len());
+    for (i, byte) in raw.iter_mut().enumerate().skip(4096) {
+        *byte = (i * 37 % 251) as u8;
+    }
+    std::fs::write(&path, raw).unwrap();
+    let text = match webcache_sql::from_spec(&mut spec(&url)).await {
+        Err(err) => report(&err),
+        Ok(cache) => report(&cache.get("k1").await.unwrap_err()),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        text.contains("is damaged") && text.contains("delete the file"),
+        "{text}"
+    );
+}
+
+async fn foreign_rows_read_as_misses_and_incr_says_why(base: &str) {
+    let (cache, url) = own_table(base, "cull_interval=0").await;
+    let table = url
+        .split("table=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    cache.set("ours", bytes("v"), MINUTE).await.unwrap();
+    if is_postgres(base) {
+        // The column types (checked at start) leave no room for foreign types.
+        return;
+    }
+    execute(
+        base,
+        &[
+            format!("INSERT INTO \"{table}\" VALUES ('real-value', 2.5, 'next week')"),
+            format!("INSERT INTO \"{table}\" VALUES ('text-expiry', x'31', 'next week')"),
+            format!("INSERT INTO \"{table}\" VALUES ('real-expiry', x'31', 1.5)"),
+        ],
+    )
+    .await;
+    for key in ["real-value", "text-expiry", "real-expiry"] {
+        assert_eq!(cache.get(key).await.unwrap(), None, "{key}");
+        assert!(!cache.has_key(key).await.unwrap(), "{key}");
+        assert_eq!(cache.ttl(key).await.unwrap(), Ttl::Missing, "{key}");
+    }
+    let many = cache
+        .get_many(&["real-value".into(), "ours".into(), "text-expiry".into()])
+        .await
+        .unwrap();
+    assert_eq!(many, vec![None, Some(bytes("v")), None]);
+    let err = cache.incr("real-value", 1).await.unwrap_err();
+    assert!(
+        err.to_string().contains("not written by webcache")
+            && err.to_string().contains("delete the key"),
+        "{err}"
+    );
+    assert!(!cache.delete("text-expiry").await.unwrap());
+    assert_eq!(
+        cache
+            .delete_many(&["real-expiry".into(), "ours".into()])
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn expired_rows_are_never_returned_and_are_deleted(base: &str) {
@@ -490,7 +722,66 @@ against_both!(
     scan_pages_through_large_tables,
     batches_handle_duplicates_and_many_keys,
     stats_count_live_rows_and_bytes,
+    culling_leaves_what_django_leaves,
+    keys_postgres_cannot_store_are_usage_errors,
+    tables_that_are_not_ours_are_refused,
+    foreign_rows_read_as_misses_and_incr_says_why,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_in_a_language_collation_is_refused() {
+    let base = common::postgres_url().await;
+    let pool = sqlx::PgPool::connect(base.split('?').next().unwrap())
+        .await
+        .unwrap();
+    // Any collation that does not compare bytes (ICU's or the system's locales).
+    let collation: Option<String> = sqlx::query_scalar(
+        "SELECT collname::text FROM pg_collation \
+         WHERE collname NOT IN ('C', 'POSIX', 'ucs_basic', 'pg_c_utf8', 'default') \
+         AND collencoding IN (-1, pg_char_to_encoding('UTF8')) \
+         ORDER BY collname = 'und-x-icu' DESC, collname LIMIT 1",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    let collation = collation.expect("the test cluster has no collation other than C");
+    let table = unique_table("localized");
+    execute(
+        &base,
+        &[format!(
+            "CREATE TABLE \"{table}\" (cache_key text COLLATE \"{collation}\" NOT NULL PRIMARY KEY, \
+             value bytea NOT NULL, expires bigint)"
+        )],
+    )
+    .await;
+    pool.close().await;
+    let url = with_query(&base, &format!("table={table}"));
+    let text = report(&webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err());
+    assert!(
+        text.contains(&format!("uses the collation `{collation}`"))
+            && text.contains(&format!(
+                "ALTER TABLE \"{table}\" ALTER COLUMN cache_key TYPE text COLLATE \"C\""
+            )),
+        "{text}"
+    );
+    // The fix the message gives works.
+    execute(
+        &base,
+        &[format!(
+            "ALTER TABLE \"{table}\" ALTER COLUMN cache_key TYPE text COLLATE \"C\""
+        )],
+    )
+    .await;
+    let cache = backend(&url).await;
+    cache.set("app:1:a", bytes("v"), MINUTE).await.unwrap();
+    let keys: Vec<_> = cache.scan("app:1:*").collect().await;
+    assert_eq!(keys.len(), 1);
+}
+
+#[tokio::test]
+async fn a_damaged_sqlite_database_says_what_to_do() {
+    a_damaged_sqlite_file_says_what_to_do().await;
+}
 
 #[tokio::test]
 async fn in_memory_databases_are_private_and_keep_their_data() {

@@ -1,0 +1,30 @@
+//! What a `file://` URL says: the directory and the entry bound.
+
+use std::path::PathBuf;
+
+/// The entry bound of a file cache that configures none.
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+/// Culling removes `1/DEFAULT_CULL_FREQUENCY` of the entries, as Django's default.
+pub const DEFAULT_CULL_FREQUENCY: u64 = 3;
+
+/// Options of a `file://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// The cache directory (created `0700` if missing).
+    pub dir: PathBuf,
+    /// At most this many entries (`None`: unbounded).
+    pub max_entries: Option<u64>,
+    /// When full, remove `1/cull_frequency` of the entries (`0`: remove them all).
+    pub cull_frequency: u64,
+}
+
+impl FileConfig {
+    /// The configuration for `dir` with default bounds.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileConfig {
+            dir: dir.into(),
+            max_entries: Some(DEFAULT_MAX_ENTRIES),
+            cull_frequency: DEFAULT_CULL_FREQUENCY,
+        }
+    }
+}
