@@ -12,6 +12,7 @@ mod pages;
 mod serve;
 mod shell;
 mod target;
+mod token_file;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

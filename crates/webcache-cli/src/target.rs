@@ -7,6 +7,7 @@ use webcache::{Cache, Caches};
 
 use crate::cli::{Op, TargetArgs};
 use crate::ops::{self, OpError};
+use crate::token_file;
 
 /// The cache (or app) commands run against.
 pub(crate) enum Target {
@@ -40,10 +41,11 @@ pub(crate) fn caches_config(args: &TargetArgs) -> anyhow::Result<CachesConfig> {
 impl Target {
     pub(crate) async fn open(args: &TargetArgs) -> anyhow::Result<Target> {
         if let Some(url) = &args.app {
+            let url = url.trim_end_matches('/').to_owned();
             return Ok(Target::App {
-                url: url.trim_end_matches('/').to_owned(),
+                token: args.token.clone().or_else(|| token_file::find(&url)),
+                url,
                 alias: args.alias.clone(),
-                token: args.token.clone(),
                 http: reqwest::Client::new(),
             });
         }
@@ -110,7 +112,10 @@ impl Target {
                     .post(format!("{url}{}", crate::serve::admin::PATH))
                     .json(&json!({ "alias": alias, "op": op }));
                 if let Some(token) = token {
-                    request = request.bearer_auth(token);
+                    // Hop-by-hop, so that no proxy forwards it (the endpoint insists).
+                    request = request
+                        .bearer_auth(token)
+                        .header(reqwest::header::CONNECTION, "authorization");
                 }
                 let response = request.send().await.map_err(|e| {
                     OpError::Failed(format!(
@@ -123,7 +128,18 @@ impl Target {
                         "{url} did not answer like a webcache app ({status}): {e}"
                     ))
                 })?;
-                crate::serve::admin::outcome_from_json(&body)
+                crate::serve::admin::outcome_from_json(&body).map_err(|e| match e {
+                    OpError::Usage(m) if token.is_none() && status == 401 => {
+                        OpError::Usage(format!(
+                            "{m} (no token file for {url} in {})",
+                            token_file::dir().map_or_else(
+                                || "(no runtime directory)".into(),
+                                |d| d.display().to_string()
+                            )
+                        ))
+                    }
+                    other => other,
+                })
             }
         }
     }
