@@ -645,7 +645,7 @@ async fn admin_request(
 ) -> (reqwest::StatusCode, Value) {
     let mut request = reqwest::Client::new()
         .post(format!("{base}/_webcache/command"))
-        .json(&json!({"alias": "default", "op": op}));
+        .json(&json!({"alias": "default", "request": op}));
     if let Some(host) = host {
         request = request.header("host", host);
     }
@@ -662,7 +662,7 @@ async fn admin_request(
 }
 
 fn set_op(value: i64) -> Value {
-    json!({"op": "set", "key": "k", "write": {"value": value.to_string()}})
+    json!({"command": "set", "key": "k", "write": {"value": value.to_string()}})
 }
 
 /// The value of `k` in the app, read through the CLI (which finds the token by itself).
@@ -683,7 +683,7 @@ async fn the_admin_endpoint_always_needs_the_token_which_the_local_cli_finds() {
     // From loopback, without the token: refused, nothing written.
     let (status, body) = admin_request(&demo.base, None, None, &[], set_op(1)).await;
     assert_eq!(status, 401, "{body}");
-    assert_eq!(body["ok"], false);
+    assert_eq!(body["outcome"], "usage");
     assert_eq!(app_value(&demo.base), Value::Null, "the set did not run");
     // A wrong token, or the right one not declared hop-by-hop: refused.
     let (status, _) = admin_request(&demo.base, None, Some("0123"), &[], set_op(1)).await;
@@ -692,7 +692,7 @@ async fn the_admin_endpoint_always_needs_the_token_which_the_local_cli_finds() {
     let (status, body) = reqwest::Client::new()
         .post(format!("{}/_webcache/command", demo.base))
         .bearer_auth(&token)
-        .json(&json!({"alias": "default", "op": set_op(1)}))
+        .json(&json!({"alias": "default", "request": set_op(1)}))
         .send()
         .await
         .map(|r| (r.status(), r))
@@ -708,8 +708,8 @@ async fn the_admin_endpoint_always_needs_the_token_which_the_local_cli_finds() {
     // With the token, by hand: works.
     let (status, body) = admin_request(&demo.base, None, Some(&token), &[], set_op(3)).await;
     assert_eq!(
-        (status.as_u16(), &body["ok"]),
-        (200, &json!(true)),
+        (status.as_u16(), &body["outcome"]),
+        (200, &json!("ok")),
         "{body}"
     );
     assert_eq!(app_value(&demo.base), json!(3));
@@ -774,7 +774,7 @@ async fn the_admin_endpoint_cannot_be_used_through_a_proxy() {
     for host in [None, Some(demo.listen.as_str())] {
         let (status, body) = admin_request(&proxy.base, host, Some(&token), &[], set_op(1)).await;
         assert!(status == 401 || status == 403, "{host:?}: {status} {body}");
-        assert_eq!(body["ok"], false);
+        assert_eq!(body["outcome"], "usage");
     }
     // A client that does not declare the token hop-by-hop gets it through the proxy, and is
     // refused for not declaring it.
@@ -782,7 +782,7 @@ async fn the_admin_endpoint_cannot_be_used_through_a_proxy() {
         .post(format!("{}/_webcache/command", proxy.base))
         .header("host", &demo.listen)
         .bearer_auth(&token)
-        .json(&json!({"alias": "default", "op": set_op(1)}))
+        .json(&json!({"alias": "default", "request": set_op(1)}))
         .send()
         .await
         .unwrap();

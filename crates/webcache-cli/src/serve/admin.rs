@@ -27,16 +27,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use webcache::Caches;
 
-use crate::cli::Op;
-use crate::ops::{self, OpError};
-
-/// Where the endpoint is mounted.
-pub(crate) const PATH: &str = "/_webcache/command";
+use crate::commands::{self, OpError, Reply};
+use crate::wire::{AdminAnswer, AdminRequest};
 
 /// The fields that say a request came through a proxy.
 const FORWARDING_FIELDS: [&str; 5] = [
@@ -62,12 +57,6 @@ pub(crate) struct Admin {
     pub(crate) bound: SocketAddr,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct Request {
-    alias: String,
-    op: Op,
-}
-
 pub(crate) async fn handle(
     State(admin): State<Admin>,
     uri: Uri,
@@ -75,7 +64,7 @@ pub(crate) async fn handle(
     body: Bytes,
 ) -> Response {
     if let Some((status, why)) = refusal(&admin, &uri, &headers) {
-        let mut response = answer(status, &Err(OpError::Usage(why)));
+        let mut response = answer(status, Err(OpError::Usage(why)));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -84,30 +73,28 @@ pub(crate) async fn handle(
         }
         return response;
     }
-    let request: Request = match serde_json::from_slice(&body) {
+    let request: AdminRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return answer(
                 StatusCode::BAD_REQUEST,
-                &Err(OpError::Usage(format!(
+                Err(OpError::Usage(format!(
                     "not an admin command ({e}); use the webcache CLI with --app"
                 ))),
             )
         }
     };
+    // A large `set` is held once, as the parsed request, not also as the body.
+    drop(body);
     let outcome = match admin.caches.get(&request.alias) {
         Err(e) => Err(OpError::Usage(e.to_string())),
-        Ok(cache) => ops::run(cache, &request.op, &|_| {}).await,
+        Ok(cache) => commands::run(cache, request.request, &|_| {}).await,
     };
-    answer(StatusCode::OK, &outcome)
+    answer(StatusCode::OK, outcome)
 }
 
-fn answer(status: StatusCode, outcome: &Result<Value, OpError>) -> Response {
-    let body = match outcome {
-        Ok(result) => json!({"ok": true, "result": result}),
-        Err(e) => json!({"ok": false, "usage": e.exit_code() == 2, "error": e.message()}),
-    };
-    (status, Json(body)).into_response()
+fn answer(status: StatusCode, outcome: Result<Reply, OpError>) -> Response {
+    (status, Json(AdminAnswer::from(outcome))).into_response()
 }
 
 /// Why the request must not run, if it must not (see the module docs).
@@ -212,22 +199,6 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
         Some(_) => return None,
     };
     Some((name, port))
-}
-
-/// Turns the endpoint's answer back into an outcome.
-pub(crate) fn outcome_from_json(body: &Value) -> Result<Value, OpError> {
-    if body["ok"].as_bool() == Some(true) {
-        return Ok(body["result"].clone());
-    }
-    let message = body["error"]
-        .as_str()
-        .unwrap_or("the app answered without an error message")
-        .to_owned();
-    if body["usage"].as_bool() == Some(true) {
-        Err(OpError::Usage(message))
-    } else {
-        Err(OpError::Failed(message))
-    }
 }
 
 #[cfg(test)]

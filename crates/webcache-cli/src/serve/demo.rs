@@ -83,7 +83,7 @@ pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Resu
         .merge(cart)
         .merge(
             Router::new()
-                .route(admin::PATH, post(admin::handle))
+                .route(crate::wire::PATH, post(admin::handle))
                 .with_state(admin),
         ))
 }
