@@ -4,11 +4,25 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use serde::{Deserialize, Serialize};
+
+/// The exit codes, shown at the end of `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (also when the output is a closed pipe, as in `webcache keys | head`)
+  1  the cache, its backend or the app failed, or the output could not be written
+  2  a usage mistake: bad arguments or JSON value, an invalid key, a configuration error,
+     `clear` without --yes, or a request the app refused (e.g. a wrong --token)
+`shell` exits with the highest code of its lines.";
 
 /// webcache: Django's cache framework for Rust web services.
 #[derive(Debug, Parser)]
-#[command(name = "webcache", about, long_about = None, disable_version_flag = true)]
+#[command(
+    name = "webcache",
+    about,
+    long_about = None,
+    disable_version_flag = true,
+    after_help = EXIT_CODES
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) target: TargetArgs,
@@ -34,7 +48,8 @@ pub(crate) struct TargetArgs {
     /// Inspect a running `webcache serve` through its admin endpoint instead.
     #[arg(long, global = true, value_name = "URL", conflicts_with_all = ["cache", "config"])]
     pub(crate) app: Option<String>,
-    /// The admin token `webcache serve` printed (needed when the app is not on loopback).
+    /// The admin token `webcache serve` printed (default: the one it left for this user, when
+    /// the app runs on this machine).
     #[arg(long, global = true, env = "WEBCACHE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 }
@@ -78,7 +93,7 @@ pub(crate) struct ProxyArgs {
 }
 
 /// How a command addresses keys.
-#[derive(Debug, Clone, Copy, Args, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Args, Default)]
 pub(crate) struct KeyArgs {
     /// Key version (default: the cache's).
     #[arg(long = "version", value_name = "N")]
@@ -89,22 +104,22 @@ pub(crate) struct KeyArgs {
 }
 
 /// What `set` and `add` store, and for how long.
-#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct WriteArgs {
-    /// The value, as JSON: '"text"', 42, '{"a": 1}'.
+    /// The value, as JSON: '"text"', 42, -5, '{"a": 1}'.
+    #[arg(allow_negative_numbers = true)]
     pub(crate) value: String,
     /// Timeout in seconds (default: the cache's), 0 = do not keep.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub(crate) ttl: Option<f64>,
     /// Never expire.
     #[arg(long, conflicts_with = "ttl")]
-    #[serde(default)]
     pub(crate) forever: bool,
 }
 
-/// The inspection commands. They parse the same way everywhere and run in [`crate::ops`].
-#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
+/// The inspection commands. They parse the same way everywhere and run in [`crate::commands`].
+/// Their syntax only: what runs is a [`crate::commands::Request`] made from it.
+#[derive(Debug, Clone, Subcommand)]
 pub(crate) enum Op {
     /// List keys matching a glob pattern (`*`, `?`, `[abc]`).
     Keys {
@@ -115,7 +130,6 @@ pub(crate) enum Op {
         #[arg(long)]
         limit: Option<usize>,
         #[command(flatten)]
-        #[serde(default)]
         key: KeyArgs,
     },
     /// Show a value, decoded.
@@ -123,7 +137,6 @@ pub(crate) enum Op {
         /// The key.
         key: String,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Seconds left, `forever`, or missing.
@@ -131,7 +144,6 @@ pub(crate) enum Op {
         /// The key.
         key: String,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Store a JSON value.
@@ -141,7 +153,6 @@ pub(crate) enum Op {
         #[command(flatten)]
         write: WriteArgs,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Store a JSON value only if the key is absent.
@@ -151,7 +162,6 @@ pub(crate) enum Op {
         #[command(flatten)]
         write: WriteArgs,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Add to an integer value.
@@ -162,7 +172,6 @@ pub(crate) enum Op {
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         by: i64,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Subtract from an integer value.
@@ -173,7 +182,6 @@ pub(crate) enum Op {
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         by: i64,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Give a key a new timeout in seconds (0 expires it now).
@@ -181,9 +189,9 @@ pub(crate) enum Op {
         /// The key.
         key: String,
         /// Seconds.
+        #[arg(allow_negative_numbers = true)]
         seconds: f64,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Delete keys.
@@ -192,7 +200,6 @@ pub(crate) enum Op {
         #[arg(required = true)]
         keys: Vec<String>,
         #[command(flatten)]
-        #[serde(default)]
         keyargs: KeyArgs,
     },
     /// Delete every key of the cache (its prefix, every version).

@@ -6,20 +6,24 @@
 #![warn(clippy::unwrap_used)]
 
 mod cli;
-mod ops;
+mod commands;
 mod output;
 mod pages;
+mod proxy;
 mod serve;
 mod shell;
 mod target;
+mod token_file;
+mod wire;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 use cli::{Cli, Command, Op};
-use ops::OpError;
+use commands::{OpError, Request};
 use target::Target;
 
 fn main() -> ExitCode {
@@ -30,50 +34,72 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(exit_byte(parse_failed(&e))),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::note(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(cli));
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    ExitCode::from(exit_byte(runtime.block_on(run(cli))))
+}
+
+fn exit_byte(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
+}
+
+/// Prints what clap found wrong (as JSON under `--json`, except for `--help` itself) and
+/// returns the exit code.
+fn parse_failed(e: &clap::Error) -> i32 {
+    let wants_json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {}
+        _ if wants_json => return output::usage_error(&output::first_line(&e.to_string()), true),
+        _ => {}
+    }
+    // clap ignores a failure to write (a full or closed standard error).
+    let _ = e.print();
+    e.exit_code()
 }
 
 async fn run(cli: Cli) -> i32 {
-    match &cli.command {
-        Command::Serve(args) => report(serve::run(&cli.target, args).await),
-        Command::Proxy(args) => report(proxy(&cli.target, args).await),
-        Command::Shell => match Target::open(&cli.target).await {
-            Ok(target) => shell::run(&target, cli.json).await,
-            Err(e) => output::print(None, &Err(OpError::Failed(format!("{e:#}"))), cli.json),
+    let Cli {
+        target,
+        json,
+        command,
+    } = cli;
+    match command {
+        Command::Serve(args) => report(serve::run(&target, &args).await),
+        Command::Proxy(args) => report(proxy::run(&target, &args).await),
+        Command::Shell => match Target::open(&target).await {
+            Ok(target) => shell::run(&target, json).await,
+            Err(e) => output::print(&Err(OpError::Failed(format!("{e:#}"))), json),
         },
         Command::Op(Op::Createcachetable { dry_run }) => {
-            let op = Op::Createcachetable { dry_run: *dry_run };
-            let outcome = target::create_cache_table(&cli.target, *dry_run).await;
-            output::print(Some(&op), &outcome, cli.json)
+            output::print(&commands::create_cache_table(&target, dry_run).await, json)
         }
         Command::Op(op) => {
-            let op = match confirm(op.clone()) {
-                Ok(op) => op,
-                Err(e) => return output::print(Some(op), &Err(e), cli.json),
+            let request = match confirm(op.into()) {
+                Ok(request) => request,
+                Err(e) => return output::print(&Err(e), json),
             };
-            let target = match Target::open(&cli.target).await {
+            let target = match Target::open(&target).await {
                 Ok(target) => target,
-                Err(e) => return output::print(Some(&op), &Err(classify(&e)), cli.json),
+                Err(e) => return output::print(&Err(classify(&e)), json),
             };
-            if let (Op::Keys { .. }, false) = (&op, cli.json) {
+            if matches!(request, Request::Keys { .. }) && !json {
                 // Human output streams keys as the backend finds them (a large Redis may hold
                 // millions); --json needs the whole list for its one object.
-                return match target.stream_keys(&op).await {
-                    Ok(()) => 0,
-                    Err(e) => output::print(Some(&op), &Err(e), false),
-                };
+                return target.print_keys(request).await;
             }
-            let outcome = target.run(&op).await;
-            output::print(Some(&op), &outcome, cli.json)
+            output::print(&target.run(request).await, json)
         }
     }
 }
@@ -90,20 +116,25 @@ fn classify(e: &anyhow::Error) -> OpError {
 }
 
 /// `clear` without `--yes` asks on a terminal; elsewhere it needs `--yes`.
-fn confirm(op: Op) -> Result<Op, OpError> {
-    let Op::Clear { yes: false } = op else {
-        return Ok(op);
+fn confirm(request: Request) -> Result<Request, OpError> {
+    let Request::Clear { confirmed: false } = request else {
+        return Ok(request);
     };
     if !std::io::stdin().is_terminal() {
         return Err(OpError::Usage(
             "clear deletes every key of the cache; add --yes to confirm".into(),
         ));
     }
-    eprint!("Delete every key of this cache? [y/N] ");
+    {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "Delete every key of this cache? [y/N] ");
+        let _ = err.flush();
+    }
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
     if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(Op::Clear { yes: true })
+        Ok(Request::Clear { confirmed: true })
     } else {
         Err(OpError::Usage("not cleared".into()))
     }
@@ -113,54 +144,8 @@ fn report(result: anyhow::Result<()>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            output::note(format_args!("error: {e:#}"));
             1
         }
     }
-}
-
-/// `webcache proxy`: the site-wide page-cache layer in front of any HTTP origin.
-async fn proxy(target: &cli::TargetArgs, args: &cli::ProxyArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::io::Write;
-    use std::time::Duration;
-
-    let caches = target::open_caches(target).await?;
-    let cache = caches.get(&target.alias)?.clone();
-    let default_ttl = match args.default_ttl {
-        None => None,
-        Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
-            anyhow::anyhow!(
-                "--default-ttl {secs} is not a number of seconds; use e.g. --default-ttl 60"
-            )
-        })?),
-    };
-    let app = webcache::http::proxy_router(&args.upstream, cache.clone(), default_ttl)
-        .with_context(|| format!("--upstream {}", args.upstream))?;
-    let listener = serve::bind(&args.listen).await?;
-    let policy = match default_ttl {
-        None => "RFC 9111 shared cache (stores what the origin marks fresh)".to_owned(),
-        Some(d) => format!(
-            "Django site-wide middleware (cacheable 200s kept {} s)",
-            d.as_secs_f64()
-        ),
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "webcache proxy listening on http://{}\nupstream: {}\ncache: `{}` ({} backend)\npolicy: {policy}",
-        listener.local_addr()?,
-        args.upstream,
-        cache.alias(),
-        cache.backend().name()
-    );
-    let _ = out.flush();
-    drop(out);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    caches.close().await;
-    Ok(())
 }

@@ -1,12 +1,13 @@
 //! Where inspection commands go: a cache opened from the configuration, or a running app.
 
 use anyhow::Context;
-use serde_json::{json, Value};
-use webcache::config::{BackendSpec, CachesConfig};
+use webcache::config::CachesConfig;
 use webcache::{Cache, Caches};
 
-use crate::cli::{Op, TargetArgs};
-use crate::ops::{self, OpError};
+use crate::cli::TargetArgs;
+use crate::commands::{self, OpError, Reply, Request};
+use crate::token_file;
+use crate::wire::{AdminAnswer, AdminRequest, PATH};
 
 /// The cache (or app) commands run against.
 pub(crate) enum Target {
@@ -40,10 +41,11 @@ pub(crate) fn caches_config(args: &TargetArgs) -> anyhow::Result<CachesConfig> {
 impl Target {
     pub(crate) async fn open(args: &TargetArgs) -> anyhow::Result<Target> {
         if let Some(url) = &args.app {
+            let url = url.trim_end_matches('/').to_owned();
             return Ok(Target::App {
-                url: url.trim_end_matches('/').to_owned(),
+                token: args.token.clone().or_else(|| token_file::find(&url)),
+                url,
                 alias: args.alias.clone(),
-                token: args.token.clone(),
                 http: reqwest::Client::new(),
             });
         }
@@ -54,48 +56,29 @@ impl Target {
         Ok(Target::Local(cache.clone()))
     }
 
-    /// Runs `keys`, printing each key as it arrives (locally) or the list (from an app).
-    pub(crate) async fn stream_keys(&self, op: &Op) -> Result<(), OpError> {
-        use std::io::Write;
-        let Target::Local(cache) = self else {
-            let result = self.run(op).await?;
-            crate::output::print(Some(op), &Ok(result), false);
-            return Ok(());
-        };
-        let Op::Keys {
-            pattern,
-            limit,
-            key,
-        } = op
-        else {
-            return Err(OpError::Usage("not a keys command".into()));
-        };
-        let mut keys = ops::list_keys(cache, pattern, key);
-        let mut out = std::io::stdout().lock();
-        let mut printed = 0usize;
-        while let Some(next) = futures::StreamExt::next(&mut keys).await {
-            if limit.is_some_and(|l| printed >= l) {
-                break;
-            }
-            // A closed pipe (`| head`) ends the listing quietly.
-            if writeln!(out, "{}", next?).is_err() {
-                return Ok(());
-            }
-            printed += 1;
+    /// Runs `keys` in human mode: printed as the backend finds them when the cache is local;
+    /// the list, once it arrives, from an app. Returns the exit code.
+    pub(crate) async fn print_keys(&self, request: Request) -> i32 {
+        match (self, request) {
+            (
+                Target::Local(cache),
+                Request::Keys {
+                    pattern,
+                    limit,
+                    address,
+                },
+            ) => commands::stream_keys(cache, &pattern, limit, address).await,
+            (_, request) => crate::output::print(&self.run(request).await, false),
         }
-        if printed == 0 {
-            let _ = writeln!(out, "(empty)");
-        }
-        Ok(())
     }
 
     /// Runs one command, printing `clear` progress on standard error.
-    pub(crate) async fn run(&self, op: &Op) -> Result<Value, OpError> {
+    pub(crate) async fn run(&self, request: Request) -> Result<Reply, OpError> {
         match self {
             Target::Local(cache) => {
-                ops::run(cache, op, &|removed| {
+                commands::run(cache, request, &|removed| {
                     if removed >= 10_000 {
-                        eprintln!("cleared {removed} keys so far...");
+                        crate::output::note(format_args!("cleared {removed} keys so far..."));
                     }
                 })
                 .await
@@ -106,67 +89,38 @@ impl Target {
                 token,
                 http,
             } => {
-                let mut request = http
-                    .post(format!("{url}{}", crate::serve::admin::PATH))
-                    .json(&json!({ "alias": alias, "op": op }));
+                let mut post = http.post(format!("{url}{PATH}")).json(&AdminRequest {
+                    alias: alias.clone(),
+                    request,
+                });
                 if let Some(token) = token {
-                    request = request.bearer_auth(token);
+                    // Hop-by-hop, so that no proxy forwards it (the endpoint insists).
+                    post = post
+                        .bearer_auth(token)
+                        .header(reqwest::header::CONNECTION, "authorization");
                 }
-                let response = request.send().await.map_err(|e| {
+                let response = post.send().await.map_err(|e| {
                     OpError::Failed(format!(
                         "cannot reach the app at {url}: {e}; is `webcache serve` running there?"
                     ))
                 })?;
                 let status = response.status();
-                let body: Value = response.json().await.map_err(|e| {
+                let answer: AdminAnswer = response.json().await.map_err(|e| {
                     OpError::Failed(format!(
                         "{url} did not answer like a webcache app ({status}): {e}"
                     ))
                 })?;
-                crate::serve::admin::outcome_from_json(&body)
+                Result::from(answer).map_err(|e| match e {
+                    OpError::Usage(m) if token.is_none() && status == 401 => {
+                        let dir = token_file::dir().map_or_else(
+                            || "(no runtime directory)".into(),
+                            |d| d.display().to_string(),
+                        );
+                        OpError::Usage(format!("{m} (no token file for {url} in {dir})"))
+                    }
+                    other => other,
+                })
             }
         }
     }
-}
-
-/// `createcachetable`: creates (or, with `--dry-run`, prints) the table of a SQL cache. It
-/// reads the configuration without opening the cache, which would fail for want of the table.
-pub(crate) async fn create_cache_table(args: &TargetArgs, dry_run: bool) -> Result<Value, OpError> {
-    let config = caches_config(args).map_err(|e| OpError::Usage(format!("{e:#}")))?;
-    let mut spec: BackendSpec = config
-        .get(&args.alias)
-        .map(|c| c.backend.clone())
-        .ok_or_else(|| {
-            OpError::Usage(format!(
-                "no cache alias `{}` in the configuration; choose one with --alias",
-                args.alias
-            ))
-        })?;
-    if !matches!(spec.scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
-        return Err(OpError::Usage(format!(
-            "createcachetable needs an `sqlite://` or `postgres://` cache; `{}` is a {} cache",
-            spec.alias, spec.scheme
-        )));
-    }
-    let statements = if dry_run {
-        webcache::sql::create_cache_table_sql(&mut spec)
-    } else {
-        webcache::sql::create_cache_table(&mut spec).await
-    }
-    .map_err(|e| match e {
-        webcache::ConfigError::Connect { .. } => {
-            OpError::Failed(format!("{:#}", anyhow::Error::new(e)))
-        }
-        other => OpError::Usage(other.to_string()),
-    })?;
-    let sql = statements
-        .iter()
-        .map(|s| format!("{s};"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok(if dry_run {
-        json!(sql)
-    } else {
-        json!({ "created": spec.alias, "sql": sql })
-    })
 }

@@ -13,6 +13,30 @@ const BIN: &str = env!("CARGO_BIN_EXE_webcache");
 struct Running {
     child: Child,
     base: String,
+    listen: String,
+}
+
+/// The runtime directory every process of these tests uses (`serve` leaves its admin token
+/// there; the CLI finds it there), inside the target directory rather than the user's own.
+fn runtime_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-runtime");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    })
+}
+
+/// A command of the binary in the tests' environment.
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("WEBCACHE_URL")
+        .env_remove("WEBCACHE_TOKEN")
+        .env("XDG_RUNTIME_DIR", runtime_dir());
+    command
 }
 
 /// `webcache serve` on a free port, once its banner says where it listens.
@@ -37,11 +61,10 @@ impl Running {
     fn start(command: &[&str], extra: &[&str]) -> Running {
         let port = webcache_testkit::servers::free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(BIN)
+        let mut child = self::command()
             .args(command)
             .args(["--listen", &listen])
             .args(extra)
-            .env_remove("WEBCACHE_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -59,6 +82,7 @@ impl Running {
         Running {
             child,
             base: format!("http://{listen}"),
+            listen,
         }
     }
 }
@@ -71,9 +95,8 @@ impl Drop for Running {
 }
 
 fn webcache(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .args(args)
-        .env_remove("WEBCACHE_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -600,4 +623,190 @@ fn raw_keys_are_addressed_as_stored() {
     assert_eq!(r[6], Value::Null, "touch 0 expired it");
     assert_eq!(r[8], json!("v"));
     assert_eq!(r[9], json!([":1:k"]));
+}
+
+/// The token file `serve` left for the app at `listen`, and the token in it.
+fn token_file(listen: &str) -> (std::path::PathBuf, String) {
+    let path = runtime_dir()
+        .join("webcache")
+        .join(format!("serve-{listen}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let contents: Value = serde_json::from_str(&text).unwrap();
+    (path, contents["token"].as_str().unwrap().to_owned())
+}
+
+/// One admin request sent by hand: `host` overrides `Host`, `token` is sent as the CLI sends it.
+async fn admin_request(
+    base: &str,
+    host: Option<&str>,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+    op: Value,
+) -> (reqwest::StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/_webcache/command"))
+        .json(&json!({"alias": "default", "request": op}));
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    if let Some(token) = token {
+        request = request
+            .bearer_auth(token)
+            .header("connection", "authorization");
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+fn set_op(value: i64) -> Value {
+    json!({"command": "set", "key": "k", "write": {"value": value.to_string()}})
+}
+
+/// The value of `k` in the app, read through the CLI (which finds the token by itself).
+fn app_value(base: &str) -> Value {
+    let out = webcache(&["--json", "get", "k", "--app", base], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out)[0]["result"].clone()
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_always_needs_the_token_which_the_local_cli_finds() {
+    let demo = Demo::start(&[]);
+    // From loopback, without the token: refused, nothing written.
+    let (status, body) = admin_request(&demo.base, None, None, &[], set_op(1)).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["outcome"], "usage");
+    assert_eq!(app_value(&demo.base), Value::Null, "the set did not run");
+    // A wrong token, or the right one not declared hop-by-hop: refused.
+    let (status, _) = admin_request(&demo.base, None, Some("0123"), &[], set_op(1)).await;
+    assert_eq!(status, 401);
+    let (_, token) = token_file(&demo.listen);
+    let (status, body) = reqwest::Client::new()
+        .post(format!("{}/_webcache/command", demo.base))
+        .bearer_auth(&token)
+        .json(&json!({"alias": "default", "request": set_op(1)}))
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    assert_eq!(status, 401, "{:?}", body.text().await);
+    assert_eq!(app_value(&demo.base), Value::Null);
+    // The CLI on the same machine needs no --token: it reads the file `serve` left.
+    let out = webcache(&["set", "k", "2", "--app", &demo.base], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(app_value(&demo.base), json!(2));
+    let localhost = demo.base.replace("127.0.0.1", "localhost");
+    assert_eq!(app_value(&localhost), json!(2), "localhost finds it too");
+    // With the token, by hand: works.
+    let (status, body) = admin_request(&demo.base, None, Some(&token), &[], set_op(3)).await;
+    assert_eq!(
+        (status.as_u16(), &body["outcome"]),
+        (200, &json!("ok")),
+        "{body}"
+    );
+    assert_eq!(app_value(&demo.base), json!(3));
+    // The token given explicitly wins over the file; a wrong one is a usage error.
+    let out = webcache(&["get", "k", "--app", &demo.base, "--token", "bad"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong admin token"));
+}
+
+#[tokio::test]
+async fn the_token_file_is_private_and_removed_on_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut demo = Demo::start(&[]);
+    let (path, token) = token_file(&demo.listen);
+    assert_eq!(token.len(), 32);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let killed = Command::new("kill")
+        .args(["-TERM", &demo.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = demo.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean shutdown");
+    assert!(!path.exists(), "the token file is removed on exit");
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_even_with_the_token() {
+    let demo = Demo::start(&[]);
+    let (_, token) = token_file(&demo.listen);
+    let port = demo.listen.rsplit(':').next().unwrap();
+    for host in [
+        format!("evil.example:{port}"),
+        "127.0.0.1:1".to_owned(),
+        "localhost".to_owned(),
+    ] {
+        let (status, body) =
+            admin_request(&demo.base, Some(&host), Some(&token), &[], set_op(1)).await;
+        assert_eq!(status, 403, "{host}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("own address"),
+            "{body}"
+        );
+    }
+    assert_eq!(app_value(&demo.base), Value::Null, "no refused set ran");
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let (status, body) =
+            admin_request(&demo.base, Some(&host), Some(&token), &[], set_op(1)).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_cannot_be_used_through_a_proxy() {
+    let demo = Demo::start(&[]);
+    let proxy = Proxy::start(&demo.base, &[]);
+    let (_, token) = token_file(&demo.listen);
+    // Through `webcache proxy`, with the token and even with `Host` set to the app's own
+    // address: the proxy drops the hop-by-hop token, the app refuses.
+    for host in [None, Some(demo.listen.as_str())] {
+        let (status, body) = admin_request(&proxy.base, host, Some(&token), &[], set_op(1)).await;
+        assert!(status == 401 || status == 403, "{host:?}: {status} {body}");
+        assert_eq!(body["outcome"], "usage");
+    }
+    // A client that does not declare the token hop-by-hop gets it through the proxy, and is
+    // refused for not declaring it.
+    let response = reqwest::Client::new()
+        .post(format!("{}/_webcache/command", proxy.base))
+        .header("host", &demo.listen)
+        .bearer_auth(&token)
+        .json(&json!({"alias": "default", "request": set_op(1)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // The CLI pointed at the proxy finds no token file for the proxy's address either way.
+    let out = webcache(&["set", "k", "1", "--app", &proxy.base], None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = webcache(
+        &["set", "k", "1", "--app", &proxy.base, "--token", &token],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(app_value(&demo.base), Value::Null, "nothing ran");
+    // A proxy that forwards the token anyway announces itself: refused.
+    for field in ["x-forwarded-for", "forwarded", "via"] {
+        let (status, body) = admin_request(
+            &demo.base,
+            None,
+            Some(&token),
+            &[(field, "127.0.0.1")],
+            set_op(1),
+        )
+        .await;
+        assert_eq!(status, 403, "{field}: {body}");
+    }
+    assert_eq!(app_value(&demo.base), Value::Null, "nothing ran");
 }

@@ -1,86 +1,278 @@
 //! The admin endpoint: runs inspection commands inside the app, for
 //! `webcache keys --app http://127.0.0.1:8000` (the only way to see a locmem cache from outside).
 //!
-//! Requests from loopback are accepted; others need the token `serve` printed at start
-//! (`Authorization: Bearer TOKEN`).
+//! Anyone who can use it can read and hijack sessions and rewrite the cache, so every request
+//! must pass three checks, in this order, before anything runs:
+//!
+//! 1. **A direct connection.** A request carrying `Forwarded`, `X-Forwarded-For`,
+//!    `X-Forwarded-Host`, `X-Real-IP` or `Via` came through a proxy: refused (403). The peer's
+//!    address proves nothing (behind a same-host proxy every request comes from 127.0.0.1), so
+//!    it is never trusted.
+//! 2. **This app's own address in `Host`** (against DNS rebinding): `localhost`, a loopback IP,
+//!    or the address `serve` is bound to (any IP literal when bound to every interface), always
+//!    with the port it listens on. Anything else is refused (403).
+//! 3. **The token**, always, as `Authorization: Bearer TOKEN` declared hop-by-hop with
+//!    `Connection: authorization` (otherwise 401). A proxy that follows RFC 9110 §7.6.1 (such
+//!    as `webcache proxy`) removes a field named in `Connection`, and one that rewrites
+//!    `Connection` (nginx) drops the declaration, so the token never works through a proxy.
+//!    The comparison takes the same time whatever the token sent.
+//!
+//! `serve` prints the token and leaves it for the CLI on the same machine in a file only the user
+//! can read ([`crate::token_file`]), so `--app` needs no `--token` there.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use webcache::Caches;
 
-use crate::cli::Op;
-use crate::ops::{self, OpError};
+use crate::commands::{self, OpError, Reply};
+use crate::wire::{AdminAnswer, AdminRequest};
 
-/// Where the endpoint is mounted.
-pub(crate) const PATH: &str = "/_webcache/command";
+/// The fields that say a request came through a proxy.
+const FORWARDING_FIELDS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-real-ip",
+    "via",
+];
 
-/// A random token for non-loopback clients.
+/// A random token (128 bits from the thread's CSPRNG, as hex).
 pub(crate) fn new_token() -> String {
     (0..16)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect()
 }
 
+/// What the endpoint needs: the caches, its token and the address it is bound to.
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub(crate) caches: Caches,
     pub(crate) token: String,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct Request {
-    alias: String,
-    op: Op,
+    pub(crate) bound: SocketAddr,
 }
 
 pub(crate) async fn handle(
     State(admin): State<Admin>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
-    Json(request): Json<Request>,
-) -> (StatusCode, Json<Value>) {
-    let authorised = peer.ip().is_loopback()
-        || headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t == admin.token);
-    if !authorised {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(
-                json!({"ok": false, "usage": true, "error": "the admin endpoint needs the token `webcache serve` printed (--token)"}),
-            ),
-        );
+    body: Bytes,
+) -> Response {
+    if let Some((status, why)) = refusal(&admin, &uri, &headers) {
+        let mut response = answer(status, Err(OpError::Usage(why)));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        return response;
     }
+    let request: AdminRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                Err(OpError::Usage(format!(
+                    "not an admin command ({e}); use the webcache CLI with --app"
+                ))),
+            )
+        }
+    };
+    // A large `set` is held once, as the parsed request, not also as the body.
+    drop(body);
     let outcome = match admin.caches.get(&request.alias) {
         Err(e) => Err(OpError::Usage(e.to_string())),
-        Ok(cache) => ops::run(cache, &request.op, &|_| {}).await,
+        Ok(cache) => commands::run(cache, request.request, &|_| {}).await,
     };
-    let body = match outcome {
-        Ok(result) => json!({"ok": true, "result": result}),
-        Err(e) => json!({"ok": false, "usage": e.exit_code() == 2, "error": e.message()}),
-    };
-    (StatusCode::OK, Json(body))
+    answer(StatusCode::OK, outcome)
 }
 
-/// Turns the endpoint's answer back into an outcome.
-pub(crate) fn outcome_from_json(body: &Value) -> Result<Value, OpError> {
-    if body["ok"].as_bool() == Some(true) {
-        return Ok(body["result"].clone());
+fn answer(status: StatusCode, outcome: Result<Reply, OpError>) -> Response {
+    (status, Json(AdminAnswer::from(outcome))).into_response()
+}
+
+/// Why the request must not run, if it must not (see the module docs).
+fn refusal(admin: &Admin, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode, String)> {
+    if let Some(name) = FORWARDING_FIELDS.iter().find(|n| headers.contains_key(**n)) {
+        return Some((
+            StatusCode::FORBIDDEN,
+            format!(
+                "the admin endpoint answers direct connections only, and this request came \
+                 through a proxy (it carries `{name}`); connect to the app itself"
+            ),
+        ));
     }
-    let message = body["error"]
-        .as_str()
-        .unwrap_or("the app answered without an error message")
-        .to_owned();
-    if body["usage"].as_bool() == Some(true) {
-        Err(OpError::Usage(message))
-    } else {
-        Err(OpError::Failed(message))
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().ok(),
+        (None, _) => uri.authority().map(|a| a.as_str()),
+        (Some(_), Some(_)) => None,
+    };
+    if !host.is_some_and(|h| host_allowed(h, admin.bound)) {
+        let port = admin.bound.port();
+        return Some((
+            StatusCode::FORBIDDEN,
+            format!(
+                "the admin endpoint answers only requests for this app's own address \
+                 (Host: localhost:{port}, 127.0.0.1:{port}, [::1]:{port} or {}), not `{}`",
+                admin.bound,
+                host.unwrap_or("(none)")
+            ),
+        ));
+    }
+    let declared = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|name| name.trim_ascii().eq_ignore_ascii_case(b"authorization"));
+    let mut sent = headers.get_all(header::AUTHORIZATION).iter();
+    let token = match (sent.next(), sent.next()) {
+        (Some(v), None) => v.as_bytes().strip_prefix(b"Bearer "),
+        _ => None,
+    };
+    let why = match token {
+        None => {
+            "the admin endpoint needs the token `webcache serve` printed: the CLI on the \
+                 same machine finds it by itself; elsewhere pass --token (or WEBCACHE_TOKEN)"
+        }
+        Some(_) if !declared => {
+            "send the token declared hop-by-hop (`Connection: authorization`), as the CLI does, \
+             so that no proxy forwards it"
+        }
+        Some(t) if !bool::from(t.ct_eq(admin.token.as_bytes())) => {
+            "wrong admin token: use the one this `webcache serve` printed (a restarted app has a \
+             new one)"
+        }
+        Some(_) => return None,
+    };
+    Some((StatusCode::UNAUTHORIZED, why.to_owned()))
+}
+
+/// Whether `host` (a `Host` field) names this app: `localhost`, a loopback IP or the bound IP
+/// (any IP literal when bound to every interface), with the bound port (80 when absent). A DNS
+/// name other than `localhost` is never accepted: a rebinding attacker controls where it points.
+fn host_allowed(host: &str, bound: SocketAddr) -> bool {
+    let Some((name, port)) = split_host(host) else {
+        return false;
+    };
+    if port != bound.port() {
+        return false;
+    }
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let ip: Option<IpAddr> = match name.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .and_then(|v6| v6.parse::<Ipv6Addr>().ok())
+            .map(IpAddr::V6),
+        None => name.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+    };
+    ip.is_some_and(|ip| ip.is_loopback() || ip == bound.ip() || bound.ip().is_unspecified())
+}
+
+/// `name[:port]` or `[v6][:port]` into the name (brackets kept) and the port (80 if absent).
+fn split_host(host: &str) -> Option<(&str, u16)> {
+    let (name, port) = match host.rfind(']') {
+        Some(end) if host.starts_with('[') => {
+            let (name, rest) = host.split_at(end + 1);
+            match rest {
+                "" => (name, None),
+                _ => (name, Some(rest.strip_prefix(':')?)),
+            }
+        }
+        Some(_) => return None,
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    let port = match port {
+        None => 80,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+        Some(_) => return None,
+    };
+    Some((name, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn own_addresses_are_allowed() {
+        let bound = addr("127.0.0.1:8000");
+        for host in [
+            "localhost:8000",
+            "LocalHost:8000",
+            "127.0.0.1:8000",
+            "127.0.0.2:8000",
+            "[::1]:8000",
+        ] {
+            assert!(host_allowed(host, bound), "{host}");
+        }
+        assert!(host_allowed("localhost", addr("127.0.0.1:80")));
+        assert!(host_allowed("192.168.1.5:8000", addr("192.168.1.5:8000")));
+        assert!(host_allowed("10.0.0.7:8000", addr("0.0.0.0:8000")));
+        assert!(host_allowed("[fe80::1]:8000", addr("[::]:8000")));
+    }
+
+    #[test]
+    fn foreign_hosts_are_refused() {
+        let bound = addr("127.0.0.1:8000");
+        for host in [
+            "",
+            "evil.example:8000",
+            "evil.example",
+            "localhost:8080",
+            "localhost",
+            "127.0.0.1:8080",
+            "127.0.0.1:",
+            "127.0.0.1:+8000",
+            "127.0.0.1:8000:8000",
+            "user@127.0.0.1:8000",
+            "localhost.:8000",
+            "[::1]8000",
+            "[::1:8000",
+            "::1:8000",
+            "10.0.0.7:8000",
+            "127.0.0.1:65536",
+        ] {
+            assert!(!host_allowed(host, bound), "{host}");
+        }
+        assert!(!host_allowed("10.0.0.8:8000", addr("10.0.0.7:8000")));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any text is judged without panicking, and nothing with another port is accepted.
+        #[test]
+        fn arbitrary_hosts_never_panic(host in ".{0,40}", port in 1u16..) {
+            let bound = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+            if host_allowed(&host, bound) {
+                let suffix = format!(":{}", port);
+                prop_assert!(host.ends_with(&suffix) || port == 80);
+            }
+        }
+
+        /// A DNS name is never accepted, except `localhost`.
+        #[test]
+        fn dns_names_are_refused(name in "[a-z][a-z0-9.-]{0,20}\\.[a-z]{2,5}", port in 1u16..) {
+            let bound = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+            let host = format!("{}:{}", name, port);
+            prop_assert!(!host_allowed(&host, bound));
+        }
     }
 }

@@ -42,7 +42,7 @@ struct DelayQuery {
 
 /// Builds the demo app over `caches` (the `sessions` alias holds sessions when configured,
 /// otherwise `default`).
-pub(super) fn app(caches: &Caches, upstream: &str, token: &str) -> anyhow::Result<Router> {
+pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Result<Router> {
     let mut templates = Environment::new();
     templates.add_template("hello.html", include_str!("../../templates/hello.html"))?;
     let demo = Demo {
@@ -58,10 +58,6 @@ pub(super) fn app(caches: &Caches, upstream: &str, token: &str) -> anyhow::Resul
         .get("sessions")
         .unwrap_or_else(|_| caches.default())
         .clone();
-    let admin = Admin {
-        caches: caches.clone(),
-        token: token.to_owned(),
-    };
     let cart = Router::new()
         .route("/cart", get(cart))
         .route("/cart/clear", post(cart_clear))
@@ -87,7 +83,7 @@ pub(super) fn app(caches: &Caches, upstream: &str, token: &str) -> anyhow::Resul
         .merge(cart)
         .merge(
             Router::new()
-                .route(admin::PATH, post(admin::handle))
+                .route(crate::wire::PATH, post(admin::handle))
                 .with_state(admin),
         ))
 }

@@ -7,7 +7,7 @@
 //! | `GET /hello-page` | the page-cache layer on one route (`cache_page(60)`) |
 //! | `GET`/`POST /hello-class` | one route, two methods, only GET cached (`method_decorator`) |
 //! | `GET /cart?add=ITEM`, `POST /cart/clear` | a cache-backed session |
-//! | `POST /_webcache/command` | the admin endpoint behind `webcache ... --app URL` |
+//! | `POST /_webcache/command` | the admin endpoint behind `webcache ... --app URL` (token always required; see [`admin`]) |
 
 pub(crate) mod admin;
 mod demo;
@@ -19,6 +19,7 @@ use anyhow::Context;
 use webcache::Caches;
 
 use crate::cli::{ServeArgs, TargetArgs};
+use crate::token_file::TokenFile;
 
 /// Starts the demo and serves until interrupted.
 pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result<()> {
@@ -29,6 +30,7 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
         cache.options.on_error = webcache::OnError::Degrade;
     }
     let caches = Caches::from_config(config).await?;
+    let shutdown = shutdown_signal();
     let listener = bind(&args.listen).await?;
     let addr = listener.local_addr()?;
     let token = admin::new_token();
@@ -36,18 +38,66 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
         .upstream
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let app = demo::app(&caches, &upstream, &token)?;
-    announce(&caches, addr, &upstream, args.upstream.is_some(), &token);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    let admin = admin::Admin {
+        caches: caches.clone(),
+        token: token.clone(),
+        bound: addr,
+    };
+    let app = demo::app(&caches, &upstream, admin)?;
+    // Removed when dropped, at the end of this function whatever ends the server.
+    let token_file = match TokenFile::write(addr, &token) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(
+                "the CLI on this machine will not find the admin token by itself ({e}); pass it with --token"
+            );
+            None
+        }
+    };
+    announce(
+        &caches,
+        addr,
+        &upstream,
+        args.upstream.is_some(),
+        &token,
+        token_file.as_ref(),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     caches.close().await;
+    drop(token_file);
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what `kill` and service managers send), so the token file is removed.
+/// The handlers are installed at once, before the token file exists, not when first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Listens on `address`, or says what to change.
@@ -61,7 +111,14 @@ pub(crate) async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListene
 
 /// Prints where the demo listens and what to try. A closed standard output (the banner piped
 /// into `head`) must not stop the server, so write errors are ignored.
-fn announce(caches: &Caches, addr: SocketAddr, upstream: &str, external: bool, token: &str) {
+fn announce(
+    caches: &Caches,
+    addr: SocketAddr,
+    upstream: &str,
+    external: bool,
+    token: &str,
+    token_file: Option<&TokenFile>,
+) {
     let cache = caches.default();
     let base = format!("http://{addr}");
     let embedded = if cache.backend().name() == "locmem" {
@@ -70,11 +127,18 @@ fn announce(caches: &Caches, addr: SocketAddr, upstream: &str, external: bool, t
         ""
     };
     let builtin = if external { "" } else { " (built in)" };
+    let token_note = match token_file {
+        Some(file) => format!(
+            "admin token: {token}\n  (the CLI on this machine reads it from {}; from elsewhere pass --token)",
+            file.path().display()
+        ),
+        None => format!("admin token (pass it with --token): {token}"),
+    };
     let text = format!(
         "webcache demo listening on {base}\n\
          cache: `{alias}` ({backend} backend{embedded})\n\
          upstream: {upstream}/delay/N{builtin}\n\
-         admin token (for --app from another host): {token}\n\
+         {token_note}\n\
          \n\
          try:\n  \
          curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT)\n  \

@@ -1,0 +1,47 @@
+//! `clear --yes`: delete every key of the cache (its prefix, every version).
+
+use futures::StreamExt;
+use webcache::{Cache, Error};
+
+use super::{OpError, Reply};
+
+const BATCH: usize = 1000;
+
+/// Deletes the cache's keys in batches, reporting progress, when the backend can list keys;
+/// otherwise one `clear` call.
+pub(super) async fn run(
+    cache: &Cache,
+    confirmed: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Reply, OpError> {
+    if !confirmed {
+        return Err(OpError::Usage(
+            "clear deletes every key of the cache; add --yes to confirm".into(),
+        ));
+    }
+    let pattern = format!(
+        "{}*",
+        webcache::glob_escape(&format!("{}:", cache.options().key_prefix))
+    );
+    let mut keys = cache.backend().scan(&pattern);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut removed = 0u64;
+    let mut done = false;
+    while !done {
+        match keys.next().await {
+            Some(Err(Error::Unsupported { .. })) => {
+                cache.clear().await?;
+                return Ok(Reply::Cleared(None));
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(key)) => batch.push(key),
+            None => done = true,
+        }
+        if batch.len() >= BATCH || (done && !batch.is_empty()) {
+            removed += cache.backend().delete_many(&batch).await?;
+            batch.clear();
+            progress(removed);
+        }
+    }
+    Ok(Reply::Cleared(Some(removed)))
+}
