@@ -616,3 +616,100 @@ pub fn proxy_router_with_origin(origin: Origin, layer: &CachePageLayer) -> Route
         .fallback_service(layer.layer(origin))
         .layer(axum::middleware::map_response(fail_closed))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The `host` parameter that follows our element's `for` and `proto`, unquoted (RFC 7239
+    /// §4); it must be the last thing in the field.
+    fn host_param(after_proto: &[u8]) -> Option<Vec<u8>> {
+        let rest = after_proto.strip_prefix(b";host=")?;
+        if rest.first() != Some(&b'"') {
+            return Some(rest.to_vec());
+        }
+        let mut out = Vec::new();
+        let mut bytes = rest[1..].iter();
+        while let Some(&b) = bytes.next() {
+            match b {
+                b'\\' => out.push(*bytes.next()?),
+                b'"' => return bytes.next().is_none().then_some(out),
+                _ => out.push(b),
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the client wrote, the fields never panic, what was not trusted is gone,
+        /// and the host reaches the origin intact inside a well-formed element.
+        #[test]
+        fn forwarding_fields_hold_for_any_input(
+            host in proptest::collection::vec(any::<u8>(), 0..40),
+            theirs in proptest::collection::vec(any::<u8>(), 0..40),
+            v6 in any::<bool>(),
+            known in any::<bool>(),
+            trust in any::<bool>(),
+        ) {
+            let mut headers = HeaderMap::new();
+            let host = HeaderValue::from_bytes(&host).ok();
+            if let Some(host) = &host {
+                headers.insert(HOST, host.clone());
+            }
+            if let Ok(value) = HeaderValue::from_bytes(&theirs) {
+                for name in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host"] {
+                    headers.append(name, value.clone());
+                }
+            }
+            let peer: Option<IpAddr> = known.then(|| {
+                if v6 { "2001:db8::1".parse().unwrap() } else { "192.0.2.1".parse().unwrap() }
+            });
+            set_forwarded(&mut headers, peer, trust);
+            let forwarded = headers.get(FORWARDED).unwrap().as_bytes().to_vec();
+            prop_assert_eq!(headers.get_all(FORWARDED).iter().count(), 1);
+            let node: &[u8] = match (known, v6) {
+                (false, _) => b"for=unknown;proto=http",
+                (true, false) => b"for=192.0.2.1;proto=http",
+                (true, true) => b"for=\"[2001:db8::1]\";proto=http",
+            };
+            let element_at = forwarded.windows(node.len()).rposition(|w| w == node);
+            prop_assert!(element_at.is_some());
+            if !trust {
+                prop_assert_eq!(element_at, Some(0));
+                let xff = headers.get("x-forwarded-for").map(|v| v.as_bytes().to_vec());
+                let ip = peer.map(|p| p.to_string().into_bytes());
+                prop_assert_eq!(xff, ip);
+            }
+            match &host {
+                Some(host) if !host.is_empty() => {
+                    let after = &forwarded[element_at.unwrap_or(0) + node.len()..];
+                    prop_assert_eq!(host_param(after), Some(host.as_bytes().to_vec()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_host_with_separators_is_quoted_and_escaped() {
+        let host = HeaderValue::from_static("a;host=\"b\\\", for=evil");
+        let element = forwarded_element(None, Some(&host));
+        assert_eq!(
+            element,
+            b"for=unknown;proto=http;host=\"a;host=\\\"b\\\\\\\", for=evil\""
+        );
+        let after = &element[b"for=unknown;proto=http".len()..];
+        assert_eq!(host_param(after).unwrap(), host.as_bytes());
+    }
+
+    #[test]
+    fn an_empty_host_is_quoted() {
+        let element = forwarded_element(None, Some(&HeaderValue::from_static("")));
+        assert_eq!(element, b"for=unknown;proto=http;host=\"\"");
+    }
+}
