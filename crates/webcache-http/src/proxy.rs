@@ -15,23 +15,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A hostile or broken origin is answered in words, never with an empty reply or a truncated
-//! page that looks complete:
-//!
-//! - an origin that does not accept the connection within the connect timeout, or does not
-//!   send its response head within the first-byte timeout, gives **504**; one that refuses the
-//!   connection or answers garbage gives **502**;
-//! - a body that ends before its `Content-Length` or its last chunk, or that is still running
-//!   at the total timeout, is an error: if nothing was sent to the client yet (the page layer
-//!   was buffering it to store it) the client gets 502 (504 for the timeout), otherwise the
-//!   connection is aborted, so the client sees an incomplete message. Such a page is never
-//!   stored.
-//!
-//! The origin learns who asked: the peer (from axum's `ConnectInfo<SocketAddr>`) is appended
-//! to `X-Forwarded-For` and to an RFC 7239 `Forwarded` element (`for=..;proto=http;host=..`),
-//! and `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host` are set. What the client sent in
-//! those fields (and any other `X-Forwarded-*`) is dropped, since anyone can write them, unless
-//! [`Origin::trust_forwarded`] says the client is a proxy of yours (a TLS terminator in front).
+//! How the proxy treats a hostile origin and what it tells the origin: see [`Origin`].
 
 use std::convert::Infallible;
 use std::fmt;
@@ -81,8 +65,29 @@ pub enum ProxyError {
 
 /// A tower service that forwards every request (any method, headers, body) to an upstream
 /// HTTP/1.1 server and returns its response unchanged, except hop-by-hop headers and the
-/// forwarding fields (see the [module docs](self)). The `Host` header is passed as the client
-/// sent it, as Varnish does. An unreachable upstream gives 502, a silent one 504.
+/// forwarding fields (below). The `Host` header is passed as the client sent it, as Varnish
+/// does.
+///
+/// A hostile or broken origin is answered in words, never with an empty reply or a truncated
+/// page that looks complete:
+///
+/// - an origin that does not accept the connection within the connect timeout, or does not
+///   send its response head within the first-byte timeout, gives **504**; one that refuses the
+///   connection or answers garbage gives **502**;
+/// - a body that ends before its `Content-Length` or its last chunk, or that is still running
+///   at the total timeout, is an error: if nothing was sent to the client yet (the page layer
+///   was buffering it to store it) the client gets 502 (504 for the timeout; this answer is
+///   given by [`proxy_router`] and its siblings, not by [`proxy_service`]), otherwise the
+///   connection is aborted, so the client sees an incomplete message. Such a page is never
+///   stored.
+///
+/// The origin learns who asked: the peer (from axum's `ConnectInfo<SocketAddr>`) is appended
+/// to `X-Forwarded-For` and to an RFC 7239 `Forwarded` element (`for=..;proto=http;host=..`),
+/// and `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host` are set. What the client sent in
+/// those fields (and any other `X-Forwarded-*`) is dropped, since anyone can write them, unless
+/// [`Origin::trust_forwarded`] says the client is a proxy of yours (a TLS terminator in front).
+/// Served without connect info, the peer is unknown: `Forwarded` says `for=unknown` and no
+/// `X-Forwarded-For` or `X-Real-IP` is sent.
 ///
 /// ```
 /// # fn build() -> Result<(), webcache_http::ProxyError> {
