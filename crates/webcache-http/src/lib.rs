@@ -30,7 +30,9 @@ pub use layer::{
     DEFAULT_STAMPEDE_WAIT, DEFAULT_STORE_TIMEOUT, DEFAULT_TTL,
 };
 pub use policy::{NotStored, Policy, SharedCachePolicy};
-pub use proxy::{proxy_router, proxy_router_with, proxy_service, Origin, ProxyError};
+pub use proxy::{
+    proxy_router, proxy_router_with, proxy_router_with_origin, proxy_service, Origin, ProxyError,
+};
 pub use service::CachePage;
 pub use session_mark::SessionMark;
 pub use stored::{inspect, StoredSummary};

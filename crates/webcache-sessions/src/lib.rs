@@ -10,8 +10,9 @@
 //!   over the SQL backend: SQLite or PostgreSQL) and then to the cache; reads come from the
 //!   cache and fall back to the durable store, refilling the cache. Losing the cache loses no
 //!   session.
-//! - [`SessionConfig`] builds the tower-sessions layer with safe cookie defaults (`HttpOnly`
-//!   always, `SameSite=Lax`, `Secure` configurable).
+//! - [`SessionConfig`] builds the session layer ([`SessionLayer`]: tower-sessions' manager) with
+//!   safe cookie defaults (`HttpOnly` always, `SameSite=Lax`, `Secure` configurable), and tells
+//!   any page cache which answers depend on the session (below).
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -31,6 +32,32 @@
 //!     .layer(SessionConfig::default().layer(store));
 //! ```
 //!
+//! ## With the page cache
+//!
+//! A page that reads the session (a cart, a greeting by name) must never be served to another
+//! user, and the page cache cannot see that from the response alone (tower-sessions adds
+//! neither `Vary: Cookie` nor `private`). So the layer of [`SessionConfig::layer`] marks each
+//! request with a [`webcache_http::SessionMark`] and each answer with headers:
+//!
+//! - the handler loaded the request's session from the store (any read of a session whose
+//!   cookie the client sent), or changed it: the answer is **personal**: `Cache-Control:
+//!   private` and `Vary: Cookie` are added (Django adds only `Vary: Cookie`), and a page cache
+//!   inside the session layer passes it through unstored;
+//! - the request carries no session cookie: the handler may have read an empty session (an
+//!   empty cart), which must not be served to a client that has one: `Vary: Cookie` is added,
+//!   so a cache keeps that answer only for requests with the same `Cookie` header;
+//! - otherwise (a cookie was sent and the session never read) the answer does not depend on
+//!   the session and stays shareable: `/public` is still a hit for everyone.
+//!
+//! Both orders are safe. With the page cache *outside* the session layer (`.layer(session)`
+//! then `.layer(page_cache)`, axum's last `.layer` being the outermost), it sees `private`,
+//! `Vary: Cookie` and `Set-Cookie` and stores nothing personal. With the page cache *inside*
+//! (the other order, where it never sees the session's `Set-Cookie`), it reads the mark from
+//! the request. The limits: a session read in a task the handler spawns is not seen (its
+//! writes are), and a session read by another layer (not the handler) is not seen.
+//!
+//! ## Security properties
+//!
 //! Security properties (each tested): ids come from tower-sessions' CSPRNG (128 bits);
 //! creating a session never overwrites another one (`add`, retried on collision); an id the
 //! client invents, or one that expired, is never adopted; `cycle_id` keeps the data and the old
@@ -40,16 +67,24 @@
 // Library code answers every failure with an error, never a panic; tests may unwrap.
 #![warn(clippy::unwrap_used)]
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::{HeaderMap, Request, Response};
 use time::OffsetDateTime;
+use tower_layer::Layer;
+use tower_service::Service;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::service::SessionManagerLayer;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{Error as StoreError, Result as StoreResult};
-use tower_sessions::{Expiry, SessionStore};
+use tower_sessions::{Expiry, Session, SessionStore};
 use webcache_core::{Cache, Timeout};
+use webcache_http::headers::{patch_cache_control, patch_vary_headers, CacheControlPatch};
+use webcache_http::SessionMark;
 
 /// The key prefix of session entries: `webcache.sessions.<id>`.
 pub const KEY_PREFIX: &str = "webcache.sessions.";
@@ -276,16 +311,18 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    /// The tower-sessions layer for `store` with these settings. `HttpOnly` is always set:
-    /// scripts never need the session id.
-    pub fn layer<S: SessionStore + Clone>(&self, store: S) -> SessionManagerLayer<S> {
+    /// The session layer for `store` with these settings: tower-sessions' manager, with the
+    /// marks that keep a page cache from sharing a personal answer (see the
+    /// [crate docs](crate#with-the-page-cache)). `HttpOnly` is always set: scripts never need
+    /// the session id.
+    pub fn layer<S: SessionStore + Clone>(&self, store: S) -> SessionLayer<S> {
         let to_time = |d: Duration| time::Duration::try_from(d).unwrap_or(time::Duration::days(14));
         let expiry = match self.expiry {
             SessionExpiry::OnBrowserClose => Expiry::OnSessionEnd,
             SessionExpiry::OnInactivity(d) => Expiry::OnInactivity(to_time(d)),
             SessionExpiry::AtDateTime(at) => Expiry::AtDateTime(at),
         };
-        let mut layer = SessionManagerLayer::new(store)
+        let mut layer = SessionManagerLayer::new(TrackedStore(store))
             .with_name(self.cookie_name.clone())
             .with_expiry(expiry)
             .with_secure(self.secure)
@@ -295,6 +332,116 @@ impl SessionConfig {
         if let Some(domain) = &self.domain {
             layer = layer.with_domain(domain.clone());
         }
-        layer
+        SessionLayer { manager: layer }
+    }
+}
+
+tokio::task_local! {
+    /// The mark of the request whose handler is running (set around the handler by
+    /// [`MarkSession`]), so that the store can tell it its session was loaded.
+    static HANDLING: SessionMark;
+}
+
+/// The session layer built by [`SessionConfig::layer`]: tower-sessions' `SessionManagerLayer`
+/// around [`MarkSession`], which tells a page cache which answers depend on the session.
+#[derive(Debug, Clone)]
+pub struct SessionLayer<S: SessionStore> {
+    manager: SessionManagerLayer<TrackedStore<S>>,
+}
+
+impl<Inner, S: SessionStore + Clone> Layer<Inner> for SessionLayer<S> {
+    type Service = <SessionManagerLayer<TrackedStore<S>> as Layer<MarkSession<Inner>>>::Service;
+
+    fn layer(&self, inner: Inner) -> Self::Service {
+        self.manager.layer(MarkSession { inner })
+    }
+}
+
+/// A store as the session layer uses it: the same store, except that loading a session while
+/// a handler runs marks that request's answer personal.
+#[derive(Debug, Clone)]
+pub struct TrackedStore<S>(S);
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for TrackedStore<S> {
+    async fn create(&self, record: &mut Record) -> StoreResult<()> {
+        self.0.create(record).await
+    }
+
+    async fn save(&self, record: &Record) -> StoreResult<()> {
+        self.0.save(record).await
+    }
+
+    async fn load(&self, id: &Id) -> StoreResult<Option<Record>> {
+        // Outside a handler (the manager's own calls after the answer) there is no mark.
+        let _ = HANDLING.try_with(SessionMark::set_personal);
+        self.0.load(id).await
+    }
+
+    async fn delete(&self, id: &Id) -> StoreResult<()> {
+        let _ = HANDLING.try_with(SessionMark::set_personal);
+        self.0.delete(id).await
+    }
+}
+
+/// The service between the session manager and the handler: puts a [`SessionMark`] in the
+/// request, sets it from what the handler did with the session, and marks the answer
+/// (`Vary: Cookie`, and `Cache-Control: private` when personal).
+#[derive(Debug, Clone)]
+pub struct MarkSession<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MarkSession<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // The service that was polled ready is the one to call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mark = req
+            .extensions()
+            .get::<SessionMark>()
+            .cloned()
+            .unwrap_or_default();
+        req.extensions_mut().insert(mark.clone());
+        let session = req.extensions().get::<Session>().cloned();
+        // No (valid) session cookie: the handler sees an empty session without the store
+        // being asked, so a read cannot be seen; the answer is kept apart from clients with a
+        // cookie.
+        if session.as_ref().is_none_or(|s| s.id().is_none()) {
+            mark.set_varies_on_cookie();
+        }
+        let call = HANDLING.scope(mark.clone(), inner.call(req));
+        Box::pin(async move {
+            let mut response = call.await?;
+            if session.is_some_and(|s| s.is_modified()) {
+                mark.set_personal();
+            }
+            mark_response(&mark, response.headers_mut());
+            Ok(response)
+        })
+    }
+}
+
+/// What a mark means on the answer, for caches that only see headers (a page cache outside
+/// the session layer, a CDN, the browser's shared proxies).
+fn mark_response(mark: &SessionMark, headers: &mut HeaderMap) {
+    if mark.varies_on_cookie() {
+        patch_vary_headers(headers, &["Cookie"]);
+    }
+    if mark.is_personal() {
+        patch_cache_control(headers, &CacheControlPatch::new().private());
     }
 }
