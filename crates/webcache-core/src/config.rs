@@ -36,7 +36,7 @@ pub const URL_ENV: &str = "WEBCACHE_URL";
 pub const SCHEMES: &[(&str, &str)] = &[
     (
         "locmem",
-        "locmem://[name]?max_entries=N&max_bytes=N  (in-process, the default)",
+        "locmem://[name]?max_entries=N&max_bytes=N&cull_frequency=N  (in-process, the default)",
     ),
     ("dummy", "dummy://  (stores nothing)"),
     ("redis", "redis://[user:pass@]host:port/db"),

@@ -18,6 +18,7 @@ async fn the_byte_bound_holds() {
     let backend = LocMem::private(LocMemConfig {
         max_entries: None,
         max_bytes: Some(100_000),
+        ..LocMemConfig::default()
     });
     fill(&backend, 200, 5_000).await; // 1 MB offered to a 100 KB cache
     let stats = backend.stats().await.unwrap();
@@ -34,6 +35,7 @@ async fn both_bounds_hold_together() {
     let backend = LocMem::private(LocMemConfig {
         max_entries: Some(20),
         max_bytes: Some(1_000_000),
+        ..LocMemConfig::default()
     });
     fill(&backend, 300, 10).await; // small values: the entry bound bites first
     let stats = backend.stats().await.unwrap();
