@@ -135,3 +135,18 @@ async fn zero_lifts_a_bound() {
     let err = LocMem::from_spec(&mut config.backend).unwrap_err();
     assert!(err.to_string().contains("`cull_frequency`"), "{err}");
 }
+
+/// An unknown option names every accepted one, `cull_frequency` included.
+#[test]
+fn unknown_options_list_the_accepted_ones() {
+    use webcache_core::config::CacheConfig;
+
+    let mut config = CacheConfig::from_url("default", "locmem://?colour=blue").unwrap();
+    let err = LocMem::from_spec(&mut config.backend)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("accepted options: cull_frequency, max_entries, max_bytes, timeout"),
+        "{err}"
+    );
+}

@@ -378,7 +378,9 @@ impl LocMem {
             "cull_frequency",
             "a whole number N (evict 1/N of the entries when full; 0 empties the store)",
         )?;
-        spec.finish(&["max_entries", "max_bytes", "cull_frequency"])?;
+        // `cull_frequency` first keeps the long-standing "max_entries, max_bytes, timeout" order of
+        // the accepted-options message that tools and tests match.
+        spec.finish(&["cull_frequency", "max_entries", "max_bytes"])?;
         if spec.location.contains('/') {
             return Err(spec.error(
                 "url",
