@@ -2,9 +2,10 @@
 //! the server is known to be down, calls fail at once instead of each waiting for a connect or
 //! pool timeout.
 //!
-//! - **Closed** (normal): calls go through. Connection failures in a row are counted; any
-//!   answer from the server (a value, a miss, even a refusal such as "not an integer") resets
-//!   the count.
+//! - **Closed** (normal): calls go through. Connection failures in a row are counted; an
+//!   answer (a value, a miss, or a usage error such as "not an integer") resets the count.
+//!   Other backend errors (a server's error reply, or a backend's own fail-fast while it
+//!   marks one of its servers down) neither count nor reset.
 //! - **Open**: after `failures` connection failures in a row, calls fail at once with an
 //!   [`Error::Backend`] that says since when the backend is down (in degrade mode: a miss or a
 //!   dropped write, as for any backend failure).
@@ -59,6 +60,24 @@ pub(crate) fn is_outage(error: &Error) -> bool {
             false
         }
         _ => false,
+    }
+}
+
+enum Outcome<'a> {
+    /// The backend answered: a value, a miss, or a usage error.
+    Answered,
+    /// The backend could not be reached.
+    Outage(&'a Error),
+    /// Some other backend failure: says nothing either way.
+    Unclear(&'a Error),
+}
+
+fn outcome<T>(result: &Result<T, Error>) -> Outcome<'_> {
+    match result {
+        Ok(_) => Outcome::Answered,
+        Err(e) if is_outage(e) => Outcome::Outage(e),
+        Err(e @ Error::Backend { .. }) => Outcome::Unclear(e),
+        Err(_) => Outcome::Answered,
     }
 }
 
@@ -165,9 +184,10 @@ impl Breaker {
 
     /// Reports the outcome of a call admitted with [`Admit::Call`].
     pub(crate) fn record<T>(&self, result: &Result<T, Error>) {
-        match result {
-            Err(e) if is_outage(e) => self.failed(e, false),
-            _ => self.answered(),
+        match outcome(result) {
+            Outcome::Answered => self.answered(),
+            Outcome::Outage(e) => self.failed(e, false),
+            Outcome::Unclear(_) => {}
         }
     }
 
@@ -233,9 +253,10 @@ impl Trial<'_> {
     /// Reports the trial call's outcome.
     pub(crate) fn record<T>(mut self, result: &Result<T, Error>) {
         self.done = true;
-        match result {
-            Err(e) if is_outage(e) => self.breaker.failed(e, true),
-            _ => self.breaker.answered(),
+        match outcome(result) {
+            Outcome::Answered => self.breaker.answered(),
+            // Only an answer proves the server back.
+            Outcome::Outage(e) | Outcome::Unclear(e) => self.breaker.failed(e, true),
         }
     }
 }
@@ -317,8 +338,11 @@ mod tests {
             assert!(matches!(b.admit(), Admit::Call));
             b.record::<()>(&Err(refused()));
         }
-        // An answer in between resets the count.
+        // An answer in between resets the count; an unclear failure does not.
         b.record(&Ok(()));
+        b.record::<()>(&Err(refused()));
+        b.record::<()>(&Err(Error::backend_msg("test", "server 1 is marked down")));
+        b.record::<()>(&Err(Error::KeyNotFound { key: "k".into() }));
         for _ in 0..3 {
             assert!(matches!(b.admit(), Admit::Call));
             b.record::<()>(&Err(refused()));
@@ -338,6 +362,13 @@ mod tests {
             panic!("a trial is due");
         };
         assert!(matches!(b.admit(), Admit::Refuse(_)));
+        // A trial that gets no answer keeps the breaker open.
+        trial.record::<()>(&Err(Error::backend_msg("test", "server 1 is marked down")));
+        assert!(matches!(b.admit(), Admit::Refuse(_)));
+        std::thread::sleep(FIRST_DELAY * 3);
+        let Admit::Trial(trial) = b.admit() else {
+            panic!("a trial is due");
+        };
         trial.record(&Ok(()));
         assert!(matches!(b.admit(), Admit::Call));
     }
