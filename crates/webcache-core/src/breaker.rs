@@ -127,7 +127,8 @@ struct Open {
     last_error: String,
     delay: Duration,
     next_trial: Instant,
-    trial_running: bool,
+    /// When the running trial call started, if one runs.
+    trial_started: Option<Instant>,
 }
 
 impl Breaker {
@@ -157,14 +158,21 @@ impl Breaker {
             return Admit::Call;
         };
         let now = Instant::now();
-        if !open.trial_running && now >= open.next_trial {
-            open.trial_running = true;
+        // A trial that neither ends nor is dropped (a backend without a timeout of its own, on
+        // a hung server) must not keep the breaker shut for good: after ten times the longest
+        // delay, another call may try.
+        let due = match open.trial_started {
+            None => now >= open.next_trial,
+            Some(started) => now >= started + self.max_delay * 10,
+        };
+        if due {
+            open.trial_started = Some(now);
             return Admit::Trial(Trial {
                 breaker: self,
                 done: false,
             });
         }
-        let next = if open.trial_running {
+        let next = if open.trial_started.is_some() {
             "a trial call is under way".to_owned()
         } else {
             let wait = open.next_trial.saturating_duration_since(now);
@@ -218,7 +226,7 @@ impl Breaker {
             Some(open) => {
                 open.last_error = error.to_string();
                 if trial {
-                    open.trial_running = false;
+                    open.trial_started = None;
                     open.delay = (open.delay * 2).min(self.max_delay);
                     open.next_trial = Instant::now() + open.delay;
                 }
@@ -233,7 +241,7 @@ impl Breaker {
                     last_error: error.to_string(),
                     delay: FIRST_DELAY,
                     next_trial: Instant::now() + FIRST_DELAY,
-                    trial_running: false,
+                    trial_started: None,
                 });
                 self.open.store(true, Ordering::Release);
             }
@@ -371,6 +379,25 @@ mod tests {
         };
         trial.record(&Ok(()));
         assert!(matches!(b.admit(), Admit::Call));
+    }
+
+    #[test]
+    fn a_trial_that_never_ends_does_not_block_the_next_for_good() {
+        let max_delay = FIRST_DELAY;
+        let b = Breaker::new("test", 1, max_delay);
+        b.record::<()>(&Err(refused()));
+        std::thread::sleep(FIRST_DELAY * 2);
+        let Admit::Trial(hung) = b.admit() else {
+            panic!("a trial is due");
+        };
+        assert!(matches!(b.admit(), Admit::Refuse(_)));
+        std::thread::sleep(max_delay * 11);
+        let Admit::Trial(next) = b.admit() else {
+            panic!("a hung trial must not block the next one");
+        };
+        next.record(&Ok(()));
+        assert!(matches!(b.admit(), Admit::Call));
+        drop(hung);
     }
 
     #[test]
