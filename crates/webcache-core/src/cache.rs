@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
+use crate::breaker::{Admit, Breaker, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_DELAY};
 use crate::entry::{self, Decoded};
 use crate::error::{Error, Result};
 use crate::key::{final_key, glob_escape, InvalidKeyPolicy, KeyFunction};
@@ -64,6 +65,13 @@ pub struct CacheOptions {
     pub near_ttl: Option<Duration>,
     /// At most this many process-local copies.
     pub near_max_entries: u64,
+    /// Connection failures in a row after which calls fail at once while the backend is down
+    /// (the circuit breaker, see [`breaker`](crate::breaker); `0`: off). Backends that need no
+    /// server (locmem, dummy) have none.
+    pub breaker_failures: u32,
+    /// The longest wait between trial calls while the breaker is open: the cache is back at
+    /// most this long after the server returns.
+    pub breaker_max_delay: Duration,
 }
 
 impl Default for CacheOptions {
@@ -80,6 +88,8 @@ impl Default for CacheOptions {
             operation_timeout: None,
             near_ttl: None,
             near_max_entries: crate::backends::DEFAULT_NEAR_MAX_ENTRIES,
+            breaker_failures: DEFAULT_BREAKER_FAILURES,
+            breaker_max_delay: DEFAULT_BREAKER_MAX_DELAY,
         }
     }
 }
@@ -123,6 +133,7 @@ struct Inner {
     flights: SingleFlight<Bytes>,
     started: Instant,
     last_degrade_log_ms: AtomicU64,
+    breaker: Option<Breaker>,
 }
 
 /// A cache: Django's low-level cache API, async, with typed values, over any [`Backend`].
@@ -179,6 +190,14 @@ impl Cache {
         };
         let key_rules = backend.key_rules();
         let version = options.version;
+        let needs_server = !matches!(backend.name(), "locmem" | "dummy");
+        let breaker = (needs_server && options.breaker_failures > 0).then(|| {
+            Breaker::new(
+                backend.name(),
+                options.breaker_failures,
+                options.breaker_max_delay,
+            )
+        });
         Cache {
             inner: Arc::new(Inner {
                 backend,
@@ -188,6 +207,7 @@ impl Cache {
                 flights: SingleFlight::new(),
                 started: Instant::now(),
                 last_degrade_log_ms: AtomicU64::new(0),
+                breaker,
             }),
             version,
             head: Arc::from(""),
@@ -829,14 +849,27 @@ impl Cache {
         operation: &'static str,
         call: impl Future<Output = Result<R>>,
     ) -> Result<R> {
-        let result = match self.inner.options.operation_timeout {
-            None => call.await,
-            Some(after) => tokio::time::timeout(after, call).await.unwrap_or_else(|_| {
-                Err(Error::Timeout {
-                    backend: self.inner.backend.name(),
-                    after,
-                })
-            }),
+        let admit = self.inner.breaker.as_ref().map(Breaker::admit);
+        let result = match admit {
+            // The backend is known to be down: fail at once.
+            Some(Admit::Refuse(e)) => Err(e),
+            admit => {
+                let result = match self.inner.options.operation_timeout {
+                    None => call.await,
+                    Some(after) => tokio::time::timeout(after, call).await.unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            backend: self.inner.backend.name(),
+                            after,
+                        })
+                    }),
+                };
+                match (admit, &self.inner.breaker) {
+                    (Some(Admit::Trial(trial)), _) => trial.record(&result),
+                    (_, Some(breaker)) => breaker.record(&result),
+                    _ => {}
+                }
+                result
+            }
         };
         if let Err(e) = &result {
             if e.is_backend_failure() {

@@ -19,6 +19,11 @@
 //! (bytes, or `off`), `on_error` (`raise`|`degrade`), `operation_timeout` (seconds), `near_ttl`
 //! (seconds of process-local copies in front of a shared backend) and `near_max_entries`. Every other
 //! field is handed to the backend, which refuses the ones it does not know.
+//!
+//! The circuit breaker of server backends ([`breaker`](crate::breaker)): `breaker_failures`
+//! (connection failures in a row before calls fail at once; default 3, `0` turns it off) and
+//! `breaker_max_delay` (seconds; the longest wait between trial calls while the backend is
+//! down, so also how late the cache may notice its return; default 1).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +41,7 @@ pub const URL_ENV: &str = "WEBCACHE_URL";
 pub const SCHEMES: &[(&str, &str)] = &[
     (
         "locmem",
-        "locmem://[name]?max_entries=N&max_bytes=N  (in-process, the default)",
+        "locmem://[name]?max_entries=N&max_bytes=N&cull_frequency=N  (in-process, the default)",
     ),
     ("dummy", "dummy://  (stores nothing)"),
     ("redis", "redis://[user:pass@]host:port/db"),
@@ -65,6 +70,8 @@ const COMMON_OPTIONS: &[&str] = &[
     "operation_timeout",
     "near_ttl",
     "near_max_entries",
+    "breaker_failures",
+    "breaker_max_delay",
 ];
 
 /// A configuration mistake, in words that say what to change.
@@ -351,6 +358,12 @@ fn take_common_options(alias: &str, spec: &mut BackendSpec) -> Result<CacheOptio
     if let Some(n) = spec.take("near_max_entries", "a whole number of entries")? {
         options.near_max_entries = n;
     }
+    if let Some(n) = spec.take("breaker_failures", "a whole number of failures (0: off)")? {
+        options.breaker_failures = n;
+    }
+    if let Some(delay) = spec.take_seconds("breaker_max_delay")? {
+        options.breaker_max_delay = delay;
+    }
     Ok(options)
 }
 
@@ -473,6 +486,12 @@ fn merge_options(base: &mut CacheOptions, new: &CacheOptions, defaults: &CacheOp
     if new.near_ttl.is_some() {
         base.near_ttl = new.near_ttl;
         base.near_max_entries = new.near_max_entries;
+    }
+    if new.breaker_failures != defaults.breaker_failures {
+        base.breaker_failures = new.breaker_failures;
+    }
+    if new.breaker_max_delay != defaults.breaker_max_delay {
+        base.breaker_max_delay = new.breaker_max_delay;
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod backends;
+pub mod breaker;
 mod cache;
 pub mod config;
 pub mod entry;

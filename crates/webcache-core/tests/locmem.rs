@@ -18,6 +18,7 @@ async fn the_byte_bound_holds() {
     let backend = LocMem::private(LocMemConfig {
         max_entries: None,
         max_bytes: Some(100_000),
+        ..LocMemConfig::default()
     });
     fill(&backend, 200, 5_000).await; // 1 MB offered to a 100 KB cache
     let stats = backend.stats().await.unwrap();
@@ -34,6 +35,7 @@ async fn both_bounds_hold_together() {
     let backend = LocMem::private(LocMemConfig {
         max_entries: Some(20),
         max_bytes: Some(1_000_000),
+        ..LocMemConfig::default()
     });
     fill(&backend, 300, 10).await; // small values: the entry bound bites first
     let stats = backend.stats().await.unwrap();
@@ -55,4 +57,96 @@ async fn same_name_shares_and_other_names_are_isolated() {
     // A private store shares with nobody.
     let p = Cache::locmem();
     assert_eq!(p.get::<String>("k").await.unwrap(), None);
+}
+
+/// Issue 10 #4: the embedded default (`locmem://` with no options, and `Cache::locmem()`) has a
+/// byte bound, so distinct 1 MiB pages cannot grow it without limit.
+#[tokio::test]
+async fn the_default_store_has_a_byte_bound() {
+    use webcache_core::backends::DEFAULT_MAX_BYTES;
+    use webcache_core::config::CacheConfig;
+
+    let mut config = CacheConfig::from_url("default", "locmem://byte-bound-default").unwrap();
+    let from_url = LocMem::from_spec(&mut config.backend).unwrap();
+    let private = LocMem::private(LocMemConfig::default());
+    for backend in [from_url, private] {
+        // Uncompressed, so that each page weighs its full size.
+        let options = CacheOptions {
+            compress_min_bytes: None,
+            ..CacheOptions::default()
+        };
+        let cache = Cache::new(Arc::new(backend.clone()), options);
+        let page = vec![b'x'; 1024 * 1024];
+        // Three times the bound, as the proxy saw with 800 distinct query strings.
+        let offered = 3 * DEFAULT_MAX_BYTES / page.len() as u64;
+        for i in 0..offered {
+            cache
+                .set_bytes(&format!("/page?{i}"), &page, 60)
+                .await
+                .unwrap();
+            // Checked right after each write: no maintenance pass is needed.
+            let bytes = backend.stats().await.unwrap().bytes.unwrap();
+            assert!(bytes <= DEFAULT_MAX_BYTES, "{bytes} bytes after {i} pages");
+        }
+        let last = format!("/page?{}", offered - 1);
+        assert!(cache.get_bytes(&last).await.unwrap().is_some());
+    }
+}
+
+/// A value that cannot fit under the byte bound on its own is refused, saying so, and the
+/// older value under its key is gone (never a stale read).
+#[tokio::test]
+async fn a_value_larger_than_the_bound_is_refused() {
+    let cache = Cache::new(
+        Arc::new(LocMem::private(LocMemConfig {
+            max_bytes: Some(10_000),
+            ..LocMemConfig::default()
+        })),
+        CacheOptions::default(),
+    );
+    cache.set_bytes("k", b"old", 60).await.unwrap();
+    let err = cache.set_bytes("k", &[0; 20_000], 60).await.unwrap_err();
+    assert!(
+        matches!(err, webcache_core::Error::ValueTooLarge { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("larger than the backend accepts"),
+        "{err}"
+    );
+    assert_eq!(cache.get_bytes("k").await.unwrap(), None);
+}
+
+/// `max_bytes=0` and `max_entries=0` lift the bounds; other options are refused by name.
+#[tokio::test]
+async fn zero_lifts_a_bound() {
+    use webcache_core::config::CacheConfig;
+
+    let mut config =
+        CacheConfig::from_url("default", "locmem://unbounded?max_bytes=0&max_entries=0").unwrap();
+    let backend = LocMem::from_spec(&mut config.backend).unwrap();
+    let cache = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
+    for i in 0..20_000 {
+        cache.set(&format!("k{i}"), &i, 60).await.unwrap();
+    }
+    assert_eq!(backend.stats().await.unwrap().entries, Some(20_000));
+
+    let mut config = CacheConfig::from_url("default", "locmem://?cull_frequency=-1").unwrap();
+    let err = LocMem::from_spec(&mut config.backend).unwrap_err();
+    assert!(err.to_string().contains("`cull_frequency`"), "{err}");
+}
+
+/// An unknown option names every accepted one, `cull_frequency` included.
+#[test]
+fn unknown_options_list_the_accepted_ones() {
+    use webcache_core::config::CacheConfig;
+
+    let mut config = CacheConfig::from_url("default", "locmem://?colour=blue").unwrap();
+    let err = LocMem::from_spec(&mut config.backend)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("accepted options: cull_frequency, max_entries, max_bytes, timeout"),
+        "{err}"
+    );
 }

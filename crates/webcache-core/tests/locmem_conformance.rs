@@ -19,6 +19,7 @@ impl Harness for LocMemHarness {
         Some(Arc::new(LocMem::private(LocMemConfig {
             max_entries: Some(max_entries),
             max_bytes: None,
+            ..LocMemConfig::default()
         })))
     }
 }

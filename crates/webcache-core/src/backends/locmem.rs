@@ -1,20 +1,29 @@
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use moka::ops::compute::Op;
-use moka::sync::Cache as Moka;
 
+use super::lru::{Item, Lru};
 use crate::backend::{Backend, BackendStats, KeyStream};
 use crate::entry::{encode_integer, parse_integer};
 use crate::error::{Error, Result};
 use crate::key::glob_match;
 use crate::timeout::{Expiry, Ttl};
 
-/// The entry bound of a locmem cache that configures none.
+/// The entry bound of a locmem cache that configures none (Django's `MAX_ENTRIES` is 300; a
+/// page cache wants more).
 pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+/// The byte bound of a locmem cache that configures none: 64 MiB of keys and values, so that the
+/// embedded default of `webcache serve` and `webcache proxy` stays small on a small server
+/// whatever sizes it is given (`max_bytes=0` lifts it).
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Django's default `CULL_FREQUENCY`: when the entry bound is reached, a third of the entries
+/// (the least recently used) go.
+pub const DEFAULT_CULL_FREQUENCY: u32 = 3;
 
 /// Bytes counted per entry on top of its key and value, for `max_bytes`.
 const ENTRY_OVERHEAD: u64 = 64;
@@ -22,61 +31,42 @@ const ENTRY_OVERHEAD: u64 = 64;
 /// Bounds of a [`LocMem`] cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocMemConfig {
-    /// At most this many entries.
+    /// At most this many entries (`None` or `Some(0)`: no entry bound).
     pub max_entries: Option<u64>,
-    /// At most this many bytes of keys and values (plus a small per-entry overhead).
+    /// At most this many bytes of keys and values, plus 64 bytes per entry (`None` or
+    /// `Some(0)`: no byte bound). A value that cannot fit on its own is refused with
+    /// [`Error::ValueTooLarge`].
     pub max_bytes: Option<u64>,
+    /// Django's `CULL_FREQUENCY`: when a new key meets a full store, the least recently used
+    /// `1/cull_frequency` of the entries are evicted (at least one); `0` empties the store.
+    pub cull_frequency: u32,
 }
 
 impl Default for LocMemConfig {
     fn default() -> Self {
         LocMemConfig {
             max_entries: Some(DEFAULT_MAX_ENTRIES),
-            max_bytes: None,
+            max_bytes: Some(DEFAULT_MAX_BYTES),
+            cull_frequency: DEFAULT_CULL_FREQUENCY,
         }
     }
 }
 
-#[derive(Clone)]
-struct Stored {
-    value: Bytes,
-    expires_at: Option<Instant>,
-}
-
-impl Stored {
-    fn live(&self, now: Instant) -> bool {
-        self.expires_at.is_none_or(|t| t > now)
-    }
-}
-
-struct PerEntryExpiry;
-
-impl moka::Expiry<String, Stored> for PerEntryExpiry {
-    fn expire_after_create(&self, _: &String, v: &Stored, now: Instant) -> Option<Duration> {
-        v.expires_at.map(|t| t.saturating_duration_since(now))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        v: &Stored,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        v.expires_at.map(|t| t.saturating_duration_since(now))
-    }
-}
-
-/// The in-process cache, the embedded default (`locmem://[name]`), built on
-/// [moka](https://docs.rs/moka): TinyLFU admission with LRU eviction, bounded by entries and/or
-/// bytes, with a per-entry expiry.
+/// The in-process cache, the embedded default (`locmem://[name]`), as Django's `LocMemCache`:
+/// a least-recently-used store. `get`, `set`, `add` and `incr` count as uses (`has_key`,
+/// `ttl` and `touch` do not); a write that meets a full store evicts the least recently used
+/// entries ([`LocMemConfig::cull_frequency`]) and is always kept. Both bounds hold right after
+/// every write.
 ///
 /// Caches built with the same name share their storage within the process (as Django's
 /// `LOCATION`); different names are isolated. The bounds of a shared store are those of the
 /// first cache that created it.
+///
+/// One lock guards a store, as in Django: every operation is exact and atomic, at the price of
+/// serialising a store's callers (each holds it for well under a microsecond).
 #[derive(Clone)]
 pub struct LocMem {
-    store: Arc<Moka<String, Stored>>,
+    store: Arc<Store>,
     name: Option<String>,
 }
 
@@ -86,12 +76,90 @@ impl std::fmt::Debug for LocMem {
     }
 }
 
-type Store = Moka<String, Stored>;
+struct Store {
+    max_entries: Option<usize>,
+    max_bytes: Option<u64>,
+    cull_frequency: usize,
+    map: Mutex<Lru>,
+}
+
 type NamedStores = Mutex<HashMap<String, Weak<Store>>>;
 
 fn named_stores() -> &'static NamedStores {
     static STORES: OnceLock<NamedStores> = OnceLock::new();
     STORES.get_or_init(Default::default)
+}
+
+/// Items taken out of a store, dropped after its lock is released (freeing a large value is not
+/// free).
+type Dropped = Vec<Item>;
+
+impl Store {
+    fn new(config: LocMemConfig) -> Self {
+        Store {
+            max_entries: config
+                .max_entries
+                .filter(|n| *n > 0)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_bytes: config.max_bytes.filter(|n| *n > 0),
+            cull_frequency: usize::try_from(config.cull_frequency).unwrap_or(usize::MAX),
+            map: Mutex::new(Lru::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lru> {
+        // Nothing panics while the lock is held; if something did, the map is still consistent
+        // between operations, so keep serving.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `item` as the most recently used entry, evicting what the bounds require.
+    fn put(&self, map: &mut Lru, key: &str, item: Item, dropped: &mut Dropped) -> Result<()> {
+        let weight = key.len() as u64 + item.value.len() as u64 + ENTRY_OVERHEAD;
+        if let Some(max) = self.max_bytes {
+            if weight > max {
+                dropped.extend(map.remove(key));
+                let limit = max.saturating_sub(key.len() as u64 + ENTRY_OVERHEAD);
+                return Err(Error::ValueTooLarge {
+                    key: key.to_owned(),
+                    size: item.value.len(),
+                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                });
+            }
+        }
+        if let Some(max) = self.max_entries {
+            if map.len() >= max && map.peek(key).is_none() {
+                self.cull(map, dropped);
+            }
+        }
+        dropped.extend(map.insert(key, item, weight));
+        if let Some(max) = self.max_bytes {
+            // The new entry is the most recent and fits on its own, so this stops before it.
+            while map.weight() > max {
+                match map.pop_lru() {
+                    Some((_, old)) => dropped.push(old),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Django's `_cull`: drop the least recently used `1/cull_frequency` of the entries (at
+    /// least one, so the bound holds for any frequency), or all of them for frequency 0.
+    fn cull(&self, map: &mut Lru, dropped: &mut Dropped) {
+        if self.cull_frequency == 0 {
+            dropped.extend(map.take_all());
+            return;
+        }
+        let count = (map.len() / self.cull_frequency).max(1);
+        for _ in 0..count {
+            match map.pop_lru() {
+                Some((_, old)) => dropped.push(old),
+                None => break,
+            }
+        }
+    }
 }
 
 impl LocMem {
@@ -103,7 +171,7 @@ impl LocMem {
         let store = match stores.get(name).and_then(Weak::upgrade) {
             Some(store) => store,
             None => {
-                let store = Arc::new(build(config));
+                let store = Arc::new(Store::new(config));
                 stores.insert(name.to_owned(), Arc::downgrade(&store));
                 store
             }
@@ -117,35 +185,29 @@ impl LocMem {
     /// A store shared with nobody.
     pub fn private(config: LocMemConfig) -> Self {
         LocMem {
-            store: Arc::new(build(config)),
+            store: Arc::new(Store::new(config)),
             name: None,
         }
     }
 
-    fn live(&self, key: &str) -> Option<Stored> {
-        self.store
-            .get(key)
-            .filter(|stored| stored.live(Instant::now()))
+    /// Runs `f` on the map under the lock, then drops what it took out.
+    fn with_map<R>(&self, f: impl FnOnce(&Store, &mut Lru, &mut Dropped) -> R) -> R {
+        let mut dropped = Dropped::new();
+        let result = f(&self.store, &mut self.store.lock(), &mut dropped);
+        drop(dropped);
+        result
     }
-}
 
-fn build(config: LocMemConfig) -> Moka<String, Stored> {
-    let builder = Moka::builder().expire_after(PerEntryExpiry);
-    // One capacity serves both bounds: with bytes as the weight, an entry weighs at least
-    // max_bytes / max_entries, so neither the byte nor the entry bound can be exceeded.
-    match (config.max_entries, config.max_bytes) {
-        (None, None) => builder.build(),
-        (Some(entries), None) => builder.max_capacity(entries).build(),
-        (entries, Some(bytes)) => {
-            let floor = entries.map_or(1, |n| (bytes / n.max(1)).max(1));
-            builder
-                .max_capacity(bytes)
-                .weigher(move |k: &String, v: &Stored| {
-                    let size = k.len() as u64 + v.value.len() as u64 + ENTRY_OVERHEAD;
-                    u32::try_from(size.max(floor)).unwrap_or(u32::MAX)
-                })
-                .build()
-        }
+    /// The live item under `key` without counting a use; an expired one is removed.
+    fn peek_live(&self, key: &str) -> Option<Item> {
+        self.with_map(|_, map, dropped| match map.peek(key) {
+            Some(item) if item.live(Instant::now()) => Some(item.clone()),
+            Some(_) => {
+                dropped.extend(map.remove(key));
+                None
+            }
+            None => None,
+        })
     }
 }
 
@@ -163,107 +225,79 @@ impl Backend for LocMem {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.live(key).map(|s| s.value))
+        Ok(self.with_map(|_, map, dropped| {
+            let item = map.get(key)?;
+            if item.expires_at.is_none_or(|t| t > Instant::now()) {
+                return Some(item.value.clone());
+            }
+            dropped.extend(map.remove(key));
+            None
+        }))
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
-        self.store.insert(
-            key.to_owned(),
-            Stored {
-                value,
-                expires_at: deadline(expiry),
-            },
-        );
-        Ok(())
+        let item = Item {
+            value,
+            expires_at: deadline(expiry),
+        };
+        self.with_map(|store, map, dropped| store.put(map, key, item, dropped))
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
-        let mut added = false;
-        let now = Instant::now();
-        self.store
-            .entry(key.to_owned())
-            .and_compute_with(|current| match current {
-                Some(entry) if entry.value().live(now) => Op::Nop,
-                _ => {
-                    added = true;
-                    Op::Put(Stored {
-                        value,
-                        expires_at: deadline(expiry),
-                    })
-                }
-            });
-        Ok(added)
+        let item = Item {
+            value,
+            expires_at: deadline(expiry),
+        };
+        self.with_map(|store, map, dropped| {
+            if map.peek(key).is_some_and(|i| i.live(Instant::now())) {
+                return Ok(false);
+            }
+            store.put(map, key, item, dropped).map(|()| true)
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        Ok(self
-            .store
-            .remove(key)
-            .is_some_and(|s| s.live(Instant::now())))
+        let removed = self.with_map(|_, map, _| map.remove(key));
+        Ok(removed.is_some_and(|i| i.live(Instant::now())))
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        let mut touched = false;
-        let now = Instant::now();
-        self.store
-            .entry(key.to_owned())
-            .and_compute_with(|current| match current {
-                Some(entry) if entry.value().live(now) => {
-                    touched = true;
-                    Op::Put(Stored {
-                        value: entry.into_value().value,
-                        expires_at: deadline(expiry),
-                    })
-                }
-                _ => Op::Nop,
-            });
-        Ok(touched)
+        let expires_at = deadline(expiry);
+        Ok(self.with_map(|_, map, _| match map.peek(key) {
+            Some(item) if item.live(Instant::now()) => {
+                item.expires_at = expires_at;
+                true
+            }
+            _ => false,
+        }))
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        let not_found = || Error::KeyNotFound {
-            key: key.to_owned(),
-        };
-        let mut result = Err(not_found());
-        let now = Instant::now();
-        self.store
-            .entry(key.to_owned())
-            .and_compute_with(|current| {
-                let Some(stored) = current.map(|e| e.into_value()).filter(|s| s.live(now)) else {
-                    return Op::Nop;
-                };
-                let Some(n) = parse_integer(&stored.value) else {
-                    result = Err(Error::NotAnInteger {
-                        key: key.to_owned(),
-                    });
-                    return Op::Nop;
-                };
-                match n.checked_add(delta) {
-                    None => {
-                        result = Err(Error::Overflow {
-                            key: key.to_owned(),
-                        });
-                        Op::Nop
-                    }
-                    Some(m) => {
-                        result = Ok(m);
-                        Op::Put(Stored {
-                            value: encode_integer(m),
-                            expires_at: stored.expires_at,
-                        })
-                    }
-                }
-            });
-        result
+        let key_error = |make: fn(String) -> Error| make(key.to_owned());
+        self.with_map(|store, map, dropped| {
+            let Some(item) = map.get(key).filter(|i| i.live(Instant::now())) else {
+                return Err(key_error(|key| Error::KeyNotFound { key }));
+            };
+            let n = parse_integer(&item.value)
+                .ok_or_else(|| key_error(|key| Error::NotAnInteger { key }))?;
+            let m = n
+                .checked_add(delta)
+                .ok_or_else(|| key_error(|key| Error::Overflow { key }))?;
+            let item = Item {
+                value: encode_integer(m),
+                expires_at: item.expires_at,
+            };
+            store.put(map, key, item, dropped).map(|()| m)
+        })
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
-        Ok(match self.live(key) {
+        Ok(match self.peek_live(key) {
             None => Ttl::Missing,
-            Some(Stored {
+            Some(Item {
                 expires_at: None, ..
             }) => Ttl::Forever,
-            Some(Stored {
+            Some(Item {
                 expires_at: Some(t),
                 ..
             }) => Ttl::Remaining(t.saturating_duration_since(Instant::now())),
@@ -271,41 +305,46 @@ impl Backend for LocMem {
     }
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
-        match prefix {
-            None => self.store.invalidate_all(),
+        self.with_map(|_, map, dropped| match prefix {
+            None => dropped.extend(map.take_all()),
             Some(prefix) => {
-                for (key, _) in self.store.iter() {
-                    if key.starts_with(prefix) {
-                        self.store.invalidate(key.as_str());
-                    }
-                }
+                let doomed: Vec<Arc<str>> = map
+                    .iter()
+                    .filter(|(key, _)| key.starts_with(prefix))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                dropped.extend(doomed.iter().filter_map(|key| map.remove(key)));
             }
-        }
+        });
         Ok(())
     }
 
     fn scan(&self, pattern: &str) -> KeyStream {
         let now = Instant::now();
-        let keys: Vec<Result<String>> = self
-            .store
+        // Match outside the lock: a long pattern over many keys must not stall the store.
+        let live: Vec<Arc<str>> = self.with_map(|_, map, _| {
+            map.iter()
+                .filter(|(_, item)| item.live(now))
+                .map(|(key, _)| key.clone())
+                .collect()
+        });
+        let keys: Vec<Result<String>> = live
             .iter()
-            .filter(|(key, stored)| stored.live(now) && glob_match(pattern, key))
-            .map(|(key, _)| Ok(key.as_ref().clone()))
+            .filter(|key| glob_match(pattern, key))
+            .map(|key| Ok(key.to_string()))
             .collect();
         Box::pin(futures::stream::iter(keys))
     }
 
     async fn stats(&self) -> Result<BackendStats> {
-        // Eviction is applied in batches; settle it so the figures honour the bounds.
-        self.store.run_pending_tasks();
         let now = Instant::now();
-        let (mut entries, mut bytes) = (0u64, 0u64);
-        for (key, stored) in self.store.iter() {
-            if stored.live(now) {
-                entries += 1;
-                bytes += key.len() as u64 + stored.value.len() as u64;
-            }
-        }
+        let (entries, bytes) = self.with_map(|_, map, _| {
+            map.iter()
+                .filter(|(_, item)| item.live(now))
+                .fold((0u64, 0u64), |(n, b), (key, item)| {
+                    (n + 1, b + key.len() as u64 + item.value.len() as u64)
+                })
+        });
         Ok(BackendStats {
             entries: Some(entries),
             bytes: Some(bytes),
@@ -321,19 +360,27 @@ impl Backend for LocMem {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
-        Ok(self.live(key).is_some())
+        Ok(self.peek_live(key).is_some())
     }
 }
 
 impl LocMem {
-    /// Builds the store a `locmem://[name]?max_entries=N&max_bytes=N` URL describes. Without
-    /// options the bound is [`DEFAULT_MAX_ENTRIES`]; `max_entries=0` means no entry bound.
+    /// Builds the store a `locmem://[name]?max_entries=N&max_bytes=N&cull_frequency=N` URL
+    /// describes. A bound not given is [`DEFAULT_MAX_ENTRIES`] / [`DEFAULT_MAX_BYTES`]; `0`
+    /// lifts it. `cull_frequency` is Django's `CULL_FREQUENCY` (default
+    /// [`DEFAULT_CULL_FREQUENCY`]).
     pub fn from_spec(
         spec: &mut crate::config::BackendSpec,
     ) -> Result<Self, crate::config::ConfigError> {
         let max_entries: Option<u64> = spec.take("max_entries", "a whole number of entries")?;
         let max_bytes: Option<u64> = spec.take("max_bytes", "a whole number of bytes")?;
-        spec.finish(&["max_entries", "max_bytes"])?;
+        let cull_frequency: Option<u32> = spec.take(
+            "cull_frequency",
+            "a whole number N (evict 1/N of the entries when full; 0 empties the store)",
+        )?;
+        // `cull_frequency` first keeps the long-standing "max_entries, max_bytes, timeout" order of
+        // the accepted-options message that tools and tests match.
+        spec.finish(&["cull_frequency", "max_entries", "max_bytes"])?;
         if spec.location.contains('/') {
             return Err(spec.error(
                 "url",
@@ -344,13 +391,9 @@ impl LocMem {
             ));
         }
         let config = LocMemConfig {
-            max_entries: match (max_entries, max_bytes) {
-                (Some(0), _) => None,
-                (None, Some(_)) => None,
-                (None, None) => Some(DEFAULT_MAX_ENTRIES),
-                (n, _) => n,
-            },
-            max_bytes: max_bytes.filter(|b| *b > 0),
+            max_entries: Some(max_entries.unwrap_or(DEFAULT_MAX_ENTRIES)),
+            max_bytes: Some(max_bytes.unwrap_or(DEFAULT_MAX_BYTES)),
+            cull_frequency: cull_frequency.unwrap_or(DEFAULT_CULL_FREQUENCY),
         };
         Ok(LocMem::named(&spec.location, config))
     }

@@ -5,8 +5,11 @@
 
 mod dummy;
 mod locmem;
+mod lru;
 mod near;
 
 pub use dummy::Dummy;
-pub use locmem::{LocMem, LocMemConfig, DEFAULT_MAX_ENTRIES};
+pub use locmem::{
+    LocMem, LocMemConfig, DEFAULT_CULL_FREQUENCY, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES,
+};
 pub use near::{NearCache, DEFAULT_NEAR_MAX_ENTRIES};

@@ -32,7 +32,9 @@ impl NearCache {
         NearCache {
             near: LocMem::private(LocMemConfig {
                 max_entries: Some(max_entries),
-                max_bytes: None,
+                // Copies are cheap to lose: evict one at a time rather than Django's third.
+                cull_frequency: u32::MAX,
+                ..LocMemConfig::default()
             }),
             far,
             ttl,

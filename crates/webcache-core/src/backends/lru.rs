@@ -1,0 +1,306 @@
+//! An exact least-recently-used map with byte accounting: the storage of
+//! [`LocMem`](super::LocMem).
+//!
+//! A hash map from key to slot, and the slots linked in recency order (most recent at the
+//! head). Links are indices into one `Vec`, so the list is safe Rust with no allocation per
+//! promotion. Exact order and exact counts are the point: Django's locmem evicts the least
+//! recently used entry and its bounds hold right after every write, which a concurrent cache
+//! with batched maintenance (moka) cannot promise.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// No slot: the end of the list.
+const NIL: usize = usize::MAX;
+
+/// One stored value.
+#[derive(Clone)]
+pub(super) struct Item {
+    pub(super) value: Bytes,
+    pub(super) expires_at: Option<Instant>,
+}
+
+impl Item {
+    pub(super) fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+struct Slot {
+    prev: usize,
+    next: usize,
+    /// `None` for a slot on the free list.
+    held: Option<Held>,
+}
+
+struct Held {
+    key: Arc<str>,
+    item: Item,
+    /// What this entry counts for against the byte bound.
+    weight: u64,
+}
+
+/// The map; callers hold it behind a lock.
+pub(super) struct Lru {
+    index: HashMap<Arc<str>, usize>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Most recently used.
+    head: usize,
+    /// Least recently used: the next to go.
+    tail: usize,
+    weight: u64,
+}
+
+impl Lru {
+    pub(super) fn new() -> Self {
+        Lru {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            weight: 0,
+        }
+    }
+
+    /// Number of entries (live or expired but not yet dropped).
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Sum of the entries' weights.
+    pub(super) fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    /// The entry under `key`, made the most recently used.
+    pub(super) fn get(&mut self, key: &str) -> Option<&mut Item> {
+        let i = *self.index.get(key)?;
+        self.promote(i);
+        self.slots[i].held.as_mut().map(|h| &mut h.item)
+    }
+
+    /// The entry under `key`, leaving the order alone (Django's `has_key` and `touch` do not
+    /// count as a use).
+    pub(super) fn peek(&mut self, key: &str) -> Option<&mut Item> {
+        let i = *self.index.get(key)?;
+        self.slots[i].held.as_mut().map(|h| &mut h.item)
+    }
+
+    /// Stores `item` under `key` as the most recently used entry; returns the older item.
+    pub(super) fn insert(&mut self, key: &str, item: Item, weight: u64) -> Option<Item> {
+        if let Some(&i) = self.index.get(key) {
+            self.promote(i);
+            let held = self.slots[i].held.as_mut()?;
+            self.weight = self.weight - held.weight + weight;
+            held.weight = weight;
+            return Some(std::mem::replace(&mut held.item, item));
+        }
+        let key: Arc<str> = Arc::from(key);
+        let held = Some(Held {
+            key: key.clone(),
+            item,
+            weight,
+        });
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i].held = held;
+                i
+            }
+            None => {
+                self.slots.push(Slot {
+                    prev: NIL,
+                    next: NIL,
+                    held,
+                });
+                self.slots.len() - 1
+            }
+        };
+        self.link_front(i);
+        self.index.insert(key, i);
+        self.weight += weight;
+        None
+    }
+
+    /// Removes `key`; returns its item.
+    pub(super) fn remove(&mut self, key: &str) -> Option<Item> {
+        let i = self.index.remove(key)?;
+        self.release(i).map(|(_, item)| item)
+    }
+
+    /// Removes and returns the least recently used entry.
+    pub(super) fn pop_lru(&mut self) -> Option<(Arc<str>, Item)> {
+        if self.tail == NIL {
+            return None;
+        }
+        let i = self.tail;
+        let (key, item) = self.release(i)?;
+        self.index.remove(&*key);
+        Some((key, item))
+    }
+
+    /// Removes everything; returns the items so the caller can drop them outside its lock.
+    pub(super) fn take_all(&mut self) -> Vec<Item> {
+        let items = self
+            .slots
+            .drain(..)
+            .filter_map(|s| s.held.map(|h| h.item))
+            .collect();
+        *self = Lru::new();
+        items
+    }
+
+    /// Every entry, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Item)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.held.as_ref().map(|h| (&h.key, &h.item)))
+    }
+
+    fn release(&mut self, i: usize) -> Option<(Arc<str>, Item)> {
+        self.unlink(i);
+        let held = self.slots[i].held.take()?;
+        self.free.push(i);
+        self.weight -= held.weight;
+        Some((held.key, held.item))
+    }
+
+    fn promote(&mut self, i: usize) {
+        if self.head != i {
+            self.unlink(i);
+            self.link_front(i);
+        }
+    }
+
+    fn link_front(&mut self, i: usize) {
+        self.slots[i].prev = NIL;
+        self.slots[i].next = self.head;
+        match self.head {
+            NIL => self.tail = i,
+            h => self.slots[h].prev = i,
+        }
+        self.head = i;
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.slots[i].prev, self.slots[i].next);
+        match prev {
+            NIL => self.head = next,
+            p => self.slots[p].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.slots[n].prev = prev,
+        }
+        self.slots[i].prev = NIL;
+        self.slots[i].next = NIL;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn item(n: u8) -> Item {
+        Item {
+            value: Bytes::from(vec![n]),
+            expires_at: None,
+        }
+    }
+
+    /// The order from least to most recently used, by popping everything.
+    fn drain_order(lru: &mut Lru) -> Vec<String> {
+        std::iter::from_fn(|| lru.pop_lru().map(|(k, _)| k.to_string())).collect()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u8),
+        Get(u8),
+        Peek(u8),
+        Remove(u8),
+        Pop,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..12, 1u8..50).prop_map(|(k, w)| Op::Insert(k, w)),
+            (0u8..12).prop_map(Op::Get),
+            (0u8..12).prop_map(Op::Peek),
+            (0u8..12).prop_map(Op::Remove),
+            Just(Op::Pop),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// The map agrees with a plain model (a Vec in recency order) after any sequence of
+        /// operations: same order, same weight, same contents.
+        #[test]
+        fn matches_a_model(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut lru = Lru::new();
+            // Least recently used first: (key, weight, value).
+            let mut model: Vec<(String, u64, u8)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, w) => {
+                        let key = k.to_string();
+                        let old = lru.insert(&key, item(w), u64::from(w)).map(|i| i.value[0]);
+                        let pos = model.iter().position(|(mk, _, _)| *mk == key);
+                        prop_assert_eq!(old, pos.map(|p| model[p].2));
+                        if let Some(p) = pos { model.remove(p); }
+                        model.push((key, u64::from(w), w));
+                    }
+                    Op::Get(k) => {
+                        let key = k.to_string();
+                        let got = lru.get(&key).map(|i| i.value[0]);
+                        let pos = model.iter().position(|(mk, _, _)| *mk == key);
+                        prop_assert_eq!(got, pos.map(|p| model[p].2));
+                        if let Some(p) = pos { let e = model.remove(p); model.push(e); }
+                    }
+                    Op::Peek(k) => {
+                        let key = k.to_string();
+                        let got = lru.peek(&key).map(|i| i.value[0]);
+                        prop_assert_eq!(got, model.iter().find(|(mk, _, _)| *mk == key).map(|e| e.2));
+                    }
+                    Op::Remove(k) => {
+                        let key = k.to_string();
+                        let got = lru.remove(&key).map(|i| i.value[0]);
+                        let pos = model.iter().position(|(mk, _, _)| *mk == key);
+                        prop_assert_eq!(got, pos.map(|p| model.remove(p).2));
+                    }
+                    Op::Pop => {
+                        let got = lru.pop_lru().map(|(k, i)| (k.to_string(), i.value[0]));
+                        let want = (!model.is_empty()).then(|| model.remove(0)).map(|(k, _, v)| (k, v));
+                        prop_assert_eq!(got, want);
+                    }
+                }
+                prop_assert_eq!(lru.len(), model.len());
+                prop_assert_eq!(lru.weight(), model.iter().map(|e| e.1).sum::<u64>());
+                prop_assert_eq!(lru.iter().count(), model.len());
+            }
+            let order = drain_order(&mut lru);
+            let want: Vec<String> = model.into_iter().map(|e| e.0).collect();
+            prop_assert_eq!(order, want);
+            prop_assert_eq!(lru.weight(), 0);
+        }
+    }
+
+    #[test]
+    fn take_all_empties_and_the_map_is_reusable() {
+        let mut lru = Lru::new();
+        lru.insert("a", item(1), 5);
+        lru.insert("b", item(2), 5);
+        assert_eq!(lru.take_all().len(), 2);
+        assert_eq!((lru.len(), lru.weight()), (0, 0));
+        assert!(lru.pop_lru().is_none());
+        lru.insert("c", item(3), 1);
+        assert_eq!(drain_order(&mut lru), ["c"]);
+    }
+}
