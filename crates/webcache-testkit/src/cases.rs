@@ -341,6 +341,34 @@ pub async fn long_timeout_stays_relative(h: &dyn Harness) {
     }
 }
 
+/// A timeout too large to represent (`1e30` seconds, `+inf`) keeps the value for ever; it never
+/// turns into zero, which would delete the value.
+pub async fn huge_timeout_keeps_the_value(h: &dyn Harness) {
+    let c = cache(h).await;
+    for (i, secs) in [1e30, f64::MAX, f64::INFINITY].into_iter().enumerate() {
+        let key = format!("k{i}");
+        c.set(&key, "v", secs).await.unwrap();
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("v"),
+            "set with a timeout of {secs} s removed the value"
+        );
+        assert_eq!(c.ttl(&key).await.unwrap(), Ttl::Forever, "{secs}");
+        assert!(c.add(&format!("added{i}"), "v", secs).await.unwrap());
+        assert!(
+            c.has_key(&format!("added{i}")).await.unwrap(),
+            "add with {secs} s"
+        );
+        c.set(&key, "v", 60).await.unwrap();
+        assert!(c.touch(&key, secs).await.unwrap());
+        assert_eq!(
+            c.ttl(&key).await.unwrap(),
+            Ttl::Forever,
+            "touch with {secs} s"
+        );
+    }
+}
+
 /// `touch` gives a new timeout, fails on a missing key, and zero expires the key.
 pub async fn touch(h: &dyn Harness) {
     let c = cache(h).await;

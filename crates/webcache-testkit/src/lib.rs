@@ -117,6 +117,7 @@ macro_rules! conformance_suite {
             forever_timeout,
             default_timeout_applies,
             long_timeout_stays_relative,
+            huge_timeout_keeps_the_value,
             touch,
             ttl_reports_missing_forever_and_remaining,
             versions_isolate,
