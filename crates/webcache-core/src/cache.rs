@@ -278,6 +278,7 @@ impl Cache {
         if version == self.version
             && o.key_function.is_default()
             && self.inner.key_rules == KeyRules::ANY
+            && !o.invalid_keys.rewrites(key)
         {
             // The common case: `prefix:version:` is ready and any key is storable.
             let mut full = String::with_capacity(self.head.len() + key.len());

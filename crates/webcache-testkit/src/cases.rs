@@ -776,6 +776,21 @@ pub async fn key_rules_are_enforced(h: &dyn Harness) {
                 hashed.get::<String>(key).await.unwrap().as_deref(),
                 Some("v")
             );
+            // The hashed form's name, given as a key, is another key: no plain key reaches a
+            // hashed entry.
+            let head = format!("{}:1:", hashed.options().key_prefix);
+            let stored = hashed.make_key(key).unwrap();
+            let name = stored.strip_prefix(&head).unwrap();
+            assert_eq!(
+                hashed.get::<String>(name).await.unwrap(),
+                None,
+                "the key {name:?} read the entry stored for {key:?}"
+            );
+            hashed.set(name, "other", 60).await.unwrap();
+            assert_eq!(
+                hashed.get::<String>(key).await.unwrap().as_deref(),
+                Some("v")
+            );
         }
     } else {
         for key in [long.as_str(), spaced, "tab\tand\nnewline"] {
