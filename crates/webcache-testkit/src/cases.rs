@@ -748,6 +748,89 @@ pub async fn corrupt_entries_are_misses(h: &dyn Harness) {
     }
 }
 
+/// `get_or_set` and `add` repair an unreadable entry (garbage, an unknown format version, a
+/// truncated compressed payload): the new value replaces it, so the value is computed once, not
+/// on every call until the garbage expires.
+pub async fn get_or_set_repairs_unreadable_entries(h: &dyn Harness) {
+    let c = cache(h).await;
+    let backend = c.backend().clone();
+    let garbage: [&[u8]; 3] = [
+        b"not a webcache entry",
+        &[0xF5, 99, 1, 0, b'1'],
+        &[0xF5, 1, 1, 1, 0xff, 0xff, 0xff, 0x7f],
+    ];
+    let plant = |key: String, raw: &'static [u8]| {
+        let backend = backend.clone();
+        let full = c.make_key(&key).unwrap();
+        async move {
+            backend
+                .set(
+                    &full,
+                    Bytes::from_static(raw),
+                    Expiry::After(Duration::from_secs(60)),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for (i, raw) in garbage.into_iter().enumerate() {
+        let key = format!("gos{i}");
+        plant(key.clone(), raw).await;
+        let calls = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let v: String = c
+                .get_or_set_with(&key, 60, || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    "fresh".to_owned()
+                })
+                .await
+                .unwrap();
+            assert_eq!(v, "fresh", "{raw:?}");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the unreadable entry {raw:?} was never replaced: the value was computed on every call"
+        );
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("fresh"),
+            "{raw:?}"
+        );
+
+        let key = format!("plain{i}");
+        plant(key.clone(), raw).await;
+        assert_eq!(c.get_or_set(&key, 7u32, 60).await.unwrap(), 7, "{raw:?}");
+        assert_eq!(c.get::<u32>(&key).await.unwrap(), Some(7), "{raw:?}");
+
+        let key = format!("try{i}");
+        plant(key.clone(), raw).await;
+        let v: Result<String, Upstream> = c
+            .try_get_or_set_with(&key, 60, || async { Ok("tried".to_owned()) })
+            .await;
+        assert_eq!(v.as_deref(), Ok("tried"), "{raw:?}");
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("tried"),
+            "{raw:?}"
+        );
+
+        let key = format!("add{i}");
+        plant(key.clone(), raw).await;
+        assert!(
+            c.add(&key, "added", 60).await.unwrap(),
+            "add is blocked by the unreadable entry {raw:?}"
+        );
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("added"),
+            "{raw:?}"
+        );
+        // A readable entry still blocks add.
+        assert!(!c.add(&key, "again", 60).await.unwrap());
+    }
+}
+
 /// Keys the backend cannot store are rejected with words that say what to change, or hashed
 /// when configured; other backends store them as they are.
 pub async fn key_rules_are_enforced(h: &dyn Harness) {

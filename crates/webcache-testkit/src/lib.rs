@@ -134,6 +134,7 @@ macro_rules! conformance_suite {
             keys_by_pattern,
             eviction_keeps_the_bound,
             corrupt_entries_are_misses,
+            get_or_set_repairs_unreadable_entries,
             key_rules_are_enforced,
         );
     };
