@@ -94,6 +94,16 @@ impl Default for CacheOptions {
     }
 }
 
+/// What [`Cache::add_or_repair`] did.
+enum Added {
+    /// Our value is stored (the key was free, or held an unreadable entry).
+    Stored,
+    /// A readable entry holds the key: this one.
+    Exists(Bytes),
+    /// The backend failed and the cache degrades: nothing is known.
+    Degraded,
+}
+
 /// Hit, miss and error counters of one cache alias.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Metrics {
@@ -298,6 +308,7 @@ impl Cache {
         if version == self.version
             && o.key_function.is_default()
             && self.inner.key_rules == KeyRules::ANY
+            && !o.invalid_keys.rewrites(key)
         {
             // The common case: `prefix:version:` is ready and any key is storable.
             let mut full = String::with_capacity(self.head.len() + key.len());
@@ -440,6 +451,11 @@ impl Cache {
 
     /// Stores `value` only if `key` is absent or expired; returns whether it stored it. With a
     /// zero timeout nothing is stored and the result says whether it would have been.
+    ///
+    /// An entry that cannot be read (corrupt, foreign, or of an older format) counts as absent:
+    /// it is overwritten, so it cannot block `add` until it expires. That repair is a read and a
+    /// `set` after the failed `add`, not atomic: two callers repairing the same entry at the
+    /// same moment may both be told they stored it.
     pub async fn add<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -474,12 +490,53 @@ impl Cache {
             None => Ok(!self
                 .guard("has_key", self.inner.backend.has_key(full), || false)
                 .await?),
-            Some(expiry) => self
-                .guard("add", self.inner.backend.add(full, encoded, expiry), || {
-                    false
-                })
-                .await
-                .map_err(|e| e.with_user_key(key)),
+            Some(expiry) => Ok(matches!(
+                self.add_or_repair(key, full, encoded, expiry, |raw| entry::decode(raw).is_ok())
+                    .await?,
+                Added::Stored
+            )),
+        }
+    }
+
+    /// `add`, and when the key is taken by an entry that `readable` refuses, `set` over it (a
+    /// corrupt, foreign or old-format entry must not make every later `add` fail, and with it
+    /// every `get_or_set`, until it expires).
+    async fn add_or_repair(
+        &self,
+        key: &str,
+        full: &str,
+        encoded: Bytes,
+        expiry: Expiry,
+        readable: impl Fn(&Bytes) -> bool,
+    ) -> Result<Added> {
+        let backend = &self.inner.backend;
+        // `None` is a degraded failure: nothing is known, so nothing more is tried.
+        let added = self
+            .guard(
+                "add",
+                async { backend.add(full, encoded.clone(), expiry).await.map(Some) },
+                || None,
+            )
+            .await
+            .map_err(|e| e.with_user_key(key))?;
+        match added {
+            Some(true) => return Ok(Added::Stored),
+            None => return Ok(Added::Degraded),
+            Some(false) => {}
+        }
+        let existing = self
+            .guard("get", async { backend.get(full).await.map(Some) }, || None)
+            .await?;
+        match existing {
+            None => Ok(Added::Degraded),
+            Some(Some(raw)) if readable(&raw) => Ok(Added::Exists(raw)),
+            Some(_) => {
+                tracing::warn!(alias = %self.alias(), key, "overwriting an unreadable cache entry that blocked add");
+                self.guard("set", backend.set(full, encoded, expiry), || ())
+                    .await
+                    .map_err(|e| e.with_user_key(key))?;
+                Ok(Added::Stored)
+            }
         }
     }
 
@@ -577,23 +634,20 @@ impl Cache {
                 let Some(expiry) = expiry else {
                     return Ok::<Bytes, E>(encoded);
                 };
+                // Someone else may have stored a value between our miss and our add: theirs
+                // wins, as long as it reads as the requested type; one that does not (corrupt,
+                // foreign, another type or an old format) is what made us miss, so ours
+                // replaces it.
                 let added = self
-                    .guard(
-                        "add",
-                        self.inner.backend.add(&full, encoded.clone(), expiry),
-                        || false,
-                    )
+                    .add_or_repair(key, &full, encoded.clone(), expiry, |w| {
+                        self.decode_typed::<T>(key, w).is_some()
+                    })
                     .await
-                    .map_err(|e| E::from(e.with_user_key(key)))?;
-                if added {
-                    return Ok(encoded);
-                }
-                // Someone else stored a value between our miss and our add: theirs wins, as
-                // long as it reads as the requested type.
-                let winner = self.backend_get(&full).await.map_err(E::from)?;
-                Ok(winner
-                    .filter(|w| self.decode_typed::<T>(key, w).is_some())
-                    .unwrap_or(encoded))
+                    .map_err(E::from)?;
+                Ok(match added {
+                    Added::Exists(winner) => winner,
+                    Added::Stored | Added::Degraded => encoded,
+                })
             })
             .await?;
         self.decode_typed(key, &bytes).ok_or_else(|| {

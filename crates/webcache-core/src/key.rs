@@ -73,7 +73,21 @@ pub enum InvalidKeyPolicy {
     #[default]
     Reject,
     /// Store it under `prefix:version:#<sha256 of the key>` instead.
+    ///
+    /// Every key that starts with [`HASH_MARK`] is hashed too, valid or not, so that the
+    /// hashed keys live in a namespace no plain key reaches: the key `#<sha256 of "a b">` must
+    /// not read the entry stored for `a b`.
     Hash,
+}
+
+/// The first character of a hashed key's name (`prefix:version:#<sha256>`).
+const HASH_MARK: char = '#';
+
+impl InvalidKeyPolicy {
+    /// Whether `key` must go through [`final_key`] even when the backend accepts any key.
+    pub(crate) fn rewrites(self, key: &str) -> bool {
+        self == InvalidKeyPolicy::Hash && key.starts_with(HASH_MARK)
+    }
 }
 
 /// Makes the final key for `key`, checking it against the backend's rules.
@@ -86,16 +100,22 @@ pub(crate) fn final_key(
     policy: InvalidKeyPolicy,
 ) -> Result<String> {
     let full = function.make(prefix, version, key);
-    let Some(reason) = rules.violation(&full) else {
+    let violation = rules.violation(&full);
+    if violation.is_none() && !policy.rewrites(key) {
         return Ok(full);
-    };
-    match policy {
-        InvalidKeyPolicy::Reject => Err(Error::InvalidKey {
+    }
+    match (policy, violation) {
+        (InvalidKeyPolicy::Reject, Some(reason)) => Err(Error::InvalidKey {
             key: shorten(key),
             reason: format!("{reason}; use a shorter key without spaces, or set `invalid_keys = \"hash\"` in the cache's configuration"),
         }),
-        InvalidKeyPolicy::Hash => {
-            let hashed = function.make(prefix, version, &format!("#{:x}", Sha256::digest(key)));
+        (InvalidKeyPolicy::Reject, None) => Ok(full),
+        (InvalidKeyPolicy::Hash, _) => {
+            let hashed = function.make(
+                prefix,
+                version,
+                &format!("{HASH_MARK}{:x}", Sha256::digest(key)),
+            );
             match rules.violation(&hashed) {
                 None => Ok(hashed),
                 Some(reason) => Err(Error::InvalidKey {
@@ -251,6 +271,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_plain_key_cannot_reach_a_hashed_one() {
+        let f = KeyFunction::default();
+        let rules = KeyRules::MEMCACHED;
+        let hash = |key: &str| final_key(&f, "p", 1, key, &rules, InvalidKeyPolicy::Hash);
+        let hashed = hash("a b").unwrap();
+        let name = hashed.strip_prefix("p:1:").unwrap();
+        assert!(name.starts_with('#'), "{hashed}");
+        // The hashed key's own name, given as a key, is hashed again: another entry.
+        assert_ne!(hash(name).unwrap(), hashed);
+        assert_ne!(hash(name).unwrap(), format!("p:1:{name}"));
+        // The same rule whatever the backend accepts.
+        let any = final_key(&f, "p", 1, name, &KeyRules::ANY, InvalidKeyPolicy::Hash).unwrap();
+        assert_eq!(any, hash(name).unwrap());
+        // Rejecting keys hashes nothing, so `#` keys stay as they are.
+        assert_eq!(
+            final_key(
+                &f,
+                "p",
+                1,
+                "#x",
+                &KeyRules::MEMCACHED,
+                InvalidKeyPolicy::Reject
+            )
+            .unwrap(),
+            "p:1:#x"
+        );
+    }
+
+    #[test]
     fn default_key_format_matches_django() {
         let f = KeyFunction::default();
         assert_eq!(f.make("", 1, "foo"), ":1:foo");
@@ -283,6 +332,10 @@ mod tests {
         let err = final_key(&f, "", 1, "a b", &rules, InvalidKeyPolicy::Reject).unwrap_err();
         assert!(err.to_string().contains("' '"), "{err}");
         let hashed = final_key(&f, "p", 1, &long, &rules, InvalidKeyPolicy::Hash).unwrap();
+        assert_eq!(
+            final_key(&f, "p", 1, "ok", &rules, InvalidKeyPolicy::Hash).unwrap(),
+            "p:1:ok"
+        );
         assert!(
             hashed.starts_with("p:1:#") && hashed.len() == 5 + 64,
             "{hashed}"

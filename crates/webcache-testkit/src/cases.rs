@@ -341,6 +341,34 @@ pub async fn long_timeout_stays_relative(h: &dyn Harness) {
     }
 }
 
+/// A timeout too large to represent (`1e30` seconds, `+inf`) keeps the value for ever; it never
+/// turns into zero, which would delete the value.
+pub async fn huge_timeout_keeps_the_value(h: &dyn Harness) {
+    let c = cache(h).await;
+    for (i, secs) in [1e30, f64::MAX, f64::INFINITY].into_iter().enumerate() {
+        let key = format!("k{i}");
+        c.set(&key, "v", secs).await.unwrap();
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("v"),
+            "set with a timeout of {secs} s removed the value"
+        );
+        assert_eq!(c.ttl(&key).await.unwrap(), Ttl::Forever, "{secs}");
+        assert!(c.add(&format!("added{i}"), "v", secs).await.unwrap());
+        assert!(
+            c.has_key(&format!("added{i}")).await.unwrap(),
+            "add with {secs} s"
+        );
+        c.set(&key, "v", 60).await.unwrap();
+        assert!(c.touch(&key, secs).await.unwrap());
+        assert_eq!(
+            c.ttl(&key).await.unwrap(),
+            Ttl::Forever,
+            "touch with {secs} s"
+        );
+    }
+}
+
 /// `touch` gives a new timeout, fails on a missing key, and zero expires the key.
 pub async fn touch(h: &dyn Harness) {
     let c = cache(h).await;
@@ -720,6 +748,89 @@ pub async fn corrupt_entries_are_misses(h: &dyn Harness) {
     }
 }
 
+/// `get_or_set` and `add` repair an unreadable entry (garbage, an unknown format version, a
+/// truncated compressed payload): the new value replaces it, so the value is computed once, not
+/// on every call until the garbage expires.
+pub async fn get_or_set_repairs_unreadable_entries(h: &dyn Harness) {
+    let c = cache(h).await;
+    let backend = c.backend().clone();
+    let garbage: [&[u8]; 3] = [
+        b"not a webcache entry",
+        &[0xF5, 99, 1, 0, b'1'],
+        &[0xF5, 1, 1, 1, 0xff, 0xff, 0xff, 0x7f],
+    ];
+    let plant = |key: String, raw: &'static [u8]| {
+        let backend = backend.clone();
+        let full = c.make_key(&key).unwrap();
+        async move {
+            backend
+                .set(
+                    &full,
+                    Bytes::from_static(raw),
+                    Expiry::After(Duration::from_secs(60)),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for (i, raw) in garbage.into_iter().enumerate() {
+        let key = format!("gos{i}");
+        plant(key.clone(), raw).await;
+        let calls = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let v: String = c
+                .get_or_set_with(&key, 60, || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    "fresh".to_owned()
+                })
+                .await
+                .unwrap();
+            assert_eq!(v, "fresh", "{raw:?}");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the unreadable entry {raw:?} was never replaced: the value was computed on every call"
+        );
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("fresh"),
+            "{raw:?}"
+        );
+
+        let key = format!("plain{i}");
+        plant(key.clone(), raw).await;
+        assert_eq!(c.get_or_set(&key, 7u32, 60).await.unwrap(), 7, "{raw:?}");
+        assert_eq!(c.get::<u32>(&key).await.unwrap(), Some(7), "{raw:?}");
+
+        let key = format!("try{i}");
+        plant(key.clone(), raw).await;
+        let v: Result<String, Upstream> = c
+            .try_get_or_set_with(&key, 60, || async { Ok("tried".to_owned()) })
+            .await;
+        assert_eq!(v.as_deref(), Ok("tried"), "{raw:?}");
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("tried"),
+            "{raw:?}"
+        );
+
+        let key = format!("add{i}");
+        plant(key.clone(), raw).await;
+        assert!(
+            c.add(&key, "added", 60).await.unwrap(),
+            "add is blocked by the unreadable entry {raw:?}"
+        );
+        assert_eq!(
+            c.get::<String>(&key).await.unwrap().as_deref(),
+            Some("added"),
+            "{raw:?}"
+        );
+        // A readable entry still blocks add.
+        assert!(!c.add(&key, "again", 60).await.unwrap());
+    }
+}
+
 /// Keys the backend cannot store are rejected with words that say what to change, or hashed
 /// when configured; other backends store them as they are.
 pub async fn key_rules_are_enforced(h: &dyn Harness) {
@@ -744,6 +855,21 @@ pub async fn key_rules_are_enforced(h: &dyn Harness) {
         .await;
         for key in [long.as_str(), spaced] {
             hashed.set(key, "v", 60).await.unwrap();
+            assert_eq!(
+                hashed.get::<String>(key).await.unwrap().as_deref(),
+                Some("v")
+            );
+            // The hashed form's name, given as a key, is another key: no plain key reaches a
+            // hashed entry.
+            let head = format!("{}:1:", hashed.options().key_prefix);
+            let stored = hashed.make_key(key).unwrap();
+            let name = stored.strip_prefix(&head).unwrap();
+            assert_eq!(
+                hashed.get::<String>(name).await.unwrap(),
+                None,
+                "the key {name:?} read the entry stored for {key:?}"
+            );
+            hashed.set(name, "other", 60).await.unwrap();
             assert_eq!(
                 hashed.get::<String>(key).await.unwrap().as_deref(),
                 Some("v")

@@ -117,6 +117,7 @@ macro_rules! conformance_suite {
             forever_timeout,
             default_timeout_applies,
             long_timeout_stays_relative,
+            huge_timeout_keeps_the_value,
             touch,
             ttl_reports_missing_forever_and_remaining,
             versions_isolate,
@@ -133,6 +134,7 @@ macro_rules! conformance_suite {
             keys_by_pattern,
             eviction_keeps_the_bound,
             corrupt_entries_are_misses,
+            get_or_set_repairs_unreadable_entries,
             key_rules_are_enforced,
         );
     };
