@@ -90,6 +90,25 @@ pub(crate) struct ProxyArgs {
     /// site-wide middleware); without it the proxy follows RFC 9111 strictly.
     #[arg(long, value_name = "SECONDS")]
     pub(crate) default_ttl: Option<f64>,
+    /// The hosts the proxy answers for (Django's ALLOWED_HOSTS): example.com, .example.com (the
+    /// domain and its subdomains), * (any, the default). Requests for others get 400 and are
+    /// neither stored nor forwarded.
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Seconds to wait for a connection to the upstream before answering 504.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub(crate) connect_timeout: f64,
+    /// Seconds to wait for the upstream's response head before answering 504 (nginx's
+    /// proxy_read_timeout); requests waiting for the same page wait as long and share the answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub(crate) first_byte_timeout: f64,
+    /// Seconds a whole exchange with the upstream may take, body included.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600.0)]
+    pub(crate) total_timeout: f64,
+    /// Keep the client's X-Forwarded-For / Forwarded fields (only behind a proxy of yours);
+    /// by default they are replaced by what the proxy saw.
+    #[arg(long)]
+    pub(crate) trust_forwarded: bool,
 }
 
 /// How a command addresses keys.

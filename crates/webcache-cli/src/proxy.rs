@@ -13,14 +13,34 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     let cache = caches.get(&target.alias)?.clone();
     let default_ttl = match args.default_ttl {
         None => None,
-        Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
-            anyhow::anyhow!(
-                "--default-ttl {secs} is not a number of seconds; use e.g. --default-ttl 60"
-            )
-        })?),
+        Some(secs) => Some(seconds("--default-ttl", secs)?),
     };
-    let app = webcache::http::proxy_router(&args.upstream, cache.clone(), default_ttl)
-        .with_context(|| format!("--upstream {}", args.upstream))?;
+    let first_byte = seconds("--first-byte-timeout", args.first_byte_timeout)?;
+    let connect = seconds("--connect-timeout", args.connect_timeout)?;
+    let origin = webcache::http::Origin::new(&args.upstream)
+        .with_context(|| format!("--upstream {}", args.upstream))?
+        .connect_timeout(connect)
+        .first_byte_timeout(first_byte)
+        .total_timeout(seconds("--total-timeout", args.total_timeout)?)
+        .trust_forwarded(args.trust_forwarded);
+    let mut layer = webcache::http::proxy_layer(cache.clone(), default_ttl)
+        // Requests waiting for a page wait as long as the upstream may take, so they share its
+        // answer (a 504 included) rather than each asking a failing upstream again.
+        .stampede_wait((first_byte + connect).max(webcache::http::DEFAULT_STAMPEDE_WAIT));
+    if !args.allowed_hosts.is_empty() {
+        layer = layer.allowed_hosts(&args.allowed_hosts);
+    }
+    // The admin endpoint of a `webcache serve` behind the proxy is never reachable through it.
+    let admin_prefix = crate::wire::PATH
+        .rsplit_once('/')
+        .map_or(crate::wire::PATH, |(prefix, _)| prefix);
+    let app = axum::Router::new()
+        .route(admin_prefix, axum::routing::any(not_proxied))
+        .route(
+            &format!("{admin_prefix}/{{*rest}}"),
+            axum::routing::any(not_proxied),
+        )
+        .merge(webcache::http::proxy_router_with_origin(origin, &layer));
     let listener = crate::serve::bind(&args.listen).await?;
     let policy = match default_ttl {
         None => "RFC 9111 shared cache (stores what the origin marks fresh)".to_owned(),
@@ -40,11 +60,30 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     );
     let _ = out.flush();
     drop(out);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     caches.close().await;
     Ok(())
+}
+
+/// A number of seconds given on the command line, as a duration.
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        anyhow::anyhow!("{flag} {secs} is not a number of seconds; use e.g. {flag} 60")
+    })
+}
+
+/// The answer for the admin paths: they belong to the `webcache serve` behind the proxy and are
+/// never forwarded.
+async fn not_proxied() -> (axum::http::StatusCode, &'static str) {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "not found: webcache proxy never forwards the admin endpoint; use `webcache ... --app` on the machine that runs `webcache serve`\n",
+    )
 }

@@ -31,7 +31,8 @@ pub use layer::{
 };
 pub use policy::{NotStored, Policy, SharedCachePolicy};
 pub use proxy::{
-    proxy_router, proxy_router_with, proxy_router_with_origin, proxy_service, Origin, ProxyError,
+    proxy_layer, proxy_router, proxy_router_with, proxy_router_with_origin, proxy_service, Origin,
+    ProxyError,
 };
 pub use service::CachePage;
 pub use session_mark::SessionMark;

@@ -601,12 +601,17 @@ pub fn proxy_router(
     cache: Cache,
     default_ttl: Option<Duration>,
 ) -> Result<Router, ProxyError> {
+    proxy_router_with(upstream, &proxy_layer(cache, default_ttl))
+}
+
+/// The page-cache layer of [`proxy_router`], to configure further (allowed hosts, limits):
+/// `default_ttl = None` gives an RFC 9111 shared cache, `Some(ttl)` Django's site-wide rules.
+pub fn proxy_layer(cache: Cache, default_ttl: Option<Duration>) -> CachePageLayer {
     let layer = CachePageLayer::new(cache);
-    let layer = match default_ttl {
+    match default_ttl {
         None => layer.policy(Policy::shared_cache()),
         Some(ttl) => layer.policy(Policy::Django).default_ttl(ttl),
-    };
-    proxy_router_with(upstream, &layer)
+    }
 }
 
 /// [`proxy_router`] with a fully configured layer.
