@@ -146,7 +146,7 @@ fn unknown_options_list_the_accepted_ones() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("accepted options: cull_frequency, max_entries, max_bytes, timeout"),
+        err.contains("accepted options: max_entries, max_bytes, cull_frequency, timeout"),
         "{err}"
     );
 }

@@ -378,9 +378,7 @@ impl LocMem {
             "cull_frequency",
             "a whole number N (evict 1/N of the entries when full; 0 empties the store)",
         )?;
-        // `cull_frequency` first keeps the long-standing "max_entries, max_bytes, timeout" order of
-        // the accepted-options message that tools and tests match.
-        spec.finish(&["cull_frequency", "max_entries", "max_bytes"])?;
+        spec.finish(&["max_entries", "max_bytes", "cull_frequency"])?;
         if spec.location.contains('/') {
             return Err(spec.error(
                 "url",
