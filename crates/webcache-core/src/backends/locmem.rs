@@ -25,15 +25,17 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// (the least recently used) go.
 pub const DEFAULT_CULL_FREQUENCY: u32 = 3;
 
-/// Bytes counted per entry on top of its key and value, for `max_bytes`.
-const ENTRY_OVERHEAD: u64 = 64;
+/// Bytes counted per entry on top of its key and value, for `max_bytes`: the store's own
+/// bookkeeping (slot, index entry, key and value headers, about 160 bytes on 64-bit targets), so
+/// that many tiny entries cannot exceed the bound either.
+const ENTRY_OVERHEAD: u64 = 160;
 
 /// Bounds of a [`LocMem`] cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocMemConfig {
     /// At most this many entries (`None` or `Some(0)`: no entry bound).
     pub max_entries: Option<u64>,
-    /// At most this many bytes of keys and values, plus 64 bytes per entry (`None` or
+    /// At most this many bytes of keys and values, plus 160 bytes per entry (`None` or
     /// `Some(0)`: no byte bound). A value that cannot fit on its own is refused with
     /// [`Error::ValueTooLarge`].
     pub max_bytes: Option<u64>,
