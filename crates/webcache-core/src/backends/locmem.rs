@@ -200,6 +200,18 @@ impl LocMem {
         result
     }
 
+    /// `get`, without the async wrapper (locmem never waits).
+    pub(crate) fn get_now(&self, key: &str) -> Option<Bytes> {
+        self.with_map(|_, map, dropped| {
+            let item = map.get(key)?;
+            if item.expires_at.is_none_or(|t| t > Instant::now()) {
+                return Some(item.value.clone());
+            }
+            dropped.extend(map.remove(key));
+            None
+        })
+    }
+
     /// The live item under `key` without counting a use; an expired one is removed.
     fn peek_live(&self, key: &str) -> Option<Item> {
         self.with_map(|_, map, dropped| match map.peek(key) {
@@ -227,14 +239,7 @@ impl Backend for LocMem {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.with_map(|_, map, dropped| {
-            let item = map.get(key)?;
-            if item.expires_at.is_none_or(|t| t > Instant::now()) {
-                return Some(item.value.clone());
-            }
-            dropped.extend(map.remove(key));
-            None
-        }))
+        Ok(self.get_now(key))
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
