@@ -148,6 +148,11 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether calls are being refused (or tried) because the backend is down.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// Whether a call may go to the backend now.
     pub(crate) fn admit(&self) -> Admit<'_> {
         if !self.open.load(Ordering::Acquire) {

@@ -870,8 +870,23 @@ impl Cache {
     }
 
     async fn backend_get(&self, full: &str) -> Result<Option<Bytes>> {
+        if let Some(copy) = self.near_copy_while_down(full) {
+            return Ok(Some(copy));
+        }
         self.guard("get", self.inner.backend.get(full), || None)
             .await
+    }
+
+    /// While the breaker refuses calls, a near tier's local copy is still good to serve.
+    fn near_copy_while_down(&self, full: &str) -> Option<Bytes> {
+        if !self.inner.breaker.as_ref()?.is_open() {
+            return None;
+        }
+        let backend: &dyn Backend = &*self.inner.backend;
+        let near = backend
+            .as_any()
+            .downcast_ref::<crate::backends::NearCache>()?;
+        near.local_copy(full)
     }
 
     async fn backend_delete(&self, full: &str) -> Result<bool> {

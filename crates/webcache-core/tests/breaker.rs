@@ -258,3 +258,31 @@ async fn it_can_be_turned_off() {
     }
     assert_eq!(wire.calls(), 10, "without a breaker every call tries");
 }
+
+#[tokio::test]
+async fn near_copies_are_still_served_while_the_server_is_down() {
+    let mut server = MemcachedServer::start();
+    let wire = Arc::new(Wire::new(server.address()));
+    let c = Cache::new(
+        wire.clone(),
+        CacheOptions {
+            on_error: OnError::Raise,
+            near_ttl: Some(Duration::from_secs(600)),
+            ..CacheOptions::default()
+        },
+    );
+    c.set_bytes("hot", b"local", 60).await.unwrap();
+    server.stop();
+    // Keys without a local copy go to the server, fail, and open the breaker.
+    let mut refused = 0;
+    for i in 0..20 {
+        let err = c.get_bytes(&format!("cold{i}")).await.unwrap_err();
+        refused += usize::from(err.to_string().contains("down since"));
+    }
+    assert!(refused > 0, "the breaker opened");
+    assert_eq!(
+        c.get_bytes("hot").await.unwrap().as_deref(),
+        Some(&b"local"[..]),
+        "the near tier's copy is served while the breaker is open"
+    );
+}

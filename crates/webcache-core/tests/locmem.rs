@@ -146,7 +146,25 @@ fn unknown_options_list_the_accepted_ones() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("accepted options: cull_frequency, max_entries, max_bytes, timeout"),
+        err.contains("accepted options: max_entries, max_bytes, cull_frequency, timeout"),
         "{err}"
     );
+}
+
+/// The byte bound counts the store's own bookkeeping (160 bytes an entry), so a flood of tiny
+/// entries cannot take far more memory than `max_bytes` either.
+#[tokio::test]
+async fn tiny_entries_count_their_bookkeeping() {
+    let backend = LocMem::private(LocMemConfig {
+        max_entries: None,
+        max_bytes: Some(160_000),
+        ..LocMemConfig::default()
+    });
+    let cache = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
+    for i in 0..10_000 {
+        cache.set(&format!("k{i}"), &1, 60).await.unwrap();
+    }
+    let entries = backend.stats().await.unwrap().entries.unwrap();
+    assert!(entries * 160 <= 160_000, "{entries} entries under 160 KB");
+    assert!(entries >= 500, "{entries}");
 }

@@ -41,6 +41,12 @@ impl NearCache {
         }
     }
 
+    /// This process's copy of `key`, if it has a live one (served while the shared backend's
+    /// circuit breaker is open).
+    pub(crate) fn local_copy(&self, key: &str) -> Option<Bytes> {
+        self.near.get_now(key)
+    }
+
     /// The shared backend behind the local copies.
     pub fn far(&self) -> &Arc<dyn Backend> {
         &self.far
