@@ -80,14 +80,18 @@ pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The first line of a multi-line message, without clap's `error: ` prefix.
-pub(crate) fn first_line(message: &str) -> String {
-    message
+/// clap's message on one line, without its `error: ` prefix, usage and pointer to `--help`
+/// (`the following required arguments were not provided: <KEY>`).
+pub(crate) fn clap_message(e: &clap::Error) -> String {
+    e.to_string()
         .lines()
-        .next()
-        .unwrap_or(message)
-        .trim_start_matches("error: ")
-        .to_owned()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn human(reply: &Reply) -> String {

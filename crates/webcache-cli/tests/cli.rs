@@ -810,3 +810,249 @@ async fn the_admin_endpoint_cannot_be_used_through_a_proxy() {
     }
     assert_eq!(app_value(&demo.base), Value::Null, "nothing ran");
 }
+
+/// Runs the binary with `stdin` as raw bytes and `stderr` where given (else captured).
+fn webcache_with(args: &[&str], stdin: &[u8], stderr: Option<Stdio>) -> Output {
+    let mut child = command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr.unwrap_or_else(Stdio::piped))
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_full_or_closed_standard_error_is_no_panic() {
+    let full = || {
+        Stdio::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+    };
+    let closed_pipe = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    for (name, stderr) in [
+        ("/dev/full", &full as &dyn Fn() -> Stdio),
+        ("closed pipe", &closed_pipe),
+    ] {
+        // Each of these writes on standard error, then exits with its own code.
+        for (args, code) in [
+            (&["--cache", "locmem://", "incr", "nothing"][..], 1),
+            (&["--cache", "locmem://", "clear"][..], 2),
+            (&["--cache", "locmen://", "keys"][..], 2),
+            (&["frobnicate"][..], 2),
+            (&["keys", "--app", "http://127.0.0.1:1"][..], 1),
+            (&["serve", "--listen", "256.0.0.1:1"][..], 1),
+        ] {
+            let out = webcache_with(args, b"", Some(stderr()));
+            assert_eq!(out.status.code(), Some(code), "{name}: {args:?}");
+        }
+    }
+}
+
+#[test]
+fn an_unwritable_output_is_a_failure_and_a_closed_one_is_not() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let status = command()
+        .args(["--cache", "locmem://", "get", "k"])
+        .stdout(full)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "the result could not be written");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = command()
+        .args(["--cache", "locmem://", "get", "k"])
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the reader chose to stop (`| head`)"
+    );
+}
+
+#[test]
+fn the_shell_goes_on_after_a_line_that_is_not_utf8() {
+    let out = webcache_with(
+        &["--json", "--cache", "locmem://", "shell"],
+        b"set a 1\n\xff\xfe bad\nset b 2\nget b\n",
+        None,
+    );
+    let r = json_lines(&out);
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert_eq!(r[1]["ok"], false);
+    assert!(r[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("line 2 is not UTF-8"));
+    assert_eq!(r[3]["result"], json!(2), "the lines after it ran");
+    assert_eq!(out.status.code(), Some(2));
+    // In words, on standard error.
+    let out = webcache_with(&["--cache", "locmem://", "shell"], b"\xff\nset b 2\n", None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1 is not UTF-8"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+}
+
+#[tokio::test]
+async fn keys_are_shown_escaped_on_one_line_each() {
+    let dir = webcache_testkit::servers::temp_dir("cli-keys");
+    let url = format!("file://{}", dir.display());
+    let nasty = "two\nlines\u{1b}[2J\u{7}";
+    for key in [nasty, "plain"] {
+        let out = webcache(&["--cache", &url, "set", key, "1"], None);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    // Printed as found (a local cache) and as a list (from an app).
+    let out = webcache(&["--cache", &url, "keys"], None);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["plain", "two\\nlines\\u{1b}[2J\\u{7}"]);
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape sequence reaches the terminal"
+    );
+    let demo = Demo::start(&[]);
+    let out = webcache(&["set", nasty, "1", "--app", &demo.base], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = webcache(&["keys", "--app", &demo.base], None);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim_end(), "two\\nlines\\u{1b}[2J\\u{7}");
+    // --json gives the exact key.
+    let out = webcache(&["--json", "--cache", &url, "keys", "two*"], None);
+    assert_eq!(json_lines(&out)[0]["result"], json!([nasty]));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn usage_errors_are_json_under_json() {
+    for args in [
+        &["--json", "frobnicate"][..],
+        &["--json", "get"][..],
+        &["--json"][..],
+        &["get", "--json", "k", "--ttl"][..],
+        &["--json", "set", "k"][..],
+    ] {
+        let out = webcache(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{args:?}");
+        assert_eq!(lines[0]["ok"], false);
+        let error = lines[0]["error"].as_str().unwrap();
+        assert!(
+            !error.is_empty() && !error.ends_with(':'),
+            "{args:?}: {error}"
+        );
+    }
+    let out = webcache(&["--json", "get"], None);
+    assert!(json_lines(&out)[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("<KEY>"));
+    // --help is still help.
+    let out = webcache(&["--json", "--help"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
+}
+
+#[test]
+fn negative_numbers_need_no_double_dash() {
+    let out = webcache(
+        &["--json", "--cache", "locmem://", "shell"],
+        Some("set k -5\nget k\nincr k -2\nset j -1.5 --ttl 60\nget j\nadd n -3\nget n\ntouch j -1\nget j\n"),
+    );
+    let r: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .map(|l| l["result"].clone())
+        .collect();
+    assert_eq!(
+        r,
+        [
+            json!(true),
+            json!(-5),
+            json!(-7),
+            json!(true),
+            json!(-1.5),
+            json!(true),
+            json!(-3),
+            json!(true),
+            Value::Null
+        ]
+    );
+    let out = webcache(&["--cache", "locmem://", "set", "k", "-5"], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let out = webcache(&["--help"], None);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Exit codes:"), "{help}");
+    for line in ["  0  success", "  1  the cache", "  2  a usage mistake"] {
+        assert!(help.contains(line), "{line}: {help}");
+    }
+}
+
+/// The process's peak resident memory so far, in bytes (Linux).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_large_value_is_not_copied_many_times() {
+    // An array of numbers: as a serde_json::Value it took 16 times its text.
+    const SIZE: usize = 30_000_000;
+    let mut line = String::with_capacity(SIZE + 16);
+    line.push_str("set big '[1");
+    while line.len() < SIZE {
+        line.push_str(",1");
+    }
+    line.push_str("]'\n");
+    let mut child = command()
+        .args(["--json", "--cache", "locmem://", "shell"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut answer = String::new();
+    input.write_all(b"get nothing\n").unwrap();
+    output.read_line(&mut answer).unwrap();
+    let before = peak_rss(pid);
+    input.write_all(line.as_bytes()).unwrap();
+    drop(line);
+    answer.clear();
+    output.read_line(&mut answer).unwrap();
+    assert_eq!(answer.trim(), r#"{"ok":true,"result":true}"#);
+    let grown = peak_rss(pid).saturating_sub(before);
+    drop(input);
+    child.wait().unwrap();
+    // Held at most as the text, its serialized copy and the stored entry, plus slack.
+    assert!(
+        grown < (SIZE as u64) * 4,
+        "setting a {SIZE}-byte value grew the peak by {grown} bytes"
+    );
+}
