@@ -148,9 +148,8 @@ async fn hello_is_slow_once_then_a_hit() {
         "{} bytes",
         body.len()
     );
-    let (second_took, second) = get(&http, &format!("{}/hello?delay=1", demo.base)).await;
+    let (_, second) = get(&http, &format!("{}/hello?delay=1", demo.base)).await;
     assert_eq!(second.headers()["x-cache"], "HIT");
-    assert!(second_took < Duration::from_millis(500), "{second_took:?}");
     let count: Value = get_json(&http, format!("{}/count", demo.base)).await;
     assert_eq!(count["served"], 1, "the upstream was called once");
 
@@ -473,13 +472,12 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
         let (took, first) = get(&http, &url).await;
         assert_eq!(first.headers()["x-cache"], "MISS", "{route}");
         assert!(took >= Duration::from_millis(500));
-        let (took, second) = get(&http, &url).await;
+        let (_, second) = get(&http, &url).await;
         assert_eq!(second.headers()["x-cache"], "HIT", "{route}");
         assert!(
             second.headers().contains_key("age"),
             "{route}: a hit carries Age"
         );
-        assert!(took < Duration::from_millis(400), "{route}: {took:?}");
         let head = http.head(&url).send().await.unwrap();
         assert_eq!(
             head.headers()["x-cache"],
@@ -514,14 +512,21 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
 async fn the_proxy_caches_an_origin_with_either_policy() {
     let origin = Demo::start(&[]);
     let http = reqwest::Client::new();
+    let served = || async {
+        get_json(&reqwest::Client::new(), format!("{}/count", origin.base)).await["served"]
+            .as_u64()
+            .unwrap()
+    };
     // Django-style: cacheable 200s without freshness information are kept --default-ttl.
     let proxy = Proxy::start(&origin.base, &["--default-ttl", "60"]);
     let url = format!("{}/delay/0.3", proxy.base);
     let (_, first) = get(&http, &url).await;
     assert_eq!(first.status(), 200);
-    let (took, second) = get(&http, &url).await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let (_, second) = get(&http, &url).await;
+    assert_eq!(second.status(), 200);
     assert_eq!(second.headers()["x-cache"], "HIT");
-    assert!(took < Duration::from_millis(250), "{took:?}");
+    assert_eq!(served().await, 1, "the hit did not reach the origin");
     // Other methods are forwarded, never stored.
     let posted = http
         .post(format!("{}/hello-class?delay=0", proxy.base))
@@ -529,19 +534,24 @@ async fn the_proxy_caches_an_origin_with_either_policy() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 200);
-    // RFC 9111 strict: the demo's /delay answers carry no freshness information: not stored.
+    // RFC 9111 strict: the demo's /delay answers carry no freshness information: not stored,
+    // so every request is a MISS that reaches the origin.
     let strict = Proxy::start(&origin.base, &[]);
+    let before = served().await;
     for _ in 0..2 {
         let r = http
             .get(format!("{}/delay/0", strict.base))
             .send()
             .await
             .unwrap();
-        assert_ne!(
-            r.headers().get("x-cache").map(|v| v.to_str().unwrap()),
-            Some("HIT")
-        );
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cache"], "MISS");
     }
+    assert_eq!(
+        served().await,
+        before + 2,
+        "both requests reached the origin"
+    );
     let out = webcache(&["proxy", "--upstream", "not a url"], None);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream not a url"));
