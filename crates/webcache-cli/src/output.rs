@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::commands::{Lifetime, OpError, Reply};
 
@@ -103,9 +103,14 @@ fn human(reply: &Reply) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
         Reply::Value(None) => "(nil)".into(),
-        // JSON text: quotes and escapes keep control characters off the terminal.
-        Reply::Value(Some(Value::String(s))) => serde_json::to_string(s).unwrap_or_default(),
-        Reply::Value(Some(other)) => serde_json::to_string_pretty(other).unwrap_or_default(),
+        // JSON escapes C0 controls but not DEL, C1 controls or bidirectional overrides; a JSON
+        // string never holds a raw newline, so the pretty-printed lines are escaped one by one.
+        Reply::Value(Some(value)) => serde_json::to_string_pretty(value)
+            .unwrap_or_default()
+            .lines()
+            .map(printable)
+            .collect::<Vec<_>>()
+            .join("\n"),
         Reply::Ttl(Lifetime::Missing) => "missing".into(),
         Reply::Ttl(Lifetime::Forever) => "forever".into(),
         Reply::Ttl(Lifetime::Seconds(s)) => format!("{s} s"),

@@ -46,6 +46,11 @@ impl Demo {
     fn start(extra: &[&str]) -> Running {
         Running::start(&["serve"], extra)
     }
+
+    /// With `runtime` as its XDG_RUNTIME_DIR instead of the tests' shared one.
+    fn start_in(runtime: &std::path::Path) -> Running {
+        Running::start_with(&["serve"], &[], Some(runtime))
+    }
 }
 
 /// `webcache proxy --upstream UPSTREAM` on a free port.
@@ -59,9 +64,17 @@ impl Proxy {
 
 impl Running {
     fn start(command: &[&str], extra: &[&str]) -> Running {
+        Running::start_with(command, extra, None)
+    }
+
+    fn start_with(command: &[&str], extra: &[&str], runtime: Option<&std::path::Path>) -> Running {
         let port = webcache_testkit::servers::free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = self::command()
+        let mut child = self::command();
+        if let Some(runtime) = runtime {
+            child.env("XDG_RUNTIME_DIR", runtime);
+        }
+        let mut child = child
             .args(command)
             .args(["--listen", &listen])
             .args(extra)
@@ -948,6 +961,16 @@ async fn keys_are_shown_escaped_on_one_line_each() {
     // --json gives the exact key.
     let out = webcache(&["--json", "--cache", &url, "keys", "two*"], None);
     assert_eq!(json_lines(&out)[0]["result"], json!([nasty]));
+    // Values too: JSON escapes C0 controls, not DEL, C1 (CSI) or bidirectional overrides.
+    let value = r#"{"a": "x\u009b2J\u007f\u202ey"}"#;
+    let out = webcache(&["--cache", &url, "set", "plain", value], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = webcache(&["--cache", &url, "get", "plain"], None);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(r#""a": "x\u{9b}2J\u{7f}\u{202e}y""#),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1065,4 +1088,47 @@ fn a_large_value_is_not_copied_many_times() {
         grown < (SIZE as u64) * 4,
         "setting a {SIZE}-byte value grew the peak by {grown} bytes"
     );
+}
+
+#[tokio::test]
+async fn a_runtime_directory_others_could_use_is_made_private_or_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-runtime-dirs-{}", std::process::id()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Our own directory, open to others: made private before the token goes in.
+    let open = root.join("open");
+    std::fs::create_dir_all(open.join("webcache")).unwrap();
+    std::fs::set_permissions(
+        open.join("webcache"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let demo = Demo::start_in(&open);
+    let file = open
+        .join("webcache")
+        .join(format!("serve-{}.json", demo.listen));
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&open.join("webcache")), 0o700);
+    // A symlink in its place (someone else's directory, say): never written to or read.
+    let elsewhere = root.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let linked = root.join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, linked.join("webcache")).unwrap();
+    let demo = Demo::start_in(&linked);
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written through the symlink"
+    );
+    let out = command()
+        .env("XDG_RUNTIME_DIR", &linked)
+        .args(["get", "k", "--app", &demo.base])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token file"));
+    drop(demo);
+    let _ = std::fs::remove_dir_all(root);
 }
