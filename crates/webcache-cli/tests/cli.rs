@@ -104,6 +104,12 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed `serve` cannot remove its token file itself.
+        let _ = std::fs::remove_file(
+            runtime_dir()
+                .join("webcache")
+                .join(format!("serve-{}.json", self.listen)),
+        );
     }
 }
 
