@@ -57,6 +57,12 @@ pub(crate) struct TargetArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the demo app: a slow upstream cached three ways, and a session cart.
+    ///
+    /// Its admin endpoint (what `--app URL` talks to) always needs the token printed at start,
+    /// answers only requests for its own address (localhost, loopback or the bound IP, with its
+    /// port) and never through a proxy. The CLI on the same machine finds the token by itself:
+    /// `serve` leaves it in $XDG_RUNTIME_DIR/webcache/ (else ~/.local/state/webcache/), readable
+    /// by this user only, and removes it on exit.
     Serve(ServeArgs),
     /// Run a caching reverse proxy in front of any HTTP origin.
     Proxy(ProxyArgs),

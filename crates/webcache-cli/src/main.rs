@@ -61,7 +61,7 @@ fn parse_failed(e: &clap::Error) -> i32 {
         .any(|a| a == "--json");
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {}
-        _ if wants_json => return output::usage_error(&output::first_line(&e.to_string()), true),
+        _ if wants_json => return output::usage_error(&output::clap_message(e), true),
         _ => {}
     }
     // clap ignores a failure to write (a full or closed standard error).

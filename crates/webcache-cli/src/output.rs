@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::commands::{Lifetime, OpError, Reply};
 
@@ -80,14 +80,18 @@ pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The first line of a multi-line message, without clap's `error: ` prefix.
-pub(crate) fn first_line(message: &str) -> String {
-    message
+/// clap's message on one line, without its `error: ` prefix, usage and pointer to `--help`
+/// (`the following required arguments were not provided: <KEY>`).
+pub(crate) fn clap_message(e: &clap::Error) -> String {
+    e.to_string()
         .lines()
-        .next()
-        .unwrap_or(message)
-        .trim_start_matches("error: ")
-        .to_owned()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn human(reply: &Reply) -> String {
@@ -99,9 +103,14 @@ fn human(reply: &Reply) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
         Reply::Value(None) => "(nil)".into(),
-        // JSON text: quotes and escapes keep control characters off the terminal.
-        Reply::Value(Some(Value::String(s))) => serde_json::to_string(s).unwrap_or_default(),
-        Reply::Value(Some(other)) => serde_json::to_string_pretty(other).unwrap_or_default(),
+        // JSON escapes C0 controls but not DEL, C1 controls or bidirectional overrides; a JSON
+        // string never holds a raw newline, so the pretty-printed lines are escaped one by one.
+        Reply::Value(Some(value)) => serde_json::to_string_pretty(value)
+            .unwrap_or_default()
+            .lines()
+            .map(printable)
+            .collect::<Vec<_>>()
+            .join("\n"),
         Reply::Ttl(Lifetime::Missing) => "missing".into(),
         Reply::Ttl(Lifetime::Forever) => "forever".into(),
         Reply::Ttl(Lifetime::Seconds(s)) => format!("{s} s"),

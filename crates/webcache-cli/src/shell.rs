@@ -57,7 +57,7 @@ pub(crate) async fn run(target: &Target, as_json: bool) -> i32 {
         // The words own their copy: a large value is not held twice while it runs.
         drop(text);
         let code = match Line::try_parse_from(words) {
-            Err(e) if as_json => output::usage_error(&output::first_line(&e.to_string()), true),
+            Err(e) if as_json => output::usage_error(&output::clap_message(&e), true),
             Err(e) => {
                 let _ = e.print();
                 2

@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use webcache::{Cache, Error};
 
-use super::{OpError, Reply};
+use super::{addressed, Address, OpError, Reply};
 
 const BATCH: usize = 1000;
 
@@ -24,6 +24,14 @@ pub(super) async fn run(
         webcache::glob_escape(&format!("{}:", cache.options().key_prefix))
     );
     let mut keys = cache.backend().scan(&pattern);
+    // The keys found are stored keys: deleted as they are, through the cache's own rules.
+    let stored = addressed(
+        cache,
+        Address {
+            version: None,
+            raw: true,
+        },
+    );
     let mut batch = Vec::with_capacity(BATCH);
     let mut removed = 0u64;
     let mut done = false;
@@ -38,7 +46,7 @@ pub(super) async fn run(
             None => done = true,
         }
         if batch.len() >= BATCH || (done && !batch.is_empty()) {
-            removed += cache.backend().delete_many(&batch).await?;
+            removed += stored.delete_many(&batch).await?;
             batch.clear();
             progress(removed);
         }

@@ -108,6 +108,7 @@ impl From<WriteArgs> for Write {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub(crate) enum Request {
+    /// `keys`: the keys matching a glob pattern, at most `limit`.
     Keys {
         pattern: String,
         #[serde(default)]
@@ -115,58 +116,65 @@ pub(crate) enum Request {
         #[serde(default)]
         address: Address,
     },
+    /// `get`: a value, decoded.
     Get {
         key: String,
         #[serde(default)]
         address: Address,
     },
+    /// `ttl`: the remaining lifetime.
     Ttl {
         key: String,
         #[serde(default)]
         address: Address,
     },
+    /// `set`: store a JSON value.
     Set {
         key: String,
         write: Write,
         #[serde(default)]
         address: Address,
     },
+    /// `add`: store a JSON value if the key is absent.
     Add {
         key: String,
         write: Write,
         #[serde(default)]
         address: Address,
     },
+    /// `incr`: add to an integer.
     Incr {
         key: String,
         by: i64,
         #[serde(default)]
         address: Address,
     },
+    /// `decr`: subtract from an integer.
     Decr {
         key: String,
         by: i64,
         #[serde(default)]
         address: Address,
     },
+    /// `touch`: a new timeout.
     Touch {
         key: String,
         seconds: f64,
         #[serde(default)]
         address: Address,
     },
+    /// `del`: delete keys.
     Del {
         keys: Vec<String>,
         #[serde(default)]
         address: Address,
     },
-    Clear {
-        confirmed: bool,
-    },
+    /// `clear`: delete every key of the cache, once confirmed.
+    Clear { confirmed: bool },
+    /// `stats`.
     Stats,
-    Createcachetable {
-        dry_run: bool,
-    },
+    /// `createcachetable`: refused through an app (it needs the configuration).
+    Createcachetable { dry_run: bool },
 }
 
 impl From<Op> for Request {

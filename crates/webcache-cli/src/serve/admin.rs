@@ -63,7 +63,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some((status, why)) = refusal(&admin, &uri, &headers) {
+    if let Some((status, why)) = refusal(&admin.token, admin.bound, &uri, &headers) {
         let mut response = answer(status, Err(OpError::Usage(why)));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -98,7 +98,12 @@ fn answer(status: StatusCode, outcome: Result<Reply, OpError>) -> Response {
 }
 
 /// Why the request must not run, if it must not (see the module docs).
-fn refusal(admin: &Admin, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode, String)> {
+fn refusal(
+    expected: &str,
+    bound: SocketAddr,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<(StatusCode, String)> {
     if let Some(name) = FORWARDING_FIELDS.iter().find(|n| headers.contains_key(**n)) {
         return Some((
             StatusCode::FORBIDDEN,
@@ -114,14 +119,14 @@ fn refusal(admin: &Admin, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode,
         (None, _) => uri.authority().map(|a| a.as_str()),
         (Some(_), Some(_)) => None,
     };
-    if !host.is_some_and(|h| host_allowed(h, admin.bound)) {
-        let port = admin.bound.port();
+    if !host.is_some_and(|h| host_allowed(h, bound)) {
+        let port = bound.port();
         return Some((
             StatusCode::FORBIDDEN,
             format!(
                 "the admin endpoint answers only requests for this app's own address \
                  (Host: localhost:{port}, 127.0.0.1:{port}, [::1]:{port} or {}), not `{}`",
-                admin.bound,
+                bound,
                 host.unwrap_or("(none)")
             ),
         ));
@@ -132,11 +137,11 @@ fn refusal(admin: &Admin, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode,
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .any(|name| name.trim_ascii().eq_ignore_ascii_case(b"authorization"));
     let mut sent = headers.get_all(header::AUTHORIZATION).iter();
-    let token = match (sent.next(), sent.next()) {
+    let sent = match (sent.next(), sent.next()) {
         (Some(v), None) => v.as_bytes().strip_prefix(b"Bearer "),
         _ => None,
     };
-    let why = match token {
+    let why = match sent {
         None => {
             "the admin endpoint needs the token `webcache serve` printed: the CLI on the \
                  same machine finds it by itself; elsewhere pass --token (or WEBCACHE_TOKEN)"
@@ -145,7 +150,7 @@ fn refusal(admin: &Admin, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode,
             "send the token declared hop-by-hop (`Connection: authorization`), as the CLI does, \
              so that no proxy forwards it"
         }
-        Some(t) if !bool::from(t.ct_eq(admin.token.as_bytes())) => {
+        Some(t) if !bool::from(t.ct_eq(expected.as_bytes())) => {
             "wrong admin token: use the one this `webcache serve` printed (a restarted app has a \
              new one)"
         }
@@ -254,8 +259,75 @@ mod tests {
         assert!(!host_allowed("10.0.0.8:8000", addr("10.0.0.7:8000")));
     }
 
+    /// Headers from arbitrary bytes (those `HeaderValue` accepts).
+    fn headers(fields: &[(&'static str, Vec<u8>)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            if let Ok(v) = header::HeaderValue::from_bytes(value) {
+                map.append(*name, v);
+            }
+        }
+        map
+    }
+
+    const TOKEN: &str = "00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn only_the_declared_token_for_our_own_host_passes() {
+        let bound = addr("127.0.0.1:8000");
+        let uri = Uri::from_static("/_webcache/command");
+        let good = |extra: &[(&'static str, &str)]| {
+            let mut fields = vec![
+                ("host", b"127.0.0.1:8000".to_vec()),
+                ("authorization", format!("Bearer {TOKEN}").into_bytes()),
+                ("connection", b"keep-alive, Authorization".to_vec()),
+            ];
+            fields.extend(extra.iter().map(|(n, v)| (*n, v.as_bytes().to_vec())));
+            refusal(TOKEN, bound, &uri, &headers(&fields))
+        };
+        assert_eq!(good(&[]), None);
+        for (extra, status) in [
+            (("x-forwarded-for", "10.0.0.1"), 403),
+            (("via", "1.1 proxy"), 403),
+            (("host", "127.0.0.1:8000"), 403),
+            (("authorization", "Bearer x"), 401),
+        ] {
+            let refused = good(&[extra]).map(|(s, _)| s.as_u16());
+            assert_eq!(refused, Some(status), "{extra:?}");
+        }
+        let wrong = headers(&[
+            ("host", b"localhost:8000".to_vec()),
+            ("authorization", format!("Bearer {TOKEN}0").into_bytes()),
+            ("connection", b"authorization".to_vec()),
+        ]);
+        assert_eq!(
+            refusal(TOKEN, bound, &uri, &wrong).map(|(s, _)| s),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the headers, a request passes only with this app's host and exactly the
+        /// token, declared hop-by-hop.
+        #[test]
+        fn arbitrary_headers_pass_only_with_the_token(
+            host in proptest::collection::vec(any::<u8>(), 0..24),
+            auth in proptest::collection::vec(any::<u8>(), 0..48),
+            connection in proptest::collection::vec(any::<u8>(), 0..24),
+            real_token in any::<bool>(),
+        ) {
+            let auth = if real_token { format!("Bearer {TOKEN}").into_bytes() } else { auth };
+            let map = headers(&[("host", host), ("authorization", auth.clone()), ("connection", connection)]);
+            let uri = Uri::from_static("/_webcache/command");
+            if refusal(TOKEN, addr("127.0.0.1:8000"), &uri, &map).is_none() {
+                let expected = format!("Bearer {}", TOKEN);
+                prop_assert_eq!(auth, expected.into_bytes());
+                let host = map.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+                prop_assert!(host_allowed(host, addr("127.0.0.1:8000")));
+            }
+        }
 
         /// Any text is judged without panicking, and nothing with another port is accepted.
         #[test]
