@@ -31,7 +31,7 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use http::header::{CONTENT_TYPE, FORWARDED, HOST};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
@@ -571,12 +571,59 @@ async fn fail_closed(response: Response<Body>) -> Response<Body> {
                 ),
             )
         }
-        Some(Some(Ok(first))) => {
-            let rest = http_body_util::BodyStream::new(body);
-            let frames = futures::stream::once(std::future::ready(Ok(first))).chain(rest);
-            Response::from_parts(parts, Body::new(http_body_util::StreamBody::new(frames)))
-        }
+        Some(Some(Ok(first))) => Response::from_parts(
+            parts,
+            Body::new(Resumed {
+                first: Some(first),
+                rest: body,
+            }),
+        ),
         Some(None) | None => Response::from_parts(parts, body),
+    }
+}
+
+pin_project! {
+    /// A body whose first frame was read ahead: that frame, then the rest, with the same size
+    /// hint as before.
+    struct Resumed {
+        first: Option<Frame<Bytes>>,
+        #[pin]
+        rest: Body,
+    }
+}
+
+impl http_body::Body for Resumed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => this.rest.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(first));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint
     }
 }
 
