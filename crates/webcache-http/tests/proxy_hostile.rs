@@ -299,3 +299,15 @@ async fn a_truncated_body_already_streaming_aborts_the_connection_and_is_never_s
         assert_eq!(origin.requests(), 2);
     }
 }
+
+#[tokio::test]
+async fn the_total_timeout_bounds_the_wait_for_the_head_too() {
+    let origin = RawOrigin::start(Act::Silent).await;
+    let configured = Origin::new(&origin.url())
+        .unwrap()
+        .total_timeout(Duration::from_millis(300));
+    let proxy = serve(proxy_router_with_origin(configured, &rfc_layer())).await;
+    let got = get(proxy, "/slow").await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{got:?}");
+    assert!(got.text().contains("total timeout"), "{}", got.text());
+}
