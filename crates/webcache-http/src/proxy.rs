@@ -31,13 +31,13 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use http::header::{CONTENT_TYPE, FORWARDED, HOST};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pin_project_lite::pin_project;
@@ -201,9 +201,9 @@ impl Origin {
     }
 
     /// How long the upstream may take to send its response head, counted from the moment the
-    /// request is forwarded (connecting included, so keep it above the connect timeout;
-    /// default [`DEFAULT_FIRST_BYTE_TIMEOUT`](Self::DEFAULT_FIRST_BYTE_TIMEOUT)); past it the
-    /// client gets 504.
+    /// connection is established or taken from the pool (default
+    /// [`DEFAULT_FIRST_BYTE_TIMEOUT`](Self::DEFAULT_FIRST_BYTE_TIMEOUT)); past it the client
+    /// gets 504.
     #[must_use]
     pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
         self.first_byte_timeout = timeout;
@@ -229,6 +229,84 @@ impl Origin {
     pub fn trust_forwarded(mut self, trust: bool) -> Self {
         self.trust_forwarded = trust;
         self
+    }
+
+    /// Sends `req` and waits for the response head: the connection within the connect
+    /// timeout (the connector's), then the head within the first-byte timeout counted from the
+    /// moment a connection was established or taken from the pool, all within the total
+    /// deadline. A failure is the proxy's own answer, in words.
+    async fn head(
+        &self,
+        client: &Client<HttpConnector, Body>,
+        mut req: Request<Body>,
+        total_deadline: tokio::time::Instant,
+    ) -> Result<Response<hyper::body::Incoming>, Response<Body>> {
+        let upstream = &self.upstream;
+        let total = || {
+            tracing::warn!("upstream {upstream}: no response head within the total timeout");
+            gateway_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "gateway timeout: the upstream {upstream} sent no answer within {:?} (total timeout, Origin::total_timeout)\n",
+                    self.total_timeout
+                ),
+            )
+        };
+        let mut connection = capture_connection(&mut req);
+        let request = client.request(req);
+        let mut request = std::pin::pin!(request);
+        // Until a connection is there: bounded by the connect timeout (a failure, timeout
+        // included, ends `request`) and the total deadline.
+        let early = tokio::select! {
+            biased;
+            result = &mut request => Some(result),
+            _ = connection.wait_for_connection_metadata() => None,
+            () = tokio::time::sleep_until(total_deadline) => return Err(total()),
+        };
+        let result = match early {
+            Some(result) => result,
+            None => {
+                let first_byte = tokio::time::Instant::now()
+                    .checked_add(self.first_byte_timeout)
+                    .unwrap_or(total_deadline);
+                match tokio::time::timeout_at(first_byte.min(total_deadline), request).await {
+                    Ok(result) => result,
+                    Err(_) if first_byte >= total_deadline => return Err(total()),
+                    Err(_) => {
+                        tracing::warn!(
+                            "upstream {upstream}: no response head within the first-byte timeout"
+                        );
+                        return Err(gateway_error(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "gateway timeout: the upstream {upstream} sent no answer within {:?} of connecting (first-byte timeout, Origin::first_byte_timeout)\n",
+                                self.first_byte_timeout
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        result.map_err(|e| {
+            if is_timeout(&e) {
+                tracing::warn!("upstream {upstream}: connect timeout: {e}");
+                return gateway_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "gateway timeout: could not connect to the upstream {upstream} within {:?} (Origin::connect_timeout)\n",
+                        self.connect_timeout
+                    ),
+                );
+            }
+            tracing::warn!("upstream {upstream}: request failed: {e}");
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            gateway_error(
+                StatusCode::BAD_GATEWAY,
+                format!("bad gateway: the upstream {upstream} did not answer: {e}{cause}\n"),
+            )
+        })
     }
 
     fn target(&self, uri: &Uri) -> Result<Uri, http::Error> {
@@ -459,7 +537,6 @@ impl Service<Request<Body>> for Origin {
             let total_deadline = start
                 .checked_add(origin.total_timeout)
                 .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30));
-            let upstream = &origin.upstream;
             let target = match target {
                 Ok(t) => t,
                 Err(e) => {
@@ -490,50 +567,9 @@ impl Service<Request<Body>> for Origin {
                 );
             }
             set_forwarded(req.headers_mut(), peer, origin.trust_forwarded);
-            let head_deadline = start
-                .checked_add(origin.first_byte_timeout)
-                .map_or(total_deadline, |d| d.min(total_deadline));
-            let response = match tokio::time::timeout_at(head_deadline, client.request(req)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) if is_timeout(&e) => {
-                    tracing::warn!("upstream {upstream}: connect timeout: {e}");
-                    return Ok(gateway_error(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!(
-                                "gateway timeout: could not connect to the upstream {upstream} within {:?} (Origin::connect_timeout)\n",
-                                origin.connect_timeout
-                            ),
-                        ));
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!("upstream {upstream}: request failed: {e}");
-                    let cause = std::error::Error::source(&e)
-                        .map(|s| format!(" ({s})"))
-                        .unwrap_or_default();
-                    return Ok(gateway_error(
-                        StatusCode::BAD_GATEWAY,
-                        format!(
-                            "bad gateway: the upstream {upstream} did not answer: {e}{cause}\n"
-                        ),
-                    ));
-                }
-                Err(_) => {
-                    let (which, limit) = if head_deadline < total_deadline {
-                        (
-                            "first-byte timeout, Origin::first_byte_timeout",
-                            origin.first_byte_timeout,
-                        )
-                    } else {
-                        ("total timeout, Origin::total_timeout", origin.total_timeout)
-                    };
-                    tracing::warn!(
-                        "upstream {upstream}: no response head within {limit:?} ({which})"
-                    );
-                    return Ok(gateway_error(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!("gateway timeout: the upstream {upstream} sent no answer within {limit:?} ({which})\n"),
-                        ));
-                }
+            let response = match origin.head(&client, req, total_deadline).await {
+                Ok(response) => response,
+                Err(answer) => return Ok(answer),
             };
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -571,12 +607,59 @@ async fn fail_closed(response: Response<Body>) -> Response<Body> {
                 ),
             )
         }
-        Some(Some(Ok(first))) => {
-            let rest = http_body_util::BodyStream::new(body);
-            let frames = futures::stream::once(std::future::ready(Ok(first))).chain(rest);
-            Response::from_parts(parts, Body::new(http_body_util::StreamBody::new(frames)))
-        }
+        Some(Some(Ok(first))) => Response::from_parts(
+            parts,
+            Body::new(Resumed {
+                first: Some(first),
+                rest: body,
+            }),
+        ),
         Some(None) | None => Response::from_parts(parts, body),
+    }
+}
+
+pin_project! {
+    /// A body whose first frame was read ahead: that frame, then the rest, with the same size
+    /// hint as before.
+    struct Resumed {
+        first: Option<Frame<Bytes>>,
+        #[pin]
+        rest: Body,
+    }
+}
+
+impl http_body::Body for Resumed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => this.rest.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(first));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint
     }
 }
 

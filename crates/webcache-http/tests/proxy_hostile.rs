@@ -205,7 +205,8 @@ async fn a_connection_that_is_never_accepted_is_a_504_after_the_connect_timeout(
 
 #[tokio::test]
 async fn a_body_still_running_at_the_total_timeout_is_never_a_complete_page() {
-    let timeout = Duration::from_millis(500);
+    // Long enough for the head to arrive first on a busy machine.
+    let timeout = Duration::from_secs(1);
     // Not storable (no freshness): the head is out when the timeout hits, so the connection
     // is aborted and the client sees an incomplete body.
     for head in [
@@ -297,4 +298,16 @@ async fn a_truncated_body_already_streaming_aborts_the_connection_and_is_never_s
         }
         assert_eq!(origin.requests(), 2);
     }
+}
+
+#[tokio::test]
+async fn the_total_timeout_bounds_the_wait_for_the_head_too() {
+    let origin = RawOrigin::start(Act::Silent).await;
+    let configured = Origin::new(&origin.url())
+        .unwrap()
+        .total_timeout(Duration::from_millis(300));
+    let proxy = serve(proxy_router_with_origin(configured, &rfc_layer())).await;
+    let got = get(proxy, "/slow").await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{got:?}");
+    assert!(got.text().contains("total timeout"), "{}", got.text());
 }

@@ -56,13 +56,38 @@
 //! the request. The limits: a session read in a task the handler spawns is not seen (its
 //! writes are), and a session read by another layer (not the handler) is not seen.
 //!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_sessions::Session;
+//! use webcache_core::Cache;
+//! use webcache_http::CachePageLayer;
+//! use webcache_sessions::{CacheStore, SessionConfig};
+//!
+//! async fn cart(session: Session) -> String {
+//!     let items: Vec<String> = session.get("items").await.ok().flatten().unwrap_or_default();
+//!     items.join(", ") // personal: `private`, never stored
+//! }
+//! async fn public() -> &'static str {
+//!     "the same for everyone" // stored once, a hit for every client
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .route("/public", get(public))
+//!     .layer(SessionConfig::default().layer(CacheStore::new(Cache::locmem())))
+//!     // The site-wide page cache, outermost (the other order is safe too).
+//!     .layer(CachePageLayer::new(Cache::locmem()));
+//! ```
+//!
 //! ## Security properties
 //!
-//! Security properties (each tested): ids come from tower-sessions' CSPRNG (128 bits);
-//! creating a session never overwrites another one (`add`, retried on collision); an id the
-//! client invents, or one that expired, is never adopted; `cycle_id` keeps the data and the old
-//! id stops working; a deleted session is gone from cache and database; corrupt session data
-//! is an empty session and a warning, not a 500.
+//! Each tested: ids come from tower-sessions' CSPRNG (128 bits); creating a session never
+//! overwrites another one (`add`, retried on collision with a fresh random id, never one
+//! derived from the colliding id); an id the client invents, or one that expired, is never
+//! adopted (also when the backend still holds the expired record: the expiry is checked on
+//! every load); `cycle_id` keeps the data and the old id stops working; a deleted session is
+//! gone from cache and database; corrupt session data is an empty session and a warning, not
+//! a 500; a page that read the session is never served to another client.
 #![forbid(unsafe_code)]
 // Library code answers every failure with an error, never a panic; tests may unwrap.
 #![warn(clippy::unwrap_used)]
