@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
 use crate::breaker::{Admit, Breaker, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_DELAY};
-use crate::entry::{self, Decoded};
+use crate::entry::{self, Decoded, DEFAULT_MAX_ENTRY_SIZE};
 use crate::error::{Error, Result};
 use crate::key::{final_key, glob_escape, InvalidKeyPolicy, KeyFunction};
 use crate::single_flight::SingleFlight;
@@ -56,6 +56,11 @@ pub struct CacheOptions {
     pub invalid_keys: InvalidKeyPolicy,
     /// Compress values of at least this many bytes (`None`: never).
     pub compress_min_bytes: Option<usize>,
+    /// The largest value, in bytes once decoded (decompressed), that this cache writes or
+    /// reads ([`DEFAULT_MAX_ENTRY_SIZE`]: 64 MiB). A stored entry over it is a miss plus a
+    /// warning, refused from its header before anything is decompressed; writing a value over
+    /// it is [`Error::ValueTooLarge`].
+    pub max_entry_size: usize,
     /// Raise or degrade on backend failure.
     pub on_error: OnError,
     /// Bound every backend call by this duration (`None`: the backend's own timeouts only).
@@ -84,6 +89,7 @@ impl Default for CacheOptions {
             key_function: KeyFunction::default(),
             invalid_keys: InvalidKeyPolicy::Reject,
             compress_min_bytes: Some(DEFAULT_COMPRESS_MIN_BYTES),
+            max_entry_size: DEFAULT_MAX_ENTRY_SIZE,
             on_error: OnError::Raise,
             operation_timeout: None,
             near_ttl: None,
@@ -423,7 +429,7 @@ impl Cache {
         timeout: impl Into<Timeout>,
     ) -> Result<()> {
         let full = self.make_key(key)?;
-        let encoded = self.encode(key, value)?;
+        let encoded = self.encode(key, value);
         self.store(key, &full, encoded, timeout.into()).await
     }
 
@@ -435,11 +441,25 @@ impl Cache {
         timeout: impl Into<Timeout>,
     ) -> Result<()> {
         let full = self.make_key(key)?;
-        let encoded = entry::encode_bytes(value, self.inner.options.compress_min_bytes);
+        let encoded = self.encode_bytes(key, value);
         self.store(key, &full, encoded, timeout.into()).await
     }
 
-    async fn store(&self, key: &str, full: &str, encoded: Bytes, timeout: Timeout) -> Result<()> {
+    async fn store(
+        &self,
+        key: &str,
+        full: &str,
+        encoded: Result<Bytes>,
+        timeout: Timeout,
+    ) -> Result<()> {
+        let encoded = match encoded {
+            // As a backend that refuses a value too large: no stale value stays behind.
+            Err(e @ Error::ValueTooLarge { .. }) => {
+                self.backend_delete(full).await?;
+                return Err(e);
+            }
+            other => other?,
+        };
         match self.expiry(timeout) {
             None => self.backend_delete(full).await.map(drop),
             Some(expiry) => self
@@ -475,7 +495,7 @@ impl Cache {
         timeout: impl Into<Timeout>,
     ) -> Result<bool> {
         let full = self.make_key(key)?;
-        let encoded = entry::encode_bytes(value, self.inner.options.compress_min_bytes);
+        let encoded = self.encode_bytes(key, value)?;
         self.add_encoded(key, &full, encoded, timeout.into()).await
     }
 
@@ -491,7 +511,7 @@ impl Cache {
                 .guard("has_key", self.inner.backend.has_key(full), || false)
                 .await?),
             Some(expiry) => Ok(matches!(
-                self.add_or_repair(key, full, encoded, expiry, |raw| entry::decode(raw).is_ok())
+                self.add_or_repair(key, full, encoded, expiry, |raw| self.decode(raw).is_ok())
                     .await?,
                 Added::Stored
             )),
@@ -553,7 +573,13 @@ impl Cache {
         let mut encoded = Vec::new();
         for (key, value) in entries {
             let key = key.as_ref();
-            encoded.push((self.make_key(key)?, self.encode(key, &value)?));
+            let full = self.make_key(key)?;
+            let value = self.encode(key, &value);
+            if let Err(Error::ValueTooLarge { .. }) = value {
+                // Nothing is stored; the key's older value goes, as with `set`.
+                return self.store(key, &full, value, Timeout::Default).await;
+            }
+            encoded.push((full, value?));
         }
         if encoded.is_empty() {
             return Ok(());
@@ -821,16 +847,41 @@ impl Cache {
     }
 
     fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Bytes> {
-        entry::encode_json(value, self.inner.options.compress_min_bytes).map_err(|source| {
-            Error::Serialize {
+        let encoded =
+            entry::encode_json(value, self.inner.options.compress_min_bytes).map_err(|source| {
+                Error::Serialize {
+                    key: key.to_owned(),
+                    source,
+                }
+            })?;
+        self.within_limit(key, encoded)
+    }
+
+    fn encode_bytes(&self, key: &str, value: &[u8]) -> Result<Bytes> {
+        let encoded = entry::encode_bytes(value, self.inner.options.compress_min_bytes);
+        self.within_limit(key, encoded)
+    }
+
+    /// Refuses to write what no reader of this cache would read back.
+    fn within_limit(&self, key: &str, encoded: Bytes) -> Result<Bytes> {
+        let limit = self.inner.options.max_entry_size;
+        match entry::decoded_size(&encoded) {
+            Ok(Some(size)) if size > limit => Err(Error::ValueTooLarge {
                 key: key.to_owned(),
-                source,
-            }
-        })
+                size,
+                limit,
+            }),
+            _ => Ok(encoded),
+        }
+    }
+
+    /// Decodes with this cache's size limit.
+    fn decode(&self, raw: &Bytes) -> Result<Decoded, entry::CorruptEntry> {
+        entry::decode_limited(raw, self.inner.options.max_entry_size)
     }
 
     fn decode_typed<T: DeserializeOwned>(&self, key: &str, raw: &Bytes) -> Option<T> {
-        let result = match entry::decode(raw) {
+        let result = match self.decode(raw) {
             Ok(Decoded::Integer(n)) => serde_json::from_value(n.into()).map_err(|e| e.to_string()),
             Ok(Decoded::Json(payload)) => {
                 serde_json::from_slice(&payload).map_err(|e| e.to_string())
@@ -842,7 +893,7 @@ impl Cache {
     }
 
     fn decode_bytes(&self, key: &str, raw: &Bytes) -> Option<Bytes> {
-        match entry::decode(raw) {
+        match self.decode(raw) {
             Ok(Decoded::Bytes(b)) => Some(b),
             Ok(_) => {
                 self.warn_unreadable(key, "it holds a typed value; read it with get");

@@ -16,7 +16,8 @@
 //!
 //! Options common to every backend may be given as TOML fields or as URL query parameters:
 //! `timeout`, `key_prefix`, `version`, `invalid_keys` (`reject`|`hash`), `compress_min_bytes`
-//! (bytes, or `off`), `on_error` (`raise`|`degrade`), `operation_timeout` (seconds), `near_ttl`
+//! (bytes, or `off`), `max_entry_size` (bytes: the largest value written or read, 64 MiB by
+//! default; a larger stored entry is a miss, refused before it is decompressed), `on_error` (`raise`|`degrade`), `operation_timeout` (seconds), `near_ttl`
 //! (seconds of process-local copies in front of a shared backend) and `near_max_entries`. Every other
 //! field is handed to the backend, which refuses the ones it does not know.
 //!
@@ -66,6 +67,7 @@ const COMMON_OPTIONS: &[&str] = &[
     "version",
     "invalid_keys",
     "compress_min_bytes",
+    "max_entry_size",
     "on_error",
     "operation_timeout",
     "near_ttl",
@@ -341,6 +343,9 @@ fn take_common_options(alias: &str, spec: &mut BackendSpec) -> Result<CacheOptio
             })?),
         };
     }
+    if let Some(n) = spec.take("max_entry_size", "a number of bytes such as 67108864")? {
+        options.max_entry_size = n;
+    }
     if let Some(raw) = spec.take_str("on_error") {
         options.on_error = match raw.as_str() {
             "raise" => OnError::Raise,
@@ -476,6 +481,9 @@ fn merge_options(base: &mut CacheOptions, new: &CacheOptions, defaults: &CacheOp
     }
     if new.compress_min_bytes != defaults.compress_min_bytes {
         base.compress_min_bytes = new.compress_min_bytes;
+    }
+    if new.max_entry_size != defaults.max_entry_size {
+        base.max_entry_size = new.max_entry_size;
     }
     if new.on_error != defaults.on_error {
         base.on_error = new.on_error;
@@ -617,6 +625,20 @@ mod tests {
         assert_eq!(d.options.key_prefix, "app");
         assert_eq!(d.options.default_timeout, Timeout::Forever);
         d.backend.finish(&[]).unwrap();
+    }
+
+    #[test]
+    fn max_entry_size_is_a_number_of_bytes() {
+        let c = CacheConfig::from_url("default", "locmem://?max_entry_size=1024").unwrap();
+        assert_eq!(c.options.max_entry_size, 1024);
+        let d = CacheConfig::from_url("default", "locmem://").unwrap();
+        assert_eq!(d.options.max_entry_size, crate::DEFAULT_MAX_ENTRY_SIZE);
+        let err = CacheConfig::from_url("default", "locmem://?max_entry_size=64M").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`max_entry_size`: `64M` is not valid; expected a number of bytes"),
+            "{err}"
+        );
     }
 
     #[test]

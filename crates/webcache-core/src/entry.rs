@@ -9,6 +9,12 @@
 //!
 //! `0xF5` can never start a UTF-8 string nor an integer, so a value written by another program
 //! (or garbage) is recognised as foreign and read as a miss, never misread.
+//!
+//! The header tells the decoded size before anything is decompressed (the u32 length of a
+//! compressed payload), so a reader refuses an entry larger than its limit
+//! ([`DEFAULT_MAX_ENTRY_SIZE`], or the cache's `max_entry_size`) without allocating it: a small
+//! compressed entry cannot make every reader expand a gigabyte of zeros. The decompressor is also
+//! bounded by that length, so an entry that lies about it is refused as well.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -19,9 +25,12 @@ pub const MAGIC: u8 = 0xF5;
 pub const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 4;
 const FLAG_LZ4: u8 = 1;
-/// Refuse to decompress entries that claim to be larger than this: a corrupt length must not
-/// make a reader allocate gigabytes.
-const MAX_DECOMPRESSED: usize = 1 << 30;
+/// The length prefix of a compressed payload.
+const LEN_PREFIX: usize = 4;
+
+/// The largest decoded (decompressed) value [`decode`] accepts, and the default of a cache's
+/// `max_entry_size`: 64 MiB.
+pub const DEFAULT_MAX_ENTRY_SIZE: usize = 64 << 20;
 
 /// How the payload of a framed entry is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,13 +82,14 @@ pub fn encode_integer(value: i64) -> Bytes {
 
 fn frame(codec: Codec, payload: &[u8], compress_min_bytes: Option<usize>) -> Bytes {
     if let Some(min) = compress_min_bytes {
-        if payload.len() >= min && payload.len() <= MAX_DECOMPRESSED {
+        // A payload whose length does not fit the u32 prefix is stored uncompressed.
+        if let (true, Ok(len)) = (payload.len() >= min, u32::try_from(payload.len())) {
             let compressed = lz4_flex::block::compress(payload);
             // Keep the compressed form only when it actually saves space.
-            if compressed.len() + 4 < payload.len() {
-                let mut out = BytesMut::with_capacity(HEADER_LEN + 4 + compressed.len());
+            if compressed.len() + LEN_PREFIX < payload.len() {
+                let mut out = BytesMut::with_capacity(HEADER_LEN + LEN_PREFIX + compressed.len());
                 out.put_slice(&[MAGIC, FORMAT_VERSION, codec as u8, FLAG_LZ4]);
-                out.put_u32_le(payload.len() as u32);
+                out.put_u32_le(len);
                 out.put_slice(&compressed);
                 return out.freeze();
             }
@@ -91,12 +101,53 @@ fn frame(codec: Codec, payload: &[u8], compress_min_bytes: Option<usize>) -> Byt
     out.freeze()
 }
 
-/// Decodes stored bytes. Never panics; anything unexpected is a [`CorruptEntry`].
+/// Decodes stored bytes, accepting values up to [`DEFAULT_MAX_ENTRY_SIZE`]; see
+/// [`decode_limited`].
 pub fn decode(raw: &Bytes) -> Result<Decoded, CorruptEntry> {
-    if raw.first() != Some(&MAGIC) {
+    decode_limited(raw, DEFAULT_MAX_ENTRY_SIZE)
+}
+
+/// Decodes stored bytes, refusing an entry whose decoded value is larger than `max_size` bytes
+/// before decompressing it. Never panics; anything unexpected is a [`CorruptEntry`].
+pub fn decode_limited(raw: &Bytes, max_size: usize) -> Result<Decoded, CorruptEntry> {
+    let Some(size) = decoded_size(raw)? else {
         return parse_integer(raw)
             .map(Decoded::Integer)
             .ok_or_else(|| CorruptEntry("it is neither a webcache entry nor an integer".into()));
+    };
+    if size > max_size {
+        return Err(CorruptEntry(format!(
+            "it holds {size} bytes once decoded, more than the limit of {max_size} \
+             (raise the cache's `max_entry_size` if such values are expected)"
+        )));
+    }
+    let flags = raw[3];
+    let payload = if flags & FLAG_LZ4 != 0 {
+        // At most `size` bytes are written: the decompressor fails rather than grow its output.
+        let data = lz4_flex::block::decompress(&raw[HEADER_LEN + LEN_PREFIX..], size)
+            .map_err(|e| CorruptEntry(format!("bad compressed payload: {e}")))?;
+        if data.len() != size {
+            return Err(CorruptEntry(format!(
+                "the compressed payload holds {} bytes, its header says {size}",
+                data.len()
+            )));
+        }
+        Bytes::from(data)
+    } else {
+        raw.slice(HEADER_LEN..)
+    };
+    match raw[2] {
+        0 => Ok(Decoded::Bytes(payload)),
+        1 => Ok(Decoded::Json(payload)),
+        other => Err(CorruptEntry(format!("unknown codec {other}"))),
+    }
+}
+
+/// The size of the value a framed entry holds once decoded, read from its header alone; `None`
+/// for bytes that are not framed (an integer or garbage). Checks the header on the way.
+pub(crate) fn decoded_size(raw: &[u8]) -> Result<Option<usize>, CorruptEntry> {
+    if raw.first() != Some(&MAGIC) {
+        return Ok(None);
     }
     if raw.len() < HEADER_LEN {
         return Err(CorruptEntry("truncated header".into()));
@@ -111,25 +162,12 @@ pub fn decode(raw: &Bytes) -> Result<Decoded, CorruptEntry> {
     if flags & !FLAG_LZ4 != 0 {
         return Err(CorruptEntry(format!("unknown flags {flags:#04x}")));
     }
-    let payload = if flags & FLAG_LZ4 != 0 {
-        let body = &raw[HEADER_LEN..];
-        if body.len() < 4 {
-            return Err(CorruptEntry("truncated compressed payload".into()));
-        }
-        let len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
-        if len > MAX_DECOMPRESSED {
-            return Err(CorruptEntry(format!("claims {len} bytes uncompressed")));
-        }
-        let data = lz4_flex::block::decompress(&body[4..], len)
-            .map_err(|e| CorruptEntry(format!("bad compressed payload: {e}")))?;
-        Bytes::from(data)
-    } else {
-        raw.slice(HEADER_LEN..)
-    };
-    match raw[2] {
-        0 => Ok(Decoded::Bytes(payload)),
-        1 => Ok(Decoded::Json(payload)),
-        other => Err(CorruptEntry(format!("unknown codec {other}"))),
+    if flags & FLAG_LZ4 == 0 {
+        return Ok(Some(raw.len() - HEADER_LEN));
+    }
+    match raw.get(HEADER_LEN..HEADER_LEN + LEN_PREFIX) {
+        Some(&[a, b, c, d]) => Ok(Some(u32::from_le_bytes([a, b, c, d]) as usize)),
+        _ => Err(CorruptEntry("truncated compressed payload".into())),
     }
 }
 

@@ -41,8 +41,9 @@ pub enum Error {
         /// What is wrong and what to change.
         reason: String,
     },
-    /// The value is larger than the backend accepts. Any older value under the key was removed.
-    #[error("value of {size} bytes for key `{key}` is larger than the backend accepts ({limit} bytes); the older value was removed")]
+    /// The value is larger than the backend (or the cache's `max_entry_size`) accepts, so it was
+    /// not stored. A `set` also removed any older value under the key, so no stale value stays.
+    #[error("value of {size} bytes for key `{key}` is larger than the cache accepts ({limit} bytes), so it was not stored; store less, or raise the limit (the cache's `max_entry_size`, or the server's item size)")]
     ValueTooLarge {
         /// The key as the caller gave it.
         key: String,

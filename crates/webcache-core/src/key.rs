@@ -138,8 +138,29 @@ fn shorten(key: &str) -> String {
     format!("{}...", &key[..end])
 }
 
-/// Whether `text` matches the glob `pattern`, with Redis's syntax: `*` any run, `?` one
-/// character, `[abc]`, `[a-z]`, `[^a]` classes, and `\` to escape.
+/// Whether `text` matches the glob `pattern`, by the rules of Redis's `KEYS` and `SCAN MATCH`
+/// (`stringmatchlen` in Redis's `util.c`), so a pattern selects the same keys on every backend.
+///
+/// Matching is on bytes, as in Redis: `?` is one byte, so it does not match a multi-byte
+/// character such as `é` (`??` does).
+/// - `*` matches any run of bytes, the empty run included; `?` exactly one byte.
+/// - `[abc]` one byte of the set; `[a-z]` a range, either way round (`[z-a]` is `[a-z]`);
+///   bytes compare as signed, as Redis does on x86-64, so a range reaching past ASCII is odd.
+/// - `[^abc]` any byte not in the set. Only `^` negates: `[!a]` is the set of `!` and `a`.
+/// - `]` right after `[` (or `[^`) closes an empty set: `[]]` never matches, `[^]]` is any
+///   byte followed by `]`.
+/// - `\` makes the next character literal, inside a class too; a `\` at the very end is a
+///   literal `\`.
+/// - An unclosed `[` ends at the end of the pattern: `[ab` is `[ab]`, and a `[` that ends the
+///   pattern matches nothing.
+///
+/// Two corner cases leave Redis's matcher for what `KEYS` lists: the empty text matches a
+/// pattern of stars (Redis's matcher says no, but `KEYS *` lists the empty key), and patterns
+/// with more than a thousand `*` are matched (Redis's matcher gives up on them).
+///
+/// The time is at most proportional to the text's length times its length plus the pattern's,
+/// whatever the pattern (no exponential or quadratic blow-up on `*`s or `[`s), so a user's
+/// pattern cannot stall a scan.
 ///
 /// Backends without a native pattern match use it for [`Backend::scan`](crate::Backend::scan).
 ///
@@ -148,103 +169,133 @@ fn shorten(key: &str) -> String {
 /// assert!(glob_match(":1:user.*", ":1:user.42"));
 /// assert!(!glob_match(":1:user.?", ":1:user.42"));
 /// assert!(glob_match("h[ae]llo", "hallo"));
+/// assert!(glob_match("h[!e]llo", "h!llo") && !glob_match("h[!e]llo", "hallo"));
+/// assert!(!glob_match("?", "é") && glob_match("??", "é"));
 /// ```
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Iterative matcher with single-star backtracking: linear for typical patterns and never
-    // exponential, so a user's pattern cannot stall a scan.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ti));
-                    pi += 1;
-                    continue;
-                }
-                '?' => {
-                    pi += 1;
-                    ti += 1;
-                    continue;
-                }
-                '[' => {
-                    if let Some((matched, next)) = match_class(&p, pi, t[ti]) {
-                        if matched {
-                            pi = next;
-                            ti += 1;
-                            continue;
-                        }
-                    } else if t[ti] == '[' {
-                        pi += 1;
-                        ti += 1;
-                        continue;
-                    }
-                }
-                '\\' if pi + 1 < p.len() => {
-                    if p[pi + 1] == t[ti] {
-                        pi += 2;
-                        ti += 1;
-                        continue;
-                    }
-                }
-                c => {
-                    if c == t[ti] {
-                        pi += 1;
-                        ti += 1;
-                        continue;
-                    }
-                }
+    let tokens = compile(pattern.as_bytes());
+    let text = text.as_bytes();
+    // Each token other than `*` matches exactly one byte, so the classic matcher that
+    // remembers only the last `*` is exact: on a mismatch it lets that star take one more byte
+    // and retries the rest from there; earlier stars never need to take more.
+    let (mut ti, mut pi) = (0, 0);
+    let mut last_star: Option<(usize, usize)> = None;
+    while ti < text.len() {
+        match tokens.get(pi) {
+            Some(Token::Star) => {
+                pi += 1;
+                last_star = Some((pi, ti));
             }
-        }
-        match star {
-            Some((sp, st)) => {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
+            Some(token) if token.matches(text[ti]) => {
+                pi += 1;
+                ti += 1;
             }
-            None => return false,
+            _ => match last_star {
+                Some((after_star, taken_from)) => {
+                    pi = after_star;
+                    ti = taken_from + 1;
+                    last_star = Some((after_star, ti));
+                }
+                None => return false,
+            },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    tokens[pi..].iter().all(|t| matches!(t, Token::Star))
 }
 
-/// Matches `c` against the class starting at `p[start] == '['`; returns whether it matched and
-/// the index after the class, or `None` if the class is not closed.
-fn match_class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = matches!(p.get(i), Some('^') | Some('!'));
+/// One step of a compiled glob pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// Any run of bytes (consecutive stars are one).
+    Star,
+    /// Any one byte.
+    Any,
+    /// This byte.
+    Byte(u8),
+    /// One byte of the set (a 256-bit map, negation already applied).
+    Class([u64; 4]),
+}
+
+impl Token {
+    fn matches(&self, b: u8) -> bool {
+        match self {
+            Token::Star | Token::Any => true,
+            Token::Byte(c) => *c == b,
+            Token::Class(set) => set[usize::from(b >> 6)] & (1 << (b & 63)) != 0,
+        }
+    }
+}
+
+/// Parses a pattern the way Redis's `stringmatchlen` walks it; each class becomes a byte set
+/// once, so matching never re-reads it.
+fn compile(p: &[u8]) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' => {
+                if tokens.last() != Some(&Token::Star) {
+                    tokens.push(Token::Star);
+                }
+            }
+            b'?' => tokens.push(Token::Any),
+            b'[' => {
+                let (set, end) = compile_class(p, i + 1);
+                tokens.push(Token::Class(set));
+                i = end;
+            }
+            b'\\' if i + 1 < p.len() => {
+                i += 1;
+                tokens.push(Token::Byte(p[i]));
+            }
+            b => tokens.push(Token::Byte(b)),
+        }
+        i += 1;
+    }
+    tokens
+}
+
+/// The set of the class whose body starts at `p[i]` (just after its `[`), and the index of its
+/// last byte (the `]`, or the pattern's last byte when it is not closed).
+fn compile_class(p: &[u8], mut i: usize) -> ([u64; 4], usize) {
+    let mut set = [0u64; 4];
+    let mut add = |b: u8| set[usize::from(b >> 6)] |= 1 << (b & 63);
+    let negate = p.get(i) == Some(&b'^');
     if negate {
         i += 1;
     }
-    let mut matched = false;
-    let mut first = true;
-    while i < p.len() {
-        if p[i] == ']' && !first {
-            return Some((matched != negate, i + 1));
+    loop {
+        match p.get(i) {
+            Some(b'\\') if i + 1 < p.len() => {
+                i += 1;
+                add(p[i]);
+            }
+            Some(b']') => break,
+            // Unclosed: the class ends with the pattern.
+            None => {
+                i = p.len().saturating_sub(1);
+                break;
+            }
+            Some(&start) if i + 2 < p.len() && p[i + 1] == b'-' => {
+                // Redis compares C `char`s, signed on x86-64: a range is taken between the
+                // bytes read as `i8`, either way round.
+                let (a, b) = (start as i8, p[i + 2] as i8);
+                let (lo, hi) = (a.min(b), a.max(b));
+                for c in lo..=hi {
+                    add(c as u8);
+                }
+                i += 2;
+            }
+            Some(&b) => add(b),
         }
-        first = false;
-        let lo = if p[i] == '\\' && i + 1 < p.len() {
-            i += 1;
-            p[i]
-        } else {
-            p[i]
-        };
-        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-            let hi = p[i + 2];
-            if lo <= c && c <= hi {
-                matched = true;
-            }
-            i += 3;
-        } else {
-            if lo == c {
-                matched = true;
-            }
-            i += 1;
+        i += 1;
+    }
+    if negate {
+        for word in &mut set {
+            *word = !*word;
         }
     }
-    None
+    (set, i)
 }
 
 /// Escapes the glob metacharacters in `literal`, so a prefix can be combined with a pattern.
@@ -318,7 +369,8 @@ mod tests {
         assert!(!glob_match("[^a-c]x", "bx"));
         assert!(glob_match("a\\*", "a*"));
         assert!(!glob_match("a\\*", "ab"));
-        assert!(glob_match("[unclosed", "[unclosed"));
+        assert!(!glob_match("[unclosed", "[unclosed"));
+        assert!(glob_match("[unclosed", "u"));
         assert!(glob_match("*:1:k?y", "p:1:key"));
     }
 

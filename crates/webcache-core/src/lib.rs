@@ -20,6 +20,7 @@ pub use cache::{
     DEGRADE_LOG_INTERVAL,
 };
 pub use config::{BackendSpec, CacheConfig, CachesConfig, ConfigError};
+pub use entry::DEFAULT_MAX_ENTRY_SIZE;
 pub use error::{BoxError, Error, Result};
 pub use key::{glob_escape, glob_match, InvalidKeyPolicy, KeyFunction};
 pub use single_flight::{Followed, Follower, Joined, Leader, SingleFlight};

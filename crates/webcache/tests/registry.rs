@@ -85,7 +85,7 @@ async fn mistakes_are_explained() {
     );
     assert!(error_of("locmem://?colour=blue")
         .await
-        .contains("`colour`: unknown option for the `locmem` backend; accepted options: max_entries, max_bytes, timeout"));
+        .contains("`colour`: unknown option for the `locmem` backend; accepted options: max_entries, max_bytes, cull_frequency, timeout"));
     assert!(error_of("ftp://host")
         .await
         .contains("unknown scheme `ftp`"));
