@@ -261,13 +261,12 @@ impl Inner {
     /// Value and expiry of `key`, live or not.
     async fn row(&self, key: &str) -> Result<Stored> {
         let sql = q(&self.sql.get);
-        let row: Option<std::result::Result<(Vec<u8>, Option<i64>), sqlx::Error>> =
-            with_pool!(&self.pool, p => {
-                sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| {
-                    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                })
+        let row: Option<std::result::Result<RawRow, sqlx::Error>> = with_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(key).fetch_optional(p).await.map(|row| {
+                row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             })
-            .map_err(|e| self.error("get", e))?;
+        })
+        .map_err(|e| self.error("get", e))?;
         Ok(match row {
             None => Stored::Missing,
             Some(Ok((value, expires))) => Stored::Row(value, expires),
@@ -739,6 +738,9 @@ impl Backend for SqlCache {
         Ok(())
     }
 }
+
+/// A row as read: the value and the expiry (unix milliseconds, `None` for never).
+type RawRow = (Vec<u8>, Option<i64>);
 
 #[cfg(test)]
 mod tests {

@@ -86,7 +86,7 @@ fn column_problem(dialect: Dialect, table: &str, columns: &[Column]) -> Option<S
     }
     let wrong_collation = expected.iter().find_map(|(name, _, collation)| {
         let (_, _, found) = columns.iter().find(|(n, _, _)| n == name)?;
-        (!same_order(found, collation)).then(|| (*name, found.as_str(), *collation))
+        (!same_order(found, collation)).then_some((*name, found.as_str(), *collation))
     });
     wrong_collation.map(|(name, found, wanted)| {
         format!(

@@ -102,6 +102,8 @@ while [ "$tries" -lt 100 ]; do
     sleep 0.1
 done
 "#;
+        // The remover outlives this process on purpose: it is never waited for.
+        #[allow(clippy::zombie_processes)]
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
