@@ -56,9 +56,26 @@ impl From<Error> for OpError {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidKey { .. } | Error::Serialize { .. } => OpError::Usage(e.to_string()),
-            other => OpError::Failed(other.to_string()),
+            other => OpError::Failed(with_causes(&other)),
         }
     }
+}
+
+/// An error and the chain of its causes, `message: cause: cause`, so that what the server said
+/// (e.g. PostgreSQL's "index row size ... exceeds btree maximum") reaches the user.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their cause in their own message.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// How a command addresses keys: a version, or the stored key as it is.
@@ -368,5 +385,23 @@ fn timeout(seconds: Option<f64>, forever: bool) -> Result<Timeout, OpError> {
         (None, false) => Ok(Timeout::Default),
         (Some(s), false) if s.is_finite() => Ok(Timeout::from(s)),
         (Some(s), false) => Err(OpError::Usage(format!("{s} is not a number of seconds"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_says_its_causes() {
+        let io = std::io::Error::other("index row size 3016 exceeds btree maximum 2704");
+        let e = Error::backend("postgres", "set failed", io);
+        let OpError::Failed(text) = OpError::from(e) else {
+            panic!("a backend failure is not a usage error");
+        };
+        assert_eq!(
+            text,
+            "postgres failed: set failed: index row size 3016 exceeds btree maximum 2704"
+        );
     }
 }

@@ -13,7 +13,7 @@ use http::response::Parts;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use webcache_core::Leader;
 
-use super::respond::Outcome;
+use super::respond::{self, Outcome};
 use super::{InnerService, PageCacheEngine, Published, Reply};
 use crate::body::{buffer, Buffered, CacheBody, PageBody};
 use crate::conditional;
@@ -181,6 +181,22 @@ impl PageCacheEngine {
                     &method,
                     &request_headers,
                     response_time,
+                    Outcome::Miss,
+                ))
+            }
+            Buffered::Failed(error) => {
+                // Nothing was sent yet: a 502 in words, never an empty reply or a page that
+                // looks complete. The waiters ask for themselves.
+                tracing::warn!(
+                    key = primary,
+                    "the response body broke off: {error}; answered 502"
+                );
+                drop(leader);
+                Ok(self.respond.mark(
+                    respond::text(
+                        StatusCode::BAD_GATEWAY,
+                        "bad gateway: the response body broke off before it was complete\n",
+                    ),
                     Outcome::Miss,
                 ))
             }
