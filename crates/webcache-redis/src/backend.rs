@@ -804,3 +804,83 @@ impl Backend for RedisBackend {
         Ok(self.read::<u64>("EXISTS", &cmd).await? == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The error Redis's reply line `-{line}` gives the client.
+    fn server_error(line: &str) -> RedisError {
+        let reply = format!("-{line}\r\n");
+        match redis::parse_redis_value(reply.as_bytes()).and_then(|v| v.extract_error()) {
+            Err(e) => e,
+            Ok(v) => panic!("{line:?} parsed as {v:?}"),
+        }
+    }
+
+    #[test]
+    fn incr_refusals_are_read_from_redis_replies() {
+        let script = " script: 8cd0, on @user_script:1.";
+        for (line, expected) in [
+            (
+                format!("ERR value is not an integer or out of range{script}"),
+                Some(IncrRefusal::NotAnInteger),
+            ),
+            (
+                format!("ERR increment or decrement would overflow{script}"),
+                Some(IncrRefusal::Overflow),
+            ),
+            (
+                format!(
+                    "WRONGTYPE Operation against a key holding the wrong kind of value{script}"
+                ),
+                Some(IncrRefusal::WrongType),
+            ),
+            ("ERR something else overflow".to_owned(), None),
+            (
+                "OOM command not allowed when used memory > 'maxmemory'".to_owned(),
+                None,
+            ),
+            ("NOSCRIPT No matching script".to_owned(), None),
+        ] {
+            assert_eq!(incr_refusal(&server_error(&line)), expected, "{line}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any error line from a server is read without a panic, and only Redis's own three
+        /// refusals are taken as being about the value.
+        #[test]
+        fn any_error_reply_is_read_without_panic(
+            head in prop_oneof![
+                Just("ERR value is not an integer"),
+                Just("ERR increment or decrement would overflow"),
+                Just("WRONGTYPE"),
+                Just("ERR "),
+                Just("ERR"),
+                Just("WRONGTYPEX"),
+                Just(""),
+            ],
+            tail in "[^\r\n]{0,60}",
+        ) {
+            let line = format!("{head}{tail}");
+            prop_assume!(!line.is_empty());
+            let (code, detail) = line.split_once(' ').unwrap_or((&line, ""));
+            let expected = match code {
+                "WRONGTYPE" => Some(IncrRefusal::WrongType),
+                "ERR" if detail.starts_with("value is not an integer") => {
+                    Some(IncrRefusal::NotAnInteger)
+                }
+                "ERR" if detail.starts_with("increment or decrement would overflow") => {
+                    Some(IncrRefusal::Overflow)
+                }
+                _ => None,
+            };
+            prop_assert_eq!(incr_refusal(&server_error(&line)), expected, "{:?}", line);
+        }
+    }
+}

@@ -243,7 +243,31 @@ pub(crate) fn masters_from_cluster_nodes(text: &str) -> Vec<(String, u16)> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever a server sends as `CLUSTER NODES`, reading it never panics, and every
+        /// master it yields is a `host:port` written on a line flagged `master` with slots.
+        #[test]
+        fn cluster_nodes_output_is_read_without_panic(
+            text in "(([0-9a-f]{2} )?[0-9.:@\\[\\],a-z]{0,24} (master|myself,master|slave|master,fail)? ?[-0-9 a-z]{0,30}\n){0,6}",
+            noise in any::<Vec<u8>>(),
+        ) {
+            for (host, port) in masters_from_cluster_nodes(&text) {
+                let address = format!("{host}:{port}");
+                prop_assert!(
+                    // IPv6 hosts come without their brackets.
+                    text.lines().any(|l| l.contains("master") && l.replace(['[', ']'], "").contains(&address)),
+                    "{} not on a master line of {:?}", address, text
+                );
+            }
+            let _ = masters_from_cluster_nodes(&String::from_utf8_lossy(&noise));
+        }
+    }
 
     #[test]
     fn parses_masters_from_cluster_nodes() {
