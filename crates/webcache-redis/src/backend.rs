@@ -28,6 +28,16 @@ const SCAN_COUNT: usize = 1000;
 /// overflow its clock, and anything this long is "forever" in practice.
 const MAX_EXPIRY_MS: u128 = 1_000_000_000_000_000;
 
+/// Requests in flight on one cluster node's connection at most (more wait their turn).
+///
+/// Without a bound, about 50 concurrent calls meeting `MOVED` after slots moved (a reshard)
+/// wedge the cluster client of redis 1.8.1 for good: every later call on that connection times
+/// out, even after the reshard (a node connection's command queue holds 50, and the slot
+/// refresh that `MOVED` starts then cannot get its own command through). A bound well under 50
+/// keeps room for it and still pipelines plenty; `moved_after_a_reshard_under_concurrency` in
+/// the cluster tests checks it.
+const CLUSTER_IN_FLIGHT_PER_NODE: usize = 32;
+
 /// `INCRBY` only on an existing key: plain `INCRBY` would create a missing key at 0.
 /// Running as one script keeps the check and the increment atomic.
 const INCR_EXISTING: &str = r"
@@ -108,6 +118,7 @@ impl RedisBackend {
                     redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
                         .connection_timeout(config.connect_timeout)
                         .response_timeout(config.response_timeout)
+                        .connection_concurrency_limit(CLUSTER_IN_FLIGHT_PER_NODE)
                         // Follow MOVED/ASK and reconnects within the call's own bound.
                         .overall_response_timeout(Some(
                             config.connect_timeout + config.response_timeout,
@@ -167,9 +178,7 @@ impl RedisBackend {
             if keys.is_empty() {
                 continue;
             }
-            let mut cmd = redis::cmd("UNLINK");
-            cmd.arg(&keys);
-            removed += self.write::<u64>("UNLINK", &cmd).await?;
+            removed += self.unlink(&keys).await?;
         }
         Ok(removed)
     }
@@ -398,6 +407,69 @@ impl RedisBackend {
         .boxed()
     }
 
+    /// `UNLINK keys...`, one command per slot on a cluster (see [`by_slot`]); how many
+    /// keys were removed.
+    async fn unlink<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
+        let conn = self.inner.topology.writer();
+        if !self.inner.topology.is_cluster() {
+            let mut cmd = redis::cmd("UNLINK");
+            for key in keys {
+                cmd.arg(key.as_ref());
+            }
+            return self.write("UNLINK", &cmd).await;
+        }
+        let calls = by_slot(keys).into_iter().map(|indices| {
+            let mut cmd = redis::cmd("UNLINK");
+            for i in indices {
+                cmd.arg(keys[i].as_ref());
+            }
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<u64>(&mut conn).await }
+        });
+        let counts = self
+            .bounded(futures::future::try_join_all(calls))
+            .await?
+            .map_err(|e| self.fail("UNLINK", e))?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// `MGET` on a cluster, one command per slot (see [`by_slot`]), the answers put back in
+    /// the order of `keys`.
+    async fn get_many_cluster(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let (conn, _) = self.inner.topology.reader();
+        let groups = by_slot(keys);
+        let calls = groups.iter().map(|indices| {
+            let mut cmd = redis::cmd("MGET");
+            for &i in indices {
+                cmd.arg(&keys[i]);
+            }
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<Vec<Option<Bytes>>>(&mut conn).await }
+        });
+        let answers = self
+            .bounded(futures::future::try_join_all(calls))
+            .await?
+            .map_err(|e| self.fail("MGET", e))?;
+        let mut values = vec![None; keys.len()];
+        for (indices, answer) in groups.iter().zip(answers) {
+            if answer.len() != indices.len() {
+                return Err(Error::backend_msg(
+                    NAME,
+                    format!(
+                        "MGET on {} answered {} values for {} keys",
+                        self.inner.config.label,
+                        answer.len(),
+                        indices.len()
+                    ),
+                ));
+            }
+            for (&i, value) in indices.iter().zip(answer) {
+                values[i] = value;
+            }
+        }
+        Ok(values)
+    }
+
     async fn set_many_cluster(&self, cmds: Vec<(String, Cmd)>) -> Result<()> {
         // A cluster pipeline must stay within one slot: one pipeline per slot, run together.
         let mut by_slot: HashMap<Slot, redis::Pipeline> = HashMap::new();
@@ -456,6 +528,21 @@ fn incr_refusal(e: &RedisError) -> Option<IncrRefusal> {
     } else {
         None
     }
+}
+
+/// The positions of `keys` grouped by cluster slot, for multi-key commands sent one per slot.
+/// The cluster client would split a multi-slot `MGET`/`UNLINK` itself, but into commands
+/// that bypass the bound on commands in flight (`conn::CLUSTER_IN_FLIGHT`), and hundreds of
+/// them meeting `MOVED` at once wedge it.
+fn by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Vec<usize>> {
+    let mut groups: HashMap<Slot, Vec<usize>> = HashMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        groups
+            .entry(Slot::for_key(key.as_ref()))
+            .or_default()
+            .push(i);
+    }
+    groups.into_values().collect()
 }
 
 /// Milliseconds for `PX`/`PEXPIRE`: at least 1 (a sub-millisecond expiry would be refused as
@@ -672,6 +759,9 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        if self.inner.topology.is_cluster() {
+            return self.get_many_cluster(keys).await;
+        }
         let mut cmd = redis::cmd("MGET");
         cmd.arg(keys);
         self.read("MGET", &cmd).await
@@ -705,14 +795,92 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(keys);
-        self.write("UNLINK", &cmd).await
+        self.unlink(keys).await
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(key);
         Ok(self.read::<u64>("EXISTS", &cmd).await? == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The error Redis's reply line `-{line}` gives the client.
+    fn server_error(line: &str) -> RedisError {
+        let reply = format!("-{line}\r\n");
+        match redis::parse_redis_value(reply.as_bytes()).and_then(|v| v.extract_error()) {
+            Err(e) => e,
+            Ok(v) => panic!("{line:?} parsed as {v:?}"),
+        }
+    }
+
+    #[test]
+    fn incr_refusals_are_read_from_redis_replies() {
+        let script = " script: 8cd0, on @user_script:1.";
+        for (line, expected) in [
+            (
+                format!("ERR value is not an integer or out of range{script}"),
+                Some(IncrRefusal::NotAnInteger),
+            ),
+            (
+                format!("ERR increment or decrement would overflow{script}"),
+                Some(IncrRefusal::Overflow),
+            ),
+            (
+                format!(
+                    "WRONGTYPE Operation against a key holding the wrong kind of value{script}"
+                ),
+                Some(IncrRefusal::WrongType),
+            ),
+            ("ERR something else overflow".to_owned(), None),
+            (
+                "OOM command not allowed when used memory > 'maxmemory'".to_owned(),
+                None,
+            ),
+            ("NOSCRIPT No matching script".to_owned(), None),
+        ] {
+            assert_eq!(incr_refusal(&server_error(&line)), expected, "{line}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any error line from a server is read without a panic, and only Redis's own three
+        /// refusals are taken as being about the value.
+        #[test]
+        fn any_error_reply_is_read_without_panic(
+            head in prop_oneof![
+                Just("ERR value is not an integer"),
+                Just("ERR increment or decrement would overflow"),
+                Just("WRONGTYPE"),
+                Just("ERR "),
+                Just("ERR"),
+                Just("WRONGTYPEX"),
+                Just(""),
+            ],
+            tail in "[^\r\n]{0,60}",
+        ) {
+            let line = format!("{head}{tail}");
+            prop_assume!(!line.is_empty());
+            let (code, detail) = line.split_once(' ').unwrap_or((&line, ""));
+            let expected = match code {
+                "WRONGTYPE" => Some(IncrRefusal::WrongType),
+                "ERR" if detail.starts_with("value is not an integer") => {
+                    Some(IncrRefusal::NotAnInteger)
+                }
+                "ERR" if detail.starts_with("increment or decrement would overflow") => {
+                    Some(IncrRefusal::Overflow)
+                }
+                _ => None,
+            };
+            prop_assert_eq!(incr_refusal(&server_error(&line)), expected, "{:?}", line);
+        }
     }
 }

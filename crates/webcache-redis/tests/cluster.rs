@@ -89,24 +89,8 @@ async fn moved_and_ask_are_followed_while_slots_migrate() {
         .set_many(keys.iter().map(|k| (k.as_str(), k.clone())), 300)
         .await
         .unwrap();
-    let [from, to, _] = cluster.nodes() else {
-        panic!("three nodes")
-    };
-    let id = |node: &webcache_testkit::servers::redis::RedisServer| {
-        node.cli(&["cluster", "myid"]).trim().to_owned()
-    };
-    let reshard = {
-        let (port, from_id, to_id) = (from.port(), id(from), id(to));
-        std::thread::spawn(move || {
-            std::process::Command::new("redis-cli")
-                .args(["--cluster", "reshard", &format!("127.0.0.1:{port}")])
-                .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
-                .args(["--cluster-slots", "2000", "--cluster-yes"])
-                .stdout(std::process::Stdio::null())
-                .status()
-                .unwrap()
-        })
-    };
+    let mut reshard = reshard(&cluster, 0, 1);
+    let reshard = std::thread::spawn(move || reshard.status().unwrap());
     // Read and write while the slots move, and after.
     let mut rounds = 0;
     while !reshard.is_finished() || rounds < 2 {
@@ -157,4 +141,63 @@ async fn foreign_values_under_the_prefix_are_misses() {
     };
     common::foreign_values_are_misses_and_not_integers(&cache, cli).await;
     common::incr_refusals_are_usage_errors(&cache, cli).await;
+}
+
+/// `redis-cli --cluster reshard` moving 2000 slots from node `from` to node `to`.
+fn reshard(cluster: &RedisCluster, from: usize, to: usize) -> std::process::Command {
+    let id = |i: usize| {
+        cluster.nodes()[i]
+            .cli(&["cluster", "myid"])
+            .trim()
+            .to_owned()
+    };
+    let mut command = std::process::Command::new("redis-cli");
+    command
+        .args(["--cluster", "reshard"])
+        .arg(format!("127.0.0.1:{}", cluster.nodes()[from].port()))
+        .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+        .args(["--cluster-slots", "2000", "--cluster-yes"])
+        .stdout(std::process::Stdio::null());
+    command
+}
+
+/// Many concurrent calls meeting `MOVED` at once, right after a reshard (the cache's slot map
+/// is stale): they all follow it and later calls work. Without a bound on requests in flight
+/// per node, 50 or so such calls wedged the cluster client for good (every later call timed
+/// out). A cluster of its own, as the reshard would disturb the other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_after_a_reshard_under_concurrency() {
+    let cluster = RedisCluster::start(3);
+    let url = format!("{}?connect_timeout=10&response_timeout=10", cluster.url());
+    let cache = Cache::new(
+        Arc::new(common::backend(&url).await),
+        CacheOptions {
+            key_prefix: "burst".into(),
+            ..CacheOptions::default()
+        },
+    );
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    cache
+        .set_many(keys.iter().map(|k| (k.as_str(), k.clone())), 300)
+        .await
+        .unwrap();
+    for (round, (from, to)) in [(0, 1), (1, 2)].into_iter().enumerate() {
+        assert!(
+            reshard(&cluster, from, to).status().unwrap().success(),
+            "redis-cli --cluster reshard failed"
+        );
+        let tasks: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let (cache, key) = (cache.clone(), key.clone());
+                tokio::spawn(async move { cache.get::<String>(&key).await.map(|v| (key, v)) })
+            })
+            .collect();
+        for task in tasks {
+            let (key, value) = task.await.unwrap().unwrap();
+            assert_eq!(value.as_deref(), Some(key.as_str()), "round {round}");
+        }
+        let got: std::collections::HashMap<String, String> = cache.get_many(&keys).await.unwrap();
+        assert_eq!(got.len(), keys.len(), "round {round}");
+    }
 }

@@ -85,7 +85,9 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// a folder whose server must find it to stop (PostgreSQL's data directory: its own watchdog
 /// removes it after stopping it).
 pub fn remove_at_exit(dir: &Path) {
-    static REMOVER: Mutex<Option<ChildStdin>> = Mutex::new(None);
+    /// The remover and the write end of its pipe; kept, never waited for: it is meant to
+    /// outlive this process.
+    static REMOVER: Mutex<Option<(Child, ChildStdin)>> = Mutex::new(None);
     let mut remover = REMOVER.lock().unwrap_or_else(|p| p.into_inner());
     if remover.is_none() {
         let script = r#"trap '' INT TERM HUP
@@ -112,16 +114,14 @@ done
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the scratch folder remover: {e}"));
-        // The remover outlives this process on purpose: it is never waited for.
-        *remover = child.stdin.take();
+        let stdin = child.stdin.take().expect("the remover's stdin is piped");
+        *remover = Some((child, stdin));
     }
     let line = dir
         .to_str()
         .filter(|text| !text.contains('\n'))
         .unwrap_or_else(|| panic!("{} is not a one-line UTF-8 path", dir.display()));
-    let stdin = remover
-        .as_mut()
-        .expect("the remover's pipe was just opened");
+    let (_, stdin) = remover.as_mut().expect("the remover was just started");
     writeln!(stdin, "{line}")
         .and_then(|()| stdin.flush())
         .unwrap_or_else(|e| panic!("cannot register {line} for removal: {e}"));
