@@ -111,7 +111,7 @@ async fn a_value_larger_than_the_bound_is_refused() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("larger than the backend accepts"),
+        err.to_string().contains("larger than the cache accepts"),
         "{err}"
     );
     assert_eq!(cache.get_bytes("k").await.unwrap(), None);

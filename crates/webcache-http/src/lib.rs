@@ -7,6 +7,7 @@ mod body;
 pub mod conditional;
 mod engine;
 mod future;
+mod gateway;
 pub mod headers;
 mod hop;
 mod host;

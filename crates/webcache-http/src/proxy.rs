@@ -288,7 +288,7 @@ impl Origin {
             }
         };
         result.map_err(|e| {
-            if is_timeout(&e) {
+            if crate::gateway::is_timeout(&e) {
                 tracing::warn!("upstream {upstream}: connect timeout: {e}");
                 return gateway_error(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -334,7 +334,7 @@ fn gateway_error(status: StatusCode, message: String) -> Response<Body> {
 /// Why an upstream body failed, carried as the body's error so that a layer in front can
 /// answer in words (see [`fail_closed`]).
 #[derive(Debug, thiserror::Error)]
-enum UpstreamBodyError {
+pub(crate) enum UpstreamBodyError {
     /// The total timeout passed while the body was being read.
     #[error("the upstream {upstream} did not finish its answer within the total timeout of {timeout:?} (Origin::total_timeout)")]
     TotalTimeout {
@@ -501,24 +501,6 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Whether `error` (or what caused it) is a timeout.
-fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            || matches!(
-                e.downcast_ref::<UpstreamBodyError>(),
-                Some(UpstreamBodyError::TotalTimeout { .. })
-            )
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
 impl Service<Request<Body>> for Origin {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -593,19 +575,8 @@ async fn fail_closed(response: Response<Body>) -> Response<Body> {
     let (parts, mut body) = response.into_parts();
     match body.frame().now_or_never() {
         Some(Some(Err(e))) => {
-            let e = e.into_inner();
-            let status = if is_timeout(e.as_ref()) {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            gateway_error(
-                status,
-                format!(
-                    "{}: {e}\n",
-                    status.canonical_reason().unwrap_or("error").to_lowercase()
-                ),
-            )
+            let (status, message) = crate::gateway::broken_body(e.into_inner().as_ref());
+            gateway_error(status, message)
         }
         Some(Some(Ok(first))) => Response::from_parts(
             parts,

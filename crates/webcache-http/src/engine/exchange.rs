@@ -185,20 +185,14 @@ impl PageCacheEngine {
                 ))
             }
             Buffered::Failed(error) => {
-                // Nothing was sent yet: a 502 in words, never an empty reply or a page that
-                // looks complete. The waiters ask for themselves.
-                tracing::warn!(
-                    key = primary,
-                    "the response body broke off: {error}; answered 502"
-                );
+                // Nothing was sent yet: a 502 (504 for a timeout) in words, never an empty reply
+                // or a page that looks complete. The waiters ask for themselves.
+                let (status, message) = crate::gateway::broken_body(error.as_ref());
+                tracing::warn!(key = primary, "{}", message.trim_end());
                 drop(leader);
-                Ok(self.respond.mark(
-                    respond::text(
-                        StatusCode::BAD_GATEWAY,
-                        "bad gateway: the response body broke off before it was complete\n",
-                    ),
-                    Outcome::Miss,
-                ))
+                Ok(self
+                    .respond
+                    .mark(respond::text(status, message), Outcome::Miss))
             }
             other => {
                 tracing::debug!(

@@ -107,17 +107,20 @@ impl Responder {
 }
 
 /// A plain-text answer of the layer's own.
-pub(crate) fn text<R>(status: StatusCode, message: &'static str) -> Response<CacheBody<R>> {
-    let mut response = Response::new(CacheBody::full(bytes::Bytes::from_static(
-        message.as_bytes(),
-    )));
+pub(crate) fn text<R>(
+    status: StatusCode,
+    message: impl Into<bytes::Bytes>,
+) -> Response<CacheBody<R>> {
+    let message = message.into();
+    let length = message.len();
+    let mut response = Response::new(CacheBody::full(message));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(message.len()));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     response
 }
 

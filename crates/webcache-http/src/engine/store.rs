@@ -33,6 +33,7 @@ pub(crate) struct Lookup {
 pub(crate) struct StoreState {
     memo: VaryMemo,
     pending: Pending,
+    writes: Writes,
     warn: Throttle,
 }
 
@@ -145,6 +146,7 @@ impl PageStore {
             .filter_map(|(k, entry)| entry.map(|e| (k.clone(), self.state.pending.insert(k, e))))
             .collect();
         self.state.memo.remember(primary, &names);
+        let epoch = self.state.writes.begin(primary);
         let store = self.clone();
         let primary = primary.to_owned();
         tokio::spawn(async move {
@@ -158,6 +160,14 @@ impl PageStore {
                     "page cache backend did not take a page within {:?}; not stored",
                     store.store_timeout
                 );
+            }
+            if !store.state.writes.end(&primary, epoch) {
+                // The URL was invalidated while this page was being written: what was written
+                // may have landed after the invalidation's delete, so it goes too.
+                let keys: Vec<String> = tickets.iter().map(|(k, _)| k.clone()).collect();
+                if let Err(e) = store.cache.delete_many(&keys).await {
+                    store.warn_backend("delete_many", &e);
+                }
             }
             for (key, ticket) in tickets {
                 store.state.pending.remove(&key, ticket);
@@ -242,6 +252,9 @@ impl PageStore {
     /// Removes a URL's page, or its vary entry and every variant it lists: one read and one
     /// delete, whatever the size of the keyspace.
     pub(crate) async fn invalidate(&self, primary: &str) {
+        // First: writes under way learn of it (and undo themselves), so none can land after the
+        // delete below and bring the page back.
+        self.state.writes.invalidated(primary);
         self.state.pending.remove_prefixed(primary);
         let mut keys = vec![primary.to_owned()];
         if let Some(Entry::Vary(list)) = self.read_backend(primary).await {
@@ -320,6 +333,48 @@ impl Pending {
         let mut map = self.lock();
         map.retain(|k, _| !k.starts_with(primary));
         self.len.store(map.len(), Ordering::Release);
+    }
+}
+
+/// The URLs with page writes under way, and whether each was invalidated meanwhile. Holds only
+/// URLs being written, so it stays small.
+#[derive(Debug, Default)]
+struct Writes {
+    /// Primary key -> (invalidations seen, writes under way).
+    map: Mutex<HashMap<String, (u64, usize)>>,
+}
+
+impl Writes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, usize)>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A write of `primary` begins; returns the epoch to give to [`Self::end`].
+    fn begin(&self, primary: &str) -> u64 {
+        let mut map = self.lock();
+        let entry = map.entry(primary.to_owned()).or_insert((0, 0));
+        entry.1 += 1;
+        entry.0
+    }
+
+    fn invalidated(&self, primary: &str) {
+        if let Some(entry) = self.lock().get_mut(primary) {
+            entry.0 += 1;
+        }
+    }
+
+    /// A write of `primary` ended; returns whether no invalidation happened since it began.
+    fn end(&self, primary: &str, epoch: u64) -> bool {
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(primary) else {
+            return true;
+        };
+        let valid = entry.0 == epoch;
+        entry.1 = entry.1.saturating_sub(1);
+        if entry.1 == 0 {
+            map.remove(primary);
+        }
+        valid
     }
 }
 
