@@ -171,10 +171,21 @@ pub(crate) fn decoded_size(raw: &[u8]) -> Result<Option<usize>, CorruptEntry> {
     }
 }
 
-/// Parses the ASCII decimal form of an `i64` (what `incr` reads and writes).
+/// Parses the canonical ASCII decimal form of an `i64` (what `incr` reads and writes): exactly
+/// what `i64`'s `Display` writes, the rule of Redis's `INCRBY`. No sign but a leading `-`, no
+/// leading zeros (`042`), no `-0`, no spaces: such values, written by another program, are not
+/// integers, so `incr` refuses them on every backend instead of reading `042` as 42 on some.
 pub fn parse_integer(raw: &[u8]) -> Option<i64> {
     let digits = raw.strip_prefix(b"-").unwrap_or(raw);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    let negative = digits.len() < raw.len();
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => !negative,
+        [first, ..] => {
+            *first != b'0' && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit)
+        }
+    };
+    if !canonical {
         return None;
     }
     std::str::from_utf8(raw).ok()?.parse().ok()
@@ -195,6 +206,45 @@ mod tests {
         // u64 beyond i64 is framed JSON, not an incr-able integer.
         let big = encode_json(&u64::MAX, None).unwrap();
         assert_eq!(big[0], MAGIC);
+    }
+
+    #[test]
+    fn only_canonical_decimals_are_integers() {
+        for (raw, n) in [
+            ("0", 0),
+            ("7", 7),
+            ("-7", -7),
+            ("9223372036854775807", i64::MAX),
+            ("-9223372036854775808", i64::MIN),
+        ] {
+            assert_eq!(parse_integer(raw.as_bytes()), Some(n), "{raw}");
+        }
+        for raw in [
+            "",
+            "-",
+            "042",
+            "00",
+            "-0",
+            "-042",
+            "+1",
+            " 1",
+            "1 ",
+            "1\n",
+            "1.0",
+            "1e3",
+            "0x10",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "١",
+        ] {
+            assert_eq!(parse_integer(raw.as_bytes()), None, "{raw:?}");
+            // Not an integer, and not an entry either: a foreign value, read as a miss.
+            assert!(
+                decode(&Bytes::copy_from_slice(raw.as_bytes())).is_err(),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]

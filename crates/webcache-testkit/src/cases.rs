@@ -220,6 +220,86 @@ pub async fn incr_non_integer_is_error(h: &dyn Harness) {
     ));
 }
 
+/// `incr` past the range of `i64` is an error that leaves the value as it was, never a wrap.
+pub async fn incr_overflow_is_an_error_and_leaves_the_value(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("max", &i64::MAX, 60).await.unwrap();
+    let err = c.incr("max", 1).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Overflow { ref key } if key == "max"),
+        "{err:?}"
+    );
+    assert_eq!(c.get::<i64>("max").await.unwrap(), Some(i64::MAX));
+    assert!(matches!(
+        c.incr("max", i64::MAX).await,
+        Err(Error::Overflow { .. })
+    ));
+    assert_eq!(c.get::<i64>("max").await.unwrap(), Some(i64::MAX));
+    assert_eq!(c.incr("max", -1).await.unwrap(), i64::MAX - 1);
+
+    c.set("min", &i64::MIN, 60).await.unwrap();
+    let err = c.decr("min", 1).await.unwrap_err();
+    assert!(matches!(err, Error::Overflow { .. }), "{err:?}");
+    assert_eq!(c.get::<i64>("min").await.unwrap(), Some(i64::MIN));
+    assert!(matches!(
+        c.decr("min", i64::MIN).await,
+        Err(Error::Overflow { .. })
+    ));
+    assert_eq!(c.get::<i64>("min").await.unwrap(), Some(i64::MIN));
+}
+
+/// A number written by another program in a form `incr` would not write (`042`, `+1`, ` 1`,
+/// `-0`, beyond `i64`) is not an integer: it is not read as one, `incr` refuses it (as Redis's
+/// `INCRBY` does) and leaves it as it was.
+pub async fn foreign_integers_are_not_reinterpreted(h: &dyn Harness) {
+    let c = cache(h).await;
+    let backend = c.backend().clone();
+    for (i, raw) in [
+        "042",
+        "00",
+        "-0",
+        "+1",
+        " 1",
+        "1 ",
+        "9223372036854775808",
+        "18446744073709551615",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("n{i}");
+        let full = c.make_key(&key).unwrap();
+        backend
+            .set(
+                &full,
+                Bytes::from(raw),
+                Expiry::After(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            c.get::<i64>(&key).await.unwrap(),
+            None,
+            "{raw:?} read as an integer"
+        );
+        assert_eq!(
+            c.get::<u64>(&key).await.unwrap(),
+            None,
+            "{raw:?} read as an integer"
+        );
+        let result = c.incr(&key, 1).await;
+        assert!(
+            matches!(result, Err(Error::NotAnInteger { .. })),
+            "incr on {raw:?} gave {result:?}"
+        );
+        assert_eq!(
+            c.get_raw(&key).await.unwrap().as_deref(),
+            Some(raw.as_bytes()),
+            "incr on {raw:?} changed it"
+        );
+    }
+}
+
 /// `incr` keeps the key's expiry.
 pub async fn incr_keeps_expiry(h: &dyn Harness) {
     let c = cache(h).await;

@@ -135,6 +135,8 @@ macro_rules! conformance_suite {
             incr_and_decr,
             incr_missing_key_is_error,
             incr_non_integer_is_error,
+            incr_overflow_is_an_error_and_leaves_the_value,
+            foreign_integers_are_not_reinterpreted,
             incr_keeps_expiry,
             concurrent_incr_is_atomic,
             expires_after_one_second,
