@@ -171,10 +171,21 @@ pub(crate) fn decoded_size(raw: &[u8]) -> Result<Option<usize>, CorruptEntry> {
     }
 }
 
-/// Parses the ASCII decimal form of an `i64` (what `incr` reads and writes).
+/// Parses the canonical ASCII decimal form of an `i64` (what `incr` reads and writes): exactly
+/// what `i64`'s `Display` writes, the rule of Redis's `INCRBY`. No sign but a leading `-`, no
+/// leading zeros (`042`), no `-0`, no spaces: such values, written by another program, are not
+/// integers, so `incr` refuses them on every backend instead of reading `042` as 42 on some.
 pub fn parse_integer(raw: &[u8]) -> Option<i64> {
     let digits = raw.strip_prefix(b"-").unwrap_or(raw);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    let negative = digits.len() < raw.len();
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => !negative,
+        [first, ..] => {
+            *first != b'0' && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit)
+        }
+    };
+    if !canonical {
         return None;
     }
     std::str::from_utf8(raw).ok()?.parse().ok()
@@ -195,6 +206,45 @@ mod tests {
         // u64 beyond i64 is framed JSON, not an incr-able integer.
         let big = encode_json(&u64::MAX, None).unwrap();
         assert_eq!(big[0], MAGIC);
+    }
+
+    #[test]
+    fn only_canonical_decimals_are_integers() {
+        for (raw, n) in [
+            ("0", 0),
+            ("7", 7),
+            ("-7", -7),
+            ("9223372036854775807", i64::MAX),
+            ("-9223372036854775808", i64::MIN),
+        ] {
+            assert_eq!(parse_integer(raw.as_bytes()), Some(n), "{raw}");
+        }
+        for raw in [
+            "",
+            "-",
+            "042",
+            "00",
+            "-0",
+            "-042",
+            "+1",
+            " 1",
+            "1 ",
+            "1\n",
+            "1.0",
+            "1e3",
+            "0x10",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "١",
+        ] {
+            assert_eq!(parse_integer(raw.as_bytes()), None, "{raw:?}");
+            // Not an integer, and not an entry either: a foreign value, read as a miss.
+            assert!(
+                decode(&Bytes::copy_from_slice(raw.as_bytes())).is_err(),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
@@ -229,6 +279,100 @@ mod tests {
             b"12345678901234567890123",
         ] {
             assert!(decode(&Bytes::copy_from_slice(raw)).is_err(), "{raw:?}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes that often look like an entry: framed headers with any flags and lengths.
+        fn stored() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..64),
+                (
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u32>(),
+                    prop::collection::vec(any::<u8>(), 0..64)
+                )
+                    .prop_map(|(codec, flags, len, body)| {
+                        let mut raw = vec![MAGIC, FORMAT_VERSION, codec % 3, flags % 3];
+                        raw.extend_from_slice(&len.to_le_bytes());
+                        raw.extend_from_slice(&body);
+                        raw
+                    }),
+                "-?[0-9]{0,21}".prop_map(String::into_bytes),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Any stored bytes decode or are refused, never a panic; what decodes is what an
+            /// encoder would have written, within the limit.
+            #[test]
+            fn decoding_never_panics(raw in stored(), limit in 0usize..128) {
+                let raw = Bytes::from(raw);
+                match decode_limited(&raw, limit) {
+                    Err(_) => {}
+                    Ok(Decoded::Integer(n)) => prop_assert_eq!(raw, Bytes::from(n.to_string())),
+                    Ok(Decoded::Bytes(payload)) | Ok(Decoded::Json(payload)) => {
+                        prop_assert_eq!(raw[0], MAGIC);
+                        prop_assert!(payload.len() <= limit);
+                        prop_assert_eq!(decoded_size(&raw), Ok(Some(payload.len())));
+                    }
+                }
+            }
+
+            /// Every integer encodes as digits that decode to it.
+            #[test]
+            fn integers_round_trip(n in any::<i64>()) {
+                prop_assert_eq!(decode(&encode_integer(n)), Ok(Decoded::Integer(n)));
+                prop_assert_eq!(encode_json(&n, Some(0)).unwrap(), Bytes::from(n.to_string()));
+            }
+        }
+
+        // Fewer cases: compressing is slow in a debug build.
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// What is encoded decodes to itself, compressed or not, with any threshold.
+            #[test]
+            fn encoding_round_trips(
+                data in prop::collection::vec(prop_oneof![Just(b'a'), any::<u8>()], 0..1024),
+                min in prop::option::of(0usize..1024),
+            ) {
+                let encoded = encode_bytes(&data, min);
+                prop_assert_eq!(decoded_size(&encoded), Ok(Some(data.len())));
+                prop_assert_eq!(decode(&encoded), Ok(Decoded::Bytes(Bytes::from(data.clone()))));
+                // One byte short of the size is refused, before decompressing.
+                if !data.is_empty() {
+                    prop_assert!(decode_limited(&encoded, data.len() - 1).is_err());
+                }
+                let text = String::from_utf8_lossy(&data).into_owned();
+                let Ok(Decoded::Json(json)) = decode(&encode_json(&text, min).unwrap()) else {
+                    return Err(TestCaseError::fail("a string did not encode as JSON"));
+                };
+                prop_assert_eq!(serde_json::from_slice::<String>(&json).unwrap(), text);
+            }
+
+            /// A damaged entry is refused or decodes to something of its declared size; it
+            /// never panics.
+            #[test]
+            fn damaged_entries_never_panic(
+                data in prop::collection::vec(prop_oneof![Just(b'z'), any::<u8>()], 1..512),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let mut raw = encode_bytes(&data, Some(0)).to_vec();
+                let i = at.index(raw.len());
+                raw[i] = byte;
+                let raw = Bytes::from(raw);
+                if let Ok(Decoded::Bytes(payload) | Decoded::Json(payload)) = decode(&raw) {
+                    prop_assert_eq!(decoded_size(&raw), Ok(Some(payload.len())));
+                }
+            }
         }
     }
 }

@@ -43,7 +43,7 @@ pub enum Error {
     },
     /// The value is larger than the backend (or the cache's `max_entry_size`) accepts, so it was
     /// not stored. A `set` also removed any older value under the key, so no stale value stays.
-    #[error("value of {size} bytes for key `{key}` is larger than the cache accepts ({limit} bytes), so it was not stored and the older value was removed; store less, or raise the limit (the cache's `max_entry_size`, or the server's item size)")]
+    #[error("value of {size} bytes for key `{key}` is larger than the cache accepts ({limit} bytes): it was not stored, and on `set` the older value was removed; store less, or raise the limit (the cache's `max_entry_size`, or the server's item size)")]
     ValueTooLarge {
         /// The key as the caller gave it.
         key: String,

@@ -74,7 +74,7 @@ pub enum InvalidKeyPolicy {
     Reject,
     /// Store it under `prefix:version:#<sha256 of the key>` instead.
     ///
-    /// Every key that starts with [`HASH_MARK`] is hashed too, valid or not, so that the
+    /// Every key that starts with `#` is hashed too, valid or not, so that the
     /// hashed keys live in a namespace no plain key reaches: the key `#<sha256 of "a b">` must
     /// not read the entry stored for `a b`.
     Hash,
@@ -372,6 +372,74 @@ mod tests {
         assert!(!glob_match("[unclosed", "[unclosed"));
         assert!(glob_match("[unclosed", "u"));
         assert!(glob_match("*:1:k?y", "p:1:key"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn rules() -> impl Strategy<Value = KeyRules> {
+            prop_oneof![Just(KeyRules::ANY), Just(KeyRules::MEMCACHED)]
+        }
+
+        fn policy() -> impl Strategy<Value = InvalidKeyPolicy> {
+            prop_oneof![Just(InvalidKeyPolicy::Reject), Just(InvalidKeyPolicy::Hash)]
+        }
+
+        /// Keys that often break the rules or look like hashed names.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[#a b\t:é]{0,12}",
+                "#[0-9a-f]{64}",
+                "[a-z]{240,300}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// Any key, prefix and version gives a key the backend accepts, or an error that
+            /// says how to fix it; never a panic.
+            #[test]
+            fn building_never_panics_and_obeys_the_rules(
+                key in key(),
+                prefix in any::<String>(),
+                version in any::<i64>(),
+                rules in rules(),
+                policy in policy(),
+            ) {
+                let f = KeyFunction::default();
+                match final_key(&f, &prefix, version, &key, &rules, policy) {
+                    Ok(full) => prop_assert_eq!(rules.violation(&full), None),
+                    Err(Error::InvalidKey { reason, .. }) => prop_assert!(!reason.is_empty()),
+                    Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+                }
+            }
+
+            /// Two different keys of one cache never share a stored key, hashed or plain.
+            #[test]
+            fn different_keys_never_collide(
+                a in key(),
+                b in key(),
+                prefix in "[a-z:]{0,8}",
+                version in any::<i64>(),
+                rules in rules(),
+                policy in policy(),
+            ) {
+                prop_assume!(a != b);
+                let f = KeyFunction::default();
+                let build = |k: &str| final_key(&f, &prefix, version, k, &rules, policy);
+                if let (Ok(x), Ok(y)) = (build(&a), build(&b)) {
+                    prop_assert_ne!(x, y);
+                }
+                // In particular a key spelled like the hashed name of another.
+                let hashed_name = format!("#{:x}", Sha256::digest(&a));
+                if let (Ok(x), Ok(y)) = (build(&a), build(&hashed_name)) {
+                    prop_assert_ne!(x, y);
+                }
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,26 @@
 //! where `MyHarness` implements [`Harness`]: it hands out backends (sharing one server is fine:
 //! every case uses its own random key prefix) and says what the backend can do.
 //!
+//! A backend that cannot do what a case needs (an entry bound, sub-second expiry, listing keys)
+//! names that case with its reason; the case is then reported by `cargo test` as `ignored`,
+//! counted in the summary, and runs only with `--ignored`:
+//!
+//! ```ignore
+//! webcache_testkit::conformance_suite!(MyHarness::new(); skip: {
+//!     eviction_keeps_the_bound: "the server evicts by memory, not by an entry bound",
+//! });
+//! ```
+//!
+//! A case whose capability is missing but that is not listed fails, saying what to list: a
+//! skipped case is never reported as a pass. A listed name that is not a case does not compile.
+//!
+//! # Checking that a test catches what it claims
+//!
+//! A test that cannot fail proves nothing. When adding one, break the line it is about (return
+//! early, drop the check, flip the condition), run that test alone
+//! (`cargo test -p CRATE --test FILE -- NAME`), see it fail with a message that names the fault,
+//! then restore the line.
+//!
 //! Beyond the suite, [`races`] holds the races between two independent clients of one store
 //! that backends shared by several processes must win, and [`bench`](mod@bench) the round driver of the
 //! backends' throughput benchmarks.
@@ -27,8 +47,8 @@ use std::time::Duration;
 
 use webcache_core::{Backend, Cache, CacheOptions};
 
-/// What a backend under test can do; cases that need a missing capability are skipped with a
-/// message (never silently passed).
+/// What a backend under test can do. A case that needs a missing capability fails unless the
+/// suite's invocation lists it under `skip:` (then it is reported as ignored, with its reason).
 #[derive(Debug, Clone, Copy)]
 pub struct Capabilities {
     /// Timeouts shorter than a second are honoured (memcached rounds up to whole seconds).
@@ -87,11 +107,17 @@ fn unique(mut options: CacheOptions) -> CacheOptions {
 /// Runs the whole conformance suite against a [`Harness`]: expands to one `#[tokio::test]` per
 /// case in [`cases`], so each case passes or fails on its own.
 ///
+/// `conformance_suite!(harness; skip: { case: "reason", ... })` marks the cases the backend
+/// cannot run as `#[ignore = "reason"]` (see the crate docs).
+///
 /// The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
 #[macro_export]
 macro_rules! conformance_suite {
     ($harness:expr) => {
-        $crate::__conformance_cases!($harness;
+        $crate::conformance_suite!($harness; skip: {});
+    };
+    ($harness:expr; skip: { $($skip:ident : $why:literal),* $(,)? }) => {
+        $crate::__conformance_cases!(($) $harness; [$($skip: $why),*];
             get_missing_is_none,
             set_then_get,
             set_replaces,
@@ -109,6 +135,8 @@ macro_rules! conformance_suite {
             incr_and_decr,
             incr_missing_key_is_error,
             incr_non_integer_is_error,
+            incr_overflow_is_an_error_and_leaves_the_value,
+            foreign_integers_are_not_reinterpreted,
             incr_keeps_expiry,
             concurrent_incr_is_atomic,
             expires_after_one_second,
@@ -143,13 +171,29 @@ macro_rules! conformance_suite {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
-    ($harness:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let harness = $harness;
-                $crate::cases::$case(&harness).await;
-            }
-        )*
+    (($d:tt) $harness:expr; [$($skip:ident : $why:literal),*]; $($case:ident),* $(,)?) => {
+        // A skipped name must be a case: a typo does not compile.
+        $(const _: () = {
+            let _ = $crate::cases::$skip;
+        };)*
+        // Skipped cases match their own arm (an ident in a matcher matches only itself).
+        macro_rules! __conformance_case {
+            $(($skip) => {
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = $why]
+                async fn $skip() {
+                    let harness = $harness;
+                    $crate::cases::$skip(&harness).await;
+                }
+            };)*
+            ($d other:ident) => {
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $d other() {
+                    let harness = $harness;
+                    $crate::cases::$d other(&harness).await;
+                }
+            };
+        }
+        $(__conformance_case!($case);)*
     };
 }
