@@ -76,6 +76,41 @@ async fn a_head_miss_asks_the_handler_for_get_and_a_later_get_has_the_whole_body
     );
 }
 
+/// The same through the proxy, where the origin is a real HTTP server that answers HEAD
+/// without a body: a HEAD forwarded as HEAD would store an empty page.
+#[tokio::test]
+async fn a_head_miss_through_the_proxy_stores_the_origins_get_body() {
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let s = seen.clone();
+    let origin = Router::new().route(
+        "/page",
+        any(move |req: Request| {
+            *s.lock()
+                .unwrap()
+                .entry(req.method().to_string())
+                .or_default() += 1;
+            async { ([("cache-control", "max-age=60")], "the origin's body") }
+        }),
+    );
+    let origin = serve(origin).await;
+    let proxy =
+        webcache_http::proxy_router(&format!("http://{origin}"), Cache::locmem(), None).unwrap();
+    let client = HttpClient::new(serve(proxy).await);
+    let head = client.send("HEAD", "/page", &[], "").await;
+    assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
+    let r = client.get("/page").await;
+    assert_eq!(
+        (r.x_cache(), r.text()),
+        ("HIT", "the origin's body".to_owned())
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        HashMap::from([("GET".to_owned(), 1)]),
+        "what the origin was asked"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // #3: what is promised in the logs.
 
@@ -396,4 +431,106 @@ async fn a_page_whose_vary_changes_is_never_served_to_the_wrong_variant() {
     assert_eq!(ask(&a, "de", "identity").await, hit("v2 enc=identity"));
     assert_eq!(ask(&a, "de", "br").await, miss("v2 enc=br"));
     assert_eq!(calls.get(), 4);
+}
+
+/// A process whose memory of the vary list is stale (the page changed in another process)
+/// computes concurrent misses of different variants under one key: the request that waited
+/// must not take the leader's page unless it is its own variant.
+#[tokio::test]
+async fn a_stale_vary_memory_never_hands_a_waiting_request_another_variant() {
+    let cache = Cache::locmem();
+    let version = Arc::new(AtomicUsize::new(1));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let arrived_at_b = Counter::default();
+    let app = |cache: &Cache| {
+        let (version, gate) = (version.clone(), gate.clone());
+        Router::new()
+            .route(
+                "/page",
+                get(move |req: Request| {
+                    let (version, gate) = (version.load(Ordering::SeqCst), gate.clone());
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default()
+                    };
+                    let (lang, enc) = (header("accept-language"), header("accept-encoding"));
+                    async move {
+                        if version == 1 {
+                            return (
+                                [
+                                    ("cache-control", "max-age=600"),
+                                    ("vary", "Accept-Language"),
+                                ],
+                                format!("v1 lang={lang}"),
+                            );
+                        }
+                        gate.acquire().await.unwrap().forget();
+                        (
+                            [
+                                ("cache-control", "max-age=600"),
+                                ("vary", "Accept-Encoding"),
+                            ],
+                            format!("v2 enc={enc}"),
+                        )
+                    }
+                })
+                .post(|| async { "changed" }),
+            )
+            .layer(CachePageLayer::new(cache.clone()).policy(Policy::shared_cache()))
+    };
+    let page = |enc: &'static str| -> [(&'static str, &'static str); 3] {
+        [
+            ("host", "site.example"),
+            ("accept-language", "en"),
+            ("accept-encoding", enc),
+        ]
+    };
+    let a = HttpClient::new(serve(app(&cache)).await);
+    let counter = arrived_at_b.clone();
+    let b = HttpClient::new(
+        serve(
+            app(&cache).layer(tower::util::MapRequestLayer::new(move |req: Request| {
+                counter.bump();
+                req
+            })),
+        )
+        .await,
+    );
+    let first = a.get_with("/page", &page("gzip")).await;
+    assert_eq!(first.text(), "v1 lang=en");
+    until_stored(&cache, 2).await;
+    // B learns that the page varies on Accept-Language; then the page changes, which only A
+    // hears of.
+    assert_eq!(b.get_with("/page", &page("gzip")).await.x_cache(), "HIT");
+    assert_eq!(
+        a.send("POST", "/page", &[("host", "site.example")], "")
+            .await
+            .text(),
+        "changed"
+    );
+    version.store(2, Ordering::SeqCst);
+    let before = arrived_at_b.get();
+    let tasks: Vec<_> = ["gzip", "identity"]
+        .into_iter()
+        .map(|enc| {
+            let (b, headers) = (b.clone(), page(enc));
+            tokio::spawn(async move { (enc, b.get_with("/page", &headers).await.text()) })
+        })
+        .collect();
+    for _ in 0..2000 {
+        if arrived_at_b.get() == before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(arrived_at_b.get(), before + 2);
+    // Both have arrived; let them reach the single flight, then let the handler answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.add_permits(2);
+    for t in tasks {
+        let (enc, text) = t.await.unwrap();
+        assert_eq!(text, format!("v2 enc={enc}"), "served another variant");
+    }
 }
