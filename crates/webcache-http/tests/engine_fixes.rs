@@ -162,7 +162,7 @@ async fn stream_through(
     let sender = handoff.recv().await.unwrap();
     sender.send(Bytes::from_static(first.as_bytes())).unwrap();
     // The rest is still in the test's hands: the first chunk must arrive without it.
-    let (x_cache, mut body, got) = tokio::time::timeout(Duration::from_secs(20), async {
+    let (x_cache, body, got) = tokio::time::timeout(Duration::from_secs(20), async {
         let response = request.await.unwrap().unwrap();
         let x_cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
         let mut body = response.into_body();
@@ -450,4 +450,86 @@ async fn a_frozen_backend_delays_a_miss_by_the_lookup_only_not_by_the_store() {
         took < Duration::from_millis(3500),
         "a miss on a frozen backend took {took:?}: it waited for the store, not only the lookup"
     );
+}
+
+/// The vary entry lists every stored variant, also when several variants are stored at once
+/// (their writes interleave on the server): otherwise an invalidation misses the unlisted ones
+/// and they are served after the POST.
+#[tokio::test]
+async fn variants_stored_concurrently_are_all_listed_and_all_invalidated() {
+    const LANGS: [&str; 4] = ["en", "de", "fr", "it"];
+    let server = RedisServer::start();
+    let gate = Arc::new(Semaphore::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (g, i) = (gate.clone(), in_flight.clone());
+    let app = Router::new()
+        .route(
+            "/page",
+            get(move |req: Request| {
+                let (gate, in_flight) = (g.clone(), i.clone());
+                let lang = req
+                    .headers()
+                    .get("accept-language")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                async move {
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    gate.acquire().await.unwrap().forget();
+                    (
+                        [
+                            ("cache-control", "max-age=600"),
+                            ("vary", "Accept-Language"),
+                        ],
+                        format!("lang={lang}"),
+                    )
+                }
+            })
+            .post(|| async { "saved" }),
+        )
+        .layer(CachePageLayer::new(common::redis_cache(&server)).policy(Policy::shared_cache()));
+    let client = HttpClient::new(serve(app).await);
+    // One variant first, so that the process knows the page's vary list and the concurrent
+    // misses below each have a key (and a single flight) of their own.
+    gate.add_permits(1);
+    let warm = client.get_with("/page", &[("accept-language", "pt")]).await;
+    assert_eq!(warm.x_cache(), "MISS");
+    until("the first variant reaches Redis", || dbsize(&server) == 2).await;
+    in_flight.store(0, Ordering::SeqCst);
+    let tasks: Vec<_> = LANGS
+        .into_iter()
+        .map(|lang| {
+            let client = client.clone();
+            tokio::spawn(
+                async move { client.get_with("/page", &[("accept-language", lang)]).await },
+            )
+        })
+        .collect();
+    until("every variant's handler runs", || {
+        in_flight.load(Ordering::SeqCst) == LANGS.len()
+    })
+    .await;
+    // All four answer at once, so their stores run at once.
+    gate.add_permits(LANGS.len());
+    for t in tasks {
+        assert_eq!(t.await.unwrap().x_cache(), "MISS");
+    }
+    until("the vary entry and five variants reach Redis", || {
+        dbsize(&server) == 2 + LANGS.len() as u64
+    })
+    .await;
+    // Let the last vary-entry write land too (it follows its variant's write).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let post = client.send("POST", "/page", &[], "").await;
+    assert_eq!(post.status, StatusCode::OK);
+    let left = server.cli(&["keys", "*"]).replace('\n', " ");
+    assert_eq!(
+        dbsize(&server),
+        0,
+        "variants missing from the vary entry survived the invalidation: {left}"
+    );
+    gate.add_permits(LANGS.len() + 1);
+    for lang in LANGS.into_iter().chain(["pt"]) {
+        let r = client.get_with("/page", &[("accept-language", lang)]).await;
+        assert_eq!(r.x_cache(), "MISS", "{lang} was served after the POST");
+    }
 }
