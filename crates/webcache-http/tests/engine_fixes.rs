@@ -127,7 +127,7 @@ async fn a_post_drops_every_variant_without_scanning_the_keyspace() {
 /// drops the sender.
 type Handoff = mpsc::UnboundedReceiver<mpsc::UnboundedSender<Bytes>>;
 
-fn streaming_app(content_type: &'static str, cache: Cache) -> (Router, Handoff, Counter) {
+fn streaming_app(content_type: &'static str, layer: CachePageLayer) -> (Router, Handoff, Counter) {
     let (handoff_tx, handoff) = mpsc::unbounded_channel();
     let calls = Counter::default();
     let c = calls.clone();
@@ -144,7 +144,7 @@ fn streaming_app(content_type: &'static str, cache: Cache) -> (Router, Handoff, 
                 async move { ([("content-type", content_type)], Body::from_stream(chunks)) }
             }),
         )
-        .layer(CachePageLayer::new(cache));
+        .layer(layer);
     (app, handoff, calls)
 }
 
@@ -183,7 +183,8 @@ async fn stream_through(
 #[tokio::test]
 async fn an_event_stream_reaches_the_client_at_once_and_is_not_stored() {
     let cache = Cache::locmem();
-    let (app, mut handoff, calls) = streaming_app("text/event-stream", cache.clone());
+    let (app, mut handoff, calls) =
+        streaming_app("text/event-stream", CachePageLayer::new(cache.clone()));
     let addr = serve(app).await;
     for round in 1..=2 {
         let (body, x_cache) =
@@ -202,7 +203,7 @@ async fn an_event_stream_reaches_the_client_at_once_and_is_not_stored() {
 #[tokio::test]
 async fn a_chunked_page_streams_at_once_and_is_stored_when_it_ends() {
     let cache = Cache::locmem();
-    let (app, mut handoff, calls) = streaming_app("text/html", cache.clone());
+    let (app, mut handoff, calls) = streaming_app("text/html", CachePageLayer::new(cache.clone()));
     let addr = serve(app).await;
     let (body, x_cache) = stream_through(addr, &mut handoff, "<p>first</p>", "<p>rest</p>").await;
     assert_eq!(
@@ -225,6 +226,27 @@ async fn a_chunked_page_streams_at_once_and_is_stored_when_it_ends() {
         ("HIT", "<p>first</p><p>rest</p>".to_owned())
     );
     assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test]
+async fn a_chunked_page_that_grows_past_max_body_streams_at_once_and_is_not_stored() {
+    let cache = Cache::locmem();
+    let layer = CachePageLayer::new(cache.clone()).max_body(16);
+    let (app, mut handoff, calls) = streaming_app("text/html", layer);
+    let addr = serve(app).await;
+    for round in 1..=2 {
+        let (body, x_cache) = stream_through(
+            addr,
+            &mut handoff,
+            "<p>first</p>",
+            "<p>more than max_body allows</p>",
+        )
+        .await;
+        assert_eq!(body, "<p>first</p><p>more than max_body allows</p>");
+        assert_eq!(x_cache, "MISS", "round {round}");
+        assert_eq!(calls.get(), round, "a page past max_body is never stored");
+    }
+    assert!(common::keys(&cache, "*").await.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
