@@ -158,3 +158,179 @@ pub async fn keys(cache: &webcache_core::Cache, pattern: &str) -> Vec<String> {
     use futures::TryStreamExt;
     cache.keys(pattern).try_collect().await.unwrap()
 }
+
+/// Sends `request` (raw bytes, as written on the wire; it should say `Connection: close`) to
+/// `addr` over a new TCP connection and reads the answer until the server closes: for requests
+/// a well-behaved client cannot send (absolute-form targets, two `Host` lines, no `Host`).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the server should answer and close the connection")
+    .unwrap();
+    parse_http_response(&raw)
+}
+
+/// Parses one HTTP/1.1 response (a `Content-Length` or chunked body, or one read to the end).
+pub fn parse_http_response(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head in {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        });
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut rest = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.to_str().unwrap().contains("chunked"));
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size_text = std::str::from_utf8(&rest[..end]).unwrap();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+            rest = &rest[end + 2..];
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        Bytes::from(body)
+    } else if let Some(len) = headers.get("content-length") {
+        let len: usize = len.to_str().unwrap().parse().unwrap();
+        Bytes::copy_from_slice(&rest[..len])
+    } else {
+        Bytes::copy_from_slice(rest)
+    };
+    Reply {
+        status: StatusCode::from_u16(status).unwrap(),
+        headers,
+        body,
+    }
+}
+
+impl HttpClient {
+    /// [`send`](HttpClient::send) that returns the client's error (an empty reply, a reset)
+    /// instead of panicking, for tests about what the server answers at all.
+    pub async fn try_get(&self, path: &str) -> Result<Reply, String> {
+        let req = Request::builder()
+            .uri(format!("{}{}", self.base, path))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// The `tracing` output of a test: installed as the default subscriber of the current thread
+/// (so use the current-thread runtime, where the server's tasks run on the test's thread too),
+/// every event at `level` and above, one line each, without colours.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Starts capturing; the capture ends when the returned guard is dropped.
+    pub fn capture(level: tracing::Level) -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (logs, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines of level `level` (`"WARN"`, `"DEBUG"`, ...) that contain `needle`.
+    pub fn lines(&self, level: &str, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(level) && l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// `INFO commandstats` of a real redis-server: calls per command (`get`, `scan`, ...), counted
+/// since its start or its last `CONFIG RESETSTAT`.
+pub fn redis_command_calls(
+    server: &webcache_testkit::servers::redis::RedisServer,
+) -> std::collections::HashMap<String, u64> {
+    server
+        .cli(&["info", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_ascii_lowercase(), calls))
+        })
+        .collect()
+}
+
+/// A cache over its own database of `server` (a key prefix of its own, plain URL settings).
+pub fn redis_cache(server: &webcache_testkit::servers::redis::RedisServer) -> webcache_core::Cache {
+    let backend = webcache_redis::RedisBackend::from_url(&server.url(0)).unwrap();
+    webcache_core::Cache::new(Arc::new(backend), webcache_core::CacheOptions::default())
+}
