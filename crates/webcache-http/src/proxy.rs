@@ -65,8 +65,8 @@ pub enum ProxyError {
 
 /// A tower service that forwards every request (any method, headers, body) to an upstream
 /// HTTP/1.1 server and returns its response unchanged, except hop-by-hop headers and the
-/// forwarding fields (below). The `Host` header is passed as the client sent it, as Varnish
-/// does.
+/// forwarding fields (below). The `Host` header is passed on as it is; behind the page-cache
+/// layer it is the request's one effective host, the one the key was computed for.
 ///
 /// A hostile or broken origin is answered in words, never with an empty reply or a truncated
 /// page that looks complete:

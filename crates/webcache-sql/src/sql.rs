@@ -113,11 +113,12 @@ fn integer_of(dialect: Dialect, v: &str) -> String {
             let negative = format!("substr({t}, 1, 1) = '-'");
             let digits = format!("(CASE WHEN {negative} THEN substr({t}, 2) ELSE {t} END)");
             // The text must be as long as the bytes (no NUL, ASCII only), all digits after an
-            // optional minus sign, at most 19 digits, and within i64 (compared as text, which
+            // optional minus sign, no leading zero (nor `-0`), at most 19 digits, and within i64 (compared as text, which
             // is numeric order for 19-digit strings).
             format!(
                 "(CASE WHEN length({v}) BETWEEN 1 AND 20 AND length({t}) = length({v}) \
                  AND {digits} <> '' AND {digits} NOT GLOB '*[^0-9]*' AND length({digits}) <= 19 \
+                 AND (substr({digits}, 1, 1) <> '0' OR ({digits} = '0' AND NOT {negative})) \
                  AND (length({digits}) < 19 OR {digits} <= (CASE WHEN {negative} \
                  THEN '9223372036854775808' ELSE '9223372036854775807' END)) \
                  THEN CAST({t} AS INTEGER) END)"
@@ -125,9 +126,10 @@ fn integer_of(dialect: Dialect, v: &str) -> String {
         }
         Dialect::Postgres => {
             // `encode(.., 'escape')` never fails (unlike a UTF-8 conversion) and leaves digits
-            // alone; NUMERIC holds any 19 digits, the caller's range check does the rest.
+            // alone; the canonical form only (no leading zero, no `-0`); NUMERIC holds any 19
+            // digits, the caller's range check does the rest.
             let t = format!("encode({v}, 'escape')");
-            format!("(CASE WHEN {t} ~ '^-?[0-9]{{1,19}}$' THEN CAST({t} AS NUMERIC) END)")
+            format!("(CASE WHEN {t} ~ '^(0|-?[1-9][0-9]{{0,18}})$' THEN CAST({t} AS NUMERIC) END)")
         }
     }
 }

@@ -584,8 +584,19 @@ async fn incr_reads_integers_exactly_as_the_entry_format(base: &str) {
         }
     }
     // Spot checks that do not lean on parse_integer.
-    cache.set("x", bytes("007"), MINUTE).await.unwrap();
-    assert_eq!(cache.incr("x", 1).await.unwrap(), 8);
+    // Redis's rule on every backend: `007` and `-0` are not integers (only `0` and digits
+    // without a leading zero are).
+    for raw in ["007", "-0", "-01"] {
+        cache.set("x", bytes(raw), MINUTE).await.unwrap();
+        assert!(
+            matches!(cache.incr("x", 1).await, Err(Error::NotAnInteger { .. })),
+            "{raw}"
+        );
+    }
+    cache.set("x", bytes("0"), MINUTE).await.unwrap();
+    assert_eq!(cache.incr("x", 1).await.unwrap(), 1);
+    cache.set("x", bytes("-10"), MINUTE).await.unwrap();
+    assert_eq!(cache.incr("x", 1).await.unwrap(), -9);
     cache.set("y", bytes("12a"), MINUTE).await.unwrap();
     assert!(matches!(
         cache.incr("y", 1).await,

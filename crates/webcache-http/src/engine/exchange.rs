@@ -294,7 +294,8 @@ impl PageCacheEngine {
         leader: Option<Leader<Published>>,
     ) -> Response<CacheBody<R>> {
         if let Some(leader) = leader {
-            if is_shareable_error(&parts) {
+            let length = declared_length(&parts.headers).or_else(|| body.size_hint().exact());
+            if is_shareable_error(&parts, length) {
                 match buffer(body, SHARED_ERROR_MAX as usize).await {
                     Buffered::Complete(data) => {
                         let mut headers = parts.headers.clone();
@@ -362,13 +363,13 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// A gateway error (502, 503, 504) small enough, and not personal, that the requests waiting
 /// for the same page may get it too.
-fn is_shareable_error(parts: &Parts) -> bool {
+fn is_shareable_error(parts: &Parts, length: Option<u64>) -> bool {
     matches!(
         parts.status,
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
     ) && !parts.headers.contains_key(SET_COOKIE)
         && CacheControl::from_headers(&parts.headers).is_ok_and(|cc| !cc.has("private"))
-        && declared_length(&parts.headers).is_some_and(|n| n <= SHARED_ERROR_MAX)
+        && length.is_some_and(|n| n <= SHARED_ERROR_MAX)
 }
 
 /// The header names a response varies on, parsed; `None` when one is not a valid header name

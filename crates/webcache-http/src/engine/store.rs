@@ -34,6 +34,7 @@ pub(crate) struct StoreState {
     memo: VaryMemo,
     pending: Pending,
     writes: Writes,
+    vary_locks: VaryLocks,
     warn: Throttle,
 }
 
@@ -189,10 +190,17 @@ impl PageStore {
                 .await
             {
                 Ok(()) => {
+                    // The vary entry is read, extended and written back: one writer per URL at a
+                    // time in this process, so concurrent variants never drop each other.
+                    let lock = self.state.vary_locks.get(primary);
+                    let _held = lock.lock().await;
                     let list = self.listed_with(primary, names, id).await;
-                    cache
+                    let written = cache
                         .set_bytes(primary, &stored::encode_vary(&list), timeout)
-                        .await
+                        .await;
+                    drop(_held);
+                    self.state.vary_locks.release(primary, lock);
+                    written
                 }
                 Err(e) => Err(e),
             }
@@ -375,6 +383,33 @@ impl Writes {
             map.remove(primary);
         }
         valid
+    }
+}
+
+/// One lock per URL whose vary entry is being rewritten; entries go when unused.
+#[derive(Debug, Default)]
+struct VaryLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl VaryLocks {
+    fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, primary: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_map()
+            .entry(primary.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn release(&self, primary: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self.lock_map();
+        // 2 = the map's reference and ours: nobody else waits for it.
+        if Arc::strong_count(&lock) <= 2 {
+            map.remove(primary);
+        }
     }
 }
 
