@@ -50,9 +50,7 @@ impl Harness for Shared {
 }
 
 mod sqlite_file {
-    webcache_testkit::conformance_suite!(super::Shared::SqliteFile; skip: {
-        foreign_integers_are_not_reinterpreted: "known bug (issue 11 #14), to fix in webcache-sql: integer_of (sql.rs) accepts 042, 00 and -0, which incr then rewrites",
-    });
+    webcache_testkit::conformance_suite!(super::Shared::SqliteFile);
 }
 
 mod sqlite_memory {
@@ -79,13 +77,9 @@ mod sqlite_memory {
         }
     }
 
-    webcache_testkit::conformance_suite!(SqliteMemory::default(); skip: {
-        foreign_integers_are_not_reinterpreted: "known bug (issue 11 #14), to fix in webcache-sql: integer_of (sql.rs) accepts 042, 00 and -0, which incr then rewrites",
-    });
+    webcache_testkit::conformance_suite!(SqliteMemory::default());
 }
 
 mod postgres {
-    webcache_testkit::conformance_suite!(super::Shared::Postgres; skip: {
-        foreign_integers_are_not_reinterpreted: "known bug (issue 11 #14), to fix in webcache-sql: integer_of (sql.rs) accepts 042, 00 and -0, which incr then rewrites",
-    });
+    webcache_testkit::conformance_suite!(super::Shared::Postgres);
 }
