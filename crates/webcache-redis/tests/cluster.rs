@@ -171,11 +171,14 @@ fn reshard(cluster: &RedisCluster, from: usize, to: usize) -> std::process::Comm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moved_after_a_reshard_under_concurrency() {
     let cluster = RedisCluster::start(3);
-    let url = format!("{}?connect_timeout=10&response_timeout=10", cluster.url());
+    // Generous: 500 calls queue for the client's 32 slots while the slot map is refreshed, and
+    // the subject is that they all complete (a wedged client never does), not how fast.
+    let url = format!("{}?connect_timeout=10&response_timeout=60", cluster.url());
     let cache = Cache::new(
         Arc::new(common::backend(&url).await),
         CacheOptions {
             key_prefix: "burst".into(),
+            operation_timeout: Some(std::time::Duration::from_secs(120)),
             ..CacheOptions::default()
         },
     );
