@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -18,6 +18,7 @@ use crate::entry::{self, Decoded, DEFAULT_MAX_ENTRY_SIZE};
 use crate::error::{Error, Result};
 use crate::key::{final_key, glob_escape, InvalidKeyPolicy, KeyFunction};
 use crate::single_flight::SingleFlight;
+use crate::throttle::LogThrottle;
 use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
 /// What a cache does when its backend fails (is down, times out).
@@ -147,8 +148,7 @@ struct Inner {
     key_rules: KeyRules,
     counters: Counters,
     flights: SingleFlight<Bytes>,
-    started: Instant,
-    last_degrade_log_ms: AtomicU64,
+    degrade_log: LogThrottle,
     breaker: Option<Breaker>,
 }
 
@@ -221,8 +221,7 @@ impl Cache {
                 key_rules,
                 counters: Counters::default(),
                 flights: SingleFlight::new(),
-                started: Instant::now(),
-                last_degrade_log_ms: AtomicU64::new(0),
+                degrade_log: LogThrottle::new(DEGRADE_LOG_INTERVAL),
                 breaker,
             }),
             version,
@@ -1003,17 +1002,7 @@ impl Cache {
     }
 
     fn log_degraded(&self, operation: &'static str, error: &Error) {
-        let now_ms = u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.inner.last_degrade_log_ms.load(Ordering::Relaxed);
-        let due =
-            last == 0 || now_ms.saturating_sub(last) >= DEGRADE_LOG_INTERVAL.as_millis() as u64;
-        if due
-            && self
-                .inner
-                .last_degrade_log_ms
-                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.inner.degrade_log.ready() {
             tracing::warn!(
                 alias = %self.alias(),
                 operation,

@@ -12,6 +12,7 @@ pub mod entry;
 mod error;
 mod key;
 mod single_flight;
+mod throttle;
 mod timeout;
 
 pub use backend::{AsAny, Backend, BackendStats, KeyRules, KeyStream};
@@ -24,6 +25,7 @@ pub use entry::DEFAULT_MAX_ENTRY_SIZE;
 pub use error::{BoxError, Error, Result};
 pub use key::{glob_escape, glob_match, InvalidKeyPolicy, KeyFunction};
 pub use single_flight::{Followed, Follower, Joined, Leader, SingleFlight};
+pub use throttle::LogThrottle;
 pub use timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
 /// Re-exported so backends implement [`Backend`] with the same macro version.

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
-use webcache_core::{Cache, Timeout};
+use webcache_core::{Cache, LogThrottle, Timeout};
 
 use crate::key::{self, VaryMemo};
 use crate::stored::{self, Entry, StoredResponse, VaryList};
@@ -18,7 +18,7 @@ use crate::stored::{self, Entry, StoredResponse, VaryList};
 /// complete.
 const MAX_VARIANTS: usize = 256;
 /// How often backend failures are logged as warnings (the rest go to debug).
-const WARN_EVERY: Duration = Duration::from_secs(10);
+const WARN_EVERY: Duration = webcache_core::DEGRADE_LOG_INTERVAL;
 
 /// What a lookup found.
 pub(crate) struct Lookup {
@@ -29,13 +29,25 @@ pub(crate) struct Lookup {
 }
 
 /// The state shared by every service made by one layer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StoreState {
     memo: VaryMemo,
     pending: Pending,
     writes: Writes,
     vary_locks: VaryLocks,
-    warn: Throttle,
+    warn: LogThrottle,
+}
+
+impl Default for StoreState {
+    fn default() -> Self {
+        StoreState {
+            memo: VaryMemo::default(),
+            pending: Pending::default(),
+            writes: Writes::default(),
+            vary_locks: VaryLocks::default(),
+            warn: LogThrottle::new(WARN_EVERY),
+        }
+    }
 }
 
 /// Pages in a cache, as one layer stores them.
@@ -410,31 +422,5 @@ impl VaryLocks {
         if Arc::strong_count(&lock) <= 2 {
             map.remove(primary);
         }
-    }
-}
-
-/// Lets one message through per interval.
-#[derive(Debug)]
-struct Throttle {
-    last: Mutex<Option<Instant>>,
-}
-
-impl Default for Throttle {
-    fn default() -> Self {
-        Throttle {
-            last: Mutex::new(None),
-        }
-    }
-}
-
-impl Throttle {
-    fn ready(&self) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-            return false;
-        }
-        *last = Some(now);
-        true
     }
 }
