@@ -9,7 +9,6 @@ mod common;
 use axum::routing::get;
 use axum::Router;
 use common::{serve, Counter, HttpClient};
-use webcache_core::Cache;
 use webcache_http::CachePageLayer;
 use webcache_testkit::servers::redis::RedisServer;
 
@@ -21,12 +20,7 @@ async fn the_site_keeps_answering_when_the_cache_is_down() {
     let p = posts.clone();
     // A real redis-server of this test's own, stopped and started under the running site.
     let server = RedisServer::start();
-    let url = format!("{}?connect_timeout=0.3&response_timeout=0.3", server.url(0));
-    let mut config = webcache_core::CacheConfig::from_url("default", &url).unwrap();
-    let backend = webcache_redis::from_spec(&mut config.backend)
-        .await
-        .unwrap();
-    let cache = Cache::new(backend, config.options);
+    let cache = common::redis_cache_with_timeouts(&server, "0.3").await;
     let router = Router::new()
         .route(
             "/",

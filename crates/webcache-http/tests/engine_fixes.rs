@@ -433,12 +433,7 @@ async fn a_frozen_backend_delays_a_miss_by_the_lookup_only_not_by_the_store() {
     let server = RedisServer::start();
     // 2 s per operation: a miss on a frozen server costs one lookup timeout (2 s); storing
     // before answering would add another.
-    let url = format!("{}?connect_timeout=2&response_timeout=2", server.url(0));
-    let mut config = webcache_core::CacheConfig::from_url("default", &url).unwrap();
-    let backend = webcache_redis::from_spec(&mut config.backend)
-        .await
-        .unwrap();
-    let cache = Cache::new(backend, config.options);
+    let cache = common::redis_cache_with_timeouts(&server, "2").await;
     let calls = Counter::default();
     let c = calls.clone();
     let app = Router::new()

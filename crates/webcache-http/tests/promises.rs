@@ -150,12 +150,7 @@ async fn a_corrupt_entry_is_a_miss_and_a_warning() {
 #[tokio::test]
 async fn backend_errors_are_a_warning_at_most_every_10_s_and_debug_otherwise() {
     let server = RedisServer::start();
-    let url = format!("{}?connect_timeout=0.3&response_timeout=0.3", server.url(0));
-    let mut config = webcache_core::CacheConfig::from_url("default", &url).unwrap();
-    let backend = webcache_redis::from_spec(&mut config.backend)
-        .await
-        .unwrap();
-    let cache = Cache::new(backend, config.options);
+    let cache = common::redis_cache_with_timeouts(&server, "0.3").await;
     let calls = Counter::default();
     let client =
         HttpClient::new(serve(counting_page(&calls).layer(CachePageLayer::new(cache))).await);

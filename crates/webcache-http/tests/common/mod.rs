@@ -334,3 +334,21 @@ pub fn redis_cache(server: &webcache_testkit::servers::redis::RedisServer) -> we
     let backend = webcache_redis::RedisBackend::from_url(&server.url(0)).unwrap();
     webcache_core::Cache::new(Arc::new(backend), webcache_core::CacheOptions::default())
 }
+
+/// A cache over `server` whose connect and response timeouts are `seconds` (tests of a backend
+/// that is down or frozen), built through the URL as a user would.
+#[allow(dead_code)]
+pub async fn redis_cache_with_timeouts(
+    server: &webcache_testkit::servers::redis::RedisServer,
+    seconds: &str,
+) -> webcache_core::Cache {
+    let url = format!(
+        "{}?connect_timeout={seconds}&response_timeout={seconds}",
+        server.url(0)
+    );
+    let mut config = webcache_core::CacheConfig::from_url("default", &url).unwrap();
+    let backend = webcache_redis::from_spec(&mut config.backend)
+        .await
+        .unwrap();
+    webcache_core::Cache::new(backend, config.options)
+}
