@@ -211,7 +211,7 @@ impl PageStore {
                         .set_bytes(primary, &stored::encode_vary(&list), timeout)
                         .await;
                     drop(_held);
-                    self.state.vary_locks.release(primary, lock);
+                    self.state.vary_locks.release(primary, &lock);
                     written
                 }
                 Err(e) => Err(e),
@@ -416,7 +416,7 @@ impl VaryLocks {
             .clone()
     }
 
-    fn release(&self, primary: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+    fn release(&self, primary: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut map = self.lock_map();
         // 2 = the map's reference and ours: nobody else waits for it.
         if Arc::strong_count(&lock) <= 2 {
