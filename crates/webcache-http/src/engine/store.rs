@@ -419,7 +419,7 @@ impl VaryLocks {
     fn release(&self, primary: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut map = self.lock_map();
         // 2 = the map's reference and ours: nobody else waits for it.
-        if Arc::strong_count(&lock) <= 2 {
+        if Arc::strong_count(lock) <= 2 {
             map.remove(primary);
         }
     }
