@@ -33,15 +33,17 @@
 //!
 //! * Integers are stored as canonical ASCII digits (`-42`, never `042`, `+1` or ` 1`:
 //!   [`parse_integer`](webcache_core::entry::parse_integer)), and only those are integers.
-//!   `incr` is a compare-and-swap loop: it reads the value (`mg … v c t`), refuses one that is
-//!   not an integer ([`Error::NotAnInteger`]) or a sum past the `i64` range
-//!   ([`Error::Overflow`]) without writing anything, and otherwise writes the sum only if the
-//!   value did not change in between: `ma … C<cas> D<delta>` (memcached's own addition, exact
-//!   when value and delta are both non-negative, keeping the expiry) or `ms … C<cas>` (negative
-//!   values and decrements, keeping the remaining TTL). Memcached's bare arithmetic is never
-//!   run on a value that was not checked: it reads `042`, `+1` and ` 1` as numbers, wraps
-//!   past `u64::MAX`, floors at zero and pads a result that got shorter with spaces. That
-//!   costs `incr` two round trips instead of one.
+//!   Memcached's own arithmetic reads `042`, `+1` and ` 1` as numbers, wraps past `u64::MAX`,
+//!   floors at zero and pads a result that got shorter with spaces, so `incr` first reads the
+//!   value (`mg … v c t`) and refuses one that is not an integer ([`Error::NotAnInteger`]) or
+//!   a sum past the `i64` range ([`Error::Overflow`]) without writing anything. It then adds
+//!   with memcached's native `ma` when the value is at least 0, the delta between 0 and 2^32 and
+//!   the sum at most 2^62 (exact there, never padded, and concurrent increments of a hot key
+//!   need no retries), and otherwise (negative values, decrements, near the limits) writes the
+//!   sum with a compare-and-swap (`ms … C<cas>`, read again on a conflict, keeping the
+//!   remaining TTL). That makes `incr` two round trips instead of one. If another program
+//!   replaces the value with a number such as `042` in the instant between the read and a
+//!   native `ma`, memcached still adds to it.
 //! * Values are returned as stored. Earlier builds of this crate let memcached pad a counter in
 //!   place (`042` + 1 left `43 `) and trimmed the padding on reads; such a value is not an
 //!   integer any more (it reads as a corrupt entry, a miss), so a counter they left padded must
