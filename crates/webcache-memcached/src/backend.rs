@@ -15,7 +15,6 @@ use webcache_core::{
 use crate::config::{MemcachedConfig, DEFAULT_SERVER};
 use crate::conn::{Answer, Code, Expect, Reply};
 use crate::expiry::{expiry_secs, exptime_token};
-use crate::incr::unpad;
 use crate::ring::Ring;
 use crate::server::{stat, Retry, Server, Settings, DEFAULT_ITEM_SIZE_MAX};
 use crate::BACKEND;
@@ -263,7 +262,7 @@ impl Backend for Memcached {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let (server, reply) = self.meta_get(key, " v").await?;
         match reply.code {
-            Code::Value => Ok(Some(unpad(reply.data))),
+            Code::Value => Ok(Some(reply.data)),
             Code::Miss => Ok(None),
             _ => Err(unexpected(server, "mg", &reply)),
         }
@@ -431,7 +430,7 @@ impl Backend for Memcached {
                         let answer = Self::pipelined(server, keys, "mg", " v").await?;
                         for ((slot, _), reply) in batch.iter().zip(answer) {
                             match reply.code {
-                                Code::Value => found.push((*slot, unpad(reply.data))),
+                                Code::Value => found.push((*slot, reply.data)),
                                 Code::Miss => {}
                                 _ => return Err(unexpected(server, "mg", &reply)),
                             }

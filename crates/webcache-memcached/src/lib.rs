@@ -31,14 +31,23 @@
 //!
 //! # Values, integers and expiry
 //!
-//! * Integers are stored as ASCII digits. `incr` uses memcached's native `ma` when the delta is
-//!   non-negative; memcached arithmetic is unsigned, so negative values and decrements (which
-//!   memcached floors at zero) go through a compare-and-swap loop (`mg … c t` then
-//!   `ms … C<cas>`), which is just as atomic and keeps the remaining TTL. A result above
-//!   `i64::MAX`, or one that memcached wrapped past `u64::MAX` (it counts modulo 2^64), is
-//!   undone and reported as [`Error::Overflow`].
-//! * Memcached's `incr` rewrites a value in place when the result is not longer, padding it with
-//!   spaces (`042` + 1 leaves `43 `); reads trim that padding, so the value reads as 43.
+//! * Integers are stored as canonical ASCII digits (`-42`, never `042`, `+1` or ` 1`:
+//!   [`parse_integer`](webcache_core::entry::parse_integer)), and only those are integers.
+//!   Memcached's own arithmetic reads `042`, `+1` and ` 1` as numbers, wraps past `u64::MAX`,
+//!   floors at zero and pads a result that got shorter with spaces, so `incr` first reads the
+//!   value (`mg … v c t`) and refuses one that is not an integer ([`Error::NotAnInteger`]) or
+//!   a sum past the `i64` range ([`Error::Overflow`]) without writing anything. It then adds
+//!   with memcached's native `ma` when the value is at least 0, the delta between 0 and 2^32 and
+//!   the sum at most 2^62 (exact there, never padded, and concurrent increments of a hot key
+//!   need no retries), and otherwise (negative values, decrements, near the limits) writes the
+//!   sum with a compare-and-swap (`ms … C<cas>`, read again on a conflict, keeping the
+//!   remaining TTL). That makes `incr` two round trips instead of one. If another program
+//!   replaces the value with a number such as `042` in the instant between the read and a
+//!   native `ma`, memcached still adds to it.
+//! * Values are returned as stored. Earlier builds of this crate let memcached pad a counter in
+//!   place (`042` + 1 left `43 `) and trimmed the padding on reads; such a value is not an
+//!   integer any more (it reads as a corrupt entry, a miss), so a counter they left padded must
+//!   be set again.
 //! * Memcached keeps whole seconds: a timeout is rounded up and one second is added, because
 //!   the server's clock ticks once a second and an item stored with `T1` may otherwise live only
 //!   a few milliseconds. `ttl` therefore reports the server's remaining seconds minus that
@@ -70,6 +79,7 @@
 //!
 //! [`Error::Backend`]: webcache_core::Error::Backend
 //! [`Error::Overflow`]: webcache_core::Error::Overflow
+//! [`Error::NotAnInteger`]: webcache_core::Error::NotAnInteger
 //! [`Error::ValueTooLarge`]: webcache_core::Error::ValueTooLarge
 //! [`Error::Unsupported`]: webcache_core::Error::Unsupported
 //! [`KeyRules::MEMCACHED`]: webcache_core::KeyRules::MEMCACHED

@@ -46,8 +46,6 @@ mod one_server {
     conformance_suite!(MemcachedHarness { servers: 1 }; skip: {
         fractional_timeout: "memcached keeps whole seconds",
         eviction_keeps_the_bound: "memcached evicts by memory, it has no entry bound",
-        incr_overflow_is_an_error_and_leaves_the_value: "known bug (issue 11 #14), to fix in webcache-memcached: undoing an overflowing incr leaves the value padded (\"9223372036854775807 \"), which then reads as corrupt",
-        foreign_integers_are_not_reinterpreted: "known bug (issue 11 #14), to fix in webcache-memcached: memcached's native incr reads 042, +1 and \" 1\" as numbers and wraps u64::MAX",
     });
 }
 
@@ -56,7 +54,5 @@ mod two_servers {
     conformance_suite!(MemcachedHarness { servers: 2 }; skip: {
         fractional_timeout: "memcached keeps whole seconds",
         eviction_keeps_the_bound: "memcached evicts by memory, it has no entry bound",
-        incr_overflow_is_an_error_and_leaves_the_value: "known bug (issue 11 #14), to fix in webcache-memcached: undoing an overflowing incr leaves the value padded (\"9223372036854775807 \"), which then reads as corrupt",
-        foreign_integers_are_not_reinterpreted: "known bug (issue 11 #14), to fix in webcache-memcached: memcached's native incr reads 042, +1 and \" 1\" as numbers and wraps u64::MAX",
     });
 }

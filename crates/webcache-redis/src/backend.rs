@@ -12,6 +12,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use redis::cluster_routing::Slot;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult, Script};
 use webcache_core::config::{BackendSpec, ConfigError};
+use webcache_core::entry::parse_integer;
 use webcache_core::{glob_escape, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
 
 use crate::config::{ClearMode, RedisConfig, Target};
@@ -40,9 +41,14 @@ const CLUSTER_IN_FLIGHT_PER_NODE: usize = 32;
 
 /// `INCRBY` only on an existing key: plain `INCRBY` would create a missing key at 0.
 /// Running as one script keeps the check and the increment atomic.
+///
+/// The script answers the new value as Redis stores it (a string, read back with `GET` inside
+/// the same script), not `INCRBY`'s reply: Lua turns an integer reply into a double, which
+/// rounds anything beyond 2^53 (`i64::MAX - 1` came back as `i64::MIN`).
 const INCR_EXISTING: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[1])
+return redis.call('GET', KEYS[1])
 ";
 
 /// A Redis cache backend: one node, a primary with replicas, or a Redis Cluster.
@@ -629,10 +635,18 @@ impl Backend for RedisBackend {
         let mut conn = self.inner.topology.writer();
         let mut invocation = self.inner.incr.key(key);
         invocation.arg(delta);
-        let result: RedisResult<Option<i64>> =
+        let result: RedisResult<Option<Vec<u8>>> =
             self.bounded(invocation.invoke_async(&mut conn)).await?;
         let value = match result {
-            Ok(Some(n)) => n,
+            Ok(Some(digits)) => parse_integer(&digits).ok_or_else(|| {
+                Error::backend_msg(
+                    NAME,
+                    format!(
+                        "the incr script answered {:?} for `{key}`, not an integer; is the server a Redis?",
+                        String::from_utf8_lossy(&digits)
+                    ),
+                )
+            })?,
             Ok(None) => {
                 return Err(Error::KeyNotFound {
                     key: key.to_owned(),

@@ -34,7 +34,8 @@
 //! Each cache operation is one native command: `SET … PX` (`add`: `SET … NX PX`), `MGET`,
 //! pipelined `SET`s for `set_many` (one pipeline per slot on a cluster), `UNLINK`,
 //! `PEXPIRE`/`PERSIST` for `touch`, `PTTL`, and a small Lua script for `incr` (`INCRBY` only
-//! when the key exists, so the key keeps its TTL and a missing key is not created). Keys are
+//! when the key exists, so the key keeps its TTL and a missing key is not created; it answers
+//! the new value as a string, exact across the whole `i64` range). Keys are
 //! stored as the cache builds them (`prefix:version:key`), readable in `redis-cli`, with real
 //! Redis TTLs.
 //!

@@ -22,7 +22,6 @@ impl Harness for Cluster {
 
 conformance_suite!(Cluster; skip: {
     eviction_keeps_the_bound: "Redis evicts by memory (maxmemory), it has no entry bound",
-    incr_overflow_is_an_error_and_leaves_the_value: "known bug (issue 11 #14), to fix in webcache-redis: the incr Lua script returns INCRBY's result as a Lua double, so incr(i64::MAX, -1) answers i64::MIN",
 });
 
 /// Keys spread over every master, and multi-key calls (`get_many`, `set_many`,
