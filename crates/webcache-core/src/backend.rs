@@ -138,6 +138,9 @@ pub struct KeyRules {
     pub max_len: Option<usize>,
     /// Whether spaces and control characters are refused.
     pub no_whitespace_or_control: bool,
+    /// Whether the NUL character (`\0`) is refused (PostgreSQL text cannot hold it). Implied
+    /// by `no_whitespace_or_control`.
+    pub no_nul: bool,
 }
 
 impl KeyRules {
@@ -145,11 +148,13 @@ impl KeyRules {
     pub const ANY: KeyRules = KeyRules {
         max_len: None,
         no_whitespace_or_control: false,
+        no_nul: false,
     };
     /// Memcached's text protocol: at most 250 bytes, no spaces or control characters.
     pub const MEMCACHED: KeyRules = KeyRules {
         max_len: Some(250),
         no_whitespace_or_control: true,
+        no_nul: true,
     };
 
     /// Why `key` breaks these rules, or `None` if it is fine.
@@ -168,6 +173,11 @@ impl KeyRules {
                     "it contains {c:?}; this backend refuses spaces and control characters"
                 ));
             }
+        }
+        if self.no_nul && key.contains('\0') {
+            return Some(
+                "it contains a NUL character (\\0), which this backend cannot store".to_owned(),
+            );
         }
         None
     }

@@ -30,6 +30,15 @@ const SCAN_PAGE: i64 = 500;
 /// row size ... exceeds btree maximum". Longer keys are a usage error that says so (or are
 /// hashed with `invalid_keys = "hash"`).
 pub const POSTGRES_MAX_KEY_LEN: usize = 2000;
+
+/// The keys PostgreSQL stores unchanged: at most [`POSTGRES_MAX_KEY_LEN`] bytes, no NUL (its
+/// text type cannot hold one). Others are usage errors, or hashed with `invalid_keys = "hash"`.
+const POSTGRES_KEY_RULES: KeyRules = KeyRules {
+    max_len: Some(POSTGRES_MAX_KEY_LEN),
+    no_whitespace_or_control: false,
+    no_nul: true,
+};
+
 /// How often `incr` retries when the value changed between its update and its check.
 const INCR_ATTEMPTS: usize = 16;
 
@@ -178,18 +187,24 @@ fn corrupt_sqlite_file(e: &sqlx::Error) -> Option<String> {
 }
 
 impl Inner {
-    /// Refuses what [`KeyRules`] cannot say: PostgreSQL text holds no NUL character.
+    /// Refuses a key PostgreSQL text cannot hold (a NUL) also when the backend is used
+    /// without a [`Cache`](webcache_core::Cache), which checks [`POSTGRES_KEY_RULES`] first.
+    /// The length is left to the server here: rows written directly may be longer.
     fn check_key(&self, key: &str) -> Result<()> {
-        if self.dialect == Dialect::Postgres && key.contains('\0') {
-            let shown: String = key.chars().take(80).collect();
-            return Err(Error::InvalidKey {
-                key: shown.escape_debug().to_string(),
-                reason: "it contains a NUL character (\\0), which PostgreSQL text cannot hold; \
-                         remove it from the key"
-                    .to_owned(),
-            });
+        let nul = KeyRules {
+            no_nul: true,
+            ..KeyRules::ANY
+        };
+        match nul.violation(key) {
+            Some(reason) if self.dialect == Dialect::Postgres => {
+                let shown: String = key.chars().take(80).collect();
+                Err(Error::InvalidKey {
+                    key: shown.escape_debug().to_string(),
+                    reason: format!("{reason}; remove it from the key"),
+                })
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub(crate) fn name(&self) -> &'static str {
@@ -390,10 +405,7 @@ impl Backend for SqlCache {
     fn key_rules(&self) -> KeyRules {
         match self.inner.dialect {
             Dialect::Sqlite => KeyRules::ANY,
-            Dialect::Postgres => KeyRules {
-                max_len: Some(POSTGRES_MAX_KEY_LEN),
-                no_whitespace_or_control: false,
-            },
+            Dialect::Postgres => POSTGRES_KEY_RULES,
         }
     }
 
