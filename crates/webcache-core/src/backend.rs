@@ -193,3 +193,61 @@ pub struct BackendStats {
     /// Further figures in the backend's own words (`used_memory`, `curr_items`, ...).
     pub extra: Vec<(String, String)>,
 }
+
+/// Expiry deadlines as Unix milliseconds, for backends that store an absolute deadline (the SQL
+/// `expires` column, the file format's header): one rule for rounding, saturation and
+/// liveness, so that every such backend expires an entry at the same moment.
+pub mod unix_ms {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use crate::timeout::Expiry;
+
+    /// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+    pub fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The deadline of an entry written at `now` with `expiry` (`None`: never). Rounded up to
+    /// the next millisecond, so that a short but non-zero expiry is never already past; a
+    /// deadline beyond `u64` milliseconds is the largest one.
+    pub fn deadline(expiry: Expiry, now: u64) -> Option<u64> {
+        expiry.duration().map(|d| {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            now.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Whether an entry with `deadline` (`None`: never) is still live at `now`: the deadline
+    /// itself is already past.
+    pub fn is_live(deadline: Option<u64>, now: u64) -> bool {
+        deadline.is_none_or(|at| at > now)
+    }
+
+    /// The lifetime left at `now` before `deadline` (zero once it has passed).
+    pub fn remaining(deadline: u64, now: u64) -> Duration {
+        Duration::from_millis(deadline.saturating_sub(now))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn deadlines_round_up_and_saturate() {
+            let after = |d| Expiry::After(d);
+            assert_eq!(deadline(Expiry::Never, 5), None);
+            assert_eq!(deadline(after(Duration::from_millis(300)), 5), Some(305));
+            assert_eq!(deadline(after(Duration::from_nanos(1)), 5), Some(6));
+            assert_eq!(deadline(after(Duration::from_micros(1500)), 5), Some(7));
+            assert_eq!(deadline(after(Duration::MAX), 5), Some(u64::MAX));
+            assert!(is_live(None, u64::MAX));
+            assert!(is_live(Some(6), 5));
+            assert!(!is_live(Some(5), 5));
+            assert_eq!(remaining(305, 5), Duration::from_millis(300));
+            assert_eq!(remaining(5, 305), Duration::ZERO);
+            assert!(now() > 1_700_000_000_000);
+        }
+    }
+}

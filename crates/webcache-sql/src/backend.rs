@@ -2,13 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::task::JoinHandle;
+use webcache_core::backend::unix_ms;
 use webcache_core::entry::parse_integer;
 use webcache_core::{
     glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl,
@@ -101,23 +102,26 @@ enum Stored {
 
 /// Now, in Unix milliseconds (the unit of the `expires` column).
 pub(crate) fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+    column_ms(unix_ms::now())
 }
 
-/// The `expires` value of an entry written at `now`. Rounded up, so that a short but non-zero
-/// expiry is never already past; a deadline beyond i64 milliseconds is kept as the largest one.
+/// Unix milliseconds as the `expires` column holds them (`i64`, saturating).
+fn column_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The `expires` column's value as Unix milliseconds (a negative one is long past).
+fn from_column_ms(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
+/// The `expires` value of an entry written at `now` (core's rule: rounded up, saturating).
 fn expires_at(expiry: Expiry, now: i64) -> Option<i64> {
-    expiry.duration().map(|d| {
-        let ms = d.as_nanos().div_ceil(1_000_000);
-        now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
-    })
+    unix_ms::deadline(expiry, from_column_ms(now)).map(column_ms)
 }
 
 fn is_live(expires: Option<i64>, now: i64) -> bool {
-    expires.is_none_or(|at| at > now)
+    unix_ms::is_live(expires.map(from_column_ms), from_column_ms(now))
 }
 
 impl SqlCache {
@@ -539,8 +543,8 @@ impl Backend for SqlCache {
         Ok(match self.inner.expires(key).await? {
             None => Ttl::Missing,
             Some(None) => Ttl::Forever,
-            Some(Some(at)) if at > now => {
-                Ttl::Remaining(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+            Some(Some(at)) if is_live(Some(at), now) => {
+                Ttl::Remaining(unix_ms::remaining(from_column_ms(at), from_column_ms(now)))
             }
             Some(Some(_)) => Ttl::Missing,
         })
