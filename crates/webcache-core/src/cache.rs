@@ -810,7 +810,7 @@ impl Cache {
                 Err(Error::Unsupported {
                     backend: "cache",
                     operation: "keys",
-                    why: "a custom key function hides which stored keys belong to the cache; use `scan` on the backend",
+                    why: "a custom key function hides which stored keys belong to the cache; use `Cache::scan` for the stored keys",
                 })
             })
             .boxed();
@@ -820,6 +820,14 @@ impl Cache {
         self.guard_stream("keys", self.inner.backend.scan(&full_pattern))
             .map(move |r| r.map(|k| k.strip_prefix(head.as_str()).unwrap_or(&k).to_owned()))
             .boxed()
+    }
+
+    /// The stored keys (prefix and version included) that match the glob `pattern`, streamed:
+    /// the backend's [`scan`](Backend::scan) with the timeout and circuit breaker of
+    /// [`keys`](Self::keys). For tools that work on stored keys (listing them raw, clearing a
+    /// prefix); calling the backend's `scan` directly would wait on a hung server for ever.
+    pub fn scan(&self, pattern: &str) -> KeyStream {
+        self.guard_stream("scan", self.inner.backend.scan(pattern))
     }
 
     /// [`guard_strict`](Self::guard_strict) for a stream: the breaker admits the call and

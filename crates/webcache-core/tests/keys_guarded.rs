@@ -218,11 +218,25 @@ async fn listing_keys_on_a_hung_server_times_out_and_opens_the_breaker() {
         before,
         "the listing was refused, not sent"
     );
+    // So is a listing of stored keys, which tools use.
+    let err = c.scan(":1:*").try_collect::<Vec<_>>().await.unwrap_err();
+    assert!(err.to_string().contains("down since"), "{err}");
+    assert_eq!(wire.calls.load(Ordering::SeqCst), before);
 
     // Thawed, the server answers a trial call and listings work again.
     drop(frozen);
     tokio::time::sleep(CacheOptions::default().breaker_max_delay + Duration::from_millis(200))
         .await;
     assert_eq!(keys(&c).await.unwrap(), ["a", "b"]);
+
+    // A stored-key listing on the hung server times out too.
+    let frozen = Frozen::freeze(&pid_file);
+    let listing =
+        tokio::time::timeout(Duration::from_secs(60), c.scan("*").try_collect::<Vec<_>>());
+    match listing.await.expect("the listing ended instead of hanging") {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    drop(frozen);
     drop(server);
 }
