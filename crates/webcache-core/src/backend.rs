@@ -204,9 +204,25 @@ pub mod unix_ms {
 
     /// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
     pub fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+        of(SystemTime::now())
+    }
+
+    /// `time` in milliseconds since the Unix epoch (0 before it, saturating after `u64`).
+    pub fn of(time: SystemTime) -> u64 {
+        time.duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The time `ms` milliseconds after the Unix epoch (a far-future time the platform can
+    /// represent if that one is beyond its clock): the inverse of [`of`] for stored timestamps.
+    pub fn time(ms: u64) -> SystemTime {
+        let mut after = Duration::from_millis(ms);
+        loop {
+            match UNIX_EPOCH.checked_add(after) {
+                Some(time) => return time,
+                None => after /= 2,
+            }
+        }
     }
 
     /// The deadline of an entry written at `now` with `expiry` (`None`: never). Rounded up to
@@ -248,6 +264,11 @@ pub mod unix_ms {
             assert_eq!(remaining(305, 5), Duration::from_millis(300));
             assert_eq!(remaining(5, 305), Duration::ZERO);
             assert!(now() > 1_700_000_000_000);
+            let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+            assert_eq!(of(t), 1_700_000_000_123);
+            assert_eq!(time(1_700_000_000_123), t);
+            assert_eq!(of(UNIX_EPOCH - Duration::from_secs(1)), 0);
+            assert!(time(u64::MAX) > t);
         }
     }
 }
