@@ -138,6 +138,9 @@ pub struct KeyRules {
     pub max_len: Option<usize>,
     /// Whether spaces and control characters are refused.
     pub no_whitespace_or_control: bool,
+    /// Whether the NUL character (`\0`) is refused (PostgreSQL text cannot hold it). Implied
+    /// by `no_whitespace_or_control`.
+    pub no_nul: bool,
 }
 
 impl KeyRules {
@@ -145,11 +148,13 @@ impl KeyRules {
     pub const ANY: KeyRules = KeyRules {
         max_len: None,
         no_whitespace_or_control: false,
+        no_nul: false,
     };
     /// Memcached's text protocol: at most 250 bytes, no spaces or control characters.
     pub const MEMCACHED: KeyRules = KeyRules {
         max_len: Some(250),
         no_whitespace_or_control: true,
+        no_nul: true,
     };
 
     /// Why `key` breaks these rules, or `None` if it is fine.
@@ -169,6 +174,11 @@ impl KeyRules {
                 ));
             }
         }
+        if self.no_nul && key.contains('\0') {
+            return Some(
+                "it contains a NUL character (\\0), which this backend cannot store".to_owned(),
+            );
+        }
         None
     }
 }
@@ -182,4 +192,83 @@ pub struct BackendStats {
     pub bytes: Option<u64>,
     /// Further figures in the backend's own words (`used_memory`, `curr_items`, ...).
     pub extra: Vec<(String, String)>,
+}
+
+/// Expiry deadlines as Unix milliseconds, for backends that store an absolute deadline (the SQL
+/// `expires` column, the file format's header): one rule for rounding, saturation and
+/// liveness, so that every such backend expires an entry at the same moment.
+pub mod unix_ms {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use crate::timeout::Expiry;
+
+    /// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+    pub fn now() -> u64 {
+        of(SystemTime::now())
+    }
+
+    /// `time` in milliseconds since the Unix epoch (0 before it, saturating after `u64`).
+    pub fn of(time: SystemTime) -> u64 {
+        time.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The time `ms` milliseconds after the Unix epoch (a far-future time the platform can
+    /// represent if that one is beyond its clock): the inverse of [`of`] for stored timestamps.
+    pub fn time(ms: u64) -> SystemTime {
+        let mut after = Duration::from_millis(ms);
+        loop {
+            match UNIX_EPOCH.checked_add(after) {
+                Some(time) => return time,
+                None => after /= 2,
+            }
+        }
+    }
+
+    /// The deadline of an entry written at `now` with `expiry` (`None`: never). Rounded up to
+    /// the next millisecond, so that a short but non-zero expiry is never already past; a
+    /// deadline beyond `u64` milliseconds is the largest one.
+    pub fn deadline(expiry: Expiry, now: u64) -> Option<u64> {
+        expiry.duration().map(|d| {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            now.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Whether an entry with `deadline` (`None`: never) is still live at `now`: the deadline
+    /// itself is already past.
+    pub fn is_live(deadline: Option<u64>, now: u64) -> bool {
+        deadline.is_none_or(|at| at > now)
+    }
+
+    /// The lifetime left at `now` before `deadline` (zero once it has passed).
+    pub fn remaining(deadline: u64, now: u64) -> Duration {
+        Duration::from_millis(deadline.saturating_sub(now))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn deadlines_round_up_and_saturate() {
+            let after = |d| Expiry::After(d);
+            assert_eq!(deadline(Expiry::Never, 5), None);
+            assert_eq!(deadline(after(Duration::from_millis(300)), 5), Some(305));
+            assert_eq!(deadline(after(Duration::from_nanos(1)), 5), Some(6));
+            assert_eq!(deadline(after(Duration::from_micros(1500)), 5), Some(7));
+            assert_eq!(deadline(after(Duration::MAX), 5), Some(u64::MAX));
+            assert!(is_live(None, u64::MAX));
+            assert!(is_live(Some(6), 5));
+            assert!(!is_live(Some(5), 5));
+            assert_eq!(remaining(305, 5), Duration::from_millis(300));
+            assert_eq!(remaining(5, 305), Duration::ZERO);
+            assert!(now() > 1_700_000_000_000);
+            let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+            assert_eq!(of(t), 1_700_000_000_123);
+            assert_eq!(time(1_700_000_000_123), t);
+            assert_eq!(of(UNIX_EPOCH - Duration::from_secs(1)), 0);
+            assert!(time(u64::MAX) > t);
+        }
+    }
 }

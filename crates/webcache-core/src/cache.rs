@@ -794,6 +794,14 @@ impl Cache {
 
     /// The caller-side keys of this handle's version that match the glob `pattern`, streamed.
     /// Needs the default key function.
+    ///
+    /// The listing is a backend call like the others: while the circuit breaker says the
+    /// backend is down it fails at once, its outcome counts towards the breaker, and with an
+    /// `operation_timeout` each key (the first one too) must arrive within that time of the
+    /// one before, or the stream ends with [`Error::Timeout`]. The bound is per key, not for
+    /// the whole listing, so a long listing from a live server is never cut off while a hung
+    /// server fails within the timeout. A failed listing is an error even in degrade mode: an
+    /// empty list would be a wrong answer, not a miss.
     pub fn keys(&self, pattern: &str) -> KeyStream {
         let o = &self.inner.options;
         if !o.key_function.is_default() {
@@ -801,18 +809,93 @@ impl Cache {
                 Err(Error::Unsupported {
                     backend: "cache",
                     operation: "keys",
-                    why: "a custom key function hides which stored keys belong to the cache; use `scan` on the backend",
+                    why: "a custom key function hides which stored keys belong to the cache; use `Cache::scan` for the stored keys",
                 })
             })
             .boxed();
         }
         let head = KeyFunction::default_format(&o.key_prefix, self.version, "");
         let full_pattern = format!("{}{}", glob_escape(&head), pattern);
-        self.inner
-            .backend
-            .scan(&full_pattern)
+        self.guard_stream("keys", self.inner.backend.scan(&full_pattern))
             .map(move |r| r.map(|k| k.strip_prefix(head.as_str()).unwrap_or(&k).to_owned()))
             .boxed()
+    }
+
+    /// The stored keys (prefix and version included) that match the glob `pattern`, streamed:
+    /// the backend's [`scan`](Backend::scan) with the timeout and circuit breaker of
+    /// [`keys`](Self::keys). For tools that work on stored keys (listing them raw, clearing a
+    /// prefix); calling the backend's `scan` directly would wait on a hung server for ever.
+    pub fn scan(&self, pattern: &str) -> KeyStream {
+        self.guard_stream("scan", self.inner.backend.scan(pattern))
+    }
+
+    /// [`guard_strict`](Self::guard_strict) for a stream: the breaker admits the call and
+    /// hears its first outcome (the first key, the end, or an error); each item must arrive
+    /// within the operation timeout; later failures count too.
+    fn guard_stream(&self, operation: &'static str, stream: KeyStream) -> KeyStream {
+        let cache = self.clone();
+        futures::stream::once(async move {
+            let mut stream = stream;
+            let admit = cache.inner.breaker.as_ref().map(Breaker::admit);
+            if let Some(Admit::Refuse(e)) = admit {
+                cache.note_failure(operation, &e);
+                return futures::stream::once(async { Err(e) }).boxed();
+            }
+            let first = cache.next_within(&mut stream).await;
+            // The end of the listing is an answer too.
+            let ended: Result<()> = Ok(());
+            match (admit, &cache.inner.breaker, &first) {
+                (Some(Admit::Trial(trial)), _, Some(result)) => trial.record(result),
+                (Some(Admit::Trial(trial)), _, None) => trial.record(&ended),
+                (_, Some(breaker), Some(result)) => breaker.record(result),
+                (_, Some(breaker), None) => breaker.record(&ended),
+                _ => {}
+            }
+            if let Some(Err(e)) = &first {
+                cache.note_failure(operation, e);
+            }
+            let Some(first) = first else {
+                return futures::stream::empty().boxed();
+            };
+            let stop = matches!(first, Err(Error::Timeout { .. }));
+            let rest = futures::stream::unfold(
+                (cache, stream, stop),
+                move |(cache, mut stream, stop)| async move {
+                    if stop {
+                        return None;
+                    }
+                    let item = cache.next_within(&mut stream).await?;
+                    if let Some(breaker) = &cache.inner.breaker {
+                        breaker.record(&item);
+                    }
+                    if let Err(e) = &item {
+                        cache.note_failure(operation, e);
+                    }
+                    // A hung backend would make the next poll wait again: end the stream here.
+                    let stop = matches!(item, Err(Error::Timeout { .. }));
+                    Some((item, (cache, stream, stop)))
+                },
+            );
+            futures::stream::once(async { first }).chain(rest).boxed()
+        })
+        .flatten()
+        .boxed()
+    }
+
+    /// The next item of `stream`, or [`Error::Timeout`] if it does not come within the
+    /// operation timeout.
+    async fn next_within(&self, stream: &mut KeyStream) -> Option<Result<String>> {
+        match self.inner.options.operation_timeout {
+            None => stream.next().await,
+            Some(after) => tokio::time::timeout(after, stream.next())
+                .await
+                .unwrap_or_else(|_| {
+                    Some(Err(Error::Timeout {
+                        backend: self.inner.backend.name(),
+                        after,
+                    }))
+                }),
+        }
     }
 
     /// The alias's counters and what the backend can tell about its contents.
@@ -991,14 +1074,19 @@ impl Cache {
             }
         };
         if let Err(e) = &result {
-            if e.is_backend_failure() {
-                self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
-                if self.inner.options.on_error == OnError::Raise {
-                    tracing::debug!(alias = %self.alias(), operation, "cache backend failed: {e}");
-                }
-            }
+            self.note_failure(operation, e);
         }
         result
+    }
+
+    /// Counts a backend failure in the metrics (other errors are the caller's).
+    fn note_failure(&self, operation: &'static str, e: &Error) {
+        if e.is_backend_failure() {
+            self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+            if self.inner.options.on_error == OnError::Raise {
+                tracing::debug!(alias = %self.alias(), operation, "cache backend failed: {e}");
+            }
+        }
     }
 
     fn log_degraded(&self, operation: &'static str, error: &Error) {

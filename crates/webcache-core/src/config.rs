@@ -21,6 +21,11 @@
 //! (seconds of process-local copies in front of a shared backend) and `near_max_entries`. Every other
 //! field is handed to the backend, which refuses the ones it does not know.
 //!
+//! Common options apply in layers, each overriding exactly the options it gives (even with the
+//! default value): the defaults, then the file (an alias's fields and its `url`'s query, which
+//! may not both give one option), then the query of `WEBCACHE_URL`
+//! ([`CachesConfig::with_env`]), which replaces the `default` alias's URL.
+//!
 //! The circuit breaker of server backends ([`breaker`](crate::breaker)): `breaker_failures`
 //! (connection failures in a row before calls fail at once; default 3, `0` turns it off) and
 //! `breaker_max_delay` (seconds; the longest wait between trial calls while the backend is
@@ -243,133 +248,192 @@ impl CacheConfig {
     fn from_parts(
         alias: &str,
         url: &str,
-        mut fields: BTreeMap<String, String>,
+        fields: BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
+        let (given, backend) = parse_layer(alias, url, fields)?;
+        let mut options = CacheOptions {
             alias: alias.to_owned(),
-            field: field.to_owned(),
-            message,
+            ..CacheOptions::default()
         };
-        let url = url.trim();
-        let example = "for example `locmem://` or `redis://127.0.0.1:6379/0`";
-        let Some((scheme, rest)) = url.split_once(':') else {
-            return Err(invalid(
-                "url",
-                format!("`{url}` is not a cache URL (it has no `scheme:`); {example}"),
-            ));
-        };
-        let scheme = scheme.to_ascii_lowercase();
-        if !SCHEMES.iter().any(|(s, _)| *s == scheme) {
-            let accepted: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
-            return Err(invalid(
-                "url",
-                format!(
-                    "unknown scheme `{scheme}` in `{}`; accepted schemes: {}; {example}",
-                    redact(url),
-                    accepted.join(", ")
-                ),
-            ));
-        }
-        let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let location = base.strip_prefix("//").unwrap_or(base).to_owned();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .map_err(|_| invalid("url", format!("query parameter `{pair}` is not valid UTF-8 after percent-decoding")))
-            };
-            let (name, value) = (decode(name)?, decode(value)?);
-            if fields.contains_key(&name) {
-                return Err(invalid(
-                    &name,
-                    "given twice (in the URL and in the configuration, or twice in the URL); keep one".into(),
-                ));
-            }
-            fields.insert(name, value);
-        }
-        let mut backend = BackendSpec {
-            alias: alias.to_owned(),
-            scheme,
-            url: format!("{}:{}", url.split_once(':').map_or("", |(s, _)| s), base),
-            location,
-            options: fields,
-        };
-        let options = take_common_options(alias, &mut backend)?;
+        given.apply_to(&mut options);
         Ok(CacheConfig { options, backend })
     }
 }
 
-fn take_common_options(alias: &str, spec: &mut BackendSpec) -> Result<CacheOptions, ConfigError> {
-    let mut options = CacheOptions {
+/// Parses one layer of configuration (a URL, plus the fields of a file's alias table): the
+/// common options it gives and the backend it describes.
+fn parse_layer(
+    alias: &str,
+    url: &str,
+    mut fields: BTreeMap<String, String>,
+) -> Result<(GivenOptions, BackendSpec), ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
         alias: alias.to_owned(),
-        ..CacheOptions::default()
+        field: field.to_owned(),
+        message,
     };
-    if let Some(raw) = spec.take_str("timeout") {
-        options.default_timeout = Timeout::parse(&raw).ok_or_else(|| {
-            spec.error(
-                "timeout",
-                format!("`{raw}` is not a timeout; expected seconds (300, 0.5) or \"forever\""),
-            )
-        })?;
+    let url = url.trim();
+    let example = "for example `locmem://` or `redis://127.0.0.1:6379/0`";
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(invalid(
+            "url",
+            format!("`{url}` is not a cache URL (it has no `scheme:`); {example}"),
+        ));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if !SCHEMES.iter().any(|(s, _)| *s == scheme) {
+        let accepted: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
+        return Err(invalid(
+            "url",
+            format!(
+                "unknown scheme `{scheme}` in `{}`; accepted schemes: {}; {example}",
+                redact(url),
+                accepted.join(", ")
+            ),
+        ));
     }
-    if let Some(prefix) = spec.take_str("key_prefix") {
-        options.key_prefix = prefix;
-    }
-    if let Some(version) = spec.take("version", "an integer such as 1")? {
-        options.version = version;
-    }
-    if let Some(raw) = spec.take_str("invalid_keys") {
-        options.invalid_keys = match raw.as_str() {
-            "reject" => InvalidKeyPolicy::Reject,
-            "hash" => InvalidKeyPolicy::Hash,
-            _ => {
-                return Err(spec.error(
-                    "invalid_keys",
-                    format!("`{raw}` is not accepted; use \"reject\" or \"hash\""),
-                ))
-            }
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let location = base.strip_prefix("//").unwrap_or(base).to_owned();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| {
+                    invalid(
+                        "url",
+                        format!(
+                            "query parameter `{pair}` is not valid UTF-8 after percent-decoding"
+                        ),
+                    )
+                })
         };
+        let (name, value) = (decode(name)?, decode(value)?);
+        if fields.contains_key(&name) {
+            return Err(invalid(
+                &name,
+                "given twice (in the URL and in the configuration, or twice in the URL); keep one"
+                    .into(),
+            ));
+        }
+        fields.insert(name, value);
     }
-    if let Some(raw) = spec.take_str("compress_min_bytes") {
-        options.compress_min_bytes = match raw.as_str() {
-            "off" | "none" | "false" => None,
-            n => Some(n.parse().map_err(|_| {
+    let mut backend = BackendSpec {
+        alias: alias.to_owned(),
+        scheme,
+        url: format!("{}:{}", url.split_once(':').map_or("", |(s, _)| s), base),
+        location,
+        options: fields,
+    };
+    let given = GivenOptions::take(&mut backend)?;
+    Ok((given, backend))
+}
+
+/// The common options one layer of configuration gave: `None` where it said nothing.
+///
+/// Layers apply in order (defaults, then the file, then `WEBCACHE_URL`), each overriding the
+/// options it gives, so a value given explicitly wins over a lower layer even when it equals
+/// the default. Comparing with the defaults instead would read "given as the default" as
+/// "not given" and let the file's value win.
+#[derive(Debug, Default)]
+struct GivenOptions {
+    default_timeout: Option<Timeout>,
+    key_prefix: Option<String>,
+    version: Option<i64>,
+    invalid_keys: Option<InvalidKeyPolicy>,
+    compress_min_bytes: Option<Option<usize>>,
+    max_entry_size: Option<usize>,
+    on_error: Option<OnError>,
+    operation_timeout: Option<Duration>,
+    near_ttl: Option<Duration>,
+    near_max_entries: Option<u64>,
+    breaker_failures: Option<u32>,
+    breaker_max_delay: Option<Duration>,
+}
+
+impl GivenOptions {
+    /// Removes and parses the common options from `spec`, leaving the backend's own.
+    fn take(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
+        let mut given = GivenOptions::default();
+        if let Some(raw) = spec.take_str("timeout") {
+            given.default_timeout = Some(Timeout::parse(&raw).ok_or_else(|| {
                 spec.error(
-                    "compress_min_bytes",
-                    format!("`{raw}` is not accepted; use a number of bytes or \"off\""),
+                    "timeout",
+                    format!("`{raw}` is not a timeout; expected seconds (300, 0.5) or \"forever\""),
                 )
-            })?),
-        };
+            })?);
+        }
+        given.key_prefix = spec.take_str("key_prefix");
+        given.version = spec.take("version", "an integer such as 1")?;
+        if let Some(raw) = spec.take_str("invalid_keys") {
+            given.invalid_keys = Some(match raw.as_str() {
+                "reject" => InvalidKeyPolicy::Reject,
+                "hash" => InvalidKeyPolicy::Hash,
+                _ => {
+                    return Err(spec.error(
+                        "invalid_keys",
+                        format!("`{raw}` is not accepted; use \"reject\" or \"hash\""),
+                    ))
+                }
+            });
+        }
+        if let Some(raw) = spec.take_str("compress_min_bytes") {
+            given.compress_min_bytes = Some(match raw.as_str() {
+                "off" | "none" | "false" => None,
+                n => Some(n.parse().map_err(|_| {
+                    spec.error(
+                        "compress_min_bytes",
+                        format!("`{raw}` is not accepted; use a number of bytes or \"off\""),
+                    )
+                })?),
+            });
+        }
+        given.max_entry_size = spec.take("max_entry_size", "a number of bytes such as 67108864")?;
+        if let Some(raw) = spec.take_str("on_error") {
+            given.on_error = Some(match raw.as_str() {
+                "raise" => OnError::Raise,
+                "degrade" => OnError::Degrade,
+                _ => {
+                    return Err(spec.error(
+                        "on_error",
+                        format!("`{raw}` is not accepted; use \"raise\" or \"degrade\""),
+                    ))
+                }
+            });
+        }
+        given.operation_timeout = spec.take_seconds("operation_timeout")?;
+        given.near_ttl = spec.take_seconds("near_ttl")?;
+        given.near_max_entries = spec.take("near_max_entries", "a whole number of entries")?;
+        given.breaker_failures =
+            spec.take("breaker_failures", "a whole number of failures (0: off)")?;
+        given.breaker_max_delay = spec.take_seconds("breaker_max_delay")?;
+        Ok(given)
     }
-    if let Some(n) = spec.take("max_entry_size", "a number of bytes such as 67108864")? {
-        options.max_entry_size = n;
-    }
-    if let Some(raw) = spec.take_str("on_error") {
-        options.on_error = match raw.as_str() {
-            "raise" => OnError::Raise,
-            "degrade" => OnError::Degrade,
-            _ => {
-                return Err(spec.error(
-                    "on_error",
-                    format!("`{raw}` is not accepted; use \"raise\" or \"degrade\""),
-                ))
+
+    /// Overrides the options of `options` that this layer gave; keeps the others.
+    fn apply_to(self, options: &mut CacheOptions) {
+        fn set<T>(target: &mut T, given: Option<T>) {
+            if let Some(value) = given {
+                *target = value;
             }
-        };
+        }
+        set(&mut options.default_timeout, self.default_timeout);
+        set(&mut options.key_prefix, self.key_prefix);
+        set(&mut options.version, self.version);
+        set(&mut options.invalid_keys, self.invalid_keys);
+        set(&mut options.compress_min_bytes, self.compress_min_bytes);
+        set(&mut options.max_entry_size, self.max_entry_size);
+        set(&mut options.on_error, self.on_error);
+        set(
+            &mut options.operation_timeout,
+            self.operation_timeout.map(Some),
+        );
+        set(&mut options.near_ttl, self.near_ttl.map(Some));
+        set(&mut options.near_max_entries, self.near_max_entries);
+        set(&mut options.breaker_failures, self.breaker_failures);
+        set(&mut options.breaker_max_delay, self.breaker_max_delay);
     }
-    options.operation_timeout = spec.take_seconds("operation_timeout")?;
-    options.near_ttl = spec.take_seconds("near_ttl")?;
-    if let Some(n) = spec.take("near_max_entries", "a whole number of entries")? {
-        options.near_max_entries = n;
-    }
-    if let Some(n) = spec.take("breaker_failures", "a whole number of failures (0: off)")? {
-        options.breaker_failures = n;
-    }
-    if let Some(delay) = spec.take_seconds("breaker_max_delay")? {
-        options.breaker_max_delay = delay;
-    }
-    Ok(options)
 }
 
 /// The aliases of an application, in the order they were configured.
@@ -427,8 +491,8 @@ impl CachesConfig {
         Self::from_toml_str(&text, path)
     }
 
-    /// Applies `WEBCACHE_URL`, if set: it replaces the `default` alias's URL (keeping its
-    /// common options, dropping options that belonged to the old backend) or adds a `default`.
+    /// Applies `WEBCACHE_URL`, if set: it replaces the `default` alias's URL or adds a
+    /// `default` (see [`with_default_url`](Self::with_default_url)).
     pub fn with_env(self) -> Result<Self, ConfigError> {
         match std::env::var(URL_ENV) {
             Ok(url) if !url.trim().is_empty() => self.with_default_url(&url),
@@ -437,25 +501,26 @@ impl CachesConfig {
     }
 
     /// Replaces (or adds) the `default` alias's URL.
+    ///
+    /// The common options of the alias apply in layers: the defaults, then the file (the
+    /// alias's fields and its `url`'s query, which may not both give one option), then this
+    /// URL's query. Each layer overrides exactly the options it gives, even with the default
+    /// value (`?version=1` over a file's `version = 2` is version 1); options the URL does not
+    /// give keep the file's values. The old backend's own options (`max_entries`, `table`, ...)
+    /// are dropped with the old URL.
     pub fn with_default_url(mut self, url: &str) -> Result<Self, ConfigError> {
-        let mut fresh = CacheConfig::from_url("default", url)?;
+        let (given, backend) = parse_layer("default", url, BTreeMap::new())?;
         if let Some(existing) = self
             .caches
             .iter_mut()
             .find(|c| c.options.alias == "default")
         {
-            let url_options = fresh.options.clone();
-            let defaults = CacheOptions {
-                alias: "default".into(),
-                ..CacheOptions::default()
-            };
-            // Options given in the new URL win; otherwise those of the file stay.
-            let mut merged = existing.options.clone();
-            merge_options(&mut merged, &url_options, &defaults);
-            fresh.options = merged;
-            *existing = fresh;
+            given.apply_to(&mut existing.options);
+            existing.backend = backend;
         } else {
-            self.caches.insert(0, fresh);
+            let mut options = CacheOptions::default();
+            given.apply_to(&mut options);
+            self.caches.insert(0, CacheConfig { options, backend });
         }
         Ok(self)
     }
@@ -463,43 +528,6 @@ impl CachesConfig {
     /// The configuration of `alias`.
     pub fn get(&self, alias: &str) -> Option<&CacheConfig> {
         self.caches.iter().find(|c| c.options.alias == alias)
-    }
-}
-
-fn merge_options(base: &mut CacheOptions, new: &CacheOptions, defaults: &CacheOptions) {
-    if new.key_prefix != defaults.key_prefix {
-        base.key_prefix.clone_from(&new.key_prefix);
-    }
-    if new.version != defaults.version {
-        base.version = new.version;
-    }
-    if new.default_timeout != defaults.default_timeout {
-        base.default_timeout = new.default_timeout;
-    }
-    if new.invalid_keys != defaults.invalid_keys {
-        base.invalid_keys = new.invalid_keys;
-    }
-    if new.compress_min_bytes != defaults.compress_min_bytes {
-        base.compress_min_bytes = new.compress_min_bytes;
-    }
-    if new.max_entry_size != defaults.max_entry_size {
-        base.max_entry_size = new.max_entry_size;
-    }
-    if new.on_error != defaults.on_error {
-        base.on_error = new.on_error;
-    }
-    if new.operation_timeout.is_some() {
-        base.operation_timeout = new.operation_timeout;
-    }
-    if new.near_ttl.is_some() {
-        base.near_ttl = new.near_ttl;
-        base.near_max_entries = new.near_max_entries;
-    }
-    if new.breaker_failures != defaults.breaker_failures {
-        base.breaker_failures = new.breaker_failures;
-    }
-    if new.breaker_max_delay != defaults.breaker_max_delay {
-        base.breaker_max_delay = new.breaker_max_delay;
     }
 }
 

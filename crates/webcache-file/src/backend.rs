@@ -6,17 +6,17 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use webcache_core::backend::unix_ms;
 use webcache_core::config::{BackendSpec, ConfigError};
 use webcache_core::entry::{encode_integer, parse_integer};
 use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
 
 use crate::config::{FileConfig, DEFAULT_CULL_FREQUENCY, DEFAULT_MAX_ENTRIES};
-use crate::format::{deadline_ms, now_ms};
+use crate::format::{deadline_ms, live_at, now_ms};
 use crate::secure::prepare_dir;
 use crate::store::{remove_quietly, Count, Found, Store};
 use crate::BACKEND;
@@ -183,10 +183,10 @@ impl Backend for FileCache {
         self.blocking(move |s| {
             Ok(match s.live(&key)? {
                 None => Ttl::Missing,
-                Some(e) if e.expires_ms == 0 => Ttl::Forever,
-                Some(e) => {
-                    Ttl::Remaining(Duration::from_millis(e.expires_ms.saturating_sub(now_ms())))
-                }
+                Some(e) => match e.deadline() {
+                    None => Ttl::Forever,
+                    Some(at) => Ttl::Remaining(unix_ms::remaining(at, now_ms())),
+                },
             })
         })
         .await
@@ -224,7 +224,7 @@ impl Backend for FileCache {
                     Ok(s.listed_keys()?
                         .into_iter()
                         .filter(|(_, expires, key)| {
-                            (*expires == 0 || *expires > now) && glob_match(&pattern, key)
+                            live_at(*expires, now) && glob_match(&pattern, key)
                         })
                         .map(|(_, _, key)| key)
                         .collect::<Vec<_>>())
@@ -300,9 +300,7 @@ impl Backend for FileCache {
         self.blocking(move |s| {
             let path = s.path_for(&key);
             Ok(match Store::read_head(&path) {
-                Ok((expires, stored)) => {
-                    stored == key.as_bytes() && (expires == 0 || expires > now_ms())
-                }
+                Ok((expires, stored)) => stored == key.as_bytes() && live_at(expires, now_ms()),
                 Err(_) => false,
             })
         })

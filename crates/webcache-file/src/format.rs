@@ -1,8 +1,7 @@
 //! The on-disk format of one entry: `WCF\x01`, expiry, key length, value length, key, value.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
+use webcache_core::backend::unix_ms;
 use webcache_core::Expiry;
 
 pub(crate) const MAGIC: [u8; 4] = *b"WCF\x01";
@@ -21,7 +20,12 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub(crate) fn live(&self, now: u64) -> bool {
-        self.expires_ms == 0 || self.expires_ms > now
+        live_at(self.expires_ms, now)
+    }
+
+    /// The expiry deadline in Unix milliseconds (`None`: never).
+    pub(crate) fn deadline(&self) -> Option<u64> {
+        deadline_of(self.expires_ms)
     }
 
     pub(crate) fn value(&self) -> Bytes {
@@ -29,22 +33,24 @@ impl Entry {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// The deadline a header's expiry stands for: 0 is "never".
+fn deadline_of(expires_ms: u64) -> Option<u64> {
+    (expires_ms != 0).then_some(expires_ms)
 }
 
+/// Whether an entry whose header holds `expires_ms` is live at `now`.
+pub(crate) fn live_at(expires_ms: u64, now: u64) -> bool {
+    unix_ms::is_live(deadline_of(expires_ms), now)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    unix_ms::now()
+}
+
+/// The header's expiry for an entry written now: core's deadline, with 0 for "never" (so a
+/// real deadline is at least 1).
 pub(crate) fn deadline_ms(expiry: Expiry) -> u64 {
-    match expiry {
-        Expiry::Never => 0,
-        Expiry::After(d) => {
-            let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
-            now_ms()
-                .saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
-                .max(1)
-        }
-    }
+    unix_ms::deadline(expiry, unix_ms::now()).map_or(0, |at| at.max(1))
 }
 
 /// Parses the fixed header: `(expiry, key length, value length)`.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use webcache_core::{Error, Expiry, Result};
 
-use crate::format::{deadline_ms, encode, now_ms, parse_header, Entry, HEADER_LEN};
+use crate::format::{deadline_ms, encode, live_at, now_ms, parse_header, Entry, HEADER_LEN};
 use crate::secure::{
     open_entry, open_lock, prepare_dir, verify_dir, DirIdentity, Opened, MAX_ENTRY_BYTES,
 };
@@ -287,7 +287,7 @@ impl Store {
         let mut kept = Vec::with_capacity(files.len());
         for path in files {
             match Self::read_head(&path) {
-                Ok((expires, _)) if expires == 0 || expires > now => kept.push(path),
+                Ok((expires, _)) if live_at(expires, now) => kept.push(path),
                 _ => remove_quietly(&path)?,
             }
         }

@@ -2,13 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::task::JoinHandle;
+use webcache_core::backend::unix_ms;
 use webcache_core::entry::parse_integer;
 use webcache_core::{
     glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl,
@@ -30,6 +31,15 @@ const SCAN_PAGE: i64 = 500;
 /// row size ... exceeds btree maximum". Longer keys are a usage error that says so (or are
 /// hashed with `invalid_keys = "hash"`).
 pub const POSTGRES_MAX_KEY_LEN: usize = 2000;
+
+/// The keys PostgreSQL stores unchanged: at most [`POSTGRES_MAX_KEY_LEN`] bytes, no NUL (its
+/// text type cannot hold one). Others are usage errors, or hashed with `invalid_keys = "hash"`.
+const POSTGRES_KEY_RULES: KeyRules = KeyRules {
+    max_len: Some(POSTGRES_MAX_KEY_LEN),
+    no_whitespace_or_control: false,
+    no_nul: true,
+};
+
 /// How often `incr` retries when the value changed between its update and its check.
 const INCR_ATTEMPTS: usize = 16;
 
@@ -92,23 +102,26 @@ enum Stored {
 
 /// Now, in Unix milliseconds (the unit of the `expires` column).
 pub(crate) fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+    column_ms(unix_ms::now())
 }
 
-/// The `expires` value of an entry written at `now`. Rounded up, so that a short but non-zero
-/// expiry is never already past; a deadline beyond i64 milliseconds is kept as the largest one.
+/// Unix milliseconds as the `expires` column holds them (`i64`, saturating).
+fn column_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The `expires` column's value as Unix milliseconds (a negative one is long past).
+fn from_column_ms(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
+/// The `expires` value of an entry written at `now` (core's rule: rounded up, saturating).
 fn expires_at(expiry: Expiry, now: i64) -> Option<i64> {
-    expiry.duration().map(|d| {
-        let ms = d.as_nanos().div_ceil(1_000_000);
-        now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
-    })
+    unix_ms::deadline(expiry, from_column_ms(now)).map(column_ms)
 }
 
 fn is_live(expires: Option<i64>, now: i64) -> bool {
-    expires.is_none_or(|at| at > now)
+    unix_ms::is_live(expires.map(from_column_ms), from_column_ms(now))
 }
 
 impl SqlCache {
@@ -178,18 +191,24 @@ fn corrupt_sqlite_file(e: &sqlx::Error) -> Option<String> {
 }
 
 impl Inner {
-    /// Refuses what [`KeyRules`] cannot say: PostgreSQL text holds no NUL character.
+    /// Refuses a key PostgreSQL text cannot hold (a NUL) also when the backend is used
+    /// without a [`Cache`](webcache_core::Cache), which checks [`POSTGRES_KEY_RULES`] first.
+    /// The length is left to the server here: rows written directly may be longer.
     fn check_key(&self, key: &str) -> Result<()> {
-        if self.dialect == Dialect::Postgres && key.contains('\0') {
-            let shown: String = key.chars().take(80).collect();
-            return Err(Error::InvalidKey {
-                key: shown.escape_debug().to_string(),
-                reason: "it contains a NUL character (\\0), which PostgreSQL text cannot hold; \
-                         remove it from the key"
-                    .to_owned(),
-            });
+        let nul = KeyRules {
+            no_nul: true,
+            ..KeyRules::ANY
+        };
+        match nul.violation(key) {
+            Some(reason) if self.dialect == Dialect::Postgres => {
+                let shown: String = key.chars().take(80).collect();
+                Err(Error::InvalidKey {
+                    key: shown.escape_debug().to_string(),
+                    reason: format!("{reason}; remove it from the key"),
+                })
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub(crate) fn name(&self) -> &'static str {
@@ -390,10 +409,7 @@ impl Backend for SqlCache {
     fn key_rules(&self) -> KeyRules {
         match self.inner.dialect {
             Dialect::Sqlite => KeyRules::ANY,
-            Dialect::Postgres => KeyRules {
-                max_len: Some(POSTGRES_MAX_KEY_LEN),
-                no_whitespace_or_control: false,
-            },
+            Dialect::Postgres => POSTGRES_KEY_RULES,
         }
     }
 
@@ -527,8 +543,8 @@ impl Backend for SqlCache {
         Ok(match self.inner.expires(key).await? {
             None => Ttl::Missing,
             Some(None) => Ttl::Forever,
-            Some(Some(at)) if at > now => {
-                Ttl::Remaining(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+            Some(Some(at)) if is_live(Some(at), now) => {
+                Ttl::Remaining(unix_ms::remaining(from_column_ms(at), from_column_ms(now)))
             }
             Some(Some(_)) => Ttl::Missing,
         })
