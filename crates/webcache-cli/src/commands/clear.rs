@@ -23,7 +23,7 @@ pub(super) async fn run(
         "{}*",
         webcache::glob_escape(&format!("{}:", cache.options().key_prefix))
     );
-    let mut keys = cache.backend().scan(&pattern);
+    let mut keys = cache.scan(&pattern);
     // The keys found are stored keys: deleted as they are, through the cache's own rules.
     let stored = addressed(
         cache,

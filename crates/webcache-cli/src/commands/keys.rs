@@ -66,7 +66,7 @@ pub(crate) async fn stream(
 
 fn list(cache: &Cache, pattern: &str, address: Address) -> webcache::KeyStream {
     if address.raw {
-        cache.backend().scan(pattern)
+        cache.scan(pattern)
     } else {
         addressed(cache, address).keys(pattern)
     }
