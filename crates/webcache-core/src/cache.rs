@@ -21,6 +21,8 @@ use crate::single_flight::SingleFlight;
 use crate::throttle::LogThrottle;
 use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
+mod stale;
+
 /// What a cache does when its backend fails (is down, times out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnError {
@@ -410,7 +412,8 @@ impl Cache {
     }
 
     /// The remaining lifetime of `key`: [`Ttl::Remaining`], [`Ttl::Forever`] or
-    /// [`Ttl::Missing`].
+    /// [`Ttl::Missing`]. For a value kept with a stale window this is how long the backend
+    /// keeps it, window included; [`lifetime`](Cache::lifetime) tells the fresh part apart.
     pub async fn ttl(&self, key: &str) -> Result<Ttl> {
         let full = self.make_key(key)?;
         self.guard("ttl", self.inner.backend.ttl(&full), || Ttl::Missing)
@@ -650,12 +653,33 @@ impl Cache {
         }
         let full = self.make_key(key)?;
         let expiry = self.expiry(timeout.into());
+        self.compute_and_add(key, &full, expiry, None, compute)
+            .await
+    }
+
+    /// The miss path of the `get_or_set` family: one computation per key in this process, its
+    /// value stored with `add` (so a value another writer stored meanwhile wins) for `expiry`
+    /// (`None`: do not keep), fresh for `fresh_for` of it when it has a stale window.
+    async fn compute_and_add<T, E, F, Fut>(
+        &self,
+        key: &str,
+        full: &str,
+        expiry: Option<Expiry>,
+        fresh_for: Option<Duration>,
+        compute: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let (bytes, _) = self
             .inner
             .flights
-            .run(&full, || async {
+            .run(full, || async {
                 let value: T = compute().await?;
-                let encoded = self.encode(key, &value).map_err(E::from)?;
+                let encoded = self.encode_entry(key, &value, fresh_for).map_err(E::from)?;
                 let Some(expiry) = expiry else {
                     return Ok::<Bytes, E>(encoded);
                 };
@@ -664,7 +688,7 @@ impl Cache {
                 // foreign, another type or an old format) is what made us miss, so ours
                 // replaces it.
                 let added = self
-                    .add_or_repair(key, &full, encoded.clone(), expiry, |w| {
+                    .add_or_repair(key, full, encoded.clone(), expiry, |w| {
                         self.decode_typed::<T>(key, w).is_some()
                     })
                     .await

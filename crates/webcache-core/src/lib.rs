@@ -26,7 +26,7 @@ pub use error::{BoxError, Error, Result};
 pub use key::{glob_escape, glob_match, InvalidKeyPolicy, KeyFunction};
 pub use single_flight::{Followed, Follower, Joined, Leader, SingleFlight};
 pub use throttle::LogThrottle;
-pub use timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
+pub use timeout::{Expiry, Lifetime, Timeout, Ttl, DEFAULT_TIMEOUT};
 
 /// Re-exported so backends implement [`Backend`] with the same macro version.
 pub use async_trait::async_trait;

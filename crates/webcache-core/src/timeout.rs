@@ -170,6 +170,26 @@ pub enum Ttl {
     Remaining(Duration),
 }
 
+/// A key's remaining lifetime split at its fresh-until time, as
+/// [`Cache::lifetime`](crate::Cache::lifetime) reports it: what [`Ttl`] says, and how much of
+/// it is fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// The key is not in the cache (or has expired).
+    Missing,
+    /// The key never expires.
+    Forever,
+    /// The key is fresh for `fresh`, then kept and served stale for `stale` more.
+    Expires {
+        /// How long the value is still fresh: zero once it is stale.
+        fresh: Duration,
+        /// How long it is then served stale while it is refreshed (see
+        /// [`Cache::get_or_set_with_stale`](crate::Cache::get_or_set_with_stale)): zero for a
+        /// value stored without a stale window.
+        stale: Duration,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

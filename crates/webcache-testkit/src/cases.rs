@@ -979,3 +979,182 @@ pub async fn key_rules_are_enforced(h: &dyn Harness) {
         }
     }
 }
+
+// ----- stale windows (`get_or_set_with_stale`) ---------------------------------------------
+//
+// The fresh time is the cache's own (milliseconds, in the entry); the window's end is the
+// backend's expiry, which memcached rounds to whole seconds: waits past it add
+// `expiry_slack`. Computations are counted; a gate holds the refresh, so a caller served
+// before it opens provably did not wait for it.
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How long the stale cases wait for something that happens in the background.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it holds, for at most [`PATIENCE`].
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Within its stale window a value is served at once while one refresh runs in the
+/// background; the refresh outlives its callers and its value replaces the stale one.
+pub async fn stale_value_is_served_at_once_with_one_refresh(h: &dyn Harness) {
+    let c = cache(h).await;
+    let (fresh, window) = (Duration::from_secs(1), Duration::from_secs(60));
+    let v: String = c
+        .get_or_set_with_stale("k", fresh, window, || async { "old".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(v, "old");
+    match c.lifetime("k").await.unwrap() {
+        webcache_core::Lifetime::Expires { fresh: f, stale } => {
+            assert!(f <= fresh, "fresh for {f:?}");
+            assert!(
+                stale >= Duration::from_secs(55) && stale <= Duration::from_secs(62),
+                "stale for {stale:?}"
+            );
+        }
+        other => panic!("a value with a stale window expires: {other:?}"),
+    }
+    sleep(fresh + Duration::from_millis(100)).await;
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..10)
+        .map(|_| {
+            let (c, gate, calls) = (c.clone(), gate.clone(), calls.clone());
+            tokio::spawn(async move {
+                c.get_or_set_with_stale("k", fresh, window, move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    drop(gate.acquire().await.unwrap());
+                    "new".to_owned()
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for caller in callers {
+        let served = tokio::time::timeout(PATIENCE, caller)
+            .await
+            .expect("a caller waited for the refresh instead of being served the stale value");
+        assert_eq!(served.unwrap(), "old", "the stale value is served");
+    }
+    // A plain read still returns the stale value: the backend holds it.
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("old"));
+    eventually("the background refresh starts", async || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    gate.add_permits(1);
+    eventually("the refreshed value replaces the stale one", async || {
+        c.get::<String>("k").await.unwrap().as_deref() == Some("new")
+    })
+    .await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one refresh per key in this process"
+    );
+    match c.lifetime("k").await.unwrap() {
+        webcache_core::Lifetime::Expires { fresh: f, .. } => {
+            assert!(!f.is_zero(), "the refreshed value is fresh again")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Past its stale window a value is gone: the caller waits for the computation.
+pub async fn past_the_stale_window_callers_wait(h: &dyn Harness) {
+    let c = cache(h).await;
+    let (fresh, window) = (Duration::from_secs(1), Duration::from_secs(1));
+    let v: String = c
+        .get_or_set_with_stale("k", fresh, window, || async { "old".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(v, "old");
+    sleep(fresh + window + Duration::from_millis(100) + h.capabilities().expiry_slack).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let v: String = c
+        .get_or_set_with_stale("k", fresh, window, move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            "new".to_owned()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        v, "new",
+        "past the window the caller gets the computed value"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A refresh that fails keeps the stale value, served until the window ends; past it the
+/// caller waits for its own computation and gets its error.
+pub async fn failing_refresh_serves_stale_until_the_window_ends(h: &dyn Harness) {
+    let c = cache(h).await;
+    let (fresh, window) = (Duration::from_secs(1), Duration::from_secs(4));
+    let stored_at = std::time::Instant::now();
+    let v: String = c
+        .get_or_set_with_stale("k", fresh, window, || async { "old".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(v, "old");
+    sleep(fresh + Duration::from_millis(100)).await;
+
+    let failures = Arc::new(AtomicUsize::new(0));
+    let failing = |failures: Arc<AtomicUsize>| {
+        move || async move {
+            failures.fetch_add(1, Ordering::SeqCst);
+            Err::<String, _>(Upstream("upstream down".to_owned()))
+        }
+    };
+    let v = c
+        .try_get_or_set_with_stale("k", fresh, window, failing(failures.clone()))
+        .await;
+    assert_eq!(v, Ok("old".to_owned()));
+    eventually("the background refresh runs and fails", async || {
+        failures.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually(
+        "after a failed refresh the stale value is still served",
+        async || {
+            let v = c
+                .try_get_or_set_with_stale("k", fresh, window, failing(failures.clone()))
+                .await;
+            assert_eq!(v, Ok("old".to_owned()), "stale-if-error");
+            failures.load(Ordering::SeqCst) >= 2
+        },
+    )
+    .await;
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("old"));
+
+    let end =
+        stored_at + fresh + window + Duration::from_millis(200) + h.capabilities().expiry_slack;
+    sleep(end.saturating_duration_since(std::time::Instant::now())).await;
+    let before = failures.load(Ordering::SeqCst);
+    let v = c
+        .try_get_or_set_with_stale("k", fresh, window, failing(failures.clone()))
+        .await;
+    assert_eq!(
+        v,
+        Err(Upstream("upstream down".to_owned())),
+        "past the window the caller computes and gets the failure"
+    );
+    assert_eq!(failures.load(Ordering::SeqCst), before + 1);
+    assert!(!c.has_key("k").await.unwrap(), "a failure stores nothing");
+}

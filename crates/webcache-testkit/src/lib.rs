@@ -164,6 +164,9 @@ macro_rules! conformance_suite {
             corrupt_entries_are_misses,
             get_or_set_repairs_unreadable_entries,
             key_rules_are_enforced,
+            stale_value_is_served_at_once_with_one_refresh,
+            past_the_stale_window_callers_wait,
+            failing_refresh_serves_stale_until_the_window_ends,
         );
     };
 }

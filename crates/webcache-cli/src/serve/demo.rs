@@ -1,8 +1,8 @@
 //! The demo's routes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use minijinja::Environment;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower_sessions::Session;
 use webcache::http::{cache_page, CachePageLayer};
@@ -23,6 +23,9 @@ use super::admin::{self, Admin};
 /// How long the demo caches upstream answers and pages, as the tutorial does.
 const CACHE_SECONDS: u64 = 60;
 const CACHE_TTL: Duration = Duration::from_secs(CACHE_SECONDS);
+/// How long `/hello` keeps answering at once after its 60 s, with the stale value, while one
+/// upstream call refreshes it in the background.
+const STALE_WINDOW: Duration = Duration::from_secs(300);
 /// The longest delay the built-in upstream accepts.
 const MAX_DELAY: f64 = 30.0;
 
@@ -91,7 +94,7 @@ pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Resu
 async fn index() -> &'static str {
     "webcache demo\n\n\
      GET  /delay/N        the built-in slow upstream\n\
-     GET  /hello          low-level API (get_or_set, 60 s)\n\
+     GET  /hello          low-level API (get_or_set, 60 s, then served stale for 5 min while refreshed)\n\
      GET  /hello-page     page-cache layer on the route\n\
      GET  /hello-class    page-cache layer on GET only; POST is never cached\n\
      GET  /cart?add=ITEM  a cache-backed session cart; POST /cart/clear empties it\n"
@@ -146,6 +149,12 @@ impl From<webcache::Error> for DemoError {
     }
 }
 
+impl std::fmt::Display for DemoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.1, self.0)
+    }
+}
+
 impl IntoResponse for DemoError {
     fn into_response(self) -> Response {
         (self.0, format!("{}\n", self.1)).into_response()
@@ -192,22 +201,47 @@ fn delay_of(q: &DelayQuery) -> f64 {
     q.delay.unwrap_or(2.0)
 }
 
-/// The low-level API: look up `httpbin`; on a miss, call the upstream and keep its JSON 60 s.
+/// What `/hello` keeps under `httpbin`: the upstream's answer and when it was fetched.
+#[derive(Serialize, Deserialize)]
+struct Fetched {
+    /// Milliseconds since the Unix epoch.
+    fetched_at_ms: u64,
+    upstream: Value,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The low-level API: look up `httpbin`; on a miss, call the upstream and keep its JSON 60 s,
+/// then 5 minutes more as a stale value: answered at once while one upstream call (in the
+/// background) refreshes it. `x-cache` says MISS (this request waited for the upstream), HIT or
+/// STALE.
 async fn hello(
     State(demo): State<Demo>,
     Query(q): Query<DelayQuery>,
 ) -> Result<Response, DemoError> {
-    let fetched = AtomicBool::new(false);
-    let data: Value = demo
+    let asked_at = now_ms();
+    let delay = delay_of(&q);
+    let upstream = demo.clone();
+    let fetched: Fetched = demo
         .cache
-        .try_get_or_set_with("httpbin", CACHE_SECONDS, || async {
-            fetched.store(true, Ordering::Relaxed);
-            demo.fetch(delay_of(&q)).await
+        .try_get_or_set_with_stale("httpbin", CACHE_SECONDS, STALE_WINDOW, move || async move {
+            let data = upstream.fetch(delay).await?;
+            Ok::<_, DemoError>(Fetched {
+                fetched_at_ms: now_ms(),
+                upstream: data,
+            })
         })
         .await?;
-    let page = demo.render("/hello", &data)?;
-    let state = if fetched.load(Ordering::Relaxed) {
+    let page = demo.render("/hello", &fetched.upstream)?;
+    // From the value's own time, so a refresh running meanwhile cannot blur the answer.
+    let state = if fetched.fetched_at_ms >= asked_at {
         "MISS"
+    } else if now_ms().saturating_sub(fetched.fetched_at_ms) >= CACHE_SECONDS * 1000 {
+        "STALE"
     } else {
         "HIT"
     };

@@ -1,0 +1,262 @@
+//! Stale windows for values: a value kept past its fresh time is served at once while one
+//! refresh runs in the background (stale-while-revalidate), and kept when that refresh fails
+//! (stale-if-error), until its window ends.
+//!
+//! The entry records when it stops being fresh ([`entry::fresh_until`]); the backend keeps it
+//! for the fresh time plus the window. Backends know nothing of it.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Cache;
+use crate::entry;
+use crate::error::{Error, Result};
+use crate::single_flight::Joined;
+use crate::timeout::{Expiry, Lifetime, Timeout, Ttl};
+
+/// A value's fresh time and the stale window after it, both non-zero.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    fresh: Duration,
+    stale: Duration,
+}
+
+impl Window {
+    /// How long the backend keeps the entry: the fresh time and the window.
+    fn expiry(self) -> Expiry {
+        Expiry::After(self.fresh.saturating_add(self.stale))
+    }
+}
+
+impl Cache {
+    /// [`get_or_set_with`](Cache::get_or_set_with) with a stale window: the value is fresh for
+    /// `fresh`, then kept `stale_for` longer, during which a caller gets it at once while one
+    /// refresh runs in the background.
+    ///
+    /// - **Fresh:** the stored value, as `get_or_set_with`.
+    /// - **Stale (within the window):** the stored value at once; `compute` runs in a spawned
+    ///   task (so it outlives this call) and its value replaces the stale one. One refresh per
+    ///   key at a time in this process: callers meanwhile get the stale value and start none.
+    /// - **Past the window, or missing:** the caller computes and waits, as with
+    ///   `get_or_set_with` (one computation per key in this process).
+    ///
+    /// A `fresh` that never expires ([`Timeout::Forever`]) or keeps nothing (zero), and a
+    /// zero `stale_for`, leave nothing to be stale: the call is `get_or_set_with`. Plain reads
+    /// ([`get`](Cache::get)) return a stale value as they return any value the backend still
+    /// holds; freshness matters only here. [`lifetime`](Cache::lifetime) tells how long a key
+    /// stays fresh and then stale; `touch` changes how long the backend keeps an entry, not its
+    /// fresh time.
+    ///
+    /// The refresh is spawned on the current tokio runtime; outside one it runs before the call
+    /// returns. See [`try_get_or_set_with_stale`](Cache::try_get_or_set_with_stale) for a
+    /// computation that can fail.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
+    /// use std::time::Duration;
+    /// use webcache_core::{Cache, Lifetime};
+    ///
+    /// let cache = Cache::locmem();
+    /// // Fresh for 60 s; for 10 minutes after that, served at once while one call refreshes it.
+    /// let rates: Vec<f64> = cache
+    ///     .get_or_set_with_stale("rates", 60, Duration::from_secs(600), || async {
+    ///         vec![1.08, 0.86] // fetch_rates().await
+    ///     })
+    ///     .await?;
+    /// assert_eq!(rates, [1.08, 0.86]);
+    /// let Lifetime::Expires { fresh, stale } = cache.lifetime("rates").await? else {
+    ///     unreachable!("the value was just stored for 60 s + 600 s")
+    /// };
+    /// assert!(fresh <= Duration::from_secs(60) && stale >= Duration::from_secs(599));
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_set_with_stale<T, F, Fut>(
+        &self,
+        key: &str,
+        fresh: impl Into<Timeout>,
+        stale_for: Duration,
+        compute: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        self.try_get_or_set_with_stale(key, fresh, stale_for, move || async move {
+            Ok::<T, Error>(compute().await)
+        })
+        .await
+    }
+
+    /// [`get_or_set_with_stale`](Cache::get_or_set_with_stale) for a computation that can
+    /// fail. A caller that computes (a miss, or past the window) gets the error and nothing is
+    /// stored. A background refresh that fails keeps the stale value, which is served until
+    /// its window ends (stale-if-error); the failure is logged as a warning, and the next
+    /// caller within the window starts another refresh.
+    pub async fn try_get_or_set_with_stale<T, E, F, Fut>(
+        &self,
+        key: &str,
+        fresh: impl Into<Timeout>,
+        stale_for: Duration,
+        compute: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: From<Error> + fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let window = match fresh.into().resolve(self.inner.options.default_timeout) {
+            Timeout::After(fresh) if !fresh.is_zero() && !stale_for.is_zero() => Window {
+                fresh,
+                stale: stale_for,
+            },
+            // Nothing can be stale: never expires, keeps nothing, or no window.
+            other => return self.try_get_or_set_with(key, other, compute).await,
+        };
+        let full = self.make_key(key)?;
+        if let Some(raw) = self.backend_get(&full).await? {
+            if let Some(value) = self.count(self.decode_typed::<T>(key, &raw)) {
+                if entry::fresh_until(&raw).is_some_and(|t| t <= SystemTime::now()) {
+                    self.refresh(key, full, window, compute).await;
+                }
+                return Ok(value);
+            }
+        } else {
+            self.count(None::<()>);
+        }
+        self.compute_and_add(
+            key,
+            &full,
+            Some(window.expiry()),
+            Some(window.fresh),
+            compute,
+        )
+        .await
+    }
+
+    /// Starts the one refresh of a stale value, unless a computation for the key is already
+    /// under way in this process (a refresh, or a caller's after a miss).
+    async fn refresh<T, E, F, Fut>(&self, key: &str, full: String, window: Window, compute: F)
+    where
+        T: Serialize + Send + 'static,
+        E: fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let Joined::Leader(leader) = self.inner.flights.join(&full) else {
+            return;
+        };
+        let cache = self.clone();
+        let key = key.to_owned();
+        let task = async move {
+            // The value is encoded at once: only bytes are held across the write.
+            let encoded = compute()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|value| {
+                    cache
+                        .encode_entry(&key, &value, Some(window.fresh))
+                        .map_err(|e| e.to_string())
+                });
+            let stored = match encoded {
+                Ok(bytes) => cache.store_refreshed(&full, bytes, window).await,
+                Err(why) => Err(why),
+            };
+            match stored {
+                // Callers that missed meanwhile wait for this value rather than compute.
+                Ok(bytes) => leader.publish(bytes),
+                // Dropping the leader abandons the flight: waiters compute for themselves, and
+                // the stale value stays until its window ends.
+                Err(why) => tracing::warn!(
+                    alias = %cache.alias(),
+                    key,
+                    "refreshing a stale value failed; it is served stale until its window ends: {why}"
+                ),
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(task)),
+            Err(_) => task.await,
+        }
+    }
+
+    /// Stores a refreshed value over the stale one.
+    async fn store_refreshed(
+        &self,
+        full: &str,
+        encoded: Bytes,
+        window: Window,
+    ) -> std::result::Result<Bytes, String> {
+        self.guard(
+            "set",
+            self.inner
+                .backend
+                .set(full, encoded.clone(), window.expiry()),
+            || (),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(encoded)
+    }
+
+    /// Encodes a value for the `get_or_set` family: fresh until the backend drops it, or for
+    /// `fresh_for` when it has a stale window.
+    pub(super) fn encode_entry<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        fresh_for: Option<Duration>,
+    ) -> Result<Bytes> {
+        let Some(fresh_for) = fresh_for else {
+            return self.encode(key, value);
+        };
+        let fresh_until = SystemTime::now()
+            .checked_add(fresh_for)
+            .unwrap_or_else(SystemTime::now);
+        let encoded = entry::encode_json_fresh_until(
+            value,
+            self.inner.options.compress_min_bytes,
+            fresh_until,
+        )
+        .map_err(|source| Error::Serialize {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.within_limit(key, encoded)
+    }
+
+    /// How long `key` stays fresh and then stale: [`Lifetime::Expires`] (its `stale` part is
+    /// zero for a value stored without a stale window), [`Lifetime::Forever`] or
+    /// [`Lifetime::Missing`]. Two backend calls (`ttl` and `get`), for inspection.
+    pub async fn lifetime(&self, key: &str) -> Result<Lifetime> {
+        let full = self.make_key(key)?;
+        let remaining = match self
+            .guard("ttl", self.inner.backend.ttl(&full), || Ttl::Missing)
+            .await?
+        {
+            Ttl::Missing => return Ok(Lifetime::Missing),
+            Ttl::Forever => return Ok(Lifetime::Forever),
+            Ttl::Remaining(d) => d,
+        };
+        let Some(raw) = self.backend_get(&full).await? else {
+            return Ok(Lifetime::Missing);
+        };
+        let fresh = match entry::fresh_until(&raw) {
+            None => remaining,
+            Some(until) => until
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(remaining),
+        };
+        Ok(Lifetime::Expires {
+            fresh,
+            stale: remaining - fresh,
+        })
+    }
+}
