@@ -174,8 +174,11 @@ async fn hello_is_slow_once_then_a_hit() {
 
     // The key and its TTL are visible from outside through the admin endpoint.
     let out = webcache(&["--json", "ttl", "httpbin", "--app", &demo.base], None);
-    let ttl = json_lines(&out)[0]["result"].as_f64().unwrap();
-    assert!(ttl > 50.0 && ttl <= 60.0, "{ttl}");
+    let lifetime = &json_lines(&out)[0]["result"];
+    let fresh = lifetime["fresh"].as_f64().unwrap();
+    assert!(fresh > 50.0 && fresh <= 60.0, "{lifetime}");
+    let stale = lifetime["stale"].as_f64().unwrap();
+    assert!((299.0..=300.0).contains(&stale), "{lifetime}");
     let out = webcache(&["get", "httpbin", "--app", &demo.base], None);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"delay\": 1.0"));
 }

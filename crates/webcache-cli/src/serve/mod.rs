@@ -3,7 +3,7 @@
 //! | route | what it shows |
 //! |---|---|
 //! | `GET /delay/N` | the built-in slow upstream (a stand-in for httpbin): sleeps N seconds |
-//! | `GET /hello` | the low-level API: `get_or_set` of key `httpbin` for 60 s |
+//! | `GET /hello` | the low-level API: `get_or_set_with_stale` of key `httpbin`, fresh 60 s, then served stale for 5 min while one refresh runs |
 //! | `GET /hello-page` | the page-cache layer on one route (`cache_page(60)`) |
 //! | `GET`/`POST /hello-class` | one route, two methods, only GET cached (`method_decorator`) |
 //! | `GET /cart?add=ITEM`, `POST /cart/clear` | a cache-backed session |
@@ -141,7 +141,9 @@ fn announce(
          {token_note}\n\
          \n\
          try:\n  \
-         curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT)\n  \
+         curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT), then\n                                 \
+         # still instant for 5 min (STALE) while one upstream call refreshes it\n                                 \
+         # in the background ({base}/count counts the calls)\n  \
          curl -i {base}/hello-page     # the whole page cached by the page-cache layer\n  \
          curl -i {base}/hello-class    # GET cached; curl -X POST {base}/hello-class is not\n  \
          curl -c jar -b jar '{base}/cart?add=apple'   # a session cart\n  \
