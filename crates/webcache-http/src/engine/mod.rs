@@ -57,6 +57,20 @@ pub(crate) enum Published {
     Error(Arc<StoredResponse>),
     /// The answer is not storable: the waiters ask the inner service themselves.
     NotStorable,
+    /// The inner service failed and this stale page answered instead (stale-if-error): the
+    /// waiters whose own window allows it answer with it too (`x-cache: STALE`).
+    Stale(Arc<StoredResponse>),
+}
+
+/// A stored page that is not fresh for a request (or that the request refused), handed to the
+/// miss path: its validators make the request a revalidation, and it may answer when the
+/// inner service fails.
+#[derive(Debug, Clone)]
+pub(crate) struct Stale {
+    pub(crate) page: StoredResponse,
+    /// Whether the page may answer when the inner service fails (an error, a 5xx): within its
+    /// `stale-if-error` window or the grace.
+    pub(crate) if_error: bool,
 }
 
 /// A reply of the page cache.
@@ -115,8 +129,8 @@ impl PageCacheEngine {
         mut req: Request<B>,
     ) -> Reply<R, S::Error>
     where
-        S: InnerService<B, R>,
-        B: Send,
+        S: InnerService<B, R> + 'static,
+        B: Send + 'static,
         R: PageBody,
     {
         let (version, uri) = (req.version(), req.uri().clone());
@@ -158,17 +172,35 @@ impl PageCacheEngine {
         let mut stale = None;
         if let Some(page) = found.page {
             let now = SystemTime::now();
-            match policy.usable(&page, req.headers(), now) {
+            match policy.usable(&page, req.headers(), now, self.settings.grace) {
                 Usable::Fresh => {
                     return Ok(self
                         .respond
                         .page(page, &method, req.headers(), now, Outcome::Hit));
                 }
-                Usable::Revalidate => {
-                    if page.has_validator() {
-                        stale = Some(page);
+                // Within its stale window: answered at once, and (once per page and process)
+                // refreshed in the background with this very request. A key whose last answer
+                // was not storable takes the miss path instead, the page as its fallback.
+                Usable::Stale { refresh } => {
+                    if !refresh || !self.uncacheable.contains(&found.flight_key) {
+                        let response = self.respond.page(
+                            page.clone(),
+                            &method,
+                            req.headers(),
+                            now,
+                            Outcome::Stale,
+                        );
+                        if refresh {
+                            self.refresh(inner, req, &primary, found.flight_key, page);
+                        }
+                        return Ok(response);
                     }
+                    stale = Some(Stale {
+                        page,
+                        if_error: true,
+                    });
                 }
+                Usable::Revalidate { if_error } => stale = Some(Stale { page, if_error }),
             }
         }
         // Boxed so that the future of a hit stays small: the miss path's state (single flight,
