@@ -196,6 +196,20 @@ impl PageCacheEngine {
         let engine = self.clone();
         let primary = primary.to_owned();
         tokio::spawn(async move {
+            // A request that read the stale page just before the previous refresh stored its
+            // page may start this one after it ended: the page is looked up again (one read
+            // per refresh, none per hit) so that such a refresh asks nobody.
+            let found = engine.store.lookup(&primary, req.headers()).await;
+            if let Some(page) = found.page {
+                let usable = engine
+                    .settings
+                    .policy
+                    .usable(&page, req.headers(), SystemTime::now(), engine.settings.grace);
+                if usable == Usable::Fresh {
+                    leader.publish(Published::Page(std::sync::Arc::new(page)));
+                    return;
+                }
+            }
             let stale = Some(Stale {
                 page,
                 if_error: true,
