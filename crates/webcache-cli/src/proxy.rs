@@ -51,7 +51,10 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
         ),
     };
     let grace = if args.grace > 0.0 {
-        format!("\ngrace: stale pages served up to {} s past their freshness", args.grace)
+        format!(
+            "\ngrace: stale pages served up to {} s past their freshness",
+            args.grace
+        )
     } else {
         String::new()
     };

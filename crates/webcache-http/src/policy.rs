@@ -27,11 +27,31 @@
 //! `Last-Modified`, capped); a request with `Authorization` is stored only when the response is
 //! `public`, has `s-maxage` or `must-revalidate` (§3.5); a request's `no-store` bypasses the
 //! cache and its `no-cache` (or `Pragma: no-cache`) or a `max-age` smaller than the page's age
-//! forces revalidation; a stale page with a validator (`ETag`, `Last-Modified`) is kept a while
-//! and revalidated with a conditional request (a 304 refreshes the stored headers). Stale pages
-//! are never served without revalidation, which honours `must-revalidate` and
-//! `proxy-revalidate`. A successful unsafe request (POST, PUT, DELETE, ...) invalidates the
-//! pages of its URL (§4.4).
+//! forces revalidation, as do a `min-fresh` longer than the page's remaining freshness; a stale
+//! page with a validator (`ETag`, `Last-Modified`) is kept a while and revalidated with a
+//! conditional request (a 304 refreshes the stored headers). A successful unsafe request (POST,
+//! PUT, DELETE, ...) invalidates the pages of its URL (§4.4).
+//!
+//! ## Stale pages
+//!
+//! A page past its freshness may still be served, within a window: the response's
+//! `stale-while-revalidate` and `stale-if-error` (RFC 5861), or the layer's grace
+//! ([`CachePageLayer::grace`](crate::CachePageLayer::grace), Varnish's `grace`), whichever is
+//! longer. The page is kept in the backend for its freshness plus the longer window.
+//!
+//! | | Django policy | shared-cache policy |
+//! |---|---|---|
+//! | within `max(stale-while-revalidate, grace)` | served at once (`x-cache: STALE`, `Age`), one refresh per page and process in the background | the same |
+//! | within `max(stale-if-error, grace)`, the inner service fails (an error, a 5xx — the proxy's 502/504 for a refused or timed-out origin —, a body that breaks off) | the stale page answers (`STALE`) | the same |
+//! | page with `must-revalidate`, `proxy-revalidate` or `no-cache` | never stale (RFC 9111 §4.2.4) | never stale |
+//! | page with `s-maxage` | as any page | only its own `stale-while-revalidate` / `stale-if-error`: `s-maxage` implies `proxy-revalidate` (§5.2.2.10), so neither the grace nor `max-stale` apply |
+//! | request `max-stale[=N]` | ignored (Django reads no request directives) | a stale page (at most `N` s stale) is served (`STALE`), refreshed only within its stale-while-revalidate window |
+//! | request `no-cache`, `max-age`, `min-fresh` | ignored | a page they refuse is not served stale, not even on error (unless `max-stale` allows) |
+//!
+//! Django's middleware itself never serves stale; the Django policy honours the RFC 5861
+//! directives and the grace because that is what `webcache serve` and the site-wide layer's
+//! users want: no request waits on an expiry, and a failing view does not turn a page that
+//! expired a second ago into an error.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

@@ -103,16 +103,25 @@ async fn grace_serves_a_stale_page_at_once_while_one_refresh_runs(store: Store) 
     );
     let client = HttpClient::new(serve(app).await);
     let first = client.get("/page").await;
-    assert_eq!((first.x_cache(), first.text().as_str()), ("MISS", "version 1"));
+    assert_eq!(
+        (first.x_cache(), first.text().as_str()),
+        ("MISS", "version 1")
+    );
     past_freshness().await;
 
     // While the refresh is held at the gate, every request is answered from the stale page.
     for _ in 0..5 {
         let stale = at_once(client.get("/page")).await;
         assert_eq!(stale.status, StatusCode::OK);
-        assert_eq!((stale.x_cache(), stale.text().as_str()), ("STALE", "version 1"));
+        assert_eq!(
+            (stale.x_cache(), stale.text().as_str()),
+            ("STALE", "version 1")
+        );
         let age: u64 = stale.header("age").unwrap().parse().unwrap();
-        assert!(age >= 1, "the age says the page is past its max-age of 1: {age}");
+        assert!(
+            age >= 1,
+            "the age says the page is past its max-age of 1: {age}"
+        );
     }
     until("the refresh reaches the handler", || calls.get() == 2).await;
     // Concurrent stale answers too, and still one refresh.
@@ -157,7 +166,11 @@ async fn rfc5861_4_stale_if_error_of_the_page_answers_when_the_handler_fails(sto
     assert_eq!(calls.get(), 2);
     let r = client.get("/page").await;
     assert_eq!((r.x_cache(), r.text().as_str()), ("STALE", "version 1"));
-    assert_eq!(calls.get(), 3, "each request asks again: the handler may be back");
+    assert_eq!(
+        calls.get(),
+        3,
+        "each request asks again: the handler may be back"
+    );
 }
 
 async fn grace_answers_for_a_failing_handler_until_it_ends_then_the_error_is_passed_on(
@@ -189,9 +202,7 @@ async fn grace_answers_for_a_failing_handler_until_it_ends_then_the_error_is_pas
     assert!(r.text().starts_with("version "));
 }
 
-async fn rfc9111_4_2_4_must_revalidate_and_proxy_revalidate_are_never_served_stale(
-    store: Store,
-) {
+async fn rfc9111_4_2_4_must_revalidate_and_proxy_revalidate_are_never_served_stale(store: Store) {
     for directive in [
         "max-age=1, must-revalidate, stale-while-revalidate=3600, stale-if-error=3600",
         "max-age=1, proxy-revalidate, stale-while-revalidate=3600, stale-if-error=3600",

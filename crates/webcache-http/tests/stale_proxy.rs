@@ -240,7 +240,10 @@ async fn grace_serves_stale_pages_without_rfc5861_directives() {
     let plain = proxy(Store::Locmem, addr, Duration::ZERO).await;
     plain.get("/graced").await;
     let r = plain.get("/graced").await;
-    assert_eq!((r.status, r.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
+    assert_eq!(
+        (r.status, r.x_cache()),
+        (StatusCode::SERVICE_UNAVAILABLE, "MISS")
+    );
     assert_eq!(origin.calls("/graced"), 2);
 
     let (addr, origin) = start_origin().await;
@@ -268,14 +271,21 @@ async fn rfc9111_4_2_4_forbidding_directives_are_never_served_stale() {
         client.get(path).await;
         for request in [&[][..], &[("cache-control", "max-stale")][..]] {
             let r = client.get_with(path, request).await;
-            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path} {request:?}");
+            assert_eq!(
+                r.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{path} {request:?}"
+            );
             assert_eq!(r.x_cache(), "MISS", "{path}");
         }
         assert_eq!(origin.calls(path), 3, "{path}");
     }
     // An s-maxage page's own stale-while-revalidate is explicit permission (RFC 5861).
     client.get("/s-maxage-swr").await;
-    assert_stale(&at_once(client.get("/s-maxage-swr")).await, "/s-maxage-swr #1");
+    assert_stale(
+        &at_once(client.get("/s-maxage-swr")).await,
+        "/s-maxage-swr #1",
+    );
 }
 
 #[tokio::test]

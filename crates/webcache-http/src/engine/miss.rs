@@ -145,10 +145,12 @@ impl PageCacheEngine {
                     let found = self.store.lookup(primary, req.headers()).await;
                     if let Some(page) = found.page {
                         let now = SystemTime::now();
-                        let usable =
-                            self.settings
-                                .policy
-                                .usable(&page, req.headers(), now, self.settings.grace);
+                        let usable = self.settings.policy.usable(
+                            &page,
+                            req.headers(),
+                            now,
+                            self.settings.grace,
+                        );
                         if usable == Usable::Fresh {
                             leader.publish(Published::Page(std::sync::Arc::new(page.clone())));
                             return Ok(self.respond.page(
@@ -201,10 +203,12 @@ impl PageCacheEngine {
             // per refresh, none per hit) so that such a refresh asks nobody.
             let found = engine.store.lookup(&primary, req.headers()).await;
             if let Some(page) = found.page {
-                let usable = engine
-                    .settings
-                    .policy
-                    .usable(&page, req.headers(), SystemTime::now(), engine.settings.grace);
+                let usable = engine.settings.policy.usable(
+                    &page,
+                    req.headers(),
+                    SystemTime::now(),
+                    engine.settings.grace,
+                );
                 if usable == Usable::Fresh {
                     leader.publish(Published::Page(std::sync::Arc::new(page)));
                     return;

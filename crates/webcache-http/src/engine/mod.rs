@@ -7,14 +7,21 @@
 //!    request invalidates its URL's pages. Hop-by-hop fields ([`crate::hop`]) are removed before
 //!    anything reads the request, so a field named in `Connection` cannot vary a key.
 //! 2. **Lookup** ([`store`]): one backend read in the common case. A fresh page is answered at
-//!    once (`HIT`, with `Age`, and 304/412 when the request's preconditions say so).
+//!    once (`HIT`, with `Age`, and 304/412 when the request's preconditions say so). A stale
+//!    page within its stale-while-revalidate window (or the grace) is answered at once too
+//!    (`STALE`), and this very request refreshes it in a task of its own that outlives it:
+//!    it joins the miss path's single flight, so one refresh runs per page and process, and a
+//!    failed refresh leaves the stale page in place. The rules are the policy's
+//!    ([`crate::policy`], "Stale pages").
 //! 3. **Miss** ([`miss`]): one request per key and process asks the inner service; the others
 //!    wait (bounded) and are told what came of it: the page (a `HIT` if their variant matches),
-//!    a gateway error (repeated), or "not storable" (they ask for themselves, and the key skips
-//!    the single flight for a while).
+//!    a gateway error (repeated), a stale page that answered for a failing inner service
+//!    (`STALE`, if their own stale-if-error window allows), or "not storable" (they ask for
+//!    themselves, and the key skips the single flight for a while).
 //! 4. **Exchange** ([`exchange`]): the request is prepared (HEAD asked as GET, preconditions
-//!    stripped, a stale page's validators added), the answer decided on by the session mark and
-//!    the [`Policy`](crate::Policy); a storable body is buffered (known length) or teed (unknown
+//!    stripped, a stale page's validators added); an error or a 5xx of the inner service is
+//!    answered with the stale page within its stale-if-error window (or the grace); the answer
+//!    is decided on by the session mark and the [`Policy`](crate::Policy); a storable body is buffered (known length) or teed (unknown
 //!    length: streamed at once, stored when it ends), anything else streams through.
 //! 5. **Store** ([`store`]): after answering, in the background, bounded by the store timeout.
 //!    Backend failures are logged and count as misses: the site keeps answering.

@@ -199,7 +199,7 @@ impl PageStore {
                         .set_bytes(primary, &stored::encode_vary(&list), timeout)
                         .await;
                     drop(_held);
-                    self.state.vary_locks.release(primary, lock);
+                    self.state.vary_locks.release(primary, &lock);
                     written
                 }
                 Err(e) => Err(e),
@@ -404,10 +404,10 @@ impl VaryLocks {
             .clone()
     }
 
-    fn release(&self, primary: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+    fn release(&self, primary: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut map = self.lock_map();
         // 2 = the map's reference and ours: nobody else waits for it.
-        if Arc::strong_count(&lock) <= 2 {
+        if Arc::strong_count(lock) <= 2 {
             map.remove(primary);
         }
     }
