@@ -797,6 +797,79 @@ mod tests {
         assert!(!h.contains_key(EXPIRES));
     }
 
+    fn decide_with_grace(
+        policy: &Policy,
+        resp: &[(&'static str, &'static str)],
+        grace: u64,
+    ) -> Decision {
+        let mut response = HeaderMap::new();
+        for (k, v) in resp {
+            response.append(*k, HeaderValue::from_static(v));
+        }
+        let now = SystemTime::now();
+        policy.decide(&mut Exchange {
+            request: &HeaderMap::new(),
+            status: StatusCode::OK,
+            response: &mut response,
+            layer_timeout: None,
+            default_ttl: Duration::from_secs(600),
+            request_time: now,
+            response_time: now,
+            grace: Duration::from_secs(grace),
+        })
+    }
+
+    fn keep(d: Decision) -> u64 {
+        match d {
+            Decision::Store { keep, .. } => keep.as_secs(),
+            Decision::Skip(reason) => panic!("not stored: {reason}"),
+        }
+    }
+
+    /// RFC 5861: a page is kept for its freshness plus the longer of its stale windows and the
+    /// grace; never longer than fresh when it must not be served stale (RFC 9111 §4.2.4).
+    #[test]
+    fn rfc5861_stale_windows_lengthen_what_is_kept() {
+        for policy in [Policy::Django, Policy::shared_cache()] {
+            let cc = "max-age=60, stale-while-revalidate=30, stale-if-error=90";
+            assert_eq!(
+                keep(decide_with_grace(&policy, &[("cache-control", cc)], 0)),
+                150
+            );
+            assert_eq!(
+                keep(decide_with_grace(&policy, &[("cache-control", cc)], 300)),
+                360
+            );
+            for forbids in [
+                "max-age=60, must-revalidate, stale-if-error=90",
+                "max-age=60, proxy-revalidate, stale-while-revalidate=90",
+            ] {
+                let d = decide_with_grace(&policy, &[("cache-control", forbids)], 300);
+                assert_eq!(keep(d), 60, "{policy:?} {forbids}");
+            }
+        }
+        // s-maxage implies proxy-revalidate for the shared cache: no grace, its own windows only.
+        let rfc = Policy::shared_cache();
+        let d = decide_with_grace(&rfc, &[("cache-control", "s-maxage=60")], 300);
+        assert_eq!(keep(d), 60);
+        let d = decide_with_grace(
+            &rfc,
+            &[("cache-control", "s-maxage=60, stale-if-error=30")],
+            300,
+        );
+        assert_eq!(keep(d), 90);
+        // A page that arrives within its stale window is stored, and kept only for what is left.
+        let d = decide_with_grace(
+            &rfc,
+            &[
+                ("cache-control", "max-age=10, stale-while-revalidate=100"),
+                ("age", "30"),
+            ],
+            0,
+        );
+        assert_eq!(keep(d), 80);
+    }
+
     #[test]
     fn lifetimes_and_ages_saturate() {
         let rfc = Policy::shared_cache();
@@ -888,8 +961,90 @@ mod proptests {
         ]
     }
 
+    /// A `Cache-Control` of the directives that decide staleness, with values that are
+    /// numbers, huge numbers, or junk.
+    fn staleness_directives() -> impl Strategy<Value = String> {
+        let name = proptest::sample::select(vec![
+            "max-age",
+            "s-maxage",
+            "min-fresh",
+            "max-stale",
+            "no-cache",
+            "must-revalidate",
+            "proxy-revalidate",
+            "stale-while-revalidate",
+            "stale-if-error",
+        ]);
+        let value = prop_oneof![
+            Just(None),
+            (0u64..2000).prop_map(|n| Some(n.to_string())),
+            Just(Some("99999999999999999999999".to_owned())),
+            "[a-z\\-]{1,4}".prop_map(Some),
+        ];
+        proptest::collection::vec((name, value), 0..5).prop_map(|ds| {
+            ds.into_iter()
+                .map(|(n, v)| v.map_or(n.to_owned(), |v| format!("{n}={v}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any staleness directives in the request and the stored page, any age and grace: a
+        /// fresh verdict only for a fresh page, a stale answer only for a stale page whose
+        /// directives allow it (RFC 9111 §4.2.4), and never one for a request that said
+        /// no-cache; never a panic.
+        #[test]
+        fn usable_serves_stale_only_when_allowed(
+            policy in policy(),
+            request_cc in staleness_directives(),
+            page_cc in staleness_directives(),
+            age in 0u64..2000,
+            grace in 0u64..2000,
+        ) {
+            let now = SystemTime::now();
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_str(&page_cc).unwrap());
+            let mut request = HeaderMap::new();
+            request.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_str(&request_cc).unwrap());
+            let page = StoredResponse {
+                status: StatusCode::OK,
+                headers,
+                body: bytes::Bytes::new(),
+                stored_at: now - Duration::from_secs(age),
+                fresh_for: Duration::from_secs(600),
+                initial_age: Duration::ZERO,
+                vary: Vec::new(),
+            };
+            let usable = policy.usable(&page, &request, now, Duration::from_secs(grace));
+            let page_cc = CacheControl::parse(&page_cc).unwrap();
+            let request_cc = CacheControl::parse(&request_cc).unwrap();
+            match usable {
+                Usable::Fresh => prop_assert!(age < 600),
+                Usable::Stale { .. } => {
+                    prop_assert!(age >= 600);
+                    for forbids in ["must-revalidate", "proxy-revalidate", "no-cache"] {
+                        prop_assert!(!page_cc.has(forbids));
+                    }
+                }
+                Usable::Revalidate { .. } => {}
+            }
+            let shared = matches!(policy, Policy::SharedCache(_));
+            if shared && request_cc.has("no-cache") {
+                prop_assert_eq!(usable, Usable::Revalidate { if_error: false });
+            }
+            // Within the grace, nothing forbidding and no request directive: served stale.
+            let quiet_request = !shared || request_cc.is_empty();
+            let forbidding = ["must-revalidate", "proxy-revalidate", "no-cache"]
+                .iter()
+                .any(|d| page_cc.has(d))
+                || (shared && page_cc.has("s-maxage"));
+            if age >= 600 && age - 600 < grace && quiet_request && !forbidding {
+                prop_assert_eq!(usable, Usable::Stale { refresh: true });
+            }
+        }
 
         /// Any request and response headers, any status, any clocks: a decision, never a
         /// panic; never a store when a caching header does not parse; never a duration
