@@ -27,6 +27,7 @@ on_every_store!(
     rfc5861_4_stale_if_error_of_the_page_answers_when_the_handler_fails,
     grace_answers_for_a_failing_handler_until_it_ends_then_the_error_is_passed_on,
     rfc9111_4_2_4_must_revalidate_and_proxy_revalidate_are_never_served_stale,
+    a_refresh_stores_a_page_of_unknown_length,
 );
 
 /// A request that must be answered without waiting for a refresh held at the gate.
@@ -227,4 +228,43 @@ async fn rfc9111_4_2_4_must_revalidate_and_proxy_revalidate_are_never_served_sta
         assert_eq!(r.x_cache(), "MISS", "{directive}");
         assert_eq!(calls.get(), 2, "{directive}");
     }
+}
+
+/// The refresh's answer reaches no client: its body is still read to the end, so a page of
+/// unknown length (streamed, stored when it ends) is stored.
+async fn a_refresh_stores_a_page_of_unknown_length(store: Store) {
+    let calls = Counter::default();
+    let counted = calls.clone();
+    let app = Router::new()
+        .route(
+            "/page",
+            get(move || {
+                let n = counted.bump();
+                async move {
+                    let max_age = if n == 1 { "max-age=1" } else { "max-age=3600" };
+                    let chunks = vec![
+                        Ok::<_, std::io::Error>(bytes::Bytes::from("version ")),
+                        Ok(bytes::Bytes::from(n.to_string())),
+                    ];
+                    let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+                    (headers(max_age), body).into_response()
+                }
+            }),
+        )
+        .layer(CachePageLayer::new(store.cache()).grace(Duration::from_secs(3600)));
+    let client = HttpClient::new(serve(app).await);
+    assert_eq!(client.get("/page").await.text(), "version 1");
+    past_freshness().await;
+    let r = at_once(client.get("/page")).await;
+    assert_eq!((r.x_cache(), r.text().as_str()), ("STALE", "version 1"));
+    for _ in 0..3000 {
+        let r = client.get("/page").await;
+        if r.x_cache() == "HIT" {
+            assert_eq!(r.text(), "version 2");
+            assert_eq!(calls.get(), 2);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the refreshed page was never stored");
 }
