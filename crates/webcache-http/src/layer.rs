@@ -199,7 +199,7 @@ impl CachePageLayer {
         self
     }
 
-    /// The diagnostic header (`HIT`, `MISS`, `BYPASS`); default `x-cache`.
+    /// The diagnostic header (`HIT`, `STALE`, `MISS`, `BYPASS`); default `x-cache`.
     pub fn diagnostic_header(mut self, name: HeaderName) -> Self {
         self.settings.header = Some(name);
         self
