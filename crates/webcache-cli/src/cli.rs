@@ -111,6 +111,12 @@ pub(crate) struct ProxyArgs {
     /// Seconds a whole exchange with the upstream may take, body included.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600.0)]
     pub(crate) total_timeout: f64,
+    /// Serve a page up to this many seconds past its freshness (Varnish's grace): at once while
+    /// one refresh runs in the background, and when the upstream fails (5xx, refused, timed
+    /// out). Never for pages with must-revalidate, proxy-revalidate or no-cache (nor, without
+    /// --default-ttl, s-maxage). Pages' own stale-while-revalidate / stale-if-error always apply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub(crate) grace: f64,
     /// Keep the client's X-Forwarded-For / Forwarded fields (only behind a proxy of yours);
     /// by default they are replaced by what the proxy saw.
     #[arg(long)]

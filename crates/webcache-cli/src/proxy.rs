@@ -26,7 +26,8 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     let mut layer = webcache::http::proxy_layer(cache.clone(), default_ttl)
         // Requests waiting for a page wait as long as the upstream may take, so they share its
         // answer (a 504 included) rather than each asking a failing upstream again.
-        .stampede_wait((first_byte + connect).max(webcache::http::DEFAULT_STAMPEDE_WAIT));
+        .stampede_wait((first_byte + connect).max(webcache::http::DEFAULT_STAMPEDE_WAIT))
+        .grace(seconds("--grace", args.grace)?);
     if !args.allowed_hosts.is_empty() {
         layer = layer.allowed_hosts(&args.allowed_hosts);
     }
@@ -49,10 +50,18 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
             d.as_secs_f64()
         ),
     };
+    let grace = if args.grace > 0.0 {
+        format!(
+            "\ngrace: stale pages served up to {} s past their freshness",
+            args.grace
+        )
+    } else {
+        String::new()
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "webcache proxy listening on http://{}\nupstream: {}\ncache: `{}` ({} backend)\npolicy: {policy}",
+        "webcache proxy listening on http://{}\nupstream: {}\ncache: `{}` ({} backend)\npolicy: {policy}{grace}",
         listener.local_addr()?,
         args.upstream,
         cache.alias(),

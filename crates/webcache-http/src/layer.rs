@@ -85,6 +85,7 @@ pub(crate) struct Settings {
     pub(crate) lock: Option<Arc<dyn StampedeLock>>,
     pub(crate) allowed_hosts: AllowedHosts,
     pub(crate) store_timeout: Duration,
+    pub(crate) grace: Duration,
 }
 
 /// A tower layer that caches whole responses: Django's `cache_page` and per-site cache
@@ -129,6 +130,7 @@ impl fmt::Debug for CachePageLayer {
             .field("lock", &s.lock)
             .field("allowed_hosts", &s.allowed_hosts)
             .field("store_timeout", &s.store_timeout)
+            .field("grace", &s.grace)
             .finish()
     }
 }
@@ -155,6 +157,7 @@ impl CachePageLayer {
                 lock: None,
                 allowed_hosts: AllowedHosts::default(),
                 store_timeout: DEFAULT_STORE_TIMEOUT,
+                grace: Duration::ZERO,
             },
             state: Arc::default(),
             flights: SingleFlight::new(),
@@ -196,7 +199,7 @@ impl CachePageLayer {
         self
     }
 
-    /// The diagnostic header (`HIT`, `MISS`, `BYPASS`); default `x-cache`.
+    /// The diagnostic header (`HIT`, `STALE`, `MISS`, `BYPASS`); default `x-cache`.
     pub fn diagnostic_header(mut self, name: HeaderName) -> Self {
         self.settings.header = Some(name);
         self
@@ -241,6 +244,19 @@ impl CachePageLayer {
     /// is given up and logged.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.settings.store_timeout = timeout;
+        self
+    }
+
+    /// How long past its freshness a page may still be served stale (Varnish's `grace`;
+    /// default zero: only what the pages' own `stale-while-revalidate` and `stale-if-error`
+    /// allow, RFC 5861). Within it a request gets the stale page at once (`x-cache: STALE`)
+    /// while one refresh per page and process runs in the background, and a failing inner
+    /// service (an error, a 5xx, the proxy's 502/504 for a refused or timed-out origin) is
+    /// answered with the stale page. Pages are kept in the backend that much longer. Never
+    /// for pages with `must-revalidate`, `proxy-revalidate` or `no-cache`, nor, under the
+    /// shared-cache policy, for pages with `s-maxage` (see [`crate::policy`]).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.settings.grace = grace;
         self
     }
 

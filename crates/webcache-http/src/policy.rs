@@ -27,11 +27,31 @@
 //! `Last-Modified`, capped); a request with `Authorization` is stored only when the response is
 //! `public`, has `s-maxage` or `must-revalidate` (§3.5); a request's `no-store` bypasses the
 //! cache and its `no-cache` (or `Pragma: no-cache`) or a `max-age` smaller than the page's age
-//! forces revalidation; a stale page with a validator (`ETag`, `Last-Modified`) is kept a while
-//! and revalidated with a conditional request (a 304 refreshes the stored headers). Stale pages
-//! are never served without revalidation, which honours `must-revalidate` and
-//! `proxy-revalidate`. A successful unsafe request (POST, PUT, DELETE, ...) invalidates the
-//! pages of its URL (§4.4).
+//! forces revalidation, as do a `min-fresh` longer than the page's remaining freshness; a stale
+//! page with a validator (`ETag`, `Last-Modified`) is kept a while and revalidated with a
+//! conditional request (a 304 refreshes the stored headers). A successful unsafe request (POST,
+//! PUT, DELETE, ...) invalidates the pages of its URL (§4.4).
+//!
+//! ## Stale pages
+//!
+//! A page past its freshness may still be served, within a window: the response's
+//! `stale-while-revalidate` and `stale-if-error` (RFC 5861), or the layer's grace
+//! ([`CachePageLayer::grace`](crate::CachePageLayer::grace), Varnish's `grace`), whichever is
+//! longer. The page is kept in the backend for its freshness plus the longer window.
+//!
+//! | | Django policy | shared-cache policy |
+//! |---|---|---|
+//! | within `max(stale-while-revalidate, grace)` | served at once (`x-cache: STALE`, `Age`), one refresh per page and process in the background | the same |
+//! | within `max(stale-if-error, grace)`, the inner service fails (an error, a 5xx — the proxy's 502/504 for a refused or timed-out origin —, a body that breaks off) | the stale page answers (`STALE`) | the same |
+//! | page with `must-revalidate`, `proxy-revalidate` or `no-cache` | never stale (RFC 9111 §4.2.4) | never stale |
+//! | page with `s-maxage` | as any page | only its own `stale-while-revalidate` / `stale-if-error`: `s-maxage` implies `proxy-revalidate` (§5.2.2.10), so neither the grace nor `max-stale` apply |
+//! | request `max-stale[=N]` | ignored (Django reads no request directives) | a stale page (at most `N` s stale) is served (`STALE`), refreshed only within its stale-while-revalidate window |
+//! | request `no-cache`, `max-age`, `min-fresh` | ignored | a page they refuse is not served stale, not even on error (unless `max-stale` allows) |
+//!
+//! Django's middleware itself never serves stale; the Django policy honours the RFC 5861
+//! directives and the grace because that is what `webcache serve` and the site-wide layer's
+//! users want: no request waits on an expiry, and a failing view does not turn a page that
+//! expired a second ago into an error.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -107,6 +127,8 @@ pub(crate) struct Exchange<'a> {
     /// When the request was sent to the inner service and when its response arrived.
     pub(crate) request_time: SystemTime,
     pub(crate) response_time: SystemTime,
+    /// The layer's grace: how long past its freshness a page may be served stale.
+    pub(crate) grace: Duration,
 }
 
 /// The verdict on a response.
@@ -179,9 +201,28 @@ impl fmt::Display for NotStored {
 /// Whether a stored page can be used for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Usable {
+    /// Fresh, and the request accepts it: a hit.
     Fresh,
-    /// Stale or refused by the request: revalidate if it has a validator, else fetch anew.
-    Revalidate,
+    /// Stale, and may be served at once (`x-cache: STALE`); `refresh` when it is within its
+    /// stale-while-revalidate window (or the grace), so one refresh runs in the background.
+    Stale { refresh: bool },
+    /// Stale or refused by the request: ask the inner service (with the page's validators,
+    /// if any). `if_error`: when it fails (an error, a 5xx), the page may be served instead
+    /// (stale-if-error, or the grace).
+    Revalidate { if_error: bool },
+}
+
+/// How long past its freshness a stored page may be served stale (RFC 5861, and the layer's
+/// grace), or `None` when it must never be (RFC 9111 §4.2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StaleWindows {
+    /// Served at once while one refresh runs: `stale-while-revalidate`, or the grace.
+    while_revalidate: Duration,
+    /// Served when the inner service fails: `stale-if-error`, or the grace.
+    if_error: Duration,
+    /// Whether a client's `max-stale` may have it served stale (not under `s-maxage`, which
+    /// implies `proxy-revalidate` for a shared cache, RFC 9111 §5.2.2.10).
+    client_may_extend: bool,
 }
 
 fn authorized(request: &HeaderMap) -> bool {
@@ -252,7 +293,9 @@ impl Policy {
                 Ok(Decision::Store {
                     fresh_for: ttl,
                     initial_age: Duration::ZERO,
-                    keep: ttl,
+                    keep: ttl
+                        .saturating_add(self.stale_keep(&cc, ex.grace))
+                        .min(MAX_DELTA),
                 })
             }
             Policy::SharedCache(settings) => {
@@ -277,12 +320,18 @@ impl Policy {
                     initial_age(ex.response, date, ex.request_time, ex.response_time)?;
                 let validators =
                     ex.response.contains_key(ETAG) || ex.response.contains_key(LAST_MODIFIED);
+                // Kept while fresh, then (with a validator) a while for revalidation, or while
+                // it may be served stale, whichever is longer.
                 let remaining = fresh_for.saturating_sub(initial_age);
-                let keep = if validators {
+                let revalidation = if validators {
                     remaining.saturating_add(settings.keep_stale)
                 } else {
                     remaining
                 };
+                let servable = fresh_for
+                    .saturating_add(self.stale_keep(&cc, ex.grace))
+                    .saturating_sub(initial_age);
+                let keep = revalidation.max(servable);
                 if keep.is_zero() {
                     return Err(NotStored::AlreadyStale);
                 }
@@ -295,38 +344,138 @@ impl Policy {
         }
     }
 
-    /// Whether a stored page can be served to this request as it is.
+    /// Whether a stored page can be served to this request, fresh or stale. `grace` is the
+    /// layer's. A fresh page under the Django policy costs one comparison; nothing here reads
+    /// the backend.
     pub(crate) fn usable(
         &self,
         page: &StoredResponse,
         request: &HeaderMap,
         now: SystemTime,
+        grace: Duration,
     ) -> Usable {
-        if !page.is_fresh(now) {
-            return Usable::Revalidate;
-        }
-        match self {
-            Policy::Django => Usable::Fresh,
-            Policy::SharedCache(_) => {
-                // A request Cache-Control that does not parse might have said no-cache.
-                let Ok(cc) = CacheControl::from_headers(request) else {
-                    return Usable::Revalidate;
-                };
-                let pragma_no_cache = !request.contains_key(http::header::CACHE_CONTROL)
-                    && request
-                        .get(PRAGMA)
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
-                let too_old = cc
-                    .seconds("max-age")
-                    .is_some_and(|max| page.age(now) > Duration::from_secs(max));
-                if cc.has("no-cache") || pragma_no_cache || too_old {
-                    Usable::Revalidate
-                } else {
-                    Usable::Fresh
+        let age = page.age(now);
+        let requested = match self {
+            // Django's middleware ignores the request's Cache-Control.
+            Policy::Django => {
+                if age < page.fresh_for {
+                    return Usable::Fresh;
                 }
+                Requested::default()
+            }
+            Policy::SharedCache(_) => match Requested::from_headers(request) {
+                Some(requested) => requested,
+                // A request Cache-Control that does not parse might have said no-cache.
+                None => return Usable::Revalidate { if_error: false },
+            },
+        };
+        // §5.2.1.4 no-cache, §5.2.1.1 max-age: the client wants the page validated, or
+        // younger; no stale answer then (only max-stale would allow one, for max-age).
+        if requested.no_cache || requested.max_age.is_some_and(|max| age > max) {
+            return Usable::Revalidate { if_error: false };
+        }
+        if age < page.fresh_for {
+            // §5.2.1.3 min-fresh: fresh for at least that much longer.
+            return if requested
+                .min_fresh
+                .is_some_and(|min| page.fresh_for - age < min)
+            {
+                Usable::Revalidate { if_error: false }
+            } else {
+                Usable::Fresh
+            };
+        }
+        let staleness = age - page.fresh_for;
+        let windows = CacheControl::from_headers(&page.headers)
+            .ok()
+            .and_then(|cc| self.stale_windows(&cc, grace));
+        let Some(windows) = windows else {
+            return Usable::Revalidate { if_error: false };
+        };
+        let refresh = staleness < windows.while_revalidate;
+        // §5.2.1.2 max-stale: the client accepts this much staleness (any, without a value).
+        if windows.client_may_extend
+            && requested
+                .max_stale
+                .is_some_and(|max| max.is_none_or(|max| staleness <= max))
+        {
+            return Usable::Stale { refresh };
+        }
+        if requested.max_age.is_some() || requested.min_fresh.is_some() {
+            return Usable::Revalidate { if_error: false };
+        }
+        if refresh {
+            Usable::Stale { refresh }
+        } else {
+            Usable::Revalidate {
+                if_error: staleness < windows.if_error,
             }
         }
+    }
+}
+
+/// The request directives that decide whether a stored page may answer it (RFC 9111 §5.2.1).
+#[derive(Debug, Default)]
+struct Requested {
+    no_cache: bool,
+    max_age: Option<Duration>,
+    min_fresh: Option<Duration>,
+    /// `Some(None)`: any staleness; `Some(Some(d))`: at most `d`.
+    max_stale: Option<Option<Duration>>,
+}
+
+impl Requested {
+    /// The request's directives, or `None` when its `Cache-Control` does not parse.
+    fn from_headers(request: &HeaderMap) -> Option<Self> {
+        let cc = CacheControl::from_headers(request).ok()?;
+        // §5.4: Pragma: no-cache counts only without a Cache-Control.
+        let pragma_no_cache = !request.contains_key(http::header::CACHE_CONTROL)
+            && request
+                .get(PRAGMA)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
+        let seconds = |name| cc.seconds(name).map(Duration::from_secs);
+        Some(Requested {
+            no_cache: cc.has("no-cache") || pragma_no_cache,
+            max_age: seconds("max-age"),
+            min_fresh: seconds("min-fresh"),
+            max_stale: cc.has("max-stale").then(|| {
+                cc.get("max-stale")
+                    .map(|v| Duration::from_secs(delta_seconds(v.as_bytes()).unwrap_or(0)))
+            }),
+        })
+    }
+}
+
+impl Policy {
+    /// The stale windows of a page with these response directives (one home for the rules of
+    /// serving stale; see the module docs): `None` when `must-revalidate`, `proxy-revalidate`
+    /// or `no-cache` forbid it. Under the shared-cache policy `s-maxage` implies
+    /// `proxy-revalidate` (RFC 9111 §5.2.2.10): only the response's own `stale-while-revalidate`
+    /// and `stale-if-error` (explicit permission, RFC 5861) then apply, never the grace or a
+    /// client's `max-stale`.
+    fn stale_windows(&self, cc: &CacheControl, grace: Duration) -> Option<StaleWindows> {
+        if ["must-revalidate", "proxy-revalidate", "no-cache"]
+            .iter()
+            .any(|d| cc.has(d))
+        {
+            return None;
+        }
+        let seconds = |name| cc.seconds(name).map_or(Duration::ZERO, Duration::from_secs);
+        let strict = matches!(self, Policy::SharedCache(_)) && cc.has("s-maxage");
+        let grace = if strict { Duration::ZERO } else { grace };
+        Some(StaleWindows {
+            while_revalidate: seconds("stale-while-revalidate").max(grace).min(MAX_DELTA),
+            if_error: seconds("stale-if-error").max(grace).min(MAX_DELTA),
+            client_may_extend: !strict,
+        })
+    }
+
+    /// How long past its freshness a page with these response directives is kept in the
+    /// backend so that it can be served stale.
+    fn stale_keep(&self, cc: &CacheControl, grace: Duration) -> Duration {
+        self.stale_windows(cc, grace)
+            .map_or(Duration::ZERO, |w| w.while_revalidate.max(w.if_error))
     }
 }
 
@@ -437,6 +586,7 @@ mod tests {
             default_ttl: Duration::from_secs(600),
             request_time: now,
             response_time: now,
+            grace: Duration::ZERO,
         });
         (d, response)
     }
@@ -510,6 +660,7 @@ mod tests {
             default_ttl: Duration::from_secs(600),
             request_time: now,
             response_time: now,
+            grace: Duration::ZERO,
         });
         (d, response)
     }
@@ -646,6 +797,79 @@ mod tests {
         assert!(!h.contains_key(EXPIRES));
     }
 
+    fn decide_with_grace(
+        policy: &Policy,
+        resp: &[(&'static str, &'static str)],
+        grace: u64,
+    ) -> Decision {
+        let mut response = HeaderMap::new();
+        for (k, v) in resp {
+            response.append(*k, HeaderValue::from_static(v));
+        }
+        let now = SystemTime::now();
+        policy.decide(&mut Exchange {
+            request: &HeaderMap::new(),
+            status: StatusCode::OK,
+            response: &mut response,
+            layer_timeout: None,
+            default_ttl: Duration::from_secs(600),
+            request_time: now,
+            response_time: now,
+            grace: Duration::from_secs(grace),
+        })
+    }
+
+    fn keep(d: Decision) -> u64 {
+        match d {
+            Decision::Store { keep, .. } => keep.as_secs(),
+            Decision::Skip(reason) => panic!("not stored: {reason}"),
+        }
+    }
+
+    /// RFC 5861: a page is kept for its freshness plus the longer of its stale windows and the
+    /// grace; never longer than fresh when it must not be served stale (RFC 9111 §4.2.4).
+    #[test]
+    fn rfc5861_stale_windows_lengthen_what_is_kept() {
+        for policy in [Policy::Django, Policy::shared_cache()] {
+            let cc = "max-age=60, stale-while-revalidate=30, stale-if-error=90";
+            assert_eq!(
+                keep(decide_with_grace(&policy, &[("cache-control", cc)], 0)),
+                150
+            );
+            assert_eq!(
+                keep(decide_with_grace(&policy, &[("cache-control", cc)], 300)),
+                360
+            );
+            for forbids in [
+                "max-age=60, must-revalidate, stale-if-error=90",
+                "max-age=60, proxy-revalidate, stale-while-revalidate=90",
+            ] {
+                let d = decide_with_grace(&policy, &[("cache-control", forbids)], 300);
+                assert_eq!(keep(d), 60, "{policy:?} {forbids}");
+            }
+        }
+        // s-maxage implies proxy-revalidate for the shared cache: no grace, its own windows only.
+        let rfc = Policy::shared_cache();
+        let d = decide_with_grace(&rfc, &[("cache-control", "s-maxage=60")], 300);
+        assert_eq!(keep(d), 60);
+        let d = decide_with_grace(
+            &rfc,
+            &[("cache-control", "s-maxage=60, stale-if-error=30")],
+            300,
+        );
+        assert_eq!(keep(d), 90);
+        // A page that arrives within its stale window is stored, and kept only for what is left.
+        let d = decide_with_grace(
+            &rfc,
+            &[
+                ("cache-control", "max-age=10, stale-while-revalidate=100"),
+                ("age", "30"),
+            ],
+            0,
+        );
+        assert_eq!(keep(d), 80);
+    }
+
     #[test]
     fn lifetimes_and_ages_saturate() {
         let rfc = Policy::shared_cache();
@@ -737,8 +961,90 @@ mod proptests {
         ]
     }
 
+    /// A `Cache-Control` of the directives that decide staleness, with values that are
+    /// numbers, huge numbers, or junk.
+    fn staleness_directives() -> impl Strategy<Value = String> {
+        let name = proptest::sample::select(vec![
+            "max-age",
+            "s-maxage",
+            "min-fresh",
+            "max-stale",
+            "no-cache",
+            "must-revalidate",
+            "proxy-revalidate",
+            "stale-while-revalidate",
+            "stale-if-error",
+        ]);
+        let value = prop_oneof![
+            Just(None),
+            (0u64..2000).prop_map(|n| Some(n.to_string())),
+            Just(Some("99999999999999999999999".to_owned())),
+            "[a-z\\-]{1,4}".prop_map(Some),
+        ];
+        proptest::collection::vec((name, value), 0..5).prop_map(|ds| {
+            ds.into_iter()
+                .map(|(n, v)| v.map_or(n.to_owned(), |v| format!("{n}={v}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any staleness directives in the request and the stored page, any age and grace: a
+        /// fresh verdict only for a fresh page, a stale answer only for a stale page whose
+        /// directives allow it (RFC 9111 §4.2.4), and never one for a request that said
+        /// no-cache; never a panic.
+        #[test]
+        fn usable_serves_stale_only_when_allowed(
+            policy in policy(),
+            request_cc in staleness_directives(),
+            page_cc in staleness_directives(),
+            age in 0u64..2000,
+            grace in 0u64..2000,
+        ) {
+            let now = SystemTime::now();
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_str(&page_cc).unwrap());
+            let mut request = HeaderMap::new();
+            request.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_str(&request_cc).unwrap());
+            let page = StoredResponse {
+                status: StatusCode::OK,
+                headers,
+                body: bytes::Bytes::new(),
+                stored_at: now - Duration::from_secs(age),
+                fresh_for: Duration::from_secs(600),
+                initial_age: Duration::ZERO,
+                vary: Vec::new(),
+            };
+            let usable = policy.usable(&page, &request, now, Duration::from_secs(grace));
+            let page_cc = CacheControl::parse(&page_cc).unwrap();
+            let request_cc = CacheControl::parse(&request_cc).unwrap();
+            match usable {
+                Usable::Fresh => prop_assert!(age < 600),
+                Usable::Stale { .. } => {
+                    prop_assert!(age >= 600);
+                    for forbids in ["must-revalidate", "proxy-revalidate", "no-cache"] {
+                        prop_assert!(!page_cc.has(forbids));
+                    }
+                }
+                Usable::Revalidate { .. } => {}
+            }
+            let shared = matches!(policy, Policy::SharedCache(_));
+            if shared && request_cc.has("no-cache") {
+                prop_assert_eq!(usable, Usable::Revalidate { if_error: false });
+            }
+            // Within the grace, nothing forbidding and no request directive: served stale.
+            let quiet_request = !shared || request_cc.is_empty();
+            let forbidding = ["must-revalidate", "proxy-revalidate", "no-cache"]
+                .iter()
+                .any(|d| page_cc.has(d))
+                || (shared && page_cc.has("s-maxage"));
+            if age >= 600 && age - 600 < grace && quiet_request && !forbidding {
+                prop_assert_eq!(usable, Usable::Stale { refresh: true });
+            }
+        }
 
         /// Any request and response headers, any status, any clocks: a decision, never a
         /// panic; never a store when a caching header does not parse; never a duration
@@ -751,6 +1057,7 @@ mod proptests {
             status in proptest::sample::select(vec![200u16, 304, 404, 500]),
             layer_timeout in proptest::option::of(any::<u64>()),
             clocks in (any::<u32>(), any::<u32>()),
+            grace in any::<u64>(),
         ) {
             let unreadable = CacheControl::from_headers(&response).is_err()
                 || parse_vary(&response).is_err()
@@ -768,6 +1075,7 @@ mod proptests {
                 default_ttl: Duration::from_secs(600),
                 request_time,
                 response_time,
+                grace: Duration::from_secs(grace),
             });
             if let Decision::Store { fresh_for, initial_age, keep } = decision {
                 prop_assert!(!unreadable, "stored with an unreadable header: {response:?}");
@@ -778,26 +1086,46 @@ mod proptests {
             let _ = policy.may_use_cache(&request);
         }
 
-        /// Any request headers: the page is served fresh or revalidated, never a panic; a
-        /// request whose Cache-Control does not parse never gets a stored page unchecked.
+        /// Any request and stored headers, any age and grace: a verdict, never a panic; a
+        /// request whose Cache-Control does not parse never gets a stored page unchecked; a
+        /// page whose Cache-Control forbids stale (or does not parse) is never served stale,
+        /// not even on error (RFC 9111 §4.2.4).
         #[test]
-        fn usable_never_panics(policy in policy(), request in header_map(), age in 0u64..1200) {
+        fn usable_never_panics(
+            policy in policy(),
+            request in header_map(),
+            stored in header_map(),
+            age in 0u64..1200,
+            grace in proptest::option::of(any::<u64>()),
+        ) {
             let now = SystemTime::now();
             let page = StoredResponse {
                 status: StatusCode::OK,
-                headers: HeaderMap::new(),
+                headers: stored,
                 body: bytes::Bytes::new(),
                 stored_at: now - Duration::from_secs(age),
                 fresh_for: Duration::from_secs(600),
                 initial_age: Duration::ZERO,
                 vary: Vec::new(),
             };
-            let usable = policy.usable(&page, &request, now);
-            if age >= 600
-                || (matches!(policy, Policy::SharedCache(_))
-                    && CacheControl::from_headers(&request).is_err())
+            let grace = Duration::from_secs(grace.unwrap_or(0));
+            let usable = policy.usable(&page, &request, now, grace);
+            if matches!(policy, Policy::SharedCache(_))
+                && CacheControl::from_headers(&request).is_err()
             {
-                prop_assert_eq!(usable, Usable::Revalidate);
+                prop_assert_eq!(usable, Usable::Revalidate { if_error: false });
+            }
+            if age < 600 && policy == Policy::Django {
+                prop_assert_eq!(usable, Usable::Fresh);
+            }
+            let forbids = CacheControl::from_headers(&page.headers).map_or(true, |cc| {
+                cc.has("must-revalidate") || cc.has("proxy-revalidate") || cc.has("no-cache")
+            });
+            if age >= 600 {
+                prop_assert!(usable != Usable::Fresh);
+                if forbids {
+                    prop_assert_eq!(usable, Usable::Revalidate { if_error: false });
+                }
             }
         }
     }

@@ -67,11 +67,6 @@ impl StoredResponse {
             || self.headers.contains_key(http::header::LAST_MODIFIED)
     }
 
-    /// Whether the page is still fresh.
-    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
-        self.age(now) < self.fresh_for
-    }
-
     /// Whether `request` has the same values for the varied headers as the stored request.
     pub(crate) fn matches(&self, request: &HeaderMap) -> bool {
         if self.vary.is_empty() {

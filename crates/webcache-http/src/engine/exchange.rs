@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use webcache_core::Leader;
 
 use super::respond::{self, Outcome};
-use super::{InnerService, PageCacheEngine, Published, Reply};
+use super::{InnerService, PageCacheEngine, Published, Reply, Stale};
 use crate::body::{buffer, Buffered, CacheBody, PageBody};
 use crate::conditional;
 use crate::headers::{patch_vary_headers, vary_names, CacheControl};
@@ -37,7 +37,7 @@ impl PageCacheEngine {
         mut req: Request<B>,
         primary: &str,
         flight_key: &str,
-        stale: Option<StoredResponse>,
+        stale: Option<Stale>,
         leader: Option<Leader<Published>>,
     ) -> Reply<R, S::Error>
     where
@@ -48,27 +48,56 @@ impl PageCacheEngine {
         let method = req.method().clone();
         let request_headers = req.headers().clone();
         let session = req.extensions().get::<SessionMark>().cloned();
-        prepare(&mut req, stale.as_ref());
+        prepare(&mut req, stale.as_ref().map(|s| &s.page));
         let request_time = SystemTime::now();
-        // An error of the inner service drops `leader`: the waiters ask for themselves.
-        let response = inner.call(req).await?;
+        // An error of the inner service drops `leader`: the waiters ask for themselves (unless
+        // a stale page answers instead).
+        let response = match inner.call(req).await {
+            Ok(response) => response,
+            Err(error) => {
+                return match stale {
+                    Some(stale) if stale.if_error => {
+                        tracing::warn!(
+                            key = primary,
+                            "the inner service failed; the stale page answers (stale-if-error)"
+                        );
+                        Ok(self.stale_on_error(stale.page, &method, &request_headers, leader))
+                    }
+                    _ => Err(error),
+                };
+            }
+        };
         let response_time = SystemTime::now();
         let (mut parts, body) = response.into_parts();
         let times = (request_time, response_time);
 
-        if let (Some(page), StatusCode::NOT_MODIFIED) = (stale, parts.status) {
-            return Ok(self
-                .revalidated(
-                    page,
-                    &parts,
-                    &method,
-                    &request_headers,
-                    primary,
-                    times,
-                    leader,
-                )
-                .await);
-        }
+        let stale = match stale {
+            Some(stale)
+                if parts.status == StatusCode::NOT_MODIFIED && stale.page.has_validator() =>
+            {
+                return Ok(self
+                    .revalidated(
+                        stale.page,
+                        &parts,
+                        &method,
+                        &request_headers,
+                        primary,
+                        times,
+                        leader,
+                    )
+                    .await);
+            }
+            // A 5xx (the proxy's 502 and 504 for a refused or timed-out origin included).
+            Some(stale) if stale.if_error && parts.status.is_server_error() => {
+                tracing::warn!(
+                    key = primary,
+                    status = parts.status.as_u16(),
+                    "the inner service failed; the stale page answers (stale-if-error)"
+                );
+                return Ok(self.stale_on_error(stale.page, &method, &request_headers, leader));
+            }
+            other => other,
+        };
 
         // A page that read the session belongs to its user (see `SessionMark`).
         if let Some(mark) = &session {
@@ -90,6 +119,7 @@ impl PageCacheEngine {
             default_ttl: self.settings.default_ttl,
             request_time,
             response_time,
+            grace: self.settings.grace,
         });
         let (fresh_for, initial_age, keep) = match decision {
             Decision::Store {
@@ -184,6 +214,14 @@ impl PageCacheEngine {
                     Outcome::Miss,
                 ))
             }
+            Buffered::Failed(_) if stale.as_ref().is_some_and(|s| s.if_error) => {
+                tracing::warn!(
+                    key = primary,
+                    "the inner service's body broke off; the stale page answers (stale-if-error)"
+                );
+                let page = stale.map(|s| s.page).unwrap_or(page);
+                Ok(self.stale_on_error(page, &method, &request_headers, leader))
+            }
             Buffered::Failed(error) => {
                 // Nothing was sent yet: a 502 (504 for a timeout) in words, never an empty reply
                 // or a page that looks complete. The waiters ask for themselves.
@@ -225,6 +263,28 @@ impl PageCacheEngine {
         }
     }
 
+    /// The inner service failed and a stale page within its stale-if-error window (or the
+    /// grace) answers instead; the requests that waited are told, and answer with it too if
+    /// their own window allows.
+    fn stale_on_error<R>(
+        &self,
+        page: StoredResponse,
+        method: &Method,
+        request_headers: &HeaderMap,
+        leader: Option<Leader<Published>>,
+    ) -> Response<CacheBody<R>> {
+        if let Some(leader) = leader {
+            leader.publish(Published::Stale(Arc::new(page.clone())));
+        }
+        self.respond.page(
+            page,
+            method,
+            request_headers,
+            SystemTime::now(),
+            Outcome::Stale,
+        )
+    }
+
     /// A 304 answered the revalidation of a stale page: the 304's headers replace the stored
     /// ones (RFC 9111 §4.3.4) and the page is stored anew, or dropped if no longer storable.
     #[allow(clippy::too_many_arguments)]
@@ -257,6 +317,7 @@ impl PageCacheEngine {
             default_ttl: self.settings.default_ttl,
             request_time,
             response_time,
+            grace: self.settings.grace,
         });
         page.stored_at = response_time;
         match decision {

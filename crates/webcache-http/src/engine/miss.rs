@@ -5,11 +5,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::panic::AssertUnwindSafe;
+
+use bytes::Buf;
+use futures::FutureExt;
 use http::Request;
+use http_body::Body;
 use webcache_core::{Followed, Joined, Leader};
 
 use super::respond::Outcome;
-use super::{InnerService, PageCacheEngine, Published, Reply};
+use super::{InnerService, PageCacheEngine, Published, Reply, Stale};
 use crate::body::PageBody;
 use crate::policy::Usable;
 use crate::stored::StoredResponse;
@@ -31,7 +36,7 @@ impl PageCacheEngine {
         req: Request<B>,
         primary: &str,
         flight_key: &str,
-        stale: Option<StoredResponse>,
+        stale: Option<Stale>,
     ) -> Reply<R, S::Error>
     where
         S: InnerService<B, R>,
@@ -60,6 +65,21 @@ impl PageCacheEngine {
                             Outcome::Hit,
                         ))
                     }
+                    // The leader's inner service failed and its stale page answered: so does
+                    // this request's, if its own window allows.
+                    Followed::Shared(Published::Stale(page))
+                        if stale.as_ref().is_some_and(|s| s.if_error)
+                            && page.matches(req.headers()) =>
+                    {
+                        let page = StoredResponse::clone(&page);
+                        Ok(self.respond.page(
+                            page,
+                            req.method(),
+                            req.headers(),
+                            SystemTime::now(),
+                            Outcome::Stale,
+                        ))
+                    }
                     Followed::Shared(Published::Error(answer)) => {
                         let answer = StoredResponse::clone(&answer);
                         Ok(self.respond.page(
@@ -77,7 +97,7 @@ impl PageCacheEngine {
                             ?outcome,
                             "waited for a concurrent miss in vain"
                         );
-                        self.fetch(inner, req, primary, flight_key, None, None)
+                        self.fetch(inner, req, primary, flight_key, stale, None)
                             .await
                     }
                 }
@@ -92,7 +112,7 @@ impl PageCacheEngine {
         req: Request<B>,
         primary: &str,
         flight_key: &str,
-        stale: Option<StoredResponse>,
+        stale: Option<Stale>,
         leader: Leader<Published>,
     ) -> Reply<R, S::Error>
     where
@@ -125,7 +145,13 @@ impl PageCacheEngine {
                     let found = self.store.lookup(primary, req.headers()).await;
                     if let Some(page) = found.page {
                         let now = SystemTime::now();
-                        if self.settings.policy.usable(&page, req.headers(), now) == Usable::Fresh {
+                        let usable = self.settings.policy.usable(
+                            &page,
+                            req.headers(),
+                            now,
+                            self.settings.grace,
+                        );
+                        if usable == Usable::Fresh {
                             leader.publish(Published::Page(std::sync::Arc::new(page.clone())));
                             return Ok(self.respond.page(
                                 page,
@@ -146,6 +172,80 @@ impl PageCacheEngine {
                     .await
             }
         }
+    }
+}
+
+impl PageCacheEngine {
+    /// Refreshes a page served stale, in a task of its own that outlives the request: one per
+    /// page and process (the miss path's single flight; a request that finds a refresh or a
+    /// miss of the page under way starts none). `req` is the request that found the page
+    /// stale; the page stays the fallback if the inner service fails.
+    pub(super) fn refresh<S, B, R>(
+        &self,
+        inner: S,
+        req: Request<B>,
+        primary: &str,
+        flight_key: String,
+        page: StoredResponse,
+    ) where
+        S: InnerService<B, R> + 'static,
+        B: Send + 'static,
+        R: PageBody,
+    {
+        let Joined::Leader(leader) = self.flights.join(&flight_key) else {
+            return;
+        };
+        let engine = self.clone();
+        let primary = primary.to_owned();
+        tokio::spawn(async move {
+            // A request that read the stale page just before the previous refresh stored its
+            // page may start this one after it ended: the page is looked up again (one read
+            // per refresh, none per hit) so that such a refresh asks nobody.
+            let found = engine.store.lookup(&primary, req.headers()).await;
+            if let Some(page) = found.page {
+                let usable = engine.settings.policy.usable(
+                    &page,
+                    req.headers(),
+                    SystemTime::now(),
+                    engine.settings.grace,
+                );
+                if usable == Usable::Fresh {
+                    leader.publish(Published::Page(std::sync::Arc::new(page)));
+                    return;
+                }
+            }
+            let stale = Some(Stale {
+                page,
+                if_error: true,
+            });
+            let refresh = engine.lead(inner, req, &primary, &flight_key, stale, leader);
+            match AssertUnwindSafe(refresh).catch_unwind().await {
+                Ok(Ok(response)) => engine.drain(response.into_body()).await,
+                Ok(Err(_)) => tracing::warn!(
+                    key = flight_key,
+                    "background refresh failed: the inner service returned an error; the stale page stays"
+                ),
+                Err(_) => tracing::error!(key = flight_key, "background refresh panicked"),
+            }
+        });
+    }
+
+    /// Reads the body of a refresh's answer that nobody receives, so that a body of unknown
+    /// length (teed) is stored when it ends; bounded by the largest storable body and the
+    /// stampede wait, so an endless stream is not read forever.
+    async fn drain<R: Body + Unpin>(&self, mut body: R) {
+        let limit = self.settings.max_body;
+        let read = async {
+            let mut total = 0usize;
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                total = total.saturating_add(frame.data_ref().map_or(0, |d| d.remaining()));
+                if total > limit {
+                    break;
+                }
+            }
+        };
+        let wait = self.settings.stampede_wait.max(self.settings.store_timeout);
+        let _ = tokio::time::timeout(wait, read).await;
     }
 }
 

@@ -7,14 +7,21 @@
 //!    request invalidates its URL's pages. Hop-by-hop fields ([`crate::hop`]) are removed before
 //!    anything reads the request, so a field named in `Connection` cannot vary a key.
 //! 2. **Lookup** ([`store`]): one backend read in the common case. A fresh page is answered at
-//!    once (`HIT`, with `Age`, and 304/412 when the request's preconditions say so).
+//!    once (`HIT`, with `Age`, and 304/412 when the request's preconditions say so). A stale
+//!    page within its stale-while-revalidate window (or the grace) is answered at once too
+//!    (`STALE`), and this very request refreshes it in a task of its own that outlives it:
+//!    it joins the miss path's single flight, so one refresh runs per page and process, and a
+//!    failed refresh leaves the stale page in place. The rules are the policy's
+//!    ([`crate::policy`], "Stale pages").
 //! 3. **Miss** ([`miss`]): one request per key and process asks the inner service; the others
 //!    wait (bounded) and are told what came of it: the page (a `HIT` if their variant matches),
-//!    a gateway error (repeated), or "not storable" (they ask for themselves, and the key skips
-//!    the single flight for a while).
+//!    a gateway error (repeated), a stale page that answered for a failing inner service
+//!    (`STALE`, if their own stale-if-error window allows), or "not storable" (they ask for
+//!    themselves, and the key skips the single flight for a while).
 //! 4. **Exchange** ([`exchange`]): the request is prepared (HEAD asked as GET, preconditions
-//!    stripped, a stale page's validators added), the answer decided on by the session mark and
-//!    the [`Policy`](crate::Policy); a storable body is buffered (known length) or teed (unknown
+//!    stripped, a stale page's validators added); an error or a 5xx of the inner service is
+//!    answered with the stale page within its stale-if-error window (or the grace); the answer
+//!    is decided on by the session mark and the [`Policy`](crate::Policy); a storable body is buffered (known length) or teed (unknown
 //!    length: streamed at once, stored when it ends), anything else streams through.
 //! 5. **Store** ([`store`]): after answering, in the background, bounded by the store timeout.
 //!    Backend failures are logged and count as misses: the site keeps answering.
@@ -57,6 +64,20 @@ pub(crate) enum Published {
     Error(Arc<StoredResponse>),
     /// The answer is not storable: the waiters ask the inner service themselves.
     NotStorable,
+    /// The inner service failed and this stale page answered instead (stale-if-error): the
+    /// waiters whose own window allows it answer with it too (`x-cache: STALE`).
+    Stale(Arc<StoredResponse>),
+}
+
+/// A stored page that is not fresh for a request (or that the request refused), handed to the
+/// miss path: its validators make the request a revalidation, and it may answer when the
+/// inner service fails.
+#[derive(Debug, Clone)]
+pub(crate) struct Stale {
+    pub(crate) page: StoredResponse,
+    /// Whether the page may answer when the inner service fails (an error, a 5xx): within its
+    /// `stale-if-error` window or the grace.
+    pub(crate) if_error: bool,
 }
 
 /// A reply of the page cache.
@@ -115,8 +136,8 @@ impl PageCacheEngine {
         mut req: Request<B>,
     ) -> Reply<R, S::Error>
     where
-        S: InnerService<B, R>,
-        B: Send,
+        S: InnerService<B, R> + 'static,
+        B: Send + 'static,
         R: PageBody,
     {
         let (version, uri) = (req.version(), req.uri().clone());
@@ -158,17 +179,35 @@ impl PageCacheEngine {
         let mut stale = None;
         if let Some(page) = found.page {
             let now = SystemTime::now();
-            match policy.usable(&page, req.headers(), now) {
+            match policy.usable(&page, req.headers(), now, self.settings.grace) {
                 Usable::Fresh => {
                     return Ok(self
                         .respond
                         .page(page, &method, req.headers(), now, Outcome::Hit));
                 }
-                Usable::Revalidate => {
-                    if page.has_validator() {
-                        stale = Some(page);
+                // Within its stale window: answered at once, and (once per page and process)
+                // refreshed in the background with this very request. A key whose last answer
+                // was not storable takes the miss path instead, the page as its fallback.
+                Usable::Stale { refresh } => {
+                    if !refresh || !self.uncacheable.contains(&found.flight_key) {
+                        let response = self.respond.page(
+                            page.clone(),
+                            &method,
+                            req.headers(),
+                            now,
+                            Outcome::Stale,
+                        );
+                        if refresh {
+                            self.refresh(inner, req, &primary, found.flight_key, page);
+                        }
+                        return Ok(response);
                     }
+                    stale = Some(Stale {
+                        page,
+                        if_error: true,
+                    });
                 }
+                Usable::Revalidate { if_error } => stale = Some(Stale { page, if_error }),
             }
         }
         // Boxed so that the future of a hit stays small: the miss path's state (single flight,

@@ -19,6 +19,9 @@ pub(crate) enum Outcome {
     Hit,
     /// The inner service answered.
     Miss,
+    /// Answered from a stored page past its freshness, within its stale window: at once while
+    /// a refresh runs in the background, or because the inner service failed.
+    Stale,
     /// The cache did not handle the request (unsafe method, refused host, `no-store` request).
     Bypass,
 }
@@ -28,6 +31,7 @@ impl Outcome {
         HeaderValue::from_static(match self {
             Outcome::Hit => "HIT",
             Outcome::Miss => "MISS",
+            Outcome::Stale => "STALE",
             Outcome::Bypass => "BYPASS",
         })
     }
@@ -62,7 +66,7 @@ impl Responder {
         response
             .headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
-        if outcome == Outcome::Hit || age >= Duration::from_secs(1) {
+        if matches!(outcome, Outcome::Hit | Outcome::Stale) || age >= Duration::from_secs(1) {
             response
                 .headers_mut()
                 .insert(AGE, HeaderValue::from(age.as_secs()));
