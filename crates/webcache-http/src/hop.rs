@@ -5,6 +5,9 @@
 use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName};
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Whether `name` is hop-by-hop whatever the message says: the fixed list of RFC 9110 §7.6.1
 /// plus the legacy `Keep-Alive` and `Proxy-Connection`.
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -13,8 +16,8 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == TRAILER
         || name == TRANSFER_ENCODING
         || name == UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Removes the hop-by-hop fields of a message: the fixed ones and those named in `Connection`.
@@ -33,11 +36,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+    for name in [
+        CONNECTION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ] {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! read the same `Host`.
 
 use http::header::HOST;
-use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, Uri, Version};
 
 /// Why a request's host is refused (answered with 400, never stored).
@@ -83,33 +82,79 @@ pub(crate) fn settle(
     allowed: &AllowedHosts,
 ) -> Result<(), HostRefusal> {
     let mut fields = headers.get_all(HOST).iter();
-    let field = fields.next().cloned();
+    let field = fields.next();
     if fields.next().is_some() {
         return Err(HostRefusal::Duplicate);
     }
-    let authority: Authority = match (uri.authority(), &field) {
+    match (uri.authority(), field) {
         // The request target names the site: it wins, and `Host` is made to say the same.
-        (Some(authority), _) => authority.clone(),
-        (None, Some(value)) => Authority::try_from(value.as_bytes())
-            .ok()
-            .filter(|a| a.as_str().len() == value.len())
-            .ok_or(HostRefusal::Invalid)?,
-        (None, None) if version == Version::HTTP_10 || version == Version::HTTP_09 => {
-            return Ok(());
+        (Some(authority), _) => {
+            if authority.as_str().contains('@') || authority.host().is_empty() {
+                return Err(HostRefusal::Invalid);
+            }
+            if !allowed.allows(authority.host()) {
+                return Err(HostRefusal::NotAllowed);
+            }
+            if field.map(HeaderValue::as_bytes) != Some(authority.as_str().as_bytes()) {
+                let value =
+                    HeaderValue::from_str(authority.as_str()).map_err(|_| HostRefusal::Invalid)?;
+                headers.insert(HOST, value);
+            }
+            Ok(())
         }
-        (None, None) => return Err(HostRefusal::Missing),
+        // The common case, checked without copying: `Host` stays as it is.
+        (None, Some(value)) => {
+            let host = host_of(value.as_bytes()).ok_or(HostRefusal::Invalid)?;
+            if allowed.allows(host) {
+                Ok(())
+            } else {
+                Err(HostRefusal::NotAllowed)
+            }
+        }
+        (None, None) if version == Version::HTTP_10 || version == Version::HTTP_09 => Ok(()),
+        (None, None) => Err(HostRefusal::Missing),
+    }
+}
+
+/// The host of a `Host` value of the form `host[:port]` (RFC 9110 §7.2: a reg-name or an IP
+/// literal, then an optional port of digits), or `None` when it has another form (user
+/// information, a path, a space, a percent sign, a non-ASCII byte...).
+fn host_of(value: &[u8]) -> Option<&str> {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let end = value.iter().position(|b| *b == b']')?;
+        let literal = &value[1..end];
+        let literal_ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b":.".contains(b));
+        if !literal_ok {
+            return None;
+        }
+        let (host, rest) = value.split_at(end + 1);
+        let port = match rest {
+            [] => rest,
+            [b':', port @ ..] => port,
+            _ => return None,
+        };
+        (host, port)
+    } else {
+        let (host, port) = match value.iter().rposition(|b| *b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &value[value.len()..]),
+        };
+        let reg_name_ok = !host.is_empty()
+            && host
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(b));
+        if !reg_name_ok {
+            return None;
+        }
+        (host, port)
     };
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return Err(HostRefusal::Invalid);
+    if !port.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    if !allowed.allows(authority.host()) {
-        return Err(HostRefusal::NotAllowed);
-    }
-    if field.as_ref().map(HeaderValue::as_bytes) != Some(authority.as_str().as_bytes()) {
-        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| HostRefusal::Invalid)?;
-        headers.insert(HOST, value);
-    }
-    Ok(())
+    std::str::from_utf8(host).ok()
 }
 
 #[cfg(test)]
@@ -173,5 +218,21 @@ mod tests {
         }
         assert!(AllowedHosts::new(["*"]).allows("anything"));
         assert!(AllowedHosts::default().allows("anything"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        /// Arbitrary `Host` bytes never panic, and whatever is accepted is a valid authority
+        /// without user information (so the key and the origin read the same site).
+        #[test]
+        fn host_values_never_panic_and_accepted_ones_are_authorities(
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            if let Some(host) = host_of(&value) {
+                let authority = http::uri::Authority::try_from(&value[..]);
+                proptest::prop_assert!(authority.is_ok(), "{:?}", value);
+                proptest::prop_assert!(!host.is_empty() && !value.contains(&b'@'));
+            }
+        }
     }
 }

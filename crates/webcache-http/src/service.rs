@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
@@ -19,7 +20,8 @@ use crate::engine::{internal_error, PageCacheEngine};
 #[derive(Clone)]
 pub struct CachePage<S> {
     inner: S,
-    engine: PageCacheEngine,
+    /// Shared, so that a request costs one reference count, not a copy of the settings.
+    engine: Arc<PageCacheEngine>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for CachePage<S> {
@@ -33,7 +35,10 @@ impl<S: fmt::Debug> fmt::Debug for CachePage<S> {
 
 impl<S> CachePage<S> {
     pub(crate) fn new(inner: S, engine: PageCacheEngine) -> Self {
-        CachePage { inner, engine }
+        CachePage {
+            inner,
+            engine: Arc::new(engine),
+        }
     }
 }
 

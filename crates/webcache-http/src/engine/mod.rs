@@ -130,23 +130,22 @@ impl PageCacheEngine {
     }
 
     /// Answers one request.
-    pub(crate) async fn handle<S, B, R>(
-        &self,
-        mut inner: S,
-        mut req: Request<B>,
-    ) -> Reply<R, S::Error>
+    pub(crate) async fn handle<S, B, R>(&self, mut inner: S, req: Request<B>) -> Reply<R, S::Error>
     where
         S: InnerService<B, R> + 'static,
         B: Send + 'static,
         R: PageBody,
     {
-        let (version, uri) = (req.version(), req.uri().clone());
-        if let Err(refusal) = host::settle(
-            version,
-            &uri,
-            req.headers_mut(),
+        // Taken apart so the URI is read while the headers are changed, without a copy.
+        let (mut parts, body) = req.into_parts();
+        let settled = host::settle(
+            parts.version,
+            &parts.uri,
+            &mut parts.headers,
             &self.settings.allowed_hosts,
-        ) {
+        );
+        let mut req = Request::from_parts(parts, body);
+        if let Err(refusal) = settled {
             tracing::debug!(?refusal, "request refused for its host");
             return Ok(self.respond.refuse(refusal));
         }
