@@ -7,10 +7,9 @@
 //! connection per call), listing keys with `lru_crawler metadump all` as the memcached crate
 //! does, so that core needs no server crate.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -21,6 +20,7 @@ use webcache_core::{
     Result, Ttl,
 };
 use webcache_testkit::servers::memcached::MemcachedServer;
+use webcache_testkit::servers::Frozen;
 
 const NAME: &str = "memcached-wire";
 
@@ -133,39 +133,6 @@ impl Backend for Wire {
     }
 }
 
-/// A memcached frozen with SIGSTOP (connections are accepted, nothing answers), thawed when
-/// dropped, also when the test fails.
-struct Frozen(String);
-
-impl Frozen {
-    fn freeze(pid_file: &Path) -> Frozen {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid = loop {
-            match std::fs::read_to_string(pid_file) {
-                Ok(pid) if !pid.trim().is_empty() => break pid.trim().to_owned(),
-                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                other => panic!("memcached wrote no pid file: {other:?}"),
-            }
-        };
-        signal("-STOP", &pid);
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        signal("-CONT", &self.0);
-    }
-}
-
-fn signal(signal: &str, pid: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
 /// Lists the keys, failing the test (rather than hanging it) if the listing takes a minute.
 async fn keys(c: &Cache) -> Result<Vec<String>> {
     let mut keys =
@@ -178,11 +145,7 @@ async fn keys(c: &Cache) -> Result<Vec<String>> {
 
 #[tokio::test]
 async fn listing_keys_on_a_hung_server_times_out_and_opens_the_breaker() {
-    let dir = webcache_testkit::servers::temp_dir("core-keys-pid");
-    // memcached writes its pid file after switching to user `nobody`.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let pid_file = dir.join("memcached.pid");
-    let server = MemcachedServer::start_with(&["-P", pid_file.to_str().unwrap()]);
+    let server = MemcachedServer::start();
     let wire = Arc::new(Wire {
         address: server.address(),
         calls: Arc::new(AtomicUsize::new(0)),
@@ -200,7 +163,7 @@ async fn listing_keys_on_a_hung_server_times_out_and_opens_the_breaker() {
     c.set_bytes("b", b"2", 60).await.unwrap();
     assert_eq!(keys(&c).await.unwrap(), ["a", "b"]);
 
-    let frozen = Frozen::freeze(&pid_file);
+    let frozen = Frozen::stop(server.pid());
     // Three listings in a row time out (even in degrade mode: a listing cannot be made up).
     for _ in 0..3 {
         match keys(&c).await {
@@ -230,7 +193,7 @@ async fn listing_keys_on_a_hung_server_times_out_and_opens_the_breaker() {
     assert_eq!(keys(&c).await.unwrap(), ["a", "b"]);
 
     // A stored-key listing on the hung server times out too.
-    let frozen = Frozen::freeze(&pid_file);
+    let frozen = Frozen::stop(server.pid());
     let listing =
         tokio::time::timeout(Duration::from_secs(60), c.scan("*").try_collect::<Vec<_>>());
     match listing.await.expect("the listing ended instead of hanging") {

@@ -29,6 +29,7 @@ use tower::util::MapRequestLayer;
 use webcache_core::Cache;
 use webcache_http::{proxy_router, CachePageLayer, Policy};
 use webcache_testkit::servers::redis::RedisServer;
+use webcache_testkit::servers::Frozen;
 
 /// Waits (at most 20 s) until `ready` holds; panics with `what` otherwise.
 async fn until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -406,28 +407,6 @@ async fn waiters_share_the_origins_504_through_the_proxy() {
 // ---------------------------------------------------------------------------------------------
 // Item 13: storing happens after answering.
 
-/// SIGSTOP on a process, SIGCONT when dropped (also when the test fails).
-struct Frozen(String);
-
-impl Frozen {
-    fn stop(pid: String) -> Frozen {
-        let status = std::process::Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0])
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_frozen_backend_delays_a_miss_by_the_lookup_only_not_by_the_store() {
     let server = RedisServer::start();
@@ -449,12 +428,7 @@ async fn a_frozen_backend_delays_a_miss_by_the_lookup_only_not_by_the_store() {
     // The connection is up and working.
     assert_eq!(client.get("/warm").await.x_cache(), "MISS");
     until("the page reaches Redis", || dbsize(&server) == 1).await;
-    let pid = server
-        .cli(&["info", "server"])
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("process_id:").map(str::to_owned))
-        .unwrap();
-    let frozen = Frozen::stop(pid);
+    let frozen = Frozen::stop(server.pid());
     let started = Instant::now();
     let r = client.get("/cold").await;
     let took = started.elapsed();

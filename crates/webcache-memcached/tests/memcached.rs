@@ -14,6 +14,7 @@ use webcache_core::config::CacheConfig;
 use webcache_core::{Backend, Cache, CacheOptions, Error, Expiry, OnError, Ttl};
 use webcache_memcached::{Memcached, MemcachedConfig};
 use webcache_testkit::servers::memcached::MemcachedServer;
+use webcache_testkit::servers::Frozen;
 
 const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
 const DAY: u64 = 24 * 3600;
@@ -650,50 +651,12 @@ async fn a_reply_announcing_an_impossible_value_is_a_protocol_error() {
     }
 }
 
-/// A memcached frozen with SIGSTOP (a hung server: connections stay open, nothing answers),
-/// thawed again when dropped so that the fixture can stop it.
-struct Frozen(String);
-
-impl Frozen {
-    /// Freezes the memcached whose pid file (`-P`) is `pid_file`.
-    fn freeze(pid_file: &std::path::Path) -> Frozen {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid = loop {
-            match std::fs::read_to_string(pid_file) {
-                Ok(pid) if !pid.trim().is_empty() => break pid.trim().to_owned(),
-                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                other => panic!("memcached wrote no pid file: {other:?}"),
-            }
-        };
-        Frozen::signal("-STOP", &pid);
-        Frozen(pid)
-    }
-
-    fn signal(signal: &str, pid: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        Frozen::signal("-CONT", &self.0);
-    }
-}
-
 /// Listing keys (`keys`/`scan`, `clear` of a prefix) walks the server with a metadump; a hung
 /// server fails it within `io_timeout`, not after a fixed minute.
 #[tokio::test]
 async fn listing_keys_on_a_hung_server_honours_the_io_timeout() {
     use futures::TryStreamExt;
-    let dir = webcache_testkit::servers::temp_dir("memcached-pid");
-    // memcached writes its pid file after switching to user `nobody`.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let pid_file = dir.join("memcached.pid");
-    let server = MemcachedServer::start_with(&["-P", pid_file.to_str().unwrap()]);
+    let server = MemcachedServer::start();
     let io_timeout = Duration::from_millis(500);
     let client = || {
         let mut config = MemcachedConfig::new([server.address()]);
@@ -715,7 +678,7 @@ async fn listing_keys_on_a_hung_server_honours_the_io_timeout() {
         ["p:1"]
     );
 
-    let frozen = Frozen::freeze(&pid_file);
+    let frozen = Frozen::stop(server.pid());
     // A generous outer bound: without the fix each call waits a whole minute.
     let within = Duration::from_secs(20);
     let err = tokio::time::timeout(within, lister.scan("p:*").try_collect::<Vec<_>>())
@@ -737,5 +700,4 @@ async fn listing_keys_on_a_hung_server_honours_the_io_timeout() {
     );
     drop(frozen);
     drop(server);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -175,21 +175,9 @@ async fn unreachable_from_the_start_fails_fast_and_hides_the_password() {
 async fn a_hung_server_times_out_at_the_bound() {
     let server = RedisServer::start();
     let url = format!("{}?connect_timeout=0.3&response_timeout=0.3", server.url(0));
-    let pid = server
-        .cli(&["info", "server"])
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("process_id:").map(str::to_owned))
-        .expect("INFO server gives the process id");
     let cache = open(&url, OnError::Raise).await;
     cache.set("k", "v", 60).await.unwrap();
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig} {pid}");
-    };
-    signal("-STOP");
+    let frozen = webcache_testkit::servers::Frozen::stop(server.pid());
     // connect_timeout + response_timeout, plus slack for a busy machine.
     let bound = Duration::from_millis(600) + Duration::from_secs(2);
     let quick = |what: &'static str, started: Instant| {
@@ -224,7 +212,7 @@ async fn a_hung_server_times_out_at_the_bound() {
     let started = Instant::now();
     assert_eq!(degraded.get::<String>("k").await.unwrap(), None);
     quick("degraded get", started);
-    signal("-CONT");
+    drop(frozen);
     wait_for_recovery(&cache).await;
     assert_eq!(
         cache.get::<String>("k").await.unwrap().as_deref(),

@@ -68,6 +68,23 @@ impl MemcachedServer {
         self.port
     }
 
+    /// The server's process id (from `stats`; the fixture's own child is a watchdog shell),
+    /// for [`Frozen`](super::Frozen).
+    pub fn pid(&self) -> u32 {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .unwrap_or_else(|e| panic!("cannot reach memcached on {}: {e}", self.port));
+        stream
+            .write_all(b"stats\r\n")
+            .expect("memcached takes the stats command");
+        BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|l| l.trim() != "END")
+            .find_map(|l| l.trim().strip_prefix("STAT pid ")?.parse().ok())
+            .expect("memcached's stats give its pid")
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)

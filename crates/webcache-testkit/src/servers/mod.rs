@@ -193,6 +193,35 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A server process stopped with SIGSTOP (connections are accepted, nothing answers: a hung
+/// server), continued with SIGCONT when dropped, also when the test fails.
+#[derive(Debug)]
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Frozen {
+    /// Freezes the process `pid` (see `RedisServer::pid`, `MemcachedServer::pid`).
+    pub fn stop(pid: u32) -> Frozen {
+        signal("-STOP", pid);
+        Frozen { pid }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("-CONT", self.pid);
+    }
+}
+
+fn signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
 pub mod memcached;
 pub mod postgres;
 pub mod redis;

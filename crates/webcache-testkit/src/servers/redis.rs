@@ -142,6 +142,15 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The server's process id (from `INFO server`; the fixture's own child is a watchdog
+    /// shell), for [`Frozen`](super::Frozen).
+    pub fn pid(&self) -> u32 {
+        self.cli(&["info", "server"])
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("process_id:")?.parse().ok())
+            .expect("INFO server gives the process id")
+    }
+
     /// Stops the server (its data is gone: nothing is persisted). Idempotent.
     pub fn kill(&self) {
         let mut process = self.process.lock().unwrap_or_else(|p| p.into_inner());
