@@ -8,8 +8,6 @@
 #[macro_use]
 mod common;
 
-use std::net::SocketAddr;
-
 use axum::http::HeaderMap;
 use axum::Router;
 use common::HttpClient;
@@ -41,21 +39,6 @@ async fn origin() -> String {
     )
 }
 
-/// Serves the proxy as the CLI should: with the peer's address.
-async fn serve_with_peer(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
-
 const FORGED: &[(&str, &str)] = &[
     ("host", "shop.example:8080"),
     ("x-forwarded-for", "203.0.113.7"),
@@ -69,7 +52,7 @@ const FORGED: &[(&str, &str)] = &[
 #[tokio::test]
 async fn the_clients_own_fields_are_dropped_and_the_peer_is_forwarded() {
     let proxy = proxy_router(&origin().await, Cache::locmem(), None).unwrap();
-    let client = HttpClient::new(serve_with_peer(proxy).await);
+    let client = HttpClient::new(common::serve_with_peer(proxy).await);
     let expected = "x-forwarded-for: 127.0.0.1\n\
                     x-real-ip: 127.0.0.1\n\
                     forwarded: for=127.0.0.1;proto=http;host=\"shop.example:8080\"\n\
@@ -93,8 +76,9 @@ async fn the_clients_own_fields_are_dropped_and_the_peer_is_forwarded() {
 async fn trusted_fields_are_kept_and_the_peer_appended() {
     let configured = Origin::new(&origin().await).unwrap().trust_forwarded(true);
     let layer = CachePageLayer::new(Cache::locmem()).policy(Policy::shared_cache());
-    let client =
-        HttpClient::new(serve_with_peer(proxy_router_with_origin(configured, &layer)).await);
+    let client = HttpClient::new(
+        common::serve_with_peer(proxy_router_with_origin(configured, &layer)).await,
+    );
     let got = client.get_with("/", FORGED).await;
     assert_eq!(
         got.text(),

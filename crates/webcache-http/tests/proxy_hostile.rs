@@ -5,12 +5,13 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -82,20 +83,6 @@ impl RawOrigin {
     }
 }
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
-
 /// What a client got: the status, and the body or the error that ended it.
 #[derive(Debug)]
 struct Got {
@@ -155,7 +142,7 @@ async fn an_origin_that_never_answers_is_a_504_after_the_first_byte_timeout() {
     let configured = Origin::new(&origin.url())
         .unwrap()
         .first_byte_timeout(timeout);
-    let proxy = serve(proxy_router_with_origin(configured, &rfc_layer())).await;
+    let proxy = common::serve_with_peer(proxy_router_with_origin(configured, &rfc_layer())).await;
     let started = std::time::Instant::now();
     let got = get(proxy, "/slow").await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{got:?}");
@@ -195,7 +182,7 @@ async fn a_connection_that_is_never_accepted_is_a_504_after_the_connect_timeout(
     let configured = Origin::new(&format!("http://{}", listener.local_addr().unwrap()))
         .unwrap()
         .connect_timeout(timeout);
-    let proxy = serve(proxy_router_with_origin(configured, &rfc_layer())).await;
+    let proxy = common::serve_with_peer(proxy_router_with_origin(configured, &rfc_layer())).await;
     let started = std::time::Instant::now();
     let got = get(proxy, "/").await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{got:?}");
@@ -215,7 +202,8 @@ async fn a_body_still_running_at_the_total_timeout_is_never_a_complete_page() {
     ] {
         let origin = RawOrigin::start(Act::SendAndStall(head)).await;
         let configured = Origin::new(&origin.url()).unwrap().total_timeout(timeout);
-        let proxy = serve(proxy_router_with_origin(configured, &rfc_layer())).await;
+        let proxy =
+            common::serve_with_peer(proxy_router_with_origin(configured, &rfc_layer())).await;
         let got = get(proxy, "/stream").await;
         assert_eq!(got.status, StatusCode::OK);
         assert!(got.body.is_err(), "{got:?}");
@@ -227,7 +215,7 @@ async fn a_body_still_running_at_the_total_timeout_is_never_a_complete_page() {
     ))
     .await;
     let configured = Origin::new(&origin.url()).unwrap().total_timeout(timeout);
-    let proxy = serve(proxy_router_with_origin(configured, &rfc_layer())).await;
+    let proxy = common::serve_with_peer(proxy_router_with_origin(configured, &rfc_layer())).await;
     let got = get(proxy, "/page").await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{got:?}");
     assert!(got.text().contains("total timeout"), "{}", got.text());
@@ -251,8 +239,10 @@ async fn a_truncated_storable_body_is_a_502_or_an_abort_and_never_stored() {
     for default_ttl in [None, Some(Duration::from_secs(60))] {
         for reply in [SHORT_LENGTH, NO_LAST_CHUNK] {
             let origin = RawOrigin::start(Act::SendAndClose(reply)).await;
-            let proxy =
-                serve(proxy_router(&origin.url(), Cache::locmem(), default_ttl).unwrap()).await;
+            let proxy = common::serve_with_peer(
+                proxy_router(&origin.url(), Cache::locmem(), default_ttl).unwrap(),
+            )
+            .await;
             for _ in 0..2 {
                 let got = get(proxy, "/page").await;
                 if reply == SHORT_LENGTH {
@@ -279,7 +269,9 @@ async fn a_truncated_body_already_streaming_aborts_the_connection_and_is_never_s
         &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nonly this\r\n"[..],
     ] {
         let origin = RawOrigin::start(Act::SendAndClose(reply)).await;
-        let proxy = serve(proxy_router(&origin.url(), Cache::locmem(), None).unwrap()).await;
+        let proxy =
+            common::serve_with_peer(proxy_router(&origin.url(), Cache::locmem(), None).unwrap())
+                .await;
         let got = get(proxy, "/stream").await;
         assert_eq!(got.status, StatusCode::OK);
         assert!(
@@ -291,7 +283,7 @@ async fn a_truncated_body_already_streaming_aborts_the_connection_and_is_never_s
     for reply in [SHORT_LENGTH, NO_LAST_CHUNK] {
         let origin = RawOrigin::start(Act::SendAndClose(reply)).await;
         let layer = rfc_layer().max_body(4);
-        let proxy = serve(proxy_router_with_origin(
+        let proxy = common::serve_with_peer(proxy_router_with_origin(
             Origin::new(&origin.url()).unwrap(),
             &layer,
         ))
@@ -314,7 +306,7 @@ async fn the_total_timeout_bounds_the_wait_for_the_head_too() {
     let configured = Origin::new(&origin.url())
         .unwrap()
         .total_timeout(Duration::from_millis(300));
-    let proxy = serve(proxy_router_with_origin(configured, &rfc_layer())).await;
+    let proxy = common::serve_with_peer(proxy_router_with_origin(configured, &rfc_layer())).await;
     let got = get(proxy, "/slow").await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{got:?}");
     assert!(got.text().contains("total timeout"), "{}", got.text());

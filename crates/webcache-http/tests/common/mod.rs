@@ -352,3 +352,20 @@ pub async fn redis_cache_with_timeouts(
         .unwrap();
     webcache_core::Cache::new(backend, config.options)
 }
+
+/// Serves `app` as `webcache proxy` does: with the peer's address (`ConnectInfo`), which the
+/// proxy's forwarding fields need.
+#[allow(dead_code)]
+pub async fn serve_with_peer(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
