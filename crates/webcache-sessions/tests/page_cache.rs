@@ -5,32 +5,20 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+use common::cart;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
-use tower_sessions::Session;
+use axum::Router;
+use serde_json::json;
 use webcache_core::Cache;
 use webcache_http::CachePageLayer;
 use webcache_sessions::{CacheStore, SessionConfig};
-
-#[derive(serde::Deserialize)]
-struct Add {
-    add: Option<String>,
-}
-
-async fn cart(session: Session, Query(q): Query<Add>) -> Json<Value> {
-    let mut items: Vec<String> = session.get("items").await.unwrap().unwrap_or_default();
-    if let Some(item) = q.add {
-        items.push(item);
-        session.insert("items", &items).await.unwrap();
-    }
-    Json(json!({ "items": items }))
-}
 
 async fn public(State(calls): State<Arc<AtomicUsize>>) -> &'static str {
     calls.fetch_add(1, Ordering::SeqCst);

@@ -2,13 +2,15 @@
 //! the `cache` engine on locmem and Redis and the `cached_db` engine over SQLite and PostgreSQL,
 //! all real (the tests start redis-server and PostgreSQL on free loopback ports).
 
+mod common;
+use common::cart;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Query;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::{json, Value};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::Result as StoreResult;
@@ -19,20 +21,6 @@ use webcache_sessions::{session_key, CacheStore, CachedDbStore, SessionConfig, S
 use webcache_testkit::servers::{postgres::Postgres, redis::RedisServer, scratch_dir};
 
 // ----- the app under test ------------------------------------------------------------------
-
-#[derive(serde::Deserialize)]
-struct Add {
-    add: Option<String>,
-}
-
-async fn cart(session: Session, Query(q): Query<Add>) -> Json<Value> {
-    let mut items: Vec<String> = session.get("items").await.unwrap().unwrap_or_default();
-    if let Some(item) = q.add {
-        items.push(item);
-        session.insert("items", &items).await.unwrap();
-    }
-    Json(json!({ "items": items }))
-}
 
 async fn whoami(session: Session) -> String {
     session.insert("seen", true).await.unwrap();
