@@ -17,6 +17,10 @@ use crate::stored::{self, Entry, StoredResponse, VaryList};
 /// list and from the backend), so that every stored variant stays listed and invalidation stays
 /// complete.
 const MAX_VARIANTS: usize = 256;
+/// The most bytes of pages being written in the background at once. A backend that is slow but
+/// not failing (so the circuit breaker stays closed) would otherwise let pages pile up in memory
+/// for the whole store timeout; past this, a page is answered but not stored.
+const MAX_WRITING_BYTES: usize = 64 << 20;
 /// How often backend failures are logged as warnings (the rest go to debug).
 const WARN_EVERY: Duration = webcache_core::DEGRADE_LOG_INTERVAL;
 
@@ -35,6 +39,8 @@ pub(crate) struct StoreState {
     pending: Pending,
     writes: Writes,
     vary_locks: VaryLocks,
+    /// Bytes of pages being written in the background (see [`MAX_WRITING_BYTES`]).
+    writing_bytes: AtomicUsize,
     warn: LogThrottle,
 }
 
@@ -45,6 +51,7 @@ impl Default for StoreState {
             pending: Pending::default(),
             writes: Writes::default(),
             vary_locks: VaryLocks::default(),
+            writing_bytes: AtomicUsize::new(0),
             warn: LogThrottle::new(WARN_EVERY),
         }
     }
@@ -139,6 +146,22 @@ impl PageStore {
     /// backend confirms, this process serves the page from memory, so a client that asks again
     /// at once gets a hit.
     pub(crate) fn store_later(&self, primary: &str, page: Arc<StoredResponse>, keep: Duration) {
+        // The page is held twice while it is written (the page and its encoded form).
+        let weight = page.body.len().saturating_mul(2).saturating_add(4096);
+        let reserved =
+            self.state
+                .writing_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                    now.checked_add(weight)
+                        .filter(|total| *total <= MAX_WRITING_BYTES)
+                });
+        if reserved.is_err() {
+            tracing::debug!(
+                key = primary,
+                "the backend is behind on writes; page answered but not stored"
+            );
+            return;
+        }
         let names = page.vary_names();
         let mut keys = vec![(primary.to_owned(), None)];
         if names.is_empty() {
@@ -185,6 +208,10 @@ impl PageStore {
             for (key, ticket) in tickets {
                 store.state.pending.remove(&key, ticket);
             }
+            store
+                .state
+                .writing_bytes
+                .fetch_sub(weight, Ordering::AcqRel);
         });
     }
 
