@@ -93,7 +93,8 @@ impl Cache {
     /// Every write of the handle records the tags: `set`, `add`, `set_many`, the `get_or_set`
     /// family (which [pins](Cache::pin_tags) the versions before computing). Reads through any
     /// handle check them. A tag is any text of at most 200 bytes that the backend accepts in a
-    /// key; an entry carries at most 64 tags. See the [module docs](self) for the design.
+    /// key; an entry carries at most 64 tags. See the [crate docs](crate#tags-invalidation-beyond-expiry)
+    /// for the design.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
