@@ -54,6 +54,7 @@ mod backend;
 mod config;
 mod conn;
 mod lock;
+mod ring;
 
 use std::sync::Arc;
 
