@@ -555,7 +555,7 @@ impl RedisBackend {
     /// `UNLINK keys...`, one command per group (see [`groups`](Self::groups)); how many keys
     /// were removed.
     async fn unlink<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
-        if !self.inner.topology.is_cluster() && self.inner.topology.by_shard(keys).is_none() {
+        if !self.inner.topology.is_cluster() && !self.inner.topology.is_sharded() {
             let mut cmd = redis::cmd("UNLINK");
             for key in keys {
                 cmd.arg(key.as_ref());
@@ -927,7 +927,7 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        if self.inner.topology.is_cluster() || self.inner.topology.by_shard(&[""]).is_some() {
+        if self.inner.topology.is_cluster() || self.inner.topology.is_sharded() {
             return self.get_many_grouped(keys).await;
         }
         let mut cmd = redis::cmd("MGET");
@@ -946,7 +946,7 @@ impl Backend for RedisBackend {
                 (key, cmd)
             })
             .collect();
-        if self.inner.topology.is_cluster() || self.inner.topology.by_shard(&[""]).is_some() {
+        if self.inner.topology.is_cluster() || self.inner.topology.is_sharded() {
             return self.set_many_grouped(cmds).await;
         }
         let mut pipe = redis::pipe();

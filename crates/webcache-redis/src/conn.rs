@@ -530,6 +530,10 @@ impl Topology {
         matches!(self, Topology::Cluster(_))
     }
 
+    pub(crate) fn is_sharded(&self) -> bool {
+        matches!(self, Topology::Shards { .. })
+    }
+
     /// Whether writes `WAIT` for replicas: a primary with replicas, or a sentinel's master.
     pub(crate) fn has_replication(&self) -> bool {
         matches!(self, Topology::Primary { .. } | Topology::Sentinel { .. })
