@@ -610,6 +610,55 @@ mod tests {
         assert_eq!((*db, *tls, password.as_deref()), (0, true, None));
     }
 
+    /// The TOML form: the URL in `url`, the options as fields of the alias.
+    #[test]
+    fn sentinel_and_shards_from_toml() {
+        let text = r#"
+            [caches.default]
+            url = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/2"
+            read_from_replicas = true
+            wait_replicas = 1
+            sentinel_password = "s3cret"
+            tls = true
+
+            [caches.sharded]
+            url = "redis://10.0.0.1:6379,10.0.0.2:6379/1"
+            response_timeout = 0.5
+        "#;
+        let caches = webcache_core::config::CachesConfig::from_toml_str(
+            text,
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut spec = caches.get("default").unwrap().backend.clone();
+        let c = RedisConfig::from_spec(&mut spec).unwrap();
+        let Target::Sentinel {
+            sentinels,
+            db,
+            tls,
+            read_from_replicas,
+            ..
+        } = &c.target
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            sentinels,
+            &[
+                "rediss://:s3cret@10.0.0.1:26379",
+                "rediss://:s3cret@10.0.0.2:26379"
+            ]
+        );
+        assert_eq!(
+            (*db, *tls, *read_from_replicas, c.wait_replicas),
+            (2, true, true, 1)
+        );
+        let mut spec = caches.get("sharded").unwrap().backend.clone();
+        let c = RedisConfig::from_spec(&mut spec).unwrap();
+        assert!(matches!(&c.target, Target::Shards { shards, .. } if shards.len() == 2));
+        assert_eq!(c.response_timeout, Duration::from_millis(500));
+    }
+
     #[test]
     fn shard_lists() {
         let c = parse("redis://u:pw@h1:6379, h2:6380 ,[::1]:6381/3?clear=flushdb").unwrap();

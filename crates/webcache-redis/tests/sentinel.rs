@@ -89,3 +89,58 @@ async fn writes_reach_the_named_master_and_reads_the_replica_when_asked() {
         "the replica served reads"
     );
 }
+
+/// The URL's `user:pass@` is for the master and its replicas, `sentinel_password` for the
+/// sentinels themselves; without either the calls fail with an error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_for_the_nodes_and_for_the_sentinels() {
+    // A group of its own: its servers and sentinels get passwords.
+    let group = tokio::task::spawn_blocking(RedisSentinels::start)
+        .await
+        .unwrap();
+    for node in group.nodes() {
+        for (name, value) in [("masterauth", "node pw"), ("requirepass", "node pw")] {
+            let answer = node.cli(&["config", "set", name, value]);
+            assert_eq!(answer.trim(), "OK", "{answer}");
+        }
+    }
+    for sentinel in group.sentinels() {
+        let answer = sentinel.cli(&["sentinel", "set", "mymaster", "auth-pass", "node pw"]);
+        assert_eq!(answer.trim(), "OK", "{answer}");
+        let answer = sentinel.cli(&["acl", "setuser", "default", "resetpass", ">sentinel pw"]);
+        assert_eq!(answer.trim(), "OK", "{answer}");
+    }
+    let base = group.url(0, "");
+    let with = |userinfo: &str, query: &str| {
+        format!(
+            "{}{userinfo}{}{query}",
+            &base[..base.find("//").unwrap() + 2],
+            &base[base.find("//").unwrap() + 2..]
+        )
+    };
+    let options = CacheOptions {
+        key_prefix: format!("auth{:08x}", rand::random::<u32>()),
+        ..CacheOptions::default()
+    };
+    let good = Cache::new(
+        Arc::new(common::backend(&with(":node%20pw@", "?sentinel_password=sentinel%20pw")).await),
+        options.clone(),
+    );
+    good.set("k", "v", 60).await.unwrap();
+    assert_eq!(good.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+
+    for (url, missing) in [
+        (with(":node%20pw@", ""), "the sentinels' password"),
+        (
+            with("", "?sentinel_password=sentinel%20pw"),
+            "the nodes' password",
+        ),
+    ] {
+        let cache = Cache::new(Arc::new(common::backend(&url).await), options.clone());
+        let err = cache.get::<String>("k").await.unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("auth"),
+            "without {missing}: {err}"
+        );
+    }
+}
