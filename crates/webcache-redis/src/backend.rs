@@ -418,12 +418,12 @@ impl RedisBackend {
     /// The nodes holding keys: the primary, every shard, or every master of a cluster.
     async fn scan_nodes(&self) -> Result<Vec<ScanNode>> {
         match self.inner.topology.writer() {
-            Conn::Node(_) | Conn::Sentinel(_) => Ok((0..self.inner.topology.nodes().len())
-                .map(|i| match self.inner.topology {
-                    Topology::Shards { .. } => ScanNode::Shard(i),
-                    _ => ScanNode::Writer,
-                })
-                .collect()),
+            Conn::Node(_) | Conn::Sentinel(_) if self.inner.topology.is_sharded() => {
+                Ok((0..self.inner.topology.nodes().len())
+                    .map(ScanNode::Shard)
+                    .collect())
+            }
+            Conn::Node(_) | Conn::Sentinel(_) => Ok(vec![ScanNode::Writer]),
             Conn::Cluster(mut cluster) => {
                 let cmd = {
                     let mut c = redis::cmd("CLUSTER");
