@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use redis::aio::{
@@ -57,6 +57,11 @@ pub(crate) enum Role {
     Replica,
 }
 
+/// How long reads go to the master, without asking the sentinels again, after no replica
+/// could be found (none listed, or none answering): a replica lookup checks each listed
+/// replica, which takes as long as a silent one makes it wait, and lookups run one at a time.
+const NO_REPLICA_PAUSE: Duration = Duration::from_secs(1);
+
 /// A connection the sentinels named, with the lookup it came from (its generation), so that
 /// a failure forgets this connection and not a newer one another call already found.
 type Found = (u64, MultiplexedConnection);
@@ -78,6 +83,8 @@ pub(crate) struct SentinelNodes {
     config: AsyncConnectionConfig,
     master: Mutex<Option<Found>>,
     replica: Mutex<Option<Found>>,
+    /// Until when a replica is not looked for again (see [`NO_REPLICA_PAUSE`]).
+    no_replica_until: Mutex<Option<Instant>>,
     lookups: AtomicU64,
 }
 
@@ -99,6 +106,7 @@ impl SentinelNodes {
                 .set_response_timeout(Some(response_timeout)),
             master: Mutex::new(None),
             replica: Mutex::new(None),
+            no_replica_until: Mutex::new(None),
             lookups: AtomicU64::new(0),
         })
     }
@@ -117,31 +125,62 @@ impl SentinelNodes {
             .clone()
     }
 
+    /// Sends reads to the master for [`NO_REPLICA_PAUSE`]: no replica could be reached.
+    fn pause_replica_lookups(&self) {
+        *self
+            .no_replica_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + NO_REPLICA_PAUSE);
+    }
+
+    /// Fails while a recent replica lookup found none (the caller reads from the master).
+    fn check_replica_pause(&self, role: Role) -> RedisResult<()> {
+        let until = *self
+            .no_replica_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match until {
+            Some(until) if role == Role::Replica && Instant::now() < until => {
+                Err(RedisError::from((
+                    redis::ErrorKind::NoValidReplicasFoundBySentinel,
+                    "no replica answered a moment ago; reading from the master for now",
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The connection to the node in `role`, asking the sentinels if none is known.
     async fn connection(&self, role: Role) -> RedisResult<Found> {
         if let Some(found) = self.known(role) {
             return Ok(found);
         }
+        self.check_replica_pause(role)?;
         let mut sentinel = self.sentinel.lock().await;
-        // Another call may have looked it up while this one waited for the sentinels.
+        // Another call may have looked it up (or found none) while this one waited.
         if let Some(found) = self.known(role) {
             return Ok(found);
         }
+        self.check_replica_pause(role)?;
         let client = match role {
             Role::Master => {
                 sentinel
                     .async_master_for(&self.service, Some(&self.node_info))
                     .await?
             }
-            Role::Replica => {
-                sentinel
-                    .async_replica_rotate_for(&self.service, Some(&self.node_info))
-                    .await?
-            }
+            Role::Replica => sentinel
+                .async_replica_rotate_for(&self.service, Some(&self.node_info))
+                .await
+                .inspect_err(|_| self.pause_replica_lookups())?,
         };
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+            .await
+            .inspect_err(|_| {
+                if role == Role::Replica {
+                    self.pause_replica_lookups();
+                }
+            })?;
         let generation = self.lookups.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(
             service = %self.service,

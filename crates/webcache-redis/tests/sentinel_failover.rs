@@ -348,3 +348,67 @@ async fn a_write_the_replica_did_not_take_is_not_acknowledged() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A replica that stops answering while the sentinels still list it (they wait
+/// `down-after-milliseconds`, 30 s by default, before calling it down): reads look for a
+/// replica once, find none that answers, and go to the master for a while, rather than each
+/// read queueing behind its own lookup (a `ROLE` check that waits for the frozen replica)
+/// until the reads time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_master_while_the_listed_replica_is_silent() {
+    use webcache_testkit::servers::Frozen;
+    let group = Arc::new(
+        tokio::task::spawn_blocking(RedisSentinels::start)
+            .await
+            .unwrap(),
+    );
+    let g = group.clone();
+    tokio::task::spawn_blocking(move || {
+        for sentinel in g.sentinels() {
+            let answer = sentinel.cli(&[
+                "sentinel",
+                "set",
+                "mymaster",
+                "down-after-milliseconds",
+                "120000",
+            ]);
+            assert_eq!(answer.trim(), "OK", "{answer}");
+        }
+    })
+    .await
+    .unwrap();
+    let cache = open(&group.url(
+        0,
+        "?read_from_replicas=true&wait_replicas=1&connect_timeout=2&response_timeout=2",
+    ))
+    .await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        cache.set(key, &1, 600).await.unwrap();
+        assert_eq!(cache.get::<i32>(key).await.unwrap(), Some(1));
+    }
+    let g = group.clone();
+    let frozen = tokio::task::spawn_blocking(move || Frozen::stop(g.replica().pid()))
+        .await
+        .unwrap();
+    // The reads on the connection to the frozen replica time out (a timeout is not retried
+    // elsewhere, so that a call never takes two deadlines); the connection is then dropped.
+    let _ = cache.get::<i32>("k0").await;
+    let reads = keys.iter().map(|key| {
+        let cache = cache.clone();
+        let key = key.clone();
+        tokio::spawn(async move { cache.get::<i32>(&key).await })
+    });
+    let mut failed = Vec::new();
+    for (key, read) in keys.iter().zip(futures::future::join_all(reads).await) {
+        match read.unwrap() {
+            Ok(Some(1)) => {}
+            other => failed.push(format!("{key}: {other:?}")),
+        }
+    }
+    drop(frozen);
+    assert!(
+        failed.is_empty(),
+        "reads failed while the replica was silent: {failed:?}"
+    );
+}
