@@ -28,7 +28,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 pub struct SentinelProcess {
     port: u16,
     dir: PathBuf,
-    _process: ServerProcess,
+    process: ServerProcess,
 }
 
 impl SentinelProcess {
@@ -45,6 +45,8 @@ impl SentinelProcess {
 
 impl Drop for SentinelProcess {
     fn drop(&mut self) {
+        // Stopped first: a running sentinel rewrites its configuration file into the folder.
+        self.process.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -230,7 +232,7 @@ fn start_sentinel(master_port: u16) -> SentinelProcess {
     SentinelProcess {
         port,
         dir,
-        _process: process,
+        process,
     }
 }
 
