@@ -229,11 +229,7 @@ fn start_sentinel(master_port: u16) -> SentinelProcess {
         "redis-server --sentinel did not accept connections on port {port} within {PATIENCE:?}; see {}",
         dir.join("sentinel.log").display()
     );
-    SentinelProcess {
-        port,
-        dir,
-        process,
-    }
+    SentinelProcess { port, dir, process }
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
