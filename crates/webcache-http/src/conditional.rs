@@ -74,6 +74,28 @@ pub fn evaluate(method: &Method, request: &HeaderMap, response: &HeaderMap) -> P
     Precondition::Proceed
 }
 
+/// Whether `If-Range` (RFC 9110 §13.1.5) holds for the stored `response`: an entity-tag must
+/// be strong and equal to the response's strong `ETag`; a date must equal its
+/// `Last-Modified` exactly. Anything else (a weak tag, a value that is neither) fails, and the
+/// full representation is sent instead of the range.
+pub(crate) fn if_range_holds(if_range: &HeaderValue, response: &HeaderMap) -> bool {
+    let value = if_range.as_bytes().trim_ascii();
+    if value.starts_with(b"\"") || value.starts_with(b"W/") {
+        let Some(asked) = parse_etag(value) else {
+            return false;
+        };
+        let current = response.get(ETAG).and_then(|e| parse_etag(e.as_bytes()));
+        return current.is_some_and(|c| !asked.weak && !c.weak && c.opaque == asked.opaque);
+    }
+    match (
+        parse_http_date(if_range),
+        response.get(LAST_MODIFIED).and_then(parse_http_date),
+    ) {
+        (Some(asked), Some(last_modified)) => asked == last_modified,
+        _ => false,
+    }
+}
+
 /// Whether the request carries any precondition header.
 pub fn is_conditional(request: &HeaderMap) -> bool {
     [
