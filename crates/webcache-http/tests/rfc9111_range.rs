@@ -20,9 +20,12 @@ use webcache_http::proxy_router;
 
 const BODY: &str = "0123456789";
 
-/// Every request the origin saw: method, path and its `Range`.
+/// One request the origin saw: method, path and its `Range`.
+type Request3 = (String, String, Option<String>);
+
+/// Every request the origin saw.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, String, Option<String>)>>>);
+struct Seen(Arc<Mutex<Vec<Request3>>>);
 
 impl Seen {
     fn count(&self, method: &str, path: &str) -> usize {
