@@ -5,8 +5,9 @@
 //!
 //! | rule | stored? |
 //! |---|---|
-//! | status other than 200 | no (a 304 gets caching headers under the Django policy, but is not stored) |
-//! | `Cache-Control: private`, `no-cache` or `no-store` (any case, with or without a field value) | no |
+//! | status other than 200 | Django policy: no (a 304 gets caching headers, but is not stored); shared-cache policy: below |
+//! | `Cache-Control: private` or `no-store` (any case, with or without a field value) | no (shared cache: `must-understand` with a known status overrides `no-store`, RFC 9111 §5.2.2.3) |
+//! | `Cache-Control: no-cache` | Django policy: no; shared-cache policy: stored (with a validator), revalidated on every use |
 //! | `Vary: *` | no |
 //! | `Set-Cookie` in the response | no (Django refuses only when the response varies on `Cookie` and the request had no cookie; a cookie-setting page is personal far more often than not) |
 //! | request with a non-empty `Authorization`, response not `public` | `Vary: Authorization` is added, so the page is only ever served to the same credentials |
@@ -22,9 +23,16 @@
 //! otherwise the response's `max-age` (0 = do not store), otherwise the layer's default TTL;
 //! `Expires` and `max-age` are patched to match (the smaller `max-age` wins).
 //!
-//! [`Policy::SharedCache`] is an RFC 9111 shared cache: freshness comes only from the origin
-//! (`s-maxage`, then `max-age`, then `Expires` − `Date`, then 10% of the time since
-//! `Last-Modified`, capped); a request with `Authorization` is stored only when the response is
+//! [`Policy::SharedCache`] is an RFC 9111 shared cache. It stores any final status with
+//! explicit freshness (`max-age`, `s-maxage`, `Expires`) or `public`, and without them the
+//! heuristically cacheable statuses (200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501;
+//! a 206 only for a request with `Range`), never a 1xx or a 304 (§3, §4.2.2). It obeys its own
+//! targeted field (RFC 9213; `Webcache-Cache-Control` unless
+//! [`SharedCachePolicy::targeted_field`] says otherwise), else `CDN-Cache-Control`, else
+//! `Cache-Control`. Freshness comes only from the origin
+//! (`s-maxage`, then `max-age`, then `Expires` − `Date` — `Expires` in any of the three HTTP date
+//! formats, any case, an invalid one meaning stale —, then 10% of the time since
+//! `Last-Modified`, capped; `no-cache` means stale at once); a request with `Authorization` is stored only when the response is
 //! `public`, has `s-maxage` or `must-revalidate` (§3.5); a request's `no-store` bypasses the
 //! cache and its `no-cache` (or `Pragma: no-cache`) or a `max-age` smaller than the page's age
 //! forces revalidation, as do a `min-fresh` longer than the page's remaining freshness; a stale
