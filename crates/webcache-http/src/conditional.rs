@@ -572,6 +572,30 @@ mod proptests {
             }
         }
 
+        /// Any bytes as If-Range, ETag and Last-Modified: an answer, never a panic; a tag
+        /// holds only when both are strong and the same, a date only when it is the
+        /// Last-Modified (RFC 9110 §13.1.5).
+        #[test]
+        fn if_range_holds_only_for_the_same_strong_validator(
+            if_range in header_value(),
+            etag in proptest::option::of(header_value()),
+            asked in tag(),
+            current in tag(),
+            secs in 0u64..4_000_000_000,
+            other in 0u64..4_000_000_000,
+        ) {
+            let mut response = HeaderMap::new();
+            if let Some(v) = etag { response.insert(ETAG, v); }
+            let _ = if_range_holds(&if_range, &response);
+            let mut response = HeaderMap::new();
+            response.insert(ETAG, HeaderValue::from_str(&write(&current)).unwrap());
+            let holds = if_range_holds(&HeaderValue::from_str(&write(&asked)).unwrap(), &response);
+            prop_assert_eq!(holds, !asked.0 && !current.0 && asked.1 == current.1);
+            let date = |s: u64| crate::headers::http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+            response.insert(LAST_MODIFIED, date(secs));
+            prop_assert_eq!(if_range_holds(&date(other), &response), other == secs);
+        }
+
         /// Lists of tags (commas inside them included) match exactly the tags they hold.
         #[test]
         fn tag_lists_match_exactly_their_tags(

@@ -335,8 +335,116 @@ mod tests {
         assert_eq!(a, key_of("/x?q=1", "A"), "host case does not matter");
     }
 
+    fn accept(name: &'static str, lines: &[&str]) -> Option<Bytes> {
+        let mut h = HeaderMap::new();
+        for line in lines {
+            h.append(name, HeaderValue::from_str(line).unwrap());
+        }
+        vary_values(&[HeaderName::from_static(name)], &h).remove(0)
+    }
+
+    #[test]
+    fn accept_lists_are_normalised_other_fields_are_not() {
+        let canonical = accept("accept-language", &["en-us, fr;q=0.5"]);
+        assert_eq!(canonical.as_deref(), Some(&b"en-us, fr;q=0.5"[..]));
+        for same in [
+            &["en-US ,fr ; q=0.5"][..],
+            &[" , EN-us,,\tfr;q = 0.5 ,"],
+            &["en-us", "fr;q=0.5"],
+        ] {
+            assert_eq!(accept("accept-language", same), canonical, "{same:?}");
+        }
+        assert_ne!(accept("accept-language", &["en-us, fr;q=0.6"]), canonical);
+        // Accept keeps case (parameter values may be case-sensitive); quotes are kept whole.
+        assert_ne!(
+            accept("accept", &["Text/HTML"]),
+            accept("accept", &["text/html"])
+        );
+        assert_eq!(
+            accept("accept", &["text/html ;a=\"x , Y\""]).as_deref(),
+            Some(&b"text/html;a=\"x , Y\""[..])
+        );
+        // Other fields are compared as sent.
+        assert_ne!(
+            accept("cookie", &["a=1; b=2"]),
+            accept("cookie", &["a=1;b=2"])
+        );
+        assert_eq!(accept("cookie", &["a", "b"]).as_deref(), Some(&b"a, b"[..]));
+    }
+
+    #[test]
+    fn locations_name_keys_on_the_same_host_only() {
+        let uri: Uri = "/dir/form?x=1".parse().unwrap();
+        let key = |value: &str| same_host_key("p", value.as_bytes(), &uri, b"Site.example:8080");
+        let of = |path: &str| key_of(path, "site.example:8080").replace("views.cache_page", "p");
+        assert_eq!(key("/a?b=1"), Some(of("/a?b=1")));
+        assert_eq!(key("item"), Some(of("/dir/item")));
+        assert_eq!(
+            key("http://SITE.example:8080/a?b=1#top"),
+            Some(of("/a?b=1"))
+        );
+        assert_eq!(key("https://site.example:8080"), Some(of("/")));
+        assert_eq!(key("//site.example:8080/x"), Some(of("/x")));
+        for elsewhere in [
+            "http://other.example/a",
+            "http://site.example/a",
+            "//other.example/a",
+            "mailto:a@site.example",
+            "ftp://site.example:8080/a",
+            "",
+        ] {
+            assert_eq!(key(elsewhere), None, "{elsewhere}");
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any bytes as a Location: a key or none, never a panic; an absolute URL names a key
+        /// only on the request's own host.
+        #[test]
+        fn locations_never_panic_and_never_leave_the_host(
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60),
+            host in "[a-z]{1,8}\\.example",
+            path in "/([a-z][a-z/?=]{0,12})?",
+        ) {
+            let uri: Uri = "/base/page".parse().unwrap();
+            let _ = same_host_key("p", &value, &uri, b"site.example");
+            let other = format!("http://{host}{path}");
+            let key = same_host_key("p", other.as_bytes(), &uri, b"site.example");
+            proptest::prop_assert_eq!(key.is_some(), host == "site.example");
+            let on_host = format!("http://site.example{path}");
+            let absolute = same_host_key("p", on_host.as_bytes(), &uri, b"site.example");
+            let relative = same_host_key("p", path.as_bytes(), &uri, b"site.example");
+            proptest::prop_assert_eq!(absolute, relative);
+        }
+
+        /// Any bytes in an Accept-Language: a value, never a panic; spaces around separators
+        /// and case never change it.
+        #[test]
+        fn accept_normalisation_ignores_spacing_and_case(
+            line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            tags in proptest::collection::vec("[a-zA-Z]{1,8}(-[a-zA-Z]{1,8})?", 1..4),
+            spaces in proptest::collection::vec(0usize..3, 8),
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(&line) {
+                h.insert("accept-language", v);
+                let _ = vary_values(&[HeaderName::from_static("accept-language")], &h);
+            }
+            let tight = tags.join(",");
+            let pad = |i: usize| " ".repeat(spaces[i % spaces.len()]);
+            let loose: String = tags
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{}{}{}", pad(i), t.to_ascii_uppercase(), pad(i + 1)))
+                .collect::<Vec<_>>()
+                .join(",");
+            proptest::prop_assert_eq!(
+                accept("accept-language", &[tight.as_str()]),
+                accept("accept-language", &[loose.trim()])
+            );
+        }
         /// Keys are built from arbitrary request bytes without panicking, have a fixed shape,
         /// and two different (host, path) pairs never share a key.
         #[test]

@@ -191,7 +191,7 @@ impl PageCacheEngine {
                         == Usable::Fresh
             });
             if !complete {
-                if req.headers().contains_key(IF_RANGE) {
+                if req.headers().contains_key(IF_RANGE) && !policy.only_if_cached(req.headers()) {
                     // Whether the stored part still matches is the origin's to say.
                     let response = inner.call(req).await?;
                     return Ok(self
