@@ -132,6 +132,8 @@ on_every_store!(
     rfc9213_targeted_cache_control_overrides_and_is_not_forwarded,
     rfc9111_4_1_vary_matching_normalises_whitespace_and_case,
     rfc9111_4_4_unsafe_methods_invalidate_location_and_content_location,
+    rfc9111_5_2_2_2_must_revalidate_when_stale_revalidates,
+    django_mode_keeps_djangos_rules,
 );
 
 async fn rfc9111_4_2_2_heuristic_freshness_for_404_and_the_other_heuristic_statuses(store: Store) {
@@ -666,4 +668,74 @@ async fn rfc9111_4_4_unsafe_methods_invalidate_location_and_content_location(sto
     client.send("PUT", "/target", &[], "x").await;
     assert_eq!(client.get("/created").await.x_cache(), "MISS");
     assert_eq!(origin.calls("GET /created"), 2);
+}
+
+async fn rfc9111_5_2_2_2_must_revalidate_when_stale_revalidates(store: Store) {
+    let (origin, client, _) = setup(store).await;
+    // Arrives stale (Age past max-age): every use revalidates; a 304 makes it fresh again.
+    origin.route("/must", |req, n| {
+        let mut headers = vec![("etag", "\"v1\"".to_owned())];
+        if req.get("if-none-match").is_some() {
+            headers.push(("cache-control", "max-age=60, must-revalidate".into()));
+            return answer(304, &headers, "");
+        }
+        headers.push(("cache-control", "max-age=1, must-revalidate".into()));
+        headers.push(("age", "5".into()));
+        answer(200, &headers, &format!("#{n}"))
+    });
+    assert_eq!(client.get("/must").await.x_cache(), "MISS");
+    let revalidated = client.get("/must").await;
+    assert_eq!(
+        (revalidated.x_cache(), revalidated.text().as_str()),
+        ("HIT", "#1")
+    );
+    assert_eq!(origin.last("/must")["if-none-match"], "\"v1\"");
+    assert_eq!(client.get("/must").await.x_cache(), "HIT");
+    assert_eq!(origin.calls("GET /must"), 2);
+}
+
+/// `--default-ttl`: none of the shared cache's rules apply.
+async fn django_mode_keeps_djangos_rules(store: Store) {
+    let scripted = Origin::default();
+    let origin_addr = serve(Router::new().fallback(origin).with_state(scripted.clone())).await;
+    let proxy = proxy_router(
+        &format!("http://{origin_addr}"),
+        store.cache(),
+        Some(Duration::from_secs(60)),
+    )
+    .unwrap();
+    let client = HttpClient::new(serve_with_peer(proxy).await);
+    scripted.route("/404", |_, n| {
+        answer(404, &[("last-modified", days_ago(10))], &format!("#{n}"))
+    });
+    scripted.route("/e500", |_, n| {
+        answer(
+            500,
+            &[("cache-control", "max-age=60".into())],
+            &format!("#{n}"),
+        )
+    });
+    revalidating(&scripted, "/no-cache", "no-cache", &[]);
+    for path in ["/404", "/e500", "/no-cache"] {
+        let (_, second) = twice(&client, path).await;
+        assert_eq!(second.x_cache(), "MISS", "{path}");
+        assert_eq!(scripted.calls(&format!("GET {path}")), 2, "{path}");
+    }
+    // Targeted fields are not read, and passed on.
+    scripted.route("/cdn", |_, n| {
+        answer(
+            200,
+            &[("cdn-cache-control", "no-store".into())],
+            &format!("#{n}"),
+        )
+    });
+    let (_, second) = twice(&client, "/cdn").await;
+    assert_eq!(second.x_cache(), "HIT");
+    assert_eq!(second.header("cdn-cache-control"), Some("no-store"));
+    // Nor is only-if-cached.
+    scripted.route("/fresh", |_, n| answer(200, &[], &format!("#{n}")));
+    let r = client
+        .get_with("/fresh", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"));
 }
