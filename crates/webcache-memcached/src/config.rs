@@ -25,6 +25,14 @@ pub struct MemcachedConfig {
     /// First wait before retrying a dead server (`retry_after`, default 1 s), doubled after
     /// each failure up to 30 s.
     pub retry_after: Duration,
+    /// Whether a server that failed `server_failure_limit` times in a row leaves the ring, its
+    /// keys going to the other servers until it answers again (`remove_failed_servers`,
+    /// default true). Without it a dead server's keys fail (misses with `on_error=degrade`)
+    /// until it is back.
+    pub remove_failed_servers: bool,
+    /// Consecutive failed attempts that take a server out of the ring (`server_failure_limit`,
+    /// default 2: the first failure and the retry `retry_after` later).
+    pub server_failure_limit: u32,
 }
 
 impl MemcachedConfig {
@@ -36,6 +44,8 @@ impl MemcachedConfig {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(2),
             retry_after: Duration::from_secs(1),
+            remove_failed_servers: true,
+            server_failure_limit: 2,
         }
     }
 }
@@ -63,6 +73,21 @@ impl Memcached {
             }
             config.pool_size = n;
         }
+        if let Some(remove) = spec.take::<bool>("remove_failed_servers", "true or false")? {
+            config.remove_failed_servers = remove;
+        }
+        if let Some(n) = spec.take::<u32>(
+            "server_failure_limit",
+            "a whole number of consecutive failures such as 2",
+        )? {
+            if n == 0 {
+                return Err(spec.error(
+                    "server_failure_limit",
+                    "0 failures would take servers out before they fail; use 1 or more",
+                ));
+            }
+            config.server_failure_limit = n;
+        }
         for (name, slot) in [
             ("connect_timeout", &mut config.connect_timeout),
             ("io_timeout", &mut config.io_timeout),
@@ -75,7 +100,14 @@ impl Memcached {
                 *slot = d;
             }
         }
-        spec.finish(&["pool_size", "connect_timeout", "io_timeout", "retry_after"])?;
+        spec.finish(&[
+            "pool_size",
+            "connect_timeout",
+            "io_timeout",
+            "retry_after",
+            "remove_failed_servers",
+            "server_failure_limit",
+        ])?;
         Ok(Memcached::new(&config))
     }
 }
@@ -153,5 +185,14 @@ mod tests {
             err.contains("accepted options: pool_size, connect_timeout"),
             "{err}"
         );
+        for (url, field) in [
+            ("memcached://h1?server_failure_limit=0", "server_failure_limit"),
+            ("memcached://h1?server_failure_limit=-1", "server_failure_limit"),
+            ("memcached://h1?remove_failed_servers=yes", "remove_failed_servers"),
+        ] {
+            let mut spec = CacheConfig::from_url("default", url).unwrap().backend;
+            let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
+            assert!(err.contains(field), "{url}: {err}");
+        }
     }
 }
