@@ -90,7 +90,12 @@ impl Memcached {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.shared.servers.get(index).is_some_and(Server::claim_probe) {
+        if self
+            .shared
+            .servers
+            .get(index)
+            .is_some_and(Server::claim_probe)
+        {
             let shared = self.shared.clone();
             runtime.spawn(async move {
                 if let Some(server) = shared.servers.get(index) {

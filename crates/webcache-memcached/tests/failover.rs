@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use webcache_core::bytes::Bytes;
 use webcache_core::config::CacheConfig;
 use webcache_core::{Backend, Expiry};
@@ -115,7 +117,9 @@ async fn a_dead_server_leaves_the_ring_and_its_keys_go_back_when_it_returns() {
         }
     }
     for key in &victim {
-        mc.set(key, Bytes::from_static(b"moved"), MINUTE).await.unwrap();
+        mc.set(key, Bytes::from_static(b"moved"), MINUTE)
+            .await
+            .unwrap();
     }
     for key in &victim {
         assert_eq!(
@@ -123,9 +127,20 @@ async fn a_dead_server_leaves_the_ring_and_its_keys_go_back_when_it_returns() {
             Some(Bytes::from_static(b"moved"))
         );
     }
-    let on_survivors = held_by(&servers[0], &victim).await.len()
-        + held_by(&servers[2], &victim).await.len();
+    let on_survivors =
+        held_by(&servers[0], &victim).await.len() + held_by(&servers[2], &victim).await.len();
     assert_eq!(on_survivors, victim.len());
+    // Listing and clearing leave out the server out of the ring (it is emptied on return)
+    // rather than failing. (Memcached's metadump may miss a few keys it is moving between its
+    // LRU segments at that moment, so the listing is not compared with every key.)
+    let listed: Vec<String> = mc.scan("app:*").map(Result::unwrap).collect().await;
+    assert!(
+        listed.len() > keys.len() / 2,
+        "{} keys listed",
+        listed.len()
+    );
+    assert!(listed.iter().all(|k| keys.contains(k)));
+    mc.clear(Some("other:")).await.unwrap();
 
     // The server comes back on the same port; its keys go back to it (emptied: they miss,
     // then are set there again), and the other servers' keys stay where they were.
@@ -133,7 +148,9 @@ async fn a_dead_server_leaves_the_ring_and_its_keys_go_back_when_it_returns() {
     let back = until_back(&mc, &victim).await;
     for key in &victim {
         assert_eq!(mc.get(key).await.unwrap(), None, "{key}");
-        mc.set(key, Bytes::from_static(b"home"), MINUTE).await.unwrap();
+        mc.set(key, Bytes::from_static(b"home"), MINUTE)
+            .await
+            .unwrap();
     }
     assert_eq!(held_by(&servers[1], &keys).await, victim_keys);
     for key in keys.iter().filter(|k| !victim_keys.contains(*k)) {
@@ -194,17 +211,34 @@ async fn a_server_that_was_out_of_the_ring_serves_no_value_replaced_meanwhile() 
     let addresses: Vec<String> = servers.iter().map(MemcachedServer::address).collect();
     let mc = failover_client(&addresses, "retry_after=0.2&io_timeout=0.3");
     let keys = keys(100);
-    let entries = keys.iter().map(|k| (k.clone(), Bytes::from_static(b"old"))).collect();
+    let entries = keys
+        .iter()
+        .map(|k| (k.clone(), Bytes::from_static(b"old")))
+        .collect();
     mc.set_many(entries, MINUTE).await.unwrap();
     let on_b: Vec<String> = {
         let held = held_by(&servers[1], &keys).await;
         keys.iter().filter(|k| held.contains(*k)).cloned().collect()
     };
     let replaced = on_b.first().expect("no key on the second server").clone();
-    let deleted = on_b.get(1).expect("one key on the second server").clone();
+    let deleted = on_b.get(1).expect("two keys on the second server").clone();
+    assert!(on_b.len() > 2, "{} keys on the second server", on_b.len());
 
     let frozen = Frozen::stop(servers[1].pid());
-    until_set_succeeds(&mc, &replaced, Bytes::from_static(b"new")).await;
+    // Detected with reads: a write that timed out on the frozen server would still be applied
+    // when it wakes up (memcached reads what was sent before the socket closed).
+    let started = Instant::now();
+    while let Err(e) = mc.get(&on_b[2]).await {
+        assert!(e.is_backend_failure(), "{e:?}");
+        assert!(
+            started.elapsed() < DETECTION_BOUND,
+            "never left the ring: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    mc.set(&replaced, Bytes::from_static(b"new"), MINUTE)
+        .await
+        .unwrap();
     mc.delete(&deleted).await.unwrap();
     assert_eq!(
         mc.get(&replaced).await.unwrap(),
