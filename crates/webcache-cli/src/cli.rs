@@ -120,7 +120,12 @@ pub(crate) struct ProxyArgs {
     /// Allow `PURGE` requests that send `Authorization: Bearer TOKEN` (purge a URL with all its
     /// variants; with `Webcache-Invalidate-Tags: a, b`, invalidate tags). PURGE is refused by
     /// everyone unless this or --purge-from is given.
-    #[arg(long, value_name = "TOKEN", env = "WEBCACHE_PURGE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WEBCACHE_PURGE_TOKEN",
+        hide_env_values = true
+    )]
     pub(crate) purge_token: Option<String>,
     /// Allow `PURGE` requests from these client addresses or networks (127.0.0.1, ::1,
     /// 10.0.0.0/8), read from the connection.
