@@ -99,6 +99,14 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
         Ok(removed)
     }
 
+    /// The value under `key`, read for inspection (`has_key`, `ttl`, which must see an entry's
+    /// header to tell whether its tags were invalidated): like [`get`](Backend::get), but a
+    /// backend that keeps a recency order does not count it as a use (Django's `has_key` is
+    /// not one). The default is `get`.
+    async fn peek(&self, key: &str) -> Result<Option<Bytes>> {
+        self.get(key).await
+    }
+
     /// Whether `key` is present and not expired.
     async fn has_key(&self, key: &str) -> Result<bool> {
         Ok(self.get(key).await?.is_some())

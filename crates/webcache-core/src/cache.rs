@@ -416,7 +416,7 @@ impl Cache {
     /// read: only it tells its tags.
     pub async fn has_key(&self, key: &str) -> Result<bool> {
         let full = self.make_key(key)?;
-        Ok(self.backend_get(&full).await?.is_some())
+        Ok(self.backend_peek(&full).await?.is_some())
     }
 
     /// The remaining lifetime of `key`: [`Ttl::Remaining`], [`Ttl::Forever`] or
@@ -428,7 +428,7 @@ impl Cache {
         let ttl = self
             .guard("ttl", self.inner.backend.ttl(&full), || Ttl::Missing)
             .await?;
-        if ttl == Ttl::Missing || self.backend_get(&full).await?.is_some() {
+        if ttl == Ttl::Missing || self.backend_peek(&full).await?.is_some() {
             return Ok(ttl);
         }
         Ok(Ttl::Missing)
@@ -1098,6 +1098,18 @@ impl Cache {
                     .await?
             }
         };
+        match raw {
+            Some(raw) if entry::has_tags(&raw) => Ok(self.tags_current(&raw).await?.then_some(raw)),
+            other => Ok(other),
+        }
+    }
+
+    /// [`backend_get`](Self::backend_get) for inspection: the backend's [`Backend::peek`], which
+    /// is not a use of the entry.
+    async fn backend_peek(&self, full: &str) -> Result<Option<Bytes>> {
+        let raw = self
+            .guard("peek", self.inner.backend.peek(full), || None)
+            .await?;
         match raw {
             Some(raw) if entry::has_tags(&raw) => Ok(self.tags_current(&raw).await?.then_some(raw)),
             other => Ok(other),
