@@ -148,7 +148,7 @@ async fn copies_are_served_only_while_reports_are_connected() {
         "connected: the copy is served (nothing reported a change)"
     );
 
-    far.feed().keys_changed([KEY]).await;
+    far.feed().keys_changed(&[KEY]).await;
     assert_eq!(
         read(&near).await.as_deref(),
         Some("3"),
@@ -205,7 +205,7 @@ async fn a_read_that_raced_with_a_reported_change_is_not_kept() {
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     far.write_unreported(KEY, "new").await;
-    far.feed().keys_changed([KEY]).await;
+    far.feed().keys_changed(&[KEY]).await;
     hold.add_permits(1);
     assert_eq!(reading.await.unwrap().as_deref(), Some("old"));
 
@@ -243,7 +243,7 @@ async fn get_many_and_set_many_follow_the_same_rules() {
     near.get_many(&keys).await.unwrap();
     far.write_unreported("a", "3").await;
     far.write_unreported("b", "3").await;
-    far.feed().keys_changed(["b"]).await;
+    far.feed().keys_changed(&["b"]).await;
     assert_eq!(
         near.get_many(&keys).await.unwrap(),
         vec![
@@ -295,5 +295,5 @@ async fn the_feed_closes_with_the_near_tier_and_stats_tell_the_state() {
     drop(cache);
     assert!(feed.is_closed(), "the backend may stop reporting");
     // Reports to a closed feed are ignored.
-    feed.keys_changed([KEY]).await;
+    feed.keys_changed(&[KEY]).await;
 }

@@ -69,6 +69,8 @@ struct Inner {
     /// Bound on a whole call: a connection attempt plus the command.
     deadline: Duration,
     incr: Script,
+    /// Reports of changed keys for near tiers (see [`crate::tracking`]).
+    tracking: crate::tracking::Tracking,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -137,10 +139,12 @@ impl RedisBackend {
                 Topology::cluster(&client, config.connect_timeout, config.response_timeout)
             }
         };
+        webcache_core::backend::offer_invalidations::<RedisBackend>();
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 topology,
                 deadline: config.connect_timeout + config.response_timeout,
+                tracking: crate::tracking::Tracking::new(&config),
                 config,
                 incr: Script::new(INCR_EXISTING),
             }),
@@ -205,6 +209,10 @@ impl RedisBackend {
     }
 
     // ----- plumbing ----------------------------------------------------------------------------
+
+    pub(crate) fn tracking(&self) -> &crate::tracking::Tracking {
+        &self.inner.tracking
+    }
 
     pub(crate) fn topology(&self) -> &Topology {
         &self.inner.topology

@@ -54,6 +54,7 @@ mod backend;
 mod config;
 mod conn;
 mod lock;
+mod tracking;
 
 use std::sync::Arc;
 

@@ -59,7 +59,7 @@ impl InvalidationFeed {
     }
 
     /// These keys (final keys, as stored) changed: their copies are dropped.
-    pub async fn keys_changed<'a, I: IntoIterator<Item = &'a str>>(&self, keys: I) {
+    pub async fn keys_changed(&self, keys: &[&str]) {
         if let Some(copies) = self.copies.upgrade() {
             for key in keys {
                 copies.changed(key).await;
