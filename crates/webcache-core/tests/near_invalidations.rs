@@ -155,7 +155,7 @@ async fn copies_are_served_only_while_reports_are_connected() {
         "a reported change drops the copy"
     );
 
-    far.feed().disconnected().await;
+    far.feed().disconnected();
     assert!(!near.serves_copies());
     far.write_unreported(KEY, "4").await;
     assert_eq!(
@@ -173,7 +173,7 @@ async fn reconnecting_drops_every_copy() {
     far.write_unreported(KEY, "1").await;
     assert_eq!(read(&near).await.as_deref(), Some("1"));
 
-    far.feed().disconnected().await;
+    far.feed().disconnected();
     // A change made while the reports were down is never reported.
     far.write_unreported(KEY, "2").await;
     far.feed().connected().await;

@@ -90,7 +90,11 @@ impl Tracking {
     /// Reports changes to `feed` from now on; `false` when this backend cannot (a target
     /// without tracking, or no runtime to run it in).
     pub(crate) fn subscribe(&self, feed: InvalidationFeed) -> bool {
-        let Some(runtime) = &self.shared.runtime else {
+        // The runtime of the caller, where the cache is used, or else the backend's.
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.shared.runtime.clone());
+        let Some(runtime) = runtime else {
             tracing::warn!(
                 "redis: the near tier cannot be told of changes (the backend was built outside a Tokio runtime); copies live up to near_ttl"
             );
@@ -150,14 +154,44 @@ fn nodes_to_track(config: &RedisConfig) -> Option<Nodes> {
     None
 }
 
+/// The feeds a tracking task reports to. If the task ends without stopping on its own (its
+/// runtime shut down), they are told the reports stopped, and the next subscription starts a
+/// new task.
+struct Subscribers {
+    shared: Arc<Shared>,
+    feeds: Vec<InvalidationFeed>,
+    stopped: bool,
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        for feed in &self.feeds {
+            feed.disconnected();
+        }
+        if !self.stopped {
+            self.shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .running = false;
+        }
+    }
+}
+
 /// The tracking task: connects, reports, reconnects, until no feed is left.
 async fn run(shared: Arc<Shared>) {
-    let mut feeds: Vec<InvalidationFeed> = Vec::new();
+    let mut subscribers = Subscribers {
+        shared: shared.clone(),
+        feeds: Vec::new(),
+        stopped: false,
+    };
+    let feeds = &mut subscribers.feeds;
     let mut retry = MIN_RETRY;
     let mut failures = 0u32;
     loop {
-        adopt(&shared, &mut feeds, false).await;
-        if stop_if_alone(&shared, &mut feeds) {
+        adopt(&shared, feeds, false).await;
+        if stop_if_alone(&shared, feeds) {
+            subscribers.stopped = true;
             return;
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -183,15 +217,18 @@ async fn run(shared: Arc<Shared>) {
         }
         failures = 0;
         retry = MIN_RETRY;
-        for feed in &feeds {
+        for feed in feeds.iter() {
             feed.connected().await;
         }
-        let why = watch(&shared, &mut feeds, session, &mut rx).await;
-        for feed in &feeds {
-            feed.disconnected().await;
+        let why = watch(&shared, feeds, session, &mut rx).await;
+        for feed in feeds.iter() {
+            feed.disconnected();
         }
         match why {
-            None => return,
+            None => {
+                subscribers.stopped = true;
+                return;
+            }
             Some(why) => tracing::warn!(
                 url = %shared.config.label,
                 "redis: the near tier's change reports stopped ({why}); copies are not served until they are back"

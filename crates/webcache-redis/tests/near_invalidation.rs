@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use webcache_core::backends::NearCache;
 use webcache_core::Backend;
-use webcache_testkit::servers::redis::RedisServer;
+use webcache_testkit::servers::redis::{RedisReplicaPair, RedisServer};
 use webcache_testkit::{conformance_suite, Harness};
 
 use near_common::{
@@ -120,4 +120,26 @@ async fn the_reports_stop_when_the_near_tier_is_gone() {
     assert_eq!(count(), 1, "one tracking connection per node");
     drop(a);
     eventually("the tracking connection closes", || async { count() == 0 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_reads_see_changes_too() {
+    // Reads go to the replica: its own tracking reports a change once the replica has it.
+    let url = RedisReplicaPair::shared().url(8, "");
+    writes_of_another_process_are_seen(&url).await;
+}
+
+#[test]
+fn copies_are_not_served_once_the_reports_runtime_is_gone() {
+    let url = RedisServer::shared().url(9);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cache = runtime.block_on(async {
+        let cache = process(&url, &near_common::prefix("runtime")).await;
+        wait_serving(&cache).await;
+        cache
+    });
+    assert!(serving(&cache));
+    // The tracking task goes with its runtime: nothing reports changes any more.
+    drop(runtime);
+    assert!(!serving(&cache));
 }

@@ -78,15 +78,16 @@ impl InvalidationFeed {
     /// before may not have been reported) and then trusts new copies.
     pub async fn connected(&self) {
         if let Some(copies) = self.copies.upgrade() {
-            copies.set_connected(true).await;
+            copies.connected().await;
         }
     }
 
     /// Reports may be missed from now on: copies are not trusted until
-    /// [`connected`](Self::connected).
-    pub async fn disconnected(&self) {
+    /// [`connected`](Self::connected). Never waits, so that it can be called from `Drop` (a
+    /// reporting task that is cancelled must leave its subscribers untrusting).
+    pub fn disconnected(&self) {
         if let Some(copies) = self.copies.upgrade() {
-            copies.set_connected(false).await;
+            copies.disconnected();
         }
     }
 
@@ -234,15 +235,15 @@ impl Copies {
         let _ = self.store.clear(None).await;
     }
 
-    async fn set_connected(&self, connected: bool) {
-        if connected {
-            self.all_changed().await;
-            self.trusted.store(true, Ordering::Release);
-        } else {
-            self.trusted.store(false, Ordering::Release);
-            // Reads in flight began while reports flowed; they must not keep what they read.
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-        }
+    async fn connected(&self) {
+        self.all_changed().await;
+        self.trusted.store(true, Ordering::Release);
+    }
+
+    fn disconnected(&self) {
+        self.trusted.store(false, Ordering::Release);
+        // Reads in flight began while reports flowed; they must not keep what they read.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 }
 
