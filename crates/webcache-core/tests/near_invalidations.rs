@@ -28,6 +28,8 @@ struct Reporting {
     feed: Mutex<Option<InvalidationFeed>>,
     /// When set, each `get` reads the store, then waits for one permit before answering.
     hold: Mutex<Option<Arc<Semaphore>>>,
+    /// When set, each `set` stores, then takes this long to answer (a slow network).
+    slow_set: Mutex<Option<Duration>>,
 }
 
 impl Reporting {
@@ -38,6 +40,7 @@ impl Reporting {
             accept,
             feed: Mutex::new(None),
             hold: Mutex::new(None),
+            slow_set: Mutex::new(None),
         })
     }
 
@@ -81,7 +84,12 @@ impl Backend for Reporting {
         Ok(value)
     }
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
-        self.store.set(key, value, expiry).await
+        self.store.set(key, value, expiry).await?;
+        let slow = *self.slow_set.lock().unwrap();
+        if let Some(slow) = slow {
+            tokio::time::sleep(slow).await;
+        }
+        Ok(())
     }
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
         self.store.add(key, value, expiry).await
@@ -296,4 +304,29 @@ async fn the_feed_closes_with_the_near_tier_and_stats_tell_the_state() {
     assert!(feed.is_closed(), "the backend may stop reporting");
     // Reports to a closed feed are ignored.
     feed.keys_changed(&[KEY]).await;
+}
+
+#[tokio::test]
+async fn a_copy_never_outlives_the_shared_entry() {
+    // Without reports the copy of a write lives its timeout: counted from before the write
+    // was sent, not from its answer (which may come late), or it would be served after the
+    // shared entry expired.
+    let far = Reporting::new(false);
+    let near = near(&far);
+    *far.slow_set.lock().unwrap() = Some(Duration::from_secs(1));
+    near.set(
+        KEY,
+        Bytes::from_static(b"v"),
+        Expiry::After(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    while far.store.get(KEY).await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        read(&near).await,
+        None,
+        "the copy outlived the shared entry"
+    );
 }

@@ -1,11 +1,11 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{LocMem, LocMemConfig};
-use crate::backend::invalidations::{copies_over, Copies};
+use crate::backend::invalidations::{copies_over, Copies, Stamp};
 use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
 use crate::error::Result;
 use crate::timeout::{Expiry, Ttl};
@@ -75,11 +75,30 @@ impl NearCache {
         self.copies.trusted()
     }
 
-    /// The local expiry for a value the shared backend keeps for `expiry`.
-    fn local(&self, expiry: Expiry) -> Expiry {
-        match expiry {
-            Expiry::After(d) if d < self.ttl => Expiry::After(d),
-            _ => Expiry::After(self.ttl),
+    /// The local expiry for a value the shared backend keeps for `expiry` from a write sent
+    /// at `sent`: at most `near_ttl`, and never past the shared entry's own end (counted from
+    /// before the write, so the copy cannot outlive it however slow the write was). `None`
+    /// when nothing is left of it.
+    fn local(&self, expiry: Expiry, sent: Instant) -> Option<Expiry> {
+        let lifetime = match expiry {
+            Expiry::After(d) if d < self.ttl => d,
+            _ => self.ttl,
+        };
+        let left = lifetime.checked_sub(sent.elapsed())?;
+        (!left.is_zero()).then_some(Expiry::After(left))
+    }
+
+    /// Keeps a copy of what was just written (see [`local`](Self::local)).
+    async fn keep_written(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+        sent: Instant,
+        stamp: Option<Stamp>,
+    ) {
+        if let Some(local) = self.local(expiry, sent) {
+            self.copies.keep(key, value, local, stamp).await;
         }
     }
 
@@ -115,21 +134,17 @@ impl Backend for NearCache {
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
         // Drop the local copy first: if the shared write fails, no stale copy survives it.
         self.forget(key).await;
-        let stamp = self.copies.stamp(key);
+        let (stamp, sent) = (self.copies.stamp(key), Instant::now());
         self.far.set(key, value.clone(), expiry).await?;
-        self.copies
-            .keep(key, value, self.local(expiry), stamp)
-            .await;
+        self.keep_written(key, value, expiry, sent, stamp).await;
         Ok(())
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
-        let stamp = self.copies.stamp(key);
+        let (stamp, sent) = (self.copies.stamp(key), Instant::now());
         let added = self.far.add(key, value.clone(), expiry).await?;
         if added {
-            self.copies
-                .keep(key, value, self.local(expiry), stamp)
-                .await;
+            self.keep_written(key, value, expiry, sent, stamp).await;
         } else {
             // Someone else's value won: read it from the shared backend next time.
             self.forget(key).await;
@@ -218,11 +233,10 @@ impl Backend for NearCache {
             self.forget(key).await;
         }
         let stamps: Vec<_> = entries.iter().map(|(k, _)| self.copies.stamp(k)).collect();
+        let sent = Instant::now();
         self.far.set_many(entries.clone(), expiry).await?;
         for ((key, value), stamp) in entries.into_iter().zip(stamps) {
-            self.copies
-                .keep(&key, value, self.local(expiry), stamp)
-                .await;
+            self.keep_written(&key, value, expiry, sent, stamp).await;
         }
         Ok(())
     }
