@@ -15,6 +15,9 @@ use futures::stream::BoxStream;
 use crate::error::Result;
 use crate::timeout::{Expiry, Ttl};
 
+pub(crate) mod invalidations;
+pub use invalidations::{offer_invalidations, InvalidationFeed, Invalidations};
+
 /// A stream of stored keys, as returned by [`Backend::scan`].
 pub type KeyStream = BoxStream<'static, Result<String>>;
 

@@ -64,6 +64,7 @@ mod config;
 mod conn;
 mod lock;
 mod ring;
+mod tracking;
 
 use std::sync::Arc;
 
