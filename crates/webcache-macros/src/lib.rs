@@ -98,16 +98,19 @@ use syn::{
 /// [`Cache::try_get_or_set_with_stale`]: https://docs.rs/webcache/latest/webcache/struct.Cache.html#method.try_get_or_set_with_stale
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let mut options = Options::default();
-    let parser = syn::meta::parser(|meta| options.parse(meta));
-    if let Err(e) = syn::parse::Parser::parse(parser, attr) {
-        return with_item(e, item);
-    }
     let func = match syn::parse::<ItemFn>(item.clone()) {
         Ok(func) => func,
-        Err(e) => return with_item(e, item),
+        Err(e) => {
+            let mut out = e.to_compile_error();
+            out.extend(Tokens::from(item));
+            return out.into();
+        }
     };
-    match expand(options, func.clone()) {
+    let mut options = Options::default();
+    let parser = syn::meta::parser(|meta| options.parse(meta));
+    let expanded =
+        syn::parse::Parser::parse(parser, attr).and_then(|()| expand(options, func.clone()));
+    match expanded {
         Ok(tokens) => tokens.into(),
         Err(e) => {
             // The function stays (without the attribute's argument markers), so its callers
@@ -119,12 +122,6 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
             out.into()
         }
     }
-}
-
-fn with_item(e: Error, item: TokenStream) -> TokenStream {
-    let mut out = e.to_compile_error();
-    out.extend(Tokens::from(item));
-    out.into()
 }
 
 #[derive(Default)]
@@ -228,15 +225,14 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
             "#[cached] memoizes async functions: make this an `async fn`",
         ));
     }
-    let ret = match &sig.output {
-        ReturnType::Type(_, ty) => (**ty).clone(),
-        ReturnType::Default => {
-            return Err(Error::new(
+    let ret =
+        match &sig.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => return Err(Error::new(
                 sig.ident.span(),
                 "#[cached] needs a function that returns a value to cache; this one returns `()`",
-            ))
-        }
-    };
+            )),
+        };
     if contains_impl_trait(&ret) {
         return Err(Error::new(
             ret.span(),
@@ -351,7 +347,11 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
                     ));
                 }
             }
-            quote!(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#fn_name)))
+            quote!(::core::concat!(
+                ::core::module_path!(),
+                "::",
+                ::core::stringify!(#fn_name)
+            ))
         }
     };
     let mut key_args: BTreeSet<String> = BTreeSet::new();
@@ -362,7 +362,9 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
             let mut values = Vec::new();
             for part in parts {
                 match part {
-                    Part::Text(text) => format.push_str(&text.replace('{', "{{").replace('}', "}}")),
+                    Part::Text(text) => {
+                        format.push_str(&text.replace('{', "{{").replace('}', "}}"))
+                    }
                     Part::Field(fields) => {
                         let root = &fields[0];
                         let span = if root == "self" {
@@ -419,9 +421,9 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
                 }
                 key_args.insert(ident.to_string());
                 let span = arg.ty.span();
-                parts.push(quote_spanned!(span=> ::webcache::__private::key_part(&#ident)));
+                parts.push(quote_spanned!(span=> .arg(&#ident)));
             }
-            quote!(::webcache::__private::key_of(#path, &(#(#parts,)*)))
+            quote!(::webcache::__private::KeyBuilder::new(#path) #(#parts)* .finish())
         }
     };
 
@@ -440,8 +442,7 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
             lit: Lit::Int(n), ..
         }) => quote!(::std::time::Duration::from_secs(#n)),
         Expr::Lit(ExprLit {
-            lit: Lit::Float(n),
-            ..
+            lit: Lit::Float(n), ..
         }) => quote!(::std::time::Duration::from_secs_f64(#n)),
         other => other.to_token_stream(),
     });
@@ -495,9 +496,17 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
                     }
                 }
             });
-            once_body(&prelude, &body, &path, ret_span, call, quote!(::core::option::Option::Some(v)), quote! {
-                ::core::result::Result::Err(::webcache::__private::Fail::Body(::webcache::__private::NotStored)) => ::core::option::Option::None,
-            })
+            once_body(
+                &prelude,
+                &body,
+                &path,
+                ret_span,
+                call,
+                quote!(::core::option::Option::Some(v)),
+                quote! {
+                    ::core::result::Result::Err(::webcache::__private::Fail::Body(::webcache::__private::NotStored)) => ::core::option::Option::None,
+                },
+            )
         }
         Shape::Option(_) | Shape::Value(_) => {
             let call = get_or_set(quote! {
@@ -507,9 +516,17 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
                     )
                 }
             });
-            once_body(&prelude, &body, &path, ret_span, call, quote!(v), quote! {
-                ::core::result::Result::Err(::webcache::__private::Fail::Body(never)) => match never {},
-            })
+            once_body(
+                &prelude,
+                &body,
+                &path,
+                ret_span,
+                call,
+                quote!(v),
+                quote! {
+                    ::core::result::Result::Err(::webcache::__private::Fail::Body(never)) => match never {},
+                },
+            )
         }
     };
     let stored = match &shape {
@@ -524,7 +541,9 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
         let (reference, mutability) = (&r.reference, &r.mutability);
         let self_token = &r.self_token;
         match reference {
-            Some((and, lifetime)) => sibling_inputs.push(quote!(#and #lifetime #mutability #self_token)),
+            Some((and, lifetime)) => {
+                sibling_inputs.push(quote!(#and #lifetime #mutability #self_token))
+            }
             None => sibling_inputs.push(quote!(#self_token)),
         }
     }
@@ -701,7 +720,11 @@ fn parse_template_str(text: &str) -> Result<Vec<Part>, String> {
                 chars.next();
                 literal.push('}');
             }
-            '}' => return Err("a `}` in the key template closes nothing; write `}}` for a brace".to_owned()),
+            '}' => {
+                return Err(
+                    "a `}` in the key template closes nothing; write `}}` for a brace".to_owned(),
+                )
+            }
             '{' => {
                 let mut inner = String::new();
                 loop {
@@ -715,7 +738,11 @@ fn parse_template_str(text: &str) -> Result<Vec<Part>, String> {
                         }
                     }
                 }
-                let fields: Vec<String> = inner.trim().split('.').map(|f| f.trim().to_owned()).collect();
+                let fields: Vec<String> = inner
+                    .trim()
+                    .split('.')
+                    .map(|f| f.trim().to_owned())
+                    .collect();
                 if fields.iter().any(|f| !is_ident(f)) {
                     return Err(format!(
                         "`{{{inner}}}` in the key template is not an argument name (`{{id}}`) or a field of one (`{{user.id}}`)"
@@ -760,6 +787,32 @@ mod tests {
         );
         for bad in ["{", "}", "{}", "{a b}", "{1}", "{a.}", "{_}", "x{a"] {
             assert!(parse_template_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any text either parses into literal text and identifier paths that spell the
+        /// template again, or is refused; nothing panics.
+        #[test]
+        fn templates_parse_or_are_refused(text in "[a-z{}. :_0-9]{0,24}") {
+            if let Ok(parts) = parse_template_str(&text) {
+                let mut again = String::new();
+                for part in parts {
+                    match part {
+                        Part::Text(t) => again.push_str(&t.replace('{', "{{").replace('}', "}}")),
+                        Part::Field(fields) => {
+                            proptest::prop_assert!(fields.iter().all(|f| is_ident(f)));
+                            again.push('{');
+                            again.push_str(&fields.join("."));
+                            again.push('}');
+                        }
+                    }
+                }
+                let strip = |s: &str| s.replace(' ', "");
+                proptest::prop_assert_eq!(strip(&again), strip(&text));
+            }
         }
     }
 }

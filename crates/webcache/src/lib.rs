@@ -25,17 +25,17 @@
 // Library code answers every failure with an error, never a panic; tests may unwrap.
 #![warn(clippy::unwrap_used)]
 
-pub mod fragment;
 #[cfg(feature = "macros")]
 #[doc(hidden)]
 #[path = "memo.rs"]
 pub mod __private;
+pub mod fragment;
 mod registry;
 
-#[cfg(feature = "macros")]
-pub use webcache_macros::cached;
 pub use registry::{build_backend, Caches};
 pub use webcache_core::*;
+#[cfg(feature = "macros")]
+pub use webcache_macros::cached;
 
 /// The file-system backend.
 #[cfg(feature = "file")]

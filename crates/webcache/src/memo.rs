@@ -61,18 +61,52 @@ impl<S: CacheSource + ?Sized> CacheSource for Option<&S> {
     }
 }
 
-/// Checks, at the argument's own span, that it can be part of a key.
-pub fn key_part<T: Serialize + ?Sized>(value: &T) -> &T {
-    value
+/// The default key: the function's path, `:`, the key arguments as a JSON array
+/// (`app::users::profile:[7,"en"]`). One [`arg`](KeyBuilder::arg) call per argument, each at
+/// the argument's span, so a type that is not `Serialize` is reported at its argument.
+pub struct KeyBuilder {
+    key: Result<String, Error>,
+    path: &'static str,
+    first: bool,
 }
 
-/// The default key: the function's path, `:`, the key arguments as a JSON array.
-pub fn key_of<A: Serialize + ?Sized>(path: &str, args: &A) -> Result<String, Error> {
-    let json = serde_json::to_string(args).map_err(|source| Error::Serialize {
-        key: path.to_owned(),
-        source,
-    })?;
-    Ok(format!("{path}:{json}"))
+impl KeyBuilder {
+    /// Starts the key of the function at `path`.
+    pub fn new(path: &'static str) -> Self {
+        KeyBuilder {
+            key: Ok(format!("{path}:[")),
+            path,
+            first: true,
+        }
+    }
+
+    /// Appends one argument.
+    pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        if let Ok(key) = &mut self.key {
+            if !self.first {
+                key.push(',');
+            }
+            self.first = false;
+            match serde_json::to_string(value) {
+                Ok(json) => key.push_str(&json),
+                Err(source) => {
+                    self.key = Err(Error::Serialize {
+                        key: self.path.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+        self
+    }
+
+    /// The key, or the error of an argument that did not serialize.
+    pub fn finish(self) -> Result<String, Error> {
+        self.key.map(|mut key| {
+            key.push(']');
+            key
+        })
+    }
 }
 
 /// Gives an async block the function's return type, so `?` and `return` in the body mean what
@@ -128,24 +162,29 @@ enum State<Fut: Future> {
 /// failed before running it. A value it gave is kept (a clone) for a cache that failed after.
 pub struct Once<Fut: Future> {
     state: Arc<Mutex<State<Fut>>>,
+    /// `Clone::clone` of the value, taken where `Clone` is required once (in [`Once::new`]),
+    /// so a value that is not `Clone` is one error at the function, not one per call.
+    copy: fn(&Fut::Output) -> Fut::Output,
 }
 
 impl<Fut: Future> Clone for Once<Fut> {
     fn clone(&self) -> Self {
         Once {
             state: self.state.clone(),
+            copy: self.copy,
         }
     }
 }
 
-impl<Fut: Future> Once<Fut>
-where
-    Fut::Output: Clone,
-{
+impl<Fut: Future> Once<Fut> {
     /// Holds `body` until it is run.
-    pub fn new(body: Fut) -> Self {
+    pub fn new(body: Fut) -> Self
+    where
+        Fut::Output: Clone,
+    {
         Once {
             state: Arc::new(Mutex::new(State::Pending(Box::pin(body)))),
+            copy: Fut::Output::clone,
         }
     }
 
@@ -153,10 +192,10 @@ where
     pub async fn run(&self) -> Fut::Output {
         let mut state = self.state.lock().await;
         match &mut *state {
-            State::Done(value) => value.clone(),
+            State::Done(value) => (self.copy)(value),
             State::Pending(body) => {
                 let value = body.as_mut().await;
-                *state = State::Done(value.clone());
+                *state = State::Done((self.copy)(&value));
                 value
             }
         }
@@ -181,6 +220,9 @@ fn log_uncached(function: &str, error: &Error) {
             "#[cached] call went on without its cache (the function has no error to return it in): {error}"
         );
     } else {
-        tracing::debug!(function, "#[cached] call went on without its cache: {error}");
+        tracing::debug!(
+            function,
+            "#[cached] call went on without its cache: {error}"
+        );
     }
 }

@@ -80,9 +80,16 @@ async fn concurrent_first_calls_run_the_body_once(backend: &str) {
     let calls = (0..16).map(|_| profile(&cache, 7, &runs, &fail));
     let results = futures::future::join_all(calls).await;
     assert!(results.iter().all(|r| r.as_ref().unwrap().id == 7));
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "one body run for 16 concurrent calls");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one body run for 16 concurrent calls"
+    );
     // Later calls, and the generated reader, see the stored value under the template key.
-    assert_eq!(profile(&cache, 7, &runs, &fail).await.unwrap().name, "user 7");
+    assert_eq!(
+        profile(&cache, 7, &runs, &fail).await.unwrap().name,
+        "user 7"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let stored: Profile = cache.get("user:7").await.unwrap().unwrap();
     assert_eq!(stored.id, 7);
@@ -105,7 +112,11 @@ async fn errors_are_not_stored(backend: &str) {
     assert_eq!(profile_cached(&cache, 3).await.unwrap(), None);
     assert_eq!(profile(&cache, 3, &runs, &fail).await.unwrap().id, 3);
     assert_eq!(profile(&cache, 3, &runs, &fail).await.unwrap().id, 3);
-    assert_eq!(runs.load(Ordering::SeqCst), 2, "the error was recomputed, the value was not");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the error was recomputed, the value was not"
+    );
 }
 
 /// The default key: the function's path and every argument but the skipped ones, as JSON.
@@ -194,7 +205,10 @@ async fn a_static_cache_and_an_alias() {
     assert_eq!(square(4, &runs).await, 16);
     assert_eq!(runs.load(Ordering::SeqCst), 2, "3 uncached, 4 once");
     let other = CACHES.get().unwrap().get("other").unwrap();
-    assert_eq!(other.get::<u64>("cached::square:[4]").await.unwrap(), Some(16));
+    assert_eq!(
+        other.get::<u64>("cached::square:[4]").await.unwrap(),
+        Some(16)
+    );
     assert_eq!(
         CACHES
             .get()
@@ -237,10 +251,18 @@ async fn methods_key_on_self() {
     assert_eq!(users.name(1).await, "acme #1");
     assert_eq!(users.runs.load(Ordering::SeqCst), 1);
     assert_eq!(
-        users.cache.get::<String>("acme:user:1").await.unwrap().as_deref(),
+        users
+            .cache
+            .get::<String>("acme:user:1")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("acme #1")
     );
-    assert_eq!(users.name_cached(1).await.unwrap().as_deref(), Some("acme #1"));
+    assert_eq!(
+        users.name_cached(1).await.unwrap().as_deref(),
+        Some("acme #1")
+    );
     assert!(users.name_invalidate(1).await.unwrap());
 }
 
@@ -260,7 +282,11 @@ async fn a_store_that_fails_after_the_body_ran_returns_its_value_without_running
         .clone();
     let runs = AtomicUsize::new(0);
     assert_eq!(big(&cache, 1000, &runs).await.len(), 1000);
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the kept value, not a second run");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the kept value, not a second run"
+    );
     assert_eq!(big_cached(&cache, 1000).await.unwrap(), None);
     assert_eq!(big(&cache, 10, &runs).await, "x".repeat(10));
     assert_eq!(big(&cache, 10, &runs).await, "x".repeat(10));
@@ -280,7 +306,11 @@ async fn stale_values_are_served_while_one_call_refreshes() {
     assert_eq!(tick(&cache, counter.clone()).await, Ok(1));
     assert_eq!(tick(&cache, counter.clone()).await, Ok(1));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(tick(&cache, counter.clone()).await, Ok(1), "stale, refreshed behind");
+    assert_eq!(
+        tick(&cache, counter.clone()).await,
+        Ok(1),
+        "stale, refreshed behind"
+    );
     // The refresh stores 2 in the background; wait for it (bounded, generous).
     let mut refreshed = None;
     for _ in 0..200 {

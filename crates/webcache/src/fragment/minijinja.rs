@@ -78,7 +78,11 @@ impl Drop for Bridge {
 pub fn add_to(env: &mut Environment<'_>, cache: Cache) {
     env.add_function(
         "cache",
-        move |state: &State<'_, '_>, ttl: Value, name: String, vary_on: Rest<Value>, kwargs: Kwargs| {
+        move |state: &State<'_, '_>,
+              ttl: Value,
+              name: String,
+              vary_on: Rest<Value>,
+              kwargs: Kwargs| {
             cached_call(&cache, state, &ttl, &name, &vary_on, &kwargs)
         },
     );
@@ -197,7 +201,9 @@ fn timeout_of(ttl: &Value) -> Result<Timeout, TemplateError> {
     parsed.ok_or_else(|| {
         TemplateError::new(
             ErrorKind::InvalidOperation,
-            format!("the fragment timeout `{ttl}` is not a number of seconds (or none for forever)"),
+            format!(
+                "the fragment timeout `{ttl}` is not a number of seconds (or none for forever)"
+            ),
         )
     })
 }
