@@ -15,10 +15,12 @@
 //! # Async cache, sync templates
 //! minijinja renders synchronously; the cache is async. A template that uses `cache` is
 //! rendered with [`render`], which runs the rendering on tokio's blocking pool: there, the
-//! `cache` function waits for the cache with the runtime's `Handle::block_on`, which is
-//! correct on a blocking thread (it is not on a runtime worker, where it panics, and where even
-//! `block_in_place` would stall a current-thread runtime). A worker thread is never blocked,
-//! whatever the runtime's flavor, and the fragment's body renders only on a miss.
+//! `cache` function waits for the cache on that thread, inside the runtime's context, while
+//! the runtime's own threads drive its IO and timers. That is correct on either runtime
+//! flavor, and never blocks a worker thread: waiting on a worker panics in tokio, and
+//! `block_in_place` is refused by a current-thread runtime (the flavor of `#[tokio::test]`
+//! and of many small services). A render costs one hand-off to the blocking pool; the
+//! fragment's body renders only on a miss.
 //!
 //! Rendered any other way (a plain `template.render(...)`), `cache` fails with an error that
 //! says to use [`render`]. [`block_on`] is the same bridge for your own template functions
@@ -44,6 +46,10 @@
 use std::cell::RefCell;
 use std::fmt::{self, Display};
 use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use minijinja::value::{Kwargs, Rest, Value};
 use minijinja::{Environment, Error as TemplateError, ErrorKind, State};
@@ -126,7 +132,49 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output, TemplateError> {
             "this template uses the cache, which is async: render it with webcache::fragment::minijinja::render(|| template.render(ctx)).await",
         )
     })?;
-    Ok(handle.block_on(future))
+    // Not `Handle::block_on` (nor `futures::executor::block_on`): a `cache` block that calls
+    // a function using `block_on` nests one wait in another, which both refuse with a panic.
+    // This wait nests; inside the runtime's context, the runtime's own threads drive its IO
+    // and timers meanwhile, as they do for `Handle::block_on` from a blocking thread.
+    let _context = handle.enter();
+    Ok(wait(future))
+}
+
+/// Wakes one [`wait`]: its own flag, so a nested wait that takes the thread's unpark token
+/// cannot make the outer one miss its wake-up.
+struct ThreadWaker {
+    thread: std::thread::Thread,
+    woken: AtomicBool,
+}
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Polls `future` on this thread, parking between wake-ups.
+fn wait<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Arc::new(ThreadWaker {
+        thread: std::thread::current(),
+        woken: AtomicBool::new(false),
+    });
+    let as_waker = Waker::from(waker.clone());
+    let mut cx = Context::from_waker(&as_waker);
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        while !waker.woken.swap(false, Ordering::AcqRel) {
+            std::thread::park();
+        }
+    }
 }
 
 /// A miss's rendering failed, or the cache did.
