@@ -52,7 +52,7 @@ use syn::{
 /// - `key = "user:{id}"`: the key, a template naming arguments (`{id}`, `{user.id}`,
 ///   `{self.tenant}`) that are formatted with `Display`; `{{` and `}}` are braces. The key is
 ///   exactly this (with the cache's prefix and version), so it can be read or deleted from
-///   elsewhere, `webcache delete user:7` included. Default: the function's path, `:`, and every
+///   elsewhere, `webcache del user:7` included. Default: the function's path, `:`, and every
 ///   argument as a JSON array (`my_app::users::profile:[7]`), so each argument must be
 ///   `Serialize`; use types whose JSON is stable (a `BTreeMap`, not a `HashMap`, whose order
 ///   differs between processes).
