@@ -107,9 +107,9 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut options = Options::default();
-    let parser = syn::meta::parser(|meta| options.parse(meta));
+    let parser = syn::meta::parser(|meta| options.parse(&meta));
     let expanded =
-        syn::parse::Parser::parse(parser, attr).and_then(|()| expand(options, func.clone()));
+        syn::parse::Parser::parse(parser, attr).and_then(|()| expand(&options, func.clone()));
     match expanded {
         Ok(tokens) => tokens.into(),
         Err(e) => {
@@ -137,7 +137,7 @@ struct Options {
 }
 
 impl Options {
-    fn parse(&mut self, meta: syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    fn parse(&mut self, meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
         let path = &meta.path;
         let once = |set: bool| {
             if set {
@@ -217,7 +217,7 @@ enum Shape {
     Value(Type),
 }
 
-fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
+fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
     let sig = &func.sig;
     if sig.asyncness.is_none() {
         return Err(Error::new(
@@ -501,9 +501,9 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
                 &body,
                 &path,
                 ret_span,
-                call,
-                quote!(::core::option::Option::Some(v)),
-                quote! {
+                &call,
+                &quote!(::core::option::Option::Some(v)),
+                &quote! {
                     ::core::result::Result::Err(::webcache::__private::Fail::Body(::webcache::__private::NotStored)) => ::core::option::Option::None,
                 },
             )
@@ -521,9 +521,9 @@ fn expand(options: Options, mut func: ItemFn) -> syn::Result<Tokens> {
                 &body,
                 &path,
                 ret_span,
-                call,
-                quote!(v),
-                quote! {
+                &call,
+                &quote!(v),
+                &quote! {
                     ::core::result::Result::Err(::webcache::__private::Fail::Body(never)) => match never {},
                 },
             )
@@ -598,9 +598,9 @@ fn once_body(
     body: &Tokens,
     path: &Tokens,
     ret_span: Span,
-    call: Tokens,
-    ok: Tokens,
-    body_arm: Tokens,
+    call: &Tokens,
+    ok: &Tokens,
+    body_arm: &Tokens,
 ) -> Tokens {
     let once = quote_spanned!(ret_span=> ::webcache::__private::Once::new(#body));
     quote! {{

@@ -5,7 +5,7 @@
 //!   `format!`): the rendered text of a fragment under `name` and the values it varies on,
 //!   rendered by your closure on a miss.
 //! - [`fragment_key`]: the key a fragment is stored under (Django's
-//!   `make_template_fragment_key`), so code, or `webcache delete` on the command line, can
+//!   `make_template_fragment_key`), so code, or `webcache del` on the command line, can
 //!   invalidate one.
 //! - `minijinja` (cargo feature `minijinja`): `{% call cache(500, "sidebar", user.name) %}...
 //!   {% endcall %}` in templates.

@@ -156,7 +156,7 @@ async fn default_key_and_none(backend: &str) {
 #[cached(ttl = 60, key = "maybe:{id}", cache_none)]
 async fn maybe(#[cache] cache: &Cache, id: u32, runs: &AtomicUsize) -> Option<u32> {
     runs.fetch_add(1, Ordering::SeqCst);
-    (id % 2 == 0).then_some(id)
+    id.is_multiple_of(2).then_some(id)
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! public key, invalidated from code; the minijinja `cache` function on both runtime flavors.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use webcache::fragment::{fragment, fragment_key, try_fragment};
@@ -125,6 +124,8 @@ proptest::proptest! {
 #[cfg(feature = "minijinja")]
 mod templates {
     use super::*;
+    use std::sync::Arc;
+
     use minijinja::{context, Environment};
     use webcache::fragment::minijinja::{add_to, block_on, render};
 

@@ -36,9 +36,9 @@
 //!
 //! let mut env = Environment::new();
 //! add_to(&mut env, Cache::locmem());
-//! env.add_template("page", r#"{% call cache(60, "greeting", name) %}<b>{{ name }}</b>{% endcall %}"#)?;
+//! env.add_template("page.html", r#"{% call cache(60, "greeting", name) %}<b>{{ name }}</b>{% endcall %}"#)?;
 //! let env = Arc::new(env);
-//! let html = render(move || env.get_template("page")?.render(context! { name => "<alice>" })).await?;
+//! let html = render(move || env.get_template("page.html")?.render(context! { name => "<alice>" })).await?;
 //! assert_eq!(html, "<b>&lt;alice&gt;</b>");
 //! # Ok(()) }
 //! ```
