@@ -19,18 +19,28 @@ use syn::{
 /// the body and stores its value; the next ones, in this process or any other sharing the
 /// cache, get the stored value until it expires.
 ///
-/// ```ignore
+/// ```
 /// use webcache::{cached, Caches};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # struct Profile { id: u64 }
+/// # #[derive(Debug)] struct AppError(String);
+/// # impl From<webcache::Error> for AppError { fn from(e: webcache::Error) -> Self { AppError(e.to_string()) } }
+/// # impl std::fmt::Display for AppError { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.0) } }
+/// # impl std::error::Error for AppError {}
+/// # async fn load_profile(id: u64) -> Result<Profile, AppError> { Ok(Profile { id }) }
 ///
 /// #[cached(ttl = 60, key = "user:{id}")]
 /// async fn profile(#[cache] caches: &Caches, id: u64) -> Result<Profile, AppError> {
 ///     load_profile(id).await
 /// }
 ///
-/// let p = profile(&caches, 7).await?;        // runs the body, stores under `user:7`
-/// let p = profile(&caches, 7).await?;        // from the cache
-/// profile_cached(&caches, 7).await?;         // Option<Profile>: read, never compute
-/// profile_invalidate(&caches, 7).await?;     // forget it (true if it was there)
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let caches = Caches::from_url("locmem://").await?;
+/// let p = profile(&caches, 7).await?; // runs the body, stores under `user:7`
+/// assert_eq!(profile(&caches, 7).await?, p); // from the cache
+/// assert_eq!(profile_cached(&caches, 7).await?, Some(p)); // read, never compute
+/// assert!(profile_invalidate(&caches, 7).await?); // forget it (true: it was there)
+/// # Ok(()) }
 /// ```
 ///
 /// # Where the cache comes from

@@ -389,3 +389,42 @@ async fn redis_errors_are_not_stored() {
 async fn redis_default_key_and_none() {
     default_key_and_none("redis").await;
 }
+
+/// Every shape, with and without a stale window, gives a `Send` future (an axum handler's
+/// requirement), and generic functions expand.
+#[cached(ttl = 60, stale = 600, key = "sv:{n}")]
+async fn stale_value(#[cache] cache: &Cache, n: u64) -> u64 {
+    n + 1
+}
+
+#[cached(ttl = 60, stale = 600, key = "so:{n}")]
+async fn stale_option(#[cache] cache: &Cache, n: u64) -> Option<u64> {
+    n.checked_sub(1)
+}
+
+#[cached(ttl = 60, name = "generic_len")]
+async fn generic_len<T: Serialize + Sync>(#[cache] cache: &Cache, items: &[T]) -> usize {
+    items.len()
+}
+
+fn assert_send<F: std::future::Future + Send>(future: F) -> F {
+    future
+}
+
+#[tokio::test]
+async fn every_shape_is_send_and_generic_functions_expand() {
+    let cache = cache("locmem").await;
+    let (runs, fail) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    assert_send(profile(&cache, 1, &runs, &fail)).await.unwrap();
+    assert_send(search(&cache, "q", 1, &runs)).await;
+    assert_eq!(assert_send(stale_value(&cache, 1)).await, 2);
+    assert_eq!(assert_send(stale_option(&cache, 0)).await, None);
+    assert_eq!(assert_send(stale_option(&cache, 2)).await, Some(1));
+    assert_eq!(stale_option_cached(&cache, 2).await.unwrap(), Some(1));
+    assert_eq!(assert_send(generic_len(&cache, &["a", "b"])).await, 2);
+    assert_eq!(
+        cache.get::<usize>(r#"generic_len:[["a","b"]]"#).await.unwrap(),
+        Some(2)
+    );
+    assert!(generic_len_invalidate(&cache, &["a", "b"]).await.unwrap());
+}
