@@ -22,6 +22,7 @@ use crate::throttle::LogThrottle;
 use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
 mod stale;
+mod tags;
 
 /// What a cache does when its backend fails (is down, times out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,6 +183,8 @@ pub struct Cache {
     /// `prefix:version:` for the default key function, built once per handle so that a key
     /// costs one allocation on the hot path.
     head: Arc<str>,
+    /// The tags this handle's writes carry (see [`Cache::tagged`]); `None` for most handles.
+    tags: Option<Arc<tags::TagSet>>,
 }
 
 impl fmt::Debug for Cache {
@@ -191,6 +194,7 @@ impl fmt::Debug for Cache {
             .field("backend", &self.inner.backend)
             .field("key_prefix", &self.inner.options.key_prefix)
             .field("version", &self.version)
+            .field("tags", &self.tags())
             .finish()
     }
 }
@@ -228,6 +232,7 @@ impl Cache {
             }),
             version,
             head: Arc::from(""),
+            tags: None,
         }
         .with_head()
     }
@@ -294,6 +299,7 @@ impl Cache {
             inner: self.inner.clone(),
             version,
             head: Arc::from(""),
+            tags: self.tags.clone(),
         }
         .with_head()
     }
@@ -390,11 +396,12 @@ impl Cache {
         if full_keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let values = self
+        let mut values = self
             .guard("get_many", self.inner.backend.get_many(&full_keys), || {
                 vec![None; full_keys.len()]
             })
             .await?;
+        self.retain_current(&mut values).await?;
         let mut found = HashMap::with_capacity(values.len());
         for (key, raw) in user_keys.into_iter().zip(values) {
             if let Some(value) = self.count(raw.and_then(|raw| self.decode_typed(&key, &raw))) {
@@ -404,20 +411,26 @@ impl Cache {
         Ok(found)
     }
 
-    /// Whether `key` is present (and not expired).
+    /// Whether `key` is present (not expired, and not invalidated by a tag). The entry is
+    /// read: only it tells its tags.
     pub async fn has_key(&self, key: &str) -> Result<bool> {
         let full = self.make_key(key)?;
-        self.guard("has_key", self.inner.backend.has_key(&full), || false)
-            .await
+        Ok(self.backend_get(&full).await?.is_some())
     }
 
     /// The remaining lifetime of `key`: [`Ttl::Remaining`], [`Ttl::Forever`] or
     /// [`Ttl::Missing`]. For a value kept with a stale window this is how long the backend
     /// keeps it, window included; [`lifetime`](Cache::lifetime) tells the fresh part apart.
+    /// An entry invalidated by a tag is [`Ttl::Missing`] (the entry is read to tell).
     pub async fn ttl(&self, key: &str) -> Result<Ttl> {
         let full = self.make_key(key)?;
-        self.guard("ttl", self.inner.backend.ttl(&full), || Ttl::Missing)
-            .await
+        let ttl = self
+            .guard("ttl", self.inner.backend.ttl(&full), || Ttl::Missing)
+            .await?;
+        if ttl == Ttl::Missing || self.backend_get(&full).await?.is_some() {
+            return Ok(ttl);
+        }
+        Ok(Ttl::Missing)
     }
 
     // ----- writing -------------------------------------------------------------------------
@@ -431,7 +444,10 @@ impl Cache {
         timeout: impl Into<Timeout>,
     ) -> Result<()> {
         let full = self.make_key(key)?;
-        let encoded = self.encode(key, value);
+        let Some(tags) = self.stamp_or_skip(key).await? else {
+            return Ok(());
+        };
+        let encoded = self.encode(key, value, &tags);
         self.store(key, &full, encoded, timeout.into()).await
     }
 
@@ -443,7 +459,10 @@ impl Cache {
         timeout: impl Into<Timeout>,
     ) -> Result<()> {
         let full = self.make_key(key)?;
-        let encoded = self.encode_bytes(key, value);
+        let Some(tags) = self.stamp_or_skip(key).await? else {
+            return Ok(());
+        };
+        let encoded = self.encode_bytes(key, value, &tags);
         self.store(key, &full, encoded, timeout.into()).await
     }
 
@@ -485,7 +504,10 @@ impl Cache {
         timeout: impl Into<Timeout>,
     ) -> Result<bool> {
         let full = self.make_key(key)?;
-        let encoded = self.encode(key, value)?;
+        let Some(tags) = self.stamp_or_skip(key).await? else {
+            return Ok(false);
+        };
+        let encoded = self.encode(key, value, &tags)?;
         self.add_encoded(key, &full, encoded, timeout.into()).await
     }
 
@@ -497,7 +519,10 @@ impl Cache {
         timeout: impl Into<Timeout>,
     ) -> Result<bool> {
         let full = self.make_key(key)?;
-        let encoded = self.encode_bytes(key, value)?;
+        let Some(tags) = self.stamp_or_skip(key).await? else {
+            return Ok(false);
+        };
+        let encoded = self.encode_bytes(key, value, &tags)?;
         self.add_encoded(key, &full, encoded, timeout.into()).await
     }
 
@@ -549,17 +574,21 @@ impl Cache {
         let existing = self
             .guard("get", async { backend.get(full).await.map(Some) }, || None)
             .await?;
-        match existing {
-            None => Ok(Added::Degraded),
-            Some(Some(raw)) if readable(&raw) => Ok(Added::Exists(raw)),
-            Some(_) => {
+        let Some(existing) = existing else {
+            return Ok(Added::Degraded);
+        };
+        if let Some(raw) = existing {
+            if !readable(&raw) {
                 tracing::warn!(alias = %self.alias(), key, "overwriting an unreadable cache entry that blocked add");
-                self.guard("set", backend.set(full, encoded, expiry), || ())
-                    .await
-                    .map_err(|e| e.with_user_key(key))?;
-                Ok(Added::Stored)
+            } else if self.tags_current(&raw).await? {
+                return Ok(Added::Exists(raw));
             }
+            // An entry whose tags were invalidated is a miss: ours replaces it.
         }
+        self.guard("set", backend.set(full, encoded, expiry), || ())
+            .await
+            .map_err(|e| e.with_user_key(key))?;
+        Ok(Added::Stored)
     }
 
     /// Stores several values with one timeout.
@@ -573,10 +602,13 @@ impl Cache {
         K: AsRef<str>,
     {
         let mut encoded = Vec::new();
+        let Some(tags) = self.stamp_or_skip("(set_many)").await? else {
+            return Ok(());
+        };
         for (key, value) in entries {
             let key = key.as_ref();
             let full = self.make_key(key)?;
-            let value = self.encode(key, &value);
+            let value = self.encode(key, &value, &tags);
             if let Err(Error::ValueTooLarge { .. }) = value {
                 // Nothing is stored; the key's older value goes, as with `set`.
                 return self.store(key, &full, value, Timeout::Default).await;
@@ -678,9 +710,18 @@ impl Cache {
             .inner
             .flights
             .run(full, || async {
+                // Tags are pinned before the value is computed from the data they name.
+                let writer = self.handle_for_compute().await?;
                 let value: T = compute().await?;
-                let encoded = self.encode_entry(key, &value, fresh_for).map_err(E::from)?;
-                let Some(expiry) = expiry else {
+                let tags = match &writer {
+                    Some(writer) => writer.stamp_or_skip(key).await?,
+                    None => None,
+                };
+                let encoded = self
+                    .encode_entry(key, &value, fresh_for, tags.as_deref().unwrap_or_default())
+                    .map_err(E::from)?;
+                let (Some(expiry), Some(_)) = (expiry, tags) else {
+                    // Not kept, or not to be stored: the value is returned all the same.
                     return Ok::<Bytes, E>(encoded);
                 };
                 // Someone else may have stored a value between our miss and our add: theirs
@@ -952,19 +993,40 @@ impl Cache {
         }
     }
 
-    fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Bytes> {
-        let encoded =
-            entry::encode_json(value, self.inner.options.compress_min_bytes).map_err(|source| {
-                Error::Serialize {
-                    key: key.to_owned(),
-                    source,
-                }
-            })?;
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        tags: &[(String, u64)],
+    ) -> Result<Bytes> {
+        let meta = entry::Meta {
+            fresh_until: None,
+            tags,
+        };
+        self.encode_meta(key, value, meta)
+    }
+
+    /// Encodes a serde value with header extras, within the size limit.
+    fn encode_meta<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        meta: entry::Meta<'_>,
+    ) -> Result<Bytes> {
+        let encoded = entry::encode_json_with(value, self.inner.options.compress_min_bytes, meta)
+            .map_err(|source| Error::Serialize {
+            key: key.to_owned(),
+            source,
+        })?;
         self.within_limit(key, encoded)
     }
 
-    fn encode_bytes(&self, key: &str, value: &[u8]) -> Result<Bytes> {
-        let encoded = entry::encode_bytes(value, self.inner.options.compress_min_bytes);
+    fn encode_bytes(&self, key: &str, value: &[u8], tags: &[(String, u64)]) -> Result<Bytes> {
+        let meta = entry::Meta {
+            fresh_until: None,
+            tags,
+        };
+        let encoded = entry::encode_bytes_with(value, self.inner.options.compress_min_bytes, meta);
         self.within_limit(key, encoded)
     }
 
@@ -1026,12 +1088,19 @@ impl Cache {
         value
     }
 
+    /// The stored entry under `full`, unless a tag it carries was invalidated.
     async fn backend_get(&self, full: &str) -> Result<Option<Bytes>> {
-        if let Some(copy) = self.near_copy_while_down(full) {
-            return Ok(Some(copy));
+        let raw = match self.near_copy_while_down(full) {
+            Some(copy) => Some(copy),
+            None => {
+                self.guard("get", self.inner.backend.get(full), || None)
+                    .await?
+            }
+        };
+        match raw {
+            Some(raw) if entry::has_tags(&raw) => Ok(self.tags_current(&raw).await?.then_some(raw)),
+            other => Ok(other),
         }
-        self.guard("get", self.inner.backend.get(full), || None)
-            .await
     }
 
     /// While the breaker refuses calls, a near tier's local copy is still good to serve.

@@ -53,6 +53,10 @@ pub const SCHEMES: &[(&str, &str)] = &[
     ("redis", "redis://[user:pass@]host:port/db"),
     ("rediss", "rediss://[user:pass@]host:port/db  (TLS)"),
     ("redis+cluster", "redis+cluster://h1:p1,h2:p2"),
+    (
+        "redis+sentinel",
+        "redis+sentinel://s1:26379,s2:26379/master-name/db",
+    ),
     ("memcached", "memcached://h1:11211,h2:11211"),
     ("sqlite", "sqlite:///path/to/cache.db?table=webcache_cache"),
     (

@@ -8,11 +8,15 @@
 //!                         bit 1 = the entry has a stale window: a u64 LE follows the header,
 //!                                 the time it stops being fresh (milliseconds since the Unix
 //!                                 epoch); the backend keeps it until its window ends
+//!                         bit 2 = the entry carries tags: after the fresh-until time (if any),
+//!                                 a u16 LE count, then per tag a u16 LE length, the tag's
+//!                                 UTF-8 name and the u64 LE version it had when the value
+//!                                 was read (see `Cache::tagged`)
 //! ```
 //!
-//! The fresh-until time is an extension of version 1, not a new version: an entry without a
-//! stale window is byte for byte what earlier builds write and read, and every entry earlier
-//! builds wrote reads as before. A build from before the extension reads an entry that has one
+//! The fresh-until time and the tags are extensions of version 1, not a new version: an entry
+//! without them is byte for byte what earlier builds write and read, and every entry earlier
+//! builds wrote reads as before. A build from before an extension reads an entry that has it
 //! as unreadable (a miss plus a warning, its unknown flag named), and its `get_or_set` replaces
 //! it with a plain entry, so processes of both builds can share a cache during an upgrade.
 //!
@@ -37,7 +41,8 @@ pub const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 4;
 const FLAG_LZ4: u8 = 1;
 const FLAG_FRESH_UNTIL: u8 = 2;
-const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_FRESH_UNTIL;
+const FLAG_TAGS: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_FRESH_UNTIL | FLAG_TAGS;
 /// The length prefix of a compressed payload.
 const LEN_PREFIX: usize = 4;
 /// The fresh-until time of an entry with a stale window.
@@ -73,21 +78,56 @@ pub enum Decoded {
 #[error("corrupt or foreign cache entry: {0}")]
 pub struct CorruptEntry(pub String);
 
+/// What an entry's header carries besides its value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta<'a> {
+    /// When the value stops being fresh (it has a stale window after that); see
+    /// [`fresh_until`].
+    pub fresh_until: Option<SystemTime>,
+    /// The tags the value carries and the version each had when the value was read; see
+    /// [`tags`]. At most `u16::MAX` tags of at most `u16::MAX` bytes each (the cache allows far
+    /// fewer).
+    pub tags: &'a [(String, u64)],
+}
+
+impl Meta<'_> {
+    /// Whether the header carries nothing beyond the version 1 fields.
+    fn is_plain(&self) -> bool {
+        self.fresh_until.is_none() && self.tags.is_empty()
+    }
+}
+
+/// Encodes a serde value with header extras (`meta`). Integers are plain digits only when there
+/// are none (digits have no header to hold them), so `incr` does not apply to a tagged or
+/// windowed integer.
+pub fn encode_json_with<T: Serialize + ?Sized>(
+    value: &T,
+    compress_min_bytes: Option<usize>,
+    meta: Meta<'_>,
+) -> Result<Bytes, serde_json::Error> {
+    let json = serde_json::to_vec(value)?;
+    if meta.is_plain() && parse_integer(&json).is_some() {
+        return Ok(Bytes::from(json));
+    }
+    Ok(frame(Codec::Json, &json, compress_min_bytes, meta))
+}
+
+/// Encodes raw bytes with header extras (`meta`).
+pub fn encode_bytes_with(data: &[u8], compress_min_bytes: Option<usize>, meta: Meta<'_>) -> Bytes {
+    frame(Codec::Bytes, data, compress_min_bytes, meta)
+}
+
 /// Encodes a serde value: integers as ASCII digits, anything else as a JSON entry.
 pub fn encode_json<T: Serialize + ?Sized>(
     value: &T,
     compress_min_bytes: Option<usize>,
 ) -> Result<Bytes, serde_json::Error> {
-    let json = serde_json::to_vec(value)?;
-    if parse_integer(&json).is_some() {
-        return Ok(Bytes::from(json));
-    }
-    Ok(frame(Codec::Json, &json, compress_min_bytes, None))
+    encode_json_with(value, compress_min_bytes, Meta::default())
 }
 
 /// Encodes raw bytes as an entry.
 pub fn encode_bytes(data: &[u8], compress_min_bytes: Option<usize>) -> Bytes {
-    frame(Codec::Bytes, data, compress_min_bytes, None)
+    encode_bytes_with(data, compress_min_bytes, Meta::default())
 }
 
 /// Encodes a serde value as a JSON entry that is fresh until `fresh_until` and stale after it
@@ -98,13 +138,11 @@ pub fn encode_json_fresh_until<T: Serialize + ?Sized>(
     compress_min_bytes: Option<usize>,
     fresh_until: SystemTime,
 ) -> Result<Bytes, serde_json::Error> {
-    let json = serde_json::to_vec(value)?;
-    Ok(frame(
-        Codec::Json,
-        &json,
-        compress_min_bytes,
-        Some(fresh_until),
-    ))
+    let meta = Meta {
+        fresh_until: Some(fresh_until),
+        tags: &[],
+    };
+    encode_json_with(value, compress_min_bytes, meta)
 }
 
 /// Encodes raw bytes as an entry that is fresh until `fresh_until` (see [`fresh_until`]).
@@ -113,7 +151,11 @@ pub fn encode_bytes_fresh_until(
     compress_min_bytes: Option<usize>,
     fresh_until: SystemTime,
 ) -> Bytes {
-    frame(Codec::Bytes, data, compress_min_bytes, Some(fresh_until))
+    let meta = Meta {
+        fresh_until: Some(fresh_until),
+        tags: &[],
+    };
+    encode_bytes_with(data, compress_min_bytes, meta)
 }
 
 /// When the entry in `raw` stops being fresh, read from its header alone; `None` for an entry
@@ -126,6 +168,50 @@ pub fn fresh_until(raw: &[u8]) -> Option<SystemTime> {
         Ok(Some(h)) => h.fresh_until,
         _ => None,
     }
+}
+
+/// Whether the entry in `raw` carries tags, from its first four bytes alone (the cheap test on
+/// every read; [`tags`] reads them).
+pub fn has_tags(raw: &[u8]) -> bool {
+    matches!(raw, [MAGIC, FORMAT_VERSION, _, flags, ..] if flags & FLAG_TAGS != 0)
+}
+
+/// The tags the entry in `raw` carries, each with the version it had when the value was read;
+/// empty for an entry without tags, an integer, or bytes that are not an entry.
+pub fn tags(raw: &[u8]) -> Result<Vec<(&str, u64)>, CorruptEntry> {
+    let Some(h) = header(raw)? else {
+        return Ok(Vec::new());
+    };
+    let Some((start, count)) = h.tags else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(count);
+    let mut at = start;
+    for _ in 0..count {
+        // `header` walked this section already: every read here is in bounds.
+        let (tag, next) = read_tag(raw, at)?;
+        out.push(tag);
+        at = next;
+    }
+    Ok(out)
+}
+
+/// Reads one tag of the tag section at `at`: the tag and where the next one starts.
+fn read_tag(raw: &[u8], at: usize) -> Result<((&str, u64), usize), CorruptEntry> {
+    let truncated = || CorruptEntry("truncated tag section".into());
+    let &[a, b] = raw.get(at..at + 2).ok_or_else(truncated)? else {
+        return Err(truncated());
+    };
+    let len = usize::from(u16::from_le_bytes([a, b]));
+    let name_at = at + 2;
+    let name = raw.get(name_at..name_at + len).ok_or_else(truncated)?;
+    let name = std::str::from_utf8(name).map_err(|_| CorruptEntry("a tag is not UTF-8".into()))?;
+    let version_at = name_at + len;
+    let Some(&[v0, v1, v2, v3, v4, v5, v6, v7]) = raw.get(version_at..version_at + 8) else {
+        return Err(truncated());
+    };
+    let version = u64::from_le_bytes([v0, v1, v2, v3, v4, v5, v6, v7]);
+    Ok(((name, version), version_at + 8))
 }
 
 /// Milliseconds since the Unix epoch, saturating (a time before the epoch is the epoch).
@@ -148,20 +234,39 @@ pub fn encode_integer(value: i64) -> Bytes {
     Bytes::from(value.to_string())
 }
 
-fn frame(
-    codec: Codec,
-    payload: &[u8],
-    compress_min_bytes: Option<usize>,
-    fresh_until: Option<SystemTime>,
-) -> Bytes {
-    let (window_flag, extension) = match fresh_until {
-        Some(_) => (FLAG_FRESH_UNTIL, FRESH_UNTIL_LEN),
-        None => (0, 0),
-    };
+fn frame(codec: Codec, payload: &[u8], compress_min_bytes: Option<usize>, meta: Meta<'_>) -> Bytes {
+    let tags = &meta.tags[..meta.tags.len().min(usize::from(u16::MAX))];
+    let mut flags_extra = 0;
+    let mut extension = 0;
+    if meta.fresh_until.is_some() {
+        flags_extra |= FLAG_FRESH_UNTIL;
+        extension += FRESH_UNTIL_LEN;
+    }
+    if !tags.is_empty() {
+        flags_extra |= FLAG_TAGS;
+        extension += 2 + tags
+            .iter()
+            .map(|(name, _)| 2 + name.len().min(usize::from(u16::MAX)) + 8)
+            .sum::<usize>();
+    }
     let head = |out: &mut BytesMut, flags: u8| {
-        out.put_slice(&[MAGIC, FORMAT_VERSION, codec as u8, flags | window_flag]);
-        if let Some(t) = fresh_until {
+        out.put_slice(&[MAGIC, FORMAT_VERSION, codec as u8, flags | flags_extra]);
+        if let Some(t) = meta.fresh_until {
             out.put_u64_le(to_millis(t));
+        }
+        if !tags.is_empty() {
+            out.put_u16_le(tags.len() as u16);
+            for (name, version) in tags {
+                // A name longer than the u16 length is cut at a character boundary: the cache
+                // never writes one (its tags are keys of at most a few hundred bytes).
+                let mut end = name.len().min(usize::from(u16::MAX));
+                while !name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.put_u16_le(end as u16);
+                out.put_slice(&name.as_bytes()[..end]);
+                out.put_u64_le(*version);
+            }
         }
     };
     if let Some(min) = compress_min_bytes {
@@ -246,6 +351,8 @@ struct Header {
     /// Where the payload (compressed or not) starts.
     payload_start: usize,
     fresh_until: Option<SystemTime>,
+    /// Where the tag section's first tag starts, and how many tags it holds.
+    tags: Option<(usize, usize)>,
 }
 
 /// Reads and checks the header of a framed entry; `None` for bytes that are not framed.
@@ -275,6 +382,18 @@ fn header(raw: &[u8]) -> Result<Option<Header>, CorruptEntry> {
         fresh_until = Some(from_millis(u64::from_le_bytes([a, b, c, d, e, f, g, h])));
         at += FRESH_UNTIL_LEN;
     }
+    let mut tags = None;
+    if flags & FLAG_TAGS != 0 {
+        let Some(&[a, b]) = raw.get(at..at + 2) else {
+            return Err(CorruptEntry("truncated tag section".into()));
+        };
+        let count = usize::from(u16::from_le_bytes([a, b]));
+        at += 2;
+        tags = Some((at, count));
+        for _ in 0..count {
+            at = read_tag(raw, at)?.1;
+        }
+    }
     let compressed = flags & FLAG_LZ4 != 0;
     let size = if compressed {
         let Some(&[a, b, c, d]) = raw.get(at..at + LEN_PREFIX) else {
@@ -290,6 +409,7 @@ fn header(raw: &[u8]) -> Result<Option<Header>, CorruptEntry> {
         compressed,
         payload_start: at,
         fresh_until,
+        tags,
     }))
 }
 
@@ -404,6 +524,30 @@ mod tests {
     }
 
     #[test]
+    fn tagged_integers_are_framed_and_untagged_ones_stay_digits() {
+        let stamped = [("products".to_owned(), 7u64)];
+        let meta = Meta {
+            fresh_until: None,
+            tags: &stamped,
+        };
+        let raw = encode_json_with(&42, None, meta).unwrap();
+        assert_eq!(raw[0], MAGIC);
+        assert_eq!(tags(&raw).unwrap(), [("products", 7)]);
+        assert_eq!(
+            decode(&raw).unwrap(),
+            Decoded::Json(Bytes::from_static(b"42"))
+        );
+        assert_eq!(
+            &encode_json_with(&42, None, Meta::default()).unwrap()[..],
+            b"42"
+        );
+        assert!(!has_tags(b"42") && !has_tags(&encode_bytes(b"x", None)));
+        // A section cut short is corrupt, not a panic, and not an entry without tags.
+        let cut = &raw[..raw.len() - 4 - 8];
+        assert!(tags(cut).is_err() && decode(&Bytes::copy_from_slice(cut)).is_err());
+    }
+
+    #[test]
     fn the_fresh_until_time_rides_in_the_header() {
         let at = UNIX_EPOCH + Duration::from_millis(1_780_000_000_123);
         let text = "stale ".repeat(1000);
@@ -475,13 +619,26 @@ mod tests {
                     any::<u8>(),
                     any::<u8>(),
                     any::<u32>(),
-                    prop::collection::vec(any::<u8>(), 0..64)
+                    prop::collection::vec(any::<u8>(), 0..64),
+                    prop::collection::vec((0u16..6, any::<u64>()), 0..4),
                 )
-                    .prop_map(|(codec, flags, len, body)| {
-                        let flags = flags % 5;
+                    .prop_map(|(codec, flags, len, body, tags)| {
+                        let flags = flags % 9;
                         let mut raw = vec![MAGIC, FORMAT_VERSION, codec % 3, flags];
                         if flags & FLAG_FRESH_UNTIL != 0 {
                             raw.extend_from_slice(&u64::from(len).to_le_bytes());
+                        }
+                        if flags & FLAG_TAGS != 0 {
+                            // Often a well-formed section, sometimes one that lies about counts
+                            // and lengths.
+                            raw.extend_from_slice(
+                                &(tags.len() as u16 + (len as u16 & 1)).to_le_bytes(),
+                            );
+                            for (n, version) in tags {
+                                raw.extend_from_slice(&n.to_le_bytes());
+                                raw.extend(std::iter::repeat_n(b't', usize::from(n)));
+                                raw.extend_from_slice(&version.to_le_bytes());
+                            }
                         }
                         raw.extend_from_slice(&len.to_le_bytes());
                         raw.extend_from_slice(&body);
@@ -499,6 +656,10 @@ mod tests {
             #[test]
             fn decoding_never_panics(raw in stored(), limit in 0usize..128) {
                 let raw = Bytes::from(raw);
+                // The tag reader never panics either, and agrees with the decoder.
+                if let (Ok(_), Err(e)) = (decode_limited(&raw, usize::MAX), tags(&raw)) {
+                    return Err(TestCaseError::fail(format!("decodes but its tags do not: {e}")));
+                }
                 match decode_limited(&raw, limit) {
                     Err(_) => {}
                     Ok(Decoded::Integer(n)) => prop_assert_eq!(raw, Bytes::from(n.to_string())),
@@ -545,6 +706,30 @@ mod tests {
                     return Err(TestCaseError::fail("a string did not encode as JSON"));
                 };
                 prop_assert_eq!(serde_json::from_slice::<String>(&json).unwrap(), text);
+            }
+
+            /// Tags and a window ride in the header beside any payload and read back as written.
+            #[test]
+            fn tags_round_trip(
+                data in prop::collection::vec(any::<u8>(), 0..256),
+                names in prop::collection::vec("[a-z:0-9é]{0,12}", 0..6),
+                min in prop::option::of(0usize..64),
+                windowed in any::<bool>(),
+            ) {
+                let stamped: Vec<(String, u64)> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                    .collect();
+                let until = windowed.then(|| UNIX_EPOCH + Duration::from_millis(1_780_000_000_000));
+                let meta = Meta { fresh_until: until, tags: &stamped };
+                let raw = encode_bytes_with(&data, min, meta);
+                prop_assert_eq!(has_tags(&raw), !stamped.is_empty());
+                let read: Vec<(String, u64)> =
+                    tags(&raw).unwrap().into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+                prop_assert_eq!(read, stamped);
+                prop_assert_eq!(fresh_until(&raw), until);
+                prop_assert_eq!(decode(&raw), Ok(Decoded::Bytes(Bytes::from(data))));
             }
 
             /// A damaged entry is refused or decodes to something of its declared size; it

@@ -86,6 +86,7 @@ pub(crate) struct Settings {
     pub(crate) allowed_hosts: AllowedHosts,
     pub(crate) store_timeout: Duration,
     pub(crate) grace: Duration,
+    pub(crate) keep_tag_headers: bool,
 }
 
 /// A tower layer that caches whole responses: Django's `cache_page` and per-site cache
@@ -131,6 +132,7 @@ impl fmt::Debug for CachePageLayer {
             .field("allowed_hosts", &s.allowed_hosts)
             .field("store_timeout", &s.store_timeout)
             .field("grace", &s.grace)
+            .field("keep_tag_headers", &s.keep_tag_headers)
             .finish()
     }
 }
@@ -158,6 +160,7 @@ impl CachePageLayer {
                 allowed_hosts: AllowedHosts::default(),
                 store_timeout: DEFAULT_STORE_TIMEOUT,
                 grace: Duration::ZERO,
+                keep_tag_headers: false,
             },
             state: Arc::default(),
             flights: SingleFlight::new(),
@@ -177,6 +180,28 @@ impl CachePageLayer {
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.settings.key_prefix = prefix.into();
         self
+    }
+
+    /// Forward the tag headers (`Cache-Tag`, `Surrogate-Key`) to the client instead of
+    /// removing them (the default removes them: they name the data a page was built from,
+    /// which is the site's business). Forward them when a CDN in front reads them too.
+    pub fn keep_tag_headers(mut self, keep: bool) -> Self {
+        self.settings.keep_tag_headers = keep;
+        self
+    }
+
+    /// A handle on the pages this layer stores: purge a URL with all its variants, invalidate
+    /// tags. It shares the layer's state, so this process's pages still being written are
+    /// dropped too.
+    pub fn pages(&self) -> crate::Pages {
+        crate::Pages::with_store(
+            self.settings.key_prefix.clone(),
+            crate::engine::PageStore {
+                cache: self.settings.cache.clone(),
+                store_timeout: self.settings.store_timeout,
+                state: self.state.clone(),
+            },
+        )
     }
 
     /// The storage policy: [`Policy::Django`] (the default) or [`Policy::SharedCache`].

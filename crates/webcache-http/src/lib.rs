@@ -13,11 +13,14 @@ mod hop;
 mod host;
 mod key;
 mod layer;
+mod pages;
 pub mod policy;
 mod proxy;
+mod purge;
 mod service;
 mod session_mark;
 mod stored;
+mod tags;
 
 pub use body::{CacheBody, PageBody};
 pub use conditional::{ConditionalGet, ConditionalGetLayer};
@@ -30,11 +33,14 @@ pub use layer::{
     cache_page, CacheLock, CachePageLayer, StampedeLock, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BODY,
     DEFAULT_STAMPEDE_WAIT, DEFAULT_STORE_TIMEOUT, DEFAULT_TTL,
 };
+pub use pages::{Pages, PurgeError};
 pub use policy::{NotStored, Policy, SharedCachePolicy};
 pub use proxy::{
     proxy_layer, proxy_router, proxy_router_with, proxy_router_with_origin, proxy_service, Origin,
     ProxyError,
 };
+pub use purge::{InvalidAddress, Purge, PurgeFuture, PurgeLayer, INVALIDATE_TAGS};
 pub use service::CachePage;
 pub use session_mark::SessionMark;
 pub use stored::{inspect, StoredSummary};
+pub use tags::{BadTags, PageTags, CACHE_TAG, SURROGATE_KEY};

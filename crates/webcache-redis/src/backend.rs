@@ -16,7 +16,7 @@ use webcache_core::entry::parse_integer;
 use webcache_core::{glob_escape, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
 
 use crate::config::{ClearMode, RedisConfig, Target};
-use crate::conn::{masters_from_cluster_nodes, to_node, Conn, Topology};
+use crate::conn::{masters_from_cluster_nodes, to_node, Conn, SentinelNodes, Topology};
 
 /// The backend's name in logs and errors.
 pub const NAME: &str = "redis";
@@ -80,8 +80,16 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-/// One node to `SCAN`: `None` is the primary, `Some` a cluster master by address.
-type ScanNode = Option<(String, u16)>;
+/// One node to `SCAN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScanNode {
+    /// The primary or master.
+    Writer,
+    /// A cluster master, by address.
+    ClusterMaster(String, u16),
+    /// A shard, by its position in the configuration.
+    Shard(usize),
+}
 
 impl RedisBackend {
     /// Builds a backend from its configuration. Nothing is dialled yet: connections are made
@@ -136,6 +144,55 @@ impl RedisBackend {
                 let client = builder.build().map_err(open_error)?;
                 Topology::cluster(&client, config.connect_timeout, config.response_timeout)
             }
+            Target::Sentinel {
+                sentinels,
+                service,
+                db,
+                username,
+                password,
+                tls,
+                read_from_replicas,
+            } => {
+                let mut redis_info = redis::RedisConnectionInfo::default().set_db(*db);
+                if let Some(user) = username {
+                    redis_info = redis_info.set_username(user);
+                }
+                if let Some(password) = password {
+                    redis_info = redis_info.set_password(password);
+                }
+                let mut node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(redis_info);
+                if *tls {
+                    node_info = node_info.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let nodes = SentinelNodes::new(
+                    sentinels.clone(),
+                    service.clone(),
+                    node_info,
+                    config.connect_timeout,
+                    config.response_timeout,
+                )
+                .map_err(open_error)?;
+                Topology::Sentinel {
+                    nodes: Arc::new(nodes),
+                    read_from_replicas: *read_from_replicas,
+                    db: *db,
+                }
+            }
+            Target::Shards { shards, names } => {
+                let clients = shards
+                    .iter()
+                    .map(|s| client(s))
+                    .collect::<RedisResult<Vec<_>>>()
+                    .map_err(open_error)?;
+                Topology::shards(
+                    clients,
+                    names,
+                    config.connect_timeout,
+                    config.response_timeout,
+                )
+                .map_err(open_error)?
+            }
         };
         Ok(RedisBackend {
             inner: Arc::new(Inner {
@@ -174,17 +231,28 @@ impl RedisBackend {
     // ----- Redis-only extras -----------------------------------------------------------------
 
     /// Removes every key matching the glob `pattern` (final keys, as stored), walking the
-    /// keyspace with `SCAN` (never `KEYS`) on every master and removing with `UNLINK`; returns
-    /// how many keys were removed. Use [`glob_escape`] on literal parts such as a prefix.
+    /// keyspace with `SCAN` (never `KEYS`) on every master or shard and removing with
+    /// `UNLINK`; returns how many keys were removed. Use [`glob_escape`] on literal parts
+    /// such as a prefix.
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
         let mut batches = self.scan_batches(pattern.to_owned());
         let mut removed = 0;
         while let Some(batch) = batches.next().await {
-            let keys = batch?;
+            let (node, keys) = batch?;
             if keys.is_empty() {
                 continue;
             }
-            removed += self.unlink(&keys).await?;
+            removed += match node {
+                // Where it was found, not where the ring puts it now: a key written before
+                // the shard list changed is removed too.
+                ScanNode::Shard(i) => {
+                    let mut cmd = redis::cmd("UNLINK");
+                    cmd.arg(&keys);
+                    self.query::<u64>(&mut self.shard(i)?, "UNLINK", &cmd)
+                        .await?
+                }
+                _ => self.unlink(&keys).await?,
+            };
         }
         Ok(removed)
     }
@@ -193,7 +261,7 @@ impl RedisBackend {
     pub async fn expire(&self, key: &str, after: Duration) -> Result<bool> {
         let mut cmd = redis::cmd("PEXPIRE");
         cmd.arg(key).arg(millis(after));
-        Ok(self.write::<i64>("PEXPIRE", &cmd).await? == 1)
+        Ok(self.write::<i64>(key, "PEXPIRE", &cmd).await? == 1)
     }
 
     /// Makes `key` (a final key) never expire; returns `false` when the key is missing or
@@ -201,7 +269,7 @@ impl RedisBackend {
     pub async fn persist(&self, key: &str) -> Result<bool> {
         let mut cmd = redis::cmd("PERSIST");
         cmd.arg(key);
-        Ok(self.write::<i64>("PERSIST", &cmd).await? == 1)
+        Ok(self.write::<i64>(key, "PERSIST", &cmd).await? == 1)
     }
 
     // ----- plumbing ----------------------------------------------------------------------------
@@ -241,8 +309,8 @@ impl RedisBackend {
             })
     }
 
-    async fn query<T: FromRedisValue>(&self, mut conn: Conn, what: &str, cmd: &Cmd) -> Result<T> {
-        self.bounded(cmd.query_async(&mut conn))
+    async fn query<T: FromRedisValue>(&self, conn: &mut Conn, what: &str, cmd: &Cmd) -> Result<T> {
+        self.bounded(cmd.query_async(conn))
             .await?
             .map_err(|e| self.fail(what, e))
     }
@@ -250,16 +318,21 @@ impl RedisBackend {
     /// A read, from a replica when there are some. A replica that fails quickly (refused,
     /// broken) is replaced by the primary for this call; one that times out is not, so that a
     /// call never takes more than one deadline.
-    async fn read<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
-        self.read_raw(what, cmd)
+    async fn read<T: FromRedisValue>(&self, key: &str, what: &str, cmd: &Cmd) -> Result<T> {
+        self.read_raw(key, what, cmd)
             .await?
             .map_err(|e| self.fail(what, e))
     }
 
     /// [`read`](Self::read) that hands back the server's error unmapped, for callers that
     /// answer some server errors themselves (a foreign value under a key).
-    async fn read_raw<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<RedisResult<T>> {
-        let (mut conn, from_replica) = self.inner.topology.reader();
+    async fn read_raw<T: FromRedisValue>(
+        &self,
+        key: &str,
+        what: &str,
+        cmd: &Cmd,
+    ) -> Result<RedisResult<T>> {
+        let (mut conn, from_replica) = self.inner.topology.reader_for(key.as_bytes());
         match self.bounded(cmd.query_async(&mut conn)).await? {
             // The replica holds what the primary holds: its answer about the data stands.
             Err(e) if from_replica && !e.is_timeout() && !is_wrong_type(&e) => {
@@ -267,7 +340,7 @@ impl RedisBackend {
                     "redis replica failed, reading from the primary: {}",
                     self.fail(what, e)
                 );
-                self.bounded(cmd.query_async(&mut self.inner.topology.writer()))
+                self.bounded(cmd.query_async(&mut self.inner.topology.writer_for(key.as_bytes())))
                     .await
             }
             other => Ok(other),
@@ -280,7 +353,7 @@ impl RedisBackend {
         let mut cmd = redis::cmd("TYPE");
         cmd.arg(key);
         match self
-            .bounded(cmd.query_async::<String>(&mut self.inner.topology.writer()))
+            .bounded(cmd.query_async::<String>(&mut self.inner.topology.writer_for(key.as_bytes())))
             .await
         {
             Ok(Ok(kind)) => kind,
@@ -288,39 +361,69 @@ impl RedisBackend {
         }
     }
 
-    pub(crate) async fn write<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
-        let value = self.query(self.inner.topology.writer(), what, cmd).await?;
-        self.after_write().await?;
+    /// Sends the write `cmd` about `key` where the key lives, then [`after_write`] on the
+    /// same connection.
+    ///
+    /// [`after_write`]: Self::after_write
+    pub(crate) async fn write<T: FromRedisValue>(
+        &self,
+        key: &str,
+        what: &str,
+        cmd: &Cmd,
+    ) -> Result<T> {
+        let mut conn = self.inner.topology.writer_for(key.as_bytes());
+        let value = self.query(&mut conn, what, cmd).await?;
+        self.after_write(&mut conn).await?;
         Ok(value)
     }
 
-    /// With `wait_replicas`, waits until that many replicas have the writes made so far, so
-    /// that the next read from a replica sees them.
-    async fn after_write(&self) -> Result<()> {
+    /// With `wait_replicas`, waits until that many replicas have the writes made so far on
+    /// `conn` (the connection the write went on: `WAIT` counts that connection's writes).
+    ///
+    /// With one primary, too few acknowledgements only log a warning: the setting is there
+    /// so that reads from replicas see the write. Behind Sentinel they fail the call: the
+    /// setting is there so that a write answered as done survives a failover, and a write
+    /// only the master holds would not.
+    async fn after_write(&self, conn: &mut Conn) -> Result<()> {
         let wanted = self.inner.config.wait_replicas;
-        if wanted == 0 || self.inner.topology.is_cluster() {
+        if wanted == 0 || !self.inner.topology.has_replication() {
             return Ok(());
         }
+        // The server must answer before the client stops waiting for it (the response
+        // timeout), or a missing acknowledgement would read as a timeout of the whole call:
+        // half of it leaves the other half for the answer to arrive on a busy machine.
+        let patience = (self.inner.config.response_timeout / 2).max(Duration::from_millis(1));
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(wanted)
-            .arg(u64::try_from(self.inner.config.response_timeout.as_millis()).unwrap_or(u64::MAX));
-        let acked: u32 = self
-            .query(self.inner.topology.writer(), "WAIT", &cmd)
-            .await?;
+            .arg(u64::try_from(patience.as_millis()).unwrap_or(u64::MAX));
+        let acked: u32 = self.query(conn, "WAIT", &cmd).await?;
         if acked < wanted {
-            tracing::warn!(
-                url = %self.inner.config.label,
-                "only {acked} of {wanted} replicas acknowledged a write within {:?}",
-                self.inner.config.response_timeout
+            let message = format!(
+                "only {acked} of {wanted} replicas acknowledged a write within {patience:?}"
             );
+            if self.inner.topology.is_sentinel() {
+                return Err(Error::backend_msg(
+                    NAME,
+                    format!(
+                        "{}: {message}, so it may not survive a failover; lower `wait_replicas` or check the replicas",
+                        self.inner.config.label
+                    ),
+                ));
+            }
+            tracing::warn!(url = %self.inner.config.label, "{message}");
         }
         Ok(())
     }
 
-    /// The nodes holding keys: the primary, or every master of a cluster.
+    /// The nodes holding keys: the primary, every shard, or every master of a cluster.
     async fn scan_nodes(&self) -> Result<Vec<ScanNode>> {
         match self.inner.topology.writer() {
-            Conn::Node(_) => Ok(vec![None]),
+            Conn::Node(_) | Conn::Sentinel(_) if self.inner.topology.is_sharded() => {
+                Ok((0..self.inner.topology.nodes().len())
+                    .map(ScanNode::Shard)
+                    .collect())
+            }
+            Conn::Node(_) | Conn::Sentinel(_) => Ok(vec![ScanNode::Writer]),
             Conn::Cluster(mut cluster) => {
                 let cmd = {
                     let mut c = redis::cmd("CLUSTER");
@@ -341,7 +444,10 @@ impl RedisBackend {
                         ),
                     ));
                 }
-                Ok(masters.into_iter().map(Some).collect())
+                Ok(masters
+                    .into_iter()
+                    .map(|(host, port)| ScanNode::ClusterMaster(host, port))
+                    .collect())
             }
         }
     }
@@ -359,20 +465,28 @@ impl RedisBackend {
             .arg("COUNT")
             .arg(SCAN_COUNT);
         match (node, self.inner.topology.writer()) {
-            (Some((host, port)), Conn::Cluster(mut cluster)) => {
+            (ScanNode::ClusterMaster(host, port), Conn::Cluster(mut cluster)) => {
                 let value = self
                     .bounded(cluster.route_command(cmd, to_node(host, *port)))
                     .await?
                     .map_err(|e| self.fail("SCAN", e))?;
                 redis::from_redis_value(value).map_err(|e| self.fail("SCAN", e.into()))
             }
-            (_, conn) => self.query(conn, "SCAN", &cmd).await,
+            (ScanNode::Shard(i), _) => {
+                let mut conn = self.shard(*i)?;
+                self.query(&mut conn, "SCAN", &cmd).await
+            }
+            (_, mut conn) => self.query(&mut conn, "SCAN", &cmd).await,
         }
     }
 
     /// The keys matching `pattern`, in batches as `SCAN` returns them (possibly with
-    /// repeats, as `SCAN` guarantees only that every key present throughout is seen).
-    fn scan_batches(&self, pattern: String) -> BoxStream<'static, Result<Vec<Vec<u8>>>> {
+    /// repeats, as `SCAN` guarantees only that every key present throughout is seen), each
+    /// with the node it was found on.
+    fn scan_batches(
+        &self,
+        pattern: String,
+    ) -> BoxStream<'static, Result<(ScanNode, Vec<Vec<u8>>)>> {
         struct Walk {
             nodes: Option<Vec<ScanNode>>,
             index: usize,
@@ -396,8 +510,8 @@ impl RedisBackend {
                         Err(e) => return Some((Err(e), None)),
                     },
                 };
-                let node = nodes.get(walk.index)?;
-                match this.scan_step(node, walk.cursor, &pattern).await {
+                let node = nodes.get(walk.index)?.clone();
+                match this.scan_step(&node, walk.cursor, &pattern).await {
                     Err(e) => Some((Err(e), None)),
                     Ok((next, keys)) => {
                         if next == 0 {
@@ -405,7 +519,7 @@ impl RedisBackend {
                         }
                         walk.cursor = next;
                         walk.nodes = Some(nodes);
-                        Some((Ok(keys), Some(walk)))
+                        Some((Ok((node, keys)), Some(walk)))
                     }
                 }
             }
@@ -413,25 +527,54 @@ impl RedisBackend {
         .boxed()
     }
 
-    /// `UNLINK keys...`, one command per slot on a cluster (see [`by_slot`]); how many
-    /// keys were removed.
+    /// The connection of shard `i`.
+    fn shard(&self, i: usize) -> Result<Conn> {
+        self.inner
+            .topology
+            .nodes()
+            .into_iter()
+            .nth(i)
+            .ok_or_else(|| Error::backend_msg(NAME, format!("internal: no shard {i}")))
+    }
+
+    /// The positions of `keys` grouped by where they live (one group per slot on a cluster,
+    /// per shard when sharded, one group otherwise), each with the connection to send on.
+    fn groups<K: AsRef<[u8]>>(&self, keys: &[K], conn: Conn) -> Vec<(Conn, Vec<usize>)> {
+        if let Some(groups) = self.inner.topology.by_shard(keys) {
+            return groups;
+        }
+        if self.inner.topology.is_cluster() {
+            return by_slot(keys)
+                .into_iter()
+                .map(|indices| (conn.clone(), indices))
+                .collect();
+        }
+        vec![(conn, (0..keys.len()).collect())]
+    }
+
+    /// `UNLINK keys...`, one command per group (see [`groups`](Self::groups)); how many keys
+    /// were removed.
     async fn unlink<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
-        let conn = self.inner.topology.writer();
-        if !self.inner.topology.is_cluster() {
+        if !self.inner.topology.is_cluster() && !self.inner.topology.is_sharded() {
             let mut cmd = redis::cmd("UNLINK");
             for key in keys {
                 cmd.arg(key.as_ref());
             }
-            return self.write("UNLINK", &cmd).await;
+            let mut conn = self.inner.topology.writer();
+            let removed = self.query(&mut conn, "UNLINK", &cmd).await?;
+            self.after_write(&mut conn).await?;
+            return Ok(removed);
         }
-        let calls = by_slot(keys).into_iter().map(|indices| {
-            let mut cmd = redis::cmd("UNLINK");
-            for i in indices {
-                cmd.arg(keys[i].as_ref());
-            }
-            let mut conn = conn.clone();
-            async move { cmd.query_async::<u64>(&mut conn).await }
-        });
+        let calls = self
+            .groups(keys, self.inner.topology.writer())
+            .into_iter()
+            .map(|(mut conn, indices)| {
+                let mut cmd = redis::cmd("UNLINK");
+                for i in indices {
+                    cmd.arg(keys[i].as_ref());
+                }
+                async move { cmd.query_async::<u64>(&mut conn).await }
+            });
         let counts = self
             .bounded(futures::future::try_join_all(calls))
             .await?
@@ -439,12 +582,12 @@ impl RedisBackend {
         Ok(counts.into_iter().sum())
     }
 
-    /// `MGET` on a cluster, one command per slot (see [`by_slot`]), the answers put back in
-    /// the order of `keys`.
-    async fn get_many_cluster(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
-        let (conn, _) = self.inner.topology.reader();
-        let groups = by_slot(keys);
-        let calls = groups.iter().map(|indices| {
+    /// `MGET` over several groups (cluster slots or shards, see [`groups`](Self::groups)),
+    /// the answers put back in the order of `keys`.
+    async fn get_many_grouped(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let (conn, _) = self.inner.topology.reader_for(b"");
+        let groups = self.groups(keys, conn);
+        let calls = groups.iter().map(|(conn, indices)| {
             let mut cmd = redis::cmd("MGET");
             for &i in indices {
                 cmd.arg(&keys[i]);
@@ -457,7 +600,7 @@ impl RedisBackend {
             .await?
             .map_err(|e| self.fail("MGET", e))?;
         let mut values = vec![None; keys.len()];
-        for (indices, answer) in groups.iter().zip(answers) {
+        for ((_, indices), answer) in groups.iter().zip(answers) {
             if answer.len() != indices.len() {
                 return Err(Error::backend_msg(
                     NAME,
@@ -476,22 +619,22 @@ impl RedisBackend {
         Ok(values)
     }
 
-    async fn set_many_cluster(&self, cmds: Vec<(String, Cmd)>) -> Result<()> {
-        // A cluster pipeline must stay within one slot: one pipeline per slot, run together.
-        let mut by_slot: HashMap<Slot, redis::Pipeline> = HashMap::new();
-        for (key, cmd) in cmds {
-            by_slot
-                .entry(Slot::for_key(key.as_bytes()))
-                .or_insert_with(redis::pipe)
-                .add_command(cmd)
-                .ignore();
-        }
-        let Conn::Cluster(cluster) = self.inner.topology.writer() else {
-            return Err(Error::backend_msg(NAME, "internal: not a cluster"));
-        };
-        let calls = by_slot.into_values().map(|pipe| {
-            let mut cluster = cluster.clone();
-            async move { pipe.query_async::<()>(&mut cluster).await }
+    /// Pipelined `SET`s over several groups: a cluster pipeline must stay within one slot,
+    /// and a shard holds only its own keys. The pipelines run together.
+    async fn set_many_grouped(&self, cmds: Vec<(String, Cmd)>) -> Result<()> {
+        let groups = self.groups(
+            &cmds.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            self.inner.topology.writer(),
+        );
+        let mut cmds: Vec<Option<Cmd>> = cmds.into_iter().map(|(_, cmd)| Some(cmd)).collect();
+        let calls = groups.into_iter().map(|(mut conn, indices)| {
+            let mut pipe = redis::pipe();
+            for i in indices {
+                if let Some(cmd) = cmds[i].take() {
+                    pipe.add_command(cmd).ignore();
+                }
+            }
+            async move { pipe.query_async::<()>(&mut conn).await }
         });
         self.bounded(futures::future::try_join_all(calls))
             .await?
@@ -578,7 +721,7 @@ impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        match self.read_raw("GET", &cmd).await? {
+        match self.read_raw(key, "GET", &cmd).await? {
             Ok(value) => Ok(value),
             // A list, hash, set... put under the prefix by something else: unreadable as an
             // entry, so a miss with a warning, as for a corrupt entry (`MGET` answers nil).
@@ -596,13 +739,13 @@ impl Backend for RedisBackend {
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
-        self.write::<()>("SET", &set_cmd(key, &value, expiry, false))
+        self.write::<()>(key, "SET", &set_cmd(key, &value, expiry, false))
             .await
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
         let stored: Option<String> = self
-            .write("SET NX", &set_cmd(key, &value, expiry, true))
+            .write(key, "SET NX", &set_cmd(key, &value, expiry, true))
             .await?;
         Ok(stored.is_some())
     }
@@ -610,7 +753,7 @@ impl Backend for RedisBackend {
     async fn delete(&self, key: &str) -> Result<bool> {
         let mut cmd = redis::cmd("UNLINK");
         cmd.arg(key);
-        Ok(self.write::<u64>("UNLINK", &cmd).await? > 0)
+        Ok(self.write::<u64>(key, "UNLINK", &cmd).await? > 0)
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
@@ -621,18 +764,19 @@ impl Backend for RedisBackend {
                 // in the same round trip.
                 let mut pipe = redis::pipe();
                 pipe.cmd("PERSIST").arg(key).ignore().cmd("EXISTS").arg(key);
+                let mut conn = self.inner.topology.writer_for(key.as_bytes());
                 let (exists,): (u64,) = self
-                    .bounded(pipe.query_async(&mut self.inner.topology.writer()))
+                    .bounded(pipe.query_async(&mut conn))
                     .await?
                     .map_err(|e| self.fail("PERSIST", e))?;
-                self.after_write().await?;
+                self.after_write(&mut conn).await?;
                 Ok(exists == 1)
             }
         }
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        let mut conn = self.inner.topology.writer();
+        let mut conn = self.inner.topology.writer_for(key.as_bytes());
         let mut invocation = self.inner.incr.key(key);
         invocation.arg(delta);
         let result: RedisResult<Option<Vec<u8>>> =
@@ -675,14 +819,14 @@ impl Backend for RedisBackend {
                 });
             }
         };
-        self.after_write().await?;
+        self.after_write(&mut conn).await?;
         Ok(value)
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
         let mut cmd = redis::cmd("PTTL");
         cmd.arg(key);
-        Ok(match self.read::<i64>("PTTL", &cmd).await? {
+        Ok(match self.read::<i64>(key, "PTTL", &cmd).await? {
             -2 => Ttl::Missing,
             -1 => Ttl::Forever,
             ms => Ttl::Remaining(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
@@ -691,7 +835,14 @@ impl Backend for RedisBackend {
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
         match (self.inner.config.clear, prefix) {
-            (ClearMode::FlushDb, _) => self.write::<()>("FLUSHDB", &redis::cmd("FLUSHDB")).await,
+            (ClearMode::FlushDb, _) => {
+                for mut conn in self.inner.topology.nodes() {
+                    self.query::<()>(&mut conn, "FLUSHDB", &redis::cmd("FLUSHDB"))
+                        .await?;
+                    self.after_write(&mut conn).await?;
+                }
+                Ok(())
+            }
             (ClearMode::Prefix, Some(prefix)) => {
                 let removed = self
                     .delete_pattern(&format!("{}*", glob_escape(prefix)))
@@ -709,7 +860,7 @@ impl Backend for RedisBackend {
             .flat_map(|batch| {
                 let items: Vec<Result<String>> = match batch {
                     // A key that is not UTF-8 was not written by webcache.
-                    Ok(keys) => keys
+                    Ok((_, keys)) => keys
                         .into_iter()
                         .filter_map(|k| String::from_utf8(k).ok())
                         .map(Ok)
@@ -729,24 +880,27 @@ impl Backend for RedisBackend {
     }
 
     async fn stats(&self) -> Result<BackendStats> {
-        let entries: u64 = self
-            .query(
-                self.inner.topology.writer(),
-                "DBSIZE",
-                &redis::cmd("DBSIZE"),
-            )
-            .await?;
+        let mut entries: u64 = 0;
+        let nodes = self.inner.topology.nodes();
+        for mut conn in nodes.iter().cloned() {
+            // The cluster client sums DBSIZE over the masters itself.
+            entries += self
+                .query::<u64>(&mut conn, "DBSIZE", &redis::cmd("DBSIZE"))
+                .await?;
+        }
         let mut extra = vec![("url".to_owned(), self.inner.config.label.clone())];
         if self.inner.topology.is_cluster() {
             extra.push((
                 "masters".to_owned(),
                 self.scan_nodes().await?.len().to_string(),
             ));
+        } else if nodes.len() > 1 {
+            extra.push(("shards".to_owned(), nodes.len().to_string()));
         } else {
             let mut cmd = redis::cmd("INFO");
             cmd.arg("memory");
             let info: String = self
-                .query(self.inner.topology.writer(), "INFO", &cmd)
+                .query(&mut self.inner.topology.writer(), "INFO", &cmd)
                 .await?;
             extra.extend(info.lines().filter_map(|line| {
                 let (name, value) = line.trim().split_once(':')?;
@@ -773,12 +927,12 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        if self.inner.topology.is_cluster() {
-            return self.get_many_cluster(keys).await;
+        if self.inner.topology.is_cluster() || self.inner.topology.is_sharded() {
+            return self.get_many_grouped(keys).await;
         }
         let mut cmd = redis::cmd("MGET");
         cmd.arg(keys);
-        self.read("MGET", &cmd).await
+        self.read("", "MGET", &cmd).await
     }
 
     async fn set_many(&self, entries: Vec<(String, Bytes)>, expiry: Expiry) -> Result<()> {
@@ -792,17 +946,18 @@ impl Backend for RedisBackend {
                 (key, cmd)
             })
             .collect();
-        if self.inner.topology.is_cluster() {
-            return self.set_many_cluster(cmds).await;
+        if self.inner.topology.is_cluster() || self.inner.topology.is_sharded() {
+            return self.set_many_grouped(cmds).await;
         }
         let mut pipe = redis::pipe();
         for (_, cmd) in cmds {
             pipe.add_command(cmd).ignore();
         }
-        self.bounded(pipe.query_async::<()>(&mut self.inner.topology.writer()))
+        let mut conn = self.inner.topology.writer();
+        self.bounded(pipe.query_async::<()>(&mut conn))
             .await?
             .map_err(|e| self.fail("SET (pipelined)", e))?;
-        self.after_write().await
+        self.after_write(&mut conn).await
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<u64> {
@@ -815,7 +970,7 @@ impl Backend for RedisBackend {
     async fn has_key(&self, key: &str) -> Result<bool> {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(key);
-        Ok(self.read::<u64>("EXISTS", &cmd).await? == 1)
+        Ok(self.read::<u64>(key, "EXISTS", &cmd).await? == 1)
     }
 }
 

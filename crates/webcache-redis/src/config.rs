@@ -13,6 +13,10 @@ const NODE_EXAMPLE: &str =
     "expected `redis://[user:pass@]host:port/db`, for example `redis://127.0.0.1:6379/2`";
 const CLUSTER_EXAMPLE: &str =
     "expected `redis+cluster://[user:pass@]host1:port1,host2:port2`, for example `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`";
+const SENTINEL_EXAMPLE: &str =
+    "expected `redis+sentinel://[user:pass@]sentinel1:port,sentinel2:port/master-name/db`, for example `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/2`";
+const SHARDS_EXAMPLE: &str =
+    "expected `redis://[user:pass@]host1:port1,host2:port2/db` (one independent server per shard), for example `redis://10.0.0.1:6379,10.0.0.2:6379/0`";
 
 /// The options [`from_spec`](crate::from_spec) accepts besides the common ones.
 pub const OPTIONS: &[&str] = &[
@@ -24,6 +28,7 @@ pub const OPTIONS: &[&str] = &[
     "clear",
     "tls",
     "tls_ca_file",
+    "sentinel_password",
 ];
 
 /// What `clear` does.
@@ -56,6 +61,31 @@ pub enum Target {
         nodes: Vec<String>,
         /// Whether reads may be served by the masters' replicas.
         read_from_replicas: bool,
+    },
+    /// A master found through Redis Sentinel (`redis+sentinel://`), followed across failovers.
+    Sentinel {
+        /// One `redis://` (or `rediss://`) URL per sentinel, with `sentinel_password` if given.
+        sentinels: Vec<String>,
+        /// The name the sentinels know the master by (`mymaster`).
+        service: String,
+        /// The database number on the master and its replicas.
+        db: i64,
+        /// The user for the master and its replicas (the URL's `user:pass@`).
+        username: Option<String>,
+        /// The password for the master and its replicas.
+        password: Option<String>,
+        /// Whether the master and its replicas are reached over TLS (`tls=true`).
+        tls: bool,
+        /// Whether reads go to a replica the sentinels name.
+        read_from_replicas: bool,
+    },
+    /// Independent servers, each holding the keys a consistent-hash ring gives it
+    /// (`redis://h1:p1,h2:p2/db`).
+    Shards {
+        /// One `redis://` (or `rediss://`) URL per shard, in configuration order.
+        shards: Vec<String>,
+        /// The shards' `host:port` names, which place them on the ring.
+        names: Vec<String>,
     },
 }
 
@@ -99,8 +129,8 @@ impl RedisConfig {
         })
     }
 
-    /// Reads a backend specification (`redis://`, `rediss://` or `redis+cluster://`, with
-    /// the options in [`OPTIONS`]); refuses unknown options.
+    /// Reads a backend specification (`redis://`, `rediss://`, `redis+cluster://` or
+    /// `redis+sentinel://`, with the options in [`OPTIONS`]); refuses unknown options.
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
         let connect_timeout = positive(spec, "connect_timeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let response_timeout =
@@ -122,6 +152,7 @@ impl RedisConfig {
         };
         let cluster_tls: Option<bool> = spec.take("tls", "`true` or `false`")?;
         let tls_ca_file = spec.take_str("tls_ca_file");
+        let sentinel_password = spec.take_str("sentinel_password");
         spec.finish(OPTIONS)?;
         let label = spec.redacted_url();
         let tls_root_cert = match &tls_ca_file {
@@ -133,7 +164,35 @@ impl RedisConfig {
                 )
             })?),
         };
-        let target = if spec.scheme == "redis+cluster" {
+        if sentinel_password.is_some() && spec.scheme != "redis+sentinel" {
+            return Err(spec.error(
+                "sentinel_password",
+                "only for `redis+sentinel://`; give a server's password in the URL (`redis://user:pass@host/db`)",
+            ));
+        }
+        let target = if spec.scheme == "redis+sentinel" {
+            if replicas.is_some() {
+                return Err(spec.error(
+                    "replicas",
+                    "the sentinels name the replicas; drop `replicas` and use `read_from_replicas=true` to read from them",
+                ));
+            }
+            if tls_root_cert.is_some() {
+                // The client's sentinel connections take custom roots only with rustls, and
+                // this build uses the system's TLS library.
+                return Err(spec.error(
+                    "tls_ca_file",
+                    "is not supported with `redis+sentinel://`; add the CA to the system's trust store and use `tls=true`",
+                ));
+            }
+            sentinel_target(
+                &spec.location,
+                cluster_tls.unwrap_or(false),
+                sentinel_password.as_deref(),
+                read_from_replicas.unwrap_or(false),
+            )
+            .map_err(|m| spec.error("url", m))?
+        } else if spec.scheme == "redis+cluster" {
             if replicas.is_some() || wait_replicas.is_some() {
                 return Err(spec.error(
                     "replicas",
@@ -158,13 +217,13 @@ impl RedisConfig {
             if read_from_replicas.is_some() {
                 return Err(spec.error(
                     "read_from_replicas",
-                    "only for `redis+cluster://`; with one primary, list the replicas in `replicas=redis://host:port/db,...`",
+                    "only for `redis+cluster://` and `redis+sentinel://`; with one primary, list the replicas in `replicas=redis://host:port/db,...`",
                 ));
             }
             if cluster_tls.is_some() {
                 return Err(spec.error(
                     "tls",
-                    format!("only for `redis+cluster://`; for one server use the `rediss://` scheme, e.g. `rediss://{}`", spec.location),
+                    format!("only for `redis+cluster://` and `redis+sentinel://`; for servers named in the URL use the `rediss://` scheme, e.g. `rediss://{}`", spec.location),
                 ));
             }
             if tls_root_cert.is_some() && spec.scheme != "rediss" {
@@ -175,6 +234,25 @@ impl RedisConfig {
                         spec.location
                     ),
                 ));
+            }
+            if is_shard_list(&spec.location) {
+                if replicas.is_some() || wait_replicas.is_some() {
+                    return Err(spec.error(
+                        "replicas",
+                        "shards are independent servers without replicas here; drop `replicas`/`wait_replicas`, or use `redis+sentinel://` per shard group",
+                    ));
+                }
+                let (shards, names) =
+                    shard_urls(&spec.scheme, &spec.location).map_err(|m| spec.error("url", m))?;
+                return Ok(RedisConfig {
+                    target: Target::Shards { shards, names },
+                    label,
+                    connect_timeout,
+                    response_timeout,
+                    wait_replicas: 0,
+                    clear,
+                    tls_root_cert,
+                });
             }
             let primary = spec.url.clone();
             let db = parse_node_url(&primary).map_err(|m| spec.error("url", m))?;
@@ -282,6 +360,134 @@ fn check_host_port(host_port: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the location of a `redis://` URL lists several servers (`h1:p1,h2:p2/db`): client-
+/// side sharding. No single host name holds a comma, so the list is not ambiguous.
+fn is_shard_list(location: &str) -> bool {
+    let authority = location.split('/').next().unwrap_or("");
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    hosts.contains(',')
+}
+
+/// One URL per shard of `[user:pass@]h1:p1,h2:p2/db`, and the shards' `host:port` names
+/// (their place on the ring).
+fn shard_urls(scheme: &str, location: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let (userinfo, rest) = match location.split('/').next().unwrap_or("").rsplit_once('@') {
+        Some((u, _)) => (Some(u), &location[u.len() + 1..]),
+        None => (None, location),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let db = match path.trim_end_matches('/') {
+        "" => 0,
+        digits => digits
+            .parse::<u32>()
+            .map_err(|_| format!("the database `/{digits}` is not a number; {SHARDS_EXAMPLE}"))?,
+    };
+    let mut urls = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for node in hosts.split(',').map(str::trim) {
+        if node.is_empty() {
+            return Err(format!("an empty server in the list; {SHARDS_EXAMPLE}"));
+        }
+        check_host_port(node).map_err(|m| format!("shard `{node}`: {m}; {SHARDS_EXAMPLE}"))?;
+        if names.iter().any(|n| n == node) {
+            return Err(format!(
+                "shard `{node}` is listed twice; list each server once; {SHARDS_EXAMPLE}"
+            ));
+        }
+        let url = match userinfo {
+            Some(u) => format!("{scheme}://{u}@{node}/{db}"),
+            None => format!("{scheme}://{node}/{db}"),
+        };
+        redis::Client::open(url.as_str())
+            .map_err(|e| format!("shard `{node}` is not usable ({e}); {SHARDS_EXAMPLE}"))?;
+        urls.push(url);
+        names.push(node.to_owned());
+    }
+    Ok((urls, names))
+}
+
+/// Reads `[user:pass@]s1:p1,s2:p2/service[/db]` into a [`Target::Sentinel`].
+fn sentinel_target(
+    location: &str,
+    tls: bool,
+    sentinel_password: Option<&str>,
+    read_from_replicas: bool,
+) -> Result<Target, String> {
+    let authority = location.split('/').next().unwrap_or("");
+    let (userinfo, rest) = match authority.rsplit_once('@') {
+        Some((u, _)) => (Some(u), &location[u.len() + 1..]),
+        None => (None, location),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut parts = path.trim_end_matches('/').split('/');
+    let service = parts.next().unwrap_or("");
+    if service.is_empty() {
+        return Err(format!(
+            "the master's name (as in the sentinels' `sentinel monitor NAME ...`) is missing; {SENTINEL_EXAMPLE}"
+        ));
+    }
+    if service.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "the master's name `{}` holds spaces or control characters; {SENTINEL_EXAMPLE}",
+            service.escape_debug()
+        ));
+    }
+    let db = match parts.next() {
+        None | Some("") => 0,
+        Some(digits) => digits
+            .parse::<u32>()
+            .map_err(|_| format!("the database `/{digits}` is not a number; {SENTINEL_EXAMPLE}"))?,
+    };
+    if let Some(extra) = parts.next() {
+        return Err(format!(
+            "`/{extra}` follows the database; {SENTINEL_EXAMPLE}"
+        ));
+    }
+    // The URL's credentials are for the master and its replicas, decoded as a URL would be.
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(info) => {
+            let probe = redis::IntoConnectionInfo::into_connection_info(
+                format!("redis://{info}@localhost").as_str(),
+            )
+            .map_err(|e| format!("the user or password is not usable ({e}); {SENTINEL_EXAMPLE}"))?;
+            let settings = probe.redis_settings();
+            (
+                settings.username().map(str::to_owned),
+                settings.password().map(str::to_owned),
+            )
+        }
+    };
+    let scheme = if tls { "rediss" } else { "redis" };
+    let auth = match sentinel_password {
+        None => String::new(),
+        Some(p) => format!(
+            ":{}@",
+            percent_encoding::utf8_percent_encode(p, percent_encoding::NON_ALPHANUMERIC)
+        ),
+    };
+    let mut sentinels = Vec::new();
+    for node in hosts.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        check_host_port(node).map_err(|m| format!("sentinel `{node}`: {m}; {SENTINEL_EXAMPLE}"))?;
+        let url = format!("{scheme}://{auth}{node}");
+        redis::Client::open(url.as_str())
+            .map_err(|e| format!("sentinel `{node}` is not usable ({e}); {SENTINEL_EXAMPLE}"))?;
+        sentinels.push(url);
+    }
+    if sentinels.is_empty() {
+        return Err(format!("no sentinels given; {SENTINEL_EXAMPLE}"));
+    }
+    Ok(Target::Sentinel {
+        sentinels,
+        service: service.to_owned(),
+        db: i64::from(db),
+        username,
+        password,
+        tls,
+        read_from_replicas,
+    })
+}
+
 /// Splits `[user:pass@]h1:p1,h2:p2` into one `redis://` (or `rediss://`) URL per node.
 fn cluster_nodes(location: &str, tls: bool) -> Result<Vec<String>, String> {
     let scheme = if tls { "rediss" } else { "redis" };
@@ -364,6 +570,122 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls() {
+        let c = parse(
+            "redis+sentinel://u:p%40ss@s1:26379,s2:26380/mymaster/2?read_from_replicas=true&sentinel_password=s%20pw&wait_replicas=1",
+        )
+        .unwrap();
+        assert_eq!(
+            c.target,
+            Target::Sentinel {
+                sentinels: vec![
+                    "redis://:s%20pw@s1:26379".into(),
+                    "redis://:s%20pw@s2:26380".into()
+                ],
+                service: "mymaster".into(),
+                db: 2,
+                username: Some("u".into()),
+                password: Some("p@ss".into()),
+                tls: false,
+                read_from_replicas: true,
+            }
+        );
+        assert_eq!(c.wait_replicas, 1);
+        assert_eq!(
+            c.label,
+            "redis+sentinel://u:***@s1:26379,s2:26380/mymaster/2"
+        );
+        let c = parse("redis+sentinel://s1:26379/cache?tls=true").unwrap();
+        let Target::Sentinel {
+            sentinels,
+            db,
+            tls,
+            password,
+            ..
+        } = &c.target
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(sentinels, &["rediss://s1:26379"]);
+        assert_eq!((*db, *tls, password.as_deref()), (0, true, None));
+    }
+
+    /// The TOML form: the URL in `url`, the options as fields of the alias.
+    #[test]
+    fn sentinel_and_shards_from_toml() {
+        let text = r#"
+            [caches.default]
+            url = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/2"
+            read_from_replicas = true
+            wait_replicas = 1
+            sentinel_password = "s3cret"
+            tls = true
+
+            [caches.sharded]
+            url = "redis://10.0.0.1:6379,10.0.0.2:6379/1"
+            response_timeout = 0.5
+        "#;
+        let caches = webcache_core::config::CachesConfig::from_toml_str(
+            text,
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut spec = caches.get("default").unwrap().backend.clone();
+        let c = RedisConfig::from_spec(&mut spec).unwrap();
+        let Target::Sentinel {
+            sentinels,
+            db,
+            tls,
+            read_from_replicas,
+            ..
+        } = &c.target
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            sentinels,
+            &[
+                "rediss://:s3cret@10.0.0.1:26379",
+                "rediss://:s3cret@10.0.0.2:26379"
+            ]
+        );
+        assert_eq!(
+            (*db, *tls, *read_from_replicas, c.wait_replicas),
+            (2, true, true, 1)
+        );
+        let mut spec = caches.get("sharded").unwrap().backend.clone();
+        let c = RedisConfig::from_spec(&mut spec).unwrap();
+        assert!(matches!(&c.target, Target::Shards { shards, .. } if shards.len() == 2));
+        assert_eq!(c.response_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn shard_lists() {
+        let c = parse("redis://u:pw@h1:6379, h2:6380 ,[::1]:6381/3?clear=flushdb").unwrap();
+        assert_eq!(
+            c.target,
+            Target::Shards {
+                shards: vec![
+                    "redis://u:pw@h1:6379/3".into(),
+                    "redis://u:pw@h2:6380/3".into(),
+                    "redis://u:pw@[::1]:6381/3".into()
+                ],
+                names: vec!["h1:6379".into(), "h2:6380".into(), "[::1]:6381".into()],
+            }
+        );
+        let c = parse("rediss://h1,h2").unwrap();
+        let Target::Shards { shards, .. } = &c.target else {
+            panic!("{c:?}")
+        };
+        assert_eq!(shards, &["rediss://h1/0", "rediss://h2/0"]);
+        // One server stays one server.
+        assert!(matches!(
+            parse("redis://h1:6379/0").unwrap().target,
+            Target::Primary { .. }
+        ));
+    }
+
+    #[test]
     fn mistakes_name_the_field_and_show_an_example() {
         for (url, field, words) in [
             ("redis://h:port/2", "url", "the port `port`"),
@@ -424,6 +746,45 @@ mod tests {
                 "tls_ca_file",
                 "trust store",
             ),
+            ("redis+sentinel://s1:26379", "url", "master's name"),
+            ("redis+sentinel://s1:26379/", "url", "master's name"),
+            ("redis+sentinel:///mymaster", "url", "no sentinels"),
+            ("redis+sentinel://s1:x/mymaster", "url", "sentinel `s1:x`"),
+            (
+                "redis+sentinel://s1/mymaster/two",
+                "url",
+                "`/two` is not a number",
+            ),
+            ("redis+sentinel://s1/mymaster/2/9", "url", "`/9` follows"),
+            (
+                "redis+sentinel://s1/mymaster?replicas=redis://r/0",
+                "replicas",
+                "read_from_replicas=true",
+            ),
+            (
+                "redis+sentinel://s1/m?tls=true&tls_ca_file=/etc/hosts",
+                "tls_ca_file",
+                "trust store",
+            ),
+            (
+                "redis://h/1?sentinel_password=x",
+                "sentinel_password",
+                "only for `redis+sentinel://`",
+            ),
+            ("redis://h1,h2:x/0", "url", "shard `h2:x`"),
+            ("redis://h1,,h2/0", "url", "empty server"),
+            ("redis://h1,h1/0", "url", "listed twice"),
+            ("redis://h1,h2/x", "url", "`/x` is not a number"),
+            (
+                "redis://h1,h2/0?replicas=redis://r/0",
+                "replicas",
+                "without replicas",
+            ),
+            (
+                "redis://h1,h2/0?wait_replicas=1",
+                "replicas",
+                "without replicas",
+            ),
         ] {
             let err = parse(url).unwrap_err();
             assert!(err.contains(&format!("`{field}`")), "{url}: {err}");
@@ -431,6 +792,49 @@ mod tests {
             assert!(!err.contains(":pw@"), "password shown: {err}");
             if field == "url" {
                 assert!(err.contains("for example"), "{url}: {err}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Whatever follows a Redis scheme, reading it never panics, and what is accepted is
+        /// what was written: every sentinel, shard or node URL built from it parses again as
+        /// a Redis URL, and a shard list keeps its servers in order.
+        #[test]
+        fn any_location_is_read_without_panic(
+            scheme in proptest::sample::select(vec!["redis", "rediss", "redis+sentinel", "redis+cluster"]),
+            location in "([a-z0-9:@%,/\\[\\]. -]|\\PC){0,40}",
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let noisy = String::from_utf8_lossy(&noise);
+            for url in [format!("{scheme}://{location}"), format!("{scheme}://{noisy}")] {
+                let Ok(config) = parse(&url) else { continue };
+                match config.target {
+                    Target::Sentinel { sentinels, service, .. } => {
+                        proptest::prop_assert!(!service.is_empty());
+                        for s in sentinels {
+                            proptest::prop_assert!(redis::Client::open(s.as_str()).is_ok(), "{}", s);
+                        }
+                    }
+                    Target::Shards { shards, names } => {
+                        proptest::prop_assert_eq!(shards.len(), names.len());
+                        proptest::prop_assert!(shards.len() >= 2);
+                        for (shard, name) in shards.iter().zip(&names) {
+                            proptest::prop_assert!(shard.contains(name.as_str()));
+                            proptest::prop_assert!(parse_node_url(shard).is_ok(), "{}", shard);
+                        }
+                    }
+                    Target::Cluster { nodes, .. } => {
+                        for n in nodes {
+                            proptest::prop_assert!(redis::Client::open(n.as_str()).is_ok(), "{}", n);
+                        }
+                    }
+                    Target::Primary { primary, .. } => {
+                        proptest::prop_assert!(parse_node_url(&primary).is_ok(), "{}", primary);
+                    }
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The Redis backend of webcache: one node, a primary with replicas, or a Redis Cluster.
+//! The Redis backend of webcache: one node, a primary with replicas, a master found through
+//! Redis Sentinel, independent servers sharded by the client, or a Redis Cluster.
 //!
 //! ```toml
 //! [caches.default]
@@ -17,6 +18,14 @@
 //! read_from_replicas = false
 //! tls = false                             # true: reach the nodes over TLS
 //! clear = "prefix"                        # or "flushdb" to empty whole databases on clear()
+//!
+//! [caches.sentinel]                       # the master the sentinels know as `mymaster`, db 2
+//! url = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/2"
+//! read_from_replicas = true
+//! wait_replicas = 1                       # a write is done once a replica has it
+//!
+//! [caches.sharded]                        # keys spread over independent servers (ketama)
+//! url = "redis://10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379/0"
 //!
 //! [caches.private_ca]
 //! url = "rediss://redis.internal:6380/0"
@@ -54,6 +63,7 @@ mod backend;
 mod config;
 mod conn;
 mod lock;
+mod ring;
 
 use std::sync::Arc;
 
@@ -66,7 +76,8 @@ pub use config::{
 };
 pub use lock::{get_or_set_locked, LockOptions, RedisLock};
 
-/// Builds the backend a cache URL describes (`redis://`, `rediss://`, `redis+cluster://`).
+/// Builds the backend a cache URL describes (`redis://`, `rediss://`, `redis+cluster://`,
+/// `redis+sentinel://`).
 ///
 /// Nothing is dialled here: a bad URL or option is a [`ConfigError`] naming the field, but an
 /// unreachable server only shows when the cache is used (as an error bounded by the timeouts,

@@ -61,7 +61,7 @@ impl RedisLock {
         invocation
             .arg(&self.token)
             .arg(ttl.as_millis().max(1) as u64);
-        let mut conn = self.backend.writer();
+        let mut conn = self.backend.writer_for(&self.key);
         let extended: RedisResult<i64> = self
             .backend
             .bounded(invocation.invoke_async(&mut conn))
@@ -81,7 +81,7 @@ impl RedisBackend {
             .arg("NX")
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64);
-        let taken: Option<String> = self.write("lock", &cmd).await?;
+        let taken: Option<String> = self.write(key, "lock", &cmd).await?;
         Ok(taken.map(|_| RedisLock {
             backend: self.clone(),
             key: key.to_owned(),
@@ -118,7 +118,7 @@ impl RedisBackend {
         let script = Script::new(RELEASE);
         let mut invocation = script.key(key);
         invocation.arg(token);
-        let mut conn = self.writer();
+        let mut conn = self.writer_for(key);
         let released: RedisResult<i64> = self.bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(released.map_err(|e| self.fail("unlock", e))? == 1)
     }
@@ -248,7 +248,8 @@ impl RedisBackend {
             .unwrap_or(false)
     }
 
-    pub(crate) fn writer(&self) -> crate::conn::Conn {
-        self.topology().writer()
+    /// The connection for writes to `key`.
+    pub(crate) fn writer_for(&self, key: &str) -> crate::conn::Conn {
+        self.topology().writer_for(key.as_bytes())
     }
 }

@@ -132,3 +132,35 @@ async fn foreign_values_under_the_prefix_are_misses() {
     };
     common::foreign_values_are_misses_and_not_integers(&cache, cli).await;
 }
+
+/// With one primary, `wait_replicas` is for reading one's writes from the replicas: a replica
+/// that does not acknowledge (frozen) leaves the write stored, with a warning, and the call
+/// succeeds. It used to fail with a timeout: `WAIT` waited as long as the client waited for
+/// its answer (`response_timeout`), so the client gave up first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_delays_writes_but_does_not_fail_them() {
+    use webcache_core::{Cache, CacheOptions};
+    use webcache_testkit::servers::Frozen;
+    let pair = RedisReplicaPair::start();
+    let cache = Cache::new(
+        Arc::new(common::backend(&pair.url(0, "&wait_replicas=1&response_timeout=1")).await),
+        CacheOptions {
+            key_prefix: "frozen-replica".into(),
+            ..CacheOptions::default()
+        },
+    );
+    cache.set("before", "v", 60).await.unwrap();
+    let frozen = Frozen::stop(pair.replica.pid());
+    let warnings = common::Warnings::capture();
+    cache.set("during", "v", 60).await.unwrap();
+    assert!(
+        warnings.text().contains("0 of 1 replicas acknowledged"),
+        "the shortfall is logged: {}",
+        warnings.text()
+    );
+    drop(frozen);
+    assert!(pair
+        .primary
+        .cli(&["exists", &cache.make_key("during").unwrap()])
+        .contains('1'));
+}

@@ -1158,3 +1158,250 @@ pub async fn failing_refresh_serves_stale_until_the_window_ends(h: &dyn Harness)
     assert_eq!(failures.load(Ordering::SeqCst), before + 1);
     assert!(!c.has_key("k").await.unwrap(), "a failure stores nothing");
 }
+
+// ----- tags (`Cache::tagged`, `invalidate_tags`) -------------------------------------------
+//
+// Tag versions are ordinary entries of the backend (see webcache-core's `cache::tags` docs), so
+// these cases check the design holds on each backend: a tagged entry is a miss after its tag
+// is invalidated, through every read; other clients see it; a missing version is never
+// trusted; data read before an invalidation does not survive it.
+
+/// A second client of the same backend and key prefix: another process, as far as the cache
+/// can tell (its own connection, its own single flight).
+async fn other_client(h: &dyn Harness, of: &Cache) -> Cache {
+    let options = CacheOptions {
+        key_prefix: of.options().key_prefix.clone(),
+        ..CacheOptions::default()
+    };
+    Cache::new(h.backend().await, options)
+}
+
+/// Invalidating a tag makes every entry carrying it a miss, through every read; entries
+/// without it, and untagged ones, stay.
+pub async fn tagged_entries_are_misses_after_invalidation(h: &dyn Harness) {
+    let c = cache(h).await;
+    let p42 = c.tagged(["products", "product:42"]);
+    let p7 = c.tagged(["products", "product:7"]);
+    p42.set("card:42", &"teapot", 60).await.unwrap();
+    p42.set_bytes("img:42", b"\x89PNG", 60).await.unwrap();
+    p42.set_many([("a:42", 1), ("b:42", 2)], 60).await.unwrap();
+    p7.set("card:7", &"kettle", 60).await.unwrap();
+    c.set("plain", &"untagged", 60).await.unwrap();
+    assert_eq!(
+        c.get::<String>("card:42").await.unwrap().as_deref(),
+        Some("teapot")
+    );
+    assert!(c.has_key("card:42").await.unwrap());
+
+    c.invalidate_tags(["product:42"]).await.unwrap();
+    assert_eq!(c.get::<String>("card:42").await.unwrap(), None, "get");
+    assert_eq!(c.get_bytes("img:42").await.unwrap(), None, "get_bytes");
+    assert!(!c.has_key("card:42").await.unwrap(), "has_key");
+    assert_eq!(c.ttl("card:42").await.unwrap(), Ttl::Missing, "ttl");
+    let many: HashMap<String, i32> = c.get_many(["a:42", "b:42", "card:7"]).await.unwrap();
+    assert!(
+        many.is_empty() || many.keys().all(|k| k == "card:7"),
+        "get_many: {many:?}"
+    );
+    assert_eq!(
+        many.len(),
+        0,
+        "get_many returned an entry of another type: {many:?}"
+    );
+    assert_eq!(
+        c.get::<String>("card:7").await.unwrap().as_deref(),
+        Some("kettle"),
+        "other tag"
+    );
+    assert_eq!(
+        c.get::<String>("plain").await.unwrap().as_deref(),
+        Some("untagged")
+    );
+
+    // `add` and `get_or_set` treat the invalidated entry as absent and replace it.
+    assert!(
+        p42.add("card:42", &"teapot v2", 60).await.unwrap(),
+        "add over an invalidated entry"
+    );
+    assert_eq!(
+        c.get::<String>("card:42").await.unwrap().as_deref(),
+        Some("teapot v2")
+    );
+    c.invalidate_tags(["products"]).await.unwrap();
+    assert_eq!(
+        c.get::<String>("card:7").await.unwrap(),
+        None,
+        "a shared tag reaches all"
+    );
+    let v: String = p7
+        .get_or_set_with("card:7", 60, || async { "kettle v2".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(
+        v, "kettle v2",
+        "get_or_set computes again after the invalidation"
+    );
+    assert_eq!(
+        c.get::<String>("card:7").await.unwrap().as_deref(),
+        Some("kettle v2")
+    );
+}
+
+/// An invalidation by one client is seen at once by another client of the same backend.
+pub async fn invalidation_reaches_other_clients(h: &dyn Harness) {
+    let a = cache(h).await;
+    let b = other_client(h, &a).await;
+    a.tagged(["user:1"])
+        .set("profile:1", &"ada", 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get::<String>("profile:1").await.unwrap().as_deref(),
+        Some("ada")
+    );
+    b.invalidate_tags(["user:1"]).await.unwrap();
+    assert_eq!(
+        a.get::<String>("profile:1").await.unwrap(),
+        None,
+        "writer's client"
+    );
+    assert_eq!(
+        b.get::<String>("profile:1").await.unwrap(),
+        None,
+        "invalidating client"
+    );
+    // Tags are shared by every version of the cache.
+    a.with_version(2)
+        .tagged(["user:1"])
+        .set("profile:1", &"v2", 60)
+        .await
+        .unwrap();
+    b.invalidate_tags(["user:1"]).await.unwrap();
+    assert_eq!(
+        a.with_version(2).get::<String>("profile:1").await.unwrap(),
+        None
+    );
+}
+
+/// A value computed from data read before an invalidation does not survive it: the
+/// `get_or_set` family pins the versions before computing, and a pinned `set` is skipped.
+pub async fn data_read_before_an_invalidation_does_not_survive_it(h: &dyn Harness) {
+    let c = cache(h).await;
+    let other = other_client(h, &c).await;
+    let tagged = c.tagged(["stock"]);
+    let inv = other.clone();
+    let v: u32 = tagged
+        .get_or_set_with("count", 60, move || async move {
+            // The data is read (7), then another process changes it and invalidates.
+            inv.invalidate_tags(["stock"]).await.unwrap();
+            7
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 7, "the caller still gets its value");
+    assert_eq!(
+        c.get::<u32>("count").await.unwrap(),
+        None,
+        "get_or_set_with kept old data"
+    );
+
+    let pinned = tagged.pin_tags().await.unwrap();
+    other.invalidate_tags(["stock"]).await.unwrap();
+    pinned.set("count", &7u32, 60).await.unwrap();
+    assert_eq!(
+        c.get::<u32>("count").await.unwrap(),
+        None,
+        "a pinned set kept old data"
+    );
+    // Tags added after the pin are covered by the generation.
+    let late = c.pin_tags().await.unwrap();
+    other.invalidate_tags(["anything"]).await.unwrap();
+    late.tagged(["page:/"])
+        .set("page", &"old", 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get::<String>("page").await.unwrap(),
+        None,
+        "a late tag kept old data"
+    );
+    // Without an invalidation in between, both writes land.
+    let pinned = tagged.pin_tags().await.unwrap();
+    pinned
+        .tagged(["more"])
+        .set("count", &8u32, 60)
+        .await
+        .unwrap();
+    assert_eq!(c.get::<u32>("count").await.unwrap(), Some(8));
+
+    // A stale window does not outlive an invalidation either.
+    let window = Duration::from_secs(60);
+    let v: String = tagged
+        .get_or_set_with_stale("rates", 1, window, || async { "old".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(v, "old");
+    c.invalidate_tags(["stock"]).await.unwrap();
+    let v: String = tagged
+        .get_or_set_with_stale("rates", 1, window, || async { "new".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(v, "new", "an invalidated value is not served stale");
+}
+
+/// A tag whose version vanished (evicted, cleared, lost with a server) is never trusted: its
+/// entries are misses, and new writes create a new version that does not revive them.
+pub async fn missing_tag_versions_are_never_trusted(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.tagged(["t"]).set("old", &1, 60).await.unwrap();
+    // The version's stored key: the cache's prefix, version 0, `webcache.tag:<tag>`.
+    let version_key = format!("{}:0:webcache.tag:t", c.options().key_prefix);
+    assert!(
+        c.backend().has_key(&version_key).await.unwrap(),
+        "the tag version lives under {version_key}"
+    );
+    c.backend().delete(&version_key).await.unwrap();
+    assert_eq!(
+        c.get::<i32>("old").await.unwrap(),
+        None,
+        "an entry whose version vanished"
+    );
+    c.tagged(["t"]).set("new", &2, 60).await.unwrap();
+    assert_eq!(c.get::<i32>("new").await.unwrap(), Some(2));
+    assert_eq!(
+        c.get::<i32>("old").await.unwrap(),
+        None,
+        "a recreated version revived it"
+    );
+    // A foreign value under the version key is not a version.
+    c.backend()
+        .set(&version_key, Bytes::from_static(b"junk"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get::<i32>("new").await.unwrap(),
+        None,
+        "a foreign version was trusted"
+    );
+    c.clear().await.unwrap();
+    c.tagged(["t"]).set("after-clear", &3, 60).await.unwrap();
+    assert_eq!(c.get::<i32>("after-clear").await.unwrap(), Some(3));
+}
+
+/// Tags are checked: too many, empty or too long is an error that says so, not a silent
+/// untagged write.
+pub async fn bad_tags_are_refused(h: &dyn Harness) {
+    let c = cache(h).await;
+    let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    let err = c.tagged(&many).set("k", &1, 60).await.unwrap_err();
+    assert!(err.to_string().contains("at most 64 tags"), "{err}");
+    let err = c.tagged([""]).set("k", &1, 60).await.unwrap_err();
+    assert!(err.to_string().contains("tag"), "{err}");
+    let err = c
+        .tagged(["x".repeat(201)])
+        .set("k", &1, 60)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tag"), "{err}");
+    assert_eq!(c.get::<i32>("k").await.unwrap(), None);
+}

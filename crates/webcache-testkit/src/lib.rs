@@ -167,6 +167,11 @@ macro_rules! conformance_suite {
             stale_value_is_served_at_once_with_one_refresh,
             past_the_stale_window_callers_wait,
             failing_refresh_serves_stale_until_the_window_ends,
+            tagged_entries_are_misses_after_invalidation,
+            invalidation_reaches_other_clients,
+            data_read_before_an_invalidation_does_not_survive_it,
+            missing_tag_versions_are_never_trusted,
+            bad_tags_are_refused,
         );
     };
 }

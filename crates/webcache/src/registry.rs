@@ -105,9 +105,11 @@ pub async fn build_backend(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, C
             Ok(Arc::new(Dummy))
         }
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+cluster" => webcache_redis::from_spec(spec).await,
+        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => {
+            webcache_redis::from_spec(spec).await
+        }
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" | "redis+cluster" => feature_missing(spec, "redis"),
+        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => feature_missing(spec, "redis"),
         #[cfg(feature = "memcached")]
         "memcached" => webcache_memcached::from_spec(spec).await,
         #[cfg(not(feature = "memcached"))]

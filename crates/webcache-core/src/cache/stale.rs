@@ -155,18 +155,24 @@ impl Cache {
         let cache = self.clone();
         let key = key.to_owned();
         let task = async move {
+            // Tags are pinned before the value is computed from the data they name.
+            let writer = cache.handle_for_compute().await;
             // The value is encoded at once: only bytes are held across the write.
-            let encoded = compute()
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|value| {
-                    cache
-                        .encode_entry(&key, &value, Some(window.fresh))
-                        .map_err(|e| e.to_string())
-                });
-            let stored = match encoded {
-                Ok(bytes) => cache.store_refreshed(&full, bytes, window).await,
-                Err(why) => Err(why),
+            let computed = compute().await.map_err(|e| e.to_string());
+            let stored = match (writer, computed) {
+                (Err(e), _) => Err(e.to_string()),
+                (Ok(None), _) => Err("the tag versions could not be read".to_owned()),
+                (_, Err(why)) => Err(why),
+                (Ok(Some(writer)), Ok(value)) => match writer.stamp_or_skip(&key).await {
+                    Err(e) => Err(e.to_string()),
+                    Ok(None) => Err("its tags were invalidated while it was computed".to_owned()),
+                    Ok(Some(tags)) => {
+                        match cache.encode_entry(&key, &value, Some(window.fresh), &tags) {
+                            Err(e) => Err(e.to_string()),
+                            Ok(bytes) => cache.store_refreshed(&full, bytes, window).await,
+                        }
+                    }
+                },
             };
             match stored {
                 // Callers that missed meanwhile wait for this value rather than compute.
@@ -212,23 +218,14 @@ impl Cache {
         key: &str,
         value: &T,
         fresh_for: Option<Duration>,
+        tags: &[(String, u64)],
     ) -> Result<Bytes> {
-        let Some(fresh_for) = fresh_for else {
-            return self.encode(key, value);
-        };
-        let fresh_until = SystemTime::now()
-            .checked_add(fresh_for)
-            .unwrap_or_else(SystemTime::now);
-        let encoded = entry::encode_json_fresh_until(
-            value,
-            self.inner.options.compress_min_bytes,
-            fresh_until,
-        )
-        .map_err(|source| Error::Serialize {
-            key: key.to_owned(),
-            source,
-        })?;
-        self.within_limit(key, encoded)
+        let fresh_until = fresh_for.map(|fresh_for| {
+            SystemTime::now()
+                .checked_add(fresh_for)
+                .unwrap_or_else(SystemTime::now)
+        });
+        self.encode_meta(key, value, entry::Meta { fresh_until, tags })
     }
 
     /// How long `key` stays fresh and then stale: [`Lifetime::Expires`] (its `stale` part is

@@ -23,6 +23,7 @@ use crate::key;
 use crate::policy::{Decision, Exchange};
 use crate::session_mark::SessionMark;
 use crate::stored::StoredResponse;
+use crate::tags;
 
 /// The largest gateway error (502/503/504) that is repeated to the requests that waited for
 /// the one that got it, rather than each of them asking a failing origin again.
@@ -49,6 +50,8 @@ impl PageCacheEngine {
         let request_headers = req.headers().clone();
         let session = req.extensions().get::<SessionMark>().cloned();
         prepare(&mut req, stale.as_ref().map(|s| &s.page));
+        // Before the inner service reads the data the page is built from (see `PageStore::pin`).
+        let pinned = self.store.pin().await;
         let request_time = SystemTime::now();
         // An error of the inner service drops `leader`: the waiters ask for themselves (unless
         // a stale page answers instead).
@@ -70,11 +73,22 @@ impl PageCacheEngine {
         let response_time = SystemTime::now();
         let (mut parts, body) = response.into_parts();
         let times = (request_time, response_time);
+        let tags = tags::take(
+            &mut parts.headers,
+            &mut parts.extensions,
+            self.settings.keep_tag_headers,
+        );
 
         let stale = match stale {
             Some(stale)
                 if parts.status == StatusCode::NOT_MODIFIED && stale.page.has_validator() =>
             {
+                // The page keeps the tags it was stored with, and gains any the 304 names.
+                // A 304 says the data did not change: without a pin, the versions of now do.
+                let mut kept = self.store.stored_tags(primary, &stale.page).await;
+                kept.extend(tags.unwrap_or_default());
+                let unpinned = self.store.cache.tagged(&kept);
+                let writer = self.store.writer(pinned, kept).unwrap_or(unpinned);
                 return Ok(self
                     .revalidated(
                         stale.page,
@@ -84,6 +98,7 @@ impl PageCacheEngine {
                         primary,
                         times,
                         leader,
+                        writer,
                     )
                     .await);
             }
@@ -129,6 +144,24 @@ impl PageCacheEngine {
             } => (fresh_for, initial_age, keep),
             Decision::Skip(reason) => {
                 tracing::debug!(key = primary, reason = %reason, "response not stored");
+                return Ok(self
+                    .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                    .await);
+            }
+        };
+        let writer = match tags.map(|tags| self.store.writer(pinned, tags)) {
+            Ok(Some(writer)) => writer,
+            Ok(None) => {
+                tracing::debug!(
+                    key = primary,
+                    "response not stored: the first tagged page of this layer (its tags were not pinned before the handler ran; later ones are)"
+                );
+                return Ok(self
+                    .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                    .await);
+            }
+            Err(why) => {
+                tracing::debug!(key = primary, "response not stored: its tags: {why}");
                 return Ok(self
                     .not_stored(parts, body, &method, &request_headers, flight_key, leader)
                     .await);
@@ -188,7 +221,7 @@ impl PageCacheEngine {
                 match copy.await {
                     Ok(data) => {
                         let page = Arc::new(StoredResponse { body: data, ..page });
-                        engine.stored(&primary, &flight_key, page, keep, leader);
+                        engine.stored(&primary, &flight_key, page, keep, leader, writer);
                     }
                     Err(_) => {
                         engine.uncacheable.remember(&flight_key);
@@ -205,7 +238,14 @@ impl PageCacheEngine {
         match buffer(body, limit).await {
             Buffered::Complete(data) => {
                 let page = StoredResponse { body: data, ..page };
-                self.stored(primary, flight_key, Arc::new(page.clone()), keep, leader);
+                self.stored(
+                    primary,
+                    flight_key,
+                    Arc::new(page.clone()),
+                    keep,
+                    leader,
+                    writer,
+                );
                 Ok(self.respond.page(
                     page,
                     &method,
@@ -255,9 +295,10 @@ impl PageCacheEngine {
         page: Arc<StoredResponse>,
         keep: Duration,
         leader: Option<Leader<Published>>,
+        writer: webcache_core::Cache,
     ) {
         self.uncacheable.forget(flight_key);
-        self.store.store_later(primary, page.clone(), keep);
+        self.store.store_later(primary, page.clone(), keep, writer);
         if let Some(leader) = leader {
             leader.publish(Published::Page(page));
         }
@@ -297,6 +338,7 @@ impl PageCacheEngine {
         primary: &str,
         (request_time, response_time): (SystemTime, SystemTime),
         leader: Option<Leader<Published>>,
+        writer: webcache_core::Cache,
     ) -> Response<CacheBody<R>> {
         let diagnostic = self.settings.header.as_ref();
         for name in parts.headers.keys() {
@@ -329,7 +371,14 @@ impl PageCacheEngine {
                 page.fresh_for = fresh_for;
                 page.initial_age = initial_age;
                 let flight_key = primary.to_owned();
-                self.stored(primary, &flight_key, Arc::new(page.clone()), keep, leader);
+                self.stored(
+                    primary,
+                    &flight_key,
+                    Arc::new(page.clone()),
+                    keep,
+                    leader,
+                    writer,
+                );
             }
             Decision::Skip(reason) => {
                 tracing::debug!(key = primary, reason = %reason, "revalidated page is no longer stored");

@@ -158,7 +158,9 @@ impl PageCacheEngine {
             if let Some(primary) = invalidate {
                 let status = response.status();
                 if status.is_success() || status.is_redirection() {
-                    self.store.invalidate(&primary).await;
+                    if let Err(e) = self.store.invalidate(&primary).await {
+                        self.store.warn_backend("invalidate", &e);
+                    }
                 }
             }
             return Ok(self

@@ -3,7 +3,7 @@
 //! URL's pages with all their variants.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ pub(crate) struct StoreState {
     vary_locks: VaryLocks,
     /// Bytes of pages being written in the background (see [`MAX_WRITING_BYTES`]).
     writing_bytes: AtomicUsize,
+    /// Whether a response of this layer carried tags: from then on every miss pins the tag
+    /// versions (see [`PageStore::pin`]); a site without tags never pays for it.
+    tags_seen: AtomicBool,
     warn: LogThrottle,
 }
 
@@ -52,6 +55,7 @@ impl Default for StoreState {
             writes: Writes::default(),
             vary_locks: VaryLocks::default(),
             writing_bytes: AtomicUsize::new(0),
+            tags_seen: AtomicBool::new(false),
             warn: LogThrottle::new(WARN_EVERY),
         }
     }
@@ -125,18 +129,23 @@ impl PageStore {
     }
 
     async fn read_backend(&self, key: &str) -> Option<Entry> {
-        match self.cache.get_bytes(key).await {
-            Ok(Some(raw)) => match stored::decode(raw) {
-                Ok(entry) => Some(entry),
-                Err(e) => {
-                    tracing::warn!(key, "{e}; treated as a miss");
-                    None
-                }
-            },
-            Ok(None) => None,
+        self.read_backend_strict(key).await.unwrap_or_else(|e| {
+            self.warn_backend("get", &e);
+            None
+        })
+    }
+
+    /// Reads and decodes one entry from the backend; a corrupt entry is a miss and a warning,
+    /// a failing backend an error.
+    async fn read_backend_strict(&self, key: &str) -> Result<Option<Entry>, webcache_core::Error> {
+        let Some(raw) = self.cache.get_bytes(key).await? else {
+            return Ok(None);
+        };
+        match stored::decode(raw) {
+            Ok(entry) => Ok(Some(entry)),
             Err(e) => {
-                self.warn_backend("get", &e);
-                None
+                tracing::warn!(key, "{e}; treated as a miss");
+                Ok(None)
             }
         }
     }
@@ -145,7 +154,16 @@ impl PageStore {
     /// backend delays nobody, and the write gives up after the store timeout. Until the
     /// backend confirms, this process serves the page from memory, so a client that asks again
     /// at once gets a hit.
-    pub(crate) fn store_later(&self, primary: &str, page: Arc<StoredResponse>, keep: Duration) {
+    ///
+    /// The page entry is written through `writer`: the cache handle carrying the page's tags,
+    /// pinned before the inner service was called (see [`PageStore::pin`]).
+    pub(crate) fn store_later(
+        &self,
+        primary: &str,
+        page: Arc<StoredResponse>,
+        keep: Duration,
+        writer: Cache,
+    ) {
         // The page is held twice while it is written (the page and its encoded form).
         let weight = page.body.len().saturating_mul(2).saturating_add(4096);
         let reserved =
@@ -186,7 +204,7 @@ impl PageStore {
         let store = self.clone();
         let primary = primary.to_owned();
         tokio::spawn(async move {
-            let write = store.store(&primary, &page, keep);
+            let write = store.store(&primary, &page, keep, &writer);
             if tokio::time::timeout(store.store_timeout, write)
                 .await
                 .is_err()
@@ -215,16 +233,24 @@ impl PageStore {
         });
     }
 
-    /// Writes a page (and, for a page that varies, its URL's vary entry listing it).
-    pub(crate) async fn store(&self, primary: &str, page: &StoredResponse, keep: Duration) {
+    /// Writes a page through `writer` (which carries its tags) and, for a page that varies, its
+    /// URL's vary entry listing it. The vary entry carries no tags: a variant whose tags were
+    /// invalidated is a miss by itself, and the others stay reachable.
+    pub(crate) async fn store(
+        &self,
+        primary: &str,
+        page: &StoredResponse,
+        keep: Duration,
+        writer: &Cache,
+    ) {
         let names = page.vary_names();
         let timeout = Timeout::After(keep);
         let cache = &self.cache;
         let result = if names.is_empty() {
-            cache.set_bytes(primary, &page.encode(), timeout).await
+            writer.set_bytes(primary, &page.encode(), timeout).await
         } else {
             let id = key::variant_id(&names, &page.vary_values());
-            match cache
+            match writer
                 .set_bytes(&key::variant_key(primary, &id), &page.encode(), timeout)
                 .await
             {
@@ -296,20 +322,75 @@ impl PageStore {
         }
     }
 
+    /// Pins the tag versions before the inner service reads the data a page is built from, so
+    /// a page built before an invalidation of its tags is never stored after it (webcache-core's
+    /// tags): the handle the page is written through. `None` until this layer has seen a tagged
+    /// response (a site without tags pays no round trip); when the backend cannot tell, the
+    /// plain cache (versions read at write time).
+    pub(crate) async fn pin(&self) -> Option<Cache> {
+        if !self.state.tags_seen.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(match self.cache.pin_tags().await {
+            Ok(pinned) => pinned,
+            Err(e) => {
+                self.warn_backend("pin_tags", &e);
+                self.cache.clone()
+            }
+        })
+    }
+
+    /// The handle a page with `tags` is written through, given what [`pin`](Self::pin) gave
+    /// before the inner service was called; `None` when the page must not be stored: the
+    /// first tagged page of this layer was not pinned (nothing told the layer to), so it is
+    /// answered but not stored, and every later miss pins.
+    pub(crate) fn writer(&self, pinned: Option<Cache>, tags: Vec<String>) -> Option<Cache> {
+        if tags.is_empty() {
+            return Some(pinned.unwrap_or_else(|| self.cache.clone()));
+        }
+        self.state.tags_seen.store(true, Ordering::Relaxed);
+        pinned.map(|pinned| pinned.tagged(tags))
+    }
+
+    /// The tags the stored entry of `page` (a page of `primary`) carries, so that a page stored
+    /// anew (after a revalidation) keeps them. One read.
+    pub(crate) async fn stored_tags(&self, primary: &str, page: &StoredResponse) -> Vec<String> {
+        let names = page.vary_names();
+        let key = if names.is_empty() {
+            primary.to_owned()
+        } else {
+            key::variant_key(primary, &key::variant_id(&names, &page.vary_values()))
+        };
+        match self.cache.get_raw(&key).await {
+            Ok(Some(raw)) => webcache_core::entry::tags(&raw)
+                .map(|tags| tags.into_iter().map(|(t, _)| t.to_owned()).collect())
+                .unwrap_or_default(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                self.warn_backend("get", &e);
+                Vec::new()
+            }
+        }
+    }
+
     /// Removes a URL's page, or its vary entry and every variant it lists: one read and one
-    /// delete, whatever the size of the keyspace.
-    pub(crate) async fn invalidate(&self, primary: &str) {
+    /// delete, whatever the size of the keyspace. Returns whether anything was stored.
+    pub(crate) async fn invalidate(&self, primary: &str) -> Result<bool, webcache_core::Error> {
         // First: writes under way learn of it (and undo themselves), so none can land after the
         // delete below and bring the page back.
         self.state.writes.invalidated(primary);
-        self.state.pending.remove_prefixed(primary);
+        let pending = self.state.pending.remove_prefixed(primary);
         let mut keys = vec![primary.to_owned()];
-        if let Some(Entry::Vary(list)) = self.read_backend(primary).await {
+        if let Some(Entry::Vary(list)) = self.read_backend_strict(primary).await? {
             keys.extend(list.variants.iter().map(|id| key::variant_key(primary, id)));
         }
-        if let Err(e) = self.cache.delete_many(&keys).await {
-            self.warn_backend("delete_many", &e);
-        }
+        Ok(self.cache.delete_many(&keys).await? > 0 || pending)
+    }
+
+    /// Drops this process's pages not yet confirmed by the backend (an invalidation by tag
+    /// cannot tell which of them carry the tag).
+    pub(crate) fn forget_pending(&self) {
+        self.state.pending.remove_prefixed("");
     }
 
     /// Logs a backend failure: a warning at most every 10 s, debug otherwise.
@@ -373,13 +454,16 @@ impl Pending {
         self.len.store(map.len(), Ordering::Release);
     }
 
-    fn remove_prefixed(&self, primary: &str) {
+    /// Removes the entries of `primary` (its variants included); returns whether there were.
+    fn remove_prefixed(&self, primary: &str) -> bool {
         if self.len.load(Ordering::Acquire) == 0 {
-            return;
+            return false;
         }
         let mut map = self.lock();
+        let before = map.len();
         map.retain(|k, _| !k.starts_with(primary));
         self.len.store(map.len(), Ordering::Release);
+        map.len() < before
     }
 }
 

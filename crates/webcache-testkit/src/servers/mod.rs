@@ -225,3 +225,4 @@ fn signal(signal: &str, pid: u32) {
 pub mod memcached;
 pub mod postgres;
 pub mod redis;
+pub mod sentinel;
