@@ -76,7 +76,9 @@ use syn::{
 ///   [`Cache::try_get_or_set_with_stale`]: a value past its ttl is returned at once while one
 ///   call refreshes it in the background. The body then runs in a spawned task, so it must be
 ///   `Send + 'static` (owned arguments, no `&self`), and a `Result`'s error `Display`.
-/// - `tags = [...]`: reserved for the cache's tags (not there yet).
+/// - `tags = ["user:{id}", "users"]`: tags the stored value carries (templates like `key`);
+///   `cache.invalidate_tags(["user:7"])` then forgets every value tagged `user:7`, in every
+///   process, whatever its key (see `Cache::tagged`).
 ///
 /// # What the function returns, and what a failing cache does
 /// - `Result<T, E>` (also `io::Result<T>`, `anyhow::Result<T>`): an `Err` is returned and not
@@ -144,6 +146,7 @@ struct Options {
     name: Option<LitStr>,
     cache_none: Option<Span>,
     stale: Option<Expr>,
+    tags: Vec<LitStr>,
 }
 
 impl Options {
@@ -193,14 +196,21 @@ impl Options {
             once(self.stale.is_some())?;
             self.stale = Some(meta.value()?.parse()?);
         } else if path.is_ident("tags") {
-            // The place for `tags = [...]` once the cache has `Cache::tagged`: parse the list,
-            // and wrap the cache in `.tagged(...)` where the expansion obtains it.
-            return Err(meta.error(
-                "`tags` are not supported yet: they come with the cache's tags (`Cache::tagged`)",
-            ));
+            once(!self.tags.is_empty())?;
+            let input = meta.value()?;
+            let content;
+            syn::bracketed!(content in input);
+            let tags =
+                syn::punctuated::Punctuated::<LitStr, syn::Token![,]>::parse_terminated(&content)?;
+            if tags.is_empty() {
+                return Err(
+                    meta.error("`tags = [...]` lists at least one tag, such as \"user:{id}\"")
+                );
+            }
+            self.tags = tags.into_iter().collect();
         } else {
             return Err(meta.error(
-                "unknown option; #[cached] takes ttl, key, skip(...), cache, alias, name, cache_none, stale",
+                "unknown option; #[cached] takes ttl, key, skip(...), cache, alias, name, cache_none, stale, tags",
             ));
         }
         Ok(())
@@ -367,55 +377,16 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
     let mut key_args: BTreeSet<String> = BTreeSet::new();
     let key_expr = match &options.key {
         Some(template) => {
-            let parts = parse_template(template)?;
-            let mut format = String::new();
-            let mut values = Vec::new();
-            for part in parts {
-                match part {
-                    Part::Text(text) => {
-                        format.push_str(&text.replace('{', "{{").replace('}', "}}"))
-                    }
-                    Part::Field(fields) => {
-                        let root = &fields[0];
-                        let span = if root == "self" {
-                            match &receiver {
-                                Some(r) => r.self_token.span,
-                                None => return Err(Error::new(
-                                    template.span(),
-                                    format!("the key template names `self`, but `{fn_name}` is not a method"),
-                                )),
-                            }
-                        } else {
-                            match args.iter().find(|a| a.ident.as_ref().is_some_and(|i| i == root)) {
-                                Some(arg) if arg.is_cache => return Err(Error::new(
-                                    template.span(),
-                                    format!("the key template names `{root}`, the #[cache] argument; name the arguments the value depends on"),
-                                )),
-                                Some(arg) => {
-                                    key_args.insert(root.clone());
-                                    arg.ident.as_ref().map_or(template.span(), Ident::span)
-                                }
-                                None => return Err(Error::new(
-                                    template.span(),
-                                    format!(
-                                        "the key template names `{{{}}}`, but `{fn_name}` has no argument `{root}`; its arguments are: {}",
-                                        fields.join("."),
-                                        list(&names)
-                                    ),
-                                )),
-                            }
-                        };
-                        let idents = fields.iter().map(|f| Ident::new(f, span));
-                        values.push(quote_spanned!(span=> &#(#idents).*));
-                        format.push_str("{}");
-                    }
-                }
-            }
-            quote! {
-                ::core::result::Result::<::std::string::String, ::webcache::Error>::Ok(
-                    ::std::format!(#format, #(#values),*)
-                )
-            }
+            let format = formatted(
+                template,
+                "key template",
+                &args,
+                receiver.as_ref(),
+                fn_name,
+                &names,
+                &mut key_args,
+            )?;
+            quote!(::core::result::Result::<::std::string::String, ::webcache::Error>::Ok(#format))
         }
         None => {
             let mut parts = Vec::new();
@@ -466,9 +437,30 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
     let block = &func.block;
     let ret_span = ret.span();
     let body = quote!(::webcache::__private::typed::<#ret, _>(async move #block));
+    // Tags: the value is written through `cache.tagged([...])`, so `invalidate_tags` with any
+    // of them forgets it. Reads need no tags (the entry records them), nor do the siblings.
+    let mut tags = Vec::new();
+    for tag in &options.tags {
+        let mut read = BTreeSet::new();
+        tags.push(formatted(
+            tag,
+            "tag",
+            &args,
+            receiver.as_ref(),
+            fn_name,
+            &names,
+            &mut read,
+        )?);
+    }
+    let tagged = (!tags.is_empty()).then(|| {
+        quote! {
+            let __wc_cache = __wc_cache.map(|c| c.tagged([#(#tags),*]));
+        }
+    });
     let prelude = quote! {
         let __wc_key: ::core::result::Result<::std::string::String, ::webcache::Error> = #key_expr;
         let __wc_cache: ::core::result::Result<::webcache::Cache, ::webcache::Error> = #cache_expr;
+        #tagged
     };
     let cache_none = options.cache_none.is_some();
     let new_body = match &shape {
@@ -631,6 +623,68 @@ fn once_body(
             }
         }
     }}
+}
+
+/// `format!(...)` of a template naming arguments (`{id}`, `{user.id}`, `{self.tenant}`): each
+/// value at its argument's span, so one that is not `Display` is reported there. The arguments
+/// it names go into `used`.
+fn formatted(
+    template: &LitStr,
+    what: &str,
+    args: &[Arg],
+    receiver: Option<&Receiver>,
+    fn_name: &Ident,
+    names: &[&Ident],
+    used: &mut BTreeSet<String>,
+) -> syn::Result<Tokens> {
+    let mut format = String::new();
+    let mut values = Vec::new();
+    for part in parse_template(template)? {
+        match part {
+            Part::Text(text) => format.push_str(&text.replace('{', "{{").replace('}', "}}")),
+            Part::Field(fields) => {
+                let root = &fields[0];
+                let span = if root == "self" {
+                    match receiver {
+                        Some(r) => r.self_token.span,
+                        None => {
+                            return Err(Error::new(
+                                template.span(),
+                                format!("the {what} names `self`, but `{fn_name}` is not a method"),
+                            ))
+                        }
+                    }
+                } else {
+                    match args.iter().find(|a| a.ident.as_ref().is_some_and(|i| i == root)) {
+                        Some(arg) if arg.is_cache => {
+                            return Err(Error::new(
+                                template.span(),
+                                format!("the {what} names `{root}`, the #[cache] argument; name the arguments the value depends on"),
+                            ))
+                        }
+                        Some(arg) => {
+                            used.insert(root.clone());
+                            arg.ident.as_ref().map_or(template.span(), Ident::span)
+                        }
+                        None => {
+                            return Err(Error::new(
+                                template.span(),
+                                format!(
+                                    "the {what} names `{{{}}}`, but `{fn_name}` has no argument `{root}`; its arguments are: {}",
+                                    fields.join("."),
+                                    list(names)
+                                ),
+                            ))
+                        }
+                    }
+                };
+                let idents = fields.iter().map(|f| Ident::new(f, span));
+                values.push(quote_spanned!(span=> &#(#idents).*));
+                format.push_str("{}");
+            }
+        }
+    }
+    Ok(quote!(::std::format!(#format, #(#values),*)))
 }
 
 fn shape_of(ret: &Type) -> Shape {

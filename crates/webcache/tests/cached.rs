@@ -357,6 +357,42 @@ mod down {
     }
 }
 
+/// Tagged values: `invalidate_tags` forgets every call that carried the tag.
+#[cached(ttl = 60, tags = ["user:{user}", "orders"], skip(runs))]
+async fn orders(#[cache] cache: &Cache, user: u64, page: u32, runs: &AtomicUsize) -> Vec<u32> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    vec![page; user as usize]
+}
+
+async fn tags_invalidate_every_call_that_carries_them(backend: &str) {
+    let cache = cache(backend).await;
+    let runs = AtomicUsize::new(0);
+    for (user, page) in [(1, 1), (1, 2), (2, 1)] {
+        orders(&cache, user, page, &runs).await;
+        orders(&cache, user, page, &runs).await;
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    cache.invalidate_tags(["user:1"]).await.unwrap();
+    assert_eq!(orders_cached(&cache, 1, 1).await.unwrap(), None);
+    assert_eq!(orders_cached(&cache, 1, 2).await.unwrap(), None);
+    assert_eq!(orders_cached(&cache, 2, 1).await.unwrap(), Some(vec![1, 1]));
+    orders(&cache, 1, 1, &runs).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 4, "user 1 recomputed, once");
+    cache.invalidate_tags(["orders"]).await.unwrap();
+    assert_eq!(orders_cached(&cache, 2, 1).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn locmem_tags_invalidate_every_call_that_carries_them() {
+    tags_invalidate_every_call_that_carries_them("locmem").await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_tags_invalidate_every_call_that_carries_them() {
+    tags_invalidate_every_call_that_carries_them("redis").await;
+}
+
 #[tokio::test]
 async fn locmem_concurrent_first_calls_run_the_body_once() {
     concurrent_first_calls_run_the_body_once("locmem").await;
@@ -423,7 +459,10 @@ async fn every_shape_is_send_and_generic_functions_expand() {
     assert_eq!(stale_option_cached(&cache, 2).await.unwrap(), Some(1));
     assert_eq!(assert_send(generic_len(&cache, &["a", "b"])).await, 2);
     assert_eq!(
-        cache.get::<usize>(r#"generic_len:[["a","b"]]"#).await.unwrap(),
+        cache
+            .get::<usize>(r#"generic_len:[["a","b"]]"#)
+            .await
+            .unwrap(),
         Some(2)
     );
     assert!(generic_len_invalidate(&cache, &["a", "b"]).await.unwrap());
