@@ -30,7 +30,8 @@
 //! A fragment is stored as text with the cache's typed API, so every backend holds it and
 //! concurrent misses of one fragment in a process render it once (the cache's single flight).
 //! What a cached fragment shows is what it showed when it was rendered: put everything it
-//! depends on (the user, the language, a version) in `vary_on`.
+//! depends on (the user, the language, a version) in `vary_on`, or tag it: pass a tagged
+//! handle (`&cache.tagged(["product:42"])`) and `invalidate_tags` drops it with the rest.
 
 use std::fmt::Display;
 use std::future::Future;
