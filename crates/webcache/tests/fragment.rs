@@ -61,6 +61,19 @@ async fn fragments_render_once_per_key(backend: &str) {
     assert!(cache.delete(&key).await.unwrap());
     sidebar(&cache, "alice", &renders).await;
     assert_eq!(renders.load(Ordering::SeqCst), 3);
+    // A fragment written through a tagged handle goes with its tag.
+    let tagged = cache.tagged(["product:42"]);
+    let card = || async { format!("card {}", renders.fetch_add(1, Ordering::SeqCst)) };
+    let first = fragment(&tagged, "card", &[&42], 60, card).await.unwrap();
+    assert_eq!(
+        fragment(&tagged, "card", &[&42], 60, card).await.unwrap(),
+        first
+    );
+    cache.invalidate_tags(["product:42"]).await.unwrap();
+    assert_ne!(
+        fragment(&tagged, "card", &[&42], 60, card).await.unwrap(),
+        first
+    );
     // A failed render is returned and not stored.
     let failed: Result<String, webcache::Error> =
         try_fragment(&cache, "broken", &[], 60, || async {
