@@ -71,7 +71,9 @@ use syn::{
 ///   whose path the attribute cannot see; useful to keep keys when moving a function.
 /// - `cache = <expr>`, `alias = "name"`: see above.
 /// - `cache_none`: for a function returning `Option<T>`, store `None` too (negative caching).
-///   Without it a `None` is returned and not stored, so the next call runs the body again.
+///   Without it a `None` is returned and not stored, so the next call runs the body again;
+///   with `stale`, a background refresh that gives `None` is a failed refresh: the stale value
+///   stays until its window ends.
 /// - `stale = 600`: a stale window after the ttl, as
 ///   [`Cache::try_get_or_set_with_stale`]: a value past its ttl is returned at once while one
 ///   call refreshes it in the background. The body then runs in a spawned task, so it must be
