@@ -467,3 +467,40 @@ async fn every_shape_is_send_and_generic_functions_expand() {
     );
     assert!(generic_len_invalidate(&cache, &["a", "b"]).await.unwrap());
 }
+
+/// An argument whose JSON cannot be built (a map with tuple keys): no key, so no cache.
+#[cached(ttl = 60, skip(runs))]
+async fn by_pair(
+    #[cache] cache: &Cache,
+    pairs: std::collections::BTreeMap<(u8, u8), u8>,
+    runs: &AtomicUsize,
+) -> usize {
+    runs.fetch_add(1, Ordering::SeqCst);
+    pairs.len()
+}
+
+#[cached(ttl = 60)]
+async fn by_pair_or_error(
+    #[cache] cache: &Cache,
+    pairs: std::collections::BTreeMap<(u8, u8), u8>,
+) -> Result<usize, AppError> {
+    Ok(pairs.len())
+}
+
+#[tokio::test]
+async fn an_argument_without_json_runs_uncached_or_is_the_error() {
+    let cache = cache("locmem").await;
+    let runs = AtomicUsize::new(0);
+    let pairs = std::collections::BTreeMap::from([((1, 2), 3)]);
+    assert_eq!(by_pair(&cache, pairs.clone(), &runs).await, 1);
+    assert_eq!(by_pair(&cache, pairs.clone(), &runs).await, 1);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "no key: every call runs the body"
+    );
+    let Err(AppError::Cache(message)) = by_pair_or_error(&cache, pairs).await else {
+        panic!("a key that cannot be built is the function's error")
+    };
+    assert!(message.contains("by_pair_or_error"), "{message}");
+}
