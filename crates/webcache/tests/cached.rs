@@ -504,3 +504,17 @@ async fn an_argument_without_json_runs_uncached_or_is_the_error() {
     };
     assert!(message.contains("by_pair_or_error"), "{message}");
 }
+
+#[cached(ttl = 60, alias = "sessions", key = "wrong:{n}")]
+async fn wrong_alias(#[cache] cache: &Cache, n: u8) -> Result<u8, AppError> {
+    Ok(n)
+}
+
+#[tokio::test]
+async fn an_alias_with_a_single_cache_says_what_to_pass() {
+    let cache = cache("locmem").await;
+    let Err(AppError::Cache(message)) = wrong_alias(&cache, 1).await else {
+        panic!("an alias the given cache is not is an error")
+    };
+    assert!(message.contains("`Caches`"), "{message}");
+}
