@@ -117,6 +117,20 @@ pub(crate) struct ProxyArgs {
     /// --default-ttl, s-maxage). Pages' own stale-while-revalidate / stale-if-error always apply.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub(crate) grace: f64,
+    /// Allow `PURGE` requests that send `Authorization: Bearer TOKEN` (purge a URL with all its
+    /// variants; with `Webcache-Invalidate-Tags: a, b`, invalidate tags). PURGE is refused by
+    /// everyone unless this or --purge-from is given.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WEBCACHE_PURGE_TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) purge_token: Option<String>,
+    /// Allow `PURGE` requests from these client addresses or networks (127.0.0.1, ::1,
+    /// 10.0.0.0/8), read from the connection.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub(crate) purge_from: Vec<String>,
     /// Keep the client's X-Forwarded-For / Forwarded fields (only behind a proxy of yours);
     /// by default they are replaced by what the proxy saw.
     #[arg(long)]
@@ -238,6 +252,21 @@ pub(crate) enum Op {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+    },
+    /// Make every value and page carrying any of these tags a miss, in every process sharing
+    /// the cache (one write, however many entries carry them).
+    Invalidate {
+        /// A tag (repeat the flag for several).
+        #[arg(long = "tag", value_name = "TAG", required = true)]
+        tags: Vec<String>,
+    },
+    /// Drop the cached page of a URL with all its variants, in every process sharing the cache.
+    Purge {
+        /// The page's absolute URL, e.g. http://127.0.0.1:8000/hello?lang=fr.
+        url: String,
+        /// The key prefix of the page layer that stored it.
+        #[arg(long, value_name = "PREFIX", default_value = webcache::http::DEFAULT_KEY_PREFIX)]
+        key_prefix: String,
     },
     /// Entries, size, hits and misses.
     Stats,

@@ -125,6 +125,10 @@ fn human(reply: &Reply) -> String {
         Reply::Deleted { removed, .. } => format!("deleted {removed}"),
         Reply::Cleared(None) => "cleared".into(),
         Reply::Cleared(Some(n)) => format!("cleared {n} keys"),
+        Reply::Invalidated(1) => "invalidated 1 tag".into(),
+        Reply::Invalidated(n) => format!("invalidated {n} tags"),
+        Reply::Purged(true) => "purged".into(),
+        Reply::Purged(false) => "not in the cache".into(),
         Reply::Stats(stats) => stats
             .lines()
             .iter()

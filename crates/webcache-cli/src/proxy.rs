@@ -35,19 +35,35 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     let admin_prefix = crate::wire::PATH
         .rsplit_once('/')
         .map_or(crate::wire::PATH, |(prefix, _)| prefix);
+    let mut purge = webcache::http::PurgeLayer::new(layer.pages())
+        .allow_from(&args.purge_from)
+        .context("--purge-from")?;
+    if let Some(token) = &args.purge_token {
+        purge = purge.token(token.clone());
+    }
     let app = axum::Router::new()
         .route(admin_prefix, axum::routing::any(not_proxied))
         .route(
             &format!("{admin_prefix}/{{*rest}}"),
             axum::routing::any(not_proxied),
         )
-        .merge(webcache::http::proxy_router_with_origin(origin, &layer));
+        .merge(webcache::http::proxy_router_with_origin(origin, &layer))
+        .layer(purge);
     let listener = crate::serve::bind(&args.listen).await?;
     let policy = match default_ttl {
         None => "RFC 9111 shared cache (stores what the origin marks fresh)".to_owned(),
         Some(d) => format!(
             "Django site-wide middleware (cacheable 200s kept {} s)",
             d.as_secs_f64()
+        ),
+    };
+    let purge = match (&args.purge_token, args.purge_from.is_empty()) {
+        (None, true) => "\npurge: PURGE refused (give --purge-token or --purge-from)".to_owned(),
+        (Some(_), true) => "\npurge: PURGE with the token".to_owned(),
+        (None, false) => format!("\npurge: PURGE from {}", args.purge_from.join(", ")),
+        (Some(_), false) => format!(
+            "\npurge: PURGE with the token or from {}",
+            args.purge_from.join(", ")
         ),
     };
     let grace = if args.grace > 0.0 {
@@ -61,7 +77,7 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "webcache proxy listening on http://{}\nupstream: {}\ncache: `{}` ({} backend)\npolicy: {policy}{grace}",
+        "webcache proxy listening on http://{}\nupstream: {}\ncache: `{}` ({} backend)\npolicy: {policy}{grace}{purge}",
         listener.local_addr()?,
         args.upstream,
         cache.alias(),

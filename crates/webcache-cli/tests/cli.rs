@@ -528,6 +528,16 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
     let page = &json_lines(&out)[0]["result"]["page"];
     assert_eq!(page["status"], 200, "{page}");
     assert!(page["body_bytes"].as_u64().unwrap() > 4000, "{page}");
+    // Purged through the app: the next request asks the upstream again.
+    let url = format!("{}/hello-page?delay=0.5", demo.base);
+    let out = webcache(&["purge", &url, "--app", &demo.base], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "purged");
+    assert_eq!(get(&http, &url).await.1.headers()["x-cache"], "MISS");
+    let out = webcache(&["invalidate", "--tag", "t", "--app", &demo.base], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "invalidated 1 tag"
+    );
 }
 
 #[tokio::test]
@@ -1155,4 +1165,105 @@ async fn a_runtime_directory_others_could_use_is_made_private_or_left_alone() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no token file"));
     drop(demo);
     let _ = std::fs::remove_dir_all(root);
+}
+
+/// Issue 13: a page purged from the command line or with `PURGE` (from allowed clients only),
+/// and tags invalidated from the command line, in every process sharing the cache.
+#[tokio::test]
+async fn purge_and_invalidate_from_the_cli_and_with_purge_requests() {
+    let redis = webcache_testkit::servers::redis::RedisServer::shared();
+    let cache_url = redis.url(4);
+    let origin = Demo::start(&[]);
+    let proxy = Proxy::start(
+        &origin.base,
+        &[
+            "--cache",
+            &cache_url,
+            "--default-ttl",
+            "60",
+            "--purge-token",
+            "s3cret",
+        ],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{}/delay/0", proxy.base);
+    let x_cache = |r: &reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_owned();
+    // Pages are written after answering: a fresh CLI process sees one once it is in Redis.
+    let stored = || async {
+        for _ in 0..400 {
+            if x_cache(&get(&http, &url).await.1) == "HIT" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the page never became a hit");
+    };
+    stored().await;
+
+    let out = webcache(&["--cache", &cache_url, "purge", &url], None);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        (Some(0), "purged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        x_cache(&get(&http, &url).await.1),
+        "MISS",
+        "purged from the CLI"
+    );
+    let out = webcache(&["--cache", &cache_url, "purge", "/delay/0"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a relative URL is the user's mistake"
+    );
+
+    stored().await;
+    let purge = |token: Option<&'static str>| {
+        let mut request = http.request(reqwest::Method::from_bytes(b"PURGE").unwrap(), &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(purge(None).await.unwrap().status(), 403);
+    assert_eq!(purge(Some("wrong")).await.unwrap().status(), 403);
+    assert_eq!(
+        x_cache(&get(&http, &url).await.1),
+        "HIT",
+        "a refused PURGE purged"
+    );
+    assert_eq!(purge(Some("s3cret")).await.unwrap().status(), 200);
+    assert_eq!(
+        x_cache(&get(&http, &url).await.1),
+        "MISS",
+        "purged with PURGE"
+    );
+
+    // Tags: a value tagged by a library user, invalidated from the command line.
+    let backend = webcache::redis::RedisBackend::from_url(&cache_url).unwrap();
+    let cache = webcache::Cache::new(std::sync::Arc::new(backend), Default::default());
+    cache
+        .tagged(["products"])
+        .set("catalogue", &"teapot", 60)
+        .await
+        .unwrap();
+    let out = webcache(
+        &["--cache", &cache_url, "invalidate", "--tag", "products"],
+        None,
+    );
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        (Some(0), "invalidated 1 tag")
+    );
+    assert_eq!(cache.get::<String>("catalogue").await.unwrap(), None);
+    let out = webcache(&["--cache", &cache_url, "invalidate"], None);
+    assert_eq!(out.status.code(), Some(2), "--tag is required");
 }

@@ -21,6 +21,7 @@ use crate::single_flight::SingleFlight;
 use crate::throttle::LogThrottle;
 use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
+mod lease;
 mod stale;
 mod tags;
 

@@ -74,6 +74,28 @@ pub fn evaluate(method: &Method, request: &HeaderMap, response: &HeaderMap) -> P
     Precondition::Proceed
 }
 
+/// Whether `If-Range` (RFC 9110 §13.1.5) holds for the stored `response`: an entity-tag must
+/// be strong and equal to the response's strong `ETag`; a date must equal its
+/// `Last-Modified` exactly. Anything else (a weak tag, a value that is neither) fails, and the
+/// full representation is sent instead of the range.
+pub(crate) fn if_range_holds(if_range: &HeaderValue, response: &HeaderMap) -> bool {
+    let value = if_range.as_bytes().trim_ascii();
+    if value.starts_with(b"\"") || value.starts_with(b"W/") {
+        let Some(asked) = parse_etag(value) else {
+            return false;
+        };
+        let current = response.get(ETAG).and_then(|e| parse_etag(e.as_bytes()));
+        return current.is_some_and(|c| !asked.weak && !c.weak && c.opaque == asked.opaque);
+    }
+    match (
+        parse_http_date(if_range),
+        response.get(LAST_MODIFIED).and_then(parse_http_date),
+    ) {
+        (Some(asked), Some(last_modified)) => asked == last_modified,
+        _ => false,
+    }
+}
+
 /// Whether the request carries any precondition header.
 pub fn is_conditional(request: &HeaderMap) -> bool {
     [
@@ -548,6 +570,30 @@ mod proptests {
                     }
                 }
             }
+        }
+
+        /// Any bytes as If-Range, ETag and Last-Modified: an answer, never a panic; a tag
+        /// holds only when both are strong and the same, a date only when it is the
+        /// Last-Modified (RFC 9110 §13.1.5).
+        #[test]
+        fn if_range_holds_only_for_the_same_strong_validator(
+            if_range in header_value(),
+            etag in proptest::option::of(header_value()),
+            asked in tag(),
+            current in tag(),
+            secs in 0u64..4_000_000_000,
+            other in 0u64..4_000_000_000,
+        ) {
+            let mut response = HeaderMap::new();
+            if let Some(v) = etag { response.insert(ETAG, v); }
+            let _ = if_range_holds(&if_range, &response);
+            let mut response = HeaderMap::new();
+            response.insert(ETAG, HeaderValue::from_str(&write(&current)).unwrap());
+            let holds = if_range_holds(&HeaderValue::from_str(&write(&asked)).unwrap(), &response);
+            prop_assert_eq!(holds, !asked.0 && !current.0 && asked.1 == current.1);
+            let date = |s: u64| crate::headers::http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+            response.insert(LAST_MODIFIED, date(secs));
+            prop_assert_eq!(if_range_holds(&date(other), &response), other == secs);
         }
 
         /// Lists of tags (commas inside them included) match exactly the tags they hold.

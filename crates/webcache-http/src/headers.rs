@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use http::header::{CACHE_CONTROL, EXPIRES, VARY};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use crate::future::MapHeadersFuture;
@@ -183,6 +183,215 @@ impl fmt::Display for CacheControl {
             }
         }
         Ok(())
+    }
+}
+
+/// The directives of a targeted cache-control field (RFC 9213: `CDN-Cache-Control`, or a
+/// cache's own name such as `Webcache-Cache-Control`), or `None` when `headers` has no such
+/// field, it is empty, or it does not parse: RFC 9213 §2.1 says such a field is ignored, and
+/// the cache falls back to `Cache-Control`.
+///
+/// The field is a Structured Field Dictionary (RFC 8941 §3.2), parsed strictly (§4.2.2):
+/// lower-case keys, values that are integers, decimals, strings, tokens, byte sequences,
+/// booleans or inner lists, parameters (ignored). Several lines are one dictionary; a key given
+/// twice keeps its last value. As directives: `key` and `key=?1` are the directive without a
+/// value, `key=?0` is absent, an inner list (field names of `private` / `no-cache`) is the
+/// directive without a value (the safe reading), anything else is its text.
+pub(crate) fn targeted_cache_control(
+    headers: &HeaderMap,
+    name: &HeaderName,
+) -> Option<CacheControl> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next()?;
+    let mut cc = CacheControl::default();
+    let mut line = Some(first);
+    let mut empty = true;
+    while let Some(value) = line {
+        let text = value.as_bytes();
+        empty &= text.trim_ascii().is_empty();
+        parse_sf_dictionary(text, &mut cc)?;
+        line = lines.next();
+    }
+    (!empty).then_some(cc)
+}
+
+/// RFC 8941 §4.2.2 into `cc`: `None` when `text` is not a dictionary.
+fn parse_sf_dictionary(text: &[u8], cc: &mut CacheControl) -> Option<()> {
+    let mut rest = skip_sp(text);
+    while !rest.is_empty() {
+        let (key, after) = sf_key(rest)?;
+        rest = after;
+        let value = if let Some(after) = rest.strip_prefix(b"=") {
+            let (value, after) = if after.starts_with(b"(") {
+                (SfValue::Present, sf_inner_list(after)?)
+            } else {
+                sf_bare_item(after)?
+            };
+            rest = sf_parameters(after)?;
+            value
+        } else {
+            rest = sf_parameters(rest)?;
+            SfValue::Present
+        };
+        cc.directives.retain(|(n, _)| n != key);
+        match value {
+            SfValue::Absent => {}
+            SfValue::Present => cc.directives.push((key.to_owned(), None)),
+            SfValue::Text(v) => cc.directives.push((key.to_owned(), Some(v))),
+        }
+        rest = skip_ows(rest);
+        if rest.is_empty() {
+            return Some(());
+        }
+        // A comma must be followed by another member (§4.2.2: no trailing comma).
+        rest = skip_ows(rest.strip_prefix(b",")?);
+        if rest.is_empty() {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// A dictionary member's value, as a directive sees it.
+enum SfValue {
+    /// `?0`: the member says no.
+    Absent,
+    /// A boolean true or an inner list: the directive, without a value.
+    Present,
+    Text(String),
+}
+
+fn skip_sp(text: &[u8]) -> &[u8] {
+    let start = text.iter().position(|b| *b != b' ').unwrap_or(text.len());
+    &text[start..]
+}
+
+/// `key = ( lcalpha / "*" ) *( lcalpha / DIGIT / "_" / "-" / "." / "*" )`.
+fn sf_key(text: &[u8]) -> Option<(&str, &[u8])> {
+    let first = *text.first()?;
+    if !(first.is_ascii_lowercase() || first == b'*') {
+        return None;
+    }
+    let end = text
+        .iter()
+        .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(b)))
+        .unwrap_or(text.len());
+    Some((std::str::from_utf8(&text[..end]).ok()?, &text[end..]))
+}
+
+/// A bare item (§4.2.3.1) and what follows it.
+fn sf_bare_item(text: &[u8]) -> Option<(SfValue, &[u8])> {
+    let first = *text.first()?;
+    match first {
+        b'-' | b'0'..=b'9' => {
+            let (negative, digits) = match text.strip_prefix(b"-") {
+                Some(d) => (true, d),
+                None => (false, text),
+            };
+            let int_len = digits
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .unwrap_or(digits.len());
+            let mut end = int_len;
+            if int_len == 0 || int_len > 15 {
+                return None;
+            }
+            if digits.get(int_len) == Some(&b'.') {
+                let frac = digits[int_len + 1..]
+                    .iter()
+                    .position(|b| !b.is_ascii_digit())
+                    .unwrap_or(digits.len() - int_len - 1);
+                if int_len > 12 || frac == 0 || frac > 3 {
+                    return None;
+                }
+                end = int_len + 1 + frac;
+            }
+            let number = std::str::from_utf8(&digits[..end]).ok()?;
+            let value = if negative {
+                format!("-{number}")
+            } else {
+                number.to_owned()
+            };
+            Some((SfValue::Text(value), &digits[end..]))
+        }
+        b'"' => {
+            let mut value = String::new();
+            let mut i = 1;
+            loop {
+                match *text.get(i)? {
+                    b'\\' => {
+                        let escaped = *text.get(i + 1)?;
+                        if escaped != b'"' && escaped != b'\\' {
+                            return None;
+                        }
+                        value.push(char::from(escaped));
+                        i += 2;
+                    }
+                    b'"' => return Some((SfValue::Text(value), &text[i + 1..])),
+                    b @ b' '..=b'~' => {
+                        value.push(char::from(b));
+                        i += 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        b'?' => match text.get(1)? {
+            b'0' => Some((SfValue::Absent, &text[2..])),
+            b'1' => Some((SfValue::Present, &text[2..])),
+            _ => None,
+        },
+        b':' => {
+            let body = &text[1..];
+            let end = body.iter().position(|b| *b == b':')?;
+            let bytes = &body[..end];
+            if !bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
+            {
+                return None;
+            }
+            let value = std::str::from_utf8(bytes).ok()?.to_owned();
+            Some((SfValue::Text(value), &body[end + 1..]))
+        }
+        b if b.is_ascii_alphabetic() || b == b'*' => {
+            let end = text
+                .iter()
+                .position(|b| !(is_tchar(*b) || *b == b':' || *b == b'/'))
+                .unwrap_or(text.len());
+            let token = std::str::from_utf8(&text[..end]).ok()?.to_owned();
+            Some((SfValue::Text(token), &text[end..]))
+        }
+        _ => None,
+    }
+}
+
+/// `*( ";" *SP key [ "=" bare-item ] )` (§4.2.3.2), skipped: what follows.
+fn sf_parameters(mut text: &[u8]) -> Option<&[u8]> {
+    while let Some(after) = text.strip_prefix(b";") {
+        let (_, after) = sf_key(skip_sp(after))?;
+        text = match after.strip_prefix(b"=") {
+            Some(value) => sf_bare_item(value)?.1,
+            None => after,
+        };
+    }
+    Some(text)
+}
+
+/// An inner list (§4.2.1.2) starting at `(`, skipped: what follows its parameters' start.
+fn sf_inner_list(text: &[u8]) -> Option<&[u8]> {
+    let mut rest = skip_sp(text.strip_prefix(b"(")?);
+    loop {
+        if let Some(after) = rest.strip_prefix(b")") {
+            return Some(after);
+        }
+        let (_, after) = sf_bare_item(rest)?;
+        let after = sf_parameters(after)?;
+        // Items are separated by at least one space, or the list ends.
+        if !(after.starts_with(b" ") || after.starts_with(b")")) {
+            return None;
+        }
+        rest = skip_sp(after);
     }
 }
 
@@ -499,9 +708,36 @@ pub fn http_date(at: SystemTime) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
-/// Parses an HTTP date header value (`None` when it is not one).
+/// The longest HTTP date in any of its three formats (`Wednesday, 09-Nov-94 08:49:37 GMT`).
+const LONGEST_HTTP_DATE: usize = 33;
+
+/// Parses an HTTP date header value (`None` when it is not one): any of the three formats of
+/// RFC 9110 §5.6.7 (IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, the obsolete RFC 850
+/// `Sunday, 06-Nov-94 08:49:37 GMT` and asctime `Sun Nov  6 08:49:37 1994`), with day and
+/// month names and `GMT` in any case (a recipient should be lenient, §5.6.7; origins do send
+/// `EXPIRES: THU, 01 DEC 1994 16:00:00 gmt`). Leading and trailing whitespace is ignored.
+/// Works on a copy on the stack: no allocation.
 pub fn parse_http_date(value: &HeaderValue) -> Option<SystemTime> {
-    httpdate::parse_http_date(value.to_str().ok()?).ok()
+    let text = value.as_bytes().trim_ascii();
+    if text.len() > LONGEST_HTTP_DATE || !text.is_ascii() {
+        return None;
+    }
+    // Names as httpdate expects them: `Sun`, `Sunday`, `Nov`, `GMT`.
+    let mut buf = [0u8; LONGEST_HTTP_DATE];
+    let canonical = &mut buf[..text.len()];
+    let mut previous_letter = false;
+    for (out, b) in canonical.iter_mut().zip(text) {
+        *out = if previous_letter {
+            b.to_ascii_lowercase()
+        } else {
+            b.to_ascii_uppercase()
+        };
+        previous_letter = b.is_ascii_alphabetic();
+    }
+    if let Some(zone) = canonical.strip_suffix(b"Gmt").map(<[u8]>::len) {
+        canonical[zone..].copy_from_slice(b"GMT");
+    }
+    httpdate::parse_http_date(std::str::from_utf8(canonical).ok()?).ok()
 }
 
 type Patch = Arc<dyn Fn(&mut HeaderMap) + Send + Sync>;
@@ -910,6 +1146,87 @@ mod proptests {
                 let cc = CacheControl::from_headers(&h).unwrap();
                 prop_assert!(cc.seconds("max-age").unwrap() <= ttl.min(MAX_DELTA_SECONDS));
             }
+        }
+
+        /// A targeted field (RFC 9213) of any bytes: directives or `None`, never a panic; what
+        /// it reads is a valid Cache-Control again.
+        #[test]
+        fn targeted_fields_parse_or_are_ignored(lines in proptest::collection::vec(header_value(), 0..3)) {
+            let mut h = HeaderMap::new();
+            for line in &lines {
+                h.append("cdn-cache-control", line.clone());
+            }
+            let name = HeaderName::from_static("cdn-cache-control");
+            if let Some(cc) = targeted_cache_control(&h, &name) {
+                prop_assert!(!lines.is_empty());
+                prop_assert_eq!(CacheControl::parse(cc.to_string()), Ok(cc));
+            }
+        }
+
+        /// A well-formed dictionary reads back member by member: integers as seconds,
+        /// strings and tokens as values, booleans as presence, parameters ignored.
+        #[test]
+        fn targeted_dictionaries_read_back(
+            members in proptest::collection::vec(
+                ("[a-z*][a-z0-9_.*-]{0,8}", 0..5u8, 0u32..100_000, "[ -!#-\\[\\]-~]{0,8}"),
+                1..6,
+            ),
+            params in any::<bool>(),
+        ) {
+            let mut text = String::new();
+            let mut expected: Vec<(String, Option<Option<String>>)> = Vec::new();
+            for (i, (key, kind, n, string)) in members.iter().enumerate() {
+                if i > 0 { text.push_str(" ,  "); }
+                text.push_str(key);
+                let value = match kind {
+                    0 => { Some(None) }
+                    1 => { text.push_str(&format!("={n}")); Some(Some(n.to_string())) }
+                    2 => { text.push_str(&format!("=\"{string}\"")); Some(Some(string.clone())) }
+                    3 => { text.push_str("=?0"); None }
+                    _ => { text.push_str("=?1"); Some(None) }
+                };
+                if params { text.push_str(";a=1;b"); }
+                expected.retain(|(k, _)| k != key);
+                expected.push((key.clone(), value));
+            }
+            let mut h = HeaderMap::new();
+            h.insert("webcache-cache-control", HeaderValue::from_str(&text).unwrap());
+            let cc = targeted_cache_control(&h, &HeaderName::from_static("webcache-cache-control"));
+            let cc = cc.unwrap();
+            for (key, value) in &expected {
+                match value {
+                    None => prop_assert!(!cc.has(key)),
+                    Some(v) => {
+                        prop_assert!(cc.has(key));
+                        prop_assert_eq!(cc.get(key), v.as_deref());
+                    }
+                }
+            }
+        }
+
+        /// Dates in any of the three formats and any case read as the instant they name.
+        #[test]
+        fn http_dates_in_every_format_and_case(secs in 0u64..4_000_000_000, format in 0..3, upper in any::<bool>()) {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let imf = httpdate::fmt_http_date(at);
+            let parsed = httpdate::HttpDate::from(at);
+            let _ = parsed;
+            // `Sun, 06 Nov 1994 08:49:37 GMT`: rebuild the two obsolete formats from its parts.
+            let parts: Vec<&str> = imf.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+            let (wday, day, mon, year, time) = (parts[0], parts[1], parts[2], parts[3], parts[4]);
+            let text = match format {
+                0 => imf.clone(),
+                1 if (1970..2070).contains(&year.parse::<u32>().unwrap()) => {
+                    let long = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+                        .iter().find(|l| l.starts_with(wday)).unwrap();
+                    format!("{long}, {day}-{mon}-{} {time} GMT", &year[2..])
+                }
+                1 => imf.clone(),
+                _ => format!("{wday} {mon} {:>2} {time} {year}", day.trim_start_matches('0')),
+            };
+            let text = if upper { text.to_ascii_uppercase() } else { text.to_ascii_lowercase() };
+            let value = HeaderValue::from_str(&text).unwrap();
+            prop_assert_eq!(parse_http_date(&value), Some(at), "{}", text);
         }
 
         /// Dates are written for any instant and read back; any bytes read as a date or none.

@@ -99,14 +99,16 @@ impl Pages {
     pub async fn purge(&self, url: &str) -> Result<bool, PurgeError> {
         let mut any = false;
         for key in self.cache_keys(url)? {
-            any |= self.store.invalidate(&key).await?;
+            any |= self.purge_key(&key).await?;
         }
         Ok(any)
     }
 
     /// Drops the page stored under `primary` (a key from the engine's own computation).
+    /// Its stored ranges (206 answers) go too.
     pub(crate) async fn purge_key(&self, primary: &str) -> Result<bool, webcache_core::Error> {
-        self.store.invalidate(primary).await
+        let ranges = self.store.invalidate(&key::range_primary(primary)).await?;
+        Ok(self.store.invalidate(primary).await? | ranges)
     }
 
     /// The key prefix of these pages.

@@ -5,8 +5,9 @@
 //!
 //! | rule | stored? |
 //! |---|---|
-//! | status other than 200 | no (a 304 gets caching headers under the Django policy, but is not stored) |
-//! | `Cache-Control: private`, `no-cache` or `no-store` (any case, with or without a field value) | no |
+//! | status other than 200 | Django policy: no (a 304 gets caching headers, but is not stored); shared-cache policy: below |
+//! | `Cache-Control: private` or `no-store` (any case, with or without a field value) | no (shared cache: `must-understand` with a known status overrides `no-store`, RFC 9111 §5.2.2.3) |
+//! | `Cache-Control: no-cache` | Django policy: no; shared-cache policy: stored (with a validator), revalidated on every use |
 //! | `Vary: *` | no |
 //! | `Set-Cookie` in the response | no (Django refuses only when the response varies on `Cookie` and the request had no cookie; a cookie-setting page is personal far more often than not) |
 //! | request with a non-empty `Authorization`, response not `public` | `Vary: Authorization` is added, so the page is only ever served to the same credentials |
@@ -22,9 +23,16 @@
 //! otherwise the response's `max-age` (0 = do not store), otherwise the layer's default TTL;
 //! `Expires` and `max-age` are patched to match (the smaller `max-age` wins).
 //!
-//! [`Policy::SharedCache`] is an RFC 9111 shared cache: freshness comes only from the origin
-//! (`s-maxage`, then `max-age`, then `Expires` − `Date`, then 10% of the time since
-//! `Last-Modified`, capped); a request with `Authorization` is stored only when the response is
+//! [`Policy::SharedCache`] is an RFC 9111 shared cache. It stores any final status with
+//! explicit freshness (`max-age`, `s-maxage`, `Expires`) or `public`, and without them the
+//! heuristically cacheable statuses (200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501;
+//! a 206 only for a request with `Range`), never a 1xx or a 304 (§3, §4.2.2). It obeys its own
+//! targeted field (RFC 9213; `Webcache-Cache-Control` unless
+//! [`SharedCachePolicy::targeted_field`] says otherwise), else `CDN-Cache-Control`, else
+//! `Cache-Control`. Freshness comes only from the origin
+//! (`s-maxage`, then `max-age`, then `Expires` − `Date` — `Expires` in any of the three HTTP date
+//! formats, any case, an invalid one meaning stale —, then 10% of the time since
+//! `Last-Modified`, capped; `no-cache` means stale at once); a request with `Authorization` is stored only when the response is
 //! `public`, has `s-maxage` or `must-revalidate` (§3.5); a request's `no-store` bypasses the
 //! cache and its `no-cache` (or `Pragma: no-cache`) or a `max-age` smaller than the page's age
 //! forces revalidation, as do a `min-fresh` longer than the page's remaining freshness; a stale
@@ -56,12 +64,13 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use http::header::RANGE;
 use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, PRAGMA, SET_COOKIE};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::headers::{
     delta_seconds, parse_http_date, parse_vary, patch_response_headers, patch_vary_headers,
-    CacheControl, Unparsable, MAX_DELTA_SECONDS,
+    targeted_cache_control, CacheControl, Unparsable, MAX_DELTA_SECONDS,
 };
 use crate::stored::StoredResponse;
 
@@ -102,6 +111,27 @@ pub struct SharedCachePolicy {
     pub max_heuristic: Duration,
     /// How long a stale page with a validator is kept for revalidation.
     pub keep_stale: Duration,
+    /// This cache's own targeted cache-control field (RFC 9213), default
+    /// `Webcache-Cache-Control`: when a response has it (and it parses), it replaces
+    /// `CDN-Cache-Control` and `Cache-Control` for this cache. Neither targeted field is passed
+    /// on to clients.
+    pub targeted_field: HeaderName,
+}
+
+/// The default own targeted cache-control field of the shared cache.
+const WEBCACHE_CACHE_CONTROL: HeaderName = HeaderName::from_static("webcache-cache-control");
+/// The targeted field every CDN cache obeys (RFC 9213 §3).
+pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// The statuses a shared cache may store without explicit freshness, with a heuristic
+/// lifetime (RFC 9110 §15.1): 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501.
+/// They are also the statuses whose caching rules this cache implements, so the ones it stores
+/// under `must-understand` (RFC 9111 §5.2.2.3).
+pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 impl Default for SharedCachePolicy {
@@ -110,6 +140,7 @@ impl Default for SharedCachePolicy {
             heuristic_fraction: 0.1,
             max_heuristic: Duration::from_secs(24 * 3600),
             keep_stale: Duration::from_secs(600),
+            targeted_field: WEBCACHE_CACHE_CONTROL,
         }
     }
 }
@@ -149,13 +180,22 @@ pub(crate) enum Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NotStored {
-    /// Only 200 responses are stored.
+    /// Django policy: only 200 responses are stored. Shared-cache policy: the status is not
+    /// heuristically cacheable (RFC 9110 §15.1) and the response gives no explicit freshness
+    /// (`max-age`, `s-maxage`, `Expires`) and is not `public`; or it is interim (1xx) or a 304.
     StatusNotCacheable(StatusCode),
+    /// Shared-cache policy: `must-understand` on a status whose caching rules this cache does
+    /// not implement (RFC 9111 §5.2.2.3).
+    StatusNotUnderstood(StatusCode),
+    /// Shared-cache policy: a 206 to a request without `Range` (it cannot stand for the whole
+    /// page, and no request would ask for that part again).
+    PartialWithoutRange,
     /// `Vary: *`: the response depends on more than the request says.
     VaryStar,
     /// The response sets a cookie, so it is most likely personal.
     SetsCookie,
-    /// The response's `Cache-Control` has this directive: `private`, `no-cache` or `no-store`.
+    /// The response's `Cache-Control` has this directive: `private`, `no-cache` (Django policy
+    /// only: the shared cache stores it and revalidates it on every use) or `no-store`.
     CacheControlForbids(&'static str),
     /// Django policy: the layer's timeout or the response's `max-age` is zero.
     MaxAgeZero,
@@ -176,8 +216,18 @@ pub enum NotStored {
 impl fmt::Display for NotStored {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NotStored::StatusNotCacheable(status) => {
-                write!(f, "status {} is not stored (only 200 is)", status.as_u16())
+            NotStored::StatusNotCacheable(status) => write!(
+                f,
+                "status {} is not stored (Django policy: only 200; shared cache: explicit freshness, public, or a heuristically cacheable status)",
+                status.as_u16()
+            ),
+            NotStored::StatusNotUnderstood(status) => write!(
+                f,
+                "the response has must-understand and its status {} is not one this cache implements",
+                status.as_u16()
+            ),
+            NotStored::PartialWithoutRange => {
+                f.write_str("a 206 answered a request without Range")
             }
             NotStored::VaryStar => f.write_str("the response has Vary: *"),
             NotStored::SetsCookie => f.write_str("the response sets a cookie"),
@@ -254,13 +304,17 @@ impl Policy {
     }
 
     fn verdict(&self, ex: &mut Exchange<'_>) -> Result<Decision, NotStored> {
-        let cc = CacheControl::from_headers(ex.response);
+        let cc = self.response_cache_control(ex.response);
         // An unreadable Cache-Control might have said `public`, or not: vary to be safe.
         if authorized(ex.request) && !cc.as_ref().is_ok_and(|cc| cc.has("public")) {
             patch_vary_headers(ex.response, &["authorization"]);
         }
-        // Error pages get no caching headers (not even under the Django policy).
-        if ex.status != StatusCode::OK && ex.status != StatusCode::NOT_MODIFIED {
+        let shared = matches!(self, Policy::SharedCache(_));
+        // Error pages get no caching headers (not even under the Django policy); the shared
+        // cache never stores an interim answer or a 304 (which only updates a stored page).
+        if !shared && ex.status != StatusCode::OK && ex.status != StatusCode::NOT_MODIFIED
+            || shared && (ex.status.is_informational() || ex.status == StatusCode::NOT_MODIFIED)
+        {
             return Err(NotStored::StatusNotCacheable(ex.status));
         }
         let cc = cc.map_err(NotStored::UnparsableHeader)?;
@@ -271,8 +325,19 @@ impl Policy {
         if ex.response.contains_key(SET_COOKIE) {
             return Err(NotStored::SetsCookie);
         }
-        for directive in ["private", "no-cache", "no-store"] {
-            if cc.has(directive) {
+        // §5.2.2.3: must-understand stands for no-store unless this cache knows the status.
+        let understood = shared && cc.has("must-understand");
+        if understood && !heuristically_cacheable(ex.status) {
+            return Err(NotStored::StatusNotUnderstood(ex.status));
+        }
+        // The shared cache stores a no-cache page and revalidates it on every use (§5.2.2.4).
+        let forbidding: &[&'static str] = if shared {
+            &["private", "no-store"]
+        } else {
+            &["private", "no-cache", "no-store"]
+        };
+        for directive in forbidding {
+            if cc.has(directive) && !(understood && *directive == "no-store") {
                 return Err(NotStored::CacheControlForbids(directive));
             }
         }
@@ -299,8 +364,17 @@ impl Policy {
                 })
             }
             Policy::SharedCache(settings) => {
-                if ex.status != StatusCode::OK {
+                // §3, §4.2.2: explicit freshness (or public) for any final status, a heuristic
+                // lifetime only for the statuses that allow one.
+                let explicit = cc.has("s-maxage")
+                    || cc.has("max-age")
+                    || ex.response.contains_key(EXPIRES)
+                    || cc.has("public");
+                if !explicit && !heuristically_cacheable(ex.status) {
                     return Err(NotStored::StatusNotCacheable(ex.status));
+                }
+                if ex.status == StatusCode::PARTIAL_CONTENT && !ex.request.contains_key(RANGE) {
+                    return Err(NotStored::PartialWithoutRange);
                 }
                 let request_cc =
                     CacheControl::from_headers(ex.request).map_err(NotStored::UnparsableHeader)?;
@@ -313,9 +387,15 @@ impl Policy {
                     return Err(NotStored::Authorized);
                 }
                 let date = response_date(ex.response)?;
-                let fresh_for = settings
-                    .lifetime(&cc, ex.response, date.unwrap_or(ex.response_time))
-                    .ok_or(NotStored::NoFreshness)?;
+                // no-cache: stored (with a validator, below), but stale at once, so every use
+                // revalidates (§5.2.2.4).
+                let fresh_for = if cc.has("no-cache") {
+                    Duration::ZERO
+                } else {
+                    settings
+                        .lifetime(&cc, ex.response, date.unwrap_or(ex.response_time))
+                        .ok_or(NotStored::NoFreshness)?
+                };
                 let initial_age =
                     initial_age(ex.response, date, ex.request_time, ex.response_time)?;
                 let validators =
@@ -386,7 +466,8 @@ impl Policy {
             };
         }
         let staleness = age - page.fresh_for;
-        let windows = CacheControl::from_headers(&page.headers)
+        let windows = self
+            .response_cache_control(&page.headers)
             .ok()
             .and_then(|cc| self.stale_windows(&cc, grace));
         let Some(windows) = windows else {
@@ -476,6 +557,45 @@ impl Policy {
     fn stale_keep(&self, cc: &CacheControl, grace: Duration) -> Duration {
         self.stale_windows(cc, grace)
             .map_or(Duration::ZERO, |w| w.while_revalidate.max(w.if_error))
+    }
+}
+
+impl Policy {
+    /// The response directives this cache obeys: under the shared-cache policy its own
+    /// targeted field, else `CDN-Cache-Control`, else `Cache-Control` (RFC 9213 §2.1: a
+    /// targeted field that is empty or does not parse is ignored); under the Django policy
+    /// `Cache-Control`.
+    pub(crate) fn response_cache_control(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<CacheControl, Unparsable> {
+        if let Policy::SharedCache(settings) = self {
+            for name in [&settings.targeted_field, &CDN_CACHE_CONTROL] {
+                if let Some(cc) = targeted_cache_control(headers, name) {
+                    return Ok(cc);
+                }
+            }
+        }
+        CacheControl::from_headers(headers)
+    }
+
+    /// The targeted cache-control fields (RFC 9213) this cache obeys and does not pass on to
+    /// clients: none under the Django policy.
+    pub(crate) fn targeted_fields(&self) -> Vec<HeaderName> {
+        match self {
+            Policy::Django => Vec::new(),
+            Policy::SharedCache(settings) => {
+                vec![settings.targeted_field.clone(), CDN_CACHE_CONTROL]
+            }
+        }
+    }
+
+    /// Whether the request said `Cache-Control: only-if-cached` (RFC 9111 §5.2.1.7): it wants
+    /// a stored answer or a 504, never one from the origin. Only the shared cache reads it.
+    pub(crate) fn only_if_cached(&self, request: &HeaderMap) -> bool {
+        matches!(self, Policy::SharedCache(_))
+            && request.contains_key(http::header::CACHE_CONTROL)
+            && CacheControl::from_headers(request).is_ok_and(|cc| cc.has("only-if-cached"))
     }
 }
 
@@ -609,6 +729,145 @@ mod tests {
             d,
             Decision::Skip(NotStored::CacheControlForbids("no-cache"))
         );
+    }
+
+    /// RFC 9111 §3, §4.2.2, §5.2.2.3, §5.2.2.4: what the shared cache stores beyond 200s.
+    #[test]
+    fn shared_cache_statuses_no_cache_and_must_understand() {
+        let rfc = Policy::shared_cache();
+        let lm: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+        let stored = |status: u16, resp: Headers<'_>| {
+            let (d, _) = decide_raw(&rfc, StatusCode::from_u16(status).unwrap(), &[], resp);
+            d
+        };
+        // Heuristically cacheable statuses with a Last-Modified; the others only with
+        // explicit freshness.
+        for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            assert!(
+                matches!(
+                    stored(status, &[("last-modified", lm)]),
+                    Decision::Store { .. }
+                ),
+                "{status}"
+            );
+        }
+        for status in [302, 307, 403, 500, 503] {
+            assert_eq!(
+                stored(status, &[("last-modified", lm)]),
+                Decision::Skip(NotStored::StatusNotCacheable(
+                    StatusCode::from_u16(status).unwrap()
+                ))
+            );
+            for explicit in [
+                &[("cache-control", &b"max-age=60"[..])][..],
+                &[("cache-control", b"public"), ("last-modified", lm)],
+            ] {
+                assert!(
+                    matches!(stored(status, explicit), Decision::Store { .. }),
+                    "{status}"
+                );
+            }
+        }
+        assert_eq!(
+            stored(206, &[("cache-control", b"max-age=60")]),
+            Decision::Skip(NotStored::PartialWithoutRange)
+        );
+        for status in [103, 304] {
+            assert_eq!(
+                stored(status, &[("cache-control", b"max-age=60")]),
+                Decision::Skip(NotStored::StatusNotCacheable(
+                    StatusCode::from_u16(status).unwrap()
+                ))
+            );
+        }
+        // no-cache: stored stale at once when it has a validator.
+        assert!(matches!(
+            stored(200, &[("cache-control", b"no-cache, max-age=60"), ("etag", b"\"a\"")]),
+            Decision::Store { fresh_for, .. } if fresh_for.is_zero()
+        ));
+        assert_eq!(
+            stored(200, &[("cache-control", b"no-cache")]),
+            Decision::Skip(NotStored::AlreadyStale)
+        );
+        // must-understand: no-store is ignored for a known status only.
+        let mu: Headers<'_> = &[("cache-control", b"must-understand, no-store, max-age=60")];
+        assert!(matches!(stored(200, mu), Decision::Store { .. }));
+        assert_eq!(
+            stored(500, mu),
+            Decision::Skip(NotStored::StatusNotUnderstood(
+                StatusCode::INTERNAL_SERVER_ERROR
+            ))
+        );
+        assert_eq!(
+            stored(200, &[("cache-control", b"no-store, max-age=60")]),
+            Decision::Skip(NotStored::CacheControlForbids("no-store"))
+        );
+        // The Django policy is unchanged.
+        let (d, _) = decide_raw(
+            &Policy::Django,
+            StatusCode::NOT_FOUND,
+            &[],
+            &[("cache-control", b"max-age=60")],
+        );
+        assert_eq!(
+            d,
+            Decision::Skip(NotStored::StatusNotCacheable(StatusCode::NOT_FOUND))
+        );
+    }
+
+    /// RFC 9213: the own targeted field wins over CDN-Cache-Control, which wins over
+    /// Cache-Control; one that does not parse is ignored.
+    #[test]
+    fn rfc9213_targeted_fields_override_cache_control() {
+        let rfc = Policy::shared_cache();
+        let fresh = |resp: Headers<'_>| match decide_raw(&rfc, StatusCode::OK, &[], resp).0 {
+            Decision::Store { fresh_for, .. } => Some(fresh_for.as_secs()),
+            Decision::Skip(_) => None,
+        };
+        assert_eq!(
+            fresh(&[
+                ("cache-control", b"no-store"),
+                ("cdn-cache-control", b"max-age=30")
+            ]),
+            Some(30)
+        );
+        assert_eq!(
+            fresh(&[
+                ("cache-control", b"max-age=10"),
+                ("cdn-cache-control", b"max-age=30"),
+                ("webcache-cache-control", b"max-age=60"),
+            ]),
+            Some(60)
+        );
+        assert_eq!(
+            fresh(&[
+                ("cache-control", b"max-age=10"),
+                ("cdn-cache-control", b"no-store")
+            ]),
+            None
+        );
+        // Not a structured dictionary (upper case, a space around `=`): Cache-Control rules.
+        assert_eq!(
+            fresh(&[
+                ("cache-control", b"max-age=10"),
+                ("cdn-cache-control", b"Max-Age=30")
+            ]),
+            Some(10)
+        );
+        assert_eq!(
+            fresh(&[("cache-control", b"max-age=10"), ("cdn-cache-control", b"")]),
+            Some(10)
+        );
+        let (d, _) = decide_raw(
+            &Policy::Django,
+            StatusCode::OK,
+            &[],
+            &[
+                ("cache-control", b"max-age=10"),
+                ("cdn-cache-control", b"no-store"),
+            ],
+        );
+        assert!(matches!(d, Decision::Store { .. }));
     }
 
     #[test]
@@ -956,6 +1215,7 @@ mod proptests {
                     heuristic_fraction: f,
                     max_heuristic: Duration::from_secs(max),
                     keep_stale: Duration::from_secs(keep),
+                    ..SharedCachePolicy::default()
                 })
             }),
         ]
@@ -1059,7 +1319,7 @@ mod proptests {
             clocks in (any::<u32>(), any::<u32>()),
             grace in any::<u64>(),
         ) {
-            let unreadable = CacheControl::from_headers(&response).is_err()
+            let unreadable = policy.response_cache_control(&response).is_err()
                 || parse_vary(&response).is_err()
                 || (matches!(policy, Policy::SharedCache(_))
                     && (response_date(&response).is_err() || age_header(&response).is_err()
@@ -1079,7 +1339,17 @@ mod proptests {
             });
             if let Decision::Store { fresh_for, initial_age, keep } = decision {
                 prop_assert!(!unreadable, "stored with an unreadable header: {response:?}");
-                prop_assert_eq!(status, StatusCode::OK);
+                if matches!(policy, Policy::SharedCache(_)) {
+                    prop_assert!(status != StatusCode::NOT_MODIFIED);
+                    let cc = policy.response_cache_control(&response).unwrap();
+                    prop_assert!(
+                        heuristically_cacheable(status)
+                            || cc.has("max-age") || cc.has("s-maxage") || cc.has("public")
+                            || response.contains_key(EXPIRES)
+                    );
+                } else {
+                    prop_assert_eq!(status, StatusCode::OK);
+                }
                 prop_assert!(fresh_for <= MAX_DELTA && initial_age <= MAX_DELTA && keep <= MAX_DELTA);
                 prop_assert!(!keep.is_zero());
             }

@@ -1,6 +1,7 @@
 //! The backend itself: the key's server, storing with `ms`, and the [`Backend`] operations.
 
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,12 +50,15 @@ impl Memcached {
             connect_timeout: config.connect_timeout,
             io_timeout: config.io_timeout,
             retry_after: config.retry_after,
+            remove_failed_servers: config.remove_failed_servers,
+            server_failure_limit: config.server_failure_limit.max(1),
         };
         let ring = Ring::new(&config.servers);
+        let members = Arc::new(AtomicUsize::new(config.servers.len()));
         let servers = config
             .servers
             .iter()
-            .map(|addr| Server::new(addr.clone(), settings))
+            .map(|addr| Server::new(addr.clone(), settings, members.clone()))
             .collect();
         Memcached {
             shared: Arc::new(Shared { servers, ring }),
@@ -63,7 +67,42 @@ impl Memcached {
 
     /// The server that holds `key`.
     pub(crate) fn server(&self, key: &str) -> &Server {
-        &self.shared.servers[self.shared.ring.server_for(key)]
+        &self.shared.servers[self.route(key)]
+    }
+
+    /// The index of the server that holds `key`: its owner, or while the owner is out of the
+    /// ring the next server in it. Routing a key past its owner is what starts the owner's
+    /// probe once its backoff has passed, so a server comes back when its keys are asked for.
+    fn route(&self, key: &str) -> usize {
+        let servers = &self.shared.servers;
+        let (owner, holder) = self
+            .shared
+            .ring
+            .route(key, |i| servers.get(i).is_some_and(Server::in_ring));
+        if owner != holder {
+            self.probe(owner);
+        }
+        holder
+    }
+
+    /// Starts a background probe of the server `index` (out of the ring) if one is due.
+    fn probe(&self, index: usize) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self
+            .shared
+            .servers
+            .get(index)
+            .is_some_and(Server::claim_probe)
+        {
+            let shared = self.shared.clone();
+            runtime.spawn(async move {
+                if let Some(server) = shared.servers.get(index) {
+                    server.readmit().await;
+                }
+            });
+        }
     }
 
     /// Sends one command to the server of `key` and returns its single reply.
@@ -202,7 +241,7 @@ impl Memcached {
         let mut groups = vec![Vec::new(); self.shared.servers.len()];
         for (i, key) in keys.enumerate() {
             check_key(key)?;
-            groups[self.shared.ring.server_for(key)].push((i, key));
+            groups[self.route(key)].push((i, key));
         }
         let work = groups
             .into_iter()
@@ -316,6 +355,10 @@ impl Backend for Memcached {
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
         let shared = &self.shared;
         let results = join_all(shared.servers.iter().map(|server| async move {
+            if !server.in_ring() {
+                // It is emptied before it takes keys again.
+                return Ok(());
+            }
             match prefix {
                 None => {
                     let reply = self
@@ -342,7 +385,8 @@ impl Backend for Memcached {
             }
         }))
         .await;
-        // Every server was tried; a dead one keeps its keys, which is worth an error.
+        // Every server in the ring was tried; a dead one keeps its keys, which is worth an
+        // error.
         results.into_iter().collect()
     }
 

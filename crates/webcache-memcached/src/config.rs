@@ -25,6 +25,14 @@ pub struct MemcachedConfig {
     /// First wait before retrying a dead server (`retry_after`, default 1 s), doubled after
     /// each failure up to 30 s.
     pub retry_after: Duration,
+    /// Whether a server that failed `server_failure_limit` times in a row leaves the ring, its
+    /// keys going to the other servers until it answers again (`remove_failed_servers`,
+    /// default true). Without it a dead server's keys fail (misses with `on_error=degrade`)
+    /// until it is back.
+    pub remove_failed_servers: bool,
+    /// Consecutive failed attempts that take a server out of the ring (`server_failure_limit`,
+    /// default 2: the first failure and the retry `retry_after` later).
+    pub server_failure_limit: u32,
 }
 
 impl MemcachedConfig {
@@ -36,6 +44,8 @@ impl MemcachedConfig {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(2),
             retry_after: Duration::from_secs(1),
+            remove_failed_servers: true,
+            server_failure_limit: 2,
         }
     }
 }
@@ -51,33 +61,58 @@ pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, Confi
 impl Memcached {
     /// Parses a `memcached://` spec (see [`from_spec`](crate::from_spec)).
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
-        let mut config = MemcachedConfig::new(parse_servers(spec)?);
-        if let Some(n) =
-            spec.take::<usize>("pool_size", "a whole number of connections such as 16")?
-        {
-            if n == 0 {
-                return Err(spec.error(
-                    "pool_size",
-                    "0 connections cannot serve anything; use 1 or more",
-                ));
-            }
-            config.pool_size = n;
-        }
-        for (name, slot) in [
-            ("connect_timeout", &mut config.connect_timeout),
-            ("io_timeout", &mut config.io_timeout),
-            ("retry_after", &mut config.retry_after),
-        ] {
-            if let Some(d) = spec.take_seconds(name)? {
-                if d.is_zero() {
-                    return Err(spec.error(name, "must be more than 0 seconds"));
-                }
-                *slot = d;
-            }
-        }
-        spec.finish(&["pool_size", "connect_timeout", "io_timeout", "retry_after"])?;
-        Ok(Memcached::new(&config))
+        Ok(Memcached::new(&parse_config(spec)?))
     }
+}
+
+/// The configuration a `memcached://` spec describes (see [`from_spec`](crate::from_spec)).
+fn parse_config(spec: &mut BackendSpec) -> Result<MemcachedConfig, ConfigError> {
+    let mut config = MemcachedConfig::new(parse_servers(spec)?);
+    if let Some(n) = spec.take::<usize>("pool_size", "a whole number of connections such as 16")? {
+        if n == 0 {
+            return Err(spec.error(
+                "pool_size",
+                "0 connections cannot serve anything; use 1 or more",
+            ));
+        }
+        config.pool_size = n;
+    }
+    if let Some(remove) = spec.take::<bool>("remove_failed_servers", "true or false")? {
+        config.remove_failed_servers = remove;
+    }
+    if let Some(n) = spec.take::<u32>(
+        "server_failure_limit",
+        "a whole number of consecutive failures such as 2",
+    )? {
+        if n == 0 {
+            return Err(spec.error(
+                "server_failure_limit",
+                "0 failures would take servers out before they fail; use 1 or more",
+            ));
+        }
+        config.server_failure_limit = n;
+    }
+    for (name, slot) in [
+        ("connect_timeout", &mut config.connect_timeout),
+        ("io_timeout", &mut config.io_timeout),
+        ("retry_after", &mut config.retry_after),
+    ] {
+        if let Some(d) = spec.take_seconds(name)? {
+            if d.is_zero() {
+                return Err(spec.error(name, "must be more than 0 seconds"));
+            }
+            *slot = d;
+        }
+    }
+    spec.finish(&[
+        "pool_size",
+        "connect_timeout",
+        "io_timeout",
+        "retry_after",
+        "remove_failed_servers",
+        "server_failure_limit",
+    ])?;
+    Ok(config)
 }
 
 /// Parses `host:port` lists separated by `,` or `;` (port 11211 when omitted).
@@ -115,6 +150,7 @@ fn parse_servers(spec: &BackendSpec) -> Result<Vec<String>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use webcache_core::config::CachesConfig;
     use webcache_core::CacheConfig;
 
     fn servers(url: &str) -> Result<Vec<String>, ConfigError> {
@@ -139,6 +175,40 @@ mod tests {
     }
 
     #[test]
+    fn failover_options_from_toml_and_urls() {
+        let toml = r#"
+            [caches.default]
+            url = "memcached://h1,h2"
+            remove_failed_servers = false
+            server_failure_limit = 3
+            retry_after = 0.5
+        "#;
+        let caches =
+            CachesConfig::from_toml_str(toml, std::path::Path::new("webcache.toml")).unwrap();
+        let mut spec = caches.get("default").unwrap().backend.clone();
+        let config = parse_config(&mut spec).unwrap();
+        assert!(!config.remove_failed_servers);
+        assert_eq!(config.server_failure_limit, 3);
+        assert_eq!(config.retry_after, Duration::from_millis(500));
+
+        let mut spec = CacheConfig::from_url("default", "memcached://h1,h2")
+            .unwrap()
+            .backend;
+        let defaults = parse_config(&mut spec).unwrap();
+        assert!(defaults.remove_failed_servers);
+        assert_eq!(defaults.server_failure_limit, 2);
+        let mut spec = CacheConfig::from_url(
+            "default",
+            "memcached://h1,h2?remove_failed_servers=false&server_failure_limit=5",
+        )
+        .unwrap()
+        .backend;
+        let config = parse_config(&mut spec).unwrap();
+        assert!(!config.remove_failed_servers);
+        assert_eq!(config.server_failure_limit, 5);
+    }
+
+    #[test]
     fn options_are_checked() {
         let mut spec = CacheConfig::from_url("default", "memcached://h1?pool_size=0")
             .unwrap()
@@ -153,5 +223,23 @@ mod tests {
             err.contains("accepted options: pool_size, connect_timeout"),
             "{err}"
         );
+        for (url, field) in [
+            (
+                "memcached://h1?server_failure_limit=0",
+                "server_failure_limit",
+            ),
+            (
+                "memcached://h1?server_failure_limit=-1",
+                "server_failure_limit",
+            ),
+            (
+                "memcached://h1?remove_failed_servers=yes",
+                "remove_failed_servers",
+            ),
+        ] {
+            let mut spec = CacheConfig::from_url("default", url).unwrap().backend;
+            let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
+            assert!(err.contains(field), "{url}: {err}");
+        }
     }
 }

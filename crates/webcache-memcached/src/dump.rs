@@ -57,9 +57,11 @@ impl Memcached {
         }
     }
 
-    /// The live keys of every server, from metadump.
+    /// The live keys of every server in the ring, from metadump (a server out of the ring
+    /// serves none of its keys, and is emptied before it does again).
     pub(crate) async fn live_keys(shared: &Shared) -> Result<Vec<String>> {
-        let dumps = join_all(shared.servers.iter().map(|s| async move {
+        let in_ring = shared.servers.iter().filter(|s| s.in_ring());
+        let dumps = join_all(in_ring.map(|s| async move {
             let now = s.server_now();
             Self::dump(s).await.map(|entries| {
                 entries

@@ -18,12 +18,26 @@
 //!   `io_timeout` (default 2 s). A key listing (a metadump of the whole server, see below) may
 //!   take longer while the server keeps sending; each wait for more of it is bounded by
 //!   `io_timeout`, so a hung server fails it within that time.
-//! * **Dead servers** are skipped: after a failure a server is marked down and its keys fail
+//! * **Dead servers and failover**: after a failure a server is marked down and its keys fail
 //!   fast with [`Error::Backend`] (which `on_error=degrade` turns into misses) while the other
-//!   servers keep working; it is retried after `retry_after` (default 1 s), doubling up to 30 s.
-//!   Keys are *not* moved to other servers while one is down, so a server that comes back never
-//!   disagrees with another about a key. `get_many` returns what the live servers hold and
-//!   treats the dead server's keys as misses; it fails only when no server answered.
+//!   servers keep working; it is retried after `retry_after` (default 1 s), doubling up to
+//!   30 s. Requests that were under way when it failed count as one failure with the first.
+//!   After `server_failure_limit` consecutive failures (default 2: the first and the retry
+//!   `retry_after` later) the server leaves the ring (`remove_failed_servers`, default true,
+//!   as libmemcached's option of that name and pymemcache's `HashClient` that Django uses): its
+//!   keys go to the next server of the ring (misses at first, hits once set again there) and
+//!   no other key moves. A key routed past it starts a background probe once its backoff has
+//!   passed; when the server answers it is emptied (`flush_all`) and put back, and its keys go
+//!   back to it. The emptying matters for a server that was unreachable rather than
+//!   restarted: it still holds values that were replaced or deleted on another server
+//!   meanwhile. The last server in the ring never leaves it. What failover cannot prevent:
+//!   a value written to the stand-in server stays there (unreachable) until it expires, and
+//!   reads as current again if its server fails again before then; and several processes
+//!   detect an outage each on its own, so for the few seconds they disagree one may read a
+//!   value that another has replaced. Set `remove_failed_servers=false` where a stale value
+//!   is worse than a miss: keys then never move, and a server that comes back never disagrees
+//!   with another about a key. `get_many` returns what the live servers hold and treats the
+//!   dead server's keys as misses; it fails only when no server answered.
 //! * **Replies are not trusted**: a reply that announces a value longer than the server's item
 //!   size limit (or any reply this client does not understand) is a protocol error
 //!   ([`Error::Backend`]) and its connection is dropped, never an allocation of what the server
@@ -72,9 +86,14 @@
 //!
 //! * `scan`/`keys` and `clear` of one prefix list keys with `lru_crawler metadump all` on every
 //!   server. That walks the whole server (slow on very large caches), sees a snapshot (keys
-//!   written during the walk may be missed), and fails with [`Error::Unsupported`] if the server
-//!   runs with `-X` (dumping disabled).
+//!   written during the walk may be missed, and so may keys that memcached's LRU maintainer
+//!   is moving between its segments at that moment: 20 of 1,000 keys just read three times
+//!   in a row, in a test on memcached 1.6), and fails with [`Error::Unsupported`] if the
+//!   server runs with `-X` (dumping disabled).
 //! * `clear` without a prefix is `flush_all` on every server: it empties them entirely.
+//!   `clear`, `scan` and `keys` leave out a server that is out of the ring (it serves none of
+//!   its keys, and is emptied before it does again); a server marked down but still in the
+//!   ring makes `clear` fail, since it keeps its keys.
 //! * `stats` sums `curr_items` and `bytes` of the live servers.
 //!
 //! [`Error::Backend`]: webcache_core::Error::Backend

@@ -5,6 +5,11 @@
 //! first point at or after the first four bytes of its own MD5 digest. Adding or removing one
 //! of `n` servers therefore moves only about `1/n` of the keys, and every client configured
 //! with the same server list agrees on where each key lives.
+//!
+//! A server taken out after failures keeps its points: a lookup walks on past them to the next
+//! point of a server still in the ring, which is exactly where a ring built without that server
+//! would put the key. So only the keys of the missing server move, and they all go back when it
+//! returns.
 
 use md5::{Digest, Md5};
 
@@ -40,16 +45,35 @@ impl Ring {
         }
     }
 
-    /// The index of the server that holds `key`.
+    /// The index of the server that holds `key` when every server is in the ring.
+    #[cfg(test)]
     pub(crate) fn server_for(&self, key: &str) -> usize {
+        self.route(key, |_| true).0
+    }
+
+    /// `(owner, holder)`: the server that owns `key` when every server is in the ring, and the
+    /// first server at or after the key's point for which `in_ring` holds (the owner itself
+    /// when it is in). If no server is in, the owner.
+    pub(crate) fn route(&self, key: &str, in_ring: impl Fn(usize) -> bool) -> (usize, usize) {
         if self.servers <= 1 {
-            return 0;
+            return (0, 0);
         }
         let digest = Md5::digest(key.as_bytes());
         let hash = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
         let at = self.points.partition_point(|(point, _)| *point < hash);
         // Past the last point the circle wraps to the first.
-        self.points.get(at).unwrap_or(&self.points[0]).1
+        let mut walk = self.points[at..].iter().chain(&self.points[..at]);
+        let Some(&(_, owner)) = walk.next() else {
+            return (0, 0);
+        };
+        if in_ring(owner) {
+            return (owner, owner);
+        }
+        let holder = walk
+            .map(|&(_, server)| server)
+            .find(|&server| server != owner && in_ring(server))
+            .unwrap_or(owner);
+        (owner, holder)
     }
 }
 
@@ -99,6 +123,26 @@ mod tests {
             (0.15..0.35).contains(&fraction),
             "moved {fraction:.3} of the keys"
         );
+    }
+
+    #[test]
+    fn a_server_out_of_the_ring_sends_its_keys_where_a_ring_without_it_would() {
+        let all = ["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"];
+        let ring = Ring::new(&all);
+        let without_second = Ring::new(&[all[0], all[2]]);
+        for key in keys() {
+            let (owner, holder) = ring.route(&key, |server| server != 1);
+            let expected = [0, 2][without_second.server_for(&key)];
+            assert_eq!(holder, expected, "{key}");
+            if owner != 1 {
+                assert_eq!(holder, owner, "{key} moved but its server is in the ring");
+            }
+        }
+        // With nothing in the ring a key stays with its owner.
+        assert!(keys().all(|k| {
+            let (owner, holder) = ring.route(&k, |_| false);
+            owner == holder
+        }));
     }
 
     #[test]

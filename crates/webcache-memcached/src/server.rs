@@ -1,15 +1,16 @@
 //! One memcached server: a small connection pool, per-request timeouts, and the up/down state
-//! that lets a dead server be skipped and retried with backoff.
+//! that lets a dead server be skipped and retried with backoff, and taken out of the ring
+//! (failover) after repeated failures.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use webcache_core::{Error, Result};
 
-use crate::conn::{Answer, Conn, Expect, WireError};
+use crate::conn::{Answer, Code, Conn, Expect, WireError};
 use crate::BACKEND;
 
 /// The longest wait between two attempts to reach a dead server.
@@ -33,14 +34,23 @@ pub(crate) struct Settings {
     pub(crate) io_timeout: Duration,
     /// First wait before retrying a dead server; doubles on each failure up to 30 s.
     pub(crate) retry_after: Duration,
+    /// Whether a server that failed `server_failure_limit` times in a row leaves the ring.
+    pub(crate) remove_failed_servers: bool,
+    /// Consecutive failures that take a server out of the ring.
+    pub(crate) server_failure_limit: u32,
 }
 
 #[derive(Debug, Default)]
 struct Health {
-    /// Consecutive failed attempts; zero while the server is up.
+    /// Consecutive failed attempts; zero while the server is up. Requests that were already
+    /// under way when the server failed count once, with the first of them: a burst of
+    /// in-flight requests failing together is one failure, not many.
     failures: u32,
     /// No request is sent before this instant.
     down_until: Option<Instant>,
+    /// A probe (one request let through after the backoff, or a background check of a
+    /// server out of the ring) is under way; its failure counts.
+    probing: bool,
     last_error: String,
 }
 
@@ -74,6 +84,12 @@ pub(crate) struct Server {
     item_size_max: AtomicUsize,
     /// The server's unix time minus ours, in seconds, as of the last connection.
     clock_offset: AtomicI64,
+    /// Whether keys are routed to this server: false while it is out of the ring after
+    /// repeated failures (its keys go to the next server of the ring).
+    in_ring: AtomicBool,
+    /// How many servers of the backend are in the ring, shared by all of them: the last one
+    /// is never taken out (its keys would have nowhere to go).
+    members: Arc<AtomicUsize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,7 +105,9 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 impl Server {
-    pub(crate) fn new(addr: String, settings: Settings) -> Server {
+    /// A server of a backend whose servers share `members` (the count of servers in the ring,
+    /// all of them at first).
+    pub(crate) fn new(addr: String, settings: Settings, members: Arc<AtomicUsize>) -> Server {
         Server {
             addr,
             settings,
@@ -98,7 +116,14 @@ impl Server {
             health: Mutex::new(Health::default()),
             item_size_max: AtomicUsize::new(0),
             clock_offset: AtomicI64::new(0),
+            in_ring: AtomicBool::new(true),
+            members,
         }
+    }
+
+    /// Whether keys are routed to this server (it has not been taken out after failures).
+    pub(crate) fn in_ring(&self) -> bool {
+        self.in_ring.load(Ordering::Acquire)
     }
 
     /// The server's item size limit (`-I`), as read when connecting; `None` before the first
@@ -113,11 +138,12 @@ impl Server {
         unix_now() + self.clock_offset.load(Ordering::Relaxed)
     }
 
-    /// Whether the server is currently marked down.
+    /// Whether the server is currently marked down or out of the ring.
     pub(crate) fn is_down(&self) -> bool {
-        lock(&self.health)
-            .down_until
-            .is_some_and(|t| t > Instant::now())
+        !self.in_ring()
+            || lock(&self.health)
+                .down_until
+                .is_some_and(|t| t > Instant::now())
     }
 
     /// Drops idle connections.
@@ -234,9 +260,20 @@ impl Server {
     }
 
     /// Fails fast while the server is marked down; after the backoff, lets one request through
-    /// to probe it while the others keep failing fast.
+    /// to probe it while the others keep failing fast. A server out of the ring takes no
+    /// requests (one that got here was routed just before it left): it is probed in the
+    /// background instead ([`Server::readmit`]).
     fn check_up(&self) -> Result<()> {
         let mut health = lock(&self.health);
+        if !self.in_ring() {
+            return Err(Error::backend_msg(
+                BACKEND,
+                format!(
+                    "server {} is out of the ring after {} failed attempt(s) (last: {}); its keys go to the other servers",
+                    self.addr, health.failures, health.last_error
+                ),
+            ));
+        }
         let Some(until) = health.down_until else {
             return Ok(());
         };
@@ -253,12 +290,26 @@ impl Server {
                 ),
             ));
         }
-        health.down_until = Some(now + self.settings.connect_timeout + self.settings.io_timeout);
+        health.down_until = Some(now + self.probe_window());
+        health.probing = true;
         Ok(())
+    }
+
+    /// How long one probe may take (connecting, then one request) before another may start.
+    fn probe_window(&self) -> Duration {
+        self.settings.connect_timeout + self.settings.io_timeout
     }
 
     fn mark_down(&self, why: &str) {
         let mut health = lock(&self.health);
+        let now = Instant::now();
+        if !health.probing && health.down_until.is_some_and(|t| t > now) {
+            // A request that was under way when another found the server down: the same
+            // failure, already counted.
+            health.last_error = why.to_owned();
+            return;
+        }
+        health.probing = false;
         health.failures = health.failures.saturating_add(1);
         let doublings = health.failures.saturating_sub(1).min(16);
         let backoff = self
@@ -266,20 +317,102 @@ impl Server {
             .retry_after
             .saturating_mul(1 << doublings)
             .min(MAX_BACKOFF);
-        health.down_until = Some(Instant::now() + backoff);
+        health.down_until = Some(now + backoff);
         health.last_error = why.to_owned();
-        if health.failures == 1 {
+        let failures = health.failures;
+        let leaves = self.settings.remove_failed_servers
+            && failures >= self.settings.server_failure_limit
+            && self.leave_ring();
+        drop(health);
+        if leaves {
+            tracing::warn!(server = %self.addr, "memcached server is out of the ring after {failures} failed attempt(s) ({why}); its keys go to the other servers, probing again in {backoff:?}");
+        } else if failures == 1 {
             tracing::warn!(server = %self.addr, "memcached server is down ({why}); its keys miss, retrying in {backoff:?}");
         }
-        drop(health);
         lock(&self.idle).clear();
     }
 
+    /// Takes the server out of the ring unless it is out already or the last one in.
+    fn leave_ring(&self) -> bool {
+        if !self.in_ring() {
+            return false;
+        }
+        let left = self
+            .members
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 1).then(|| n - 1)
+            })
+            .is_ok();
+        if left {
+            self.in_ring.store(false, Ordering::Release);
+        }
+        left
+    }
+
     fn mark_up(&self) {
+        if !self.in_ring() {
+            // Only a probe that has emptied the server puts it back ([`Server::readmit`]).
+            return;
+        }
         let mut health = lock(&self.health);
-        if health.failures > 0 {
-            tracing::info!(server = %self.addr, "memcached server is back after {} failed attempt(s)", health.failures);
+        if health.failures > 0 || health.probing {
+            if health.failures > 0 {
+                tracing::info!(server = %self.addr, "memcached server is back after {} failed attempt(s)", health.failures);
+            }
             *health = Health::default();
+        }
+    }
+
+    /// For a server out of the ring whose backoff has passed, claims the next probe (so that
+    /// only one runs at a time) and returns true; the caller then runs [`Server::readmit`].
+    pub(crate) fn claim_probe(&self) -> bool {
+        if self.in_ring() {
+            return false;
+        }
+        let mut health = lock(&self.health);
+        let now = Instant::now();
+        if health.down_until.is_some_and(|t| t > now) {
+            return false;
+        }
+        health.down_until = Some(now + self.probe_window() + self.settings.io_timeout);
+        health.probing = true;
+        true
+    }
+
+    /// Probes a server out of the ring and, if it answers, empties it (`flush_all`) and puts it
+    /// back. Emptying it first means it never serves a value that was replaced or deleted on
+    /// another server while it was out (a server that was unreachable rather than restarted
+    /// still holds its old values). A failed probe counts as a failure and backs off further.
+    pub(crate) async fn readmit(&self) {
+        let Ok(mut conn) = self.connect().await else {
+            // `connect` marked the failure.
+            return;
+        };
+        let flush = [Bytes::from_static(b"flush_all\r\n")];
+        let answer = tokio::time::timeout(
+            self.settings.io_timeout,
+            conn.request(&flush, Expect::Replies(1), None),
+        )
+        .await;
+        match answer {
+            Ok(Ok(Answer::Replies(replies)))
+                if replies.first().is_some_and(|r| r.code == Code::Ok) =>
+            {
+                lock(&self.idle).push(conn);
+                let mut health = lock(&self.health);
+                let failures = health.failures;
+                *health = Health::default();
+                self.members.fetch_add(1, Ordering::AcqRel);
+                self.in_ring.store(true, Ordering::Release);
+                drop(health);
+                tracing::info!(server = %self.addr, "memcached server is back in the ring after {failures} failed attempt(s), emptied so that it serves no value replaced elsewhere meanwhile");
+            }
+            Ok(Ok(answer)) => self.mark_down(&format!("flush_all answered {answer:?}")),
+            Ok(Err(e)) => self.mark_down(&format!("flush_all failed: {e}")),
+            Err(_) => self.mark_down(&format!(
+                "no answer to flush_all within {:?}",
+                self.settings.io_timeout
+            )),
         }
     }
 

@@ -10,6 +10,7 @@ mod createcachetable;
 mod del;
 mod get;
 mod incr;
+mod invalidate;
 mod keys;
 mod stats;
 mod touch;
@@ -188,6 +189,10 @@ pub(crate) enum Request {
     },
     /// `clear`: delete every key of the cache, once confirmed.
     Clear { confirmed: bool },
+    /// `invalidate --tag T`: invalidate tags.
+    Invalidate { tags: Vec<String> },
+    /// `purge URL`: drop a URL's page with all its variants.
+    Purge { url: String, key_prefix: String },
     /// `stats`.
     Stats,
     /// `createcachetable`: refused through an app (it needs the configuration).
@@ -256,6 +261,8 @@ impl From<Op> for Request {
                 address: keyargs.into(),
             },
             Op::Clear { yes } => Request::Clear { confirmed: yes },
+            Op::Invalidate { tags } => Request::Invalidate { tags },
+            Op::Purge { url, key_prefix } => Request::Purge { url, key_prefix },
             Op::Stats => Request::Stats,
             Op::Createcachetable { dry_run } => Request::Createcachetable { dry_run },
         }
@@ -284,6 +291,10 @@ pub(crate) enum Reply {
     Deleted { asked: usize, removed: u64 },
     /// `clear`: how many keys went, or none when the backend cleared everything in one call.
     Cleared(Option<u64>),
+    /// `invalidate`: how many tags were invalidated.
+    Invalidated(usize),
+    /// `purge`: whether a page was stored.
+    Purged(bool),
     /// `stats`.
     Stats(Stats),
     /// `createcachetable --dry-run`: the SQL.
@@ -307,6 +318,8 @@ impl Reply {
             Reply::Deleted { removed, .. } => json!(removed),
             Reply::Cleared(None) => json!(true),
             Reply::Cleared(Some(n)) => json!(n),
+            Reply::Invalidated(n) => json!(n),
+            Reply::Purged(b) => json!(b),
             Reply::Stats(stats) => stats.to_json(),
             Reply::Sql(sql) => json!(sql),
             Reply::TableCreated { alias, sql } => json!({ "created": alias, "sql": sql }),
@@ -352,6 +365,8 @@ pub(crate) async fn run(
         } => touch::run(&addressed(cache, address), &key, seconds).await,
         Request::Del { keys, address } => del::run(&addressed(cache, address), &keys).await,
         Request::Clear { confirmed } => clear::run(cache, confirmed, progress).await,
+        Request::Invalidate { tags } => invalidate::tags(cache, &tags).await,
+        Request::Purge { url, key_prefix } => invalidate::purge(cache, &url, &key_prefix).await,
         Request::Stats => stats::run(cache).await,
         Request::Createcachetable { .. } => createcachetable::refuse(cache),
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{
-    CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, SET_COOKIE,
+    CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE,
+    SET_COOKIE,
 };
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
@@ -167,7 +168,7 @@ impl PageCacheEngine {
                     .await);
             }
         };
-        let Some(vary) = vary_header_names(&parts.headers) else {
+        let Some(mut vary) = vary_header_names(&parts.headers) else {
             tracing::debug!(
                 key = primary,
                 "response not stored: a Vary name does not parse"
@@ -176,6 +177,12 @@ impl PageCacheEngine {
                 .not_stored(parts, body, &method, &request_headers, flight_key, leader)
                 .await);
         };
+        // A ranged answer is stored under the URL's ranged answers, one per `Range`.
+        if self.respond.ranges && method == Method::GET && request_headers.contains_key(RANGE) {
+            vary.push(RANGE);
+            vary.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            vary.dedup();
+        }
         let limit = self.settings.max_body;
         // A body's exact size hint counts as a declared length: axum's bodies carry one, and
         // hyper writes it as `Content-Length` only after the layer has answered.
@@ -353,7 +360,7 @@ impl PageCacheEngine {
         }
         let decision = self.settings.policy.decide(&mut Exchange {
             request: request_headers,
-            status: StatusCode::OK,
+            status: page.status,
             response: &mut page.headers,
             layer_timeout: self.settings.timeout,
             default_ttl: self.settings.default_ttl,
@@ -443,6 +450,10 @@ impl PageCacheEngine {
 /// answer, so HEAD is asked as GET and preconditions are evaluated here against the full
 /// response; a stale page's validators turn it into a revalidation.
 fn prepare<B>(req: &mut Request<B>, stale: Option<&StoredResponse>) {
+    if req.method() == Method::HEAD {
+        // HEAD has no ranges (RFC 9110 §14.2): the complete page is asked for.
+        req.headers_mut().remove(RANGE);
+    }
     *req.method_mut() = Method::GET;
     conditional::strip_conditions(req.headers_mut());
     if let Some(page) = stale {

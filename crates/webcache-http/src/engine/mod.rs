@@ -30,14 +30,15 @@
 
 mod exchange;
 mod miss;
+mod range;
 mod respond;
 mod store;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::UPGRADE;
-use http::{Method, Request, Response};
+use http::header::{CONTENT_LOCATION, HOST, IF_RANGE, LOCATION, RANGE, UPGRADE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use tower::Service;
 use webcache_core::SingleFlight;
 
@@ -122,6 +123,8 @@ impl PageCacheEngine {
             },
             respond: Responder {
                 header: settings.header.clone(),
+                ranges: matches!(settings.policy, crate::Policy::SharedCache(_)),
+                targeted: settings.policy.targeted_fields().into(),
             },
             settings: Arc::new(settings),
             flights,
@@ -152,15 +155,17 @@ impl PageCacheEngine {
         let policy = &self.settings.policy;
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD || req.headers().contains_key(UPGRADE) {
-            let invalidate = (!method.is_safe() && policy.invalidates_on_unsafe())
-                .then(|| key::primary_key(&self.settings.key_prefix, req.uri(), req.headers()));
+            let invalidate = (!method.is_safe() && policy.invalidates_on_unsafe()).then(|| {
+                let host = req.headers().get(HOST).map(|h| h.as_bytes().to_vec());
+                let primary = key::primary_key(&self.settings.key_prefix, req.uri(), req.headers());
+                (primary, req.uri().clone(), host.unwrap_or_default())
+            });
             let response = inner.call(req).await?;
-            if let Some(primary) = invalidate {
+            if let Some((primary, uri, host)) = invalidate {
                 let status = response.status();
                 if status.is_success() || status.is_redirection() {
-                    if let Err(e) = self.store.invalidate(&primary).await {
-                        self.store.warn_backend("invalidate", &e);
-                    }
+                    self.invalidate_after_unsafe(&primary, &uri, &host, response.headers())
+                        .await;
                 }
             }
             return Ok(self
@@ -175,8 +180,28 @@ impl PageCacheEngine {
                 .mark(response.map(CacheBody::inner), Outcome::Bypass));
         }
 
-        let primary = key::primary_key(&self.settings.key_prefix, req.uri(), req.headers());
-        let found = self.store.lookup(&primary, req.headers()).await;
+        let mut primary = key::primary_key(&self.settings.key_prefix, req.uri(), req.headers());
+        let mut found = self.store.lookup(&primary, req.headers()).await;
+        // A ranged GET (shared cache) is answered from the complete page when it is fresh;
+        // otherwise from, and stored under, the URL's ranged answers (see `key::range_primary`).
+        if self.respond.ranges && method == Method::GET && req.headers().contains_key(RANGE) {
+            let complete = found.page.as_ref().is_some_and(|page| {
+                page.status == StatusCode::OK
+                    && policy.usable(page, req.headers(), SystemTime::now(), self.settings.grace)
+                        == Usable::Fresh
+            });
+            if !complete {
+                if req.headers().contains_key(IF_RANGE) && !policy.only_if_cached(req.headers()) {
+                    // Whether the stored part still matches is the origin's to say.
+                    let response = inner.call(req).await?;
+                    return Ok(self
+                        .respond
+                        .mark(response.map(CacheBody::inner), Outcome::Miss));
+                }
+                primary = key::range_primary(&primary);
+                found = self.store.lookup(&primary, req.headers()).await;
+            }
+        }
         let mut stale = None;
         if let Some(page) = found.page {
             let now = SystemTime::now();
@@ -211,8 +236,53 @@ impl PageCacheEngine {
                 Usable::Revalidate { if_error } => stale = Some(Stale { page, if_error }),
             }
         }
+        // §5.2.1.7: nothing stored may answer, and the client wants nothing from the origin.
+        if policy.only_if_cached(req.headers()) {
+            return Ok(self.respond.mark(
+                respond::text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway timeout: the request said Cache-Control: only-if-cached and no stored answer can be used\n",
+                ),
+                Outcome::Miss,
+            ));
+        }
         // Boxed so that the future of a hit stays small: the miss path's state (single flight,
         // inner call, buffering, store) is large and would be moved on every request.
         Box::pin(self.miss(inner, req, &primary, &found.flight_key, stale)).await
+    }
+}
+
+impl PageCacheEngine {
+    /// After a successful unsafe request (RFC 9111 §4.4): drops the pages of its URL (the
+    /// complete page, its variants and its ranged answers) and those of the URLs its
+    /// `Location` and `Content-Location` name on the same host.
+    async fn invalidate_after_unsafe(
+        &self,
+        primary: &str,
+        uri: &Uri,
+        host: &[u8],
+        response: &HeaderMap,
+    ) {
+        let prefix = &self.settings.key_prefix;
+        let mut keys = vec![primary.to_owned()];
+        for name in [LOCATION, CONTENT_LOCATION] {
+            for value in response.get_all(&name) {
+                match key::same_host_key(prefix, value.as_bytes(), uri, host) {
+                    Some(key) if !keys.contains(&key) => keys.push(key),
+                    Some(_) => {}
+                    None => tracing::debug!(
+                        header = %name,
+                        "not invalidated: another host, or not a URI reference"
+                    ),
+                }
+            }
+        }
+        for key in keys {
+            for key in [key::range_primary(&key), key] {
+                if let Err(e) = self.store.invalidate(&key).await {
+                    self.store.warn_backend("invalidate", &e);
+                }
+            }
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Responses the page cache builds: from a stored page, a passed-through answer on its way
 //! out, and the answers it gives itself (400 for a refused host, 500 for a bug).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::header::{AGE, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{AGE, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
+use super::range::{self, RangeAnswer};
 use crate::body::CacheBody;
 use crate::conditional;
 use crate::host::HostRefusal;
@@ -41,10 +43,16 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub(crate) struct Responder {
     pub(crate) header: Option<HeaderName>,
+    /// Whether a GET with `Range` on a stored complete page is answered with that range
+    /// (shared-cache policy; see [`range`]).
+    pub(crate) ranges: bool,
+    /// The targeted cache-control fields (RFC 9213) this cache obeys: never passed on.
+    pub(crate) targeted: Arc<[HeaderName]>,
 }
 
 impl Responder {
-    /// A response built from a page: `Age`, `Content-Length`, preconditions, HEAD.
+    /// A response built from a page: `Age`, `Content-Length`, preconditions, HEAD, and a
+    /// single byte range of a complete page when the request asks for one.
     pub(crate) fn page<R>(
         &self,
         page: StoredResponse,
@@ -54,6 +62,12 @@ impl Responder {
         outcome: Outcome,
     ) -> Response<CacheBody<R>> {
         let age = page.age(now);
+        let ranged = (self.ranges
+            && page.status == StatusCode::OK
+            && *method == Method::GET
+            && request.contains_key(http::header::RANGE))
+        .then(|| range::answer(request, &page.headers, &page.body))
+        .flatten();
         let body_len = page.body.len();
         let body = if *method == Method::HEAD {
             CacheBody::empty()
@@ -75,6 +89,33 @@ impl Responder {
             let precondition = conditional::evaluate(method, request, response.headers());
             conditional::apply(precondition, &mut response);
         }
+        // Preconditions first (RFC 9110 §13.2.2): a 304 or 412 is not narrowed to a range.
+        if response.status() == StatusCode::OK {
+            if let Some(answer) = ranged {
+                let (status, body, length, content_range) = match answer {
+                    RangeAnswer::Partial(part, content_range) => {
+                        let length = part.len();
+                        (
+                            StatusCode::PARTIAL_CONTENT,
+                            CacheBody::full(part),
+                            length,
+                            content_range,
+                        )
+                    }
+                    RangeAnswer::Unsatisfiable(content_range) => (
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        CacheBody::empty(),
+                        0,
+                        content_range,
+                    ),
+                };
+                *response.status_mut() = status;
+                *response.body_mut() = body;
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+                headers.insert(CONTENT_RANGE, content_range);
+            }
+        }
         self.mark(response, outcome)
     }
 
@@ -95,8 +136,12 @@ impl Responder {
         self.mark(response, Outcome::Miss)
     }
 
-    /// Sets the diagnostic header.
+    /// Sets the diagnostic header, and removes the targeted cache-control fields that were
+    /// meant for this cache only.
     pub(crate) fn mark<R>(&self, mut response: Response<R>, outcome: Outcome) -> Response<R> {
+        for name in self.targeted.iter() {
+            response.headers_mut().remove(name);
+        }
         if let Some(name) = &self.header {
             response.headers_mut().insert(name.clone(), outcome.value());
         }

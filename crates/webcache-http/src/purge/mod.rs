@@ -35,9 +35,15 @@ use crate::{key, Pages};
 /// The header of a `PURGE` that invalidates tags instead of one URL.
 pub const INVALIDATE_TAGS: HeaderName = HeaderName::from_static("webcache-invalidate-tags");
 
-/// A tower layer answering `PURGE` requests (see the [module docs](self)) in front of a site or
-/// a proxy; put it outside the page-cache layer, and serve with
-/// `into_make_service_with_connect_info::<SocketAddr>()` when allowing by address.
+/// A tower layer answering `PURGE` requests in front of a site or a proxy; put it outside the
+/// page-cache layer, and serve with `into_make_service_with_connect_info::<SocketAddr>()` when
+/// allowing by address.
+///
+/// `PURGE /path` drops that URL's page and all its variants; with a
+/// `Webcache-Invalidate-Tags: a, b` header it invalidates those tags instead. Answers: `200`
+/// (purged), `404` (nothing was stored), `403` (neither the token nor an allowed address:
+/// nobody is allowed until one is configured), `400` (no single effective host), `502` (the
+/// cache failed). Other methods pass to the inner service untouched.
 ///
 /// ```
 /// use axum::{routing::get, Router};

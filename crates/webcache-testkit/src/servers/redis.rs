@@ -1,5 +1,6 @@
 //! Test fixtures: real `redis-server` processes on free loopback ports: one server, a primary
-//! with a replica, and a 3-master Redis Cluster.
+//! with a replica, and a Redis Cluster (3 masters, optionally with replicas that can take over
+//! from a master that is killed).
 //!
 //! Every server keeps nothing on disk (`--save ""`, no AOF), listens on 127.0.0.1 only, writes
 //! its log into its own [`scratch_dir`], and stops when the test process ends (its folder is
@@ -209,6 +210,12 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The `ROLE` of the server as `redis-cli` prints it: `master` or `slave` on the first
+    /// line (then, for a replica, its master's host and port); empty if it does not answer.
+    pub fn role(&self) -> String {
+        self.cli(&["role"])
+    }
+
     fn wait_for_info(&self, section: &str, needle: &str) {
         self.wait_until(
             || self.cli(&["info", section]).contains(needle),
@@ -270,11 +277,16 @@ impl RedisReplicaPair {
     }
 }
 
-/// A Redis Cluster of masters without replicas.
+/// A Redis Cluster: masters, and replicas if asked for.
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }
+
+/// How long a cluster with replicas waits before it declares a silent node failed
+/// (`cluster-node-timeout`): short, so that a replica takes over from a killed master within
+/// a few seconds, but long enough that a busy machine does not fail nodes by itself.
+const FAILOVER_NODE_TIMEOUT_MS: u32 = 2000;
 
 impl RedisCluster {
     /// The 3-master cluster of this test process, started on first use.
@@ -287,7 +299,25 @@ impl RedisCluster {
     /// them with `redis-cli --cluster create`, and waits until every node reports
     /// `cluster_state:ok`.
     pub fn start(masters: usize) -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..masters)
+        Self::create(masters, 0, 5000)
+    }
+
+    /// Starts `masters` masters with `replicas` replicas each, and waits until the cluster is
+    /// ok and every replica is in sync with its master. Nodes declare a silent node failed
+    /// after 2 s, so when a master is [`kill`](RedisServer::kill)ed one of its replicas is
+    /// promoted a few seconds later.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
+        let cluster = Self::create(masters, replicas, FAILOVER_NODE_TIMEOUT_MS);
+        for node in &cluster.nodes {
+            if node.role().starts_with("slave") {
+                node.wait_for_info("replication", "master_link_status:up");
+            }
+        }
+        cluster
+    }
+
+    fn create(masters: usize, replicas: usize, node_timeout_ms: u32) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
                 let port = free_cluster_port();
                 RedisServer::start_with(
@@ -298,7 +328,7 @@ impl RedisCluster {
                         "--cluster-config-file".into(),
                         format!("nodes-{port}.conf"),
                         "--cluster-node-timeout".into(),
-                        "5000".into(),
+                        node_timeout_ms.to_string(),
                     ],
                 )
             })
@@ -311,7 +341,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .status()
             .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster create: {e}"));
@@ -331,6 +361,27 @@ impl RedisCluster {
     /// The nodes, in the order they were started.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// The nodes that are masters now (by `ROLE`; a killed node is none).
+    pub fn masters(&self) -> Vec<&RedisServer> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role().starts_with("master"))
+            .collect()
+    }
+
+    /// The nodes that replicate `master` now (by `ROLE`).
+    pub fn replicas_of(&self, master: &RedisServer) -> Vec<&RedisServer> {
+        let port = master.port().to_string();
+        self.nodes
+            .iter()
+            .filter(|n| {
+                let role = n.role();
+                let mut lines = role.lines().map(str::trim);
+                lines.next() == Some("slave") && lines.nth(1) == Some(port.as_str())
+            })
+            .collect()
     }
 
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`.
