@@ -18,15 +18,24 @@
 //!
 //! Backends behind cargo features: `redis`, `memcached`, `sql` (SQLite, PostgreSQL), `file`;
 //! `locmem` and `dummy` are always there. Feature `http` adds the page-cache layers and
-//! `sessions` the tower-sessions stores; `full` enables everything.
+//! `sessions` the tower-sessions stores; `macros` (on by default) the [`cached`] attribute that
+//! memoizes an async function; `minijinja` the `{% call cache(...) %}` template function of
+//! [`fragment`]; `full` enables everything.
 #![forbid(unsafe_code)]
 // Library code answers every failure with an error, never a panic; tests may unwrap.
 #![warn(clippy::unwrap_used)]
 
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "memo.rs"]
+pub mod __private;
+pub mod fragment;
 mod registry;
 
 pub use registry::{build_backend, Caches};
 pub use webcache_core::*;
+#[cfg(feature = "macros")]
+pub use webcache_macros::cached;
 
 /// The file-system backend.
 #[cfg(feature = "file")]
