@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /delay/N` | the built-in slow upstream (a stand-in for httpbin): sleeps N seconds |
 //! | `GET /hello` | the low-level API: `get_or_set_with_stale` of key `httpbin`, fresh 60 s, then served stale for 5 min while one refresh runs |
-//! | `GET /hello-page` | the page-cache layer on one route (`cache_page(60)`) |
+//! | `GET /hello-page` | the page-cache layer on one route (`cache_page(60)`); inside, the upstream part is a template fragment cached 5 minutes (`{% call cache(300, ...) %}`) |
 //! | `GET`/`POST /hello-class` | one route, two methods, only GET cached (`method_decorator`) |
 //! | `GET /cart?add=ITEM`, `POST /cart/clear` | a cache-backed session |
 //! | `POST /_webcache/command` | the admin endpoint behind `webcache ... --app URL` (token always required; see [`admin`]) |
