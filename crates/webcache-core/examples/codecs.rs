@@ -123,7 +123,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 21;
 const ITERATIONS: u32 = 300;
 
 #[tokio::main(flavor = "current_thread")]
