@@ -43,6 +43,9 @@ use webcache_core::{Cache, Timeout};
 
 pub use tables::{parse as parse_tables, Tables};
 
+/// The sqlx this crate is built on (its database, pool and row types).
+pub use sqlx;
+
 /// The prefix of every key the query cache stores rows under.
 const KEY_PREFIX: &str = "sqlx:";
 
@@ -194,15 +197,13 @@ impl QueryCache {
             return Ok(());
         }
         tracing::debug!(?tables, "invalidating tables after a write");
-        self.invalidate_tables(&tables)
-            .await
-            .map_err(|e| match e {
-                Error::Cache(source) => Error::Invalidation {
-                    tables: tables.iter().cloned().collect(),
-                    source,
-                },
-                other => other,
-            })
+        self.invalidate_tables(&tables).await.map_err(|e| match e {
+            Error::Cache(source) => Error::Invalidation {
+                tables: tables.iter().cloned().collect(),
+                source,
+            },
+            other => other,
+        })
     }
 }
 

@@ -74,8 +74,24 @@ const CLAUSE_WORDS: &[&str] = &[
 /// Words after which no more `FROM` items follow. A list goes on past `JOIN .. ON ..`
 /// (`FROM a JOIN b ON .., c` reads `c` too).
 const LIST_END: &[&str] = &[
-    "where", "group", "order", "limit", "offset", "having", "window", "union", "except",
-    "intersect", "set", "values", "returning", "for", "fetch", "into", "select", "default",
+    "where",
+    "group",
+    "order",
+    "limit",
+    "offset",
+    "having",
+    "window",
+    "union",
+    "except",
+    "intersect",
+    "set",
+    "values",
+    "returning",
+    "for",
+    "fetch",
+    "into",
+    "select",
+    "default",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,12 +175,10 @@ fn tokenize(sql: &str) -> Option<Vec<Token>> {
             b'$' => {
                 // `$1` (a parameter) or a dollar-quoted string `$tag$ .. $tag$`.
                 let mut j = i + 1;
-                while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_')
-                {
+                while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
                     j += 1;
                 }
-                if bytes.get(j) == Some(&b'$') && !bytes[i + 1..j].iter().any(u8::is_ascii_digit)
-                {
+                if bytes.get(j) == Some(&b'$') && !bytes[i + 1..j].iter().any(u8::is_ascii_digit) {
                     let tag = &sql[i..=j];
                     let rest = &sql[j + 1..];
                     let close = rest.find(tag)?;
@@ -568,7 +582,10 @@ mod tests {
             reads("SELECT p.id FROM public.products p JOIN \"Stock\" s ON s.id = p.id"),
             ["products", "stock"]
         );
-        assert_eq!(reads("SELECT * FROM a, b AS x, c y WHERE 1"), ["a", "b", "c"]);
+        assert_eq!(
+            reads("SELECT * FROM a, b AS x, c y WHERE 1"),
+            ["a", "b", "c"]
+        );
         assert_eq!(
             reads("SELECT * FROM a LEFT OUTER JOIN b USING (id) NATURAL JOIN c"),
             ["a", "b", "c"]
@@ -587,11 +604,20 @@ mod tests {
             ["items", "orders", "recent"]
         );
         assert_eq!(reads("SELECT * FROM `main`.[Weird Name]"), ["weird name"]);
-        assert_eq!(reads("SELECT 'FROM x', \"a\"\"b\" FROM \"t\"\"q\" -- FROM c\n"), ["t\"q"]);
-        assert_eq!(reads("SELECT $$ FROM x $$, $a$FROM y$a$ FROM z /* FROM w */"), ["z"]);
+        assert_eq!(
+            reads("SELECT 'FROM x', \"a\"\"b\" FROM \"t\"\"q\" -- FROM c\n"),
+            ["t\"q"]
+        );
+        assert_eq!(
+            reads("SELECT $$ FROM x $$, $a$FROM y$a$ FROM z /* FROM w */"),
+            ["z"]
+        );
         assert_eq!(reads("SELECT * FROM (SELECT * FROM a) sub, b"), ["a", "b"]);
         assert_eq!(reads("SELECT * FROM a UNION SELECT * FROM b;"), ["a", "b"]);
-        assert_eq!(reads("SELECT * FROM a JOIN b ON a.x = f(b.y, 1), c"), ["a", "b", "c"]);
+        assert_eq!(
+            reads("SELECT * FROM a JOIN b ON a.x = f(b.y, 1), c"),
+            ["a", "b", "c"]
+        );
         assert_eq!(reads("TABLE a UNION ALL TABLE b"), ["a", "b"]);
         assert_eq!(reads("SELECT 1"), Vec::<String>::new());
         assert!(known("SELECT * FROM t FOR UPDATE").2);
@@ -601,25 +627,49 @@ mod tests {
     #[test]
     fn writes_are_found() {
         assert_eq!(writes("INSERT INTO products (id) VALUES (?)"), ["products"]);
-        assert_eq!(writes("INSERT OR REPLACE INTO \"Products\" VALUES (1)"), ["products"]);
-        assert_eq!(writes("REPLACE INTO main.products VALUES (1)"), ["products"]);
+        assert_eq!(
+            writes("INSERT OR REPLACE INTO \"Products\" VALUES (1)"),
+            ["products"]
+        );
+        assert_eq!(
+            writes("REPLACE INTO main.products VALUES (1)"),
+            ["products"]
+        );
         assert_eq!(
             writes("INSERT INTO p (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET n = excluded.n"),
             ["p"]
         );
-        assert_eq!(writes("UPDATE products SET price = $1 WHERE id = $2"), ["products"]);
-        assert_eq!(writes("UPDATE OR IGNORE products SET price = 1"), ["products"]);
-        assert_eq!(writes("UPDATE ONLY public.p AS x SET a = 1 FROM q WHERE q.id = x.id"), ["p"]);
+        assert_eq!(
+            writes("UPDATE products SET price = $1 WHERE id = $2"),
+            ["products"]
+        );
+        assert_eq!(
+            writes("UPDATE OR IGNORE products SET price = 1"),
+            ["products"]
+        );
+        assert_eq!(
+            writes("UPDATE ONLY public.p AS x SET a = 1 FROM q WHERE q.id = x.id"),
+            ["p"]
+        );
         assert_eq!(known("UPDATE p SET a = 1 FROM q").0, ["q"]);
-        assert_eq!(writes("DELETE FROM products WHERE id = 1 RETURNING id"), ["products"]);
-        assert_eq!(writes("DELETE FROM ONLY a USING b WHERE a.id = b.id"), ["a"]);
+        assert_eq!(
+            writes("DELETE FROM products WHERE id = 1 RETURNING id"),
+            ["products"]
+        );
+        assert_eq!(
+            writes("DELETE FROM ONLY a USING b WHERE a.id = b.id"),
+            ["a"]
+        );
         assert_eq!(writes("TRUNCATE TABLE a, b"), ["a", "b"]);
         assert_eq!(writes("INSERT INTO a SELECT * FROM b"), ["a"]);
         assert_eq!(
             writes("WITH gone AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM gone"),
             ["a", "b"]
         );
-        assert_eq!(writes("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE"), ["t"]);
+        assert_eq!(
+            writes("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE"),
+            ["t"]
+        );
     }
 
     #[test]

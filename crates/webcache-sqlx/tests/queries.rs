@@ -60,7 +60,9 @@ async fn postgres_pool() -> sqlx::PgPool {
         .expect("create a database");
     admin.close().await;
     let url = format!("postgres://postgres@127.0.0.1:{}/{db}", server.port());
-    sqlx::PgPool::connect(&url).await.expect("connect to the new database")
+    sqlx::PgPool::connect(&url)
+        .await
+        .expect("connect to the new database")
 }
 
 /// SQL for both databases: SQLite takes `$1` too.
@@ -68,9 +70,11 @@ async fn seed<DB: Database>(pool: &Pool<DB>)
 where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
 {
-    pool.execute("CREATE TABLE products (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price BIGINT NOT NULL)")
-        .await
-        .expect("create table");
+    pool.execute(
+        "CREATE TABLE products (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price BIGINT NOT NULL)",
+    )
+    .await
+    .expect("create table");
     pool.execute("INSERT INTO products VALUES (1, 'teapot', 12), (2, 'kettle', 30), (3, 'cup', 4)")
         .await
         .expect("insert rows");
@@ -106,16 +110,32 @@ where
 {
     seed(&pool).await;
     let (a, b) = caches(redis).await;
-    let (qa, qb) = (QueryCache::new(a).timeout(600), QueryCache::new(b).timeout(600));
+    let (qa, qb) = (
+        QueryCache::new(a).timeout(600),
+        QueryCache::new(b).timeout(600),
+    );
     let all = |q: &QueryCache| q.query_as::<DB, Product>(SELECT_ALL);
 
     // A read is cached: a change made outside is not seen until the tables are invalidated.
-    assert_eq!(prices(&all(&qa).fetch_all(&pool).await.unwrap()), [12, 30, 4]);
-    assert_eq!(prices(&all(&qb).fetch_all(&pool).await.unwrap()), [12, 30, 4]);
+    assert_eq!(
+        prices(&all(&qa).fetch_all(&pool).await.unwrap()),
+        [12, 30, 4]
+    );
+    assert_eq!(
+        prices(&all(&qb).fetch_all(&pool).await.unwrap()),
+        [12, 30, 4]
+    );
     set_price_outside(&pool, 1, 13).await;
-    assert_eq!(prices(&all(&qb).fetch_all(&pool).await.unwrap()), [12, 30, 4], "cached");
+    assert_eq!(
+        prices(&all(&qb).fetch_all(&pool).await.unwrap()),
+        [12, 30, 4],
+        "cached"
+    );
     qa.invalidate_tables(["products"]).await.unwrap();
-    assert_eq!(prices(&all(&qb).fetch_all(&pool).await.unwrap()), [13, 30, 4]);
+    assert_eq!(
+        prices(&all(&qb).fetch_all(&pool).await.unwrap()),
+        [13, 30, 4]
+    );
 
     // Parameters are part of the key.
     let one = |q: &QueryCache, id: i64| {
@@ -141,7 +161,10 @@ where
         .unwrap();
     let _ = done;
     assert_eq!(one(&qb, 2).fetch_one(&pool).await.unwrap().price, 31);
-    assert_eq!(prices(&all(&qb).fetch_all(&pool).await.unwrap()), [13, 31, 4]);
+    assert_eq!(
+        prices(&all(&qb).fetch_all(&pool).await.unwrap()),
+        [13, 31, 4]
+    );
 
     // A write that returns rows (fetch) invalidates too, and is not cached.
     let added: Product = qb
@@ -154,7 +177,10 @@ where
         .await
         .unwrap();
     assert_eq!(added.name, "jug");
-    assert_eq!(prices(&all(&qa).fetch_all(&pool).await.unwrap()), [13, 31, 4, 20]);
+    assert_eq!(
+        prices(&all(&qa).fetch_all(&pool).await.unwrap()),
+        [13, 31, 4, 20]
+    );
 
     // In a transaction, the invalidation waits for the commit.
     let mut tx = qa.transaction(pool.begin().await.unwrap());
@@ -170,13 +196,21 @@ where
         "not committed yet: the cached rows stay, and are still right"
     );
     tx.commit().await.unwrap();
-    assert_eq!(prices(&all(&qb).fetch_all(&pool).await.unwrap()), [13, 31, 4]);
+    assert_eq!(
+        prices(&all(&qb).fetch_all(&pool).await.unwrap()),
+        [13, 31, 4]
+    );
 
     // A rolled back transaction changes nothing and invalidates nothing.
     let mut tx = qb.transaction(pool.begin().await.unwrap());
-    tx.execute(qb.query::<DB>("DELETE FROM products")).await.unwrap();
+    tx.execute(qb.query::<DB>("DELETE FROM products"))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(prices(&all(&qa).fetch_all(&pool).await.unwrap()), [13, 31, 4]);
+    assert_eq!(
+        prices(&all(&qa).fetch_all(&pool).await.unwrap()),
+        [13, 31, 4]
+    );
 
     // What the parse cannot vouch for is refused unless the caller names the tables.
     const JOINED: &str =
@@ -187,21 +221,35 @@ where
         "{refused:?}"
     );
     let named = |q: &QueryCache| q.query_as::<DB, Product>(JOINED).reads(["Products"]);
-    assert_eq!(prices(&named(&qa).fetch_all(&pool).await.unwrap()), [13, 31, 4]);
+    assert_eq!(
+        prices(&named(&qa).fetch_all(&pool).await.unwrap()),
+        [13, 31, 4]
+    );
     set_price_outside(&pool, 3, 5).await;
-    assert_eq!(prices(&named(&qb).fetch_all(&pool).await.unwrap()), [13, 31, 4], "cached");
+    assert_eq!(
+        prices(&named(&qb).fetch_all(&pool).await.unwrap()),
+        [13, 31, 4],
+        "cached"
+    );
     qb.query::<DB>("UPDATE products SET name = 'mug' WHERE id = 3")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(prices(&named(&qa).fetch_all(&pool).await.unwrap()), [13, 31, 5]);
+    assert_eq!(
+        prices(&named(&qa).fetch_all(&pool).await.unwrap()),
+        [13, 31, 5]
+    );
 
     // A write the parse cannot see through is refused before it runs.
     let refused = qa
         .query::<DB>("DELETE FROM (products)")
         .execute(&pool)
         .await;
-    assert!(matches!(refused, Err(Error::UnknownTables { .. })), "{:?}", refused.err());
+    assert!(
+        matches!(refused, Err(Error::UnknownTables { .. })),
+        "{:?}",
+        refused.err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

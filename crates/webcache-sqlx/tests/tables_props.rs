@@ -8,7 +8,9 @@ use webcache_sqlx::{parse_tables, Tables};
 
 /// The SQL as names are compared with it: ASCII-lowercased, doubled quotes collapsed.
 fn haystack(sql: &str) -> String {
-    sql.to_ascii_lowercase().replace("\"\"", "\"").replace("``", "`")
+    sql.to_ascii_lowercase()
+        .replace("\"\"", "\"")
+        .replace("``", "`")
 }
 
 fn check_names_occur(sql: &str) {
@@ -27,28 +29,68 @@ fn table() -> impl Strategy<Value = (String, String)> {
     let bare = "[a-z_][a-z0-9_]{0,10}".prop_filter("not a keyword", |n| {
         !matches!(
             n.as_str(),
-            "where" | "join" | "inner" | "left" | "right" | "full" | "cross" | "natural" | "on"
-                | "using" | "group" | "order" | "limit" | "offset" | "having" | "window"
-                | "union" | "except" | "intersect" | "set" | "values" | "returning" | "select"
-                | "for" | "fetch" | "default" | "into" | "from" | "when" | "then" | "lateral"
-                | "do" | "as" | "with" | "straight_join" | "only" | "table"
+            "where"
+                | "join"
+                | "inner"
+                | "left"
+                | "right"
+                | "full"
+                | "cross"
+                | "natural"
+                | "on"
+                | "using"
+                | "group"
+                | "order"
+                | "limit"
+                | "offset"
+                | "having"
+                | "window"
+                | "union"
+                | "except"
+                | "intersect"
+                | "set"
+                | "values"
+                | "returning"
+                | "select"
+                | "for"
+                | "fetch"
+                | "default"
+                | "into"
+                | "from"
+                | "when"
+                | "then"
+                | "lateral"
+                | "do"
+                | "as"
+                | "with"
+                | "straight_join"
+                | "only"
+                | "table"
         )
     });
-    (bare, 0..3u8, any::<bool>(), proptest::option::of("[a-z]{1,6}")).prop_map(
-        |(name, style, upper, schema)| {
+    (
+        bare,
+        0..3u8,
+        any::<bool>(),
+        proptest::option::of("[a-z]{1,6}"),
+    )
+        .prop_map(|(name, style, upper, schema)| {
             let written = match style {
                 0 => name.clone(),
                 1 => format!("\"{name}\""),
                 _ => format!("`{name}`"),
             };
-            let written = if upper { written.to_ascii_uppercase() } else { written };
+            let written = if upper {
+                written.to_ascii_uppercase()
+            } else {
+                written
+            };
             let written = match schema {
                 Some(s) => format!("{s}.{written}"),
                 None => written,
             };
             (written, name)
-        },
-    )
+        })
 }
 
 proptest! {
