@@ -77,7 +77,7 @@ async fn invalidations(cache: &Cache, name: &str, rounds: u32) {
             .await
             .unwrap()
             .is_none());
-        println!("| {name} | invalidate_tags, {entries} entries carry the tag | {took} |");
+        println!("| {name} | invalidate_tags, entries carrying the tag: {entries} | {took} |");
     }
 }
 
