@@ -150,7 +150,7 @@ impl QueryCache {
         }
     }
 
-    /// A statement run for its effect (as [`sqlx::query`]): after it succeeds, the tables it
+    /// A statement run for its effect (as [`sqlx::query()`]): after it succeeds, the tables it
     /// writes are invalidated.
     pub fn query<'q, DB: Database>(&self, sql: impl SqlSafeStr) -> Query<'q, DB> {
         let sql = sql.into_sql_str();

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 pub enum Tables {
     /// The statement was understood.
     Known {
-        /// The tables it reads (normalised: see [`normalise`]).
+        /// The tables it reads, lowercased and without their schema (see [`table_tag`](crate::table_tag)).
         reads: BTreeSet<String>,
         /// The tables it writes (`INSERT`, `UPDATE`, `DELETE`, `TRUNCATE`, `MERGE`, `SELECT INTO`).
         writes: BTreeSet<String>,
