@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use webcache::http::cache_page;
-use webcache::sqlx::sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use webcache::sqlx::sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use webcache::sqlx::sqlx::{self, Sqlite};
 use webcache::sqlx::{table_tag, QueryCache};
 use webcache::Cache;
@@ -42,32 +42,108 @@ struct Catalogue {
     queries: QueryCache,
 }
 
-/// The default database file: `catalogue.db` in the runtime directory `serve` uses.
-pub(super) fn default_db() -> Option<PathBuf> {
-    crate::token_file::dir().map(|dir| dir.join("catalogue.db"))
+/// Where the catalogue lives: a file, or memory when no private directory was at hand.
+pub(super) enum Location {
+    /// A SQLite file (`--db PATH`, or `catalogue.db` in the private runtime directory).
+    File(PathBuf),
+    /// An in-memory database: the runtime directory is missing, not private or a symlink,
+    /// and nothing is ever written there (the token file's rule).
+    Memory(String),
 }
 
-/// The catalogue's routes over the SQLite file `db` (created with sample rows when it has
-/// no table yet), its rows and pages cached in `cache`.
-pub(super) async fn routes(cache: &Cache, db: &Path) -> anyhow::Result<Router> {
-    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}; choose another --db", dir.display()))?;
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{} (SQLite)", path.display()),
+            Location::Memory(why) => write!(f, "in memory ({why}; pass --db PATH to keep it)"),
+        }
     }
-    let options = SqliteConnectOptions::new()
-        .filename(db)
-        .create_if_missing(true)
-        // Two `serve` processes may share the file: wait for each other's writes.
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePool::connect_with(options).await.with_context(|| {
-        format!(
-            "cannot open the catalogue database {}; choose another --db",
-            db.display()
-        )
-    })?;
+}
+
+/// The catalogue of `--db`, else `catalogue.db` in the runtime directory `serve` uses when
+/// that directory is the user's own and private (created so when missing), else memory.
+pub(super) fn location(db: Option<&Path>) -> Location {
+    if let Some(db) = db {
+        return Location::File(db.to_owned());
+    }
+    let Some(dir) = crate::token_file::dir() else {
+        return Location::Memory("neither XDG_RUNTIME_DIR nor HOME is set".to_owned());
+    };
+    match private_dir(&dir) {
+        Ok(()) => Location::File(dir.join("catalogue.db")),
+        Err(why) => Location::Memory(why),
+    }
+}
+
+/// Whether `dir` is a private directory of this user's (not a symlink, nobody else can
+/// enter), creating it so when missing.
+// The same rule as the token file's; see the report: one home for it belongs in token_file.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if std::fs::symlink_metadata(dir).is_err() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let private = meta.file_type().is_dir()
+            && meta.uid() == rustix::process::getuid().as_raw()
+            && meta.mode() & 0o077 == 0;
+        if private {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not a private directory of this user",
+                dir.display()
+            ))
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Err("no private runtime directory on this platform".to_owned())
+    }
+}
+
+/// The catalogue's routes over `location` (created with sample rows when it has no table
+/// yet), its rows and pages cached in `cache`.
+pub(super) async fn routes(cache: &Cache, location: &Location) -> anyhow::Result<Router> {
+    let pool = match location {
+        Location::File(db) => {
+            if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create {}; choose another --db", dir.display())
+                })?;
+            }
+            let options = SqliteConnectOptions::new()
+                .filename(db)
+                .create_if_missing(true)
+                // Two `serve` processes may share the file: wait for each other's writes.
+                .busy_timeout(Duration::from_secs(10));
+            SqlitePool::connect_with(options).await.with_context(|| {
+                format!(
+                    "cannot open the catalogue database {}; choose another --db",
+                    db.display()
+                )
+            })?
+        }
+        // One connection kept for the life of the process: the database lives in it.
+        Location::Memory(_) => SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(SqliteConnectOptions::new().in_memory(true))
+            .await
+            .context("cannot open an in-memory SQLite database")?,
+    };
     seed(&pool)
         .await
-        .with_context(|| format!("cannot create the products table in {}", db.display()))?;
+        .with_context(|| format!("cannot create the products table in {location}"))?;
     let catalogue = Catalogue {
         pool,
         queries: QueryCache::new(cache.clone()).timeout(TTL),
@@ -162,6 +238,10 @@ async fn set_price(
         }
         Ok(_) => format!("product {id} now costs {price} EUR; table:products invalidated\n")
             .into_response(),
+        // Updated, but the cache could not be told: say so rather than "failed".
+        Err(e @ webcache::sqlx::Error::Invalidation { .. }) => {
+            failed(&format!("product {id} now costs {price} EUR, but"), &e)
+        }
         Err(e) => failed("cannot update the product", &e),
     }
 }

@@ -45,12 +45,7 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
         token: token.clone(),
         bound: addr,
     };
-    let db = match &args.db {
-        Some(db) => db.clone(),
-        None => catalogue::default_db().context(
-            "neither XDG_RUNTIME_DIR nor HOME names a directory for the catalogue database; pass --db PATH",
-        )?,
-    };
+    let db = catalogue::location(args.db.as_deref());
     let app = demo::app(&caches, &upstream, admin)?
         .merge(catalogue::routes(caches.default(), &db).await?);
     // Removed when dropped, at the end of this function whatever ends the server.
@@ -128,7 +123,7 @@ fn announce(
     external: bool,
     token: &str,
     token_file: Option<&TokenFile>,
-    db: &std::path::Path,
+    db: &catalogue::Location,
 ) {
     let cache = caches.default();
     let base = format!("http://{addr}");
@@ -149,7 +144,7 @@ fn announce(
         "webcache demo listening on {base}\n\
          cache: `{alias}` ({backend} backend{embedded})\n\
          upstream: {upstream}/delay/N{builtin}\n\
-         catalogue: {db} (SQLite)\n\
+         catalogue: {db}\n\
          {token_note}\n\
          \n\
          try:\n  \
@@ -165,7 +160,7 @@ fn announce(
          webcache keys --app {base}    # what is in the cache; also get/ttl/stats/shell\n",
         alias = cache.alias(),
         backend = cache.backend().name(),
-        db = db.display(),
+        db = db,
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
