@@ -192,6 +192,15 @@ impl CachePageLayer {
         self
     }
 
+    /// Say that this layer's pages carry tags: every miss then pins the tag versions before
+    /// the handler runs (one more read per miss), so even the first tagged page is stored.
+    /// Without it the layer learns it from the first tagged response, which is answered but
+    /// not stored (nothing pinned its tags).
+    pub fn tagged_pages(self) -> Self {
+        self.pages().store().expect_tags();
+        self
+    }
+
     /// A handle on the pages this layer stores: purge a URL with all its variants, invalidate
     /// tags. It shares the layer's state, so this process's pages still being written are
     /// dropped too.

@@ -115,6 +115,11 @@ impl Pages {
         Ok(self.store.invalidate(primary).await? | ranges)
     }
 
+    /// The store of these pages.
+    pub(crate) fn store(&self) -> &PageStore {
+        &self.store
+    }
+
     /// The key rules of these pages.
     pub(crate) fn keys(&self) -> &KeyRules {
         &self.keys

@@ -55,3 +55,5 @@ pub use webcache_sessions as sessions;
 /// The SQLite/PostgreSQL backend and `create_cache_table`.
 #[cfg(feature = "sql")]
 pub use webcache_sql as sql;
+#[cfg(feature = "sqlx")]
+pub use webcache_sqlx as sqlx;

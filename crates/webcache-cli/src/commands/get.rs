@@ -23,7 +23,9 @@ fn describe(cache: &Cache, raw: &Bytes) -> Value {
             .unwrap_or_else(|e| json!({"corrupt": format!("JSON entry that does not parse: {e}")})),
         // MessagePack describes itself: shown as the JSON it reads as.
         Ok(decoded @ Decoded::MsgPack(_)) => webcache::codec::deserialize::<Value>(decoded)
-            .unwrap_or_else(|e| json!({"corrupt": format!("MessagePack entry that does not parse: {e}")})),
+            .unwrap_or_else(
+                |e| json!({"corrupt": format!("MessagePack entry that does not parse: {e}")}),
+            ),
         // postcard does not: only the type that wrote it can read it.
         Ok(Decoded::Postcard(payload)) => json!({
             "postcard_bytes": payload.len(),

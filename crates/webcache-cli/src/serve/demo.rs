@@ -109,7 +109,9 @@ async fn index() -> &'static str {
      GET  /hello          low-level API (get_or_set, 60 s, then served stale for 5 min while refreshed)\n\
      GET  /hello-page     page-cache layer on the route; inside, the upstream part is a cached fragment\n\
      GET  /hello-class    page-cache layer on GET only; POST is never cached\n\
-     GET  /cart?add=ITEM  a cache-backed session cart; POST /cart/clear empties it\n"
+     GET  /cart?add=ITEM  a cache-backed session cart; POST /cart/clear empties it\n\
+     GET  /products       rows cached by the query cache, the page by the page layer (tagged)\n\
+     POST /products/ID?price=N  update through the query cache: rows and page dropped at once\n"
 }
 
 /// The built-in upstream, a stand-in for httpbin's `/delay/N`.
