@@ -530,6 +530,7 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
     assert!(page["body_bytes"].as_u64().unwrap() > 4000, "{page}");
     // Purged through the app: the next request asks the upstream again.
     let url = format!("{}/hello-page?delay=0.5", demo.base);
+    let before: Value = get_json(&http, format!("{}/count", demo.base)).await;
     let out = webcache(&["purge", &url, "--app", &demo.base], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "purged");
     let (_, page) = get(&http, &url).await;
@@ -537,7 +538,7 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
     // The page is rendered again, but its upstream part is a cached template fragment.
     let count: Value = get_json(&http, format!("{}/count", demo.base)).await;
     assert_eq!(
-        count["served"], 2,
+        count["served"], before["served"],
         "the fragment did not answer: the upstream was called"
     );
     let out = webcache(&["invalidate", "--tag", "t", "--app", &demo.base], None);
