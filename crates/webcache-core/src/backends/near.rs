@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{LocMem, LocMemConfig};
+use super::{LocMemBackend, LocMemConfig};
 use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
 use crate::error::Result;
 use crate::timeout::{Expiry, Ttl};
@@ -18,7 +18,7 @@ use crate::timeout::{Expiry, Ttl};
 /// come from the shared backend.
 #[derive(Debug)]
 pub struct NearCache {
-    near: LocMem,
+    near: LocMemBackend,
     far: Arc<dyn Backend>,
     ttl: Duration,
 }
@@ -30,7 +30,7 @@ impl NearCache {
     /// Local copies of `far`'s entries, each kept at most `ttl`, at most `max_entries` of them.
     pub fn new(far: Arc<dyn Backend>, ttl: Duration, max_entries: u64) -> Self {
         NearCache {
-            near: LocMem::private(LocMemConfig {
+            near: LocMemBackend::private(LocMemConfig {
                 max_entries: Some(max_entries),
                 // Copies are cheap to lose: evict one at a time rather than Django's third.
                 cull_frequency: u32::MAX,
@@ -75,6 +75,10 @@ impl NearCache {
 impl Backend for NearCache {
     fn name(&self) -> &'static str {
         self.far.name()
+    }
+
+    fn inner(&self) -> Option<&dyn Backend> {
+        Some(&*self.far)
     }
 
     fn key_rules(&self) -> KeyRules {
