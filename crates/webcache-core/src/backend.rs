@@ -49,7 +49,7 @@ pub type KeyStream = BoxStream<'static, Result<String>>;
 /// A cache backend: the storage under a [`Cache`](crate::Cache).
 ///
 /// Keys are the *final* keys (`prefix:version:key`). Values are encoded entries (see
-/// [`entry`](crate::entry)); a backend never looks inside them, except that an entry holding an
+/// [`entry`]); a backend never looks inside them, except that an entry holding an
 /// integer is stored as its ASCII decimal digits so that [`incr`](Backend::incr) can use the
 /// server's native command.
 ///
