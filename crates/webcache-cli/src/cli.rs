@@ -81,6 +81,11 @@ pub(crate) struct ServeArgs {
     /// Base URL of the slow upstream (it must answer `GET /delay/N`); default: the built-in one.
     #[arg(long, value_name = "URL")]
     pub(crate) upstream: Option<String>,
+    /// The catalogue's SQLite file (`/products`), created with sample rows when new; default:
+    /// catalogue.db in the runtime directory. Two `serve` processes given the same file and the
+    /// same shared cache see each other's writes at once.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) db: Option<PathBuf>,
 }
 
 /// Options of `webcache proxy`.

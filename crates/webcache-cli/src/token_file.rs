@@ -106,7 +106,7 @@ fn write_private(_path: &Path, _bytes: &[u8]) -> std::io::Result<()> {
 /// Makes sure `dir` is a directory of the user's own that nobody else can enter, creating it
 /// (0700) when `create` is set. Says what is wrong otherwise.
 #[cfg(unix)]
-fn private_dir(dir: &Path, create: bool) -> Result<(), String> {
+pub(crate) fn private_dir(dir: &Path, create: bool) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     if create {
         std::fs::DirBuilder::new()
@@ -137,7 +137,7 @@ fn private_dir(dir: &Path, create: bool) -> Result<(), String> {
 }
 
 #[cfg(not(unix))]
-fn private_dir(_dir: &Path, _create: bool) -> Result<(), String> {
+pub(crate) fn private_dir(_dir: &Path, _create: bool) -> Result<(), String> {
     Err("private runtime files are implemented for Unix only".into())
 }
 

@@ -532,7 +532,14 @@ async fn hello_page_and_the_get_of_hello_class_are_cached_by_the_layer() {
     let url = format!("{}/hello-page?delay=0.5", demo.base);
     let out = webcache(&["purge", &url, "--app", &demo.base], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "purged");
-    assert_eq!(get(&http, &url).await.1.headers()["x-cache"], "MISS");
+    let (_, page) = get(&http, &url).await;
+    assert_eq!(page.headers()["x-cache"], "MISS");
+    // The page is rendered again, but its upstream part is a cached template fragment.
+    let count: Value = get_json(&http, format!("{}/count", demo.base)).await;
+    assert_eq!(
+        count["served"], 2,
+        "the fragment did not answer: the upstream was called"
+    );
     let out = webcache(&["invalidate", "--tag", "t", "--app", &demo.base], None);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

@@ -43,6 +43,9 @@ pub mod entry {
     pub use crate::entry::*;
 }
 
+pub(crate) mod invalidations;
+pub use invalidations::{offer_invalidations, InvalidationFeed, Invalidations};
+
 /// A stream of stored keys, as returned by [`Backend::scan`].
 pub type KeyStream = BoxStream<'static, Result<String>>;
 
@@ -133,6 +136,14 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
             removed += u64::from(self.delete(key).await?);
         }
         Ok(removed)
+    }
+
+    /// The value under `key`, read for inspection (`has_key`, `ttl`, which must see an entry's
+    /// header to tell whether its tags were invalidated): like [`get`](Backend::get), but a
+    /// backend that keeps a recency order does not count it as a use (Django's `has_key` is
+    /// not one). The default is `get`.
+    async fn peek(&self, key: &str) -> Result<Option<Bytes>> {
+        self.get(key).await
     }
 
     /// Whether `key` is present and not expired.

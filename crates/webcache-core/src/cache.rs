@@ -21,6 +21,8 @@ use crate::single_flight::SingleFlight;
 use crate::throttle::LogThrottle;
 use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
+mod lease;
+mod parity;
 mod stale;
 mod tags;
 
@@ -60,6 +62,12 @@ pub struct CacheOptions {
     pub invalid_keys: InvalidKeyPolicy,
     /// Compress values of at least this many bytes (`None`: never).
     pub compress_min_bytes: Option<usize>,
+    /// The serializer of typed values (JSON); see [`Serializer`](crate::codec::Serializer).
+    pub serializer: crate::codec::Serializer,
+    /// The compressor of values of at least `compress_min_bytes` bytes (LZ4).
+    pub compressor: crate::codec::Compressor,
+    /// The zstd level, with `compressor` zstd ([`DEFAULT_ZSTD_LEVEL`](crate::codec::DEFAULT_ZSTD_LEVEL)).
+    pub zstd_level: i32,
     /// The largest value, in bytes once decoded (decompressed), that this cache writes or
     /// reads ([`DEFAULT_MAX_ENTRY_SIZE`]: 64 MiB). A stored entry over it is a miss plus a
     /// warning, refused from its header before anything is decompressed; writing a value over
@@ -93,6 +101,9 @@ impl Default for CacheOptions {
             key_function: KeyFunction::default(),
             invalid_keys: InvalidKeyPolicy::Reject,
             compress_min_bytes: Some(DEFAULT_COMPRESS_MIN_BYTES),
+            serializer: crate::codec::Serializer::Json,
+            compressor: crate::codec::Compressor::Lz4,
+            zstd_level: crate::codec::DEFAULT_ZSTD_LEVEL,
             max_entry_size: DEFAULT_MAX_ENTRY_SIZE,
             on_error: OnError::Raise,
             operation_timeout: None,
@@ -416,7 +427,7 @@ impl Cache {
     /// read: only it tells its tags.
     pub async fn has_key(&self, key: &str) -> Result<bool> {
         let full = self.make_key(key)?;
-        Ok(self.backend_get(&full).await?.is_some())
+        Ok(self.backend_peek(&full).await?.is_some())
     }
 
     /// The remaining lifetime of `key`: [`Ttl::Remaining`], [`Ttl::Forever`] or
@@ -428,7 +439,7 @@ impl Cache {
         let ttl = self
             .guard("ttl", self.inner.backend.ttl(&full), || Ttl::Missing)
             .await?;
-        if ttl == Ttl::Missing || self.backend_get(&full).await?.is_some() {
+        if ttl == Ttl::Missing || self.backend_peek(&full).await?.is_some() {
             return Ok(ttl);
         }
         Ok(Ttl::Missing)
@@ -868,6 +879,7 @@ impl Cache {
     /// the whole listing, so a long listing from a live server is never cut off while a hung
     /// server fails within the timeout. A failed listing is an error even in degrade mode: an
     /// empty list would be a wrong answer, not a miss.
+    #[doc(alias = "iter_keys")]
     pub fn keys(&self, pattern: &str) -> KeyStream {
         let o = &self.inner.options;
         if !o.key_function.is_default() {
@@ -1014,10 +1026,11 @@ impl Cache {
         value: &T,
         meta: entry::Meta<'_>,
     ) -> Result<Bytes> {
-        let encoded = entry::encode_json_with(value, self.inner.options.compress_min_bytes, meta)
-            .map_err(|source| Error::Serialize {
-            key: key.to_owned(),
-            source,
+        let encoded = entry::encode_value(value, &self.encoding(), meta).map_err(|source| {
+            Error::Serialize {
+                key: key.to_owned(),
+                source,
+            }
         })?;
         self.within_limit(key, encoded)
     }
@@ -1027,8 +1040,19 @@ impl Cache {
             fresh_until: None,
             tags,
         };
-        let encoded = entry::encode_bytes_with(value, self.inner.options.compress_min_bytes, meta);
+        let encoded = entry::encode_bytes_as(value, &self.encoding(), meta);
         self.within_limit(key, encoded)
+    }
+
+    /// How this cache writes values.
+    fn encoding(&self) -> crate::codec::Encoding {
+        let o = &self.inner.options;
+        crate::codec::Encoding {
+            serializer: o.serializer,
+            compressor: o.compressor,
+            zstd_level: o.zstd_level,
+            compress_min_bytes: o.compress_min_bytes,
+        }
     }
 
     /// Refuses to write what no reader of this cache would read back.
@@ -1046,16 +1070,13 @@ impl Cache {
 
     /// Decodes with this cache's size limit.
     fn decode(&self, raw: &Bytes) -> Result<Decoded, entry::CorruptEntry> {
-        entry::decode_limited(raw, self.inner.options.max_entry_size)
+        let o = &self.inner.options;
+        entry::decode_for(raw, o.max_entry_size, o.serializer)
     }
 
     fn decode_typed<T: DeserializeOwned>(&self, key: &str, raw: &Bytes) -> Option<T> {
         let result = match self.decode(raw) {
-            Ok(Decoded::Integer(n)) => serde_json::from_value(n.into()).map_err(|e| e.to_string()),
-            Ok(Decoded::Json(payload)) => {
-                serde_json::from_slice(&payload).map_err(|e| e.to_string())
-            }
-            Ok(Decoded::Bytes(_)) => Err("it holds raw bytes; read it with get_bytes".to_owned()),
+            Ok(decoded) => crate::codec::deserialize(decoded),
             Err(e) => Err(e.to_string()),
         };
         result.map_err(|why| self.warn_unreadable(key, &why)).ok()
@@ -1098,6 +1119,18 @@ impl Cache {
                     .await?
             }
         };
+        match raw {
+            Some(raw) if entry::has_tags(&raw) => Ok(self.tags_current(&raw).await?.then_some(raw)),
+            other => Ok(other),
+        }
+    }
+
+    /// [`backend_get`](Self::backend_get) for inspection: the backend's [`Backend::peek`], which
+    /// is not a use of the entry.
+    async fn backend_peek(&self, full: &str) -> Result<Option<Bytes>> {
+        let raw = self
+            .guard("peek", self.inner.backend.peek(full), || None)
+            .await?;
         match raw {
             Some(raw) if entry::has_tags(&raw) => Ok(self.tags_current(&raw).await?.then_some(raw)),
             other => Ok(other),

@@ -23,6 +23,20 @@
 //! (seconds of process-local copies in front of a shared backend) and `near_max_entries`. Every other
 //! field is handed to the backend, which refuses the ones it does not know.
 //!
+//! How values are stored ([`codec`](crate::codec)): `serializer` (`json`, the default,
+//! `msgpack`, `postcard`, or `django_json` to share keys with a Django site using
+//! django-redis's `JSONSerializer`), `compressor` (`lz4`, the default, `zstd`, or `none`),
+//! `zstd_level` (zstd's levels, 3 by default) and `compress_min_bytes` (the threshold, 32 KiB
+//! by default). Changing them keeps old entries readable: each entry names its own codec.
+//!
+//! ```toml
+//! [caches.default]
+//! url = "redis://127.0.0.1:6379/2?serializer=msgpack"
+//! compressor = "zstd"
+//! zstd_level = 6
+//! compress_min_bytes = 1024
+//! ```
+//!
 //! Common options apply in layers, each overriding exactly the options it gives (even with the
 //! default value): the defaults, then the file (an alias's fields and its `url`'s query, which
 //! may not both give one option), then the query of `WEBCACHE_URL`
@@ -51,6 +65,9 @@ const COMMON_OPTIONS: &[&str] = &[
     "version",
     "invalid_keys",
     "compress_min_bytes",
+    "serializer",
+    "compressor",
+    "zstd_level",
     "max_entry_size",
     "on_error",
     "operation_timeout",
@@ -180,6 +197,16 @@ impl BackendSpec {
     /// The URL with any password replaced by `***`, for messages.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
+    }
+}
+
+/// `"a", "b" or "c"`, for messages listing accepted names.
+fn quoted<T>(names: &[(&str, T)]) -> String {
+    let names: Vec<String> = names.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
@@ -329,6 +356,9 @@ struct GivenOptions {
     version: Option<i64>,
     invalid_keys: Option<InvalidKeyPolicy>,
     compress_min_bytes: Option<Option<usize>>,
+    serializer: Option<crate::codec::Serializer>,
+    compressor: Option<crate::codec::Compressor>,
+    zstd_level: Option<i32>,
     max_entry_size: Option<usize>,
     on_error: Option<OnError>,
     operation_timeout: Option<Duration>,
@@ -375,6 +405,41 @@ impl GivenOptions {
                 })?),
             });
         }
+        if let Some(raw) = spec.take_str("serializer") {
+            given.serializer = Some(crate::codec::Serializer::from_name(raw.trim()).ok_or_else(
+                || {
+                    spec.error(
+                        "serializer",
+                        format!(
+                            "`{raw}` is not accepted; use {}",
+                            quoted(crate::codec::Serializer::NAMES)
+                        ),
+                    )
+                },
+            )?);
+        }
+        if let Some(raw) = spec.take_str("compressor") {
+            given.compressor = Some(crate::codec::Compressor::from_name(raw.trim()).ok_or_else(
+                || {
+                    spec.error(
+                        "compressor",
+                        format!(
+                            "`{raw}` is not accepted; use {}",
+                            quoted(crate::codec::Compressor::NAMES)
+                        ),
+                    )
+                },
+            )?);
+        }
+        let levels = crate::codec::zstd_levels();
+        let expected = format!("a zstd level from {} to {}", levels.start(), levels.end());
+        given.zstd_level = spec.take::<i32>("zstd_level", &expected)?;
+        if let Some(level) = given.zstd_level.filter(|l| !levels.contains(l)) {
+            return Err(spec.error(
+                "zstd_level",
+                format!("{level} is out of range; use {expected}"),
+            ));
+        }
         given.max_entry_size = spec.take("max_entry_size", "a number of bytes such as 67108864")?;
         if let Some(raw) = spec.take_str("on_error") {
             given.on_error = Some(match raw.as_str() {
@@ -409,6 +474,9 @@ impl GivenOptions {
         set(&mut options.version, self.version);
         set(&mut options.invalid_keys, self.invalid_keys);
         set(&mut options.compress_min_bytes, self.compress_min_bytes);
+        set(&mut options.serializer, self.serializer);
+        set(&mut options.compressor, self.compressor);
+        set(&mut options.zstd_level, self.zstd_level);
         set(&mut options.max_entry_size, self.max_entry_size);
         set(&mut options.on_error, self.on_error);
         set(

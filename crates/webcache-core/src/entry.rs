@@ -3,7 +3,7 @@
 //! ```text
 //! integer values:  ASCII decimal digits, e.g. b"42" or b"-7"   (so INCR works natively)
 //! everything else: [0xF5][format version = 1][codec][flags] [fresh until] [length] payload
-//!                  codec: 0 = raw bytes, 1 = JSON
+//!                  codec: 0 = raw bytes, 1 = JSON, 2 = MessagePack, 3 = postcard
 //!                  flags: bit 0 = payload is LZ4-compressed, preceded by its u32 LE length
 //!                         bit 1 = the entry has a stale window: a u64 LE follows the header,
 //!                                 the time it stops being fresh (milliseconds since the Unix
@@ -12,7 +12,15 @@
 //!                                 a u16 LE count, then per tag a u16 LE length, the tag's
 //!                                 UTF-8 name and the u64 LE version it had when the value
 //!                                 was read (see `Cache::tagged`)
+//!                         bit 3 = payload is zstd-compressed, preceded by its u32 LE length
+//!                                 (never together with bit 0)
+//! django_json:     plain JSON, no header (see `Serializer::DjangoJson`)
 //! ```
+//!
+//! The codec and the compression are read from each entry's header, never from the reader's
+//! settings ([`crate::codec`]): an alias whose serializer or compressor changed keeps
+//! reading what it wrote before. A build that does not know a codec or a compression flag reads
+//! such an entry as unreadable (a miss plus a warning).
 //!
 //! The fresh-until time and the tags are extensions of version 1, not a new version: an entry
 //! without them is byte for byte what earlier builds write and read, and every entry earlier
@@ -27,12 +35,16 @@
 //! compressed payload), so a reader refuses an entry larger than its limit
 //! ([`DEFAULT_MAX_ENTRY_SIZE`], or the cache's `max_entry_size`) without allocating it: a small
 //! compressed entry cannot make every reader expand a gigabyte of zeros. The decompressor is also
-//! bounded by that length, so an entry that lies about it is refused as well.
+//! bounded by that length, so an entry that lies about it is refused as well. Both rules hold
+//! for LZ4 and zstd alike (a zstd frame is decompressed into a buffer of the declared size at
+//! most, and fails when it would need more).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
+
+use crate::codec::{self, Compressor, Encoding, Serializer};
 
 /// First byte of every framed entry.
 pub const MAGIC: u8 = 0xF5;
@@ -42,7 +54,8 @@ const HEADER_LEN: usize = 4;
 const FLAG_LZ4: u8 = 1;
 const FLAG_FRESH_UNTIL: u8 = 2;
 const FLAG_TAGS: u8 = 4;
-const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_FRESH_UNTIL | FLAG_TAGS;
+const FLAG_ZSTD: u8 = 8;
+const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_FRESH_UNTIL | FLAG_TAGS | FLAG_ZSTD;
 /// The length prefix of a compressed payload.
 const LEN_PREFIX: usize = 4;
 /// The fresh-until time of an entry with a stale window.
@@ -60,6 +73,10 @@ pub enum Codec {
     Bytes = 0,
     /// JSON, for any serde type (readable in `redis-cli`).
     Json = 1,
+    /// MessagePack (maps with field names).
+    MsgPack = 2,
+    /// postcard.
+    Postcard = 3,
 }
 
 /// A decoded entry.
@@ -71,6 +88,10 @@ pub enum Decoded {
     Json(Bytes),
     /// Raw bytes (decompressed).
     Bytes(Bytes),
+    /// A MessagePack document (decompressed).
+    MsgPack(Bytes),
+    /// A postcard document (decompressed).
+    Postcard(Bytes),
 }
 
 /// Why stored bytes are not a readable entry.
@@ -105,16 +126,67 @@ pub fn encode_json_with<T: Serialize + ?Sized>(
     compress_min_bytes: Option<usize>,
     meta: Meta<'_>,
 ) -> Result<Bytes, serde_json::Error> {
-    let json = serde_json::to_vec(value)?;
-    if meta.is_plain() && parse_integer(&json).is_some() {
-        return Ok(Bytes::from(json));
-    }
-    Ok(frame(Codec::Json, &json, compress_min_bytes, meta))
+    encode_value(value, &lz4(compress_min_bytes), meta)
 }
 
 /// Encodes raw bytes with header extras (`meta`).
 pub fn encode_bytes_with(data: &[u8], compress_min_bytes: Option<usize>, meta: Meta<'_>) -> Bytes {
-    frame(Codec::Bytes, data, compress_min_bytes, meta)
+    encode_bytes_as(data, &lz4(compress_min_bytes), meta)
+}
+
+/// The encoding of the functions that take only a threshold: JSON, LZ4.
+fn lz4(compress_min_bytes: Option<usize>) -> Encoding {
+    Encoding {
+        serializer: Serializer::Json,
+        compressor: Compressor::Lz4,
+        zstd_level: codec::DEFAULT_ZSTD_LEVEL,
+        compress_min_bytes,
+    }
+}
+
+/// Encodes a serde value with an alias's serializer and compressor (`encoding`) and header
+/// extras (`meta`). Integers are plain digits with every serializer when there are no extras.
+/// With [`Serializer::DjangoJson`] a value without extras is plain, uncompressed JSON.
+/// Serializer errors (a map with non-string keys in JSON, a value postcard cannot write) are
+/// returned as `serde_json::Error`s carrying the serializer's message.
+pub fn encode_value<T: Serialize + ?Sized>(
+    value: &T,
+    encoding: &Encoding,
+    meta: Meta<'_>,
+) -> Result<Bytes, serde_json::Error> {
+    let foreign = |e: &dyn std::fmt::Display| -> serde_json::Error {
+        serde::ser::Error::custom(format!("{e}"))
+    };
+    let (codec, payload) = match encoding.serializer {
+        Serializer::Json | Serializer::DjangoJson => {
+            let json = serde_json::to_vec(value)?;
+            // Django's JSON entries have no header; its integers are digits too.
+            let plain = encoding.serializer == Serializer::DjangoJson;
+            if meta.is_plain() && (plain || parse_integer(&json).is_some()) {
+                return Ok(Bytes::from(json));
+            }
+            (Codec::Json, json)
+        }
+        Serializer::MsgPack | Serializer::Postcard => {
+            if let (true, Some(n)) = (meta.is_plain(), codec::as_integer(value)) {
+                return Ok(encode_integer(n));
+            }
+            if encoding.serializer == Serializer::MsgPack {
+                let payload = rmp_serde::to_vec_named(value).map_err(|e| foreign(&e))?;
+                (Codec::MsgPack, payload)
+            } else {
+                let payload = postcard::to_allocvec(value).map_err(|e| foreign(&e))?;
+                (Codec::Postcard, payload)
+            }
+        }
+    };
+    Ok(frame(codec, &payload, encoding, meta))
+}
+
+/// Encodes raw bytes with an alias's compressor (`encoding`) and header extras (`meta`). Raw
+/// bytes are always framed, with every serializer.
+pub fn encode_bytes_as(data: &[u8], encoding: &Encoding, meta: Meta<'_>) -> Bytes {
+    frame(Codec::Bytes, data, encoding, meta)
 }
 
 /// Encodes a serde value: integers as ASCII digits, anything else as a JSON entry.
@@ -234,7 +306,7 @@ pub fn encode_integer(value: i64) -> Bytes {
     Bytes::from(value.to_string())
 }
 
-fn frame(codec: Codec, payload: &[u8], compress_min_bytes: Option<usize>, meta: Meta<'_>) -> Bytes {
+fn frame(codec: Codec, payload: &[u8], encoding: &Encoding, meta: Meta<'_>) -> Bytes {
     let tags = &meta.tags[..meta.tags.len().min(usize::from(u16::MAX))];
     let mut flags_extra = 0;
     let mut extension = 0;
@@ -269,15 +341,29 @@ fn frame(codec: Codec, payload: &[u8], compress_min_bytes: Option<usize>, meta: 
             }
         }
     };
-    if let Some(min) = compress_min_bytes {
+    // Django's format is never compressed: Django could not read it.
+    let compressor = match encoding.serializer {
+        Serializer::DjangoJson => Compressor::None,
+        _ => encoding.compressor,
+    };
+    if let (Some(min), false) = (encoding.compress_min_bytes, compressor == Compressor::None) {
         // A payload whose length does not fit the u32 prefix is stored uncompressed.
         if let (true, Ok(len)) = (payload.len() >= min, u32::try_from(payload.len())) {
-            let compressed = lz4_flex::block::compress(payload);
+            let (flag, compressed) = match compressor {
+                Compressor::Zstd => (
+                    FLAG_ZSTD,
+                    zstd::bulk::compress(payload, encoding.zstd_level).unwrap_or_else(|e| {
+                        tracing::warn!("zstd could not compress a value, stored as it is: {e}");
+                        Vec::new()
+                    }),
+                ),
+                _ => (FLAG_LZ4, lz4_flex::block::compress(payload)),
+            };
             // Keep the compressed form only when it actually saves space.
-            if compressed.len() + LEN_PREFIX < payload.len() {
+            if !compressed.is_empty() && compressed.len() + LEN_PREFIX < payload.len() {
                 let mut out =
                     BytesMut::with_capacity(HEADER_LEN + extension + LEN_PREFIX + compressed.len());
-                head(&mut out, FLAG_LZ4);
+                head(&mut out, flag);
                 out.put_u32_le(len);
                 out.put_slice(&compressed);
                 return out.freeze();
@@ -299,27 +385,59 @@ pub fn decode(raw: &Bytes) -> Result<Decoded, CorruptEntry> {
 /// Decodes stored bytes, refusing an entry whose decoded value is larger than `max_size` bytes
 /// before decompressing it. Never panics; anything unexpected is a [`CorruptEntry`].
 pub fn decode_limited(raw: &Bytes, max_size: usize) -> Result<Decoded, CorruptEntry> {
+    decode_for(raw, max_size, Serializer::Json)
+}
+
+/// Decodes stored bytes for an alias whose serializer is `serializer`: as
+/// [`decode_limited`], except that with [`Serializer::DjangoJson`] bytes that are neither a
+/// framed entry nor an integer are read as plain JSON (what Django writes; whether it parses
+/// is for the reader of the value to find out). Every other serializer reads every framed
+/// entry, whatever its codec.
+pub fn decode_for(
+    raw: &Bytes,
+    max_size: usize,
+    serializer: Serializer,
+) -> Result<Decoded, CorruptEntry> {
+    let too_large = |size: usize| {
+        CorruptEntry(format!(
+            "it holds {size} bytes once decoded, more than the limit of {max_size} \
+             (raise the cache's `max_entry_size` if such values are expected)"
+        ))
+    };
     let Some(Header {
         size,
-        compressed,
+        compression,
         payload_start,
         ..
     }) = header(raw)?
     else {
-        return parse_integer(raw)
-            .map(Decoded::Integer)
-            .ok_or_else(|| CorruptEntry("it is neither a webcache entry nor an integer".into()));
+        if let Some(n) = parse_integer(raw) {
+            return Ok(Decoded::Integer(n));
+        }
+        if serializer == Serializer::DjangoJson {
+            if raw.len() > max_size {
+                return Err(too_large(raw.len()));
+            }
+            return Ok(Decoded::Json(raw.clone()));
+        }
+        return Err(CorruptEntry(
+            "it is neither a webcache entry nor an integer".into(),
+        ));
     };
     if size > max_size {
-        return Err(CorruptEntry(format!(
-            "it holds {size} bytes once decoded, more than the limit of {max_size} \
-             (raise the cache's `max_entry_size` if such values are expected)"
-        )));
+        return Err(too_large(size));
     }
-    let payload = if compressed {
-        // At most `size` bytes are written: the decompressor fails rather than grow its output.
-        let data = lz4_flex::block::decompress(&raw[payload_start..], size)
-            .map_err(|e| CorruptEntry(format!("bad compressed payload: {e}")))?;
+    let payload = if compression != 0 {
+        // At most `size` bytes are written: the decompressors fail rather than grow their
+        // output, so a small payload that expands hugely is refused without allocating it.
+        let compressed = &raw[payload_start..];
+        let data = if compression == FLAG_ZSTD {
+            zstd::bulk::decompress(compressed, size)
+                .map_err(|e| CorruptEntry(format!("bad zstd payload: {e}")))?
+        } else {
+            lz4_flex::block::decompress(compressed, size)
+                .map_err(|e| CorruptEntry(format!("bad compressed payload: {e}")))?
+        };
         if data.len() != size {
             return Err(CorruptEntry(format!(
                 "the compressed payload holds {} bytes, its header says {size}",
@@ -333,6 +451,8 @@ pub fn decode_limited(raw: &Bytes, max_size: usize) -> Result<Decoded, CorruptEn
     match raw[2] {
         0 => Ok(Decoded::Bytes(payload)),
         1 => Ok(Decoded::Json(payload)),
+        2 => Ok(Decoded::MsgPack(payload)),
+        3 => Ok(Decoded::Postcard(payload)),
         other => Err(CorruptEntry(format!("unknown codec {other}"))),
     }
 }
@@ -347,7 +467,8 @@ pub(crate) fn decoded_size(raw: &[u8]) -> Result<Option<usize>, CorruptEntry> {
 struct Header {
     /// The size of the value once decoded.
     size: usize,
-    compressed: bool,
+    /// The compression flag (`FLAG_LZ4`, `FLAG_ZSTD`), 0 when the payload is not compressed.
+    compression: u8,
     /// Where the payload (compressed or not) starts.
     payload_start: usize,
     fresh_until: Option<SystemTime>,
@@ -394,8 +515,13 @@ fn header(raw: &[u8]) -> Result<Option<Header>, CorruptEntry> {
             at = read_tag(raw, at)?.1;
         }
     }
-    let compressed = flags & FLAG_LZ4 != 0;
-    let size = if compressed {
+    let compression = flags & (FLAG_LZ4 | FLAG_ZSTD);
+    if compression == FLAG_LZ4 | FLAG_ZSTD {
+        return Err(CorruptEntry(format!(
+            "both the LZ4 and the zstd flag are set (flags {flags:#04x})"
+        )));
+    }
+    let size = if compression != 0 {
         let Some(&[a, b, c, d]) = raw.get(at..at + LEN_PREFIX) else {
             return Err(CorruptEntry("truncated compressed payload".into()));
         };
@@ -406,7 +532,7 @@ fn header(raw: &[u8]) -> Result<Option<Header>, CorruptEntry> {
     };
     Ok(Some(Header {
         size,
-        compressed,
+        compression,
         payload_start: at,
         fresh_until,
         tags,
@@ -607,9 +733,210 @@ mod tests {
         }
     }
 
+    /// Every encoding of the cache's options, for the tests that go through all of them.
+    fn encodings(min: Option<usize>) -> Vec<Encoding> {
+        let mut all = Vec::new();
+        for (_, serializer) in Serializer::NAMES {
+            for (_, compressor) in Compressor::NAMES {
+                all.push(Encoding {
+                    serializer: *serializer,
+                    compressor: *compressor,
+                    zstd_level: 3,
+                    compress_min_bytes: min,
+                });
+            }
+        }
+        all
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Product {
+        id: u32,
+        name: String,
+        tags: Vec<String>,
+        price: Option<f64>,
+    }
+
+    #[test]
+    fn every_serializer_and_compressor_round_trips_and_names_itself() {
+        let products: Vec<Product> = (0..200)
+            .map(|id| Product {
+                id,
+                name: format!("product {id}"),
+                tags: vec!["red".into(), "sale".into()],
+                price: (id % 3 != 0).then_some(f64::from(id) * 1.5),
+            })
+            .collect();
+        for encoding in encodings(Some(64)) {
+            let raw = encode_value(&products, &encoding, Meta::default()).unwrap();
+            // Any reader decodes it, whatever its own serializer: the header names the codec.
+            for (_, reader) in Serializer::NAMES {
+                let decoded = decode_for(&raw, DEFAULT_MAX_ENTRY_SIZE, *reader);
+                // Plain Django JSON has no header: only a django_json alias takes it for JSON.
+                if encoding.serializer == Serializer::DjangoJson && *reader != encoding.serializer {
+                    assert!(decoded.is_err(), "{reader:?} took plain JSON");
+                    continue;
+                }
+                let decoded = decoded.unwrap();
+                let back: Vec<Product> = codec::deserialize(decoded).unwrap();
+                assert_eq!(back, products, "{encoding:?} read by {reader:?}");
+            }
+            let compressed = match (encoding.serializer, encoding.compressor) {
+                (Serializer::DjangoJson, _) | (_, Compressor::None) => 0,
+                (_, Compressor::Lz4) => FLAG_LZ4,
+                (_, Compressor::Zstd) => FLAG_ZSTD,
+            };
+            if encoding.serializer == Serializer::DjangoJson {
+                assert_eq!(raw[0], b'[', "django_json is plain JSON");
+            } else {
+                assert_eq!(raw[3] & (FLAG_LZ4 | FLAG_ZSTD), compressed, "{encoding:?}");
+            }
+            // Integers stay digits with every serializer (incr works on them).
+            assert_eq!(
+                &encode_value(&42, &encoding, Meta::default()).unwrap()[..],
+                b"42"
+            );
+            let bytes = encode_bytes_as(&raw, &encoding, Meta::default());
+            assert_eq!(decode(&bytes).unwrap(), Decoded::Bytes(raw.clone()));
+        }
+    }
+
+    #[test]
+    fn django_json_is_plain_json_and_reads_plain_json() {
+        let django = Encoding {
+            serializer: Serializer::DjangoJson,
+            ..Encoding::default()
+        };
+        let raw =
+            encode_value(&serde_json::json!({"a": [1, 2]}), &django, Meta::default()).unwrap();
+        assert_eq!(&raw[..], br#"{"a":[1,2]}"#);
+        // What Python's json.dumps writes (spaces after separators) reads back.
+        let written = Bytes::from_static(br#"{"items": ["x", "y"], "n": 1.5}"#);
+        let decoded = decode_for(&written, 1024, Serializer::DjangoJson).unwrap();
+        assert_eq!(decoded, Decoded::Json(written.clone()));
+        // Another alias does not take foreign bytes for JSON, and the size limit holds.
+        assert!(decode_for(&written, 1024, Serializer::Json).is_err());
+        assert!(decode_for(&written, 8, Serializer::DjangoJson).is_err());
+        // Tags need the header: such an entry is framed even for django_json.
+        let stamped = [("t".to_owned(), 1u64)];
+        let meta = Meta {
+            fresh_until: None,
+            tags: &stamped,
+        };
+        assert_eq!(encode_value("v", &django, meta).unwrap()[0], MAGIC);
+    }
+
+    /// A zstd entry whose payload is `frame` and whose header claims `claimed` bytes.
+    fn zstd_entry(claimed: u32, frame: &[u8]) -> Bytes {
+        let mut raw = vec![MAGIC, FORMAT_VERSION, Codec::Bytes as u8, FLAG_ZSTD];
+        raw.extend_from_slice(&claimed.to_le_bytes());
+        raw.extend_from_slice(frame);
+        Bytes::from(raw)
+    }
+
+    #[test]
+    fn a_zstd_bomb_is_refused_without_expanding_it() {
+        let huge = 16usize << 20;
+        let frame = zstd::bulk::compress(&vec![0u8; huge], 19).unwrap();
+        assert!(frame.len() < 4096, "{} bytes", frame.len());
+        // Honest about its size: refused from the header, over the limit.
+        let honest = zstd_entry(huge as u32, &frame);
+        let err = decode_limited(&honest, 1 << 20).unwrap_err();
+        assert!(err.0.contains("more than the limit"), "{err}");
+        assert!(decode_limited(&honest, huge).is_ok());
+        // Lying about it (claims 100 bytes): the decompressor stops at 100 bytes and fails.
+        let liar = zstd_entry(100, &frame);
+        let err = decode_limited(&liar, 1 << 20).unwrap_err();
+        assert!(err.0.contains("zstd"), "{err}");
+        // Claiming fewer bytes than the frame holds when it is small is refused too.
+        let small = zstd::bulk::compress(b"hello world", 3).unwrap();
+        assert!(decode_limited(&zstd_entry(5, &small), 1024).is_err());
+        assert!(decode_limited(&zstd_entry(50, &small), 1024).is_err());
+        assert_eq!(
+            decode_limited(&zstd_entry(11, &small), 1024).unwrap(),
+            Decoded::Bytes(Bytes::from_static(b"hello world"))
+        );
+        // Both compression flags at once is corrupt, not a guess.
+        let mut both = zstd_entry(11, &small).to_vec();
+        both[3] |= FLAG_LZ4;
+        assert!(decode(&Bytes::from(both)).is_err());
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// A real zstd frame under any claimed size and any limit: refused, or exactly the
+            /// claimed size within the limit.
+            #[test]
+            fn zstd_claims_are_checked(
+                data in prop::collection::vec(prop_oneof![Just(0u8), any::<u8>()], 0..4096),
+                claimed in prop_oneof![Just(None), any::<u32>().prop_map(Some)],
+                limit in 0usize..8192,
+            ) {
+                let frame = zstd::bulk::compress(&data, 1).unwrap();
+                let claimed = claimed.unwrap_or(data.len() as u32);
+                match decode_limited(&zstd_entry(claimed, &frame), limit) {
+                    Err(_) => prop_assert!(claimed as usize != data.len() || data.len() > limit),
+                    Ok(Decoded::Bytes(payload)) => {
+                        prop_assert!(payload.len() <= limit);
+                        prop_assert_eq!(payload, Bytes::from(data));
+                    }
+                    Ok(other) => return Err(TestCaseError::fail(format!("{other:?}"))),
+                }
+            }
+
+            /// Arbitrary bytes under a zstd header, and arbitrary bytes read by a django_json
+            /// alias: refused or within the limit, never a panic.
+            #[test]
+            fn outside_bytes_never_panic(
+                body in prop::collection::vec(any::<u8>(), 0..256),
+                claimed in any::<u32>(),
+                limit in 0usize..1024,
+            ) {
+                if let Ok(Decoded::Bytes(p)) = decode_limited(&zstd_entry(claimed, &body), limit) {
+                    prop_assert!(p.len() <= limit);
+                }
+                let raw = Bytes::from(body);
+                match decode_for(&raw, limit, Serializer::DjangoJson) {
+                    Ok(Decoded::Json(p)) if raw.first() != Some(&MAGIC) => {
+                        prop_assert!(p.len() <= limit);
+                        let _ = codec::deserialize::<serde_json::Value>(Decoded::Json(p));
+                    }
+                    _ => {}
+                }
+            }
+
+            /// The MessagePack and postcard readers take any bytes without panicking (they
+            /// read what other processes wrote).
+            #[test]
+            fn typed_readers_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                let body = Bytes::from(body);
+                for decoded in [Decoded::MsgPack(body.clone()), Decoded::Postcard(body.clone())] {
+                    let _ = codec::deserialize::<serde_json::Value>(decoded.clone());
+                    let _ = codec::deserialize::<Vec<Product>>(decoded.clone());
+                    let _ = codec::deserialize::<Vec<String>>(decoded.clone());
+                    let _ = codec::deserialize::<std::collections::HashMap<String, u64>>(decoded);
+                }
+            }
+
+            /// Whatever the encoding, a value reads back as itself.
+            #[test]
+            fn every_encoding_round_trips(
+                names in prop::collection::vec("[a-zé ]{0,40}", 0..40),
+                min in prop::option::of(0usize..512),
+            ) {
+                for encoding in encodings(min) {
+                    let raw = encode_value(&names, &encoding, Meta::default()).unwrap();
+                    let decoded = decode_for(&raw, DEFAULT_MAX_ENTRY_SIZE, encoding.serializer);
+                    let back: Vec<String> = codec::deserialize(decoded.unwrap()).unwrap();
+                    prop_assert_eq!(&back, &names);
+                }
+            }
+        }
 
         /// Bytes that often look like an entry: framed headers with any flags and lengths.
         fn stored() -> impl Strategy<Value = Vec<u8>> {
@@ -623,8 +950,8 @@ mod tests {
                     prop::collection::vec((0u16..6, any::<u64>()), 0..4),
                 )
                     .prop_map(|(codec, flags, len, body, tags)| {
-                        let flags = flags % 9;
-                        let mut raw = vec![MAGIC, FORMAT_VERSION, codec % 3, flags];
+                        let flags = flags % 16;
+                        let mut raw = vec![MAGIC, FORMAT_VERSION, codec % 5, flags];
                         if flags & FLAG_FRESH_UNTIL != 0 {
                             raw.extend_from_slice(&u64::from(len).to_le_bytes());
                         }
@@ -663,7 +990,7 @@ mod tests {
                 match decode_limited(&raw, limit) {
                     Err(_) => {}
                     Ok(Decoded::Integer(n)) => prop_assert_eq!(raw, Bytes::from(n.to_string())),
-                    Ok(Decoded::Bytes(payload)) | Ok(Decoded::Json(payload)) => {
+                    Ok(Decoded::Bytes(payload) | Decoded::Json(payload) | Decoded::MsgPack(payload) | Decoded::Postcard(payload)) => {
                         prop_assert_eq!(raw[0], MAGIC);
                         prop_assert!(payload.len() <= limit);
                         prop_assert_eq!(decoded_size(&raw), Ok(Some(payload.len())));

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod backends;
 pub mod breaker;
 mod cache;
+pub mod codec;
 pub mod config;
 mod entry;
 mod error;

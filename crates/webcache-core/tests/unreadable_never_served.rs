@@ -17,14 +17,14 @@ fn stored() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..64),
         (
-            0u8..3,
-            0u8..3,
+            0u8..5,
+            prop_oneof![0u8..3, Just(8u8)],
             0u32..256,
             prop::collection::vec(any::<u8>(), 0..64)
         )
             .prop_map(|(codec, flags, len, body)| {
                 let mut raw = vec![entry::MAGIC, entry::FORMAT_VERSION, codec, flags];
-                if flags == 1 {
+                if flags == 1 || flags == 8 {
                     raw.extend_from_slice(&len.to_le_bytes());
                 }
                 raw.extend_from_slice(&body);
@@ -67,10 +67,10 @@ proptest! {
             Ok(Decoded::Bytes(payload)) => prop_assert_eq!(bytes.as_ref(), Some(payload)),
             _ => prop_assert_eq!(bytes, None),
         }
+        // Every codec (JSON, MessagePack, postcard) is served only when it decodes and parses.
         let parsed = match &expected {
-            Ok(Decoded::Json(payload)) => serde_json::from_slice(payload).ok(),
-            Ok(Decoded::Integer(n)) => Some(serde_json::Value::from(*n)),
-            _ => None,
+            Ok(decoded) => webcache_core::codec::deserialize(decoded.clone()).ok(),
+            Err(_) => None,
         };
         prop_assert_eq!(value, parsed);
     }

@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 ///
 /// The host is the request's `Host`, which [`crate::host::settle`] has made the one effective
 /// host of the request (the one the inner service sees too) before any key is computed.
+#[cfg(test)]
 pub(crate) fn primary_key(prefix: &str, uri: &Uri, headers: &HeaderMap) -> String {
     let host = headers.get(HOST).map_or(&b""[..], |h| h.as_bytes());
     primary_key_for_host(prefix, uri, host)
@@ -37,12 +38,47 @@ pub(crate) fn primary_key(prefix: &str, uri: &Uri, headers: &HeaderMap) -> Strin
 
 /// [`primary_key`] for a request to `host`.
 fn primary_key_for_host(prefix: &str, uri: &Uri, host: &[u8]) -> String {
+    hashed_key(prefix, uri, host, None, &[])
+}
+
+/// [`primary_key`] with the query keyed as `query` (the layer's rules: parameters left out or
+/// sorted; `None`: as given) and `extra` parts of the request hashed after the URL (chosen
+/// headers, cookies, a computed value). With neither, the key is [`primary_key`]'s.
+pub(crate) fn primary_key_with(
+    prefix: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    extra: &[Vec<u8>],
+) -> String {
+    let host = headers.get(HOST).map_or(&b""[..], |h| h.as_bytes());
+    hashed_key(prefix, uri, host, query, extra)
+}
+
+fn hashed_key(
+    prefix: &str,
+    uri: &Uri,
+    host: &[u8],
+    query: Option<&str>,
+    extra: &[Vec<u8>],
+) -> String {
     let scheme = uri.scheme_str().unwrap_or("http");
     // Host names are case-insensitive: `Example.com` and `example.com` are one site.
     let host = host.to_ascii_lowercase();
-    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let rewritten;
+    let path = match query {
+        None => uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        Some("") => uri.path(),
+        Some(query) => {
+            rewritten = format!("{}?{query}", uri.path());
+            &rewritten
+        }
+    };
     let mut hasher = Sha256::new();
-    for part in [scheme.as_bytes(), &host, path.as_bytes()] {
+    for part in [scheme.as_bytes(), &host, path.as_bytes()]
+        .into_iter()
+        .chain(extra.iter().map(Vec::as_slice))
+    {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part);
     }

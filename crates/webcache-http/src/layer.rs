@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, StatusCode};
 use tower::Layer;
 use webcache_core::backend::SingleFlight;
 use webcache_core::Cache;
 
 use crate::engine::{PageCacheEngine, Published, StoreState, Uncacheable};
 use crate::host::AllowedHosts;
+use crate::page_key::{KeyRules, QueryParams};
 use crate::policy::Policy;
 use crate::service::CachePage;
 
@@ -77,7 +78,8 @@ impl StampedeLock for CacheLock {
 pub(crate) struct Settings {
     pub(crate) cache: Cache,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) key_prefix: String,
+    /// The key rules and predicates (the key prefix among them).
+    pub(crate) keys: KeyRules,
     pub(crate) policy: Policy,
     pub(crate) default_ttl: Duration,
     pub(crate) max_body: usize,
@@ -123,7 +125,7 @@ impl fmt::Debug for CachePageLayer {
         f.debug_struct("CachePageLayer")
             .field("cache", &s.cache)
             .field("timeout", &s.timeout)
-            .field("key_prefix", &s.key_prefix)
+            .field("keys", &s.keys)
             .field("policy", &s.policy)
             .field("default_ttl", &s.default_ttl)
             .field("max_body", &s.max_body)
@@ -151,7 +153,7 @@ impl CachePageLayer {
             settings: Settings {
                 cache,
                 timeout: None,
-                key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+                keys: KeyRules::new(DEFAULT_KEY_PREFIX.to_owned()),
                 policy: Policy::Django,
                 default_ttl: DEFAULT_TTL,
                 max_body: DEFAULT_MAX_BODY,
@@ -179,7 +181,7 @@ impl CachePageLayer {
     /// The prefix of page keys (default `views.cache_page`); give each layer its own to keep
     /// their pages apart (Django's `key_prefix`).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.settings.key_prefix = prefix.into();
+        self.settings.keys.prefix = prefix.into();
         self
     }
 
@@ -191,18 +193,135 @@ impl CachePageLayer {
         self
     }
 
+    /// Say that this layer's pages carry tags: every miss then pins the tag versions before
+    /// the handler runs (one more read per miss), so even the first tagged page is stored.
+    /// Without it the layer learns it from the first tagged response, which is answered but
+    /// not stored (nothing pinned its tags).
+    pub fn tagged_pages(self) -> Self {
+        self.pages().store().expect_tags();
+        self
+    }
+
     /// A handle on the pages this layer stores: purge a URL with all its variants, invalidate
     /// tags. It shares the layer's state, so this process's pages still being written are
     /// dropped too.
     pub fn pages(&self) -> crate::Pages {
         crate::Pages::with_store(
-            self.settings.key_prefix.clone(),
+            self.settings.keys.clone(),
             crate::engine::PageStore {
                 cache: self.settings.cache.clone(),
                 store_timeout: self.settings.store_timeout,
                 state: self.state.clone(),
             },
         )
+    }
+
+    /// Leave these query parameters out of page keys (names, or prefixes ending in `*`),
+    /// instead of the default [`DEFAULT_IGNORED_QUERY_PARAMS`](crate::DEFAULT_IGNORED_QUERY_PARAMS)
+    /// (tracking parameters such as `utm_*`, `fbclid`, `gclid`). An empty list keys on every
+    /// parameter.
+    pub fn ignore_query_params<I, S>(mut self, params: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings.keys.query =
+            QueryParams::AllBut(params.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Key pages on these query parameters only (any others are left out).
+    pub fn key_query_params<I, S>(mut self, params: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings.keys.query = QueryParams::Only(params.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sort the query parameters before keying, so that `?a=1&b=2` and `?b=2&a=1` are one page
+    /// (only when the site does not care about their order: off by default).
+    pub fn sort_query_params(mut self, sort: bool) -> Self {
+        self.settings.keys.sort_query = sort;
+        self
+    }
+
+    /// Add these request headers' values to page keys (a page per tenant header, say). Unlike
+    /// `Vary`, the page itself need not say so.
+    pub fn key_headers<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        self.settings.keys.headers.extend(names);
+        self
+    }
+
+    /// Add these cookies' values to page keys (a page per `lang` cookie, say), rather than
+    /// varying on the whole `Cookie` header.
+    pub fn key_cookies<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings
+            .keys
+            .cookies
+            .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Add a value computed from the request to page keys: a logged-in user's id or a tenant,
+    /// for pages that are per user but cacheable. `None` adds nothing. The request's
+    /// extensions are there (what an authentication layer put in them).
+    pub fn key_with(
+        mut self,
+        compute: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.keys.computed = Some(Arc::new(compute));
+        self
+    }
+
+    /// Skip the cache for the requests `skip` says (`true`: passed through, `x-cache: BYPASS`,
+    /// neither looked up nor stored); e.g. when a preview cookie is present.
+    pub fn skip_if(
+        mut self,
+        skip: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.keys.skip = Some(Arc::new(skip));
+        self
+    }
+
+    /// Store only the responses `store` accepts (status and headers), on top of the policy's
+    /// rules (it can only refuse).
+    pub fn store_if(
+        mut self,
+        store: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.keys.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Under the Django policy, also store these statuses as 200s are stored (Django stores
+    /// only 200; e.g. `[301, 404]`). Every other rule still applies. The shared-cache policy
+    /// has the RFC's own rules and ignores this.
+    pub fn cache_statuses<I: IntoIterator<Item = StatusCode>>(mut self, statuses: I) -> Self {
+        self.settings.keys.statuses.extend(statuses);
+        self
+    }
+
+    /// The key the page for `request` is stored under (Django's `get_cache_key`), with this
+    /// layer's rules: to purge or prefill it from code. The request's `Host` is used as given.
+    pub fn cache_key_for<B>(&self, request: &http::Request<B>) -> String {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = request.method().clone();
+        parts.uri = request.uri().clone();
+        parts.headers = request.headers().clone();
+        parts.version = request.version();
+        let parts = self.settings.keys.needs_parts().then_some(&parts);
+        self.settings
+            .keys
+            .primary_key(request.uri(), request.headers(), parts)
     }
 
     /// The storage policy: [`Policy::Django`] (the default) or [`Policy::SharedCache`].

@@ -13,6 +13,7 @@ mod hop;
 mod host;
 mod key;
 mod layer;
+mod page_key;
 mod pages;
 pub mod policy;
 mod proxy;
@@ -33,6 +34,7 @@ pub use layer::{
     cache_page, CacheLock, CachePageLayer, StampedeLock, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BODY,
     DEFAULT_STAMPEDE_WAIT, DEFAULT_STORE_TIMEOUT, DEFAULT_TTL,
 };
+pub use page_key::{KeyFn, SkipFn, StoreFn, DEFAULT_IGNORED_QUERY_PARAMS};
 pub use pages::{Pages, PurgeError};
 pub use policy::{NotStored, Policy, SharedCachePolicy};
 pub use proxy::{

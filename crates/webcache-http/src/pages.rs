@@ -7,6 +7,7 @@ use webcache_core::Cache;
 
 use crate::engine::{PageStore, StoreState};
 use crate::key;
+use crate::page_key::KeyRules;
 
 /// Why a URL cannot be purged.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +41,7 @@ pub enum PurgeError {
 /// ```
 #[derive(Clone)]
 pub struct Pages {
-    key_prefix: String,
+    keys: KeyRules,
     store: PageStore,
 }
 
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Pages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pages")
             .field("cache", &self.store.cache)
-            .field("key_prefix", &self.key_prefix)
+            .field("keys", &self.keys)
             .finish()
     }
 }
@@ -58,7 +59,7 @@ impl Pages {
     /// unless set) store in `cache`.
     pub fn new(cache: Cache, key_prefix: impl Into<String>) -> Self {
         Pages {
-            key_prefix: key_prefix.into(),
+            keys: KeyRules::new(key_prefix.into()),
             store: PageStore {
                 cache,
                 store_timeout: crate::DEFAULT_STORE_TIMEOUT,
@@ -67,13 +68,16 @@ impl Pages {
         }
     }
 
-    pub(crate) fn with_store(key_prefix: String, store: PageStore) -> Self {
-        Pages { key_prefix, store }
+    pub(crate) fn with_store(keys: KeyRules, store: PageStore) -> Self {
+        Pages { keys, store }
     }
 
     /// The keys under which the page of `url` (or its vary entry) is stored: Django's
     /// `get_cache_key`. A request in origin form (`GET /path`, what servers see) is keyed as
     /// `http`, whatever the scheme the client used, so an `https` URL has two candidate keys.
+    /// Query parameters are keyed by the layer's rules (from [`CachePageLayer::pages`](crate::CachePageLayer::pages);
+    /// the default rules otherwise); pages keyed on headers, cookies or a computed value are
+    /// not found from a URL alone: tag them and invalidate the tag.
     pub fn cache_keys(&self, url: &str) -> Result<Vec<String>, PurgeError> {
         let invalid = || PurgeError::InvalidUrl {
             url: url.to_owned(),
@@ -86,10 +90,10 @@ impl Pages {
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| invalid())?;
         headers.insert(HOST, host);
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut keys = vec![key::primary_key(&self.key_prefix, &uri, &headers)];
+        let mut keys = vec![self.keys.primary_key(&uri, &headers, None)];
         if scheme != "http" {
             let origin_form: Uri = path.parse().map_err(|_| invalid())?;
-            keys.push(key::primary_key(&self.key_prefix, &origin_form, &headers));
+            keys.push(self.keys.primary_key(&origin_form, &headers, None));
         }
         Ok(keys)
     }
@@ -111,9 +115,14 @@ impl Pages {
         Ok(self.store.invalidate(primary).await? | ranges)
     }
 
-    /// The key prefix of these pages.
-    pub(crate) fn key_prefix(&self) -> &str {
-        &self.key_prefix
+    /// The store of these pages.
+    pub(crate) fn store(&self) -> &PageStore {
+        &self.store
+    }
+
+    /// The key rules of these pages.
+    pub(crate) fn keys(&self) -> &KeyRules {
+        &self.keys
     }
 
     /// Makes every page carrying any of `tags` a miss, in every process sharing the cache

@@ -28,7 +28,7 @@ impl<S: fmt::Debug> fmt::Debug for CachePage<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachePage")
             .field("inner", &self.inner)
-            .field("key_prefix", &self.engine.settings.key_prefix)
+            .field("keys", &self.engine.settings.keys)
             .finish_non_exhaustive()
     }
 }

@@ -71,6 +71,8 @@ struct Inner {
     /// Bound on a whole call: a connection attempt plus the command.
     deadline: Duration,
     incr: Script,
+    /// Reports of changed keys for near tiers (see [`crate::tracking`]).
+    tracking: crate::tracking::Tracking,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -196,10 +198,12 @@ impl RedisBackend {
                 .map_err(open_error)?
             }
         };
+        webcache_core::backend::offer_invalidations::<RedisBackend>();
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 topology,
                 deadline: config.connect_timeout + config.response_timeout,
+                tracking: crate::tracking::Tracking::new(&config),
                 config,
                 incr: Script::new(INCR_EXISTING),
             }),
@@ -275,6 +279,10 @@ impl RedisBackend {
     }
 
     // ----- plumbing ----------------------------------------------------------------------------
+
+    pub(crate) fn tracking(&self) -> &crate::tracking::Tracking {
+        &self.inner.tracking
+    }
 
     pub(crate) fn topology(&self) -> &Topology {
         &self.inner.topology

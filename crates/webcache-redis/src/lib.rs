@@ -63,6 +63,7 @@ mod backend;
 mod config;
 mod conn;
 mod lock;
+mod tracking;
 
 use config::OPTIONS;
 

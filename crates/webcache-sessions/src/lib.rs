@@ -10,6 +10,8 @@
 //!   over the SQL backend: SQLite or PostgreSQL) and then to the cache; reads come from the
 //!   cache and fall back to the durable store, refilling the cache. Losing the cache loses no
 //!   session.
+//! - [`DjangoSessionStore`]: Django's own cache-session records (`sessionid` cookie,
+//!   `django.contrib.sessions.cache<key>`), shared with a Django site; see [`django`].
 //! - [`SessionConfig`] builds the session layer ([`SessionLayer`]: tower-sessions' manager) with
 //!   safe cookie defaults (`HttpOnly` always, `SameSite=Lax`, `Secure` configurable), and tells
 //!   any page cache which answers depend on the session (below).
@@ -110,6 +112,9 @@ use tower_sessions::{Expiry, Session, SessionStore};
 use webcache_core::{Cache, Timeout};
 use webcache_http::headers::{patch_cache_control, patch_vary_headers, CacheControlPatch};
 use webcache_http::SessionMark;
+
+pub mod django;
+pub use django::DjangoSessionStore;
 
 /// The key prefix of session entries: `webcache.sessions.<id>`.
 pub const KEY_PREFIX: &str = "webcache.sessions.";

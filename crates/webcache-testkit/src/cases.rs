@@ -1405,3 +1405,121 @@ pub async fn bad_tags_are_refused(h: &dyn Harness) {
     assert!(err.to_string().contains("tag"), "{err}");
     assert_eq!(c.get::<i32>("k").await.unwrap(), None);
 }
+
+/// `set_if_present` (django-redis's `xx`) writes only over a value that is there, and says so.
+pub async fn set_if_present_writes_only_present_keys(h: &dyn Harness) {
+    let c = cache(h).await;
+    assert!(!c.set_if_present("k", &1, 60).await.unwrap());
+    assert_eq!(c.get::<i32>("k").await.unwrap(), None, "xx created a key");
+    c.set("k", &1, 60).await.unwrap();
+    assert!(c.set_if_present("k", &2, 60).await.unwrap());
+    assert_eq!(c.get::<i32>("k").await.unwrap(), Some(2));
+    // Another version is another key.
+    assert!(!c.with_version(2).set_if_present("k", &3, 60).await.unwrap());
+    assert_eq!(c.with_version(2).get::<i32>("k").await.unwrap(), None);
+}
+
+/// `expire_at` sets an absolute deadline (a past one removes the key), `persist` removes the
+/// timeout; both say `false` for a missing key.
+pub async fn expire_at_and_persist(h: &dyn Harness) {
+    let c = cache(h).await;
+    let soon = std::time::SystemTime::now() + Duration::from_secs(100);
+    assert!(!c.expire_at("missing", soon).await.unwrap());
+    assert!(!c.persist("missing").await.unwrap());
+    c.set("k", &1, 10).await.unwrap();
+    assert!(c.expire_at("k", soon).await.unwrap());
+    match c.ttl("k").await.unwrap() {
+        Ttl::Remaining(left) => assert!(
+            left > Duration::from_secs(20) && left <= Duration::from_secs(101),
+            "expire_at(now + 100 s) left {left:?}"
+        ),
+        other => panic!("expire_at(now + 100 s) gave {other:?}"),
+    }
+    assert!(c.persist("k").await.unwrap());
+    assert_eq!(c.ttl("k").await.unwrap(), Ttl::Forever);
+    assert_eq!(c.get::<i32>("k").await.unwrap(), Some(1));
+    let past = std::time::SystemTime::now() - Duration::from_secs(5);
+    c.expire_at("k", past).await.unwrap();
+    assert_eq!(
+        c.get::<i32>("k").await.unwrap(),
+        None,
+        "a past deadline kept it"
+    );
+}
+
+/// `delete_pattern` removes this cache's keys of this version that match, and nothing else;
+/// a backend that cannot list keys says so instead of removing nothing silently.
+pub async fn delete_pattern_is_scoped(h: &dyn Harness) {
+    let c = cache(h).await;
+    if !h.capabilities().keys {
+        let err = c.delete_pattern("*").await.unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        return;
+    }
+    let other = cache(h).await;
+    for i in 0..7 {
+        c.set(&format!("user.{i}"), &i, 60).await.unwrap();
+    }
+    c.set("page.1", &1, 60).await.unwrap();
+    c.with_version(2).set("user.1", &1, 60).await.unwrap();
+    other.set("user.1", &1, 60).await.unwrap();
+    assert_eq!(c.delete_pattern("user.*").await.unwrap(), 7);
+    let left: Vec<String> = c.keys("*").map(|k| k.unwrap()).collect().await;
+    assert_eq!(left, ["page.1"]);
+    assert_eq!(
+        c.with_version(2).get::<i32>("user.1").await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(other.get::<i32>("user.1").await.unwrap(), Some(1));
+    assert_eq!(c.delete_pattern("nothing.*").await.unwrap(), 0);
+}
+
+/// Every serializer and compressor stores and reads back through the backend (binary
+/// payloads, plain Django JSON), and integers stay `incr`-able with each.
+pub async fn every_codec_round_trips(h: &dyn Harness) {
+    use webcache_core::codec::{Compressor, Serializer};
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        id: u32,
+        name: String,
+        score: f64,
+    }
+    let rows: Vec<Row> = (0..200)
+        .map(|id| Row {
+            id,
+            name: format!("row\u{e9} {id}"),
+            score: f64::from(id) / 7.0,
+        })
+        .collect();
+    let backend = h.backend().await;
+    let prefix = format!("t{:08x}", rand::random::<u32>());
+    for (_, serializer) in Serializer::NAMES {
+        for (_, compressor) in Compressor::NAMES {
+            let options = CacheOptions {
+                key_prefix: prefix.clone(),
+                serializer: *serializer,
+                compressor: *compressor,
+                compress_min_bytes: Some(64),
+                ..CacheOptions::default()
+            };
+            let c = Cache::new(backend.clone(), options);
+            let what = format!("{serializer:?}/{compressor:?}");
+            c.set("rows", &rows, 60).await.unwrap();
+            assert_eq!(
+                c.get::<Vec<Row>>("rows").await.unwrap().as_ref(),
+                Some(&rows),
+                "{what}"
+            );
+            c.set("n", &5, 60).await.unwrap();
+            assert_eq!(c.incr("n", 2).await.unwrap(), 7, "{what}");
+            c.set_bytes("b", &[0u8, 0xF5, 255, 10, 13], 60)
+                .await
+                .unwrap();
+            assert_eq!(
+                c.get_bytes("b").await.unwrap().as_deref(),
+                Some(&[0u8, 0xF5, 255, 10, 13][..]),
+                "{what}"
+            );
+        }
+    }
+}

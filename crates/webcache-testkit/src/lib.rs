@@ -173,6 +173,10 @@ macro_rules! conformance_suite {
             data_read_before_an_invalidation_does_not_survive_it,
             missing_tag_versions_are_never_trusted,
             bad_tags_are_refused,
+            set_if_present_writes_only_present_keys,
+            expire_at_and_persist,
+            delete_pattern_is_scoped,
+            every_codec_round_trips,
         );
     };
 }

@@ -20,15 +20,24 @@
 //! `locmem` and `dummy` are always there. A backend from another crate is configured by URL once
 //! its [`BackendFactory`](backend::BackendFactory) is registered with [`Caches::register`];
 //! [`backend`] holds what a backend author needs. Feature `http` adds the page-cache layers and
-//! `sessions` the tower-sessions stores; `full` enables everything.
+//! `sessions` the tower-sessions stores; `macros` (on by default) the [`cached`] attribute that
+//! memoizes an async function; `minijinja` the `{% call cache(...) %}` template function of
+//! [`fragment`]; `sqlx` the query cache; `full` enables everything.
 #![forbid(unsafe_code)]
 // Library code answers every failure with an error, never a panic; tests may unwrap.
 #![warn(clippy::unwrap_used)]
 
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "memo.rs"]
+pub mod __private;
+pub mod fragment;
 mod registry;
 
 pub use registry::{build_backend, Caches};
 pub use webcache_core::*;
+#[cfg(feature = "macros")]
+pub use webcache_macros::cached;
 
 /// The file-system backend.
 #[cfg(feature = "file")]
@@ -48,3 +57,5 @@ pub use webcache_sessions as sessions;
 /// The SQLite/PostgreSQL backend and `create_cache_table`.
 #[cfg(feature = "sql")]
 pub use webcache_sql as sql;
+#[cfg(feature = "sqlx")]
+pub use webcache_sqlx as sqlx;

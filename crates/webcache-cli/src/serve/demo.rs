@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tower_sessions::Session;
 use webcache::http::{cache_page, CachePageLayer};
 use webcache::sessions::{CacheStore, SessionConfig};
-use webcache::{Cache, Caches};
+use webcache::{fragment, Cache, Caches};
 
 use super::admin::{self, Admin};
 
@@ -46,14 +46,26 @@ struct DelayQuery {
 /// Builds the demo app over `caches` (the `sessions` alias holds sessions when configured,
 /// otherwise `default`).
 pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Result<Router> {
+    let upstream = upstream.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
     let mut templates = Environment::new();
     templates.add_template("hello.html", include_str!("../../templates/hello.html"))?;
+    templates.add_template("hello-page.html", HELLO_PAGE)?;
+    // `{% call cache(...) %}` in templates, and the upstream as a template function, so the
+    // call happens only when the fragment is rendered (on a fragment miss).
+    fragment::minijinja::add_to(&mut templates, caches.default().clone());
+    let (client, base) = (http.clone(), upstream.clone());
+    templates.add_function("upstream", move |delay: f64| {
+        fragment::minijinja::block_on(fetch(&client, &base, delay))?
+            .map(|data| minijinja::Value::from_serialize(&data))
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.1))
+    });
     let demo = Demo {
         cache: caches.default().clone(),
-        upstream: upstream.trim_end_matches('/').to_owned(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?,
+        upstream,
+        http,
         templates: Arc::new(templates),
         served: Arc::new(AtomicU64::new(0)),
     };
@@ -95,9 +107,11 @@ async fn index() -> &'static str {
     "webcache demo\n\n\
      GET  /delay/N        the built-in slow upstream\n\
      GET  /hello          low-level API (get_or_set, 60 s, then served stale for 5 min while refreshed)\n\
-     GET  /hello-page     page-cache layer on the route\n\
+     GET  /hello-page     page-cache layer on the route; inside, the upstream part is a cached fragment\n\
      GET  /hello-class    page-cache layer on GET only; POST is never cached\n\
-     GET  /cart?add=ITEM  a cache-backed session cart; POST /cart/clear empties it\n"
+     GET  /cart?add=ITEM  a cache-backed session cart; POST /cart/clear empties it\n\
+     GET  /products       rows cached by the query cache, the page by the page layer (tagged)\n\
+     POST /products/ID?price=N  update through the query cache: rows and page dropped at once\n"
 }
 
 /// The built-in upstream, a stand-in for httpbin's `/delay/N`.
@@ -161,26 +175,30 @@ impl IntoResponse for DemoError {
     }
 }
 
+/// One call to the upstream's `/delay/N`.
+async fn fetch(http: &reqwest::Client, upstream: &str, delay: f64) -> Result<Value, DemoError> {
+    let url = format!("{upstream}/delay/{delay}");
+    let bad_gateway = |what: String| DemoError(StatusCode::BAD_GATEWAY, what);
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| bad_gateway(format!("the upstream {url} did not answer: {e}")))?;
+    if !response.status().is_success() {
+        return Err(bad_gateway(format!(
+            "the upstream {url} answered {}",
+            response.status()
+        )));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| bad_gateway(format!("the upstream {url} did not answer JSON: {e}")))
+}
+
 impl Demo {
     async fn fetch(&self, delay: f64) -> Result<Value, DemoError> {
-        let url = format!("{}/delay/{delay}", self.upstream);
-        let bad_gateway = |what: String| DemoError(StatusCode::BAD_GATEWAY, what);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| bad_gateway(format!("the upstream {url} did not answer: {e}")))?;
-        if !response.status().is_success() {
-            return Err(bad_gateway(format!(
-                "the upstream {url} answered {}",
-                response.status()
-            )));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| bad_gateway(format!("the upstream {url} did not answer JSON: {e}")))
+        fetch(&self.http, &self.upstream, delay).await
     }
 
     fn render(&self, route: &str, data: &Value) -> Result<Html<String>, DemoError> {
@@ -248,13 +266,32 @@ async fn hello(
     Ok(([("x-cache", state)], page).into_response())
 }
 
-/// A page that calls the upstream on every request; the page-cache layer caches it.
+/// `/hello-page`'s template: the part that calls the upstream is a cached fragment, kept
+/// longer than the page layer keeps the page.
+const HELLO_PAGE: &str = r#"{% call cache(300, "hello-upstream", delay) %}{% set data = upstream(delay) %}{% include "hello.html" %}{% endcall %}"#;
+
+/// A page whose upstream part is a cached fragment (Django's `{% cache 300 ... %}`), inside
+/// the page-cache layer: the layer keeps the page 60 s; a page rebuilt after that takes the
+/// fragment (5 min) instead of calling the upstream again.
 async fn hello_page(
     State(demo): State<Demo>,
     Query(q): Query<DelayQuery>,
 ) -> Result<Html<String>, DemoError> {
-    let data = demo.fetch(delay_of(&q)).await?;
-    demo.render("/hello-page", &data)
+    let delay = delay_of(&q);
+    let templates = demo.templates.clone();
+    fragment::minijinja::render(move || {
+        templates
+            .get_template("hello-page.html")?
+            .render(minijinja::context! { delay => delay, route => "/hello-page" })
+    })
+    .await
+    .map(Html)
+    .map_err(|e| {
+        DemoError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("template error: {e:#}"),
+        )
+    })
 }
 
 /// GET on the class-style route: cached by the layer wrapped around this handler alone.

@@ -4,12 +4,14 @@
 //! |---|---|
 //! | `GET /delay/N` | the built-in slow upstream (a stand-in for httpbin): sleeps N seconds |
 //! | `GET /hello` | the low-level API: `get_or_set_with_stale` of key `httpbin`, fresh 60 s, then served stale for 5 min while one refresh runs |
-//! | `GET /hello-page` | the page-cache layer on one route (`cache_page(60)`) |
+//! | `GET /hello-page` | the page-cache layer on one route (`cache_page(60)`); inside, the upstream part is a template fragment cached 5 minutes (`{% call cache(300, ...) %}`) |
 //! | `GET`/`POST /hello-class` | one route, two methods, only GET cached (`method_decorator`) |
 //! | `GET /cart?add=ITEM`, `POST /cart/clear` | a cache-backed session |
+//! | `GET /products`, `POST /products/{id}?price=N` | the catalogue: rows cached by the query cache, the page by the page layer, both tagged `table:products`; an update drops both at once (see [`catalogue`]) |
 //! | `POST /_webcache/command` | the admin endpoint behind `webcache ... --app URL` (token always required; see [`admin`]) |
 
 pub(crate) mod admin;
+mod catalogue;
 mod demo;
 
 use std::io::Write;
@@ -43,7 +45,9 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
         token: token.clone(),
         bound: addr,
     };
-    let app = demo::app(&caches, &upstream, admin)?;
+    let db = catalogue::location(args.db.as_deref());
+    let app = demo::app(&caches, &upstream, admin)?
+        .merge(catalogue::routes(caches.default(), &db).await?);
     // Removed when dropped, at the end of this function whatever ends the server.
     let token_file = match TokenFile::write(addr, &token) {
         Ok(file) => Some(file),
@@ -61,6 +65,7 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
         args.upstream.is_some(),
         &token,
         token_file.as_ref(),
+        &db,
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -118,6 +123,7 @@ fn announce(
     external: bool,
     token: &str,
     token_file: Option<&TokenFile>,
+    db: &catalogue::Location,
 ) {
     let cache = caches.default();
     let base = format!("http://{addr}");
@@ -138,6 +144,7 @@ fn announce(
         "webcache demo listening on {base}\n\
          cache: `{alias}` ({backend} backend{embedded})\n\
          upstream: {upstream}/delay/N{builtin}\n\
+         catalogue: {db}\n\
          {token_note}\n\
          \n\
          try:\n  \
@@ -147,9 +154,13 @@ fn announce(
          curl -i {base}/hello-page     # the whole page cached by the page-cache layer\n  \
          curl -i {base}/hello-class    # GET cached; curl -X POST {base}/hello-class is not\n  \
          curl -c jar -b jar '{base}/cart?add=apple'   # a session cart\n  \
+         curl -i {base}/products       # rows cached by the query cache, the page by the page layer\n  \
+         curl -X POST '{base}/products/1?price=15'   # the update invalidates table:products:\n                                 \
+         # the next GET shows 15 at once (MISS), then HITs again\n  \
          webcache keys --app {base}    # what is in the cache; also get/ttl/stats/shell\n",
         alias = cache.alias(),
         backend = cache.backend().name(),
+        db = db,
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());

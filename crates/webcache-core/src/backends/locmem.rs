@@ -371,6 +371,10 @@ impl Backend for LocMemBackend {
     async fn has_key(&self, key: &str) -> Result<bool> {
         Ok(self.peek_live(key).is_some())
     }
+
+    async fn peek(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.peek_live(key).map(|item| item.value))
+    }
 }
 
 /// The options a `locmem://` URL accepts besides the common ones.

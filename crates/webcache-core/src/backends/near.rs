@@ -1,24 +1,35 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{LocMemBackend, LocMemConfig};
+use crate::backend::invalidations::{copies_over, Copies, Stamp};
 use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
 use crate::error::Result;
 use crate::timeout::{Expiry, Ttl};
 
-/// A process-local copy of a shared backend's hot entries, kept for a short time: reads that
-/// hit it skip the network round trip (configured with `near_ttl=SECONDS` on any cache URL).
+/// A process-local copy of a shared backend's hot entries: reads that hit it skip the network
+/// round trip (configured with `near_ttl=SECONDS` on any cache URL).
 ///
-/// Trade-off, by design: a value written or deleted by *another* process may be read here up to
-/// `near_ttl` later. This process's own writes, deletes, `incr` and `touch` update or drop its
-/// local copy at once, so it always reads its own writes. Expiry, TTLs, key listing and stats
-/// come from the shared backend.
+/// This process's own writes, deletes, `incr` and `touch` update or drop its local copy at
+/// once, so it always reads its own writes. Expiry, TTLs, key listing and stats come from the
+/// shared backend. What another process's change costs depends on the backend:
+///
+/// - **A backend that reports changes** (it implements
+///   [`Invalidations`](crate::backend::Invalidations), as Redis does with client-side caching):
+///   a copy is dropped as soon as the backend reports its key changed, by any process (goal:
+///   within 100 ms; see BENCHMARKS.md for the measured delay). Copies are trusted only while
+///   the reports are connected: until they first connect, and from a break until they
+///   connect again, every read goes to the shared backend, and reconnecting drops every copy
+///   (changes made during the break were not reported). `near_ttl` remains the bound on a
+///   copy's life, as a safety net.
+/// - **Any other backend**: a value written or deleted by another process may be read here up
+///   to `near_ttl` later (the trade-off `near_ttl` is chosen for).
 #[derive(Debug)]
 pub struct NearCache {
-    near: LocMemBackend,
+    copies: Arc<Copies>,
     far: Arc<dyn Backend>,
     ttl: Duration,
 }
@@ -28,23 +39,29 @@ pub const DEFAULT_NEAR_MAX_ENTRIES: u64 = 10_000;
 
 impl NearCache {
     /// Local copies of `far`'s entries, each kept at most `ttl`, at most `max_entries` of them.
+    /// Subscribes to `far`'s reports of changes when it offers them
+    /// ([`offer_invalidations`](crate::backend::offer_invalidations)).
     pub fn new(far: Arc<dyn Backend>, ttl: Duration, max_entries: u64) -> Self {
+        let store = LocMemBackend::private(LocMemConfig {
+            max_entries: Some(max_entries),
+            // Copies are cheap to lose: evict one at a time rather than Django's third.
+            cull_frequency: u32::MAX,
+            ..LocMemConfig::default()
+        });
         NearCache {
-            near: LocMemBackend::private(LocMemConfig {
-                max_entries: Some(max_entries),
-                // Copies are cheap to lose: evict one at a time rather than Django's third.
-                cull_frequency: u32::MAX,
-                ..LocMemConfig::default()
-            }),
+            copies: copies_over(&*far, store),
             far,
             ttl,
         }
     }
 
-    /// This process's copy of `key`, if it has a live one (served while the shared backend's
-    /// circuit breaker is open).
+    /// This process's copy of `key`, if it has a live one that can be trusted (served while
+    /// the shared backend's circuit breaker is open).
     pub(crate) fn local_copy(&self, key: &str) -> Option<Bytes> {
-        self.near.get_now(key)
+        if !self.copies.trusted() {
+            return None;
+        }
+        self.copies.store.get_now(key)
     }
 
     /// The shared backend behind the local copies.
@@ -52,22 +69,41 @@ impl NearCache {
         &self.far
     }
 
-    /// The local expiry for a value the shared backend keeps for `expiry`.
-    fn local(&self, expiry: Expiry) -> Expiry {
-        match expiry {
-            Expiry::After(d) if d < self.ttl => Expiry::After(d),
-            _ => Expiry::After(self.ttl),
+    /// Whether local copies are served now: always over a backend that does not report
+    /// changes; over one that does, only while its reports are connected.
+    pub fn serves_copies(&self) -> bool {
+        self.copies.trusted()
+    }
+
+    /// The local expiry for a value the shared backend keeps for `expiry` from a write sent
+    /// at `sent`: at most `near_ttl`, and never past the shared entry's own end (counted from
+    /// before the write, so the copy cannot outlive it however slow the write was). `None`
+    /// when nothing is left of it.
+    fn local(&self, expiry: Expiry, sent: Instant) -> Option<Expiry> {
+        let lifetime = match expiry {
+            Expiry::After(d) if d < self.ttl => d,
+            _ => self.ttl,
+        };
+        let left = lifetime.checked_sub(sent.elapsed())?;
+        (!left.is_zero()).then_some(Expiry::After(left))
+    }
+
+    /// Keeps a copy of what was just written (see [`local`](Self::local)).
+    async fn keep_written(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+        sent: Instant,
+        stamp: Option<Stamp>,
+    ) {
+        if let Some(local) = self.local(expiry, sent) {
+            self.copies.keep(key, value, local, stamp).await;
         }
     }
 
-    async fn remember(&self, key: &str, value: Bytes, expiry: Expiry) {
-        // The local copy is an optimisation: locmem cannot fail, and if it could, the shared
-        // backend would still hold the truth.
-        let _ = self.near.set(key, value, self.local(expiry)).await;
-    }
-
     async fn forget(&self, key: &str) {
-        let _ = self.near.delete(key).await;
+        self.copies.forget(key).await;
     }
 }
 
@@ -86,12 +122,14 @@ impl Backend for NearCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        if let Some(value) = self.near.get(key).await? {
+        if let Some(value) = self.local_copy(key) {
             return Ok(Some(value));
         }
+        let stamp = self.copies.stamp(key);
         let value = self.far.get(key).await?;
         if let Some(value) = &value {
-            self.remember(key, value.clone(), Expiry::After(self.ttl))
+            self.copies
+                .keep(key, value.clone(), Expiry::After(self.ttl), stamp)
                 .await;
         }
         Ok(value)
@@ -100,15 +138,17 @@ impl Backend for NearCache {
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
         // Drop the local copy first: if the shared write fails, no stale copy survives it.
         self.forget(key).await;
+        let (stamp, sent) = (self.copies.stamp(key), Instant::now());
         self.far.set(key, value.clone(), expiry).await?;
-        self.remember(key, value, expiry).await;
+        self.keep_written(key, value, expiry, sent, stamp).await;
         Ok(())
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        let (stamp, sent) = (self.copies.stamp(key), Instant::now());
         let added = self.far.add(key, value.clone(), expiry).await?;
         if added {
-            self.remember(key, value, expiry).await;
+            self.keep_written(key, value, expiry, sent, stamp).await;
         } else {
             // Someone else's value won: read it from the shared backend next time.
             self.forget(key).await;
@@ -136,7 +176,7 @@ impl Backend for NearCache {
     }
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
-        self.near.clear(prefix).await?;
+        self.copies.store.clear(prefix).await?;
         self.far.clear(prefix).await
     }
 
@@ -146,7 +186,7 @@ impl Backend for NearCache {
 
     async fn stats(&self) -> Result<BackendStats> {
         let mut stats = self.far.stats().await?;
-        let near = self.near.stats().await?;
+        let near = self.copies.store.stats().await?;
         stats.extra.push((
             "near_entries".to_owned(),
             near.entries.unwrap_or_default().to_string(),
@@ -154,11 +194,18 @@ impl Backend for NearCache {
         stats
             .extra
             .push(("near_ttl".to_owned(), format!("{:?}", self.ttl)));
+        stats.extra.push((
+            "near_invalidations".to_owned(),
+            self.copies.state().to_owned(),
+        ));
         Ok(stats)
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
-        let mut values = self.near.get_many(keys).await?;
+        let mut values: Vec<Option<Bytes>> = match self.copies.trusted() {
+            true => keys.iter().map(|k| self.copies.store.get_now(k)).collect(),
+            false => vec![None; keys.len()],
+        };
         let missing: Vec<String> = keys
             .iter()
             .zip(&values)
@@ -168,12 +215,16 @@ impl Backend for NearCache {
         if missing.is_empty() {
             return Ok(values);
         }
+        let stamps: Vec<_> = missing.iter().map(|k| self.copies.stamp(k)).collect();
         let mut fetched = self.far.get_many(&missing).await?.into_iter();
+        let mut stamps = stamps.into_iter();
         for (slot, key) in values.iter_mut().zip(keys) {
             if slot.is_none() {
                 *slot = fetched.next().flatten();
+                let stamp = stamps.next().flatten();
                 if let Some(value) = slot {
-                    self.remember(key, value.clone(), Expiry::After(self.ttl))
+                    self.copies
+                        .keep(key, value.clone(), Expiry::After(self.ttl), stamp)
                         .await;
                 }
             }
@@ -185,9 +236,11 @@ impl Backend for NearCache {
         for (key, _) in &entries {
             self.forget(key).await;
         }
+        let stamps: Vec<_> = entries.iter().map(|(k, _)| self.copies.stamp(k)).collect();
+        let sent = Instant::now();
         self.far.set_many(entries.clone(), expiry).await?;
-        for (key, value) in entries {
-            self.remember(&key, value, expiry).await;
+        for ((key, value), stamp) in entries.into_iter().zip(stamps) {
+            self.keep_written(&key, value, expiry, sent, stamp).await;
         }
         Ok(())
     }
@@ -200,7 +253,7 @@ impl Backend for NearCache {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
-        if self.near.has_key(key).await? {
+        if self.copies.trusted() && self.copies.store.has_key(key).await? {
             return Ok(true);
         }
         self.far.has_key(key).await

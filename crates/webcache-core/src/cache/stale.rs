@@ -3,7 +3,8 @@
 //! (stale-if-error), until its window ends.
 //!
 //! The entry records when it stops being fresh ([`entry::fresh_until`]); the backend keeps it
-//! for the fresh time plus the window. Backends know nothing of it.
+//! for the fresh time plus the window. Backends know nothing of it. One computation across
+//! processes comes from a lease (`cache/lease.rs`) taken with the backend's own atomic `add`.
 
 use std::fmt;
 use std::future::Future;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::lease::Taken;
 use super::Cache;
 use crate::entry;
 use crate::error::{Error, Result};
@@ -41,9 +43,17 @@ impl Cache {
     /// - **Fresh:** the stored value, as `get_or_set_with`.
     /// - **Stale (within the window):** the stored value at once; `compute` runs in a spawned
     ///   task (so it outlives this call) and its value replaces the stale one. One refresh per
-    ///   key at a time in this process: callers meanwhile get the stale value and start none.
+    ///   key at a time in this process, and one across the processes sharing the backend: the
+    ///   refresh first takes a short lease with the backend's atomic `add`; callers meanwhile,
+    ///   here or elsewhere, get the stale value and start none.
     /// - **Past the window, or missing:** the caller computes and waits, as with
-    ///   `get_or_set_with` (one computation per key in this process).
+    ///   `get_or_set_with` (one computation per key in this process). Across processes the one
+    ///   that takes the lease computes; the others poll for its value (for at most 30 s, then
+    ///   they compute too) and return it.
+    ///
+    /// The lease expires unless its holder renews it while computing, so a process that died
+    /// mid-computation holds the others up for at most a few seconds; when the backend cannot
+    /// take it (down, circuit open) the caller computes as it would without one.
     ///
     /// A `fresh` that never expires ([`Timeout::Forever`]) or keeps nothing (zero), and a
     /// zero `stale_for`, leave nothing to be stale: the call is `get_or_set_with`. Plain reads
@@ -130,18 +140,13 @@ impl Cache {
         } else {
             self.count(None::<()>);
         }
-        self.compute_and_add(
-            key,
-            &full,
-            Some(window.expiry()),
-            Some(window.fresh),
-            compute,
-        )
-        .await
+        self.compute_and_add_leased(key, &full, window.expiry(), window.fresh, compute)
+            .await
     }
 
     /// Starts the one refresh of a stale value, unless a computation for the key is already
-    /// under way in this process (a refresh, or a caller's after a miss).
+    /// under way in this process (a refresh, or a caller's after a miss) or, by its lease, in
+    /// another process.
     async fn refresh<T, E, F, Fut>(&self, key: &str, full: String, window: Window, compute: F)
     where
         T: Serialize + Send + 'static,
@@ -155,11 +160,28 @@ impl Cache {
         let cache = self.clone();
         let key = key.to_owned();
         let task = async move {
+            let lease = match cache.take_lease(&full).await {
+                Taken::Held(lease) => {
+                    // Another process may have refreshed it between our read and our lease.
+                    if cache.fresh_now(&full).await {
+                        lease.release().await;
+                        return;
+                    }
+                    Some(lease)
+                }
+                // Another process refreshes: keep serving stale, and let this process try
+                // again only after a pause (the flight stays ours until then).
+                Taken::Busy => return Cache::busy_backoff().await,
+                Taken::Unknown => None,
+            };
             // Tags are pinned before the value is computed from the data they name.
             let writer = cache.handle_for_compute().await;
+            let computed = match &lease {
+                Some(lease) => lease.renewing(compute()).await,
+                None => compute().await,
+            };
             // The value is encoded at once: only bytes are held across the write.
-            let computed = compute().await.map_err(|e| e.to_string());
-            let stored = match (writer, computed) {
+            let stored = match (writer, computed.map_err(|e| e.to_string())) {
                 (Err(e), _) => Err(e.to_string()),
                 (Ok(None), _) => Err("the tag versions could not be read".to_owned()),
                 (_, Err(why)) => Err(why),
@@ -174,6 +196,9 @@ impl Cache {
                     }
                 },
             };
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
             match stored {
                 // Callers that missed meanwhile wait for this value rather than compute.
                 Ok(bytes) => leader.publish(bytes),

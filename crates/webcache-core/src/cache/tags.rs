@@ -32,7 +32,8 @@
 //!   for the first time). Each tag ever used leaves one small key without expiry.
 //! - **Several processes** see an invalidation as soon as the backend does: the versions are
 //!   ordinary entries in the shared backend. A near tier (`near_ttl`) keeps local copies of tag
-//!   versions too: another process's invalidation is seen when the local copy expires.
+//!   versions too: over a backend that reports changes (Redis) they are dropped at once, over
+//!   others they are seen up to `near_ttl` late (the crate docs' near-tier section).
 //! - **When the backend fails**, a tagged entry whose tags cannot be checked is a miss (or the
 //!   error, without degrade mode), and a tagged write whose versions cannot be read is dropped.
 //!   An invalidation never degrades: it returns the error, since a silent failure would leave

@@ -129,7 +129,14 @@ impl PageCacheEngine {
         }
         let decision = self.settings.policy.decide(&mut Exchange {
             request: &request_headers,
-            status: parts.status,
+            // Statuses the layer stores as 200s under the Django policy are decided as 200s.
+            status: if matches!(self.settings.policy, crate::Policy::Django)
+                && self.settings.keys.stores_status(parts.status)
+            {
+                StatusCode::OK
+            } else {
+                parts.status
+            },
             response: &mut parts.headers,
             layer_timeout: self.settings.timeout,
             default_ttl: self.settings.default_ttl,
@@ -150,6 +157,17 @@ impl PageCacheEngine {
                     .await);
             }
         };
+        if let Some(store) = &self.settings.keys.store {
+            if !store(parts.status, &parts.headers) {
+                tracing::debug!(
+                    key = primary,
+                    "response not stored: the layer's store_if refused it"
+                );
+                return Ok(self
+                    .not_stored(parts, body, &method, &request_headers, flight_key, leader)
+                    .await);
+            }
+        }
         let writer = match tags.map(|tags| self.store.writer(pinned, tags)) {
             Ok(Some(writer)) => writer,
             Ok(None) => {

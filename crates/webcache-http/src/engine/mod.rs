@@ -132,6 +132,20 @@ impl PageCacheEngine {
         }
     }
 
+    /// The key of the request's page, by the layer's rules (the request's extensions are
+    /// read only when a computed value is part of the key).
+    fn primary_key<B>(&self, req: Request<B>) -> (Request<B>, String) {
+        let keys = &self.settings.keys;
+        if keys.computed.is_none() {
+            let key = keys.primary_key(req.uri(), req.headers(), None);
+            return (req, key);
+        }
+        // Taken apart (moves, no copies) so the computed value reads the request's parts.
+        let (parts, body) = req.into_parts();
+        let key = keys.primary_key(&parts.uri, &parts.headers, Some(&parts));
+        (Request::from_parts(parts, body), key)
+    }
+
     /// Answers one request.
     pub(crate) async fn handle<S, B, R>(&self, mut inner: S, req: Request<B>) -> Reply<R, S::Error>
     where
@@ -155,11 +169,14 @@ impl PageCacheEngine {
         let policy = &self.settings.policy;
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD || req.headers().contains_key(UPGRADE) {
-            let invalidate = (!method.is_safe() && policy.invalidates_on_unsafe()).then(|| {
+            let invalidate = if !method.is_safe() && policy.invalidates_on_unsafe() {
                 let host = req.headers().get(HOST).map(|h| h.as_bytes().to_vec());
-                let primary = key::primary_key(&self.settings.key_prefix, req.uri(), req.headers());
-                (primary, req.uri().clone(), host.unwrap_or_default())
-            });
+                let (taken, primary) = self.primary_key(req);
+                req = taken;
+                Some((primary, req.uri().clone(), host.unwrap_or_default()))
+            } else {
+                None
+            };
             let response = inner.call(req).await?;
             if let Some((primary, uri, host)) = invalidate {
                 let status = response.status();
@@ -180,7 +197,19 @@ impl PageCacheEngine {
                 .mark(response.map(CacheBody::inner), Outcome::Bypass));
         }
 
-        let mut primary = key::primary_key(&self.settings.key_prefix, req.uri(), req.headers());
+        if let Some(skip) = &self.settings.keys.skip {
+            let (parts, body) = req.into_parts();
+            let skipped = skip(&parts);
+            req = Request::from_parts(parts, body);
+            if skipped {
+                let response = inner.call(req).await?;
+                return Ok(self
+                    .respond
+                    .mark(response.map(CacheBody::inner), Outcome::Bypass));
+            }
+        }
+        let (taken, mut primary) = self.primary_key(req);
+        req = taken;
         let mut found = self.store.lookup(&primary, req.headers()).await;
         // A ranged GET (shared cache) is answered from the complete page when it is fresh;
         // otherwise from, and stored under, the URL's ranged answers (see `key::range_primary`).
@@ -263,7 +292,7 @@ impl PageCacheEngine {
         host: &[u8],
         response: &HeaderMap,
     ) {
-        let prefix = &self.settings.key_prefix;
+        let prefix = &self.settings.keys.prefix;
         let mut keys = vec![primary.to_owned()];
         for name in [LOCATION, CONTENT_LOCATION] {
             for value in response.get_all(&name) {

@@ -323,6 +323,12 @@ impl PageStore {
         }
     }
 
+    /// From now on, every miss pins the tag versions (see [`pin`](Self::pin)), as if a tagged
+    /// response had been seen.
+    pub(crate) fn expect_tags(&self) {
+        self.state.tags_seen.store(true, Ordering::Relaxed);
+    }
+
     /// Pins the tag versions before the inner service reads the data a page is built from, so
     /// a page built before an invalidation of its tags is never stored after it (webcache-core's
     /// tags): the handle the page is written through. `None` until this layer has seen a tagged

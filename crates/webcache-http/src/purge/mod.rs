@@ -30,7 +30,7 @@ pub use access::InvalidAddress;
 use access::PurgeAccess;
 
 use crate::host::{self, AllowedHosts};
-use crate::{key, Pages};
+use crate::Pages;
 
 /// The header of a `PURGE` that invalidates tags instead of one URL.
 pub const INVALIDATE_TAGS: HeaderName = HeaderName::from_static("webcache-invalidate-tags");
@@ -173,7 +173,10 @@ impl PurgeLayer {
         ) {
             return text(StatusCode::BAD_REQUEST, refusal.message());
         }
-        let primary = key::primary_key(self.pages.key_prefix(), &parts.uri, &parts.headers);
+        let primary = self
+            .pages
+            .keys()
+            .primary_key(&parts.uri, &parts.headers, None);
         match self.pages.purge_key(&primary).await {
             Ok(true) => text(StatusCode::OK, "purged\n"),
             Ok(false) => text(StatusCode::NOT_FOUND, "not in the cache\n"),

@@ -1,0 +1,162 @@
+//! The demo's catalogue end to end: two real `webcache serve` processes on one SQLite file and
+//! one real Redis see each other's writes at once (the tutorial's "what if the data in the
+//! database is updated?"), and a page is a HIT again right after.
+//!
+//! Without `near_ttl`: the near tier's invalidation across processes has not landed, and with
+//! it another process's invalidation would be seen up to `near_ttl` late.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use webcache_testkit::servers::redis::RedisServer;
+use webcache_testkit::servers::{free_port, temp_dir, wait_for_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webcache");
+
+/// A `webcache serve` process, killed when dropped.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(cache: &str, db: &std::path::Path, runtime: &std::path::Path) -> Serve {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(BIN)
+            .env_remove("WEBCACHE_URL")
+            .env_remove("WEBCACHE_TOKEN")
+            .env("XDG_RUNTIME_DIR", runtime)
+            .args(["serve", "--listen", &listen, "--cache", cache, "--db"])
+            .arg(db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start webcache serve");
+        let mut banner = String::new();
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        // The banner says where it listens, then which database it uses.
+        for _ in 0..4 {
+            out.read_line(&mut banner).expect("read the banner");
+        }
+        assert!(banner.contains(&listen), "unexpected banner: {banner}");
+        assert!(
+            banner.contains(&db.display().to_string()),
+            "the banner does not name the database: {banner}"
+        );
+        assert!(wait_for_port(port, Duration::from_secs(30)));
+        Serve {
+            child,
+            base: format!("http://{listen}"),
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /products`: the `x-cache` state and the line of product `name`.
+async fn products(client: &reqwest::Client, serve: &Serve, name: &str) -> (String, String) {
+    let response = client
+        .get(format!("{}/products", serve.base))
+        .send()
+        .await
+        .expect("GET /products");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("cache-tag").is_none(),
+        "the tag header is stripped before the client"
+    );
+    let state = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.text().await.expect("body");
+    let line = body
+        .lines()
+        .find(|l| l.contains(name))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .to_owned();
+    (state, line)
+}
+
+/// Requests `/products` until its page is a HIT (the page layer stores a tagged page from its
+/// second miss on: the first told it that the route tags its pages).
+async fn until_hit(client: &reqwest::Client, serve: &Serve) {
+    for _ in 0..5 {
+        if products(client, serve, "teapot").await.0 == "HIT" {
+            return;
+        }
+    }
+    panic!("{}/products never became a HIT", serve.base);
+}
+
+async fn set_price(client: &reqwest::Client, serve: &Serve, id: u32, price: u32) {
+    let response = client
+        .post(format!("{}/products/{id}?price={price}", serve.base))
+        .send()
+        .await
+        .expect("POST /products/ID");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_see_each_others_writes_at_once() {
+    let redis = RedisServer::start();
+    let dir = temp_dir("catalogue");
+    let runtime = dir.join("runtime");
+    std::fs::create_dir_all(&runtime).expect("runtime dir");
+    let db = dir.join("catalogue.db");
+    let cache = redis.url(0);
+    let a = Serve::start(&cache, &db, &runtime);
+    let b = Serve::start(&cache, &db, &runtime);
+    let client = reqwest::Client::new();
+
+    // Both pages cached: the sample prices.
+    until_hit(&client, &a).await;
+    until_hit(&client, &b).await;
+    let (state, teapot) = products(&client, &b, "teapot").await;
+    assert_eq!(state, "HIT");
+    assert!(teapot.contains(" 12 EUR"), "{teapot}");
+
+    // A write through A: B's cached rows and page are gone at once.
+    set_price(&client, &a, 1, 15).await;
+    let (state, teapot) = products(&client, &b, "teapot").await;
+    assert_eq!(state, "MISS", "the page was dropped with the table's tag");
+    assert!(teapot.contains(" 15 EUR"), "{teapot}");
+    let (state, teapot) = products(&client, &b, "teapot").await;
+    assert_eq!(state, "HIT", "cached again after that");
+    assert!(teapot.contains(" 15 EUR"), "{teapot}");
+    let (_, teapot) = products(&client, &a, "teapot").await;
+    assert!(teapot.contains(" 15 EUR"), "{teapot}");
+
+    // And the other way round.
+    set_price(&client, &b, 2, 31).await;
+    let (state, kettle) = products(&client, &a, "kettle").await;
+    assert_eq!(state, "MISS");
+    assert!(kettle.contains(" 31 EUR"), "{kettle}");
+    assert_eq!(products(&client, &a, "kettle").await.0, "HIT");
+
+    // A bad price is refused before the database and invalidates nothing; a missing product
+    // is a 404 (an UPDATE that matched no row still invalidates: the cache cannot tell).
+    let bad = client
+        .post(format!("{}/products/1?price=cheap", a.base))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(bad.status(), 400);
+    assert_eq!(products(&client, &a, "kettle").await.0, "HIT");
+    let missing = client
+        .post(format!("{}/products/99?price=1", a.base))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(missing.status(), 404);
+}

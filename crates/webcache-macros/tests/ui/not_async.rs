@@ -1,0 +1,8 @@
+use webcache::{cached, Cache};
+
+#[cached(ttl = 60)]
+fn profile(#[cache] cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+fn main() {}
