@@ -106,8 +106,8 @@ async fn run(cli: Cli) -> i32 {
 
 /// A configuration mistake is a usage error (2); anything else a failure (1).
 fn classify(e: &anyhow::Error) -> OpError {
-    if e.downcast_ref::<webcache::ConfigError>()
-        .is_some_and(|c| !matches!(c, webcache::ConfigError::Connect { .. }))
+    if e.downcast_ref::<webcache::config::ConfigError>()
+        .is_some_and(|c| !matches!(c, webcache::config::ConfigError::Connect { .. }))
     {
         OpError::Usage(format!("{e:#}"))
     } else {

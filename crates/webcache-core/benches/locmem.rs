@@ -6,9 +6,9 @@
 //! - `moka_direct` / `quick_cache_direct`: the two candidate crates used directly (with the
 //!   same per-entry expiry work a cache must do: moka's `Expiry`, or a deadline check on read
 //!   for quick_cache, which has no TTL of its own);
-//! - `locmem_backend`: webcache's `LocMem` through the `Backend` trait;
+//! - `locmem_backend`: webcache's `LocMemBackend` through the `Backend` trait;
 //! - `cache_api`: the full typed API (`Cache::get_bytes`/`set_bytes`: key building, entry
-//!   framing, counters) over `LocMem`.
+//!   framing, counters) over `LocMemBackend`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use divan::{black_box, Bencher};
 use futures::executor::block_on;
-use webcache_core::backends::{LocMem, LocMemConfig};
-use webcache_core::{Backend, Cache, CacheOptions, Expiry};
+use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
+use webcache_core::{Cache, CacheOptions, Expiry};
 
 const KEYS: usize = 1000;
 
@@ -100,7 +101,7 @@ mod get {
 
     #[divan::bench]
     fn locmem_backend(b: Bencher<'_, '_>) {
-        let backend = LocMem::private(LocMemConfig::default());
+        let backend = LocMemBackend::private(LocMemConfig::default());
         let keys = keys();
         for k in &keys {
             block_on(backend.set(k, value(), Expiry::After(Duration::from_secs(300)))).unwrap();
@@ -115,7 +116,7 @@ mod get {
     #[divan::bench]
     fn cache_api(b: Bencher<'_, '_>) {
         let cache = Cache::new(
-            Arc::new(LocMem::private(LocMemConfig::default())),
+            Arc::new(LocMemBackend::private(LocMemConfig::default())),
             CacheOptions::default(),
         );
         let keys: Vec<String> = (0..KEYS).map(|i| format!("page.{i}")).collect();
@@ -173,7 +174,7 @@ mod set {
 
     #[divan::bench]
     fn locmem_backend(b: Bencher<'_, '_>) {
-        let backend = LocMem::private(LocMemConfig::default());
+        let backend = LocMemBackend::private(LocMemConfig::default());
         let (keys, v) = (keys(), value());
         let mut i = 0;
         b.bench_local(|| {
@@ -186,7 +187,7 @@ mod set {
     #[divan::bench]
     fn cache_api(b: Bencher<'_, '_>) {
         let cache = Cache::new(
-            Arc::new(LocMem::private(LocMemConfig::default())),
+            Arc::new(LocMemBackend::private(LocMemConfig::default())),
             CacheOptions::default(),
         );
         let keys: Vec<String> = (0..KEYS).map(|i| format!("page.{i}")).collect();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use webcache_core::backends::{LocMem, LocMemConfig};
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::codec::{Compressor, Serializer};
 use webcache_core::{Cache, CacheOptions};
 
@@ -107,7 +107,7 @@ fn rows() -> Vec<Row> {
 
 fn cache(serializer: Serializer, compressor: Compressor) -> Cache {
     Cache::new(
-        Arc::new(LocMem::private(LocMemConfig::default())),
+        Arc::new(LocMemBackend::private(LocMemConfig::default())),
         CacheOptions {
             serializer,
             compressor,

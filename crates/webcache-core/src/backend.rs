@@ -1,19 +1,47 @@
-//! The backend trait: bytes in, bytes out, with expiry.
+//! For backend authors: the backend trait (bytes in, bytes out, with expiry) and what a backend
+//! crate needs besides it. Applications need none of this; they use [`Cache`](crate::Cache).
 //!
 //! A backend stores opaque byte values under final string keys (prefix and version are already
 //! applied by [`Cache`](crate::Cache)). Everything typed, every default and every timeout rule
 //! lives above this trait, so a new backend is one small module. Most methods have a default
 //! built on the required ones; a backend overrides them where its server has a native (faster or
 //! atomic) command.
+//!
+//! Here, each in one place:
+//! - [`Backend`], with [`KeyRules`], [`BackendStats`], [`KeyStream`] and [`AsAny`];
+//! - [`BackendFactory`] and [`Scheme`]: how a backend is built from a cache URL (it receives a
+//!   [`BackendSpec`](crate::config::BackendSpec)) and registered with the `webcache` crate;
+//! - the stored [`entry`] format (integers as ASCII digits, tags, fresh-until);
+//! - helpers backends share so that a rule has one home: [`unix_ms`] (expiry deadlines),
+//!   [`glob_match`] (the pattern rules of `scan`), [`Ring`] (consistent hashing over servers);
+//! - for the sibling crates of this repository (public only for them; their shape may change):
+//!   [`SingleFlight`] and its [`Joined`], [`Leader`], [`Follower`], [`Followed`], and
+//!   [`LogThrottle`].
 
 use std::fmt;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::error::Result;
 use crate::timeout::{Expiry, Ttl};
+
+pub use crate::factory::{BackendFactory, Scheme};
+pub use crate::key::glob_match;
+pub use crate::ring::Ring;
+pub use crate::single_flight::{Followed, Follower, Joined, Leader, SingleFlight};
+pub use crate::throttle::LogThrottle;
+/// Re-exported so backends implement [`Backend`] with the same macro version.
+pub use async_trait::async_trait;
+
+/// The stored entry format: how [`Cache`](crate::Cache) frames values (a header with the
+/// codec, compression, tags and fresh-until time; integers as bare ASCII digits, so that
+/// servers can `INCR` them). A backend never needs to look inside a value except to store an
+/// integer in the server's native form ([`parse_integer`](entry::parse_integer),
+/// [`encode_integer`](entry::encode_integer)).
+pub mod entry {
+    pub use crate::entry::*;
+}
 
 pub(crate) mod invalidations;
 pub use invalidations::{offer_invalidations, InvalidationFeed, Invalidations};
@@ -24,7 +52,7 @@ pub type KeyStream = BoxStream<'static, Result<String>>;
 /// A cache backend: the storage under a [`Cache`](crate::Cache).
 ///
 /// Keys are the *final* keys (`prefix:version:key`). Values are encoded entries (see
-/// [`entry`](crate::entry)); a backend never looks inside them, except that an entry holding an
+/// [`entry`]); a backend never looks inside them, except that an entry holding an
 /// integer is stored as its ASCII decimal digits so that [`incr`](Backend::incr) can use the
 /// server's native command.
 ///
@@ -38,6 +66,14 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
     /// against these rules and rejects (or hashes, if configured) keys that break them.
     fn key_rules(&self) -> KeyRules {
         KeyRules::ANY
+    }
+
+    /// The backend this one wraps, for a wrapper that adds behaviour in front of another
+    /// backend (the near tier): [`Cache::backend_as`](crate::Cache::backend_as) looks through
+    /// it, so a backend's extras stay reachable whatever wraps it. `None` (the default) for a
+    /// backend that stores by itself.
+    fn inner(&self) -> Option<&dyn Backend> {
+        None
     }
 
     /// The value under `key`, or `None` when missing or expired.
@@ -125,11 +161,11 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
 /// [`Cache`](crate::Cache): implemented for every type, so backends need not write it.
 ///
 /// ```
-/// use webcache_core::backends::{Dummy, LocMem};
+/// use webcache_core::backends::{DummyBackend, LocMemBackend};
 /// use webcache_core::Cache;
 /// let cache = Cache::locmem();
-/// assert!(cache.backend_as::<LocMem>().is_some());
-/// assert!(cache.backend_as::<Dummy>().is_none());
+/// assert!(cache.backend_as::<LocMemBackend>().is_some());
+/// assert!(cache.backend_as::<DummyBackend>().is_none());
 /// ```
 pub trait AsAny {
     /// `self` as [`Any`](std::any::Any).
@@ -240,10 +276,20 @@ pub mod unix_ms {
     /// the next millisecond, so that a short but non-zero expiry is never already past; a
     /// deadline beyond `u64` milliseconds is the largest one.
     pub fn deadline(expiry: Expiry, now: u64) -> Option<u64> {
-        expiry.duration().map(|d| {
-            let ms = d.as_nanos().div_ceil(1_000_000);
-            now.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
-        })
+        expiry.duration().map(|d| now.saturating_add(ceil(d)))
+    }
+
+    /// `d` in whole milliseconds, rounded up (so a short but non-zero lifetime is never 0) and
+    /// saturating at `u64::MAX`: the one rounding rule for lifetimes sent or stored in
+    /// milliseconds (Redis `PX`, stored deadlines).
+    pub fn ceil(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    /// Now, in whole seconds since the Unix epoch (0 if the clock is before it), for protocols
+    /// that count in seconds (memcached's absolute expiry times).
+    pub fn now_secs() -> i64 {
+        i64::try_from(now() / 1000).unwrap_or(i64::MAX)
     }
 
     /// Whether an entry with `deadline` (`None`: never) is still live at `now`: the deadline
@@ -273,6 +319,10 @@ pub mod unix_ms {
             assert!(is_live(Some(6), 5));
             assert!(!is_live(Some(5), 5));
             assert_eq!(remaining(305, 5), Duration::from_millis(300));
+            assert_eq!(ceil(Duration::from_micros(1500)), 2);
+            assert_eq!(ceil(Duration::ZERO), 0);
+            assert_eq!(ceil(Duration::MAX), u64::MAX);
+            assert!(now_secs() > 1_700_000_000);
             assert_eq!(remaining(5, 305), Duration::ZERO);
             assert!(now() > 1_700_000_000_000);
             let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);

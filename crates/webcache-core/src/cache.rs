@@ -253,10 +253,10 @@ impl Cache {
         Self::new(Arc::new(backend), CacheOptions::default())
     }
 
-    /// The embedded default: an in-process [`LocMem`](crate::backends::LocMem) cache with
+    /// The embedded default: an in-process [`LocMemBackend`](crate::backends::LocMemBackend) cache with
     /// default bounds, private to this call.
     pub fn locmem() -> Self {
-        Self::with_backend(crate::backends::LocMem::private(
+        Self::with_backend(crate::backends::LocMemBackend::private(
             crate::backends::LocMemConfig::default(),
         ))
     }
@@ -280,13 +280,14 @@ impl Cache {
     /// backend's locks); `None` when the cache uses another backend.
     pub fn backend_as<B: Backend>(&self) -> Option<&B> {
         // Through `dyn Backend`'s vtable: calling `as_any` on the `Arc` itself would give the
-        // `Arc` as `Any`.
-        let backend: &dyn Backend = &*self.inner.backend;
-        let any = backend.as_any();
-        any.downcast_ref::<B>().or_else(|| {
-            let far: &dyn Backend = &**any.downcast_ref::<crate::backends::NearCache>()?.far();
-            far.as_any().downcast_ref::<B>()
-        })
+        // `Arc` as `Any`. Wrappers (the near tier, ...) are transparent: walk their `inner`.
+        let mut backend: &dyn Backend = &*self.inner.backend;
+        loop {
+            if let Some(found) = backend.as_any().downcast_ref::<B>() {
+                return Some(found);
+            }
+            backend = backend.inner()?;
+        }
     }
 
     /// The version used by this handle.

@@ -7,7 +7,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong in a cache operation.
 ///
-/// Backends return it from [`Backend`](crate::Backend) methods and [`Cache`](crate::Cache)
+/// Backends return it from [`Backend`](crate::backend::Backend) methods and [`Cache`](crate::Cache)
 /// returns it to callers. A corrupt or foreign stored entry is *not* an error: reading it is a
 /// miss and a warning in the log.
 #[derive(Debug, thiserror::Error)]

@@ -162,10 +162,10 @@ fn shorten(key: &str) -> String {
 /// whatever the pattern (no exponential or quadratic blow-up on `*`s or `[`s), so a user's
 /// pattern cannot stall a scan.
 ///
-/// Backends without a native pattern match use it for [`Backend::scan`](crate::Backend::scan).
+/// Backends without a native pattern match use it for [`Backend::scan`](crate::backend::Backend::scan).
 ///
 /// ```
-/// use webcache_core::glob_match;
+/// use webcache_core::backend::glob_match;
 /// assert!(glob_match(":1:user.*", ":1:user.42"));
 /// assert!(!glob_match(":1:user.?", ":1:user.42"));
 /// assert!(glob_match("h[ae]llo", "hallo"));
@@ -301,7 +301,8 @@ fn compile_class(p: &[u8], mut i: usize) -> ([u64; 4], usize) {
 /// Escapes the glob metacharacters in `literal`, so a prefix can be combined with a pattern.
 ///
 /// ```
-/// use webcache_core::{glob_escape, glob_match};
+/// use webcache_core::glob_escape;
+/// use webcache_core::backend::glob_match;
 /// let pattern = format!("{}*", glob_escape("app[1]:"));
 /// assert!(glob_match(&pattern, "app[1]:x"));
 /// assert!(!glob_match(&pattern, "app1:x"));

@@ -14,11 +14,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use webcache_core::backend::{async_trait, Backend, BackendStats, KeyStream};
 use webcache_core::bytes::Bytes;
-use webcache_core::{
-    async_trait, Backend, BackendStats, Cache, CacheOptions, Error, Expiry, KeyStream, OnError,
-    Result, Ttl,
-};
+use webcache_core::{Cache, CacheOptions, Error, Expiry, OnError, Result, Ttl};
 use webcache_testkit::servers::memcached::MemcachedServer;
 
 const NAME: &str = "memcached-wire";
@@ -249,7 +247,8 @@ async fn it_can_be_turned_off() {
     let mut server = MemcachedServer::start();
     let wire = Arc::new(Wire::new(server.address()));
     let mut config =
-        webcache_core::CacheConfig::from_url("default", "dummy://?breaker_failures=0").unwrap();
+        webcache_core::config::CacheConfig::from_url("default", "dummy://?breaker_failures=0")
+            .unwrap();
     config.options.operation_timeout = Some(Duration::from_secs(5));
     let c = Cache::new(wire.clone(), config.options);
     server.stop();

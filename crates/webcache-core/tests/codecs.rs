@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use webcache_core::backends::{LocMem, LocMemConfig};
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::codec::{Compressor, Serializer};
-use webcache_core::entry::{self, Decoded};
-use webcache_core::{Backend, Cache, CacheConfig, CacheOptions, CachesConfig, Expiry};
+use webcache_core::backend::entry::{self, Decoded};
+use webcache_core::backend::Backend;
+use webcache_core::config::{CacheConfig, CachesConfig};
+use webcache_core::{Cache, CacheOptions, Expiry};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Order {
@@ -42,7 +44,7 @@ fn cache(backend: &Arc<dyn Backend>, serializer: Serializer, compressor: Compres
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_alias_switched_to_another_codec_reads_its_old_entries() {
-    let backend: Arc<dyn Backend> = Arc::new(LocMem::private(LocMemConfig::default()));
+    let backend: Arc<dyn Backend> = Arc::new(LocMemBackend::private(LocMemConfig::default()));
     let settings = [
         (Serializer::Json, Compressor::Lz4),
         (Serializer::MsgPack, Compressor::Zstd),
@@ -94,7 +96,7 @@ async fn an_alias_switched_to_another_codec_reads_its_old_entries() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_zstd_bomb_in_the_backend_is_a_miss() {
-    let backend: Arc<dyn Backend> = Arc::new(LocMem::private(LocMemConfig::default()));
+    let backend: Arc<dyn Backend> = Arc::new(LocMemBackend::private(LocMemConfig::default()));
     let reader = Cache::new(
         backend.clone(),
         CacheOptions {

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use futures::StreamExt;
-use webcache_core::backends::Dummy;
+use webcache_core::backends::DummyBackend;
 use webcache_core::{Cache, Error, Timeout, Ttl};
 
 #[tokio::test]
 async fn dummy_stores_nothing_and_says_so() {
-    let c = Cache::with_backend(Dummy);
+    let c = Cache::with_backend(DummyBackend);
     c.set("k", "v", 60).await.unwrap();
     assert_eq!(c.get::<String>("k").await.unwrap(), None);
     assert!(

@@ -8,10 +8,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use webcache_core::backends::{LocMem, LocMemConfig};
+use webcache_core::backend::entry::{self, Decoded};
+use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::bytes::Bytes;
-use webcache_core::entry::{self, Decoded};
-use webcache_core::{Backend, Cache, CacheOptions, Error, Expiry, DEFAULT_MAX_ENTRY_SIZE};
+use webcache_core::{Cache, CacheOptions, Error, Expiry, DEFAULT_MAX_ENTRY_SIZE};
 
 use common::LogCapture;
 
@@ -78,7 +79,7 @@ fn a_header_that_lies_about_the_size_is_refused() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_gigabyte_bomb_is_a_miss_and_a_warning_without_being_expanded() {
     let log = LogCapture::start();
-    let backend = Arc::new(LocMem::private(LocMemConfig::default()));
+    let backend = Arc::new(LocMemBackend::private(LocMemConfig::default()));
     let cache = Cache::new(backend.clone(), CacheOptions::default());
     let gib = bomb(1 << 30);
     assert!(
@@ -117,7 +118,7 @@ async fn a_gigabyte_bomb_is_a_miss_and_a_warning_without_being_expanded() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_limit_is_configurable_and_refuses_writes_too() {
     let log = LogCapture::start();
-    let backend: Arc<dyn Backend> = Arc::new(LocMem::private(LocMemConfig::default()));
+    let backend: Arc<dyn Backend> = Arc::new(LocMemBackend::private(LocMemConfig::default()));
     let roomy = Cache::new(backend.clone(), CacheOptions::default());
     let tight = Cache::new(
         backend,

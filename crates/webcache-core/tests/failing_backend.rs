@@ -3,11 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use webcache_core::backend::{async_trait, Backend, BackendStats, KeyStream};
 use webcache_core::bytes::Bytes;
-use webcache_core::{
-    async_trait, Backend, BackendStats, Cache, CacheOptions, Error, Expiry, KeyStream, OnError,
-    Result, Ttl,
-};
+use webcache_core::{Cache, CacheOptions, Error, Expiry, OnError, Result, Ttl};
 
 /// A backend whose server is unreachable (every call fails like a refused connection) or hangs.
 #[derive(Debug)]

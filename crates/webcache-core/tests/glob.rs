@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 
 use proptest::prelude::*;
-use webcache_core::glob_match;
+use webcache_core::backend::glob_match;
 use webcache_testkit::servers::redis::RedisServer;
 
 /// Rows of (pattern, text, whether Redis matches), derived from `stringmatchlen` in Redis's

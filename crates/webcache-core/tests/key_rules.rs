@@ -1,7 +1,7 @@
 //! `KeyRules::no_nul` refuses exactly the keys with a NUL character.
 
 use proptest::prelude::*;
-use webcache_core::KeyRules;
+use webcache_core::backend::KeyRules;
 
 const NO_NUL: KeyRules = KeyRules {
     no_nul: true,

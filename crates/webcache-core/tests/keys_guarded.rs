@@ -14,11 +14,9 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use webcache_core::backend::{async_trait, Backend, BackendStats, KeyStream};
 use webcache_core::bytes::Bytes;
-use webcache_core::{
-    async_trait, Backend, BackendStats, Cache, CacheOptions, Error, Expiry, KeyStream, OnError,
-    Result, Ttl,
-};
+use webcache_core::{Cache, CacheOptions, Error, Expiry, OnError, Result, Ttl};
 use webcache_testkit::servers::memcached::MemcachedServer;
 use webcache_testkit::servers::Frozen;
 

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use webcache_core::backends::{LocMem, LocMemConfig};
-use webcache_core::{Backend, Cache, CacheOptions};
+use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
+use webcache_core::{Cache, CacheOptions};
 
-async fn fill(backend: &LocMem, n: usize, value_len: usize) {
+async fn fill(backend: &LocMemBackend, n: usize, value_len: usize) {
     let cache = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
     let value = vec![7u8; value_len];
     for i in 0..n {
@@ -15,7 +16,7 @@ async fn fill(backend: &LocMem, n: usize, value_len: usize) {
 
 #[tokio::test]
 async fn the_byte_bound_holds() {
-    let backend = LocMem::private(LocMemConfig {
+    let backend = LocMemBackend::private(LocMemConfig {
         max_entries: None,
         max_bytes: Some(100_000),
         ..LocMemConfig::default()
@@ -32,7 +33,7 @@ async fn the_byte_bound_holds() {
 
 #[tokio::test]
 async fn both_bounds_hold_together() {
-    let backend = LocMem::private(LocMemConfig {
+    let backend = LocMemBackend::private(LocMemConfig {
         max_entries: Some(20),
         max_bytes: Some(1_000_000),
         ..LocMemConfig::default()
@@ -48,9 +49,9 @@ async fn both_bounds_hold_together() {
 
 #[tokio::test]
 async fn same_name_shares_and_other_names_are_isolated() {
-    let a1 = Cache::with_backend(LocMem::named("shared-a", LocMemConfig::default()));
-    let a2 = Cache::with_backend(LocMem::named("shared-a", LocMemConfig::default()));
-    let b = Cache::with_backend(LocMem::named("shared-b", LocMemConfig::default()));
+    let a1 = Cache::with_backend(LocMemBackend::named("shared-a", LocMemConfig::default()));
+    let a2 = Cache::with_backend(LocMemBackend::named("shared-a", LocMemConfig::default()));
+    let b = Cache::with_backend(LocMemBackend::named("shared-b", LocMemConfig::default()));
     a1.set("k", "v", 60).await.unwrap();
     assert_eq!(a2.get::<String>("k").await.unwrap().as_deref(), Some("v"));
     assert_eq!(b.get::<String>("k").await.unwrap(), None);
@@ -67,8 +68,8 @@ async fn the_default_store_has_a_byte_bound() {
     use webcache_core::config::CacheConfig;
 
     let mut config = CacheConfig::from_url("default", "locmem://byte-bound-default").unwrap();
-    let from_url = LocMem::from_spec(&mut config.backend).unwrap();
-    let private = LocMem::private(LocMemConfig::default());
+    let from_url = LocMemBackend::from_spec(&mut config.backend).unwrap();
+    let private = LocMemBackend::private(LocMemConfig::default());
     for backend in [from_url, private] {
         // Uncompressed, so that each page weighs its full size.
         let options = CacheOptions {
@@ -98,7 +99,7 @@ async fn the_default_store_has_a_byte_bound() {
 #[tokio::test]
 async fn a_value_larger_than_the_bound_is_refused() {
     let cache = Cache::new(
-        Arc::new(LocMem::private(LocMemConfig {
+        Arc::new(LocMemBackend::private(LocMemConfig {
             max_bytes: Some(10_000),
             ..LocMemConfig::default()
         })),
@@ -124,7 +125,7 @@ async fn zero_lifts_a_bound() {
 
     let mut config =
         CacheConfig::from_url("default", "locmem://unbounded?max_bytes=0&max_entries=0").unwrap();
-    let backend = LocMem::from_spec(&mut config.backend).unwrap();
+    let backend = LocMemBackend::from_spec(&mut config.backend).unwrap();
     let cache = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
     for i in 0..20_000 {
         cache.set(&format!("k{i}"), &i, 60).await.unwrap();
@@ -132,7 +133,7 @@ async fn zero_lifts_a_bound() {
     assert_eq!(backend.stats().await.unwrap().entries, Some(20_000));
 
     let mut config = CacheConfig::from_url("default", "locmem://?cull_frequency=-1").unwrap();
-    let err = LocMem::from_spec(&mut config.backend).unwrap_err();
+    let err = LocMemBackend::from_spec(&mut config.backend).unwrap_err();
     assert!(err.to_string().contains("`cull_frequency`"), "{err}");
 }
 
@@ -142,7 +143,7 @@ fn unknown_options_list_the_accepted_ones() {
     use webcache_core::config::CacheConfig;
 
     let mut config = CacheConfig::from_url("default", "locmem://?colour=blue").unwrap();
-    let err = LocMem::from_spec(&mut config.backend)
+    let err = LocMemBackend::from_spec(&mut config.backend)
         .unwrap_err()
         .to_string();
     assert!(
@@ -155,7 +156,7 @@ fn unknown_options_list_the_accepted_ones() {
 /// entries cannot take far more memory than `max_bytes` either.
 #[tokio::test]
 async fn tiny_entries_count_their_bookkeeping() {
-    let backend = LocMem::private(LocMemConfig {
+    let backend = LocMemBackend::private(LocMemConfig {
         max_entries: None,
         max_bytes: Some(160_000),
         ..LocMemConfig::default()

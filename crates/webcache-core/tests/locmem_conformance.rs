@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use webcache_core::backends::{LocMem, LocMemConfig};
-use webcache_core::Backend;
+use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_testkit::{conformance_suite, Harness};
 
 struct LocMemHarness;
@@ -12,11 +12,11 @@ struct LocMemHarness;
 impl Harness for LocMemHarness {
     async fn backend(&self) -> Arc<dyn Backend> {
         // One shared store, as an application's `locmem://` would be: cases keep apart by prefix.
-        Arc::new(LocMem::named("conformance", LocMemConfig::default()))
+        Arc::new(LocMemBackend::named("conformance", LocMemConfig::default()))
     }
 
     async fn bounded_backend(&self, max_entries: u64) -> Option<Arc<dyn Backend>> {
-        Some(Arc::new(LocMem::private(LocMemConfig {
+        Some(Arc::new(LocMemBackend::private(LocMemConfig {
             max_entries: Some(max_entries),
             max_bytes: None,
             ..LocMemConfig::default()

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use webcache_core::backends::{LocMem, LocMemConfig};
+use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::config::CacheConfig;
-use webcache_core::{Backend, Cache, CacheOptions, Timeout};
+use webcache_core::{Cache, CacheOptions, Timeout};
 
 fn cache(max_entries: u64, cull_frequency: u32) -> Cache {
     Cache::new(
-        Arc::new(LocMem::private(LocMemConfig {
+        Arc::new(LocMemBackend::private(LocMemConfig {
             max_entries: Some(max_entries),
             max_bytes: None,
             cull_frequency,
@@ -140,7 +141,7 @@ async fn cull_by_url() {
         ),
     ] {
         let mut config = CacheConfig::from_url("default", url).unwrap();
-        let backend = LocMem::from_spec(&mut config.backend).unwrap();
+        let backend = LocMemBackend::from_spec(&mut config.backend).unwrap();
         perform_cull_test(&Cache::new(Arc::new(backend), config.options), 50, left).await;
     }
 }
@@ -181,7 +182,7 @@ async fn max_entries_is_a_hard_bound() {
 /// A full session store keeps new sessions (the README's `max_entries=5000` example, small).
 #[tokio::test]
 async fn a_full_store_keeps_new_writes() {
-    let backend = LocMem::private(LocMemConfig {
+    let backend = LocMemBackend::private(LocMemConfig {
         max_entries: Some(50),
         ..LocMemConfig::default()
     });

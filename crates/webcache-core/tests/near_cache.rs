@@ -4,8 +4,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use webcache_core::backends::{LocMem, LocMemConfig, NearCache};
-use webcache_core::{Backend, Cache, CacheConfig, CacheOptions};
+use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig, NearCache};
+use webcache_core::config::CacheConfig;
+use webcache_core::{Cache, CacheOptions};
 use webcache_testkit::{conformance_suite, Harness};
 
 struct NearHarness;
@@ -18,7 +20,7 @@ impl Harness for NearHarness {
         BACKEND
             .get_or_init(|| {
                 let far: Arc<dyn Backend> =
-                    Arc::new(LocMem::named("near-far", LocMemConfig::default()));
+                    Arc::new(LocMemBackend::named("near-far", LocMemConfig::default()));
                 Arc::new(NearCache::new(far, Duration::from_secs(30), 1000))
             })
             .clone()
@@ -41,7 +43,7 @@ fn process(far: &Arc<dyn Backend>, ttl_ms: u64) -> Cache {
 
 #[tokio::test]
 async fn another_process_sees_a_change_within_near_ttl_and_its_own_at_once() {
-    let far: Arc<dyn Backend> = Arc::new(LocMem::private(LocMemConfig::default()));
+    let far: Arc<dyn Backend> = Arc::new(LocMemBackend::private(LocMemConfig::default()));
     let (a, b) = (process(&far, 300), process(&far, 300));
     a.set("k", &1, 60).await.unwrap();
     assert_eq!(b.get::<i32>("k").await.unwrap(), Some(1));
@@ -75,7 +77,7 @@ async fn another_process_sees_a_change_within_near_ttl_and_its_own_at_once() {
 
 #[tokio::test]
 async fn a_hit_on_the_near_copy_does_not_reach_the_shared_backend() {
-    let far = LocMem::private(LocMemConfig::default());
+    let far = LocMemBackend::private(LocMemConfig::default());
     let shared: Arc<dyn Backend> = Arc::new(far.clone());
     let cache = process(&shared, 10_000);
     cache.set("k", "v", 60).await.unwrap();
@@ -94,12 +96,12 @@ async fn near_ttl_is_a_url_option() {
     assert_eq!(config.options.near_ttl, Some(Duration::from_millis(500)));
     assert_eq!(config.options.near_max_entries, 100);
     let cache = Cache::new(
-        Arc::new(LocMem::private(LocMemConfig::default())),
+        Arc::new(LocMemBackend::private(LocMemConfig::default())),
         config.options,
     );
     assert!(cache.backend_as::<NearCache>().is_some());
     assert!(
-        cache.backend_as::<LocMem>().is_some(),
+        cache.backend_as::<LocMemBackend>().is_some(),
         "backend_as sees through the near tier"
     );
     let err = CacheConfig::from_url("default", "locmem://?near_ttl=soon").unwrap_err();

@@ -12,18 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use webcache_core::backend::{offer_invalidations, InvalidationFeed, Invalidations};
-use webcache_core::backends::{LocMem, LocMemConfig, NearCache};
-use webcache_core::bytes::Bytes;
-use webcache_core::{
-    async_trait, Backend, BackendStats, Cache, CacheOptions, Expiry, KeyStream, Result, Ttl,
+use webcache_core::backend::{
+    async_trait, offer_invalidations, Backend, BackendStats, InvalidationFeed, Invalidations,
+    KeyStream,
 };
+use webcache_core::backends::{LocMemBackend, LocMemConfig, NearCache};
+use webcache_core::bytes::Bytes;
+use webcache_core::{Cache, CacheOptions, Expiry, Result, Ttl};
 
 /// A shared store that reports changes when the test says so, and whose reads can be held
 /// between reading the store and answering (to race a change with a read).
 #[derive(Debug)]
 struct Reporting {
-    store: LocMem,
+    store: LocMemBackend,
     accept: bool,
     feed: Mutex<Option<InvalidationFeed>>,
     /// When set, each `get` reads the store, then waits for one permit before answering.
@@ -36,7 +37,7 @@ impl Reporting {
     fn new(accept: bool) -> Arc<Self> {
         offer_invalidations::<Reporting>();
         Arc::new(Reporting {
-            store: LocMem::private(LocMemConfig::default()),
+            store: LocMemBackend::private(LocMemConfig::default()),
             accept,
             feed: Mutex::new(None),
             hold: Mutex::new(None),

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use webcache_core::{entry, Cache, Error, Lifetime, Timeout, Ttl};
+use webcache_core::backend::entry;
+use webcache_core::{Cache, Error, Lifetime, Timeout, Ttl};
 
 const FRESH: Duration = Duration::from_millis(200);
 /// Long enough that nothing in a test outlives the window by accident.

@@ -5,15 +5,16 @@
 
 use std::sync::Arc;
 
-use webcache_core::backends::{LocMem, LocMemConfig};
-use webcache_core::{Backend, Cache, CacheOptions};
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
+use webcache_core::backend::Backend;
+use webcache_core::{Cache, CacheOptions};
 
 mod stale_lease_cases;
 use stale_lease_cases as cases;
 
 /// Builds caches over one shared store with one fresh key prefix.
 fn shared_store() -> impl Fn() -> Cache + Send + Sync + 'static {
-    let store: Arc<dyn Backend> = Arc::new(LocMem::private(LocMemConfig::default()));
+    let store: Arc<dyn Backend> = Arc::new(LocMemBackend::private(LocMemConfig::default()));
     let prefix = cases::prefix();
     move || {
         Cache::new(

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use webcache_core::backends::{LocMem, LocMemConfig};
+use webcache_core::backend::entry::{self, Decoded};
+use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::bytes::Bytes;
-use webcache_core::entry::{self, Decoded};
-use webcache_core::{Backend, Cache, CacheOptions, Expiry};
+use webcache_core::{Cache, CacheOptions, Expiry};
 
 /// Stored bytes: garbage, framed headers with any codec, flags and claimed length, digits.
 fn stored() -> impl Strategy<Value = Vec<u8>> {
@@ -44,7 +45,7 @@ proptest! {
     #[test]
     fn only_what_decodes_is_served(raw in stored(), limit in 0usize..96) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let backend = Arc::new(LocMem::private(LocMemConfig::default()));
+        let backend = Arc::new(LocMemBackend::private(LocMemConfig::default()));
         let cache = Cache::new(
             backend.clone(),
             CacheOptions { max_entry_size: limit, ..CacheOptions::default() },

@@ -7,7 +7,7 @@
 //!
 //! - `plain files`: `std::fs::read`, and write-to-temporary-then-rename, on tokio's blocking
 //!   pool: the least a safe file cache must do;
-//! - `FileCache backend`: webcache's backend through the `Backend` trait (hashed names, header,
+//! - `FileBackend backend`: webcache's backend through the `Backend` trait (hashed names, header,
 //!   expiry check, and for writes the striped `flock` and the entry count);
 //! - `full Cache API`: `Cache::get_bytes`/`set_bytes` over it.
 //!
@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
-use webcache_core::{Backend, Cache, CacheOptions, Expiry};
-use webcache_file::{FileCache, FileConfig};
+use webcache_core::{Cache, CacheOptions, Expiry};
+use webcache_file::{FileBackend, FileConfig};
 use webcache_testkit::bench::{alternating_rounds, print_comparison, throughput};
 use webcache_testkit::servers::temp_dir;
 
@@ -43,7 +44,7 @@ async fn main() {
     std::fs::create_dir_all(plain_dir.as_ref()).unwrap();
     let mut config = FileConfig::new(root.join("cache"));
     config.max_entries = Some(10_000);
-    let backend = Arc::new(FileCache::open(&config).unwrap());
+    let backend = Arc::new(FileBackend::open(&config).unwrap());
     let cache = Cache::new(backend.clone(), CacheOptions::default());
     let value = Bytes::from(
         (0..VALUE_LEN)
@@ -61,7 +62,7 @@ async fn main() {
             .await
             .unwrap();
     }
-    let names = ["plain files", "FileCache backend", "full Cache API"];
+    let names = ["plain files", "FileBackend backend", "full Cache API"];
     for op in ["get", "set"] {
         let results = alternating_rounds(ROUNDS, names.len(), |c| {
             let (dir, backend, cache, value) = (

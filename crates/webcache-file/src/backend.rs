@@ -1,4 +1,4 @@
-//! [`FileCache`]: the [`Backend`] over a [`Store`] directory, running file work on tokio's
+//! [`FileBackend`]: the [`Backend`] over a [`Store`] directory, running file work on tokio's
 //! blocking pool.
 
 use std::fs;
@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use webcache_core::backend::entry::{encode_integer, parse_integer};
 use webcache_core::backend::unix_ms;
+use webcache_core::backend::{glob_match, Backend, BackendStats, KeyStream};
 use webcache_core::config::{BackendSpec, ConfigError};
-use webcache_core::entry::{encode_integer, parse_integer};
-use webcache_core::{glob_match, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
+use webcache_core::{Error, Expiry, Result, Ttl};
 
 use crate::config::{FileConfig, DEFAULT_CULL_FREQUENCY, DEFAULT_MAX_ENTRIES};
 use crate::format::{deadline_ms, live_at, now_ms};
@@ -23,16 +24,16 @@ use crate::BACKEND;
 
 /// The file-system backend; see the [crate documentation](crate).
 #[derive(Debug, Clone)]
-pub struct FileCache {
+pub struct FileBackend {
     store: Arc<Store>,
 }
 
-impl FileCache {
+impl FileBackend {
     /// Opens (and creates, `0700`) the cache directory of `config`, refusing one that other
     /// users could write to (see the [crate documentation](crate)).
     pub fn open(config: &FileConfig) -> io::Result<Self> {
         let checked = prepare_dir(&config.dir)?;
-        Ok(FileCache {
+        Ok(FileBackend {
             store: Arc::new(Store {
                 dir: config.dir.clone(),
                 max_entries: config.max_entries,
@@ -47,7 +48,7 @@ impl FileCache {
         })
     }
 
-    /// Parses a `file://` spec (see [`from_spec`](crate::from_spec)) and opens the directory.
+    /// Parses a `file://` spec (see [`FileFactory`](crate::FileFactory)) and opens the directory.
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
         let max_entries: Option<u64> =
             spec.take("max_entries", "a whole number of entries (0 for no bound)")?;
@@ -55,7 +56,7 @@ impl FileCache {
             "cull_frequency",
             "a whole number N: culling removes 1/N of the entries (0 removes all)",
         )?;
-        spec.finish(&["max_entries", "cull_frequency"])?;
+        spec.finish(crate::OPTIONS)?;
         let location = spec.location.clone();
         if !location.starts_with('/') {
             return Err(spec.error(
@@ -72,7 +73,7 @@ impl FileCache {
             },
             cull_frequency: cull_frequency.unwrap_or(DEFAULT_CULL_FREQUENCY),
         };
-        FileCache::open(&config).map_err(|e| {
+        FileBackend::open(&config).map_err(|e| {
             spec.error(
                 "url",
                 format!(
@@ -108,7 +109,7 @@ impl FileCache {
 }
 
 #[async_trait]
-impl Backend for FileCache {
+impl Backend for FileBackend {
     fn name(&self) -> &'static str {
         BACKEND
     }

@@ -50,16 +50,37 @@ mod store;
 
 use std::sync::Arc;
 
+use webcache_core::backend::async_trait;
+use webcache_core::backend::{Backend, BackendFactory, Scheme};
 use webcache_core::config::{BackendSpec, ConfigError};
-use webcache_core::Backend;
 
-pub use backend::FileCache;
+pub use backend::FileBackend;
 pub use config::{FileConfig, DEFAULT_CULL_FREQUENCY, DEFAULT_MAX_ENTRIES};
 
 /// The backend's name in errors and logs.
 const BACKEND: &str = "file";
 
+/// The options a `file://` URL accepts besides the common ones.
+const OPTIONS: &[&str] = &["max_entries", "cull_frequency"];
+
 /// Builds the backend a cache URL describes: `file:///var/tmp/webcache?max_entries=10000`.
-pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
-    Ok(Arc::new(FileCache::from_spec(spec)?))
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileFactory;
+
+#[async_trait]
+impl BackendFactory for FileFactory {
+    fn schemes(&self) -> &[Scheme] {
+        &[Scheme {
+            name: "file",
+            usage: "file:///var/tmp/webcache",
+        }]
+    }
+
+    fn options(&self) -> &[&str] {
+        OPTIONS
+    }
+
+    async fn build(&self, spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
+        Ok(Arc::new(FileBackend::from_spec(spec)?))
+    }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use webcache_core::Backend;
-use webcache_file::{FileCache, FileConfig};
+use webcache_core::backend::Backend;
+use webcache_file::{FileBackend, FileConfig};
 use webcache_testkit::{conformance_suite, Harness};
 
 mod common;
@@ -27,7 +27,7 @@ impl Harness for FileHarness {
     async fn backend(&self) -> Arc<dyn Backend> {
         let mut config = FileConfig::new(shared_dir());
         config.max_entries = None;
-        Arc::new(FileCache::open(&config).unwrap())
+        Arc::new(FileBackend::open(&config).unwrap())
     }
 
     async fn bounded_backend(&self, max_entries: u64) -> Option<Arc<dyn Backend>> {
@@ -35,7 +35,7 @@ impl Harness for FileHarness {
         let scratch = Box::leak(Box::new(Scratch::new("bounded")));
         let mut config = FileConfig::new(scratch.cache_dir());
         config.max_entries = Some(max_entries);
-        Some(Arc::new(FileCache::open(&config).unwrap()))
+        Some(Arc::new(FileBackend::open(&config).unwrap()))
     }
 }
 

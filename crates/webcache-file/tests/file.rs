@@ -9,20 +9,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
+use webcache_core::backend::BackendFactory as _;
 
 use futures::StreamExt;
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
 use webcache_core::config::CacheConfig;
-use webcache_core::{Backend, Cache, CacheOptions, Error, Expiry, Ttl};
-use webcache_file::{FileCache, FileConfig};
+use webcache_core::{Cache, CacheOptions, Error, Expiry, Ttl};
+use webcache_file::{FileBackend, FileConfig};
 
 mod common;
 use common::Scratch;
 
 const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
 
-fn open(dir: &Path, max_entries: Option<u64>, cull_frequency: u64) -> FileCache {
-    FileCache::open(&FileConfig {
+fn open(dir: &Path, max_entries: Option<u64>, cull_frequency: u64) -> FileBackend {
+    FileBackend::open(&FileConfig {
         dir: dir.to_owned(),
         max_entries,
         cull_frequency,
@@ -31,7 +33,7 @@ fn open(dir: &Path, max_entries: Option<u64>, cull_frequency: u64) -> FileCache 
 }
 
 /// Stores `v` under `key`.
-async fn put(backend: &FileCache, key: &str, expiry: Expiry) {
+async fn put(backend: &FileBackend, key: &str, expiry: Expiry) {
     backend
         .set(key, Bytes::from_static(b"v"), expiry)
         .await
@@ -310,9 +312,9 @@ async fn clear_removes_only_cache_files() {
 }
 
 /// Builds a backend from `url`.
-async fn from_url(url: &str) -> Result<Arc<dyn Backend>, webcache_core::ConfigError> {
+async fn from_url(url: &str) -> Result<Arc<dyn Backend>, webcache_core::config::ConfigError> {
     let mut spec = CacheConfig::from_url("default", url).unwrap().backend;
-    webcache_file::from_spec(&mut spec).await
+    webcache_file::FileFactory.build(&mut spec).await
 }
 
 #[tokio::test]

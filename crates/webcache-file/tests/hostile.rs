@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
-use webcache_core::{Backend, Expiry};
-use webcache_file::{FileCache, FileConfig};
+use webcache_core::Expiry;
+use webcache_file::{FileBackend, FileConfig};
 
 mod common;
 use common::Scratch;
@@ -44,7 +45,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn refusal(dir: &Path) -> String {
-    FileCache::open(&config(dir)).unwrap_err().to_string()
+    FileBackend::open(&config(dir)).unwrap_err().to_string()
 }
 
 #[test]
@@ -61,10 +62,10 @@ fn a_directory_others_can_write_to_is_refused_with_the_fix() {
         );
     }
     chmod(&dir, 0o700);
-    FileCache::open(&config(&dir)).unwrap();
+    FileBackend::open(&config(&dir)).unwrap();
     // Readable by others is a leak, not a forgery: allowed (the directory is the user's choice).
     chmod(&dir, 0o755);
-    FileCache::open(&config(&dir)).unwrap();
+    FileBackend::open(&config(&dir)).unwrap();
 }
 
 #[test]
@@ -91,7 +92,7 @@ fn a_directory_of_another_user_is_refused() {
     )
     .unwrap()
     .backend;
-    let err = FileCache::from_spec(&mut spec).unwrap_err().to_string();
+    let err = FileBackend::from_spec(&mut spec).unwrap_err().to_string();
     assert!(
         err.contains(&dir.display().to_string()) && err.contains("use a directory you own"),
         "{err}"
@@ -112,14 +113,14 @@ fn a_world_writable_parent_without_the_sticky_bit_is_refused() {
     );
     // Like /tmp: others may create but not rename away what they do not own.
     chmod(&parent, 0o1777);
-    FileCache::open(&config(&dir)).unwrap();
+    FileBackend::open(&config(&dir)).unwrap();
 }
 
 #[tokio::test]
 async fn a_directory_recreated_by_someone_else_is_refused() {
     let scratch = Scratch::new("recreated");
     let dir = scratch.cache_dir();
-    let backend = FileCache::open(&config(&dir)).unwrap();
+    let backend = FileBackend::open(&config(&dir)).unwrap();
     backend
         .set("k", Bytes::from_static(b"v"), MINUTE)
         .await
@@ -139,7 +140,7 @@ async fn a_directory_recreated_by_someone_else_is_refused() {
 async fn planted_lock_file_links_are_never_followed() {
     let scratch = Scratch::new("lock-link");
     let dir = scratch.cache_dir();
-    let backend = FileCache::open(&config(&dir)).unwrap();
+    let backend = FileBackend::open(&config(&dir)).unwrap();
     // Every stripe's lock file is a link: one to a file that exists, the others dangling.
     let victim = scratch.root().join("victim");
     fs::write(&victim, b"precious").unwrap();
@@ -178,7 +179,7 @@ async fn planted_lock_file_links_are_never_followed() {
 async fn an_entry_that_is_a_link_is_a_miss_and_is_never_followed() {
     let scratch = Scratch::new("entry-link");
     let dir = scratch.cache_dir();
-    let backend = FileCache::open(&config(&dir)).unwrap();
+    let backend = FileBackend::open(&config(&dir)).unwrap();
     backend
         .set("k", Bytes::from_static(b"real"), MINUTE)
         .await
@@ -208,7 +209,7 @@ async fn an_entry_that_is_a_link_is_a_miss_and_is_never_followed() {
 async fn an_entry_linked_to_dev_zero_is_a_miss_without_reading_it() {
     let scratch = Scratch::new("dev-zero");
     let dir = scratch.cache_dir();
-    let backend = FileCache::open(&config(&dir)).unwrap();
+    let backend = FileBackend::open(&config(&dir)).unwrap();
     symlink("/dev/zero", backend.path_for("k")).unwrap();
     let read = tokio::time::timeout(PATIENCE, backend.get("k")).await;
     assert_eq!(read.expect("get read /dev/zero").unwrap(), None);
@@ -220,7 +221,7 @@ async fn an_entry_linked_to_dev_zero_is_a_miss_without_reading_it() {
 async fn a_fifo_at_an_entry_path_is_a_miss_and_never_hangs() {
     let scratch = Scratch::new("fifo");
     let dir = scratch.cache_dir();
-    let backend = FileCache::open(&config(&dir)).unwrap();
+    let backend = FileBackend::open(&config(&dir)).unwrap();
     let path = backend.path_for("k");
     let made = Command::new("mkfifo").arg(&path).status().unwrap();
     assert!(made.success());
@@ -238,7 +239,7 @@ async fn a_fifo_at_an_entry_path_is_a_miss_and_never_hangs() {
 async fn a_directory_at_an_entry_path_is_a_miss_and_writes_say_why_they_fail() {
     let scratch = Scratch::new("entry-dir");
     let dir = scratch.cache_dir();
-    let backend = FileCache::open(&config(&dir)).unwrap();
+    let backend = FileBackend::open(&config(&dir)).unwrap();
     let path = backend.path_for("k");
     fs::create_dir(&path).unwrap();
     assert_eq!(backend.get("k").await.unwrap(), None);

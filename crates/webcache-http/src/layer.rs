@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, StatusCode};
 use tower::Layer;
-use webcache_core::{Cache, SingleFlight};
+use webcache_core::backend::SingleFlight;
+use webcache_core::Cache;
 
 use crate::engine::{PageCacheEngine, Published, StoreState, Uncacheable};
 use crate::host::AllowedHosts;

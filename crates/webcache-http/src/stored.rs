@@ -16,10 +16,11 @@
 //! returned, nothing is copied. A corrupt entry decodes to an error, which the layer treats as a
 //! miss (and logs).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use webcache_core::backend::unix_ms;
 
 const VERSION: u8 = 1;
 
@@ -98,11 +99,7 @@ impl StoredResponse {
         let mut out = BytesMut::with_capacity(40 + headers_len + self.body.len());
         out.put_slice(&[b'P', VERSION]);
         out.put_u16(self.status.as_u16());
-        out.put_u64(millis(
-            self.stored_at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        ));
+        out.put_u64(unix_ms::of(self.stored_at));
         out.put_u64(millis(self.fresh_for));
         out.put_u64(millis(self.initial_age));
         out.put_u16(self.vary.len() as u16);
@@ -226,7 +223,7 @@ pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
         }
         b'P' => {
             let status = StatusCode::from_u16(r.u16()?).map_err(|_| Corrupt("bad status"))?;
-            let stored_at = UNIX_EPOCH + Duration::from_millis(r.u64()?);
+            let stored_at = unix_ms::time(r.u64()?);
             let fresh_for = Duration::from_millis(r.u64()?);
             let initial_age = Duration::from_millis(r.u64()?);
             let nvary = r.u16()?;
@@ -280,7 +277,7 @@ mod tests {
             status: StatusCode::OK,
             headers,
             body: Bytes::from_static(b"hello"),
-            stored_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            stored_at: unix_ms::time(1_700_000_000_123),
             fresh_for: Duration::from_secs(60),
             initial_age: Duration::from_secs(2),
             vary: vec![

@@ -9,6 +9,7 @@ mod common;
 use axum::routing::get;
 use axum::Router;
 use common::{serve, HttpClient};
+use webcache_core::backend::BackendFactory as _;
 use webcache_core::Cache;
 use webcache_http::CachePageLayer;
 
@@ -66,8 +67,9 @@ async fn pages_waiting_for_a_slow_backend_stay_within_a_budget() {
         "{}?connect_timeout=8&response_timeout=8&breaker_failures=0",
         server.url(0)
     );
-    let mut config = webcache_core::CacheConfig::from_url("default", &url).unwrap();
-    let backend = webcache_redis::from_spec(&mut config.backend)
+    let mut config = webcache_core::config::CacheConfig::from_url("default", &url).unwrap();
+    let backend = webcache_redis::RedisFactory
+        .build(&mut config.backend)
         .await
         .unwrap();
     let cache = Cache::new(backend, config.options);

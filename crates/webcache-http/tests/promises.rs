@@ -21,8 +21,9 @@ use axum::Router;
 use bytes::Bytes;
 use common::{serve, Counter, HttpClient, Logs};
 use http::StatusCode;
-use webcache_core::backends::{LocMem, LocMemConfig};
-use webcache_core::{Backend, BackendStats, Cache, CacheOptions, Expiry, KeyRules, KeyStream, Ttl};
+use webcache_core::backend::{Backend, BackendStats, KeyRules, KeyStream};
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
+use webcache_core::{Cache, CacheOptions, Expiry, Ttl};
 use webcache_http::{CachePageLayer, Policy};
 use webcache_testkit::servers::redis::RedisServer;
 
@@ -191,7 +192,7 @@ impl CountingReads {
     }
 }
 
-#[webcache_core::async_trait]
+#[webcache_core::backend::async_trait]
 impl Backend for CountingReads {
     fn name(&self) -> &'static str {
         "counting"
@@ -269,7 +270,7 @@ fn varying_page() -> Router {
 #[tokio::test]
 async fn a_hit_is_one_backend_read() {
     let backend = Arc::new(CountingReads {
-        inner: Arc::new(LocMem::private(LocMemConfig::default())),
+        inner: Arc::new(LocMemBackend::private(LocMemConfig::default())),
         reads: AtomicUsize::new(0),
     });
     let cache = Cache::new(backend.clone(), CacheOptions::default());

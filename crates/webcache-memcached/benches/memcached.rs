@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
-use webcache_core::{Backend, Cache, CacheOptions, Expiry};
-use webcache_memcached::{Memcached, MemcachedConfig};
+use webcache_core::{Cache, CacheOptions, Expiry};
+use webcache_memcached::{MemcachedBackend, MemcachedConfig};
 use webcache_testkit::bench::{alternating_rounds, print_comparison, throughput_with};
 use webcache_testkit::servers::memcached::MemcachedServer;
 
@@ -88,7 +89,7 @@ async fn main() {
             .map(|_| rand::random::<u8>())
             .collect::<Vec<u8>>(),
     );
-    let backend = Arc::new(Memcached::new(&MemcachedConfig::new([addr.clone()])));
+    let backend = Arc::new(MemcachedBackend::new(&MemcachedConfig::new([addr.clone()])));
     let cache = Cache::new(backend.clone(), CacheOptions::default());
     for i in 0..KEYS as u64 {
         backend

@@ -9,16 +9,15 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
 use futures::StreamExt;
-use webcache_core::{
-    glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl,
-};
+use webcache_core::backend::{glob_match, Backend, BackendStats, KeyRules, KeyStream};
+use webcache_core::{Error, Expiry, Result, Ttl};
 
 use crate::config::{MemcachedConfig, DEFAULT_SERVER};
 use crate::conn::{Answer, Code, Expect, Reply};
 use crate::expiry::{expiry_secs, exptime_token};
-use crate::ring::Ring;
 use crate::server::{stat, Retry, Server, Settings, DEFAULT_ITEM_SIZE_MAX};
 use crate::BACKEND;
+use webcache_core::backend::Ring;
 
 /// Keys per pipelined round trip: small enough that requests and replies never fill both
 /// socket buffers at once.
@@ -26,18 +25,18 @@ const BATCH: usize = 100;
 
 /// The memcached backend; see the [crate documentation](crate).
 #[derive(Debug, Clone)]
-pub struct Memcached {
+pub struct MemcachedBackend {
     shared: Arc<Shared>,
 }
 
-/// What every clone of a [`Memcached`] shares: the servers (with their pools) and the ring.
+/// What every clone of a [`MemcachedBackend`] shares: the servers (with their pools) and the ring.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) servers: Vec<Server>,
     ring: Ring,
 }
 
-impl Memcached {
+impl MemcachedBackend {
     /// A backend over the servers of `config` (`127.0.0.1:11211` if it lists none).
     pub fn new(config: &MemcachedConfig) -> Self {
         if config.servers.is_empty() {
@@ -60,7 +59,7 @@ impl Memcached {
             .iter()
             .map(|addr| Server::new(addr.clone(), settings, members.clone()))
             .collect();
-        Memcached {
+        MemcachedBackend {
             shared: Arc::new(Shared { servers, ring }),
         }
     }
@@ -289,7 +288,7 @@ pub(crate) fn unexpected(server: &Server, command: &str, reply: &Reply) -> Error
 }
 
 #[async_trait]
-impl Backend for Memcached {
+impl Backend for MemcachedBackend {
     fn name(&self) -> &'static str {
         BACKEND
     }
@@ -588,7 +587,7 @@ impl Backend for Memcached {
     }
 }
 
-impl Memcached {
+impl MemcachedBackend {
     /// `host:port` of the servers currently marked down.
     pub fn down_servers(&self) -> Vec<String> {
         self.shared
@@ -606,7 +605,7 @@ mod tests {
 
     #[test]
     fn no_server_means_the_local_one() {
-        let mc = Memcached::new(&MemcachedConfig::new(Vec::<String>::new()));
+        let mc = MemcachedBackend::new(&MemcachedConfig::new(Vec::<String>::new()));
         assert_eq!(mc.server("any").addr, DEFAULT_SERVER);
     }
 

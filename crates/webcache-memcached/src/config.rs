@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use webcache_core::backend::async_trait;
+use webcache_core::backend::{Backend, BackendFactory, Scheme};
 use webcache_core::config::{BackendSpec, ConfigError};
-use webcache_core::Backend;
 
-use crate::Memcached;
+use crate::MemcachedBackend;
 
 /// The server of a URL (or configuration) that names none.
 pub(crate) const DEFAULT_SERVER: &str = "127.0.0.1:11211";
@@ -50,22 +51,49 @@ impl MemcachedConfig {
     }
 }
 
+/// The options a `memcached://` URL accepts besides the common ones.
+const OPTIONS: &[&str] = &[
+    "pool_size",
+    "connect_timeout",
+    "io_timeout",
+    "retry_after",
+    "remove_failed_servers",
+    "server_failure_limit",
+];
+
 /// Builds the backend a cache URL describes: `memcached://h1:11211,h2:11211?pool_size=16`.
 ///
 /// No connection is made here: a server that is down when the application starts is only a
 /// source of misses until it comes up.
-pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
-    Ok(Arc::new(Memcached::from_spec(spec)?))
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemcachedFactory;
 
-impl Memcached {
-    /// Parses a `memcached://` spec (see [`from_spec`](crate::from_spec)).
-    pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
-        Ok(Memcached::new(&parse_config(spec)?))
+#[async_trait]
+impl BackendFactory for MemcachedFactory {
+    fn schemes(&self) -> &[Scheme] {
+        &[Scheme {
+            name: "memcached",
+            usage: "memcached://h1:11211,h2:11211",
+        }]
+    }
+
+    fn options(&self) -> &[&str] {
+        OPTIONS
+    }
+
+    async fn build(&self, spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
+        Ok(Arc::new(MemcachedBackend::from_spec(spec)?))
     }
 }
 
-/// The configuration a `memcached://` spec describes (see [`from_spec`](crate::from_spec)).
+impl MemcachedBackend {
+    /// Parses a `memcached://` spec (see [`MemcachedFactory`](crate::MemcachedFactory)).
+    pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
+        Ok(MemcachedBackend::new(&parse_config(spec)?))
+    }
+}
+
+/// The configuration a `memcached://` spec describes (see [`MemcachedFactory`](crate::MemcachedFactory)).
 fn parse_config(spec: &mut BackendSpec) -> Result<MemcachedConfig, ConfigError> {
     let mut config = MemcachedConfig::new(parse_servers(spec)?);
     if let Some(n) = spec.take::<usize>("pool_size", "a whole number of connections such as 16")? {
@@ -104,14 +132,7 @@ fn parse_config(spec: &mut BackendSpec) -> Result<MemcachedConfig, ConfigError> 
             *slot = d;
         }
     }
-    spec.finish(&[
-        "pool_size",
-        "connect_timeout",
-        "io_timeout",
-        "retry_after",
-        "remove_failed_servers",
-        "server_failure_limit",
-    ])?;
+    spec.finish(OPTIONS)?;
     Ok(config)
 }
 
@@ -150,8 +171,8 @@ fn parse_servers(spec: &BackendSpec) -> Result<Vec<String>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use webcache_core::config::CacheConfig;
     use webcache_core::config::CachesConfig;
-    use webcache_core::CacheConfig;
 
     fn servers(url: &str) -> Result<Vec<String>, ConfigError> {
         parse_servers(&CacheConfig::from_url("default", url)?.backend)
@@ -213,12 +234,16 @@ mod tests {
         let mut spec = CacheConfig::from_url("default", "memcached://h1?pool_size=0")
             .unwrap()
             .backend;
-        let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
+        let err = MemcachedBackend::from_spec(&mut spec)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pool_size"), "{err}");
         let mut spec = CacheConfig::from_url("default", "memcached://h1?pool=3")
             .unwrap()
             .backend;
-        let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
+        let err = MemcachedBackend::from_spec(&mut spec)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("accepted options: pool_size, connect_timeout"),
             "{err}"
@@ -238,7 +263,9 @@ mod tests {
             ),
         ] {
             let mut spec = CacheConfig::from_url("default", url).unwrap().backend;
-            let err = Memcached::from_spec(&mut spec).unwrap_err().to_string();
+            let err = MemcachedBackend::from_spec(&mut spec)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(field), "{url}: {err}");
         }
     }

@@ -9,12 +9,12 @@ use webcache_core::{Error, Result};
 use crate::backend::Shared;
 use crate::conn::{Answer, Expect};
 use crate::server::{Retry, Server};
-use crate::{Memcached, BACKEND};
+use crate::{MemcachedBackend, BACKEND};
 
 /// How long to wait for another client's metadump to finish (the crawler runs one at a time).
 const DUMP_BUSY_WAIT: Duration = Duration::from_secs(10);
 
-impl Memcached {
+impl MemcachedBackend {
     /// Every key of every server with its absolute expiry (`None`: never), via metadump.
     pub(crate) async fn dump(server: &Server) -> Result<Vec<(String, Option<i64>)>> {
         let command = [Bytes::from_static(b"lru_crawler metadump all\r\n")];

@@ -23,14 +23,14 @@
 //! differently (`042`) in the instant between the read and a native `ma`, memcached adds to it.
 
 use bytes::Bytes;
-use webcache_core::entry::parse_integer;
+use webcache_core::backend::entry::parse_integer;
 use webcache_core::{Error, Result};
 
 use crate::backend::{check_key, unexpected};
 use crate::conn::{Code, Reply};
 use crate::expiry::exptime_token;
 use crate::server::{Retry, Server};
-use crate::{Memcached, BACKEND};
+use crate::{MemcachedBackend, BACKEND};
 
 /// Compare-and-swap attempts before `incr` gives up under contention.
 const CAS_ATTEMPTS: usize = 1000;
@@ -42,8 +42,8 @@ const NATIVE_SUM_MAX: i64 = 1 << 62;
 /// The largest delta left to memcached's native `ma` (2^32).
 const NATIVE_DELTA_MAX: i64 = 1 << 32;
 
-impl Memcached {
-    /// Adds `delta` to the integer under `key` (the body of [`Backend::incr`](webcache_core::Backend::incr)).
+impl MemcachedBackend {
+    /// Adds `delta` to the integer under `key` (the body of [`Backend::incr`](webcache_core::backend::Backend::incr)).
     pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
         check_key(key)?;
         let server = self.server(key);
@@ -158,7 +158,8 @@ mod tests {
 
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpStream;
-    use webcache_core::{Backend, Expiry};
+    use webcache_core::backend::Backend;
+    use webcache_core::Expiry;
     use webcache_testkit::servers::memcached::MemcachedServer;
 
     use super::*;
@@ -194,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn incr_leaves_canonical_digits_or_the_bytes_it_found() {
         let server = MemcachedServer::start();
-        let mc = Memcached::new(&MemcachedConfig::new([server.address()]));
+        let mc = MemcachedBackend::new(&MemcachedConfig::new([server.address()]));
         let max = i64::MAX.to_string();
         let near = "9000000000000000000";
         for (value, delta, overflow) in [
@@ -235,8 +236,8 @@ mod tests {
     async fn concurrent_increments_up_to_the_limits_are_exact() {
         let server = MemcachedServer::start();
         let clients = [
-            Memcached::new(&MemcachedConfig::new([server.address()])),
-            Memcached::new(&MemcachedConfig::new([server.address()])),
+            MemcachedBackend::new(&MemcachedConfig::new([server.address()])),
+            MemcachedBackend::new(&MemcachedConfig::new([server.address()])),
         ];
         for (start, delta) in [
             (i64::MAX - 1000, 30),

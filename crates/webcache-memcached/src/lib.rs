@@ -46,7 +46,7 @@
 //! # Values, integers and expiry
 //!
 //! * Integers are stored as canonical ASCII digits (`-42`, never `042`, `+1` or ` 1`:
-//!   [`parse_integer`](webcache_core::entry::parse_integer)), and only those are integers.
+//!   [`parse_integer`](webcache_core::backend::entry::parse_integer)), and only those are integers.
 //!   Memcached's own arithmetic reads `042`, `+1` and ` 1` as numbers, wraps past `u64::MAX`,
 //!   floors at zero and pads a result that got shorter with spaces, so `incr` first reads the
 //!   value (`mg … v c t`) and refuses one that is not an integer ([`Error::NotAnInteger`]) or
@@ -77,7 +77,7 @@
 //!
 //! # Keys
 //!
-//! [`key_rules`](webcache_core::Backend::key_rules) is [`KeyRules::MEMCACHED`] (at most 250 bytes, no spaces
+//! [`key_rules`](webcache_core::backend::Backend::key_rules) is [`KeyRules::MEMCACHED`] (at most 250 bytes, no spaces
 //! or control characters): the [`Cache`](webcache_core::Cache) above rejects such keys with an
 //! error that says how to fix them, or hashes them with `invalid_keys=hash`. The backend checks
 //! again so that no key can ever inject a command.
@@ -101,7 +101,7 @@
 //! [`Error::NotAnInteger`]: webcache_core::Error::NotAnInteger
 //! [`Error::ValueTooLarge`]: webcache_core::Error::ValueTooLarge
 //! [`Error::Unsupported`]: webcache_core::Error::Unsupported
-//! [`KeyRules::MEMCACHED`]: webcache_core::KeyRules::MEMCACHED
+//! [`KeyRules::MEMCACHED`]: webcache_core::backend::KeyRules::MEMCACHED
 #![forbid(unsafe_code)]
 // Library code answers every failure with an error, never a panic; tests may unwrap.
 #![warn(clippy::unwrap_used)]
@@ -112,11 +112,10 @@ mod conn;
 mod dump;
 mod expiry;
 mod incr;
-mod ring;
 mod server;
 
-pub use backend::Memcached;
-pub use config::{from_spec, MemcachedConfig};
+pub use backend::MemcachedBackend;
+pub use config::{MemcachedConfig, MemcachedFactory};
 
 /// The backend's name in logs and errors.
 pub(crate) const BACKEND: &str = "memcached";

@@ -3,8 +3,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use webcache_core::Backend;
-use webcache_memcached::{Memcached, MemcachedConfig};
+use webcache_core::backend::Backend;
+use webcache_memcached::{MemcachedBackend, MemcachedConfig};
 use webcache_testkit::servers::memcached::MemcachedServer;
 use webcache_testkit::{conformance_suite, Capabilities, Harness};
 
@@ -28,7 +28,7 @@ impl Harness for MemcachedHarness {
     async fn backend(&self) -> Arc<dyn Backend> {
         let config =
             MemcachedConfig::new(servers(self.servers).iter().map(MemcachedServer::address));
-        Arc::new(Memcached::new(&config))
+        Arc::new(MemcachedBackend::new(&config))
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
 use webcache_core::config::CacheConfig;
-use webcache_core::{Backend, Expiry};
-use webcache_memcached::{Memcached, MemcachedConfig};
+use webcache_core::Expiry;
+use webcache_memcached::{MemcachedBackend, MemcachedConfig};
 use webcache_testkit::servers::memcached::MemcachedServer;
 use webcache_testkit::servers::Frozen;
 
@@ -28,15 +29,15 @@ fn value(key: &str) -> Bytes {
 }
 
 /// A client of these servers built from a URL with failover options.
-fn failover_client(addresses: &[String], options: &str) -> Memcached {
+fn failover_client(addresses: &[String], options: &str) -> MemcachedBackend {
     let url = format!("memcached://{}?{options}", addresses.join(","));
     let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
-    Memcached::from_spec(&mut spec).unwrap()
+    MemcachedBackend::from_spec(&mut spec).unwrap()
 }
 
 /// Of `keys`, those that `server` holds (asked through a client of that server alone).
 async fn held_by(server: &MemcachedServer, keys: &[String]) -> HashSet<String> {
-    let alone = Memcached::new(&MemcachedConfig::new([server.address()]));
+    let alone = MemcachedBackend::new(&MemcachedConfig::new([server.address()]));
     let got = alone.get_many(keys).await.unwrap();
     keys.iter()
         .zip(got)
@@ -47,7 +48,7 @@ async fn held_by(server: &MemcachedServer, keys: &[String]) -> HashSet<String> {
 
 /// Retries `set` of `key` until it succeeds (the server's keys have moved), failing only with
 /// backend failures meanwhile; returns how long that took.
-async fn until_set_succeeds(mc: &Memcached, key: &str, value: Bytes) -> Duration {
+async fn until_set_succeeds(mc: &MemcachedBackend, key: &str, value: Bytes) -> Duration {
     let started = Instant::now();
     loop {
         match mc.set(key, value.clone(), MINUTE).await {
@@ -62,7 +63,7 @@ async fn until_set_succeeds(mc: &Memcached, key: &str, value: Bytes) -> Duration
 }
 
 /// Asks for `keys` (all must answer) until no server is down any more; returns how long.
-async fn until_back(mc: &Memcached, keys: &[String]) -> Duration {
+async fn until_back(mc: &MemcachedBackend, keys: &[String]) -> Duration {
     let started = Instant::now();
     while !mc.down_servers().is_empty() {
         assert!(
@@ -170,8 +171,8 @@ async fn a_dead_server_leaves_the_ring_and_its_keys_go_back_when_it_returns() {
 async fn adding_a_server_moves_about_one_nth_of_the_keys() {
     let servers = MemcachedServer::start_many(4);
     let addresses: Vec<String> = servers.iter().map(MemcachedServer::address).collect();
-    let three = Memcached::new(&MemcachedConfig::new(addresses[..3].to_vec()));
-    let four = Memcached::new(&MemcachedConfig::new(addresses.clone()));
+    let three = MemcachedBackend::new(&MemcachedConfig::new(addresses[..3].to_vec()));
+    let four = MemcachedBackend::new(&MemcachedConfig::new(addresses.clone()));
     let keys = keys(10_000);
     for batch in keys.chunks(1000) {
         let entries = batch.iter().map(|k| (k.clone(), value(k))).collect();

@@ -8,21 +8,23 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use webcache_core::backend::BackendFactory as _;
 
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
 use webcache_core::config::CacheConfig;
-use webcache_core::{Backend, Cache, CacheOptions, Error, Expiry, OnError, Ttl};
-use webcache_memcached::{Memcached, MemcachedConfig};
+use webcache_core::{Cache, CacheOptions, Error, Expiry, OnError, Ttl};
+use webcache_memcached::{MemcachedBackend, MemcachedConfig};
 use webcache_testkit::servers::memcached::MemcachedServer;
 use webcache_testkit::servers::Frozen;
 
 const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
 const DAY: u64 = 24 * 3600;
 
-fn client(servers: &[&MemcachedServer]) -> Memcached {
+fn client(servers: &[&MemcachedServer]) -> MemcachedBackend {
     let mut config = MemcachedConfig::new(servers.iter().map(|s| s.address()));
     config.retry_after = Duration::from_millis(200);
-    Memcached::new(&config)
+    MemcachedBackend::new(&config)
 }
 
 /// One raw command on a fresh socket; returns the first reply line.
@@ -239,7 +241,7 @@ async fn a_dead_server_is_skipped_and_retried() {
     let mut config = MemcachedConfig::new([a.address(), b.address()]);
     config.retry_after = Duration::from_millis(200);
     config.remove_failed_servers = false;
-    let mc = Memcached::new(&config);
+    let mc = MemcachedBackend::new(&config);
     let only_a = client(&[&a]);
     let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
     for key in &keys {
@@ -502,7 +504,10 @@ async fn urls_with_several_servers_and_options() {
         b.address()
     );
     let mut spec = CacheConfig::from_url("default", &url).unwrap().backend;
-    let backend = webcache_memcached::from_spec(&mut spec).await.unwrap();
+    let backend = webcache_memcached::MemcachedFactory
+        .build(&mut spec)
+        .await
+        .unwrap();
     // More concurrent requests than connections: they queue for the two slots.
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -523,7 +528,8 @@ async fn urls_with_several_servers_and_options() {
     let mut spec = CacheConfig::from_url("default", "memcached://h:11211?io_timeout=0")
         .unwrap()
         .backend;
-    let err = webcache_memcached::from_spec(&mut spec)
+    let err = webcache_memcached::MemcachedFactory
+        .build(&mut spec)
         .await
         .unwrap_err()
         .to_string();
@@ -538,7 +544,7 @@ async fn a_server_that_was_never_up_fails_fast_with_a_typed_error() {
     let port = webcache_testkit::servers::free_port();
     let mut config = MemcachedConfig::new([format!("127.0.0.1:{port}")]);
     config.retry_after = Duration::from_secs(5);
-    let mc = Memcached::new(&config);
+    let mc = MemcachedBackend::new(&config);
     let err = mc.get("k").await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     assert!(err.to_string().contains("cannot connect"), "{err}");
@@ -564,7 +570,7 @@ async fn a_server_that_never_answers_times_out() {
     let mut config = MemcachedConfig::new([addr]);
     config.io_timeout = Duration::from_millis(300);
     config.retry_after = Duration::from_secs(5);
-    let mc = Memcached::new(&config);
+    let mc = MemcachedBackend::new(&config);
     // The timeout is the subject here; the bound is generous for a busy machine.
     let err = tokio::time::timeout(Duration::from_secs(10), mc.get("k"))
         .await
@@ -641,7 +647,7 @@ async fn a_reply_announcing_an_impossible_value_is_a_protocol_error() {
         "VA 1048577",
     ] {
         let hostile = HostileServer::start(format!("{head}\r\n"));
-        let mc = Memcached::new(&MemcachedConfig::new([hostile.addr.clone()]));
+        let mc = MemcachedBackend::new(&MemcachedConfig::new([hostile.addr.clone()]));
         let err = mc.get("k").await.unwrap_err();
         assert!(matches!(err, Error::Backend { .. }), "{head}: {err:?}");
         let text = err.to_string();
@@ -666,7 +672,7 @@ async fn listing_keys_on_a_hung_server_honours_the_io_timeout() {
     let client = || {
         let mut config = MemcachedConfig::new([server.address()]);
         config.io_timeout = io_timeout;
-        Memcached::new(&config)
+        MemcachedBackend::new(&config)
     };
     // Two clients, each with a connection open before the server hangs.
     let (lister, clearer) = (client(), client());

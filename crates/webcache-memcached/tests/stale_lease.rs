@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use webcache_core::{Cache, CacheOptions, OnError};
-use webcache_memcached::{Memcached, MemcachedConfig};
+use webcache_memcached::{MemcachedBackend, MemcachedConfig};
 use webcache_testkit::servers::memcached::MemcachedServer;
 
 #[path = "../../webcache-core/tests/stale_lease_cases/mod.rs"]
@@ -22,7 +22,7 @@ fn clients() -> impl Fn() -> Cache + Send + Sync + 'static {
     let prefix = cases::prefix();
     move || {
         Cache::new(
-            Arc::new(Memcached::new(&MemcachedConfig::new([address.clone()]))),
+            Arc::new(MemcachedBackend::new(&MemcachedConfig::new([address.clone()]))),
             CacheOptions {
                 key_prefix: prefix.clone(),
                 ..CacheOptions::default()
@@ -55,7 +55,7 @@ async fn no_lease_from_a_dead_server_computes_as_before() {
     let address = server.address();
     server.stop();
     let cache = Cache::new(
-        Arc::new(Memcached::new(&MemcachedConfig::new([address]))),
+        Arc::new(MemcachedBackend::new(&MemcachedConfig::new([address]))),
         CacheOptions {
             on_error: OnError::Degrade,
             ..CacheOptions::default()

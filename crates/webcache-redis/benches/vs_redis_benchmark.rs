@@ -12,8 +12,10 @@
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
+use webcache_core::backend::BackendFactory as _;
 
-use webcache_core::{Cache, CacheConfig, CacheOptions};
+use webcache_core::config::CacheConfig;
+use webcache_core::{Cache, CacheOptions};
 use webcache_testkit::bench::median;
 use webcache_testkit::servers::redis::RedisServer;
 
@@ -87,7 +89,7 @@ fn main() {
         (vec![], vec![], vec![], vec![]);
     runtime.block_on(async {
         let mut spec = CacheConfig::from_url("bench", &server.url(0)).unwrap().backend;
-        let backend = webcache_redis::from_spec(&mut spec).await.unwrap();
+        let backend = webcache_redis::RedisFactory.build(&mut spec).await.unwrap();
         let cache = Cache::new(backend, CacheOptions::default());
         // Warm-up: connect and fill the keys that `get` reads.
         run(&cache, KEYS, "set", &value).await;

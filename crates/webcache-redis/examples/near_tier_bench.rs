@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use webcache_core::backends::NearCache;
-use webcache_core::{Cache, CacheConfig, CacheOptions};
+use webcache_core::config::CacheConfig;
+use webcache_core::{Cache, CacheOptions};
 use webcache_redis::RedisBackend;
 use webcache_testkit::bench::median;
 use webcache_testkit::servers::redis::RedisServer;

@@ -11,9 +11,11 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use redis::cluster_routing::Slot;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult, Script};
+use webcache_core::backend::entry::parse_integer;
+use webcache_core::backend::unix_ms;
+use webcache_core::backend::{Backend, BackendStats, KeyStream};
 use webcache_core::config::{BackendSpec, ConfigError};
-use webcache_core::entry::parse_integer;
-use webcache_core::{glob_escape, Backend, BackendStats, Error, Expiry, KeyStream, Result, Ttl};
+use webcache_core::{glob_escape, Error, Expiry, Result, Ttl};
 
 use crate::config::{ClearMode, RedisConfig, Target};
 use crate::conn::{masters_from_cluster_nodes, to_node, Conn, SentinelNodes, Topology};
@@ -27,7 +29,7 @@ const SCAN_COUNT: usize = 1000;
 
 /// The longest expiry sent to Redis (about 31,000 years): Redis refuses expiries that
 /// overflow its clock, and anything this long is "forever" in practice.
-const MAX_EXPIRY_MS: u128 = 1_000_000_000_000_000;
+const MAX_EXPIRY_MS: u64 = 1_000_000_000_000_000;
 
 /// Requests in flight on one cluster node's connection at most (more wait their turn).
 ///
@@ -54,7 +56,7 @@ return redis.call('GET', KEYS[1])
 /// A Redis cache backend: one node, a primary with replicas, or a Redis Cluster.
 ///
 /// Cheap to clone (clones share the connections). Build it from a cache URL with
-/// [`from_spec`](crate::from_spec) (through the `webcache` registry) or directly with
+/// [`RedisFactory`](crate::RedisFactory) (through the `webcache` registry) or directly with
 /// [`RedisBackend::from_url`] / [`RedisBackend::new`], then wrap it in a
 /// [`Cache`](webcache_core::Cache) (`Cache::new(Arc::new(backend.clone()), options)`) while
 /// keeping a handle for the Redis-only extras.
@@ -702,10 +704,11 @@ fn by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Vec<usize>> {
     groups.into_values().collect()
 }
 
-/// Milliseconds for `PX`/`PEXPIRE`: at least 1 (a sub-millisecond expiry would be refused as
-/// 0) and at most [`MAX_EXPIRY_MS`].
+/// Milliseconds for `PX`/`PEXPIRE`: rounded up as every backend rounds a lifetime
+/// ([`unix_ms::ceil`]), at least 1 (a sub-millisecond expiry would be refused as 0) and at most
+/// [`MAX_EXPIRY_MS`].
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis().clamp(1, MAX_EXPIRY_MS)).unwrap_or(u64::MAX)
+    unix_ms::ceil(d).clamp(1, MAX_EXPIRY_MS)
 }
 
 fn set_cmd(key: &str, value: &[u8], expiry: Expiry, only_if_absent: bool) -> Cmd {
@@ -987,6 +990,15 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn px_rounds_up_like_every_stored_deadline() {
+        // One rounding rule with the deadlines of the SQL and file backends (`unix_ms::ceil`):
+        // 1.5 ms is 2 ms, never 1 (which would expire the key earlier than they do).
+        assert_eq!(millis(Duration::from_micros(1500)), 2);
+        assert_eq!(millis(Duration::from_nanos(1)), 1);
+        assert_eq!(millis(Duration::MAX), MAX_EXPIRY_MS);
+    }
 
     /// The error Redis's reply line `-{line}` gives the client.
     fn server_error(line: &str) -> RedisError {

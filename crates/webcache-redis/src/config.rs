@@ -18,8 +18,8 @@ const SENTINEL_EXAMPLE: &str =
 const SHARDS_EXAMPLE: &str =
     "expected `redis://[user:pass@]host1:port1,host2:port2/db` (one independent server per shard), for example `redis://10.0.0.1:6379,10.0.0.2:6379/0`";
 
-/// The options [`from_spec`](crate::from_spec) accepts besides the common ones.
-pub const OPTIONS: &[&str] = &[
+/// The options [`RedisFactory`](crate::RedisFactory) accepts besides the common ones.
+pub(crate) const OPTIONS: &[&str] = &[
     "connect_timeout",
     "response_timeout",
     "replicas",
@@ -130,7 +130,7 @@ impl RedisConfig {
     }
 
     /// Reads a backend specification (`redis://`, `rediss://`, `redis+cluster://` or
-    /// `redis+sentinel://`, with the options in [`OPTIONS`]); refuses unknown options.
+    /// `redis+sentinel://`, with the options [`RedisFactory`](crate::RedisFactory) lists); refuses unknown options.
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
         let connect_timeout = positive(spec, "connect_timeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let response_timeout =
@@ -521,7 +521,7 @@ fn cluster_nodes(location: &str, tls: bool) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use webcache_core::CacheConfig;
+    use webcache_core::config::CacheConfig;
 
     fn parse(url: &str) -> Result<RedisConfig, String> {
         let mut spec = CacheConfig::from_url("default", url)

@@ -17,7 +17,7 @@ use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::Semaphore;
 
-use crate::ring::Ring;
+use webcache_core::backend::Ring;
 
 /// How long to wait between reconnection attempts at most: short, so that a cache resumes
 /// soon after Redis returns.

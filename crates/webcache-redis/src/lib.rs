@@ -63,17 +63,19 @@ mod backend;
 mod config;
 mod conn;
 mod lock;
-mod ring;
 mod tracking;
+
+use config::OPTIONS;
 
 use std::sync::Arc;
 
+use webcache_core::backend::async_trait;
+use webcache_core::backend::{Backend, BackendFactory, Scheme};
 use webcache_core::config::{BackendSpec, ConfigError};
-use webcache_core::Backend;
 
 pub use backend::{RedisBackend, NAME};
 pub use config::{
-    ClearMode, RedisConfig, Target, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, OPTIONS,
+    ClearMode, RedisConfig, Target, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
 pub use lock::{get_or_set_locked, LockOptions, RedisLock};
 
@@ -83,6 +85,37 @@ pub use lock::{get_or_set_locked, LockOptions, RedisLock};
 /// Nothing is dialled here: a bad URL or option is a [`ConfigError`] naming the field, but an
 /// unreachable server only shows when the cache is used (as an error bounded by the timeouts,
 /// or a miss in degrade mode).
-pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
-    Ok(Arc::new(RedisBackend::from_spec(spec).await?))
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisFactory;
+
+#[async_trait]
+impl BackendFactory for RedisFactory {
+    fn schemes(&self) -> &[Scheme] {
+        &[
+            Scheme {
+                name: "redis",
+                usage: "redis://[user:pass@]host:port/db",
+            },
+            Scheme {
+                name: "rediss",
+                usage: "rediss://[user:pass@]host:port/db  (TLS)",
+            },
+            Scheme {
+                name: "redis+cluster",
+                usage: "redis+cluster://h1:p1,h2:p2",
+            },
+            Scheme {
+                name: "redis+sentinel",
+                usage: "redis+sentinel://s1:26379,s2:26379/master-name/db",
+            },
+        ]
+    }
+
+    fn options(&self) -> &[&str] {
+        OPTIONS
+    }
+
+    async fn build(&self, spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
+        Ok(Arc::new(RedisBackend::from_spec(spec).await?))
+    }
 }

@@ -243,7 +243,7 @@ where
 impl RedisBackend {
     /// Whether the lock `key` is held; a failure reads as "not held" so that waiters move on.
     async fn has_lock(&self, key: &str) -> bool {
-        webcache_core::Backend::has_key(self, key)
+        webcache_core::backend::Backend::has_key(self, key)
             .await
             .unwrap_or(false)
     }

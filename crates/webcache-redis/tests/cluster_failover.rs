@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use webcache_core::backend::BackendFactory as _;
 
 use axum::body::Body;
 use axum::extract::Path;
@@ -18,7 +19,8 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use tower::ServiceExt;
-use webcache_core::{Cache, CacheConfig};
+use webcache_core::config::CacheConfig;
+use webcache_core::Cache;
 use webcache_http::CachePageLayer;
 use webcache_testkit::servers::redis::{RedisCluster, RedisServer};
 
@@ -118,7 +120,8 @@ async fn a_master_killed_under_load_costs_no_page() {
         cluster.url()
     );
     let mut config = CacheConfig::from_url("default", &url).unwrap();
-    let backend = webcache_redis::from_spec(&mut config.backend)
+    let backend = webcache_redis::RedisFactory
+        .build(&mut config.backend)
         .await
         .unwrap();
     let cache = Cache::new(backend, config.options);

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::backend;
-use webcache_core::{glob_escape, Backend, Cache, CacheOptions, Ttl};
+use webcache_core::backend::Backend;
+use webcache_core::{glob_escape, Cache, CacheOptions, Ttl};
 use webcache_redis::{get_or_set_locked, LockOptions, RedisBackend};
 use webcache_testkit::servers::redis::RedisServer;
 

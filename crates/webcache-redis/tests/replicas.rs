@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use webcache_core::Backend;
+use webcache_core::backend::Backend;
 use webcache_testkit::servers::redis::RedisReplicaPair;
 use webcache_testkit::{conformance_suite, Harness};
 

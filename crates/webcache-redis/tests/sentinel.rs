@@ -9,7 +9,8 @@ mod common;
 
 use std::sync::Arc;
 
-use webcache_core::{Backend, Cache, CacheOptions};
+use webcache_core::backend::Backend;
+use webcache_core::{Cache, CacheOptions};
 use webcache_testkit::servers::sentinel::RedisSentinels;
 use webcache_testkit::{conformance_suite, Harness};
 

@@ -12,7 +12,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use webcache_core::{Backend, Cache, CacheOptions, Error, OnError};
+use webcache_core::backend::Backend;
+use webcache_core::{Cache, CacheOptions, Error, OnError};
 use webcache_redis::{get_or_set_locked, LockOptions};
 use webcache_testkit::servers::redis::RedisServer;
 use webcache_testkit::{conformance_suite, Harness};

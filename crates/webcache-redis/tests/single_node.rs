@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use webcache_core::Backend;
+use webcache_core::backend::Backend;
 use webcache_testkit::servers::redis::RedisServer;
 use webcache_testkit::{conformance_suite, Harness};
 

@@ -68,7 +68,7 @@ async fn setup() -> (Cache, Django) {
     let python = python();
     let redis_url = RedisServer::shared().url(3);
     let prefix = format!("shop{:08x}", rand_u32());
-    let mut config = webcache_core::CacheConfig::from_url("default", &redis_url).unwrap();
+    let mut config = webcache_core::config::CacheConfig::from_url("default", &redis_url).unwrap();
     let backend = webcache::build_backend(&mut config.backend).await.unwrap();
     let cache = Cache::new(
         Arc::clone(&backend),

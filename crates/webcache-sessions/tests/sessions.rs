@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::Result as StoreResult;
 use tower_sessions::{Session, SessionStore};
-use webcache_core::backends::{LocMem, LocMemConfig};
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::{Cache, CacheOptions};
 use webcache_sessions::{session_key, CacheStore, CachedDbStore, SessionConfig, SessionExpiry};
 use webcache_testkit::servers::{postgres::Postgres, redis::RedisServer, scratch_dir};
@@ -158,13 +158,13 @@ fn rand_u32() -> u32 {
 
 fn locmem() -> Cache {
     Cache::new(
-        Arc::new(LocMem::private(LocMemConfig::default())),
+        Arc::new(LocMemBackend::private(LocMemConfig::default())),
         unique_options(),
     )
 }
 
 async fn cache_from(url: &str) -> Cache {
-    let mut config = webcache_core::CacheConfig::from_url("sessions", url).unwrap();
+    let mut config = webcache_core::config::CacheConfig::from_url("sessions", url).unwrap();
     let backend = webcache::build_backend(&mut config.backend).await.unwrap();
     Cache::new(backend, unique_options())
 }
@@ -507,7 +507,7 @@ engines!(locmem, redis, cached_db_sqlite, cached_db_postgres);
 
 #[tokio::test]
 async fn a_cache_that_is_down_serves_requests_without_keeping_sessions() {
-    let mut config = webcache_core::CacheConfig::from_url(
+    let mut config = webcache_core::config::CacheConfig::from_url(
         "sessions",
         "redis://127.0.0.1:1/0?on_error=degrade&connect_timeout=0.2",
     )

@@ -11,12 +11,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use webcache_core::backend::BackendFactory as _;
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
 use webcache_core::config::CacheConfig;
-use webcache_core::{Backend, Expiry};
+use webcache_core::Expiry;
 use webcache_testkit::bench::{alternating_rounds, median, throughput};
 use webcache_testkit::servers::postgres::Postgres;
 use webcache_testkit::servers::temp_dir;
@@ -54,7 +56,7 @@ async fn webcache_ops(url: &str) -> (Op, Op) {
     webcache_sql::create_cache_table(&mut spec.clone())
         .await
         .unwrap();
-    let backend: Arc<dyn Backend> = webcache_sql::from_spec(&mut spec).await.unwrap();
+    let backend: Arc<dyn Backend> = webcache_sql::SqlFactory.build(&mut spec).await.unwrap();
     let v = value();
     for i in 0..KEYS {
         backend

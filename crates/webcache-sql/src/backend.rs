@@ -1,4 +1,4 @@
-//! [`SqlCache`]: the [`Backend`] over a SQLite or PostgreSQL table.
+//! [`SqlBackend`]: the [`Backend`] over a SQLite or PostgreSQL table.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -9,11 +9,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::task::JoinHandle;
+use webcache_core::backend::entry::parse_integer;
 use webcache_core::backend::unix_ms;
-use webcache_core::entry::parse_integer;
-use webcache_core::{
-    glob_match, Backend, BackendStats, Error, Expiry, KeyRules, KeyStream, Result, Ttl,
-};
+use webcache_core::backend::{glob_match, Backend, BackendStats, KeyRules, KeyStream};
+use webcache_core::{Error, Expiry, Result, Ttl};
 
 use crate::config::{Database, Dialect, SqlConfig};
 use crate::cull::cull_periodically;
@@ -57,7 +56,7 @@ const INCR_ATTEMPTS: usize = 16;
 /// - Times come from this process's clock: processes sharing a table should keep their clocks
 ///   in sync (as with Django's database cache).
 #[derive(Clone)]
-pub struct SqlCache {
+pub struct SqlBackend {
     inner: Arc<Inner>,
 }
 
@@ -73,9 +72,9 @@ pub(crate) struct Inner {
     pub(crate) culler: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for SqlCache {
+impl std::fmt::Debug for SqlBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlCache")
+        f.debug_struct("SqlBackend")
             .field("url", &self.inner.display_url)
             .field("table", &self.inner.table)
             .field("max_entries", &self.inner.max_entries)
@@ -124,7 +123,7 @@ fn is_live(expires: Option<i64>, now: i64) -> bool {
     unix_ms::is_live(expires.map(from_column_ms), from_column_ms(now))
 }
 
-impl SqlCache {
+impl SqlBackend {
     /// Opens the database, makes sure the table is there (creating it when
     /// [`create_table`](SqlConfig::create_table) is set or the database is in memory) and starts
     /// the background cull.
@@ -153,7 +152,7 @@ impl SqlCache {
             *inner.culler.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
         tracing::debug!(url = %inner.display_url, table = %inner.table, "database cache ready");
-        Ok(SqlCache { inner })
+        Ok(SqlBackend { inner })
     }
 
     /// Creates the table and its expiry index if they are missing (see
@@ -401,7 +400,7 @@ impl Inner {
 }
 
 #[async_trait]
-impl Backend for SqlCache {
+impl Backend for SqlBackend {
     fn name(&self) -> &'static str {
         self.inner.name()
     }

@@ -20,7 +20,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_TABLE_NAME_LEN: usize = 48;
 
 /// Every option a database cache URL accepts (besides the common ones).
-pub const OPTIONS: &[&str] = &[
+pub(crate) const OPTIONS: &[&str] = &[
     "table",
     "max_entries",
     "cull_frequency",

@@ -38,8 +38,8 @@
 //! shortcuts: `create_table=true` creates it at startup, and `sqlite::memory:` always does (an
 //! in-memory database starts empty).
 //!
-//! The backend's own operations ([`SqlCache::delete_expired`], [`SqlCache::create_table`])
-//! are reachable from a cache with `cache.backend_as::<webcache_sql::SqlCache>()`.
+//! The backend's own operations ([`SqlBackend::delete_expired`], [`SqlBackend::create_table`])
+//! are reachable from a cache with `cache.backend_as::<webcache_sql::SqlBackend>()`.
 //!
 //! An SQLite file is switched to write-ahead logging (WAL) when the cache opens it, so readers
 //! never wait for a writer; processes on one machine can share the file.
@@ -55,25 +55,55 @@ mod pool;
 mod schema;
 mod sql;
 
+use config::OPTIONS;
+
 use std::sync::Arc;
 
+use webcache_core::backend::async_trait;
+use webcache_core::backend::{Backend, BackendFactory, Scheme};
 use webcache_core::config::{BackendSpec, ConfigError};
-use webcache_core::Backend;
 
-pub use backend::{SqlCache, POSTGRES_MAX_KEY_LEN};
+pub use backend::{SqlBackend, POSTGRES_MAX_KEY_LEN};
 pub use config::{
     validate_table, Database, Dialect, SqlConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CULL_FREQUENCY,
-    DEFAULT_CULL_INTERVAL, DEFAULT_TABLE, MAX_TABLE_NAME_LEN, OPTIONS,
+    DEFAULT_CULL_INTERVAL, DEFAULT_TABLE, MAX_TABLE_NAME_LEN,
 };
 
 /// Builds the backend a `sqlite:`, `postgres:` or `postgresql:` cache URL describes:
 /// connects, checks that the cache table exists and starts the background cull.
-pub async fn from_spec(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
-    let config = SqlConfig::from_spec(spec)?;
-    let cache = SqlCache::connect(config)
-        .await
-        .map_err(|source| connect_error(spec, source))?;
-    Ok(Arc::new(cache))
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqlFactory;
+
+#[async_trait]
+impl BackendFactory for SqlFactory {
+    fn schemes(&self) -> &[Scheme] {
+        &[
+            Scheme {
+                name: "sqlite",
+                usage: "sqlite:///path/to/cache.db?table=webcache_cache",
+            },
+            Scheme {
+                name: "postgres",
+                usage: "postgres://user:pass@host/db?table=webcache_cache",
+            },
+            Scheme {
+                name: "postgresql",
+                usage: "postgresql://user:pass@host/db?table=webcache_cache",
+            },
+        ]
+    }
+
+    fn options(&self) -> &[&str] {
+        OPTIONS
+    }
+
+    async fn build(&self, spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
+        let config = SqlConfig::from_spec(spec)?;
+        let cache = SqlBackend::connect(config)
+            .await
+            .map_err(|source| connect_error(spec, source))?;
+        Ok(Arc::new(cache))
+    }
 }
 
 /// Creates the cache table (and its expiry index) that a cache URL names, if missing: the
@@ -84,10 +114,10 @@ pub async fn create_cache_table(spec: &mut BackendSpec) -> Result<Vec<String>, C
     config.create_table = true;
     config.cull_interval = None;
     let statements = sql::create_table(config.dialect(), &config.table);
-    let cache = SqlCache::connect(config)
+    let cache = SqlBackend::connect(config)
         .await
         .map_err(|source| connect_error(spec, source))?;
-    let closed = webcache_core::Backend::close(&cache).await;
+    let closed = webcache_core::backend::Backend::close(&cache).await;
     closed.map_err(|source| connect_error(spec, source))?;
     Ok(statements)
 }

@@ -105,7 +105,7 @@ pub(crate) fn ddl_transaction(dialect: Dialect, table: &str) -> (&'static str, O
 }
 
 /// The integer an entry's bytes hold, as SQL (NULL when they are not the ASCII decimal form of
-/// an `i64`, exactly as `webcache_core::entry::parse_integer` reads them).
+/// an `i64`, exactly as `webcache_core::backend::entry::parse_integer` reads them).
 fn integer_of(dialect: Dialect, v: &str) -> String {
     match dialect {
         Dialect::Sqlite => {

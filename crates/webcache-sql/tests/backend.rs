@@ -8,13 +8,15 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use webcache_core::backend::BackendFactory as _;
 
 use futures::StreamExt;
+use webcache_core::backend::entry::parse_integer;
+use webcache_core::backend::{Backend, BackendStats};
 use webcache_core::bytes::Bytes;
 use webcache_core::config::ConfigError;
-use webcache_core::entry::parse_integer;
-use webcache_core::{Backend, BackendStats, Error, Expiry, Ttl};
-use webcache_sql::{SqlCache, SqlConfig};
+use webcache_core::{Error, Expiry, Ttl};
+use webcache_sql::{SqlBackend, SqlConfig};
 
 use common::{backend, spec, unique_table, with_query};
 
@@ -29,11 +31,11 @@ fn bytes(text: &str) -> Bytes {
 }
 
 /// A cache on a fresh table of its own (created), with extra URL options.
-async fn own_table(base: &str, options: &str) -> (SqlCache, String) {
+async fn own_table(base: &str, options: &str) -> (SqlBackend, String) {
     let table = unique_table("t");
     let url = with_query(base, &format!("table={table}&create_table=true&{options}"));
     let config = SqlConfig::from_spec(&mut spec(url.trim_end_matches('&'))).unwrap();
-    (SqlCache::connect(config).await.unwrap(), url)
+    (SqlBackend::connect(config).await.unwrap(), url)
 }
 
 /// An error with its causes, as an error reporter prints it.
@@ -66,7 +68,10 @@ async fn create_cache_table_is_idempotent_with_a_matching_dry_run(base: &str) {
     let table = unique_table("created");
     let url = with_query(base, &format!("table={table}"));
 
-    let missing = webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err();
+    let missing = webcache_sql::SqlFactory
+        .build(&mut spec(&url))
+        .await
+        .unwrap_err();
     assert!(
         matches!(missing, ConfigError::Connect { .. }),
         "{missing:?}"
@@ -116,7 +121,10 @@ async fn bad_table_names_are_refused(base: &str) {
     ] {
         let url = with_query(base, &format!("table={bad}"));
         for err in [
-            webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err(),
+            webcache_sql::SqlFactory
+                .build(&mut spec(&url))
+                .await
+                .unwrap_err(),
             webcache_sql::create_cache_table_sql(&mut spec(&url)).unwrap_err(),
         ] {
             let ConfigError::Invalid {
@@ -341,7 +349,10 @@ async fn tables_that_are_not_ours_are_refused(base: &str) {
     .await;
     for (table, needle) in [(&django, "Django's `createcachetable`"), (&app, "are (id ")] {
         let url = with_query(base, &format!("table={table}"));
-        let at_start = webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err();
+        let at_start = webcache_sql::SqlFactory
+            .build(&mut spec(&url))
+            .await
+            .unwrap_err();
         let created = webcache_sql::create_cache_table(&mut spec(&url))
             .await
             .unwrap_err();
@@ -380,7 +391,7 @@ async fn a_damaged_sqlite_file_says_what_to_do() {
         *byte = (i * 37 % 251) as u8;
     }
     std::fs::write(&path, raw).unwrap();
-    let text = match webcache_sql::from_spec(&mut spec(&url)).await {
+    let text = match webcache_sql::SqlFactory.build(&mut spec(&url)).await {
         Err(err) => report(&err),
         Ok(cache) => report(&cache.get("k1").await.unwrap_err()),
     };
@@ -767,7 +778,12 @@ async fn a_key_column_in_a_language_collation_is_refused() {
     .await;
     pool.close().await;
     let url = with_query(&base, &format!("table={table}"));
-    let text = report(&webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err());
+    let text = report(
+        &webcache_sql::SqlFactory
+            .build(&mut spec(&url))
+            .await
+            .unwrap_err(),
+    );
     assert!(
         text.contains(&format!("uses the collation `{collation}`"))
             && text.contains(&format!(
@@ -810,7 +826,10 @@ async fn an_unreachable_database_is_a_clear_error() {
     let port = webcache_testkit::servers::free_port();
     let url = format!("postgres://postgres:secret@127.0.0.1:{port}/postgres?connect_timeout=1");
     let started = Instant::now();
-    let err = webcache_sql::from_spec(&mut spec(&url)).await.unwrap_err();
+    let err = webcache_sql::SqlFactory
+        .build(&mut spec(&url))
+        .await
+        .unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -830,7 +849,8 @@ async fn an_unreachable_database_is_a_clear_error() {
         "{err}"
     );
 
-    let err = webcache_sql::from_spec(&mut spec("sqlite:///nonexistent-dir/for/sure/cache.db"))
+    let err = webcache_sql::SqlFactory
+        .build(&mut spec("sqlite:///nonexistent-dir/for/sure/cache.db"))
         .await
         .unwrap_err();
     assert!(report(&err).contains("cannot open the database"), "{err}");
@@ -867,7 +887,7 @@ async fn the_backend_extras_are_reachable_through_a_cache() {
     );
     cache.set("short", "v", 0.05).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let sql = cache.backend_as::<SqlCache>().expect("a database cache");
+    let sql = cache.backend_as::<SqlBackend>().expect("a database cache");
     assert_eq!(sql.table(), "webcache_cache");
     assert_eq!(sql.delete_expired().await.unwrap(), 1);
 }

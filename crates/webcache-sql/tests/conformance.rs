@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
-use webcache_core::Backend;
+use webcache_core::backend::Backend;
 use webcache_testkit::Harness;
 
 use common::{backend, postgres_url, sqlite_url, unique_table, with_query};

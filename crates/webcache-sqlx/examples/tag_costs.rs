@@ -85,7 +85,7 @@ async fn invalidations(cache: &Cache, name: &str, rounds: u32) {
 async fn main() {
     let redis = RedisServer::start();
     // Unbounded, so that the 100,000 tagged entries all stay.
-    let locmem = Cache::with_backend(webcache_core::backends::LocMem::private(
+    let locmem = Cache::with_backend(webcache_core::backends::LocMemBackend::private(
         webcache_core::backends::LocMemConfig {
             max_entries: None,
             max_bytes: None,

@@ -45,7 +45,8 @@ pub mod servers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use webcache_core::{Backend, Cache, CacheOptions};
+use webcache_core::backend::Backend;
+use webcache_core::{Cache, CacheOptions};
 
 /// What a backend under test can do. A case that needs a missing capability fails unless the
 /// suite's invocation lists it under `skip:` (then it is reported as ignored, with its reason).

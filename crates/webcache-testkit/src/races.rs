@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Barrier;
+use webcache_core::backend::Backend;
 use webcache_core::bytes::Bytes;
-use webcache_core::{Backend, Expiry};
+use webcache_core::Expiry;
 
 /// How long the raced entries live: longer than any race takes.
 const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));

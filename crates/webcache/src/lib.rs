@@ -17,10 +17,12 @@
 //! ```
 //!
 //! Backends behind cargo features: `redis`, `memcached`, `sql` (SQLite, PostgreSQL), `file`;
-//! `locmem` and `dummy` are always there. Feature `http` adds the page-cache layers and
+//! `locmem` and `dummy` are always there. A backend from another crate is configured by URL once
+//! its [`BackendFactory`](backend::BackendFactory) is registered with [`Caches::register`];
+//! [`backend`] holds what a backend author needs. Feature `http` adds the page-cache layers and
 //! `sessions` the tower-sessions stores; `macros` (on by default) the [`cached`] attribute that
 //! memoizes an async function; `minijinja` the `{% call cache(...) %}` template function of
-//! [`fragment`]; `full` enables everything.
+//! [`fragment`]; `sqlx` the query cache; `full` enables everything.
 #![forbid(unsafe_code)]
 // Library code answers every failure with an error, never a panic; tests may unwrap.
 #![warn(clippy::unwrap_used)]

@@ -9,7 +9,8 @@ use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 use tokio::sync::Mutex;
-use webcache_core::{Cache, Error, LogThrottle, DEGRADE_LOG_INTERVAL};
+use webcache_core::backend::LogThrottle;
+use webcache_core::{Cache, Error, DEGRADE_LOG_INTERVAL};
 
 use crate::Caches;
 

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use webcache_core::backends::{Dummy, LocMem};
+use webcache_core::backend::{Backend, BackendFactory};
+use webcache_core::backends::{DummyFactory, LocMemFactory};
 use webcache_core::config::{BackendSpec, CacheConfig, CachesConfig, ConfigError};
-use webcache_core::{Backend, Cache};
+use webcache_core::Cache;
 
 /// The caches of an application by alias (`default`, `sessions`, ...).
 ///
@@ -95,44 +96,111 @@ impl Caches {
     }
 }
 
-/// Builds the backend a [`BackendSpec`] describes, with every backend compiled into this build.
-/// A scheme whose backend is not compiled in is an error naming the cargo feature to enable.
-pub async fn build_backend(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
-    match spec.scheme.as_str() {
-        "locmem" => Ok(Arc::new(LocMem::from_spec(spec)?)),
-        "dummy" => {
-            spec.finish(&[])?;
-            Ok(Arc::new(Dummy))
-        }
+/// The factories of the backends compiled into this build (features decide the list).
+fn compiled_in() -> Vec<Arc<dyn BackendFactory>> {
+    vec![
+        Arc::new(LocMemFactory),
+        Arc::new(DummyFactory),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => {
-            webcache_redis::from_spec(spec).await
-        }
-        #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => feature_missing(spec, "redis"),
+        Arc::new(webcache_redis::RedisFactory),
         #[cfg(feature = "memcached")]
-        "memcached" => webcache_memcached::from_spec(spec).await,
-        #[cfg(not(feature = "memcached"))]
-        "memcached" => feature_missing(spec, "memcached"),
+        Arc::new(webcache_memcached::MemcachedFactory),
         #[cfg(feature = "sql")]
-        "sqlite" | "postgres" | "postgresql" => webcache_sql::from_spec(spec).await,
-        #[cfg(not(feature = "sql"))]
-        "sqlite" | "postgres" | "postgresql" => feature_missing(spec, "sql"),
+        Arc::new(webcache_sql::SqlFactory),
         #[cfg(feature = "file")]
-        "file" => webcache_file::from_spec(spec).await,
-        #[cfg(not(feature = "file"))]
-        "file" => feature_missing(spec, "file"),
-        other => Err(spec.error("url", format!("unknown scheme `{other}`"))),
+        Arc::new(webcache_file::FileFactory),
+    ]
+}
+
+/// The schemes of this repository's backends that this build leaves out, with the cargo
+/// feature that brings each in: only so that the error can say which feature to enable.
+const NOT_COMPILED_IN: &[(&str, &[&str])] = &[
+    #[cfg(not(feature = "redis"))]
+    (
+        "redis",
+        &["redis", "rediss", "redis+cluster", "redis+sentinel"],
+    ),
+    #[cfg(not(feature = "memcached"))]
+    ("memcached", &["memcached"]),
+    #[cfg(not(feature = "sql"))]
+    ("sql", &["sqlite", "postgres", "postgresql"]),
+    #[cfg(not(feature = "file"))]
+    ("file", &["file"]),
+];
+
+/// The factories [`Caches::register`] added, newest last.
+static REGISTERED: RwLock<Vec<Arc<dyn BackendFactory>>> = RwLock::new(Vec::new());
+
+/// Every factory this process knows: the registered ones first (newest first, so a later
+/// registration wins), then the compiled-in ones.
+fn factories() -> Vec<Arc<dyn BackendFactory>> {
+    let registered = REGISTERED.read().unwrap_or_else(PoisonError::into_inner);
+    registered
+        .iter()
+        .rev()
+        .cloned()
+        .chain(compiled_in())
+        .collect()
+}
+
+impl Caches {
+    /// Makes a backend's URL schemes known to every later [`Caches`] constructor and to
+    /// [`build_backend`], process-wide: how a backend written outside this repository is
+    /// configured by URL or in `webcache.toml`. A factory registered later wins over an earlier
+    /// one and over the compiled-in backends for the schemes it answers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use webcache::backends::DummyFactory;
+    /// // (a real factory would answer its own schemes)
+    /// webcache::Caches::register(DummyFactory);
+    /// assert!(webcache::Caches::from_url("dummy://").await.is_ok());
+    /// # }
+    /// ```
+    pub fn register(factory: impl BackendFactory) {
+        REGISTERED
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::new(factory));
     }
 }
 
-#[allow(dead_code)] // unused when every backend feature is enabled
-fn feature_missing(spec: &BackendSpec, feature: &str) -> Result<Arc<dyn Backend>, ConfigError> {
+/// Builds the backend a [`BackendSpec`] describes with the factory that answers for its scheme:
+/// one registered with [`Caches::register`], else one compiled into this build. A scheme of a
+/// backend this build leaves out is an error naming the cargo feature to enable; an unknown
+/// scheme is an error listing the known ones.
+pub async fn build_backend(spec: &mut BackendSpec) -> Result<Arc<dyn Backend>, ConfigError> {
+    let factories = factories();
+    if let Some(factory) = factories.iter().find(|f| f.answers(&spec.scheme)) {
+        return factory.build(spec).await;
+    }
+    if let Some((feature, _)) = NOT_COMPILED_IN
+        .iter()
+        .find(|(_, schemes)| schemes.contains(&spec.scheme.as_str()))
+    {
+        return Err(spec.error(
+            "url",
+            format!(
+                "the `{}` scheme needs webcache's `{feature}` cargo feature, which this build does not have",
+                spec.scheme
+            ),
+        ));
+    }
+    let mut known: Vec<&str> = Vec::new();
+    for factory in &factories {
+        for scheme in factory.schemes() {
+            if !known.contains(&scheme.name) {
+                known.push(scheme.name);
+            }
+        }
+    }
     Err(spec.error(
         "url",
         format!(
-            "the `{}` scheme needs webcache's `{feature}` cargo feature, which this build does not have",
-            spec.scheme
+            "unknown scheme `{}` in `{}`; accepted schemes: {}; for example `locmem://` or `redis://127.0.0.1:6379/0`",
+            spec.scheme,
+            spec.redacted_url(),
+            known.join(", ")
         ),
     ))
 }

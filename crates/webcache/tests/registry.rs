@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use webcache::{Caches, ConfigError};
+use webcache::config::ConfigError;
+use webcache::Caches;
 
 #[tokio::test]
 async fn builds_aliases_from_urls_and_isolates_locmem_names() {

@@ -33,7 +33,7 @@ pub(crate) async fn create_cache_table(args: &TargetArgs, dry_run: bool) -> Resu
         webcache::sql::create_cache_table(&mut spec).await
     }
     .map_err(|e| match e {
-        webcache::ConfigError::Connect { .. } => {
+        webcache::config::ConfigError::Connect { .. } => {
             OpError::Failed(format!("{:#}", anyhow::Error::new(e)))
         }
         other => OpError::Usage(other.to_string()),

@@ -1,8 +1,8 @@
 //! `get KEY`: a value, decoded for people.
 
 use serde_json::{json, Value};
+use webcache::backend::entry::{self, Decoded};
 use webcache::bytes::Bytes;
-use webcache::entry::{self, Decoded};
 use webcache::Cache;
 
 use super::{OpError, Reply};

@@ -64,7 +64,7 @@ pub(crate) async fn stream(
     }
 }
 
-fn list(cache: &Cache, pattern: &str, address: Address) -> webcache::KeyStream {
+fn list(cache: &Cache, pattern: &str, address: Address) -> webcache::backend::KeyStream {
     if address.raw {
         cache.scan(pattern)
     } else {

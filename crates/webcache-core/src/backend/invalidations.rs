@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock, Weak};
 use bytes::Bytes;
 
 use crate::backend::Backend;
-use crate::backends::LocMem;
+use crate::backends::LocMemBackend;
 use crate::timeout::Expiry;
 
 /// A backend that reports changes to its entries, made by any client, to a subscriber.
@@ -136,7 +136,7 @@ const STRIPES: usize = 1024;
 /// [`NearCache`](crate::backends::NearCache) and the [`InvalidationFeed`] its backend reports to.
 #[derive(Debug)]
 pub(crate) struct Copies {
-    pub(crate) store: LocMem,
+    pub(crate) store: LocMemBackend,
     /// Whether the backend reports changes (otherwise copies live at most `near_ttl`).
     tracked: AtomicBool,
     /// Whether copies may be served: always for a backend without [`Invalidations`]; for one
@@ -157,7 +157,7 @@ pub(crate) struct Stamp {
 
 impl Copies {
     /// Copies in `store`; trusted from the start unless `tracked` (reports must connect first).
-    pub(crate) fn new(store: LocMem, tracked: bool) -> Self {
+    pub(crate) fn new(store: LocMemBackend, tracked: bool) -> Self {
         Copies {
             store,
             tracked: AtomicBool::new(tracked),
@@ -248,7 +248,7 @@ impl Copies {
 }
 
 /// A near tier's copies, subscribed to `far`'s [`Invalidations`] when it offers them.
-pub(crate) fn copies_over(far: &dyn Backend, store: LocMem) -> Arc<Copies> {
+pub(crate) fn copies_over(far: &dyn Backend, store: LocMemBackend) -> Arc<Copies> {
     match invalidations_of(far) {
         None => Arc::new(Copies::new(store, false)),
         Some(source) => {

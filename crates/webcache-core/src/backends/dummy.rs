@@ -12,10 +12,10 @@ use crate::timeout::{Expiry, Ttl};
 /// `true` (it "would have been stored"); `delete`, `touch` and `has_key` return `false`;
 /// `incr`/`decr` fail with [`Error::KeyNotFound`]; `ttl` is [`Ttl::Missing`]; `keys` is empty.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Dummy;
+pub struct DummyBackend;
 
 #[async_trait]
-impl Backend for Dummy {
+impl Backend for DummyBackend {
     fn name(&self) -> &'static str {
         "dummy"
     }

@@ -30,7 +30,7 @@ pub const DEFAULT_CULL_FREQUENCY: u32 = 3;
 /// that many tiny entries cannot exceed the bound either.
 const ENTRY_OVERHEAD: u64 = 160;
 
-/// Bounds of a [`LocMem`] cache.
+/// Bounds of a [`LocMemBackend`] cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocMemConfig {
     /// At most this many entries (`None` or `Some(0)`: no entry bound).
@@ -67,14 +67,16 @@ impl Default for LocMemConfig {
 /// One lock guards a store, as in Django: every operation is exact and atomic, at the price of
 /// serialising a store's callers (each holds it for well under a microsecond).
 #[derive(Clone)]
-pub struct LocMem {
+pub struct LocMemBackend {
     store: Arc<Store>,
     name: Option<String>,
 }
 
-impl std::fmt::Debug for LocMem {
+impl std::fmt::Debug for LocMemBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocMem").field("name", &self.name).finish()
+        f.debug_struct("LocMemBackend")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -164,8 +166,8 @@ impl Store {
     }
 }
 
-impl LocMem {
-    /// The store called `name`, shared with every other `LocMem` of that name in this process
+impl LocMemBackend {
+    /// The store called `name`, shared with every other `LocMemBackend` of that name in this process
     /// (created with `config` if it does not exist yet).
     pub fn named(name: &str, config: LocMemConfig) -> Self {
         let mut stores = named_stores().lock().unwrap_or_else(|p| p.into_inner());
@@ -178,7 +180,7 @@ impl LocMem {
                 store
             }
         };
-        LocMem {
+        LocMemBackend {
             store,
             name: Some(name.to_owned()),
         }
@@ -186,7 +188,7 @@ impl LocMem {
 
     /// A store shared with nobody.
     pub fn private(config: LocMemConfig) -> Self {
-        LocMem {
+        LocMemBackend {
             store: Arc::new(Store::new(config)),
             name: None,
         }
@@ -233,7 +235,7 @@ fn deadline(expiry: Expiry) -> Option<Instant> {
 }
 
 #[async_trait]
-impl Backend for LocMem {
+impl Backend for LocMemBackend {
     fn name(&self) -> &'static str {
         "locmem"
     }
@@ -375,7 +377,10 @@ impl Backend for LocMem {
     }
 }
 
-impl LocMem {
+/// The options a `locmem://` URL accepts besides the common ones.
+pub(crate) const OPTIONS: &[&str] = &["max_entries", "max_bytes", "cull_frequency"];
+
+impl LocMemBackend {
     /// Builds the store a `locmem://[name]?max_entries=N&max_bytes=N&cull_frequency=N` URL
     /// describes. A bound not given is [`DEFAULT_MAX_ENTRIES`] / [`DEFAULT_MAX_BYTES`]; `0`
     /// lifts it. `cull_frequency` is Django's `CULL_FREQUENCY` (default
@@ -389,7 +394,7 @@ impl LocMem {
             "cull_frequency",
             "a whole number N (evict 1/N of the entries when full; 0 empties the store)",
         )?;
-        spec.finish(&["max_entries", "max_bytes", "cull_frequency"])?;
+        spec.finish(OPTIONS)?;
         if spec.location.contains('/') {
             return Err(spec.error(
                 "url",
@@ -404,6 +409,6 @@ impl LocMem {
             max_bytes: Some(max_bytes.unwrap_or(DEFAULT_MAX_BYTES)),
             cull_frequency: cull_frequency.unwrap_or(DEFAULT_CULL_FREQUENCY),
         };
-        Ok(LocMem::named(&spec.location, config))
+        Ok(LocMemBackend::named(&spec.location, config))
     }
 }

@@ -1,5 +1,5 @@
 //! An exact least-recently-used map with byte accounting: the storage of
-//! [`LocMem`](super::LocMem).
+//! [`LocMemBackend`](super::LocMemBackend).
 //!
 //! A hash map from key to slot, and the slots linked in recency order (most recent at the
 //! head). Links are indices into one `Vec`, so the list is safe Rust with no allocation per

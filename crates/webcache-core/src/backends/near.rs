@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{LocMem, LocMemConfig};
+use super::{LocMemBackend, LocMemConfig};
 use crate::backend::invalidations::{copies_over, Copies, Stamp};
 use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
 use crate::error::Result;
@@ -42,7 +42,7 @@ impl NearCache {
     /// Subscribes to `far`'s reports of changes when it offers them
     /// ([`offer_invalidations`](crate::backend::offer_invalidations)).
     pub fn new(far: Arc<dyn Backend>, ttl: Duration, max_entries: u64) -> Self {
-        let store = LocMem::private(LocMemConfig {
+        let store = LocMemBackend::private(LocMemConfig {
             max_entries: Some(max_entries),
             // Copies are cheap to lose: evict one at a time rather than Django's third.
             cull_frequency: u32::MAX,
@@ -111,6 +111,10 @@ impl NearCache {
 impl Backend for NearCache {
     fn name(&self) -> &'static str {
         self.far.name()
+    }
+
+    fn inner(&self) -> Option<&dyn Backend> {
+        Some(&*self.far)
     }
 
     fn key_rules(&self) -> KeyRules {

@@ -12,7 +12,7 @@ use http::header::{
 };
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
-use webcache_core::Leader;
+use webcache_core::backend::Leader;
 
 use super::respond::{self, Outcome};
 use super::{InnerService, PageCacheEngine, Published, Reply, Stale};

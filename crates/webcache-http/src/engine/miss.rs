@@ -11,7 +11,7 @@ use bytes::Buf;
 use futures::FutureExt;
 use http::Request;
 use http_body::Body;
-use webcache_core::{Followed, Joined, Leader};
+use webcache_core::backend::{Followed, Joined, Leader};
 
 use super::respond::Outcome;
 use super::{InnerService, PageCacheEngine, Published, Reply, Stale};

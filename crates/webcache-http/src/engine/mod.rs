@@ -40,7 +40,7 @@ use std::time::SystemTime;
 use http::header::{CONTENT_LOCATION, HOST, IF_RANGE, LOCATION, RANGE, UPGRADE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use tower::Service;
-use webcache_core::SingleFlight;
+use webcache_core::backend::SingleFlight;
 
 pub(crate) use miss::Uncacheable;
 pub(crate) use respond::internal_error;

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
-use webcache_core::{Cache, LogThrottle, Timeout};
+use webcache_core::backend::LogThrottle;
+use webcache_core::{Cache, Timeout};
 
 use crate::key::{self, VaryMemo};
 use crate::stored::{self, Entry, StoredResponse, VaryList};
@@ -368,7 +369,7 @@ impl PageStore {
             key::variant_key(primary, &key::variant_id(&names, &page.vary_values()))
         };
         match self.cache.get_raw(&key).await {
-            Ok(Some(raw)) => webcache_core::entry::tags(&raw)
+            Ok(Some(raw)) => webcache_core::backend::entry::tags(&raw)
                 .map(|tags| tags.into_iter().map(|(t, _)| t.to_owned()).collect())
                 .unwrap_or_default(),
             Ok(None) => Vec::new(),

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use webcache_core::backend::BackendFactory as _;
 
 use axum::Router;
 use bytes::Bytes;
@@ -346,8 +347,9 @@ pub async fn redis_cache_with_timeouts(
         "{}?connect_timeout={seconds}&response_timeout={seconds}",
         server.url(0)
     );
-    let mut config = webcache_core::CacheConfig::from_url("default", &url).unwrap();
-    let backend = webcache_redis::from_spec(&mut config.backend)
+    let mut config = webcache_core::config::CacheConfig::from_url("default", &url).unwrap();
+    let backend = webcache_redis::RedisFactory
+        .build(&mut config.backend)
         .await
         .unwrap();
     webcache_core::Cache::new(backend, config.options)

@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use webcache_core::{Cache, CacheConfig, Error};
+use webcache_core::config::CacheConfig;
+use webcache_core::{Cache, Error};
 use webcache_redis::RedisBackend;
 
 /// A backend built from a cache URL, as an application's configuration would build it.

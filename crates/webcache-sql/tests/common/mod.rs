@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use webcache_core::backend::BackendFactory as _;
 
 use tokio::sync::OnceCell;
+use webcache_core::backend::Backend;
 use webcache_core::config::{BackendSpec, CacheConfig};
-use webcache_core::Backend;
 use webcache_testkit::servers::postgres::Postgres;
 use webcache_testkit::servers::{temp_dir, ServerProcess};
 
@@ -18,7 +19,8 @@ pub fn spec(url: &str) -> BackendSpec {
 
 /// Builds a backend from a URL, panicking with the error.
 pub async fn backend(url: &str) -> Arc<dyn Backend> {
-    webcache_sql::from_spec(&mut spec(url))
+    webcache_sql::SqlFactory
+        .build(&mut spec(url))
         .await
         .unwrap_or_else(|e| panic!("{url}: {e}"))
 }

@@ -1,23 +1,28 @@
 //! Consistent hashing of keys onto servers: a ketama-style ring.
 //!
-//! A copy of `webcache-memcached`'s `ring.rs` (same points, same placement), so that a key
-//! lands on the same position of the list with either backend. It belongs in one home both
-//! crates use; until it has one, change both copies together.
-//!
 //! Each server gets 160 points on a 32-bit circle, four from each of 40 MD5 digests of
 //! `host:port-N` (modelled on libketama's layout for equally weighted servers); a key goes to the
 //! first point at or after the first four bytes of its own MD5 digest. Adding or removing one
 //! of `n` servers therefore moves only about `1/n` of the keys, and every client configured
 //! with the same server list agrees on where each key lives.
+//!
+//! A server taken out after failures keeps its points: a lookup walks on past them to the next
+//! point of a server still in the ring, which is exactly where a ring built without that server
+//! would put the key. So only the keys of the missing server move, and they all go back when it
+//! returns.
+//!
+//! One home for the ring: the memcached backend and the Redis backend's client-side shards
+//! (`redis://h1,h2/0`) both use it, so a key lands on the same position of the server list with
+//! either backend. It is public for backend crates; applications have no use for it.
 
 use md5::{Digest, Md5};
 
 /// Digests per server; each yields four points.
 const DIGESTS_PER_SERVER: u32 = 40;
 
-/// A ring over a fixed list of servers.
+/// A ring over a fixed list of servers: which server of the list holds a key.
 #[derive(Debug, Clone)]
-pub(crate) struct Ring {
+pub struct Ring {
     /// `(point, server index)`, sorted by point.
     points: Vec<(u32, usize)>,
     servers: usize,
@@ -25,7 +30,7 @@ pub(crate) struct Ring {
 
 impl Ring {
     /// A ring over `servers` (their `host:port` names, in configuration order).
-    pub(crate) fn new<S: AsRef<str>>(servers: &[S]) -> Ring {
+    pub fn new<S: AsRef<str>>(servers: &[S]) -> Ring {
         let mut points = Vec::with_capacity(servers.len() * DIGESTS_PER_SERVER as usize * 4);
         for (index, server) in servers.iter().enumerate() {
             for n in 0..DIGESTS_PER_SERVER {
@@ -44,16 +49,34 @@ impl Ring {
         }
     }
 
-    /// The index of the server that holds `key`.
-    pub(crate) fn server_for(&self, key: impl AsRef<[u8]>) -> usize {
+    /// The index of the server that holds `key` when every server is in the ring.
+    pub fn server_for(&self, key: impl AsRef<[u8]>) -> usize {
+        self.route(key, |_| true).0
+    }
+
+    /// `(owner, holder)`: the server that owns `key` when every server is in the ring, and the
+    /// first server at or after the key's point for which `in_ring` holds (the owner itself
+    /// when it is in). If no server is in, the owner.
+    pub fn route(&self, key: impl AsRef<[u8]>, in_ring: impl Fn(usize) -> bool) -> (usize, usize) {
         if self.servers <= 1 {
-            return 0;
+            return (0, 0);
         }
         let digest = Md5::digest(key.as_ref());
         let hash = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
         let at = self.points.partition_point(|(point, _)| *point < hash);
         // Past the last point the circle wraps to the first.
-        self.points.get(at).unwrap_or(&self.points[0]).1
+        let mut walk = self.points[at..].iter().chain(&self.points[..at]);
+        let Some(&(_, owner)) = walk.next() else {
+            return (0, 0);
+        };
+        if in_ring(owner) {
+            return (owner, owner);
+        }
+        let holder = walk
+            .map(|&(_, server)| server)
+            .find(|&server| server != owner && in_ring(server))
+            .unwrap_or(owner);
+        (owner, holder)
     }
 }
 
@@ -67,7 +90,7 @@ mod tests {
 
     #[test]
     fn keys_spread_over_every_server() {
-        let ring = Ring::new(&["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"]);
+        let ring = Ring::new(&["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"]);
         let mut counts = [0usize; 3];
         for key in keys() {
             counts[ring.server_for(&key)] += 1;
@@ -80,12 +103,12 @@ mod tests {
 
     #[test]
     fn adding_a_server_moves_only_a_fraction_of_keys() {
-        let three = Ring::new(&["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"]);
+        let three = Ring::new(&["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"]);
         let four = Ring::new(&[
-            "10.0.0.1:6379",
-            "10.0.0.2:6379",
-            "10.0.0.3:6379",
-            "10.0.0.4:6379",
+            "10.0.0.1:11211",
+            "10.0.0.2:11211",
+            "10.0.0.3:11211",
+            "10.0.0.4:11211",
         ]);
         let (mut moved, mut total) = (0usize, 0usize);
         for key in keys() {
@@ -106,8 +129,28 @@ mod tests {
     }
 
     #[test]
+    fn a_server_out_of_the_ring_sends_its_keys_where_a_ring_without_it_would() {
+        let all = ["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"];
+        let ring = Ring::new(&all);
+        let without_second = Ring::new(&[all[0], all[2]]);
+        for key in keys() {
+            let (owner, holder) = ring.route(&key, |server| server != 1);
+            let expected = [0, 2][without_second.server_for(&key)];
+            assert_eq!(holder, expected, "{key}");
+            if owner != 1 {
+                assert_eq!(holder, owner, "{key} moved but its server is in the ring");
+            }
+        }
+        // With nothing in the ring a key stays with its owner.
+        assert!(keys().all(|k| {
+            let (owner, holder) = ring.route(&k, |_| false);
+            owner == holder
+        }));
+    }
+
+    #[test]
     fn one_server_takes_everything() {
-        let ring = Ring::new(&["127.0.0.1:6379"]);
+        let ring = Ring::new(&["127.0.0.1:11211"]);
         assert!(keys().all(|k| ring.server_for(&k) == 0));
     }
 }
