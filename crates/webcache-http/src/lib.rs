@@ -13,6 +13,7 @@ mod hop;
 mod host;
 mod key;
 mod layer;
+pub mod metrics;
 pub mod policy;
 mod proxy;
 mod service;

@@ -97,6 +97,7 @@ impl Responder {
 
     /// Sets the diagnostic header.
     pub(crate) fn mark<R>(&self, mut response: Response<R>, outcome: Outcome) -> Response<R> {
+        crate::metrics::outcome(outcome);
         if let Some(name) = &self.header {
             response.headers_mut().insert(name.clone(), outcome.value());
         }

@@ -1,0 +1,100 @@
+//! What a [`Cache`] tells the [`metrics`] facade and `tracing`: the one home of the cache's
+//! metric names and labels. Nothing is recorded unless the application installs a recorder
+//! (`webcache_http::metrics::PrometheusMetrics`, or any `metrics` exporter). The names, labels
+//! and when each is recorded are listed in the crate's README ("Metrics and traces").
+//!
+//! Labels never carry a key or a value: an alias and an operation name are a handful each.
+//! Every backend call also runs in a `tracing` span `cache` with the alias, the backend and the
+//! operation (never the key or the value), so a request's trace shows its cache calls.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use super::{Cache, OnError};
+use crate::error::Result;
+
+/// The names recorded on every call (the gauges are named where they are set).
+const HITS: &str = "webcache_cache_hits_total";
+const MISSES: &str = "webcache_cache_misses_total";
+const ERRORS: &str = "webcache_cache_errors_total";
+const DURATION: &str = "webcache_cache_operation_duration_seconds";
+
+/// Counts one read: a hit if it found a value.
+pub(super) fn lookup(cache: &Cache, hit: bool) {
+    let name = if hit { HITS } else { MISSES };
+    metrics::counter!(name, "alias" => cache.alias().to_owned()).increment(1);
+}
+
+/// Runs a backend call in a span and times it.
+pub(super) async fn observe<R>(
+    cache: &Cache,
+    operation: &'static str,
+    call: impl Future<Output = Result<R>>,
+) -> Result<R> {
+    let span = tracing::info_span!(
+        "cache",
+        alias = %cache.alias(),
+        backend = cache.inner.backend.name(),
+        operation,
+    );
+    let started = Instant::now();
+    let result = call.instrument(span).await;
+    metrics::histogram!(DURATION, "alias" => cache.alias().to_owned(), "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Counts a failed backend call.
+pub(super) fn failure(cache: &Cache, operation: &'static str) {
+    metrics::counter!(ERRORS, "alias" => cache.alias().to_owned(), "operation" => operation)
+        .increment(1);
+}
+
+impl Cache {
+    /// Sets this cache's gauges from what it and its backend can tell now: whether the backend
+    /// answers (one `stats` call, bounded by the cache's own timeouts), the circuit breaker,
+    /// the degrade mode, entries, bytes and evictions where known. An exporter calls it before
+    /// each scrape (`webcache_http::metrics::PrometheusMetrics` does); the counters and
+    /// histograms need no such call. See the table in the crate's README for the names.
+    pub async fn record_gauges(&self) {
+        let alias = self.alias().to_owned();
+        let backend = self.inner.backend.name();
+        let stats = self.stats().await;
+        metrics::gauge!("webcache_cache_backend_up", "alias" => alias.clone(), "backend" => backend)
+            .set(if stats.is_ok() { 1.0 } else { 0.0 });
+        let open = self.inner.breaker.as_ref().is_some_and(|b| b.is_open());
+        metrics::gauge!("webcache_cache_breaker_open", "alias" => alias.clone()).set(if open {
+            1.0
+        } else {
+            0.0
+        });
+        let degrade = self.inner.options.on_error == OnError::Degrade;
+        metrics::gauge!("webcache_cache_degrade_mode", "alias" => alias.clone()).set(if degrade {
+            1.0
+        } else {
+            0.0
+        });
+        let Ok(stats) = stats else { return };
+        let figures = &stats.backend_stats;
+        if let Some(entries) = figures.entries {
+            metrics::gauge!("webcache_cache_entries", "alias" => alias.clone()).set(entries as f64);
+        }
+        if let Some(bytes) = figures.bytes {
+            metrics::gauge!("webcache_cache_bytes", "alias" => alias.clone()).set(bytes as f64);
+        }
+        // memcached reports `evictions` per server (`ADDR evictions`), Redis `evicted_keys`.
+        let evictions = figures
+            .extra
+            .iter()
+            .filter(|(name, _)| {
+                name == "evicted_keys" || name == "evictions" || name.ends_with(" evictions")
+            })
+            .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+            .reduce(|a, b| a.saturating_add(b));
+        if let Some(evictions) = evictions {
+            metrics::gauge!("webcache_cache_evictions", "alias" => alias).set(evictions as f64);
+        }
+    }
+}
