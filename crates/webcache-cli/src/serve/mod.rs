@@ -8,6 +8,8 @@
 //! | `GET`/`POST /hello-class` | one route, two methods, only GET cached (`method_decorator`) |
 //! | `GET /cart?add=ITEM`, `POST /cart/clear` | a cache-backed session |
 //! | `POST /_webcache/command` | the admin endpoint behind `webcache ... --app URL` (token always required; see [`admin`]) |
+//! | `GET /metrics`, `GET /_webcache/metrics` | Prometheus text, with the admin endpoint's checks |
+//! | `GET /_webcache/dashboard` | the dashboard ([`crate::dashboard`]) |
 
 pub(crate) mod admin;
 mod demo;
@@ -29,6 +31,8 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
     for cache in &mut config.caches {
         cache.options.on_error = webcache::OnError::Degrade;
     }
+    // The metrics recorder first, so that every cache call is recorded.
+    webcache::http::metrics::PrometheusMetrics::install()?;
     let caches = Caches::from_config(config).await?;
     let shutdown = shutdown_signal();
     let listener = bind(&args.listen).await?;
@@ -38,12 +42,14 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
         .upstream
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let admin = admin::Admin {
-        caches: caches.clone(),
-        token: token.clone(),
-        bound: addr,
-    };
-    let app = demo::app(&caches, &upstream, admin)?;
+    let admin = admin::Admin::new(caches.clone(), token.clone(), addr)?;
+    let app = demo::app(&caches, &upstream, admin.clone())?
+        .merge(admin::extras(admin.clone()))
+        .merge(
+            axum::Router::new()
+                .route("/metrics", axum::routing::get(admin::metrics))
+                .with_state(admin),
+        );
     // Removed when dropped, at the end of this function whatever ends the server.
     let token_file = match TokenFile::write(addr, &token) {
         Ok(file) => Some(file),
@@ -139,6 +145,7 @@ fn announce(
          cache: `{alias}` ({backend} backend{embedded})\n\
          upstream: {upstream}/delay/N{builtin}\n\
          {token_note}\n\
+         dashboard: {dashboard}\n\
          \n\
          try:\n  \
          curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT), then\n                                 \
@@ -150,6 +157,7 @@ fn announce(
          webcache keys --app {base}    # what is in the cache; also get/ttl/stats/shell\n",
         alias = cache.alias(),
         backend = cache.backend().name(),
+        dashboard = crate::dashboard::url(addr, token),
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
