@@ -18,7 +18,7 @@
 //! (hits, misses, errors and latency per alias and operation, backend health) are listed in
 //! `webcache_core`'s README.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +26,7 @@ use axum::extract::MatchedPath;
 use axum::response::IntoResponse;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use metrics::SharedString;
+use metrics::{Counter, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use webcache_core::Cache;
 
@@ -95,19 +95,89 @@ fn finished<R: Body>(observed: &Observed, response: &Response<R>) {
     let Some(outcome) = observed.outcome.get() else {
         return;
     };
-    let route = observed.route.clone();
-    metrics::counter!(
-        "webcache_page_responses_total",
-        "route" => route.clone(),
-        "outcome" => outcome_label(outcome)
-    )
-    .increment(1);
-    if matches!(outcome, Outcome::Hit | Outcome::Stale) {
-        if let Some(bytes) = response.body().size_hint().exact() {
-            metrics::counter!("webcache_page_cached_bytes_total", "route" => route)
-                .increment(bytes);
+    let cached = matches!(outcome, Outcome::Hit | Outcome::Stale)
+        .then(|| response.body().size_hint().exact())
+        .flatten();
+    with_handles(|handles| {
+        let route = &observed.route;
+        let i = match handles.routes.iter().position(|r| *r.route == **route) {
+            Some(i) => i,
+            None => {
+                let counter = |outcome| {
+                    metrics::counter!(
+                        "webcache_page_responses_total",
+                        "route" => route.clone(),
+                        "outcome" => outcome_label(outcome)
+                    )
+                };
+                handles.routes.push(RouteHandles {
+                    route: (**route).into(),
+                    outcomes: [
+                        counter(Outcome::Hit),
+                        counter(Outcome::Miss),
+                        counter(Outcome::Stale),
+                        counter(Outcome::Bypass),
+                    ],
+                    cached_bytes: metrics::counter!(
+                        "webcache_page_cached_bytes_total",
+                        "route" => route.clone()
+                    ),
+                });
+                handles.routes.len() - 1
+            }
+        };
+        let route = &handles.routes[i];
+        let index = match outcome {
+            Outcome::Hit => 0,
+            Outcome::Miss => 1,
+            Outcome::Stale => 2,
+            Outcome::Bypass => 3,
+        };
+        route.outcomes[index].increment(1);
+        if let Some(bytes) = cached {
+            route.cached_bytes.increment(bytes);
         }
-    }
+    });
+}
+
+/// This thread's handles of the per-route counters, so that a hit costs no registry lookup
+/// (a hash of the name and labels and a shared lock, every time, through the macros).
+#[derive(Default)]
+struct Handles {
+    /// The recorder they belong to: a recorder installed later makes them stale.
+    recorder: usize,
+    routes: Vec<RouteHandles>,
+}
+
+struct RouteHandles {
+    route: Box<str>,
+    /// `HIT`, `MISS`, `STALE`, `BYPASS`.
+    outcomes: [Counter; 4],
+    cached_bytes: Counter,
+}
+
+/// More routes than this start the thread's set afresh.
+const MAX_ROUTES: usize = 256;
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
+}
+
+/// Runs `f` on this thread's handles for the current recorder (nothing while the thread ends).
+fn with_handles(f: impl FnOnce(&mut Handles)) {
+    let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+    let _ = HANDLES.try_with(|handles| {
+        let Ok(mut handles) = handles.try_borrow_mut() else {
+            return;
+        };
+        if handles.recorder != recorder || handles.routes.len() >= MAX_ROUTES {
+            *handles = Handles {
+                recorder,
+                routes: Vec::new(),
+            };
+        }
+        f(&mut handles);
+    });
 }
 
 /// The `x-cache` word of an outcome, as a label value.

@@ -7,9 +7,11 @@
 //! Every backend call also runs in a `tracing` span `cache` with the alias, the backend and the
 //! operation (never the key or the value), so a request's trace shows its cache calls.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::time::Instant;
 
+use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use super::{Cache, OnError};
@@ -23,8 +25,22 @@ const DURATION: &str = "webcache_cache_operation_duration_seconds";
 
 /// Counts one read: a hit if it found a value.
 pub(super) fn lookup(cache: &Cache, hit: bool) {
-    let name = if hit { HITS } else { MISSES };
-    metrics::counter!(name, "alias" => cache.alias().to_owned()).increment(1);
+    with_handles(|handles| {
+        let alias = cache.alias();
+        let reads = match handles.reads.iter().position(|(a, ..)| **a == *alias) {
+            Some(i) => &handles.reads[i],
+            None => {
+                handles.reads.push((
+                    alias.into(),
+                    metrics::counter!(HITS, "alias" => alias.to_owned()),
+                    metrics::counter!(MISSES, "alias" => alias.to_owned()),
+                ));
+                &handles.reads[handles.reads.len() - 1]
+            }
+        };
+        let counter = if hit { &reads.1 } else { &reads.2 };
+        counter.increment(1);
+    });
 }
 
 /// Runs a backend call in a span and times it.
@@ -41,9 +57,62 @@ pub(super) async fn observe<R>(
     );
     let started = Instant::now();
     let result = call.instrument(span).await;
-    metrics::histogram!(DURATION, "alias" => cache.alias().to_owned(), "operation" => operation)
-        .record(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    with_handles(|handles| {
+        let alias = cache.alias();
+        let found = handles
+            .durations
+            .iter()
+            .position(|(a, o, _)| **a == *alias && *o == operation);
+        match found {
+            Some(i) => handles.durations[i].2.record(seconds),
+            None => {
+                let histogram = metrics::histogram!(DURATION, "alias" => alias.to_owned(), "operation" => operation);
+                histogram.record(seconds);
+                handles.durations.push((alias.into(), operation, histogram));
+            }
+        }
+    });
     result
+}
+
+/// The handles of this thread's recent metrics, so that a hit costs no registry lookup (a
+/// hash of the name and labels and a shared lock, every time, through the macros).
+#[derive(Default)]
+struct Handles {
+    /// The recorder they belong to: a recorder installed later (or a test's local one) makes
+    /// them stale.
+    recorder: usize,
+    /// Per alias: hits, misses.
+    reads: Vec<(Box<str>, Counter, Counter)>,
+    /// Per alias and operation: latency.
+    durations: Vec<(Box<str>, &'static str, Histogram)>,
+}
+
+/// More handles than this (aliases times operations) start the thread's set afresh.
+const MAX_HANDLES: usize = 512;
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
+}
+
+/// Runs `f` on this thread's handles for the current recorder (nothing while the thread ends).
+fn with_handles(f: impl FnOnce(&mut Handles)) {
+    let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+    let _ = HANDLES.try_with(|handles| {
+        let Ok(mut handles) = handles.try_borrow_mut() else {
+            return;
+        };
+        if handles.recorder != recorder
+            || handles.reads.len() + handles.durations.len() > MAX_HANDLES
+        {
+            *handles = Handles {
+                recorder,
+                ..Handles::default()
+            };
+        }
+        f(&mut handles);
+    });
 }
 
 /// Counts a failed backend call.
