@@ -309,6 +309,7 @@ impl PrometheusMetrics {
                 let handle = recorder.handle();
                 metrics::set_global_recorder(recorder).map_err(|_| AnotherRecorder)?;
                 describe();
+                upkeep(handle.clone());
                 installed.insert(handle).clone()
             }
         };
@@ -359,6 +360,24 @@ impl PrometheusMetrics {
                 async move { metrics.response().await }
             }),
         )
+    }
+}
+
+/// How often recorded latencies are folded into their histograms: until then each waits in a
+/// queue, which would grow for as long as nobody scrapes.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the recorded latencies into their histograms every [`UPKEEP_EVERY`], on a thread of
+/// its own (the recorder may be installed outside any async runtime), for the process's life.
+fn upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("webcache-metrics-upkeep".to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = started {
+        tracing::warn!("no metrics upkeep thread ({e}); latencies are folded at each scrape only");
     }
 }
 
