@@ -66,6 +66,9 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Run a caching reverse proxy in front of any HTTP origin.
     Proxy(ProxyArgs),
+    /// Serve the dashboard of a cache (hit ratio, backend health, a key browser) on a local
+    /// address; `serve` and `proxy` serve their own at /_webcache/dashboard.
+    Dashboard(DashboardArgs),
     /// Read commands from standard input, one per line, as `redis-cli` does.
     Shell,
     #[command(flatten)]
@@ -86,6 +89,14 @@ pub(crate) struct ServeArgs {
     /// same shared cache see each other's writes at once.
     #[arg(long, value_name = "PATH")]
     pub(crate) db: Option<PathBuf>,
+}
+
+/// Options of `webcache dashboard`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DashboardArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8050")]
+    pub(crate) listen: String,
 }
 
 /// Options of `webcache proxy`.
@@ -140,6 +151,11 @@ pub(crate) struct ProxyArgs {
     /// by default they are replaced by what the proxy saw.
     #[arg(long)]
     pub(crate) trust_forwarded: bool,
+    /// Answer this proxy's own admin side: the command endpoint (`webcache ... --app`),
+    /// /_webcache/metrics (Prometheus) and /_webcache/dashboard, with `serve`'s token rules.
+    /// Without it every /_webcache/ path answers 404.
+    #[arg(long)]
+    pub(crate) admin: bool,
 }
 
 /// How a command addresses keys.

@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod dashboard;
 mod output;
 mod pages;
 mod proxy;
@@ -78,6 +79,7 @@ async fn run(cli: Cli) -> i32 {
     match command {
         Command::Serve(args) => report(serve::run(&target, &args).await),
         Command::Proxy(args) => report(proxy::run(&target, &args).await),
+        Command::Dashboard(args) => report(dashboard::run(&target, &args).await),
         Command::Shell => match Target::open(&target).await {
             Ok(target) => shell::run(&target, json).await,
             Err(e) => output::print(&Err(OpError::Failed(format!("{e:#}"))), json),

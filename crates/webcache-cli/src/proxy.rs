@@ -1,4 +1,8 @@
-//! `webcache proxy`: the site-wide page-cache layer in front of any HTTP origin.
+//! `webcache proxy`: the site-wide page-cache layer in front of any HTTP origin. `/_webcache/`
+//! paths are never forwarded; with `--admin` the proxy answers its own admin side there
+//! (`/_webcache/command`, `/_webcache/metrics`, `/_webcache/dashboard`, with the checks of
+//! [`crate::serve::admin`]), a choice left to the operator because a proxy often faces the
+//! internet.
 
 use std::io::Write;
 use std::time::Duration;
@@ -9,6 +13,11 @@ use crate::cli::{ProxyArgs, TargetArgs};
 
 /// Serves until interrupted.
 pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result<()> {
+    // The metrics recorder first, so that every cache call is recorded; only the admin side
+    // exports them.
+    if args.admin {
+        webcache::http::metrics::PrometheusMetrics::install()?;
+    }
     let caches = crate::target::open_caches(target).await?;
     let cache = caches.get(&target.alias)?.clone();
     let default_ttl = match args.default_ttl {
@@ -41,15 +50,32 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     if let Some(token) = &args.purge_token {
         purge = purge.token(token.clone());
     }
-    let app = axum::Router::new()
+    let listener = crate::serve::bind(&args.listen).await?;
+    let addr = listener.local_addr()?;
+    let mut app = axum::Router::new()
         .route(admin_prefix, axum::routing::any(not_proxied))
         .route(
             &format!("{admin_prefix}/{{*rest}}"),
             axum::routing::any(not_proxied),
-        )
+        );
+    let mut admin_note = String::new();
+    let mut token_file = None;
+    if args.admin {
+        let token = crate::serve::admin::new_token();
+        let admin = crate::serve::admin::Admin::new(caches.clone(), token.clone(), addr)?;
+        app = app.merge(crate::serve::admin::router(admin));
+        // Removed when dropped, at the end of this function whatever ends the proxy.
+        token_file = crate::token_file::TokenFile::write(addr, &token)
+            .map_err(|e| tracing::warn!("the CLI on this machine will not find the admin token by itself ({e}); pass it with --token"))
+            .ok();
+        admin_note = format!(
+            "\nadmin token: {token}\ndashboard: {}",
+            crate::dashboard::url(addr, &token)
+        );
+    }
+    let app = app
         .merge(webcache::http::proxy_router_with_origin(origin, &layer))
         .layer(purge);
-    let listener = crate::serve::bind(&args.listen).await?;
     let policy = match default_ttl {
         None => "RFC 9111 shared cache (stores what the origin marks fresh)".to_owned(),
         Some(d) => format!(
@@ -77,11 +103,10 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "webcache proxy listening on http://{}\nupstream: {}\ncache: `{}` ({} backend)\npolicy: {policy}{grace}{purge}",
-        listener.local_addr()?,
+        "webcache proxy listening on http://{addr}\nupstream: {}\ncache: `{}` ({} backend)\npolicy: {policy}{grace}{purge}{admin_note}",
         args.upstream,
         cache.alias(),
-        cache.backend().name()
+        cache.backend().name(),
     );
     let _ = out.flush();
     drop(out);
@@ -94,6 +119,7 @@ pub(crate) async fn run(target: &TargetArgs, args: &ProxyArgs) -> anyhow::Result
     })
     .await?;
     caches.close().await;
+    drop(token_file);
     Ok(())
 }
 

@@ -22,6 +22,7 @@ use crate::throttle::LogThrottle;
 use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
 mod lease;
+mod metrics_export;
 mod parity;
 mod stale;
 mod tags;
@@ -1107,6 +1108,7 @@ impl Cache {
             &self.inner.counters.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics_export::lookup(self, value.is_some());
         value
     }
 
@@ -1178,6 +1180,7 @@ impl Cache {
         operation: &'static str,
         call: impl Future<Output = Result<R>>,
     ) -> Result<R> {
+        let call = metrics_export::observe(self, operation, call);
         let admit = self.inner.breaker.as_ref().map(Breaker::admit);
         let result = match admit {
             // The backend is known to be down: fail at once.
@@ -1210,6 +1213,7 @@ impl Cache {
     fn note_failure(&self, operation: &'static str, e: &Error) {
         if e.is_backend_failure() {
             self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+            metrics_export::failure(self, operation);
             if self.inner.options.on_error == OnError::Raise {
                 tracing::debug!(alias = %self.alias(), operation, "cache backend failed: {e}");
             }

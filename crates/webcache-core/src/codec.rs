@@ -2,7 +2,7 @@
 //! large ones (options `serializer`, `compressor`, `zstd_level`, `compress_min_bytes`).
 //!
 //! Every framed entry names its codec and its compression in its header (see
-//! [`entry`](crate::entry)), so a reader never needs the writer's settings: an alias switched
+//! [`entry`](crate::backend::entry)), so a reader never needs the writer's settings: an alias switched
 //! from one serializer or compressor to another keeps reading the entries written before the
 //! switch. The exception is [`Serializer::DjangoJson`], whose entries have no header (that is
 //! what lets Django read them); see its documentation.

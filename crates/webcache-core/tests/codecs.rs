@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use webcache_core::backends::{LocMemBackend, LocMemConfig};
-use webcache_core::codec::{Compressor, Serializer};
 use webcache_core::backend::entry::{self, Decoded};
 use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
+use webcache_core::codec::{Compressor, Serializer};
 use webcache_core::config::{CacheConfig, CachesConfig};
 use webcache_core::{Cache, CacheOptions, Expiry};
 

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::backend::Backend;
+use webcache_core::backends::{LocMemBackend, LocMemConfig};
 use webcache_core::{Cache, CacheOptions};
 
 mod stale_lease_cases;

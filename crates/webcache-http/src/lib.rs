@@ -13,6 +13,7 @@ mod hop;
 mod host;
 mod key;
 mod layer;
+pub mod metrics;
 mod page_key;
 mod pages;
 pub mod policy;

@@ -63,10 +63,11 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let engine = self.engine.clone();
+        let route = crate::metrics::route(&req);
         Box::pin(async move {
             // A panic (a bug here or in the inner service) must not leave the client with an
             // empty reply: it is logged and answered with a 500.
-            match AssertUnwindSafe(engine.handle(inner, req))
+            match AssertUnwindSafe(crate::metrics::observe(route, engine.handle(inner, req)))
                 .catch_unwind()
                 .await
             {

@@ -22,7 +22,9 @@ fn clients() -> impl Fn() -> Cache + Send + Sync + 'static {
     let prefix = cases::prefix();
     move || {
         Cache::new(
-            Arc::new(MemcachedBackend::new(&MemcachedConfig::new([address.clone()]))),
+            Arc::new(MemcachedBackend::new(&MemcachedConfig::new([
+                address.clone()
+            ]))),
             CacheOptions {
                 key_prefix: prefix.clone(),
                 ..CacheOptions::default()

@@ -13,8 +13,8 @@ mod near_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use webcache_core::backends::NearCache;
 use webcache_core::backend::Backend;
+use webcache_core::backends::NearCache;
 use webcache_testkit::servers::redis::{RedisReplicaPair, RedisServer};
 use webcache_testkit::{conformance_suite, Capabilities, Harness};
 

@@ -19,6 +19,19 @@
 //!
 //! `serve` prints the token and leaves it for the CLI on the same machine in a file only the user
 //! can read ([`crate::token_file`]), so `--app` needs no `--token` there.
+//!
+//! **The dashboard in a browser.** A page cannot declare `Connection: authorization` (browsers
+//! forbid scripts to set `Connection`), so the dashboard's own requests are accepted with the
+//! token alone when they carry a browser's fetch metadata for a script on this very page
+//! (`Sec-Fetch-Site: same-origin` and `Sec-Fetch-Mode: cors`), checks 1 and 2 applying as
+//! always. What that gives up: a client that has the token and imitates those two fields is
+//! not stopped by a proxy that adds no forwarding field and rewrites `Host` to this address.
+//! The token is still required, and only the page, which holds no data, is served without it
+//! (checks 1 and 2 only); the page takes the token from its URL's fragment (`#token=...`),
+//! which browsers never send.
+//!
+//! The admin side also answers `GET /_webcache/metrics` (Prometheus text; `serve` also on
+//! `GET /metrics`) under the same three checks, and the dashboard ([`crate::dashboard`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -26,8 +39,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use subtle::ConstantTimeEq;
+use webcache::http::metrics::PrometheusMetrics;
 use webcache::Caches;
 
 use crate::commands::{self, OpError, Reply};
@@ -49,12 +64,74 @@ pub(crate) fn new_token() -> String {
         .collect()
 }
 
-/// What the endpoint needs: the caches, its token and the address it is bound to.
+/// Where the admin side answers Prometheus scrapes.
+pub(crate) const METRICS_PATH: &str = "/_webcache/metrics";
+
+/// What the endpoint needs: the caches, its token and the address it is bound to, the
+/// metrics it exports and the figures the dashboard draws.
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub(crate) caches: Caches,
     pub(crate) token: String,
     pub(crate) bound: SocketAddr,
+    pub(crate) metrics: PrometheusMetrics,
+    pub(crate) history: crate::dashboard::History,
+}
+
+impl Admin {
+    /// The admin side for `caches`: installs the Prometheus recorder (first, so that every
+    /// cache call is recorded) and starts the dashboard's sampling.
+    pub(crate) fn new(caches: Caches, token: String, bound: SocketAddr) -> anyhow::Result<Admin> {
+        let mut metrics = PrometheusMetrics::install()?;
+        for alias in caches.aliases() {
+            metrics = metrics.watch(caches.get(alias)?.clone());
+        }
+        let history = crate::dashboard::History::start(&caches);
+        Ok(Admin {
+            caches,
+            token,
+            bound,
+            metrics,
+            history,
+        })
+    }
+
+    /// The answer refusing this request, if the three checks refuse it (see the module docs).
+    pub(crate) fn check(&self, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+        let (status, why) = refusal(&self.token, self.bound, uri, headers)?;
+        Some(refused(status, why))
+    }
+
+    /// The answer refusing this request, if checks 1 and 2 refuse it: for the dashboard's
+    /// page, which holds no data and which a browser asks for without the token.
+    pub(crate) fn check_direct(&self, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+        let (status, why) = not_direct(self.bound, uri, headers)?;
+        Some(refused(status, why))
+    }
+}
+
+/// The routes of the admin side: the command endpoint the CLI uses, and [`extras`].
+pub(crate) fn router(admin: Admin) -> Router {
+    Router::new()
+        .route(crate::wire::PATH, post(handle))
+        .with_state(admin.clone())
+        .merge(extras(admin))
+}
+
+/// The admin side's routes besides the command endpoint: the metrics and the dashboard.
+pub(crate) fn extras(admin: Admin) -> Router {
+    Router::new()
+        .route(METRICS_PATH, get(metrics))
+        .merge(crate::dashboard::routes())
+        .with_state(admin)
+}
+
+/// `GET /_webcache/metrics`: the Prometheus text, under the three checks.
+pub(crate) async fn metrics(State(admin): State<Admin>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(refused) = admin.check(&uri, &headers) {
+        return refused;
+    }
+    admin.metrics.response().await
 }
 
 pub(crate) async fn handle(
@@ -63,15 +140,8 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some((status, why)) = refusal(&admin.token, admin.bound, &uri, &headers) {
-        let mut response = answer(status, Err(OpError::Usage(why)));
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        return response;
+    if let Some(refused) = admin.check(&uri, &headers) {
+        return refused;
     }
     let request: AdminRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -97,6 +167,18 @@ fn answer(status: StatusCode, outcome: Result<Reply, OpError>) -> Response {
     (status, Json(AdminAnswer::from(outcome))).into_response()
 }
 
+/// A refusal in the admin endpoint's JSON, with `WWW-Authenticate` when the token is wanted.
+fn refused(status: StatusCode, why: String) -> Response {
+    let mut response = answer(status, Err(OpError::Usage(why)));
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
 /// Why the request must not run, if it must not (see the module docs).
 fn refusal(
     expected: &str,
@@ -104,6 +186,49 @@ fn refusal(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<(StatusCode, String)> {
+    if let Some(refusal) = not_direct(bound, uri, headers) {
+        return Some(refusal);
+    }
+    let declared = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|name| name.trim_ascii().eq_ignore_ascii_case(b"authorization"));
+    let mut sent = headers.get_all(header::AUTHORIZATION).iter();
+    let sent = match (sent.next(), sent.next()) {
+        (Some(v), None) => v.as_bytes().strip_prefix(b"Bearer "),
+        _ => None,
+    };
+    let why = match sent {
+        None => {
+            "the admin endpoint needs the token `webcache serve` printed: the CLI on the \
+                 same machine finds it by itself; elsewhere pass --token (or WEBCACHE_TOKEN)"
+        }
+        Some(_) if !declared && !from_own_page(headers) => {
+            "send the token declared hop-by-hop (`Connection: authorization`), as the CLI does, \
+             so that no proxy forwards it"
+        }
+        Some(t) if !bool::from(t.ct_eq(expected.as_bytes())) => {
+            "wrong admin token: use the one this `webcache serve` printed (a restarted app has a \
+             new one)"
+        }
+        Some(_) => return None,
+    };
+    Some((StatusCode::UNAUTHORIZED, why.to_owned()))
+}
+
+/// Whether a browser says a script of this very origin sent the request (the dashboard's).
+fn from_own_page(headers: &HeaderMap) -> bool {
+    let only = |name: &str, value: &str| {
+        let mut values = headers.get_all(name).iter();
+        matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes() == value.as_bytes())
+    };
+    only("sec-fetch-site", "same-origin") && only("sec-fetch-mode", "cors")
+}
+
+/// Checks 1 and 2: why a request that did not come directly, or not for this app's own
+/// address, must not run.
+fn not_direct(bound: SocketAddr, uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode, String)> {
     if let Some(name) = FORWARDING_FIELDS.iter().find(|n| headers.contains_key(**n)) {
         return Some((
             StatusCode::FORBIDDEN,
@@ -131,32 +256,7 @@ fn refusal(
             ),
         ));
     }
-    let declared = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|name| name.trim_ascii().eq_ignore_ascii_case(b"authorization"));
-    let mut sent = headers.get_all(header::AUTHORIZATION).iter();
-    let sent = match (sent.next(), sent.next()) {
-        (Some(v), None) => v.as_bytes().strip_prefix(b"Bearer "),
-        _ => None,
-    };
-    let why = match sent {
-        None => {
-            "the admin endpoint needs the token `webcache serve` printed: the CLI on the \
-                 same machine finds it by itself; elsewhere pass --token (or WEBCACHE_TOKEN)"
-        }
-        Some(_) if !declared => {
-            "send the token declared hop-by-hop (`Connection: authorization`), as the CLI does, \
-             so that no proxy forwards it"
-        }
-        Some(t) if !bool::from(t.ct_eq(expected.as_bytes())) => {
-            "wrong admin token: use the one this `webcache serve` printed (a restarted app has a \
-             new one)"
-        }
-        Some(_) => return None,
-    };
-    Some((StatusCode::UNAUTHORIZED, why.to_owned()))
+    None
 }
 
 /// Whether `host` (a `Host` field) names this app: `localhost`, a loopback IP or the bound IP
@@ -306,20 +406,78 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_dashboards_script_passes_with_the_token_and_a_browsers_fetch_metadata() {
+        let bound = addr("127.0.0.1:8000");
+        let uri = Uri::from_static("/_webcache/dashboard/data");
+        let browser = |token: &str, site: &str, mode: &str, extra: &[(&'static str, &str)]| {
+            let mut fields = vec![
+                ("host", b"127.0.0.1:8000".to_vec()),
+                ("authorization", format!("Bearer {token}").into_bytes()),
+                ("sec-fetch-site", site.as_bytes().to_vec()),
+                ("sec-fetch-mode", mode.as_bytes().to_vec()),
+            ];
+            fields.extend(extra.iter().map(|(n, v)| (*n, v.as_bytes().to_vec())));
+            refusal(TOKEN, bound, &uri, &headers(&fields)).map(|(s, _)| s.as_u16())
+        };
+        assert_eq!(browser(TOKEN, "same-origin", "cors", &[]), None);
+        // Another site's script, a navigation, a wrong token: refused.
+        assert_eq!(browser(TOKEN, "cross-site", "cors", &[]), Some(401));
+        assert_eq!(browser(TOKEN, "same-site", "cors", &[]), Some(401));
+        assert_eq!(browser(TOKEN, "same-origin", "navigate", &[]), Some(401));
+        assert_eq!(browser("0123", "same-origin", "cors", &[]), Some(401));
+        // Two values of a field are not one browser's word.
+        assert_eq!(
+            browser(
+                TOKEN,
+                "same-origin",
+                "cors",
+                &[("sec-fetch-site", "cross-site")]
+            ),
+            Some(401)
+        );
+        // Checks 1 and 2 still come first.
+        assert_eq!(
+            browser(
+                TOKEN,
+                "same-origin",
+                "cors",
+                &[("x-forwarded-for", "10.0.0.1")]
+            ),
+            Some(403)
+        );
+        let foreign = headers(&[
+            ("host", b"evil.example:8000".to_vec()),
+            ("authorization", format!("Bearer {TOKEN}").into_bytes()),
+            ("sec-fetch-site", b"same-origin".to_vec()),
+            ("sec-fetch-mode", b"cors".to_vec()),
+        ]);
+        assert_eq!(
+            refusal(TOKEN, bound, &uri, &foreign).map(|(s, _)| s),
+            Some(StatusCode::FORBIDDEN)
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         /// Whatever the headers, a request passes only with this app's host and exactly the
-        /// token, declared hop-by-hop.
+        /// token (declared hop-by-hop, or sent by a browser's script of this page).
         #[test]
         fn arbitrary_headers_pass_only_with_the_token(
             host in proptest::collection::vec(any::<u8>(), 0..24),
             auth in proptest::collection::vec(any::<u8>(), 0..48),
             connection in proptest::collection::vec(any::<u8>(), 0..24),
             real_token in any::<bool>(),
+            browser in any::<bool>(),
         ) {
             let auth = if real_token { format!("Bearer {TOKEN}").into_bytes() } else { auth };
-            let map = headers(&[("host", host), ("authorization", auth.clone()), ("connection", connection)]);
+            let mut fields = vec![("host", host), ("authorization", auth.clone()), ("connection", connection)];
+            if browser {
+                fields.push(("sec-fetch-site", b"same-origin".to_vec()));
+                fields.push(("sec-fetch-mode", b"cors".to_vec()));
+            }
+            let map = headers(&fields);
             let uri = Uri::from_static("/_webcache/command");
             if refusal(TOKEN, addr("127.0.0.1:8000"), &uri, &map).is_none() {
                 let expected = format!("Bearer {}", TOKEN);

@@ -9,6 +9,8 @@
 //! | `GET /cart?add=ITEM`, `POST /cart/clear` | a cache-backed session |
 //! | `GET /products`, `POST /products/{id}?price=N` | the catalogue: rows cached by the query cache, the page by the page layer, both tagged `table:products`; an update drops both at once (see [`catalogue`]) |
 //! | `POST /_webcache/command` | the admin endpoint behind `webcache ... --app URL` (token always required; see [`admin`]) |
+//! | `GET /metrics`, `GET /_webcache/metrics` | Prometheus text, with the admin endpoint's checks |
+//! | `GET /_webcache/dashboard` | the dashboard ([`crate::dashboard`]) |
 
 pub(crate) mod admin;
 mod catalogue;
@@ -31,6 +33,8 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
     for cache in &mut config.caches {
         cache.options.on_error = webcache::OnError::Degrade;
     }
+    // The metrics recorder first, so that every cache call is recorded.
+    webcache::http::metrics::PrometheusMetrics::install()?;
     let caches = Caches::from_config(config).await?;
     let shutdown = shutdown_signal();
     let listener = bind(&args.listen).await?;
@@ -40,14 +44,16 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
         .upstream
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let admin = admin::Admin {
-        caches: caches.clone(),
-        token: token.clone(),
-        bound: addr,
-    };
+    let admin = admin::Admin::new(caches.clone(), token.clone(), addr)?;
     let db = catalogue::location(args.db.as_deref());
-    let app = demo::app(&caches, &upstream, admin)?
-        .merge(catalogue::routes(caches.default(), &db).await?);
+    let app = demo::app(&caches, &upstream, admin.clone())?
+        .merge(catalogue::routes(caches.default(), &db).await?)
+        .merge(admin::extras(admin.clone()))
+        .merge(
+            axum::Router::new()
+                .route("/metrics", axum::routing::get(admin::metrics))
+                .with_state(admin),
+        );
     // Removed when dropped, at the end of this function whatever ends the server.
     let token_file = match TokenFile::write(addr, &token) {
         Ok(file) => Some(file),
@@ -146,6 +152,7 @@ fn announce(
          upstream: {upstream}/delay/N{builtin}\n\
          catalogue: {db}\n\
          {token_note}\n\
+         dashboard: {dashboard}\n\
          \n\
          try:\n  \
          curl -i {base}/hello          # ~2 s the first time (MISS), instant for 60 s (HIT), then\n                                 \
@@ -161,6 +168,7 @@ fn announce(
         alias = cache.alias(),
         backend = cache.backend().name(),
         db = db,
+        dashboard = crate::dashboard::url(addr, token),
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());

@@ -151,6 +151,7 @@ impl PageCacheEngine {
                 keep,
             } => (fresh_for, initial_age, keep),
             Decision::Skip(reason) => {
+                crate::metrics::not_stored(&reason);
                 tracing::debug!(key = primary, reason = %reason, "response not stored");
                 return Ok(self
                     .not_stored(parts, body, &method, &request_headers, flight_key, leader)
@@ -406,6 +407,7 @@ impl PageCacheEngine {
                 );
             }
             Decision::Skip(reason) => {
+                crate::metrics::not_stored(&reason);
                 tracing::debug!(key = primary, reason = %reason, "revalidated page is no longer stored");
                 page.fresh_for = Duration::ZERO;
                 page.initial_age = Duration::ZERO;

@@ -54,7 +54,9 @@ impl PageCacheEngine {
                     .await
             }
             Joined::Follower(follower) => {
-                match follower.wait_at_most(self.settings.stampede_wait).await {
+                match crate::metrics::waiting(follower.wait_at_most(self.settings.stampede_wait))
+                    .await
+                {
                     Followed::Shared(Published::Page(page)) if page.matches(req.headers()) => {
                         let page = StoredResponse::clone(&page);
                         Ok(self.respond.page(

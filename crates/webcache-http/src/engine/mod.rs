@@ -44,7 +44,8 @@ use webcache_core::backend::SingleFlight;
 
 pub(crate) use miss::Uncacheable;
 pub(crate) use respond::internal_error;
-use respond::{Outcome, Responder};
+pub(crate) use respond::Outcome;
+use respond::Responder;
 pub(crate) use store::{PageStore, StoreState};
 
 use crate::body::{CacheBody, PageBody};

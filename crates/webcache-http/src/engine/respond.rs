@@ -142,6 +142,7 @@ impl Responder {
         for name in self.targeted.iter() {
             response.headers_mut().remove(name);
         }
+        crate::metrics::outcome(outcome);
         if let Some(name) = &self.header {
             response.headers_mut().insert(name.clone(), outcome.value());
         }
