@@ -227,12 +227,17 @@ async fn the_dashboard_shows_what_the_cache_holds_in_a_real_browser() {
         dom.contains("id=\"error\" style=\"display: none;\""),
         "{dom}"
     );
-    // The key table lists what the cache holds: the page and both values.
+    // The key table lists what the cache holds: the page, its cached template fragment and
+    // both values.
     for key in ["greeting", "visits"] {
         assert!(dom.contains(&format!("data-key=\"{key}\"")), "{key}: {dom}");
     }
     assert!(dom.contains("data-key=\"views.cache_page.GET."), "{dom}");
-    assert_eq!(text_of(&dom, "found"), "3 keys");
+    assert!(
+        dom.contains("data-key=\"template.cache.hello-upstream."),
+        "{dom}"
+    );
+    assert_eq!(text_of(&dom, "found"), "4 keys");
     // The entry opened from the fragment: its decoded value and its TTL.
     assert_eq!(text_of(&dom, "dvalue"), "\"hello from the dashboard test\"");
     let ttl: f64 = text_of(&dom, "dttl")
@@ -241,13 +246,14 @@ async fn the_dashboard_shows_what_the_cache_holds_in_a_real_browser() {
         .unwrap();
     assert!(ttl > 0.0 && ttl <= 600.0, "{ttl}");
     // The chart: a hit-ratio line through at least one point, and the last minute's ratio of
-    // 4 hits and 1 miss of the page.
+    // the cache's reads: 4 hits and 1 miss of the page, and 1 miss of its template fragment
+    // (rendered once, on the page's miss).
     let line = dom.find("id=\"ratioline\" d=\"M").map(|i| &dom[i..i + 40]);
     assert!(
         line.is_some_and(|l| !l.contains("d=\"M0 0\"")),
         "no hit-ratio line: {dom}"
     );
-    assert_eq!(text_of(&dom, "ratio"), "80.0%");
+    assert_eq!(text_of(&dom, "ratio"), "66.7%");
     // Per-route outcomes of the page layer, and the backend's health.
     assert!(dom.contains("<td>/hello-page</td>"), "{dom}");
     assert!(dom.contains("<span class=\"badge\">up</span>"), "{dom}");

@@ -210,7 +210,9 @@ async fn adding_a_server_moves_about_one_nth_of_the_keys() {
 async fn a_server_that_was_out_of_the_ring_serves_no_value_replaced_meanwhile() {
     let servers = MemcachedServer::start_many(2);
     let addresses: Vec<String> = servers.iter().map(MemcachedServer::address).collect();
-    let mc = failover_client(&addresses, "retry_after=0.2&io_timeout=0.3");
+    // A generous I/O timeout: the live server must never time out on a busy machine; the
+    // frozen one is found by its reads timing out all the same.
+    let mc = failover_client(&addresses, "retry_after=0.2&io_timeout=2");
     let keys = keys(100);
     let entries = keys
         .iter()
@@ -262,7 +264,7 @@ async fn requests_failing_together_count_as_one_failure() {
     // A long backoff: the server stays marked down (without a second attempt) for the test.
     let mc = failover_client(
         &addresses,
-        "retry_after=60&io_timeout=0.5&server_failure_limit=2&pool_size=16",
+        "retry_after=60&io_timeout=2&server_failure_limit=2&pool_size=16",
     );
     let keys = keys(200);
     let entries = keys.iter().map(|k| (k.clone(), value(k))).collect();
