@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,109 +11,27 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendStats, KeyRules, KeyStream};
-use crate::breaker::{Admit, Breaker, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_DELAY};
-use crate::entry::{self, Decoded, DEFAULT_MAX_ENTRY_SIZE};
+use crate::backend::{Backend, KeyRules, KeyStream};
+use crate::breaker::Breaker;
+use crate::entry::{self, Decoded};
 use crate::error::{Error, Result};
-use crate::key::{final_key, glob_escape, InvalidKeyPolicy, KeyFunction};
+use crate::key::{final_key, glob_escape, KeyFunction};
 use crate::single_flight::SingleFlight;
 use crate::throttle::LogThrottle;
 use crate::timeout::{Expiry, Timeout, Ttl, DEFAULT_TIMEOUT};
 
+mod counters;
+mod guard;
 mod lease;
 mod metrics_export;
+mod options;
 mod parity;
 mod stale;
 mod tags;
 
-/// What a cache does when its backend fails (is down, times out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnError {
-    /// Return the error to the caller (the default for the low-level API).
-    #[default]
-    Raise,
-    /// Keep the application answering: reads become misses, writes become no-ops, and the
-    /// failure is logged at most once per [`DEGRADE_LOG_INTERVAL`]. The cache resumes by itself
-    /// when the backend answers again. Mistakes in the request (a bad key, `incr` on a missing
-    /// key) are still returned as errors.
-    Degrade,
-}
-
-/// How often a degraded cache logs its backend's failures.
-pub const DEGRADE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Values at or above this many bytes are compressed unless configured otherwise.
-pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 32 * 1024;
-
-/// The settings of one cache, independent of its backend.
-#[derive(Debug, Clone)]
-pub struct CacheOptions {
-    /// The alias this cache is known by (`default`, `sessions`, ...), for logs and metrics.
-    pub alias: String,
-    /// Prepended to every key (`prefix:version:key`).
-    pub key_prefix: String,
-    /// The version used when a call does not give one (1).
-    pub version: i64,
-    /// The timeout used by calls that pass [`Timeout::Default`] (300 s).
-    pub default_timeout: Timeout,
-    /// Builds stored keys.
-    pub key_function: KeyFunction,
-    /// What to do with keys the backend cannot store.
-    pub invalid_keys: InvalidKeyPolicy,
-    /// Compress values of at least this many bytes (`None`: never).
-    pub compress_min_bytes: Option<usize>,
-    /// The serializer of typed values (JSON); see [`Serializer`](crate::codec::Serializer).
-    pub serializer: crate::codec::Serializer,
-    /// The compressor of values of at least `compress_min_bytes` bytes (LZ4).
-    pub compressor: crate::codec::Compressor,
-    /// The zstd level, with `compressor` zstd ([`DEFAULT_ZSTD_LEVEL`](crate::codec::DEFAULT_ZSTD_LEVEL)).
-    pub zstd_level: i32,
-    /// The largest value, in bytes once decoded (decompressed), that this cache writes or
-    /// reads ([`DEFAULT_MAX_ENTRY_SIZE`]: 64 MiB). A stored entry over it is a miss plus a
-    /// warning, refused from its header before anything is decompressed; writing a value over
-    /// it is [`Error::ValueTooLarge`].
-    pub max_entry_size: usize,
-    /// Raise or degrade on backend failure.
-    pub on_error: OnError,
-    /// Bound every backend call by this duration (`None`: the backend's own timeouts only).
-    pub operation_timeout: Option<Duration>,
-    /// Keep process-local copies of read entries this long (`None`: off); see
-    /// [`NearCache`](crate::backends::NearCache) for what that trades.
-    pub near_ttl: Option<Duration>,
-    /// At most this many process-local copies.
-    pub near_max_entries: u64,
-    /// Connection failures in a row after which calls fail at once while the backend is down
-    /// (the circuit breaker, see [`breaker`](crate::breaker); `0`: off). Backends that need no
-    /// server (locmem, dummy) have none.
-    pub breaker_failures: u32,
-    /// The longest wait between trial calls while the breaker is open: the cache is back at
-    /// most this long after the server returns.
-    pub breaker_max_delay: Duration,
-}
-
-impl Default for CacheOptions {
-    fn default() -> Self {
-        CacheOptions {
-            alias: "default".to_owned(),
-            key_prefix: String::new(),
-            version: 1,
-            default_timeout: Timeout::After(DEFAULT_TIMEOUT),
-            key_function: KeyFunction::default(),
-            invalid_keys: InvalidKeyPolicy::Reject,
-            compress_min_bytes: Some(DEFAULT_COMPRESS_MIN_BYTES),
-            serializer: crate::codec::Serializer::Json,
-            compressor: crate::codec::Compressor::Lz4,
-            zstd_level: crate::codec::DEFAULT_ZSTD_LEVEL,
-            max_entry_size: DEFAULT_MAX_ENTRY_SIZE,
-            on_error: OnError::Raise,
-            operation_timeout: None,
-            near_ttl: None,
-            near_max_entries: crate::backends::DEFAULT_NEAR_MAX_ENTRIES,
-            breaker_failures: DEFAULT_BREAKER_FAILURES,
-            breaker_max_delay: DEFAULT_BREAKER_MAX_DELAY,
-        }
-    }
-}
+use counters::Counters;
+pub use counters::{CacheStats, Metrics};
+pub use options::{CacheOptions, OnError, DEFAULT_COMPRESS_MIN_BYTES, DEGRADE_LOG_INTERVAL};
 
 /// What [`Cache::add_or_repair`] did.
 enum Added {
@@ -124,37 +41,6 @@ enum Added {
     Exists(Bytes),
     /// The backend failed and the cache degrades: nothing is known.
     Degraded,
-}
-
-/// Hit, miss and error counters of one cache alias.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Metrics {
-    /// Reads that found a value.
-    pub hits: u64,
-    /// Reads that found nothing (or a corrupt entry).
-    pub misses: u64,
-    /// Backend calls that failed (including those degraded into misses).
-    pub errors: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    errors: AtomicU64,
-}
-
-/// What `stats` reports: the alias's counters and what the backend can tell.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CacheStats {
-    /// The alias.
-    pub alias: String,
-    /// The backend's name.
-    pub backend: &'static str,
-    /// Hits, misses and errors since the cache was built.
-    pub metrics: Metrics,
-    /// Entry count and sizes.
-    pub backend_stats: BackendStats,
 }
 
 struct Inner {
@@ -350,16 +236,6 @@ impl Cache {
             &self.inner.key_rules,
             o.invalid_keys,
         )
-    }
-
-    /// Hit, miss and error counters since the cache was built.
-    pub fn metrics(&self) -> Metrics {
-        let c = &self.inner.counters;
-        Metrics {
-            hits: c.hits.load(Ordering::Relaxed),
-            misses: c.misses.load(Ordering::Relaxed),
-            errors: c.errors.load(Ordering::Relaxed),
-        }
     }
 
     // ----- reading -------------------------------------------------------------------------
@@ -908,88 +784,6 @@ impl Cache {
         self.guard_stream("scan", self.inner.backend.scan(pattern))
     }
 
-    /// [`guard_strict`](Self::guard_strict) for a stream: the breaker admits the call and
-    /// hears its first outcome (the first key, the end, or an error); each item must arrive
-    /// within the operation timeout; later failures count too.
-    fn guard_stream(&self, operation: &'static str, stream: KeyStream) -> KeyStream {
-        let cache = self.clone();
-        futures::stream::once(async move {
-            let mut stream = stream;
-            let admit = cache.inner.breaker.as_ref().map(Breaker::admit);
-            if let Some(Admit::Refuse(e)) = admit {
-                cache.note_failure(operation, &e);
-                return futures::stream::once(async { Err(e) }).boxed();
-            }
-            let first = cache.next_within(&mut stream).await;
-            // The end of the listing is an answer too.
-            let ended: Result<()> = Ok(());
-            match (admit, &cache.inner.breaker, &first) {
-                (Some(Admit::Trial(trial)), _, Some(result)) => trial.record(result),
-                (Some(Admit::Trial(trial)), _, None) => trial.record(&ended),
-                (_, Some(breaker), Some(result)) => breaker.record(result),
-                (_, Some(breaker), None) => breaker.record(&ended),
-                _ => {}
-            }
-            if let Some(Err(e)) = &first {
-                cache.note_failure(operation, e);
-            }
-            let Some(first) = first else {
-                return futures::stream::empty().boxed();
-            };
-            let stop = matches!(first, Err(Error::Timeout { .. }));
-            let rest = futures::stream::unfold(
-                (cache, stream, stop),
-                move |(cache, mut stream, stop)| async move {
-                    if stop {
-                        return None;
-                    }
-                    let item = cache.next_within(&mut stream).await?;
-                    if let Some(breaker) = &cache.inner.breaker {
-                        breaker.record(&item);
-                    }
-                    if let Err(e) = &item {
-                        cache.note_failure(operation, e);
-                    }
-                    // A hung backend would make the next poll wait again: end the stream here.
-                    let stop = matches!(item, Err(Error::Timeout { .. }));
-                    Some((item, (cache, stream, stop)))
-                },
-            );
-            futures::stream::once(async { first }).chain(rest).boxed()
-        })
-        .flatten()
-        .boxed()
-    }
-
-    /// The next item of `stream`, or [`Error::Timeout`] if it does not come within the
-    /// operation timeout.
-    async fn next_within(&self, stream: &mut KeyStream) -> Option<Result<String>> {
-        match self.inner.options.operation_timeout {
-            None => stream.next().await,
-            Some(after) => tokio::time::timeout(after, stream.next())
-                .await
-                .unwrap_or_else(|_| {
-                    Some(Err(Error::Timeout {
-                        backend: self.inner.backend.name(),
-                        after,
-                    }))
-                }),
-        }
-    }
-
-    /// The alias's counters and what the backend can tell about its contents.
-    pub async fn stats(&self) -> Result<CacheStats> {
-        let backend_stats = self
-            .guard_strict("stats", self.inner.backend.stats())
-            .await?;
-        Ok(CacheStats {
-            alias: self.alias().to_owned(),
-            backend: self.inner.backend.name(),
-            metrics: self.metrics(),
-            backend_stats,
-        })
-    }
-
     /// Releases the backend's connections.
     pub async fn close(&self) -> Result<()> {
         self.inner.backend.close().await
@@ -1101,17 +895,6 @@ impl Cache {
         tracing::warn!(alias = %self.alias(), key, "cache entry is unreadable and treated as a miss: {why}");
     }
 
-    fn count<T>(&self, value: Option<T>) -> Option<T> {
-        let counter = if value.is_some() {
-            &self.inner.counters.hits
-        } else {
-            &self.inner.counters.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics_export::lookup(self, value.is_some());
-        value
-    }
-
     /// The stored entry under `full`, unless a tag it carries was invalidated.
     async fn backend_get(&self, full: &str) -> Result<Option<Bytes>> {
         let raw = match self.near_copy_while_down(full) {
@@ -1139,94 +922,8 @@ impl Cache {
         }
     }
 
-    /// While the breaker refuses calls, a near tier's local copy is still good to serve.
-    fn near_copy_while_down(&self, full: &str) -> Option<Bytes> {
-        if !self.inner.breaker.as_ref()?.is_open() {
-            return None;
-        }
-        let backend: &dyn Backend = &*self.inner.backend;
-        let near = backend
-            .as_any()
-            .downcast_ref::<crate::backends::NearCache>()?;
-        near.local_copy(full)
-    }
-
     async fn backend_delete(&self, full: &str) -> Result<bool> {
         self.guard("delete", self.inner.backend.delete(full), || false)
             .await
-    }
-
-    /// Runs a backend call with the operation timeout, counting failures; in degrade mode a
-    /// backend failure becomes `degraded()`.
-    async fn guard<R>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = Result<R>>,
-        degraded: impl FnOnce() -> R,
-    ) -> Result<R> {
-        match self.guard_strict(operation, call).await {
-            Err(e) if e.is_backend_failure() && self.inner.options.on_error == OnError::Degrade => {
-                self.log_degraded(operation, &e);
-                Ok(degraded())
-            }
-            other => other,
-        }
-    }
-
-    /// Like [`guard`](Self::guard) but never degrades: for operations whose result cannot be
-    /// made up (`incr`, `stats`).
-    async fn guard_strict<R>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = Result<R>>,
-    ) -> Result<R> {
-        let call = metrics_export::observe(self, operation, call);
-        let admit = self.inner.breaker.as_ref().map(Breaker::admit);
-        let result = match admit {
-            // The backend is known to be down: fail at once.
-            Some(Admit::Refuse(e)) => Err(e),
-            admit => {
-                let result = match self.inner.options.operation_timeout {
-                    None => call.await,
-                    Some(after) => tokio::time::timeout(after, call).await.unwrap_or_else(|_| {
-                        Err(Error::Timeout {
-                            backend: self.inner.backend.name(),
-                            after,
-                        })
-                    }),
-                };
-                match (admit, &self.inner.breaker) {
-                    (Some(Admit::Trial(trial)), _) => trial.record(&result),
-                    (_, Some(breaker)) => breaker.record(&result),
-                    _ => {}
-                }
-                result
-            }
-        };
-        if let Err(e) = &result {
-            self.note_failure(operation, e);
-        }
-        result
-    }
-
-    /// Counts a backend failure in the metrics (other errors are the caller's).
-    fn note_failure(&self, operation: &'static str, e: &Error) {
-        if e.is_backend_failure() {
-            self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
-            metrics_export::failure(self, operation);
-            if self.inner.options.on_error == OnError::Raise {
-                tracing::debug!(alias = %self.alias(), operation, "cache backend failed: {e}");
-            }
-        }
-    }
-
-    fn log_degraded(&self, operation: &'static str, error: &Error) {
-        if self.inner.degrade_log.ready() {
-            tracing::warn!(
-                alias = %self.alias(),
-                operation,
-                "cache backend is failing; serving misses and dropping writes until it recovers: {error}"
-            );
-        }
     }
 }
