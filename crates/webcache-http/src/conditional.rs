@@ -96,6 +96,61 @@ pub(crate) fn if_range_holds(if_range: &HeaderValue, response: &HeaderMap) -> bo
     }
 }
 
+/// Whether a 200 answer to a HEAD request describes the stored GET response `stored` (whose
+/// body is `stored_len` bytes long), so that its header fields may update it (RFC 9111
+/// §4.3.5): every validator the HEAD answer carries matches the stored one (`ETag` compared
+/// strongly, `Last-Modified` as a date), and its `Content-Length`, when it has one, is the
+/// stored body's length.
+///
+/// A HEAD answer with no validator at all does not describe the stored body (the RFC's rule
+/// would hold vacuously): nothing ties the two, so the stored page is treated as stale, the
+/// side of the RFC's SHOULD that costs one request and never serves a changed body.
+pub(crate) fn head_describes_stored(
+    head: &HeaderMap,
+    stored: &HeaderMap,
+    stored_len: usize,
+) -> bool {
+    let etag = head.get(ETAG);
+    let last_modified = head.get(LAST_MODIFIED);
+    if etag.is_none() && last_modified.is_none() {
+        return false;
+    }
+    if let Some(etag) = etag {
+        let same = match (
+            parse_etag(etag.as_bytes()),
+            stored.get(ETAG).and_then(|e| parse_etag(e.as_bytes())),
+        ) {
+            (Some(head), Some(stored)) => {
+                !head.weak && !stored.weak && head.opaque == stored.opaque
+            }
+            _ => false,
+        };
+        if !same {
+            return false;
+        }
+    }
+    if let Some(last_modified) = last_modified {
+        let same = match (
+            parse_http_date(last_modified),
+            stored.get(LAST_MODIFIED).and_then(parse_http_date),
+        ) {
+            (Some(head), Some(stored)) => head == stored,
+            _ => false,
+        };
+        if !same {
+            return false;
+        }
+    }
+    match head.get(CONTENT_LENGTH) {
+        None => true,
+        Some(length) => length
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n == stored_len as u64),
+    }
+}
+
 /// Whether the request carries any precondition header.
 pub fn is_conditional(request: &HeaderMap) -> bool {
     [
@@ -594,6 +649,52 @@ mod proptests {
             let date = |s: u64| crate::headers::http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
             response.insert(LAST_MODIFIED, date(secs));
             prop_assert_eq!(if_range_holds(&date(other), &response), other == secs);
+        }
+
+        /// Any bytes as a HEAD answer's validators and length: an answer, never a panic; it
+        /// describes the stored page exactly when the strong tags, the dates and the length
+        /// are the same (RFC 9111 §4.3.5).
+        #[test]
+        fn a_head_answer_describes_only_the_same_page(
+            etag in proptest::option::of(header_value()),
+            last_modified in proptest::option::of(header_value()),
+            length in proptest::option::of(header_value()),
+            head_tag in tag(),
+            stored_tag in tag(),
+            secs in 0u64..4_000_000_000,
+            other in 0u64..4_000_000_000,
+            head_len in 0usize..4,
+            stored_len in 0usize..4,
+        ) {
+            let mut head = HeaderMap::new();
+            if let Some(v) = etag.clone() { head.insert(ETAG, v); }
+            if let Some(v) = last_modified.clone() { head.insert(LAST_MODIFIED, v); }
+            if let Some(v) = length { head.insert(CONTENT_LENGTH, v); }
+            let mut stored = HeaderMap::new();
+            if let Some(v) = etag { stored.insert(ETAG, v); }
+            if let Some(v) = last_modified { stored.insert(LAST_MODIFIED, v); }
+            let _ = head_describes_stored(&head, &stored, stored_len);
+
+            let date = |s: u64| crate::headers::http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+            let mut head = HeaderMap::new();
+            head.insert(ETAG, HeaderValue::from_str(&write(&head_tag)).unwrap());
+            head.insert(LAST_MODIFIED, date(secs));
+            head.insert(CONTENT_LENGTH, HeaderValue::from(head_len));
+            let mut stored = HeaderMap::new();
+            stored.insert(ETAG, HeaderValue::from_str(&write(&stored_tag)).unwrap());
+            stored.insert(LAST_MODIFIED, date(other));
+            let same_tag = !head_tag.0 && !stored_tag.0 && head_tag.1 == stored_tag.1;
+            prop_assert_eq!(
+                head_describes_stored(&head, &stored, stored_len),
+                same_tag && secs == other && head_len == stored_len
+            );
+            // A validator the HEAD answer does not carry is not compared.
+            head.remove(ETAG);
+            head.remove(CONTENT_LENGTH);
+            prop_assert_eq!(head_describes_stored(&head, &stored, stored_len), secs == other);
+            // Without any validator, nothing ties the answer to the stored body.
+            head.remove(LAST_MODIFIED);
+            prop_assert!(!head_describes_stored(&head, &stored, stored_len));
         }
 
         /// Lists of tags (commas inside them included) match exactly the tags they hold.

@@ -123,6 +123,11 @@ on_every_store!(
     rfc9111_5_2_2_4_no_cache_is_stored_and_every_use_revalidates,
     rfc9111_4_3_4_a_304_updates_the_stored_headers,
     rfc9111_4_3_5_head_revalidates_and_updates_the_stored_headers,
+    rfc9111_4_3_5_head_updates_stored_headers,
+    rfc9111_4_3_5_head_with_another_etag_invalidates_the_stored_page,
+    rfc9111_4_3_5_head_with_another_content_length_invalidates_the_stored_page,
+    rfc9111_4_3_5_head_updates_only_the_variant_it_selects,
+    rfc9111_4_3_5_head_on_a_miss_stores_the_get_page,
     rfc9111_5_3_expires_in_every_date_format_and_case,
     rfc9111_5_3_an_invalid_expires_means_stale,
     rfc9111_4_2_3_the_origins_age_is_counted,
@@ -276,11 +281,13 @@ async fn rfc9111_4_3_5_head_revalidates_and_updates_the_stored_headers(store: St
     let (origin, client, _) = setup(store).await;
     // Stored already stale (Age past max-age); the 304 makes it fresh for a minute.
     origin.route("/head", |req, n| {
-        let mut headers = vec![("etag", "\"v1\"".to_owned()), ("x-version", n.to_string())];
+        let mut headers = vec![("etag", "\"v1\"".to_owned())];
         if req.get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+            headers.push(("x-version", "from the 304".into()));
             headers.push(("cache-control", "max-age=60".into()));
             return answer(304, &headers, "");
         }
+        headers.push(("x-version", n.to_string()));
         headers.push(("cache-control", "max-age=1".into()));
         headers.push(("age", "5".into()));
         answer(200, &headers, "the page")
@@ -288,15 +295,151 @@ async fn rfc9111_4_3_5_head_revalidates_and_updates_the_stored_headers(store: St
     assert_eq!(client.get("/head").await.x_cache(), "MISS");
     let head = client.send("HEAD", "/head", &[], "").await;
     assert_eq!(head.status, StatusCode::OK);
-    assert_eq!(head.header("x-version"), Some("2"));
+    assert_eq!(head.header("x-version"), Some("from the 304"));
     assert!(head.body.is_empty());
+    // Asked as a conditional HEAD, never as a GET.
     assert_eq!(origin.last("/head")["if-none-match"], "\"v1\"");
+    assert_eq!(origin.calls("HEAD /head"), 1);
     // The GET is answered by the page the HEAD's revalidation refreshed.
     let get = client.get("/head").await;
     assert_eq!((get.x_cache(), get.text().as_str()), ("HIT", "the page"));
-    assert_eq!(get.header("x-version"), Some("2"));
+    assert_eq!(get.header("x-version"), Some("from the 304"));
     assert_eq!(get.header("cache-control"), Some("max-age=60"));
-    assert_eq!(origin.calls("GET /head"), 2);
+    assert_eq!(origin.calls("GET /head"), 1);
+}
+
+/// The `Last-Modified` of the pages of the §4.3.5 tests.
+const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+
+/// An origin page stored already stale (`Age` past `max-age`), with validators `"v1"` and
+/// [`LAST_MODIFIED`], that answers a revalidation (the request carries `If-None-Match`; the
+/// origin ignores it, as it may) with a 200 carrying `etag` and `body` (whose length is the
+/// HEAD answer's `Content-Length`), fresh for a minute, `x-version: from the HEAD`.
+fn head_answering(origin: &Origin, path: &str, etag: &'static str, body: &'static str) {
+    origin.route(path, move |req, n| {
+        let mut headers = vec![("last-modified", LAST_MODIFIED.to_owned())];
+        if req.contains_key("if-none-match") {
+            headers.push(("etag", etag.to_owned()));
+            headers.push(("x-version", "from the HEAD".into()));
+            headers.push(("cache-control", "max-age=60".into()));
+            return answer(200, &headers, body);
+        }
+        headers.push(("etag", "\"v1\"".into()));
+        headers.push(("x-version", format!("stored #{n}")));
+        headers.push(("cache-control", "max-age=1".into()));
+        headers.push(("age", "5".into()));
+        answer(200, &headers, "the page")
+    });
+}
+
+async fn rfc9111_4_3_5_head_updates_stored_headers(store: Store) {
+    let (origin, client, _) = setup(store).await;
+    head_answering(&origin, "/same", "\"v1\"", "the page");
+    assert_eq!(client.get("/same").await.x_cache(), "MISS");
+    let head = client.send("HEAD", "/same", &[], "").await;
+    // The client gets the origin's HEAD answer.
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("x-version"), Some("from the HEAD"));
+    assert_eq!(head.header("content-length"), Some("8"));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.calls("HEAD /same"), 1, "the origin is asked HEAD");
+    assert_eq!(origin.calls("GET /same"), 1, "and not GET");
+    // Its validators and length match the stored page: the page's headers and freshness are
+    // updated, its body kept. The next GET is answered from the cache.
+    let get = client.get("/same").await;
+    assert_eq!((get.x_cache(), get.text().as_str()), ("HIT", "the page"));
+    assert_eq!(get.header("x-version"), Some("from the HEAD"));
+    assert_eq!(get.header("cache-control"), Some("max-age=60"));
+    assert_eq!(origin.calls("GET /same"), 1);
+}
+
+async fn rfc9111_4_3_5_head_with_another_etag_invalidates_the_stored_page(store: Store) {
+    let (origin, client, _) = setup(store).await;
+    head_answering(&origin, "/etag", "\"v2\"", "the page");
+    assert_eq!(client.get("/etag").await.x_cache(), "MISS");
+    let head = client.send("HEAD", "/etag", &[], "").await;
+    assert_eq!(head.header("etag"), Some("\"v2\""));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.calls("HEAD /etag"), 1);
+    // The representation changed: the stored page is not used again, and the HEAD answer
+    // did not become a page (with an empty body) either.
+    let get = client.get("/etag").await;
+    assert_eq!(get.x_cache(), "MISS");
+    assert_eq!(get.text(), "the page");
+    assert_eq!(get.header("x-version"), Some("stored #2"));
+    assert_eq!(origin.calls("GET /etag"), 2);
+}
+
+async fn rfc9111_4_3_5_head_with_another_content_length_invalidates_the_stored_page(store: Store) {
+    let (origin, client, _) = setup(store).await;
+    // The same validators, another length: not the stored body.
+    head_answering(&origin, "/length", "\"v1\"", "the page, longer now");
+    assert_eq!(client.get("/length").await.x_cache(), "MISS");
+    let head = client.send("HEAD", "/length", &[], "").await;
+    assert_eq!(head.header("content-length"), Some("20"));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.calls("HEAD /length"), 1);
+    let get = client.get("/length").await;
+    assert_eq!(get.x_cache(), "MISS");
+    assert_eq!(get.text(), "the page");
+    assert_eq!(origin.calls("GET /length"), 2);
+}
+
+async fn rfc9111_4_3_5_head_updates_only_the_variant_it_selects(store: Store) {
+    let (origin, client, _) = setup(store).await;
+    origin.route("/lang", |req, n| {
+        let lang = req
+            .get("accept-language")
+            .map_or("en", |v| v.to_str().unwrap())
+            .to_owned();
+        let mut headers = vec![
+            ("vary", "accept-language".to_owned()),
+            ("etag", format!("\"{lang}\"")),
+        ];
+        if req.contains_key("if-none-match") {
+            headers.push(("x-version", "from the HEAD".into()));
+            headers.push(("cache-control", "max-age=60".into()));
+        } else {
+            headers.push(("x-version", format!("stored #{n}")));
+            headers.push(("cache-control", "max-age=1".into()));
+            headers.push(("age", "5".into()));
+        }
+        answer(200, &headers, &lang)
+    });
+    let (en, de) = ([("accept-language", "en")], [("accept-language", "de")]);
+    assert_eq!(client.get_with("/lang", &en).await.x_cache(), "MISS");
+    assert_eq!(client.get_with("/lang", &de).await.x_cache(), "MISS");
+    let head = client.send("HEAD", "/lang", &en, "").await;
+    assert_eq!(head.header("x-version"), Some("from the HEAD"));
+    assert_eq!(origin.calls("HEAD /lang"), 1);
+    // The variant the HEAD selects is updated (fresh now)...
+    let get = client.get_with("/lang", &en).await;
+    assert_eq!((get.x_cache(), get.text().as_str()), ("HIT", "en"));
+    assert_eq!(get.header("x-version"), Some("from the HEAD"));
+    // ...the other one could not have been chosen for it, and is still stale: revalidated.
+    let get = client.get_with("/lang", &de).await;
+    assert_eq!(get.text(), "de");
+    assert_eq!(origin.last("/lang")["if-none-match"], "\"de\"");
+    assert_eq!(origin.calls("GET /lang"), 3);
+}
+
+async fn rfc9111_4_3_5_head_on_a_miss_stores_the_get_page(store: Store) {
+    let (origin, client, _) = setup(store).await;
+    origin.route("/first", |_, n| {
+        answer(
+            200,
+            &[("cache-control", "max-age=60".into())],
+            &format!("page #{n}"),
+        )
+    });
+    // Nothing stored: the HEAD is asked as GET, so that the page is stored.
+    let head = client.send("HEAD", "/first", &[], "").await;
+    assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.calls("HEAD /first"), 0);
+    let get = client.get("/first").await;
+    assert_eq!((get.x_cache(), get.text().as_str()), ("HIT", "page #1"));
+    assert_eq!(origin.calls("GET /first"), 1);
 }
 
 async fn rfc9111_5_3_expires_in_every_date_format_and_case(store: Store) {

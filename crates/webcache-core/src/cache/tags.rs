@@ -245,6 +245,26 @@ impl Cache {
         }
     }
 
+    /// Whether a write through this handle would be stored now rather than skipped: no tag it
+    /// pinned was invalidated since the pin (nor any tag at all, when tags were added after
+    /// the pin), and the versions can be read. For a copy of a value kept outside the cache
+    /// while it is written (a write under way), which must stop being served the moment the
+    /// write would be skipped. The same check as the write's: one `get_many` (and, as the
+    /// write would, an `add` for a tag never used before); `true` for a handle without tags.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
+    /// # let cache = webcache_core::Cache::locmem();
+    /// let writer = cache.tagged(["price"]).pin_tags().await?;
+    /// assert!(writer.pinned_tags_current().await?);
+    /// cache.invalidate_tags(["price"]).await?;
+    /// assert!(!writer.pinned_tags_current().await?); // a write through it would be skipped
+    /// # Ok(()) }
+    /// ```
+    pub async fn pinned_tags_current(&self) -> Result<bool> {
+        Ok(matches!(self.stamp().await?, Stamp::Tags(_)))
+    }
+
     /// What a write through this handle records: the tags with their versions (pinned ones as
     /// pinned), or why the write must be skipped.
     async fn stamp(&self) -> Result<Stamp> {

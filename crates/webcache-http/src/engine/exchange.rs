@@ -2,6 +2,25 @@
 //! preconditions stripped, a stale page's validators added), the answer decided on (a 304
 //! merged into the stale page, the session mark, the policy) and its body buffered, teed or
 //! streamed through. What it came to is published to the requests that waited.
+//!
+//! # HEAD (RFC 9111 §4.3.5)
+//!
+//! - **Nothing stored:** a HEAD is asked as GET, so that the page is stored and the next GET
+//!   is a hit; the client gets the GET's headers without its body. Asking HEAD would leave
+//!   nothing to store (a HEAD answer is never stored as a page: it has no body).
+//! - **A stored page that cannot answer as it is** (stale and to be revalidated, or the request
+//!   asks for a revalidation: `no-cache`, `max-age=0`) and that has a validator: the HEAD is
+//!   forwarded as HEAD, made conditional with the page's validators. A 304 updates the page as
+//!   for a GET (§4.3.4). A 200 whose validators (`ETag` strongly, `Last-Modified`) match the
+//!   page's and whose `Content-Length`, if any, is the page's length updates the page's
+//!   headers and freshness by the same merge as a 304 (§3.2, [`PageCacheEngine::update_stored`]);
+//!   any other 200 makes the page invalid (it is deleted: the next GET asks the origin). The
+//!   page updated is the one stored variant that the request selects: under `Vary`, the other
+//!   variants could not have been chosen for it (§4.1). The client gets the origin's HEAD answer.
+//! - **A stored page without a validator**: a HEAD answer could never be matched with it
+//!   ([`conditional::head_describes_stored`]), so the HEAD is asked as GET and refreshes it.
+//! - A background refresh of a page served stale (stale-while-revalidate, grace) asks GET
+//!   whatever the method of the request that started it: it is there to store the page.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,7 +69,7 @@ impl PageCacheEngine {
         let method = req.method().clone();
         let request_headers = req.headers().clone();
         let session = req.extensions().get::<SessionMark>().cloned();
-        prepare(&mut req, stale.as_ref().map(|s| &s.page));
+        let asked_head = prepare(&mut req, stale.as_ref().map(|s| &s.page));
         // Before the inner service reads the data the page is built from (see `PageStore::pin`).
         let pinned = self.store.pin().await;
         let request_time = SystemTime::now();
@@ -84,12 +103,9 @@ impl PageCacheEngine {
             Some(stale)
                 if parts.status == StatusCode::NOT_MODIFIED && stale.page.has_validator() =>
             {
-                // The page keeps the tags it was stored with, and gains any the 304 names.
-                // A 304 says the data did not change: without a pin, the versions of now do.
-                let mut kept = self.store.stored_tags(primary, &stale.page).await;
-                kept.extend(tags.unwrap_or_default());
-                let unpinned = self.store.cache.tagged(&kept);
-                let writer = self.store.writer(pinned, kept).unwrap_or(unpinned);
+                let writer = self
+                    .update_writer(primary, &stale.page, pinned, tags.unwrap_or_default())
+                    .await;
                 return Ok(self
                     .revalidated(
                         stale.page,
@@ -111,6 +127,28 @@ impl PageCacheEngine {
                     "the inner service failed; the stale page answers (stale-if-error)"
                 );
                 return Ok(self.stale_on_error(stale.page, &method, &request_headers, leader));
+            }
+            Some(stale) if asked_head => {
+                let update = (parts.status == StatusCode::OK
+                    && conditional::head_describes_stored(
+                        &parts.headers,
+                        &stale.page.headers,
+                        stale.page.body.len(),
+                    ))
+                .then_some((pinned, tags.unwrap_or_default()));
+                let page = stale.page;
+                return Ok(self
+                    .head_answered(
+                        page,
+                        parts,
+                        body,
+                        update,
+                        &request_headers,
+                        primary,
+                        times,
+                        leader,
+                    )
+                    .await);
             }
             other => other,
         };
@@ -352,27 +390,119 @@ impl PageCacheEngine {
         )
     }
 
-    /// A 304 answered the revalidation of a stale page: the 304's headers replace the stored
-    /// ones (RFC 9111 §4.3.4) and the page is stored anew, or dropped if no longer storable.
+    /// A 304 answered the revalidation of a stale page: the page is updated with the 304's
+    /// headers (RFC 9111 §4.3.4) and answers.
     #[allow(clippy::too_many_arguments)]
     async fn revalidated<R>(
         &self,
-        mut page: StoredResponse,
+        page: StoredResponse,
         parts: &Parts,
         method: &Method,
+        request_headers: &HeaderMap,
+        primary: &str,
+        times: (SystemTime, SystemTime),
+        leader: Option<Leader<Published>>,
+        writer: webcache_core::Cache,
+    ) -> Response<CacheBody<R>> {
+        let page = self
+            .update_stored(
+                page,
+                &parts.headers,
+                request_headers,
+                primary,
+                times,
+                leader,
+                writer,
+            )
+            .await;
+        self.respond
+            .page(page, method, request_headers, times.1, Outcome::Hit)
+    }
+
+    /// A HEAD asked as HEAD for a stored page that could not answer as it was has its 200 or
+    /// other answer (RFC 9111 §4.3.5; the 304 and stale-if-error cases are the GET's). With
+    /// `update` (the answer describes the page: [`conditional::head_describes_stored`]; the
+    /// pinned handle and the answer's tags), the page's headers are updated as for a 304;
+    /// a 200 that does not describe it makes it invalid; any other status leaves it as it
+    /// is. The client gets the origin's answer, never stored as a page.
+    #[allow(clippy::too_many_arguments)]
+    async fn head_answered<R: PageBody>(
+        &self,
+        page: StoredResponse,
+        parts: Parts,
+        body: R,
+        update: Option<(Option<webcache_core::Cache>, Vec<String>)>,
+        request_headers: &HeaderMap,
+        primary: &str,
+        times: (SystemTime, SystemTime),
+        leader: Option<Leader<Published>>,
+    ) -> Response<CacheBody<R>> {
+        if let Some((pinned, tags)) = update {
+            let writer = self.update_writer(primary, &page, pinned, tags).await;
+            self.update_stored(
+                page,
+                &parts.headers,
+                request_headers,
+                primary,
+                times,
+                leader,
+                writer,
+            )
+            .await;
+        } else {
+            // The requests that waited ask for themselves.
+            drop(leader);
+            if parts.status == StatusCode::OK {
+                tracing::debug!(
+                    key = primary,
+                    "a HEAD answer does not describe the stored page: the page is dropped"
+                );
+                self.store.drop_page(primary, &page).await;
+            }
+        }
+        let response = Response::from_parts(parts, CacheBody::inner(body));
+        self.respond.pass(response, &Method::HEAD, request_headers)
+    }
+
+    /// The handle an updated page (after a 304 or a HEAD answer) is written through: the page
+    /// keeps the tags it was stored with, and gains any the answer names. The answer says the
+    /// data did not change: without a pin, the versions of now do.
+    async fn update_writer(
+        &self,
+        primary: &str,
+        page: &StoredResponse,
+        pinned: Option<webcache_core::Cache>,
+        tags: Vec<String>,
+    ) -> webcache_core::Cache {
+        let mut kept = self.store.stored_tags(primary, page).await;
+        kept.extend(tags);
+        let unpinned = self.store.cache.tagged(&kept);
+        self.store.writer(pinned, kept).unwrap_or(unpinned)
+    }
+
+    /// Updates a stored page with the header fields of an answer that says it is still the
+    /// same (a 304, §4.3.4, or a HEAD answer, §4.3.5): each field the answer carries replaces
+    /// the stored ones of its name (§3.2), and the freshness is decided anew from the merged
+    /// headers; the page is stored anew (and handed to the requests that waited), or dropped
+    /// if no longer storable. Returns the page as updated.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_stored(
+        &self,
+        mut page: StoredResponse,
+        answer: &HeaderMap,
         request_headers: &HeaderMap,
         primary: &str,
         (request_time, response_time): (SystemTime, SystemTime),
         leader: Option<Leader<Published>>,
         writer: webcache_core::Cache,
-    ) -> Response<CacheBody<R>> {
+    ) -> StoredResponse {
         let diagnostic = self.settings.header.as_ref();
-        for name in parts.headers.keys() {
+        for name in answer.keys() {
             if is_stored_header(name, diagnostic) {
                 page.headers.remove(name);
             }
         }
-        for (name, value) in &parts.headers {
+        for (name, value) in answer {
             if is_stored_header(name, diagnostic) {
                 page.headers.append(name.clone(), value.clone());
             }
@@ -414,8 +544,7 @@ impl PageCacheEngine {
                 self.store.delete(primary).await;
             }
         }
-        self.respond
-            .page(page, method, request_headers, response_time, Outcome::Hit)
+        page
     }
 
     /// An answer that is not stored: streamed through at once. The requests that waited ask
@@ -468,13 +597,16 @@ impl PageCacheEngine {
 
 /// The request as the inner service gets it on a miss: the stored page must be the full GET
 /// answer, so HEAD is asked as GET and preconditions are evaluated here against the full
-/// response; a stale page's validators turn it into a revalidation.
-fn prepare<B>(req: &mut Request<B>, stale: Option<&StoredResponse>) {
-    if req.method() == Method::HEAD {
-        // HEAD has no ranges (RFC 9110 §14.2): the complete page is asked for.
+/// response; a stale page's validators turn it into a revalidation. A HEAD for a stale page
+/// with a validator stays a HEAD (see the module docs); returns whether it did.
+fn prepare<B>(req: &mut Request<B>, stale: Option<&StoredResponse>) -> bool {
+    let head = req.method() == Method::HEAD && stale.is_some_and(StoredResponse::has_validator);
+    if head {
+        // HEAD has no ranges (RFC 9110 §14.2).
         req.headers_mut().remove(RANGE);
+    } else {
+        ask_as_get(req);
     }
-    *req.method_mut() = Method::GET;
     conditional::strip_conditions(req.headers_mut());
     if let Some(page) = stale {
         if let Some(etag) = page.headers.get(ETAG) {
@@ -484,6 +616,16 @@ fn prepare<B>(req: &mut Request<B>, stale: Option<&StoredResponse>) {
             req.headers_mut().insert(IF_MODIFIED_SINCE, lm.clone());
         }
     }
+    head
+}
+
+/// Makes a HEAD (or GET) request ask for the complete GET answer, the one a page is stored
+/// from: HEAD has no ranges (RFC 9110 §14.2), so a HEAD's `Range` goes too.
+pub(super) fn ask_as_get<B>(req: &mut Request<B>) {
+    if req.method() == Method::HEAD {
+        req.headers_mut().remove(RANGE);
+    }
+    *req.method_mut() = Method::GET;
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

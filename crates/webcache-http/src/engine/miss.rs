@@ -185,7 +185,7 @@ impl PageCacheEngine {
     pub(super) fn refresh<S, B, R>(
         &self,
         inner: S,
-        req: Request<B>,
+        mut req: Request<B>,
         primary: &str,
         flight_key: String,
         page: StoredResponse,
@@ -197,6 +197,8 @@ impl PageCacheEngine {
         let Joined::Leader(leader) = self.flights.join(&flight_key) else {
             return;
         };
+        // A refresh is there to store the page: GET, even when a HEAD found it stale.
+        super::exchange::ask_as_get(&mut req);
         let engine = self.clone();
         let primary = primary.to_owned();
         tokio::spawn(async move {

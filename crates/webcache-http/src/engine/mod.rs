@@ -18,7 +18,8 @@
 //!    a gateway error (repeated), a stale page that answered for a failing inner service
 //!    (`STALE`, if their own stale-if-error window allows), or "not storable" (they ask for
 //!    themselves, and the key skips the single flight for a while).
-//! 4. **Exchange** ([`exchange`]): the request is prepared (HEAD asked as GET, preconditions
+//! 4. **Exchange** ([`exchange`]): the request is prepared (HEAD asked as GET, except for a
+//!    stored page to revalidate, which a HEAD answer may update: RFC 9111 §4.3.5; preconditions
 //!    stripped, a stale page's validators added); an error or a 5xx of the inner service is
 //!    answered with the stale page within its stale-if-error window (or the grace); the answer
 //!    is decided on by the session mark and the [`Policy`](crate::Policy); a storable body is buffered (known length) or teed (unknown

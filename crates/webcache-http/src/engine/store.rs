@@ -122,9 +122,21 @@ impl PageStore {
 
     /// Reads and decodes one entry: a store not yet confirmed by the backend first, then the
     /// backend. A corrupt entry is a miss and a warning.
+    ///
+    /// A tagged page being written is served from memory only while its write would stand:
+    /// once one of its tags is invalidated (by anyone, through any handle: the versions are
+    /// in the backend), the write is skipped or its entry reads as a miss, and so must the
+    /// copy in memory. One `get_many` of the tag versions, as a read of the stored page costs.
     async fn read(&self, key: &str) -> Option<Entry> {
-        if let Some(entry) = self.state.pending.get(key) {
-            return Some(entry);
+        if let Some(written) = self.state.pending.get(key) {
+            let Some(writer) = &written.tagged else {
+                return Some(written.entry);
+            };
+            match writer.pinned_tags_current().await {
+                Ok(true) => return Some(written.entry),
+                Ok(false) => self.state.pending.remove(key, written.ticket),
+                Err(e) => self.warn_backend("get_many", &e),
+            }
         }
         self.read_backend(key).await
     }
@@ -182,23 +194,26 @@ impl PageStore {
             return;
         }
         let names = page.vary_names();
-        let mut keys = vec![(primary.to_owned(), None)];
-        if names.is_empty() {
-            keys[0].1 = Some(Entry::Page(StoredResponse::clone(&page)));
+        // The page's copy is checked against its tags when read (see `read`); the vary entry
+        // carries none.
+        let tagged = (!writer.tags().is_empty()).then(|| writer.clone());
+        let page_entry = Entry::Page(StoredResponse::clone(&page));
+        let keys = if names.is_empty() {
+            vec![(primary.to_owned(), page_entry, tagged)]
         } else {
             let id = key::variant_id(&names, &page.vary_values());
-            keys[0].1 = Some(Entry::Vary(VaryList {
+            let vary = Entry::Vary(VaryList {
                 names: names.clone(),
                 variants: vec![id.clone()],
-            }));
-            keys.push((
-                key::variant_key(primary, &id),
-                Some(Entry::Page(StoredResponse::clone(&page))),
-            ));
-        }
+            });
+            vec![
+                (primary.to_owned(), vary, None),
+                (key::variant_key(primary, &id), page_entry, tagged),
+            ]
+        };
         let tickets: Vec<(String, u64)> = keys
             .into_iter()
-            .filter_map(|(k, entry)| entry.map(|e| (k.clone(), self.state.pending.insert(k, e))))
+            .map(|(k, entry, tagged)| (k.clone(), self.state.pending.insert(k, entry, tagged)))
             .collect();
         self.state.memo.remember(primary, &names);
         let epoch = self.state.writes.begin(primary);
@@ -315,6 +330,13 @@ impl PageStore {
         }
     }
 
+    /// Removes a stored page of `primary` (not the URL's other variants); writes of the URL
+    /// under way undo themselves, so an older copy cannot land after the delete.
+    pub(crate) async fn drop_page(&self, primary: &str, page: &StoredResponse) {
+        self.state.writes.invalidated(primary);
+        self.delete(&self.page_key(primary, page)).await;
+    }
+
     /// Removes one entry.
     pub(crate) async fn delete(&self, key: &str) {
         self.state.pending.remove_all(key);
@@ -359,16 +381,20 @@ impl PageStore {
         pinned.map(|pinned| pinned.tagged(tags))
     }
 
-    /// The tags the stored entry of `page` (a page of `primary`) carries, so that a page stored
-    /// anew (after a revalidation) keeps them. One read.
-    pub(crate) async fn stored_tags(&self, primary: &str, page: &StoredResponse) -> Vec<String> {
+    /// The key `page` (a page of `primary`) is stored under: `primary`, or its variant's key.
+    fn page_key(&self, primary: &str, page: &StoredResponse) -> String {
         let names = page.vary_names();
-        let key = if names.is_empty() {
+        if names.is_empty() {
             primary.to_owned()
         } else {
             key::variant_key(primary, &key::variant_id(&names, &page.vary_values()))
-        };
-        match self.cache.get_raw(&key).await {
+        }
+    }
+
+    /// The tags the stored entry of `page` (a page of `primary`) carries, so that a page stored
+    /// anew (after a revalidation) keeps them. One read.
+    pub(crate) async fn stored_tags(&self, primary: &str, page: &StoredResponse) -> Vec<String> {
+        match self.cache.get_raw(&self.page_key(primary, page)).await {
             Ok(Some(raw)) => webcache_core::backend::entry::tags(&raw)
                 .map(|tags| tags.into_iter().map(|(t, _)| t.to_owned()).collect())
                 .unwrap_or_default(),
@@ -418,35 +444,53 @@ impl PageStore {
 /// reads its own writes. Empty almost always: checked without a lock first.
 #[derive(Debug, Default)]
 struct Pending {
-    map: Mutex<HashMap<String, (u64, Entry)>>,
+    map: Mutex<HashMap<String, Written>>,
     len: AtomicUsize,
     next: AtomicU64,
 }
 
+/// An entry being written.
+#[derive(Debug, Clone)]
+struct Written {
+    /// What removes it (and not a newer write of the same key).
+    ticket: u64,
+    entry: Entry,
+    /// The handle it is written through, when that handle carries tags: whether its write
+    /// would stand is asked on each read (see [`PageStore::read`]).
+    tagged: Option<Cache>,
+}
+
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Entry)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, key: &str) -> Option<Entry> {
+    fn get(&self, key: &str) -> Option<Written> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.lock().get(key).map(|(_, e)| e.clone())
+        self.lock().get(key).cloned()
     }
 
     /// Adds an entry; returns the ticket that removes it (and not a newer one).
-    fn insert(&self, key: String, entry: Entry) -> u64 {
+    fn insert(&self, key: String, entry: Entry, tagged: Option<Cache>) -> u64 {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
-        map.insert(key, (ticket, entry));
+        map.insert(
+            key,
+            Written {
+                ticket,
+                entry,
+                tagged,
+            },
+        );
         self.len.store(map.len(), Ordering::Release);
         ticket
     }
 
     fn remove(&self, key: &str, ticket: u64) {
         let mut map = self.lock();
-        if map.get(key).is_some_and(|(t, _)| *t == ticket) {
+        if map.get(key).is_some_and(|w| w.ticket == ticket) {
             map.remove(key);
         }
         self.len.store(map.len(), Ordering::Release);
