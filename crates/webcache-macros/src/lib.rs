@@ -96,9 +96,9 @@ use syn::{
 ///
 /// # What the function returns, and what a failing cache does
 /// - `Result<T, E>` (also `io::Result<T>`, `anyhow::Result<T>`): an `Err` is returned and not
-///   stored (unless `cache_errors`). A cache failure is returned as the function's error, so `E: From<webcache::Error>`,
-///   as with [`Cache::try_get_or_set_with`]; a cache configured `on_error = "degrade"` turns
-///   backend failures into misses instead.
+///   stored (unless `cache_errors`). A cache failure is returned as the function's error, so
+///   `E: From<webcache::Error>`, as with [`Cache::try_get_or_set_with`]; a cache configured
+///   `on_error = "degrade"` turns backend failures into misses instead.
 /// - `Option<T>` and `T`: there is no error to return, so a cache that fails is logged (one
 ///   warning per interval) and the call goes on without it, running the body at most once;
 ///   the value must be `Clone`, as a copy is kept for a store that fails after the body ran.
@@ -522,9 +522,19 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
     let error_codec = options.cache_errors.map(|span| {
         quote_spanned!(span=> ::webcache::__private::ErrorCodec::new(::core::marker::PhantomData::<#ret>))
     });
+    // A `Result` function: the cache failure converted into its error, and the cache and key,
+    // or that error returned.
+    let into_error = quote_spanned!(ret_span=> ::core::convert::From::from(__wc_e));
+    let open_or_fail = quote! {
+        let (__wc_cache, __wc_key) = match (__wc_cache, __wc_key) {
+            (::core::result::Result::Ok(c), ::core::result::Result::Ok(k)) => (c, k),
+            (::core::result::Result::Err(__wc_e), _) | (_, ::core::result::Result::Err(__wc_e)) => {
+                return ::core::result::Result::Err(#into_error);
+            }
+        };
+    };
     let new_body = match &shape {
         Shape::Result(_) if error_codec.is_some() => {
-            let into_error = quote_spanned!(ret_span=> ::core::convert::From::from(__wc_e));
             let call = get_or_set(quote! {
                 move || async move {
                     match __wc_body.await {
@@ -550,12 +560,7 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
                 #prelude
                 let __wc_body = #body;
                 let __wc_errors = #error_codec;
-                let (__wc_cache, __wc_key) = match (__wc_cache, __wc_key) {
-                    (::core::result::Result::Ok(c), ::core::result::Result::Ok(k)) => (c, k),
-                    (::core::result::Result::Err(__wc_e), _) | (_, ::core::result::Result::Err(__wc_e)) => {
-                        return ::core::result::Result::Err(#into_error);
-                    }
-                };
+                #open_or_fail
                 // Whether this call ran the body and stored its error (not read one stored).
                 let __wc_computed_error = &::std::sync::atomic::AtomicBool::new(false);
                 match #call {
@@ -575,19 +580,13 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
             }}
         }
         Shape::Result(_) => {
-            let into_error = quote_spanned!(ret_span=> ::core::convert::From::from(__wc_e));
             let call = get_or_set(quote! {
                 move || async move { __wc_body.await.map_err(::webcache::__private::Fail::Body) }
             });
             quote! {{
                 #prelude
                 let __wc_body = #body;
-                let (__wc_cache, __wc_key) = match (__wc_cache, __wc_key) {
-                    (::core::result::Result::Ok(c), ::core::result::Result::Ok(k)) => (c, k),
-                    (::core::result::Result::Err(__wc_e), _) | (_, ::core::result::Result::Err(__wc_e)) => {
-                        return ::core::result::Result::Err(#into_error);
-                    }
-                };
+                #open_or_fail
                 match #call {
                     ::core::result::Result::Ok(v) => ::core::result::Result::Ok(v),
                     ::core::result::Result::Err(::webcache::__private::Fail::Body(e)) => ::core::result::Result::Err(e),

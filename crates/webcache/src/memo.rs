@@ -272,22 +272,17 @@ impl<E> ErrorCodec<E> {
     }
 
     /// The stored error back. One that no longer reads as `E` (its type changed since it was
-    /// stored) is deleted, so the next call runs the body, and this call gets a cache error.
+    /// stored) is deleted, so that the next call runs the body, and this call gets a cache
+    /// error.
     pub async fn decode(&self, cache: &Cache, key: &str, stored: StoredError) -> Result<E, Error> {
-        match (self.decode)(stored.0) {
-            Ok(error) => Ok(error),
-            Err(e) => {
-                let _ = cache.delete(key).await;
-                Err(Error::backend(
-                    "webcache",
-                    format!("#[cached]: the error stored under `{key}` does not read as the function's error type; deleted it"),
-                    e,
-                ))
-            }
+        let decoded = self.decode_read(key, stored);
+        if decoded.is_err() {
+            let _ = cache.delete(key).await;
         }
+        decoded
     }
 
-    /// [`decode`](Self::decode) for the `_cached` sibling, which only reads.
+    /// The stored error back, for the `_cached` sibling, which only reads.
     pub fn decode_read(&self, key: &str, stored: StoredError) -> Result<E, Error> {
         (self.decode)(stored.0).map_err(|e| {
             Error::backend(

@@ -410,8 +410,8 @@ async fn redis_default_key_and_none() {
     default_key_and_none("redis").await;
 }
 
-/// Every shape, with and without a stale window, gives a `Send` future (an axum handler's
-/// requirement), and generic functions expand.
+/// Every shape, with and without a stale window, a lock or stored errors, gives a `Send`
+/// future (an axum handler's requirement), and generic functions expand.
 #[cached(ttl = 60, stale = 600, key = "sv:{n}")]
 async fn stale_value(#[cache] cache: &Cache, n: u64) -> u64 {
     n + 1
@@ -450,6 +450,13 @@ async fn every_shape_is_send_and_generic_functions_expand() {
         Some(2)
     );
     assert!(generic_len_invalidate(&cache, &["a", "b"]).await.unwrap());
+    // `cache_errors` (with and without `error_ttl`) and `lock`.
+    assert_send(lookup(&cache, 0, &runs)).await.unwrap_err();
+    assert_send(lookup_briefly(&cache, 0, &runs))
+        .await
+        .unwrap_err();
+    assert_eq!(assert_send(report(&cache, 1, &runs)).await, Ok(2));
+    assert_eq!(assert_send(total(&cache, 1, &runs)).await, 3);
 }
 
 /// An argument whose JSON cannot be built (a map with tuple keys): no key, so no cache.
@@ -590,8 +597,10 @@ async fn errors_are_stored_only_when_asked(backend: &str) {
         lookup_cached(&cache, 0).await.unwrap(),
         Some(Err(LookupError::NotFound(0)))
     );
+    let error_ttl = cache.ttl("lookup:0").await.unwrap();
     assert!(
-        matches!(cache.ttl("lookup:0").await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(30))
+        matches!(error_ttl, Ttl::Remaining(d) if d > Duration::from_secs(30)),
+        "{error_ttl:?}"
     );
     // Values are stored as before, and read back as `Ok`.
     assert_eq!(lookup(&cache, 4, &runs).await, Ok(40));
@@ -605,6 +614,19 @@ async fn errors_are_stored_only_when_asked(backend: &str) {
         Err(LookupError::NotFound(0))
     );
     assert_eq!(runs.load(Ordering::SeqCst), 3);
+
+    // A stored error that no longer reads as the error type (it changed since) is a cache
+    // error once, and deleted: the next call runs the body.
+    cache
+        .set("lookup:9", &Result::<u64, u32>::Err(5), 60)
+        .await
+        .unwrap();
+    assert!(matches!(
+        lookup(&cache, 9, &runs).await,
+        Err(LookupError::Cache(_))
+    ));
+    assert_eq!(lookup(&cache, 9, &runs).await, Ok(90));
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
 
     // `error_ttl`: the error is kept for it, the value for the function's ttl.
     let runs = AtomicUsize::new(0);
