@@ -20,7 +20,8 @@ struct Profile {
     name: String,
 }
 
-#[derive(Debug, PartialEq)]
+/// The functions' error; `Serialize + Deserialize`, so that `cache_errors` can store it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 enum AppError {
     NotFound(u64),
     Cache(String),
@@ -510,59 +511,40 @@ async fn an_alias_with_a_single_cache_says_what_to_pass() {
     assert!(message.contains("`Caches`"), "{message}");
 }
 
-/// An error that `cache_errors` can store: `Serialize + Deserialize`.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-enum LookupError {
-    NotFound(u64),
-    Cache(String),
-}
-
-impl From<webcache::Error> for LookupError {
-    fn from(e: webcache::Error) -> Self {
-        LookupError::Cache(e.to_string())
-    }
-}
-
-impl std::fmt::Display for LookupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-
-/// Fails for id 0; counts its runs.
-#[cached(ttl = 60, key = "lookup:{id}", cache_errors)]
-async fn lookup(#[cache] cache: &Cache, id: u64, runs: &AtomicUsize) -> Result<u64, LookupError> {
+/// The lookup the functions below memoize: fails for id 0; counts its runs, and takes a
+/// moment, so that concurrent callers pile up.
+async fn find(id: u64, runs: &AtomicUsize) -> Result<u64, AppError> {
     runs.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
     match id {
-        0 => Err(LookupError::NotFound(id)),
+        0 => Err(AppError::NotFound(id)),
         id => Ok(id * 10),
     }
 }
 
-/// `lookup` with errors kept 2 s, values 600 s.
+#[cached(ttl = 60, key = "lookup:{id}", cache_errors)]
+async fn lookup(#[cache] cache: &Cache, id: u64, runs: &AtomicUsize) -> Result<u64, AppError> {
+    find(id, runs).await
+}
+
+/// Errors kept 2 s, values 600 s.
 #[cached(ttl = 600, key = "brief:{id}", cache_errors, error_ttl = 2)]
 async fn lookup_briefly(
     #[cache] cache: &Cache,
     id: u64,
     runs: &AtomicUsize,
-) -> Result<u64, LookupError> {
-    runs.fetch_add(1, Ordering::SeqCst);
-    match id {
-        0 => Err(LookupError::NotFound(id)),
-        id => Ok(id * 10),
-    }
+) -> Result<u64, AppError> {
+    find(id, runs).await
 }
 
-/// The same failing lookup without `cache_errors`: the default.
+/// Without `cache_errors`: the default.
 #[cached(ttl = 60, key = "plain:{id}")]
 async fn lookup_uncached_errors(
     #[cache] cache: &Cache,
     id: u64,
     runs: &AtomicUsize,
-) -> Result<u64, LookupError> {
-    runs.fetch_add(1, Ordering::SeqCst);
-    Err(LookupError::NotFound(id))
+) -> Result<u64, AppError> {
+    find(id, runs).await
 }
 
 async fn errors_are_stored_only_when_asked(backend: &str) {
@@ -571,13 +553,13 @@ async fn errors_are_stored_only_when_asked(backend: &str) {
     let runs = AtomicUsize::new(0);
     for _ in 0..2 {
         assert_eq!(
-            lookup_uncached_errors(&cache, 5, &runs).await,
-            Err(LookupError::NotFound(5))
+            lookup_uncached_errors(&cache, 0, &runs).await,
+            Err(AppError::NotFound(0))
         );
     }
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(
-        lookup_uncached_errors_cached(&cache, 5).await.unwrap(),
+        lookup_uncached_errors_cached(&cache, 0).await.unwrap(),
         None
     );
 
@@ -586,16 +568,13 @@ async fn errors_are_stored_only_when_asked(backend: &str) {
     let runs = AtomicUsize::new(0);
     let calls = (0..8).map(|_| lookup(&cache, 0, &runs));
     for result in futures::future::join_all(calls).await {
-        assert_eq!(result, Err(LookupError::NotFound(0)));
+        assert_eq!(result, Err(AppError::NotFound(0)));
     }
-    assert_eq!(
-        lookup(&cache, 0, &runs).await,
-        Err(LookupError::NotFound(0))
-    );
+    assert_eq!(lookup(&cache, 0, &runs).await, Err(AppError::NotFound(0)));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the error was stored");
     assert_eq!(
         lookup_cached(&cache, 0).await.unwrap(),
-        Some(Err(LookupError::NotFound(0)))
+        Some(Err(AppError::NotFound(0)))
     );
     let error_ttl = cache.ttl("lookup:0").await.unwrap();
     assert!(
@@ -609,10 +588,7 @@ async fn errors_are_stored_only_when_asked(backend: &str) {
     assert_eq!(lookup_cached(&cache, 4).await.unwrap(), Some(Ok(40)));
     // Invalidating the error: the body runs again.
     assert!(lookup_invalidate(&cache, 0).await.unwrap());
-    assert_eq!(
-        lookup(&cache, 0, &runs).await,
-        Err(LookupError::NotFound(0))
-    );
+    assert_eq!(lookup(&cache, 0, &runs).await, Err(AppError::NotFound(0)));
     assert_eq!(runs.load(Ordering::SeqCst), 3);
 
     // A stored error that no longer reads as the error type (it changed since) is a cache
@@ -623,7 +599,7 @@ async fn errors_are_stored_only_when_asked(backend: &str) {
         .unwrap();
     assert!(matches!(
         lookup(&cache, 9, &runs).await,
-        Err(LookupError::Cache(_))
+        Err(AppError::Cache(_))
     ));
     assert_eq!(lookup(&cache, 9, &runs).await, Ok(90));
     assert_eq!(runs.load(Ordering::SeqCst), 4);
@@ -632,11 +608,11 @@ async fn errors_are_stored_only_when_asked(backend: &str) {
     let runs = AtomicUsize::new(0);
     assert_eq!(
         lookup_briefly(&cache, 0, &runs).await,
-        Err(LookupError::NotFound(0))
+        Err(AppError::NotFound(0))
     );
     assert_eq!(
         lookup_briefly(&cache, 0, &runs).await,
-        Err(LookupError::NotFound(0))
+        Err(AppError::NotFound(0))
     );
     let error_ttl = cache.ttl("brief:0").await.unwrap();
     assert!(
