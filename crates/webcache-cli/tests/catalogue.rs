@@ -7,63 +7,34 @@
 //! tracking keeps current: the other process sees the write as soon as Redis reports it (goal
 //! 100 ms, measured in BENCHMARKS.md; the test allows 5 s on a busy machine).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::Running;
 use webcache_testkit::servers::redis::RedisServer;
-use webcache_testkit::servers::{free_port, temp_dir, wait_for_port};
+use webcache_testkit::servers::temp_dir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_webcache");
+mod common;
 
-/// A `webcache serve` process, killed when dropped.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    fn start(cache: &str, db: &std::path::Path, runtime: &std::path::Path) -> Serve {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(BIN)
-            .env_remove("WEBCACHE_URL")
-            .env_remove("WEBCACHE_TOKEN")
-            .env("XDG_RUNTIME_DIR", runtime)
-            .args(["serve", "--listen", &listen, "--cache", cache, "--db"])
-            .arg(db)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start webcache serve");
-        let mut banner = String::new();
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        // The banner says where it listens, then which database it uses.
-        for _ in 0..4 {
-            out.read_line(&mut banner).expect("read the banner");
-        }
-        assert!(banner.contains(&listen), "unexpected banner: {banner}");
-        assert!(
-            banner.contains(&db.display().to_string()),
-            "the banner does not name the database: {banner}"
-        );
-        assert!(wait_for_port(port, Duration::from_secs(30)));
-        Serve {
-            child,
-            base: format!("http://{listen}"),
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `webcache serve` process on `cache` and the SQLite file `db`, once its banner has named
+/// the database.
+fn serve(cache: &str, db: &std::path::Path, runtime: &std::path::Path) -> Running {
+    let db_arg = db.to_str().expect("a UTF-8 temporary path");
+    // The banner says where it listens, then which database it uses (on its `catalogue:` line).
+    let serve = Running::start_with(
+        &["serve", "--cache", cache, "--db", db_arg],
+        Some(runtime),
+        |line| line.starts_with("catalogue:"),
+    );
+    assert!(
+        serve.banner.contains(&db.display().to_string()),
+        "the banner does not name the database: {}",
+        serve.banner
+    );
+    serve
 }
 
 /// `GET /products`: the `x-cache` state and the line of product `name`.
-async fn products(client: &reqwest::Client, serve: &Serve, name: &str) -> (String, String) {
+async fn products(client: &reqwest::Client, serve: &Running, name: &str) -> (String, String) {
     let response = client
         .get(format!("{}/products", serve.base))
         .send()
@@ -91,7 +62,7 @@ async fn products(client: &reqwest::Client, serve: &Serve, name: &str) -> (Strin
 
 /// Requests `/products` until its page is a HIT (the page layer stores a tagged page from its
 /// second miss on: the first told it that the route tags its pages).
-async fn until_hit(client: &reqwest::Client, serve: &Serve) {
+async fn until_hit(client: &reqwest::Client, serve: &Running) {
     for _ in 0..200 {
         if products(client, serve, "teapot").await.0 == "HIT" {
             return;
@@ -106,7 +77,7 @@ async fn until_hit(client: &reqwest::Client, serve: &Serve) {
 /// answer with the new price is a MISS: the page was dropped with the table's tag.
 async fn after_write(
     client: &reqwest::Client,
-    serve: &Serve,
+    serve: &Running,
     name: &str,
     price: &str,
     near: bool,
@@ -121,7 +92,7 @@ async fn after_write(
     }
 }
 
-async fn set_price(client: &reqwest::Client, serve: &Serve, id: u32, price: u32) {
+async fn set_price(client: &reqwest::Client, serve: &Running, id: u32, price: u32) {
     let response = client
         .post(format!("{}/products/{id}?price={price}", serve.base))
         .send()
@@ -151,8 +122,8 @@ async fn scenario(near: bool) {
     } else {
         redis.url(0)
     };
-    let a = Serve::start(&cache, &db, &runtime);
-    let b = Serve::start(&cache, &db, &runtime);
+    let a = serve(&cache, &db, &runtime);
+    let b = serve(&cache, &db, &runtime);
     let client = reqwest::Client::new();
 
     // Both pages cached: the sample prices.

@@ -2,132 +2,13 @@
 //! inspection command, through `shell`, the command line and `--app`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{command, runtime_dir, webcache, Demo, Proxy};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_webcache");
-
-/// A `webcache serve` or `webcache proxy` process on a free port, killed when dropped.
-struct Running {
-    child: Child,
-    base: String,
-    listen: String,
-}
-
-/// The runtime directory every process of these tests uses (`serve` leaves its admin token
-/// there; the CLI finds it there), inside the target directory rather than the user's own.
-fn runtime_dir() -> &'static std::path::Path {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-runtime");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        dir
-    })
-}
-
-/// A command of the binary in the tests' environment.
-fn command() -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_remove("WEBCACHE_URL")
-        .env_remove("WEBCACHE_TOKEN")
-        .env("XDG_RUNTIME_DIR", runtime_dir());
-    command
-}
-
-/// `webcache serve` on a free port, once its banner says where it listens.
-struct Demo;
-
-impl Demo {
-    fn start(extra: &[&str]) -> Running {
-        Running::start(&["serve"], extra)
-    }
-
-    /// With `runtime` as its XDG_RUNTIME_DIR instead of the tests' shared one.
-    fn start_in(runtime: &std::path::Path) -> Running {
-        Running::start_with(&["serve"], &[], Some(runtime))
-    }
-}
-
-/// `webcache proxy --upstream UPSTREAM` on a free port.
-struct Proxy;
-
-impl Proxy {
-    fn start(upstream: &str, extra: &[&str]) -> Running {
-        Running::start(&["proxy", "--upstream", upstream], extra)
-    }
-}
-
-impl Running {
-    fn start(command: &[&str], extra: &[&str]) -> Running {
-        Running::start_with(command, extra, None)
-    }
-
-    fn start_with(command: &[&str], extra: &[&str], runtime: Option<&std::path::Path>) -> Running {
-        let port = webcache_testkit::servers::free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = self::command();
-        if let Some(runtime) = runtime {
-            child.env("XDG_RUNTIME_DIR", runtime);
-        }
-        let mut child = child
-            .args(command)
-            .args(["--listen", &listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // The first line says where it listens.
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(first.contains(&listen), "unexpected banner: {first}");
-        assert!(webcache_testkit::servers::wait_for_port(
-            port,
-            Duration::from_secs(10)
-        ));
-        Running {
-            child,
-            base: format!("http://{listen}"),
-            listen,
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // A killed `serve` cannot remove its token file itself.
-        let _ = std::fs::remove_file(
-            runtime_dir()
-                .join("webcache")
-                .join(format!("serve-{}.json", self.listen)),
-        );
-    }
-}
-
-fn webcache(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
+mod common;
 
 fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)

@@ -5,86 +5,48 @@
 //! `WEBCACHE_DASHBOARD_PNG=docs/dashboard.png` (relative to the workspace) also saves the
 //! screenshot the README shows.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{webcache, Running};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_webcache");
+mod common;
 
-/// The runtime directory of these tests' processes (where `serve` leaves its token).
-fn runtime_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-runtime");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        dir
-    })
-}
-
-fn command() -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_remove("WEBCACHE_URL")
-        .env_remove("WEBCACHE_TOKEN")
-        .env("XDG_RUNTIME_DIR", runtime_dir());
-    command
-}
-
-/// A `webcache` server process (serve, proxy, dashboard) on a free port, killed when dropped.
-struct Running {
-    child: Child,
-    base: String,
+/// A `webcache` server process (serve, proxy, dashboard) and what its banner says.
+struct Server {
+    running: Running,
     /// The token and the dashboard's address, from the banner (if it printed them).
     token: Option<String>,
     dashboard: Option<String>,
 }
 
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let port = webcache_testkit::servers::free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = command()
-            .args(args)
-            .args(["--listen", &listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut token, mut dashboard) = (None, None);
+impl Server {
+    fn start(args: &[&str]) -> Server {
         // The banner: read until the dashboard's line, or its end (a blank line or EOF).
-        for line in lines.by_ref() {
-            let line = line.unwrap();
+        let running = Running::start_with(args, None, |line| {
+            line.contains("#token=")
+                || line.is_empty()
+                || line.starts_with("policy:") && !args.contains(&"--admin")
+        });
+        let mut token = None;
+        let mut dashboard = None;
+        for line in running.banner.lines() {
             if let Some(t) = line.strip_prefix("admin token: ") {
                 token = Some(t.trim().to_owned());
             }
             if let Some(url) = line.split_whitespace().find(|w| w.contains("#token=")) {
                 dashboard = Some(url.to_owned());
-                break;
-            }
-            if line.is_empty() || line.starts_with("policy:") && !args.contains(&"--admin") {
-                break;
             }
         }
-        // Keep reading, so the process never writes into a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        assert!(webcache_testkit::servers::wait_for_port(
-            port,
-            Duration::from_secs(30)
-        ));
         let token = token.or_else(|| {
             dashboard
                 .as_deref()
                 .and_then(|d| d.split_once("#token=").map(|(_, t)| t.to_owned()))
         });
-        Running {
-            child,
-            base: format!("http://{listen}"),
+        Server {
+            running,
             token,
             dashboard,
         }
@@ -95,16 +57,12 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+impl std::ops::Deref for Server {
+    type Target = Running;
 
-/// The binary's exit status and output for `args`.
-fn webcache(args: &[&str]) -> std::process::Output {
-    command().args(args).output().unwrap()
+    fn deref(&self) -> &Running {
+        &self.running
+    }
 }
 
 /// Debian's `chromium`, or another Chromium on the PATH.
@@ -194,7 +152,7 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_what_the_cache_holds_in_a_real_browser() {
-    let demo = Running::start(&["serve"]);
+    let demo = Server::start(&["serve"]);
     // Traffic: one miss then hits of a cached page, and two values set through the CLI.
     for _ in 0..5 {
         let (status, _) = get(&format!("{}/hello-page?delay=0", demo.base), &[]).await;
@@ -212,7 +170,7 @@ async fn the_dashboard_shows_what_the_cache_holds_in_a_real_browser() {
     ] {
         let mut args = args.to_vec();
         args.extend(["--app", &demo.base]);
-        let out = webcache(&args);
+        let out = webcache(&args, None);
         assert!(out.status.success(), "{out:?}");
     }
     // Two samples of the counters (one a second) around the traffic, so the chart has a point.
@@ -276,7 +234,7 @@ async fn the_dashboard_shows_what_the_cache_holds_in_a_real_browser() {
 
 #[tokio::test]
 async fn the_metrics_and_the_dashboard_keep_the_admin_endpoint_checks() {
-    let demo = Running::start(&["serve"]);
+    let demo = Server::start(&["serve"]);
     let token = demo.token().to_owned();
     let bearer = format!("Bearer {token}");
     get(&format!("{}/hello-page?delay=0", demo.base), &[]).await;
@@ -346,12 +304,12 @@ async fn the_metrics_and_the_dashboard_keep_the_admin_endpoint_checks() {
 
 #[tokio::test]
 async fn the_proxy_answers_its_admin_side_only_with_admin() {
-    let origin = Running::start(&["serve"]);
-    let plain = Running::start(&["proxy", "--upstream", &origin.base]);
+    let origin = Server::start(&["serve"]);
+    let plain = Server::start(&["proxy", "--upstream", &origin.base]);
     for path in ["/_webcache/metrics", "/_webcache/dashboard"] {
         assert_eq!(get(&format!("{}{path}", plain.base), &[]).await.0, 404);
     }
-    let proxy = Running::start(&["proxy", "--upstream", &origin.base, "--admin"]);
+    let proxy = Server::start(&["proxy", "--upstream", &origin.base, "--admin"]);
     let bearer = format!("Bearer {}", proxy.token());
     let declared = [
         ("authorization", bearer.as_str()),
@@ -373,21 +331,24 @@ async fn the_proxy_answers_its_admin_side_only_with_admin() {
         401
     );
     // Its own command endpoint, as the CLI uses it.
-    let out = webcache(&[
-        "set",
-        "k",
-        "1",
-        "--app",
-        &proxy.base,
-        "--token",
-        proxy.token(),
-    ]);
+    let out = webcache(
+        &[
+            "set",
+            "k",
+            "1",
+            "--app",
+            &proxy.base,
+            "--token",
+            proxy.token(),
+        ],
+        None,
+    );
     assert!(out.status.success(), "{out:?}");
 }
 
 #[tokio::test]
 async fn webcache_dashboard_serves_any_cache() {
-    let dashboard = Running::start(&["dashboard", "--cache", "locmem://"]);
+    let dashboard = Server::start(&["dashboard", "--cache", "locmem://"]);
     let url = dashboard
         .dashboard
         .as_deref()
@@ -409,7 +370,7 @@ async fn webcache_dashboard_serves_any_cache() {
     assert_eq!(data["caches"][0]["up"], json!(true));
     assert_eq!(data["caches"][0]["biggest"], json!([]));
     // --app has its own dashboard: said in words.
-    let out = webcache(&["dashboard", "--app", "http://127.0.0.1:9"]);
+    let out = webcache(&["dashboard", "--app", "http://127.0.0.1:9"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("serves its own dashboard"));
 }

@@ -2,15 +2,14 @@
 //! once and then fails. Past the page's freshness the proxy with a grace period answers the
 //! stale page (`x-cache: STALE`); without one it answers the origin's failure.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
+use common::{Proxy, Running};
 
-const BIN: &str = env!("CARGO_BIN_EXE_webcache");
+mod common;
 
 /// How long the origin's page is fresh (`max-age`).
 const MAX_AGE: Duration = Duration::from_secs(1);
@@ -50,49 +49,6 @@ async fn origin_that_answers_once() -> (String, Arc<AtomicUsize>) {
     (base, calls)
 }
 
-/// A `webcache proxy` process on a free port (its own in-process cache), killed when dropped.
-struct Proxy {
-    child: Child,
-    base: String,
-}
-
-impl Proxy {
-    fn start(upstream: &str, extra: &[&str]) -> Proxy {
-        let port = webcache_testkit::servers::free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(BIN)
-            .env_remove("WEBCACHE_URL")
-            .env_remove("WEBCACHE_TOKEN")
-            .args(["proxy", "--upstream", upstream, "--listen", &listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // The first line says where it listens.
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(first.contains(&listen), "unexpected banner: {first}");
-        assert!(webcache_testkit::servers::wait_for_port(
-            port,
-            Duration::from_secs(10)
-        ));
-        Proxy {
-            child,
-            base: format!("http://{listen}"),
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Status, `x-cache` and body of `GET url`.
 async fn fetch(url: &str) -> (StatusCode, String, String) {
     let response = reqwest::get(url).await.unwrap();
@@ -107,7 +63,7 @@ async fn fetch(url: &str) -> (StatusCode, String, String) {
 
 /// Fills the proxy's cache from the origin's one good answer, then waits until the page is
 /// stale.
-async fn cache_then_expire(proxy: &Proxy) -> String {
+async fn cache_then_expire(proxy: &Running) -> String {
     let url = format!("{}/page", proxy.base);
     let (status, x_cache, body) = fetch(&url).await;
     assert_eq!(

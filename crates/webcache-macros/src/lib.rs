@@ -81,35 +81,51 @@ use syn::{
 /// - `tags = ["user:{id}", "users"]`: tags the stored value carries (templates like `key`);
 ///   `cache.invalidate_tags(["user:7"])` then forgets every value tagged `user:7`, in every
 ///   process, whatever its key (see `Cache::tagged`).
+/// - `lock`: the body runs once across every process sharing the cache, not only once per
+///   process: on a miss the call that takes the cache's lease computes, and the others (here
+///   or elsewhere) wait for its value, as [`Cache::try_get_or_set_with_lock`]. For bodies
+///   costly enough that a few processes must not run them at once; it costs two more backend
+///   calls per miss. `stale` takes the lease anyway.
+/// - `cache_errors`: for a function returning `Result`, store an `Err` too, so that the next
+///   calls return it without running the body until it expires (for a lookup whose failure
+///   is itself costly or rate-limited). The error type must then be `Serialize +
+///   Deserialize`. Without it (the default) an `Err` is returned and never stored. Not with
+///   `stale`, which keeps the last good value when a refresh fails.
+/// - `error_ttl = 10`: with `cache_errors`, how long an error is kept (seconds, a `Duration`,
+///   a `Timeout`); default: `ttl`.
 ///
 /// # What the function returns, and what a failing cache does
 /// - `Result<T, E>` (also `io::Result<T>`, `anyhow::Result<T>`): an `Err` is returned and not
-///   stored. A cache failure is returned as the function's error, so `E: From<webcache::Error>`,
-///   as with [`Cache::try_get_or_set_with`]; a cache configured `on_error = "degrade"` turns
-///   backend failures into misses instead.
+///   stored (unless `cache_errors`). A cache failure is returned as the function's error, so
+///   `E: From<webcache::Error>`, as with [`Cache::try_get_or_set_with`]; a cache configured
+///   `on_error = "degrade"` turns backend failures into misses instead.
 /// - `Option<T>` and `T`: there is no error to return, so a cache that fails is logged (one
 ///   warning per interval) and the call goes on without it, running the body at most once;
 ///   the value must be `Clone`, as a copy is kept for a store that fails after the body ran.
 ///
 /// Values are stored as the cache stores every value (JSON), so `T: Serialize +
 /// DeserializeOwned`. Concurrent calls with the same key in one process run the body once;
-/// the others wait for its value (the cache's single flight).
+/// the others wait for its value (the cache's single flight); with `lock`, once across
+/// processes.
 ///
 /// # What else is generated
 /// Next to `profile`, with its visibility, taking the receiver, the cache argument and the
 /// key's arguments:
-/// - `profile_cached(...) -> webcache::Result<Option<T>>`: the stored value, never computed.
+/// - `profile_cached(...) -> webcache::Result<Option<T>>`: the stored value, never computed
+///   (with `cache_errors`, `Option<Result<T, E>>`: a stored error too).
 /// - `profile_invalidate(...) -> webcache::Result<bool>`: deletes it; whether it was there.
 ///
 /// # Mistakes caught at compile time
 /// A template naming something that is not an argument (at the template), an argument that is
 /// not `Serialize` in the default key (at its type), one that is not `Display` in a template
-/// (at its name), a function that is not `async` (at `fn`), and unknown options.
+/// (at its name), a function that is not `async` (at `fn`), an error type that is not
+/// `Serialize + Deserialize` with `cache_errors` (at the attribute), and unknown options.
 ///
 /// [`Cache`]: https://docs.rs/webcache/latest/webcache/struct.Cache.html
 /// [`Caches`]: https://docs.rs/webcache/latest/webcache/struct.Caches.html
 /// [`Cache::try_get_or_set_with`]: https://docs.rs/webcache/latest/webcache/struct.Cache.html#method.try_get_or_set_with
 /// [`Cache::try_get_or_set_with_stale`]: https://docs.rs/webcache/latest/webcache/struct.Cache.html#method.try_get_or_set_with_stale
+/// [`Cache::try_get_or_set_with_lock`]: https://docs.rs/webcache/latest/webcache/struct.Cache.html#method.try_get_or_set_with_lock
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = match syn::parse::<ItemFn>(item.clone()) {
@@ -149,6 +165,9 @@ struct Options {
     cache_none: Option<Span>,
     stale: Option<Expr>,
     tags: Vec<LitStr>,
+    lock: Option<Span>,
+    cache_errors: Option<Span>,
+    error_ttl: Option<(Span, Expr)>,
 }
 
 impl Options {
@@ -194,6 +213,15 @@ impl Options {
             if on {
                 self.cache_none = Some(path.span());
             }
+        } else if path.is_ident("lock") {
+            once(self.lock.is_some())?;
+            self.lock = Some(path.span());
+        } else if path.is_ident("cache_errors") {
+            once(self.cache_errors.is_some())?;
+            self.cache_errors = Some(path.span());
+        } else if path.is_ident("error_ttl") {
+            once(self.error_ttl.is_some())?;
+            self.error_ttl = Some((path.span(), meta.value()?.parse()?));
         } else if path.is_ident("stale") {
             once(self.stale.is_some())?;
             self.stale = Some(meta.value()?.parse()?);
@@ -212,7 +240,7 @@ impl Options {
             self.tags = tags.into_iter().collect();
         } else {
             return Err(meta.error(
-                "unknown option; #[cached] takes ttl, key, skip(...), cache, alias, name, cache_none, stale, tags",
+                "unknown option; #[cached] takes ttl, key, skip(...), cache, alias, name, cache_none, stale, tags, lock, cache_errors, error_ttl",
             ));
         }
         Ok(())
@@ -266,6 +294,25 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
         return Err(Error::new(
             span,
             "`cache_none` is for functions returning `Option<T>`",
+        ));
+    }
+
+    if let (Some(span), false) = (options.cache_errors, matches!(shape, Shape::Result(_))) {
+        return Err(Error::new(
+            span,
+            "`cache_errors` is for functions returning `Result<T, E>`",
+        ));
+    }
+    if let (Some((span, _)), None) = (&options.error_ttl, options.cache_errors) {
+        return Err(Error::new(
+            *span,
+            "`error_ttl` is how long `cache_errors` keeps an error: add `cache_errors`",
+        ));
+    }
+    if let (Some(span), Some(_)) = (options.cache_errors, &options.stale) {
+        return Err(Error::new(
+            span,
+            "`cache_errors` does not go with `stale`: a stale value is kept when its refresh fails, and a stored error would replace it",
         ));
     }
 
@@ -433,6 +480,11 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
         Some(stale) => {
             quote!(__wc_cache.try_get_or_set_with_stale(&__wc_key, #ttl, #stale, #closure).await)
         }
+        // One computation across processes, by the cache's lease (the stale family takes it
+        // anyway).
+        None if options.lock.is_some() => {
+            quote!(__wc_cache.try_get_or_set_with_lock(&__wc_key, #ttl, #closure).await)
+        }
         None => quote!(__wc_cache.try_get_or_set_with(&__wc_key, #ttl, #closure).await),
     };
 
@@ -465,21 +517,76 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
         #tagged
     };
     let cache_none = options.cache_none.is_some();
+    // `cache_errors`: the stored value is `Result<T, StoredError>`; the error type's
+    // `Serialize + Deserialize` is required here, at the option.
+    let error_codec = options.cache_errors.map(|span| {
+        quote_spanned!(span=> ::webcache::__private::ErrorCodec::new(::core::marker::PhantomData::<#ret>))
+    });
+    // A `Result` function: the cache failure converted into its error, and the cache and key,
+    // or that error returned.
+    let into_error = quote_spanned!(ret_span=> ::core::convert::From::from(__wc_e));
+    let open_or_fail = quote! {
+        let (__wc_cache, __wc_key) = match (__wc_cache, __wc_key) {
+            (::core::result::Result::Ok(c), ::core::result::Result::Ok(k)) => (c, k),
+            (::core::result::Result::Err(__wc_e), _) | (_, ::core::result::Result::Err(__wc_e)) => {
+                return ::core::result::Result::Err(#into_error);
+            }
+        };
+    };
     let new_body = match &shape {
+        Shape::Result(_) if error_codec.is_some() => {
+            let call = get_or_set(quote! {
+                move || async move {
+                    match __wc_body.await {
+                        ::core::result::Result::Ok(v) => ::core::result::Result::Ok(::core::result::Result::Ok(v)),
+                        ::core::result::Result::Err(e) => match __wc_errors.encode(&e) {
+                            ::core::option::Option::Some(stored) => {
+                                __wc_computed_error.store(true, ::std::sync::atomic::Ordering::Relaxed);
+                                ::core::result::Result::Ok(::core::result::Result::Err(stored))
+                            }
+                            ::core::option::Option::None => ::core::result::Result::Err(::webcache::__private::Fail::Body(e)),
+                        },
+                    }
+                }
+            });
+            let keep_error = options.error_ttl.as_ref().map(|(_, error_ttl)| {
+                quote! {
+                    if __wc_computed_error.load(::std::sync::atomic::Ordering::Relaxed) {
+                        ::webcache::__private::keep_error_for(&__wc_cache, &__wc_key, ::webcache::Timeout::from(#error_ttl)).await;
+                    }
+                }
+            });
+            quote! {{
+                #prelude
+                let __wc_body = #body;
+                let __wc_errors = #error_codec;
+                #open_or_fail
+                // Whether this call ran the body and stored its error (not read one stored).
+                let __wc_computed_error = &::std::sync::atomic::AtomicBool::new(false);
+                match #call {
+                    ::core::result::Result::Ok(::core::result::Result::Ok(v)) => ::core::result::Result::Ok(v),
+                    ::core::result::Result::Ok(::core::result::Result::Err(stored)) => {
+                        #keep_error
+                        match __wc_errors.decode(&__wc_cache, &__wc_key, stored).await {
+                            ::core::result::Result::Ok(e) => ::core::result::Result::Err(e),
+                            ::core::result::Result::Err(__wc_e) => ::core::result::Result::Err(#into_error),
+                        }
+                    }
+                    ::core::result::Result::Err(::webcache::__private::Fail::Body(e)) => ::core::result::Result::Err(e),
+                    ::core::result::Result::Err(::webcache::__private::Fail::Cache(__wc_e)) => {
+                        ::core::result::Result::Err(#into_error)
+                    }
+                }
+            }}
+        }
         Shape::Result(_) => {
-            let into_error = quote_spanned!(ret_span=> ::core::convert::From::from(__wc_e));
             let call = get_or_set(quote! {
                 move || async move { __wc_body.await.map_err(::webcache::__private::Fail::Body) }
             });
             quote! {{
                 #prelude
                 let __wc_body = #body;
-                let (__wc_cache, __wc_key) = match (__wc_cache, __wc_key) {
-                    (::core::result::Result::Ok(c), ::core::result::Result::Ok(k)) => (c, k),
-                    (::core::result::Result::Err(__wc_e), _) | (_, ::core::result::Result::Err(__wc_e)) => {
-                        return ::core::result::Result::Err(#into_error);
-                    }
-                };
+                #open_or_fail
                 match #call {
                     ::core::result::Result::Ok(v) => ::core::result::Result::Ok(v),
                     ::core::result::Result::Err(::webcache::__private::Fail::Body(e)) => ::core::result::Result::Err(e),
@@ -570,13 +677,34 @@ fn expand(options: &Options, mut func: ItemFn) -> syn::Result<Tokens> {
     let invalidate_doc = format!(
         "Deletes the value [`{fn_name}`] stored for these arguments; returns whether one was there. Generated by `#[cached]`."
     );
+    // With `cache_errors` the stored value is a `Result`, and an error is read back as one.
+    let read_stored = match &error_codec {
+        Some(codec) => quote! {
+            let __wc_errors = #codec;
+            let __wc_key = __wc_key?;
+            match __wc_cache?.get::<::core::result::Result<#stored, ::webcache::__private::StoredError>>(&__wc_key).await? {
+                ::core::option::Option::None => ::core::result::Result::Ok(::core::option::Option::None),
+                ::core::option::Option::Some(::core::result::Result::Ok(v)) => {
+                    ::core::result::Result::Ok(::core::option::Option::Some(::core::result::Result::Ok(v)))
+                }
+                ::core::option::Option::Some(::core::result::Result::Err(stored)) => __wc_errors
+                    .decode_read(&__wc_key, stored)
+                    .map(|e| ::core::option::Option::Some(::core::result::Result::Err(e))),
+            }
+        },
+        None => quote!(__wc_cache?.get::<#stored>(&__wc_key?).await),
+    };
+    let read_type = match &error_codec {
+        Some(_) => ret.to_token_stream(),
+        None => stored.to_token_stream(),
+    };
     let siblings = quote! {
         #[doc = #cached_doc]
         #[allow(dead_code, clippy::needless_lifetimes)]
-        #vis async fn #cached_name #generics (#(#sibling_inputs),*) -> ::webcache::Result<::core::option::Option<#stored>> #where_clause {
+        #vis async fn #cached_name #generics (#(#sibling_inputs),*) -> ::webcache::Result<::core::option::Option<#read_type>> #where_clause {
             let __wc_key: ::core::result::Result<::std::string::String, ::webcache::Error> = #key_expr;
             let __wc_cache: ::core::result::Result<::webcache::Cache, ::webcache::Error> = #cache_expr;
-            __wc_cache?.get::<#stored>(&__wc_key?).await
+            #read_stored
         }
 
         #[doc = #invalidate_doc]

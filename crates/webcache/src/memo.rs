@@ -4,13 +4,15 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use webcache_core::backend::LogThrottle;
-use webcache_core::{Cache, Error, DEGRADE_LOG_INTERVAL};
+use webcache_core::{Cache, Error, Timeout, DEGRADE_LOG_INTERVAL};
 
 use crate::Caches;
 
@@ -224,6 +226,82 @@ fn log_uncached(function: &str, error: &Error) {
         tracing::debug!(
             function,
             "#[cached] call went on without its cache: {error}"
+        );
+    }
+}
+
+/// An error stored by `cache_errors`, as its JSON: the stored value is `Result<T, StoredError>`,
+/// so the calls that read and write it need no bound on the error type; [`ErrorCodec`] holds
+/// the one place that does.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoredError(serde_json::Value);
+
+/// The `Serialize + DeserializeOwned` of a `cache_errors` function's error type, required once
+/// (in [`ErrorCodec::new`], at the option), so an error type without them is one compile error
+/// at the attribute, not one per call that stores or reads it.
+pub struct ErrorCodec<E> {
+    encode: fn(&E) -> serde_json::Result<serde_json::Value>,
+    decode: fn(serde_json::Value) -> serde_json::Result<E>,
+}
+
+impl<E> Clone for ErrorCodec<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for ErrorCodec<E> {}
+
+impl<E> ErrorCodec<E> {
+    /// The codec of the error type of `Result<T, E>` (given as a `PhantomData` of the
+    /// function's return type, so aliases such as `io::Result<T>` work).
+    pub fn new<T>(_return_type: PhantomData<Result<T, E>>) -> Self
+    where
+        E: Serialize + DeserializeOwned,
+    {
+        ErrorCodec {
+            encode: |error| serde_json::to_value(error),
+            decode: serde_json::from_value,
+        }
+    }
+
+    /// The error to store; `None` when it does not serialize (it is then returned, not stored).
+    pub fn encode(&self, error: &E) -> Option<StoredError> {
+        (self.encode)(error).ok().map(StoredError)
+    }
+
+    /// The stored error back. One that no longer reads as `E` (its type changed since it was
+    /// stored) is deleted, so that the next call runs the body, and this call gets a cache
+    /// error.
+    pub async fn decode(&self, cache: &Cache, key: &str, stored: StoredError) -> Result<E, Error> {
+        let decoded = self.decode_read(key, stored);
+        if decoded.is_err() {
+            let _ = cache.delete(key).await;
+        }
+        decoded
+    }
+
+    /// The stored error back, for the `_cached` sibling, which only reads.
+    pub fn decode_read(&self, key: &str, stored: StoredError) -> Result<E, Error> {
+        (self.decode)(stored.0).map_err(|e| {
+            Error::backend(
+                "webcache",
+                format!("#[cached]: the error stored under `{key}` does not read as the function's error type"),
+                e,
+            )
+        })
+    }
+}
+
+/// `error_ttl`: an error this call computed and stored (with the function's ttl, through the
+/// cache's single flight and lock) is kept for `error_ttl` instead. A failure to change it is
+/// logged; the error then lives for the function's ttl.
+pub async fn keep_error_for(cache: &Cache, key: &str, error_ttl: Timeout) {
+    if let Err(e) = cache.touch(key, error_ttl).await {
+        tracing::warn!(
+            key,
+            "#[cached(error_ttl)]: could not set the stored error's ttl, it is kept for the function's ttl: {e}"
         );
     }
 }

@@ -1,34 +1,18 @@
-//! `#[webcache::cached]` over locmem and a real Redis: one body run per key, errors and `None`
-//! not stored, the generated `_cached`/`_invalidate`, the key forms, where the cache comes
-//! from, and calls that go on when the cache fails.
+//! `#[webcache::cached]` over locmem and a real Redis: one body run per key (per process, and
+//! across processes with `lock`), errors and `None` not stored unless asked, the generated
+//! `_cached`/`_invalidate`, the key forms, where the cache comes from, and calls that go on
+//! when the cache fails.
 #![cfg(feature = "macros")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use common::cache;
 use serde::{Deserialize, Serialize};
-use webcache::{cached, Cache, Caches};
+use webcache::{cached, Cache, Caches, Ttl};
 
-/// A fresh cache: locmem with its own name, or the shared test Redis with its own key prefix.
-async fn cache(backend: &str) -> Cache {
-    let prefix = format!("t{}", rand_suffix());
-    let url = match backend {
-        "locmem" => format!("locmem://{prefix}"),
-        #[cfg(feature = "redis")]
-        "redis" => format!(
-            "{}?key_prefix={prefix}",
-            webcache_testkit::servers::redis::RedisServer::shared().url(0)
-        ),
-        other => panic!("no backend {other} in this build"),
-    };
-    Caches::from_url(&url).await.unwrap().default().clone()
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
+mod common;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Profile {
@@ -36,7 +20,8 @@ struct Profile {
     name: String,
 }
 
-#[derive(Debug, PartialEq)]
+/// The functions' error; `Serialize + Deserialize`, so that `cache_errors` can store it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 enum AppError {
     NotFound(u64),
     Cache(String),
@@ -426,8 +411,8 @@ async fn redis_default_key_and_none() {
     default_key_and_none("redis").await;
 }
 
-/// Every shape, with and without a stale window, gives a `Send` future (an axum handler's
-/// requirement), and generic functions expand.
+/// Every shape, with and without a stale window, a lock or stored errors, gives a `Send`
+/// future (an axum handler's requirement), and generic functions expand.
 #[cached(ttl = 60, stale = 600, key = "sv:{n}")]
 async fn stale_value(#[cache] cache: &Cache, n: u64) -> u64 {
     n + 1
@@ -466,6 +451,13 @@ async fn every_shape_is_send_and_generic_functions_expand() {
         Some(2)
     );
     assert!(generic_len_invalidate(&cache, &["a", "b"]).await.unwrap());
+    // `cache_errors` (with and without `error_ttl`) and `lock`.
+    assert_send(lookup(&cache, 0, &runs)).await.unwrap_err();
+    assert_send(lookup_briefly(&cache, 0, &runs))
+        .await
+        .unwrap_err();
+    assert_eq!(assert_send(report(&cache, 1, &runs)).await, Ok(2));
+    assert_eq!(assert_send(total(&cache, 1, &runs)).await, 3);
 }
 
 /// An argument whose JSON cannot be built (a map with tuple keys): no key, so no cache.
@@ -517,4 +509,184 @@ async fn an_alias_with_a_single_cache_says_what_to_pass() {
         panic!("an alias the given cache is not is an error")
     };
     assert!(message.contains("`Caches`"), "{message}");
+}
+
+/// The lookup the functions below memoize: fails for id 0; counts its runs, and takes a
+/// moment, so that concurrent callers pile up.
+async fn find(id: u64, runs: &AtomicUsize) -> Result<u64, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match id {
+        0 => Err(AppError::NotFound(id)),
+        id => Ok(id * 10),
+    }
+}
+
+#[cached(ttl = 60, key = "lookup:{id}", cache_errors)]
+async fn lookup(#[cache] cache: &Cache, id: u64, runs: &AtomicUsize) -> Result<u64, AppError> {
+    find(id, runs).await
+}
+
+/// Errors kept 2 s, values 600 s.
+#[cached(ttl = 600, key = "brief:{id}", cache_errors, error_ttl = 2)]
+async fn lookup_briefly(
+    #[cache] cache: &Cache,
+    id: u64,
+    runs: &AtomicUsize,
+) -> Result<u64, AppError> {
+    find(id, runs).await
+}
+
+/// Without `cache_errors`: the default.
+#[cached(ttl = 60, key = "plain:{id}")]
+async fn lookup_uncached_errors(
+    #[cache] cache: &Cache,
+    id: u64,
+    runs: &AtomicUsize,
+) -> Result<u64, AppError> {
+    find(id, runs).await
+}
+
+async fn errors_are_stored_only_when_asked(backend: &str) {
+    let cache = cache(backend).await;
+    // Default: the error is returned, not stored; the next call runs the body again.
+    let runs = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert_eq!(
+            lookup_uncached_errors(&cache, 0, &runs).await,
+            Err(AppError::NotFound(0))
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        lookup_uncached_errors_cached(&cache, 0).await.unwrap(),
+        None
+    );
+
+    // `cache_errors`: concurrent first calls run the body once, and the later ones get the
+    // stored error without running it.
+    let runs = AtomicUsize::new(0);
+    let calls = (0..8).map(|_| lookup(&cache, 0, &runs));
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result, Err(AppError::NotFound(0)));
+    }
+    assert_eq!(lookup(&cache, 0, &runs).await, Err(AppError::NotFound(0)));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the error was stored");
+    assert_eq!(
+        lookup_cached(&cache, 0).await.unwrap(),
+        Some(Err(AppError::NotFound(0)))
+    );
+    let error_ttl = cache.ttl("lookup:0").await.unwrap();
+    assert!(
+        matches!(error_ttl, Ttl::Remaining(d) if d > Duration::from_secs(30)),
+        "{error_ttl:?}"
+    );
+    // Values are stored as before, and read back as `Ok`.
+    assert_eq!(lookup(&cache, 4, &runs).await, Ok(40));
+    assert_eq!(lookup(&cache, 4, &runs).await, Ok(40));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(lookup_cached(&cache, 4).await.unwrap(), Some(Ok(40)));
+    // Invalidating the error: the body runs again.
+    assert!(lookup_invalidate(&cache, 0).await.unwrap());
+    assert_eq!(lookup(&cache, 0, &runs).await, Err(AppError::NotFound(0)));
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+
+    // A stored error that no longer reads as the error type (it changed since) is a cache
+    // error once, and deleted: the next call runs the body.
+    cache
+        .set("lookup:9", &Result::<u64, u32>::Err(5), 60)
+        .await
+        .unwrap();
+    assert!(matches!(
+        lookup(&cache, 9, &runs).await,
+        Err(AppError::Cache(_))
+    ));
+    assert_eq!(lookup(&cache, 9, &runs).await, Ok(90));
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+
+    // `error_ttl`: the error is kept for it, the value for the function's ttl.
+    let runs = AtomicUsize::new(0);
+    assert_eq!(
+        lookup_briefly(&cache, 0, &runs).await,
+        Err(AppError::NotFound(0))
+    );
+    assert_eq!(
+        lookup_briefly(&cache, 0, &runs).await,
+        Err(AppError::NotFound(0))
+    );
+    let error_ttl = cache.ttl("brief:0").await.unwrap();
+    assert!(
+        matches!(error_ttl, Ttl::Remaining(d) if d <= Duration::from_secs(2)),
+        "{error_ttl:?}"
+    );
+    assert_eq!(lookup_briefly(&cache, 3, &runs).await, Ok(30));
+    let value_ttl = cache.ttl("brief:3").await.unwrap();
+    assert!(
+        matches!(value_ttl, Ttl::Remaining(d) if d > Duration::from_secs(500)),
+        "{value_ttl:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one run per id");
+}
+
+#[tokio::test]
+async fn locmem_errors_are_stored_only_when_asked() {
+    errors_are_stored_only_when_asked("locmem").await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_errors_are_stored_only_when_asked() {
+    errors_are_stored_only_when_asked("redis").await;
+}
+
+/// A costly report: with `lock`, computed once by all the processes sharing the cache.
+#[cached(ttl = 60, key = "report:{n}", lock)]
+async fn report(#[cache] cache: &Cache, n: u64, runs: &AtomicUsize) -> Result<u64, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(n * 2)
+}
+
+/// The same for a function without an error to return.
+#[cached(ttl = 60, key = "total:{n}", lock)]
+async fn total(#[cache] cache: &Cache, n: u64, runs: &AtomicUsize) -> u64 {
+    runs.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    n * 3
+}
+
+/// Two `Caches` built from one Redis URL share the data but not their connections nor their
+/// in-process single flight, as two processes would: without `lock` each runs the body.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_lock_runs_the_body_once_across_two_caches() {
+    let url = common::url("redis", &common::fresh_prefix());
+    let first = Caches::from_url(&url).await.unwrap().default().clone();
+    let second = Caches::from_url(&url).await.unwrap().default().clone();
+    let (report_runs, total_runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let reports = (0..8).map(|i| {
+        let cache = if i % 2 == 0 { &first } else { &second };
+        report(cache, 21, &report_runs)
+    });
+    let totals = (0..8).map(|i| {
+        let cache = if i % 2 == 0 { &first } else { &second };
+        total(cache, 5, &total_runs)
+    });
+    let (reports, totals) = tokio::join!(
+        futures::future::join_all(reports),
+        futures::future::join_all(totals)
+    );
+    assert!(reports.iter().all(|r| r == &Ok(42)), "{reports:?}");
+    assert!(totals.iter().all(|t| *t == 15), "{totals:?}");
+    assert_eq!(
+        report_runs.load(Ordering::SeqCst),
+        1,
+        "one run for both caches"
+    );
+    assert_eq!(
+        total_runs.load(Ordering::SeqCst),
+        1,
+        "one run for both caches"
+    );
+    assert_eq!(report_cached(&second, 21).await.unwrap(), Some(42));
 }

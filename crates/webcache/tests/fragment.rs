@@ -4,27 +4,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::cache;
 use webcache::fragment::{fragment, fragment_key, try_fragment};
-use webcache::{Cache, Caches};
+use webcache::Cache;
 
-async fn cache(backend: &str) -> Cache {
-    let prefix = format!("f{}", rand_suffix());
-    let url = match backend {
-        "locmem" => format!("locmem://{prefix}"),
-        #[cfg(feature = "redis")]
-        "redis" => format!(
-            "{}?key_prefix={prefix}",
-            webcache_testkit::servers::redis::RedisServer::shared().url(0)
-        ),
-        other => panic!("no backend {other} in this build"),
-    };
-    Caches::from_url(&url).await.unwrap().default().clone()
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
+mod common;
 
 async fn sidebar(cache: &Cache, user: &str, renders: &AtomicUsize) -> String {
     fragment(cache, "sidebar", &[&user], 60, || async {

@@ -1,5 +1,6 @@
 //! One computation per key across processes, for the stale family
-//! ([`get_or_set_with_stale`](Cache::get_or_set_with_stale)): a short lease taken with the
+//! ([`get_or_set_with_stale`](Cache::get_or_set_with_stale)) and
+//! [`try_get_or_set_with_lock`](Cache::try_get_or_set_with_lock): a short lease taken with the
 //! backend's atomic `add`, so it works on every backend.
 //!
 //! In-process [`SingleFlight`](crate::SingleFlight) already lets one caller per key compute;
@@ -40,7 +41,7 @@ use sha2::{Digest, Sha256};
 use super::Cache;
 use crate::entry;
 use crate::error::Error;
-use crate::timeout::Expiry;
+use crate::timeout::{Expiry, Timeout};
 
 /// How long a lease lasts unless renewed: how long a crashed holder delays the next
 /// computation.
@@ -117,15 +118,70 @@ impl Cache {
         }
     }
 
-    /// The miss path of the stale family: [`compute_and_add`](Cache::compute_and_add) run by
-    /// the one process that holds the lease; the others wait for its value (see the module
-    /// docs).
+    /// [`try_get_or_set_with`](Cache::try_get_or_set_with) computed once across every process
+    /// sharing the backend, not only once in this one: on a miss, the process that takes the
+    /// cache's lease computes; the others wait for its value and return it (the miss path of
+    /// [`get_or_set_with_stale`](Cache::get_or_set_with_stale), without a stale window).
+    ///
+    /// For a computation costly enough that several processes (or several `Cache` handles on
+    /// their own connections) must not run it at once. It costs one `add` and one `delete` on
+    /// the backend per miss, and the waiters poll for the value (every 20 ms, backing off to
+    /// 250 ms). A holder that dies delays the others by at most a few seconds; a holder slower
+    /// than 30 s, or a backend that cannot take the lease, lets the others compute too: the
+    /// lease saves work, correctness never depends on it. An error is returned to the caller
+    /// that computed and nothing is stored; a waiter then takes the lease over and computes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
+    /// use webcache_core::{Cache, Error};
+    ///
+    /// let cache = Cache::locmem();
+    /// let report: String = cache
+    ///     .try_get_or_set_with_lock("report:2026-11", 3600, || async {
+    ///         Ok::<_, Error>("built once, whatever the number of processes".to_owned())
+    ///     })
+    ///     .await?;
+    /// assert_eq!(cache.get::<String>("report:2026-11").await?, Some(report));
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_get_or_set_with_lock<T, E, F, Fut>(
+        &self,
+        key: &str,
+        timeout: impl Into<Timeout>,
+        compute: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if let Some(value) = self.get::<T>(key).await? {
+            return Ok(value);
+        }
+        let full = self.make_key(key)?;
+        let timeout = timeout.into();
+        match self.expiry(timeout) {
+            Some(expiry) => {
+                self.compute_and_add_leased(key, &full, expiry, None, compute)
+                    .await
+            }
+            // Nothing is kept, so there is nothing for another process to wait for.
+            None => self.try_get_or_set_with(key, timeout, compute).await,
+        }
+    }
+
+    /// The miss path of the stale family and of
+    /// [`try_get_or_set_with_lock`](Cache::try_get_or_set_with_lock):
+    /// [`compute_and_add`](Cache::compute_and_add) run by the one process that holds the
+    /// lease; the others wait for its value (see the module docs). `fresh_for`: the fresh part
+    /// of a value with a stale window.
     pub(super) async fn compute_and_add_leased<T, E, F, Fut>(
         &self,
         key: &str,
         full: &str,
         expiry: Expiry,
-        fresh_for: Duration,
+        fresh_for: Option<Duration>,
         compute: F,
     ) -> Result<T, E>
     where
@@ -137,7 +193,7 @@ impl Cache {
         // The lease outlives the computation: it is released once the value is written.
         let held = Mutex::new(None);
         let result = self
-            .compute_and_add(key, full, Some(expiry), Some(fresh_for), || async {
+            .compute_and_add(key, full, Some(expiry), fresh_for, || async {
                 let lease = match self.await_lease::<T>(key, full).await? {
                     Waited::Stored(value) => return Ok(value),
                     Waited::Compute(lease) => lease,

@@ -140,7 +140,7 @@ impl Cache {
         } else {
             self.count(None::<()>);
         }
-        self.compute_and_add_leased(key, &full, window.expiry(), window.fresh, compute)
+        self.compute_and_add_leased(key, &full, window.expiry(), Some(window.fresh), compute)
             .await
     }
 
