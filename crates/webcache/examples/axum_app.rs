@@ -45,7 +45,7 @@ async fn visits(session: tower_sessions::Session) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let caches = Caches::from_env_or("locmem://").await?;
-    let cache = caches.default().clone();
+    let cache = caches.default_cache().clone();
     let app = Router::new()
         .route("/report", get(report))
         .route(

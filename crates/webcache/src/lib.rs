@@ -10,7 +10,7 @@
 //! use webcache::{Caches, Timeout};
 //!
 //! let caches = Caches::from_urls([("default", "locmem://"), ("sessions", "locmem://sessions")]).await?;
-//! let cache = caches.default();
+//! let cache = caches.default_cache();
 //! cache.set("greeting", "hello", 60).await?;
 //! assert_eq!(cache.get::<String>("greeting").await?.as_deref(), Some("hello"));
 //! # Ok(()) }

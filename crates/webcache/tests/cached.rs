@@ -22,7 +22,7 @@ async fn cache(backend: &str) -> Cache {
         ),
         other => panic!("no backend {other} in this build"),
     };
-    Caches::from_url(&url).await.unwrap().default().clone()
+    Caches::from_url(&url).await.unwrap().default_cache().clone()
 }
 
 fn rand_suffix() -> u64 {
@@ -213,7 +213,7 @@ async fn a_static_cache_and_an_alias() {
         CACHES
             .get()
             .unwrap()
-            .default()
+            .default_cache()
             .get::<u64>("cached::square:[4]")
             .await
             .unwrap(),
@@ -278,7 +278,7 @@ async fn a_store_that_fails_after_the_body_ran_returns_its_value_without_running
     let cache = Caches::from_url("locmem://too-small?max_entry_size=64")
         .await
         .unwrap()
-        .default()
+        .default_cache()
         .clone();
     let runs = AtomicUsize::new(0);
     assert_eq!(big(&cache, 1000, &runs).await.len(), 1000);
