@@ -18,7 +18,11 @@ async fn cache(backend: &str) -> Cache {
         ),
         other => panic!("no backend {other} in this build"),
     };
-    Caches::from_url(&url).await.unwrap().default_cache().clone()
+    Caches::from_url(&url)
+        .await
+        .unwrap()
+        .default_cache()
+        .clone()
 }
 
 fn rand_suffix() -> u64 {

@@ -127,7 +127,10 @@ async fn a_registered_backend_is_configured_by_url_and_toml() {
     )
     .unwrap();
     let caches = Caches::from_toml_file(&path).await.unwrap();
-    let backend = caches.default_cache().backend_as::<LabelledBackend>().unwrap();
+    let backend = caches
+        .default_cache()
+        .backend_as::<LabelledBackend>()
+        .unwrap();
     assert_eq!(backend.label, "from-toml");
     std::fs::remove_dir_all(&dir).unwrap();
 

@@ -39,7 +39,12 @@ async fn builds_aliases_from_urls_and_isolates_locmem_names() {
     // Same locmem name = same store, as Django's LOCATION.
     let again = Caches::from_url("locmem://registry-a").await.unwrap();
     assert_eq!(
-        again.default_cache().get::<String>("k").await.unwrap().as_deref(),
+        again
+            .default_cache()
+            .get::<String>("k")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("a")
     );
     let err = caches.get("sessions").unwrap_err();
