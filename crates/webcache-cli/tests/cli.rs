@@ -147,10 +147,19 @@ async fn the_cart_lives_in_a_session_and_is_inspectable() {
         ],
         None,
     );
-    assert_eq!(
-        json_lines(&out)[0]["result"]["data"]["items"],
-        json!(["apple", "pear"])
+    let record = &json_lines(&out)[0]["result"];
+    assert_eq!(record["data"]["items"], json!(["apple", "pear"]));
+    // The id as the cookie carries it and the expiry as a date, not their serialized forms
+    // (a 128-bit number shown as `-5.28e+37` and a tuple of date parts).
+    assert_eq!(record["session_id"], json!(id), "{record}");
+    let expires = record["expires"].as_str().expect("a date");
+    assert!(
+        expires.len() == 20 && expires.ends_with('Z') && expires.as_bytes()[10] == b'T',
+        "an RFC 3339 UTC date: {expires}"
     );
+    let left = record["expires_in_seconds"].as_i64().unwrap();
+    assert!((13 * 86_400..=14 * 86_400).contains(&left), "{record}");
+    assert_eq!(record["expired"], json!(false));
     let cleared: Value = post_json(&http, format!("{}/cart/clear", demo.base)).await;
     assert_eq!(cleared, json!({"items": []}));
     let body: Value = get_json(&http, format!("{}/cart", demo.base)).await;

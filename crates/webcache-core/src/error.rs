@@ -135,5 +135,23 @@ impl Error {
     }
 }
 
+/// With the `axum` feature, a handler can use `?` on cache calls: a backend that is down or
+/// slow answers `503 Service Unavailable`, any other cache error `500 Internal Server Error`,
+/// each with a short fixed text. The response never carries the key, the value or the
+/// backend's message (they may be private); the full error goes to the log instead.
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for Error {
+    fn into_response(self) -> axum_core::response::Response {
+        use http::StatusCode;
+        let (status, text) = if self.is_backend_failure() {
+            (StatusCode::SERVICE_UNAVAILABLE, "cache unavailable\n")
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, "cache error\n")
+        };
+        tracing::error!(error = %self, status = status.as_u16(), "cache error answered");
+        (status, text).into_response()
+    }
+}
+
 /// `Result` with webcache's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

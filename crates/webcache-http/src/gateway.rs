@@ -4,6 +4,7 @@
 
 use http::StatusCode;
 
+#[cfg(feature = "proxy")]
 use crate::proxy::UpstreamBodyError;
 
 /// Whether `error`, or what caused it, is a timeout.
@@ -13,15 +14,27 @@ pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         if e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
             || e.downcast_ref::<tokio::time::error::Elapsed>().is_some()
-            || matches!(
-                e.downcast_ref::<UpstreamBodyError>(),
-                Some(UpstreamBodyError::TotalTimeout { .. })
-            )
+            || is_upstream_timeout(e)
         {
             return true;
         }
         next = e.source();
     }
+    false
+}
+
+/// Whether `error` is the proxy's total timeout on an upstream body.
+#[cfg(feature = "proxy")]
+fn is_upstream_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<UpstreamBodyError>(),
+        Some(UpstreamBodyError::TotalTimeout { .. })
+    )
+}
+
+/// Without the proxy there is no upstream body to time out.
+#[cfg(not(feature = "proxy"))]
+fn is_upstream_timeout(_: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 

@@ -17,6 +17,7 @@ pub mod metrics;
 mod page_key;
 mod pages;
 pub mod policy;
+#[cfg(feature = "proxy")]
 mod proxy;
 mod purge;
 mod service;
@@ -38,6 +39,7 @@ pub use layer::{
 pub use page_key::{KeyFn, SkipFn, StoreFn, DEFAULT_IGNORED_QUERY_PARAMS};
 pub use pages::{Pages, PurgeError};
 pub use policy::{NotStored, Policy, SharedCachePolicy};
+#[cfg(feature = "proxy")]
 pub use proxy::{
     proxy_layer, proxy_router, proxy_router_with, proxy_router_with_origin, proxy_service, Origin,
     ProxyError,

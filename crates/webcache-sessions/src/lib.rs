@@ -2,7 +2,8 @@
 //! plugged into [tower-sessions](https://docs.rs/tower-sessions).
 //!
 //! Only a random session id travels in the browser's cookie; the session data lives in a
-//! webcache alias under a readable key (`webcache.sessions.<id>`), expiring with the session.
+//! webcache alias under a readable key (`webcache.sessions.<id>`; the prefix is
+//! [`CacheStore::with_key_prefix`]'s to change), expiring with the session.
 //!
 //! - [`CacheStore`] (`cache` engine): sessions in any cache alias (locmem, Redis, ...). Losing
 //!   the cache loses the sessions, as in Django.
@@ -16,11 +17,15 @@
 //!   safe cookie defaults (`HttpOnly` always, `SameSite=Lax`, `Secure` configurable), and tells
 //!   any page cache which answers depend on the session (below).
 //!
+//! An app depends on `webcache` (feature `sessions`) and writes `webcache::sessions::...`;
+//! tower-sessions comes re-exported ([`tower_sessions`]), so it needs no second dependency
+//! kept at the same version.
+//!
 //! ```
 //! use axum::{routing::get, Router};
-//! use tower_sessions::Session;
-//! use webcache_core::Cache;
-//! use webcache_sessions::{CacheStore, SessionConfig};
+//! use webcache::sessions::tower_sessions::Session;
+//! use webcache::sessions::{CacheStore, SessionConfig};
+//! use webcache::Cache;
 //!
 //! async fn visits(session: Session) -> String {
 //!     let n: u32 = session.get("visits").await.ok().flatten().unwrap_or(0) + 1;
@@ -39,7 +44,8 @@
 //! A page that reads the session (a cart, a greeting by name) must never be served to another
 //! user, and the page cache cannot see that from the response alone (tower-sessions adds
 //! neither `Vary: Cookie` nor `private`). So the layer of [`SessionConfig::layer`] marks each
-//! request with a [`webcache_http::SessionMark`] and each answer with headers:
+//! request with a [`webcache::http::SessionMark`](webcache_http::SessionMark) and each answer
+//! with headers:
 //!
 //! - the handler loaded the request's session from the store (any read of a session whose
 //!   cookie the client sent), or changed it: the answer is **personal**: `Cache-Control:
@@ -60,10 +66,10 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use tower_sessions::Session;
-//! use webcache_core::Cache;
-//! use webcache_http::CachePageLayer;
-//! use webcache_sessions::{CacheStore, SessionConfig};
+//! use webcache::http::CachePageLayer;
+//! use webcache::sessions::tower_sessions::Session;
+//! use webcache::sessions::{CacheStore, SessionConfig};
+//! use webcache::Cache;
 //!
 //! async fn cart(session: Session) -> String {
 //!     let items: Vec<String> = session.get("items").await.ok().flatten().unwrap_or_default();
@@ -81,6 +87,48 @@
 //!     .layer(CachePageLayer::new(Cache::locmem()));
 //! ```
 //!
+//! ## Expiry of sessions that are only read
+//!
+//! tower-sessions moves an `OnInactivity` expiry only when the session is written. Here a
+//! session that is read but not changed is touched (saved with a new expiry, and a new cookie)
+//! at most once per [`SessionConfig::touch_interval`] (one minute by default), so an active
+//! visitor who only reads stays logged in and an idle one is logged out on time.
+//!
+//! ## Log out everywhere
+//!
+//! [`CacheStore::log_in`] (or [`CachedDbStore::log_in`]) ties a session to a user;
+//! [`CacheStore::end_user_sessions`] ends every session of that user at once, in every process
+//! that shares the cache. The design holds on every backend: each user has a *generation* (one
+//! cache entry holding a random number); a session records the generation it was logged in
+//! with, and a load refuses a session whose generation is no longer the user's. Ending the
+//! sessions writes a new generation: one `set`, no atomic counter, no list of ids to keep in
+//! step, no key scan. If the generation entry is lost (evicted, cache cleared), the user's
+//! sessions end too: the safe side. The `cached_db` engine keeps generations in the database.
+//!
+//! ```
+//! # async fn demo() {
+//! use axum::{routing::post, Router};
+//! use webcache::sessions::{tower_sessions::Session, CacheStore, SessionConfig};
+//!
+//! let store = CacheStore::new(webcache::Cache::locmem());
+//! let login = {
+//!     let store = store.clone();
+//!     move |session: Session| async move {
+//!         // ... after checking the password:
+//!         store.log_in(&session, "user-42").await.is_ok().to_string()
+//!     }
+//! };
+//! let everywhere = {
+//!     let store = store.clone();
+//!     move || async move { store.end_user_sessions("user-42").await.is_ok().to_string() }
+//! };
+//! let app: Router = Router::new()
+//!     .route("/login", post(login))
+//!     .route("/logout-everywhere", post(everywhere))
+//!     .layer(SessionConfig::default().layer(store));
+//! # }
+//! ```
+//!
 //! ## Security properties
 //!
 //! Each tested: ids come from tower-sessions' CSPRNG (128 bits); creating a session never
@@ -96,6 +144,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -114,14 +163,46 @@ use webcache_http::headers::{patch_cache_control, patch_vary_headers, CacheContr
 use webcache_http::SessionMark;
 
 pub mod django;
+mod users;
 pub use django::DjangoSessionStore;
+/// tower-sessions itself (`Session`, `SessionStore`, `Expiry`, ...), at the version these
+/// stores implement, so that an app needs no second dependency to keep in step.
+pub use tower_sessions;
+pub use users::{UserSessionError, USER_FIELD};
 
-/// The key prefix of session entries: `webcache.sessions.<id>`.
+/// The default key prefix of session entries: `webcache.sessions.<id>`
+/// ([`CacheStore::with_key_prefix`] changes it).
 pub const KEY_PREFIX: &str = "webcache.sessions.";
 
-/// The cache key of a session.
+/// The cache key of a session under the default [`KEY_PREFIX`].
 pub fn session_key(id: &Id) -> String {
     format!("{KEY_PREFIX}{id}")
+}
+
+/// The keys a store writes: `<prefix><id>` for a session, `<prefix>user.<user>` for the
+/// generation of a user's sessions (see [`CacheStore::end_user_sessions`]). A session id is
+/// URL-safe base64, which has no `.`, so the two can never meet.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            prefix: KEY_PREFIX.into(),
+        }
+    }
+}
+
+impl Keys {
+    fn session(&self, id: &Id) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    fn user_generation(&self, user: &str) -> String {
+        format!("{}user.{user}", self.prefix)
+    }
 }
 
 /// How long to keep a record: until its expiry date.
@@ -138,9 +219,9 @@ fn backend(e: webcache_core::Error) -> StoreError {
 /// Stores a record under its id only if no other session has that id, choosing new ids on
 /// collision. The store's id generator is a CSPRNG, so a retry is astronomically rare; the
 /// bound only protects against a broken generator.
-async fn create_unique(cache: &Cache, record: &mut Record) -> StoreResult<()> {
+async fn create_unique(cache: &Cache, keys: &Keys, record: &mut Record) -> StoreResult<()> {
     for _ in 0..16 {
-        let key = session_key(&record.id);
+        let key = keys.session(&record.id);
         if cache
             .add(&key, record, timeout_for(record))
             .await
@@ -172,29 +253,70 @@ fn is_live(record: &Record) -> bool {
 #[derive(Debug, Clone)]
 pub struct CacheStore {
     cache: Cache,
+    keys: Keys,
 }
 
 impl CacheStore {
-    /// Sessions in `cache` (for example the `sessions` alias of your `Caches`).
+    /// Sessions in `cache` (for example the `sessions` alias of your `Caches`), under the
+    /// default [`KEY_PREFIX`].
     pub fn new(cache: Cache) -> Self {
-        CacheStore { cache }
+        CacheStore {
+            cache,
+            keys: Keys::default(),
+        }
+    }
+
+    /// The same store with its entries under `prefix` (`<prefix><id>`) instead of
+    /// [`KEY_PREFIX`]: for two apps sharing one cache, or a rename. The cache's own
+    /// `key_prefix` and version still apply on top.
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: &str) -> Self {
+        self.keys.prefix = prefix.into();
+        self
     }
 
     /// The cache holding the sessions.
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
+
+    /// The cache key of the session `id` in this store (before the cache's own prefix).
+    pub fn key_for(&self, id: &Id) -> String {
+        self.keys.session(id)
+    }
+
+    fn generations(&self) -> users::Generations<'_> {
+        users::Generations {
+            cache: &self.cache,
+            durable: None,
+            keys: &self.keys,
+        }
+    }
+
+    /// Logs `session` in as `user`: a new session id (against session fixation, as Django's
+    /// `login`), and the session tied to the user's current generation so that
+    /// [`end_user_sessions`](Self::end_user_sessions) can end it. `user` is any stable
+    /// identifier (a user id).
+    pub async fn log_in(&self, session: &Session, user: &str) -> Result<(), UserSessionError> {
+        users::log_in(&self.generations(), session, user).await
+    }
+
+    /// Ends every session logged in as `user` with [`log_in`](Self::log_in), in every process
+    /// that shares this cache ("log out everywhere"); see [`users`](crate#log-out-everywhere).
+    pub async fn end_user_sessions(&self, user: &str) -> Result<(), UserSessionError> {
+        self.generations().end(user).await
+    }
 }
 
 #[async_trait]
 impl SessionStore for CacheStore {
     async fn create(&self, record: &mut Record) -> StoreResult<()> {
-        create_unique(&self.cache, record).await
+        create_unique(&self.cache, &self.keys, record).await
     }
 
     async fn save(&self, record: &Record) -> StoreResult<()> {
         self.cache
-            .set(&session_key(&record.id), record, timeout_for(record))
+            .set(&self.keys.session(&record.id), record, timeout_for(record))
             .await
             .map_err(backend)
     }
@@ -202,13 +324,25 @@ impl SessionStore for CacheStore {
     async fn load(&self, id: &Id) -> StoreResult<Option<Record>> {
         // A corrupt entry is a miss (and a warning) in `Cache::get`: the client gets a new,
         // empty session instead of an error page.
-        let record: Option<Record> = self.cache.get(&session_key(id)).await.map_err(backend)?;
-        Ok(record.filter(is_live))
+        let record: Option<Record> = self
+            .cache
+            .get(&self.keys.session(id))
+            .await
+            .map_err(backend)?;
+        let Some(record) = record.filter(is_live) else {
+            return Ok(None);
+        };
+        if self.generations().still_valid(&record).await? {
+            Ok(Some(record))
+        } else {
+            let _ = self.delete(id).await;
+            Ok(None)
+        }
     }
 
     async fn delete(&self, id: &Id) -> StoreResult<()> {
         self.cache
-            .delete(&session_key(id))
+            .delete(&self.keys.session(id))
             .await
             .map(drop)
             .map_err(backend)
@@ -224,12 +358,49 @@ impl SessionStore for CacheStore {
 pub struct CachedDbStore {
     cache: Cache,
     database: Cache,
+    keys: Keys,
 }
 
 impl CachedDbStore {
-    /// Sessions in `database`, cached in `cache`.
+    /// Sessions in `database`, cached in `cache`, under the default [`KEY_PREFIX`].
     pub fn new(cache: Cache, database: Cache) -> Self {
-        CachedDbStore { cache, database }
+        CachedDbStore {
+            cache,
+            database,
+            keys: Keys::default(),
+        }
+    }
+
+    /// The same store with its entries under `prefix` (in the database and the cache), as
+    /// [`CacheStore::with_key_prefix`].
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: &str) -> Self {
+        self.keys.prefix = prefix.into();
+        self
+    }
+
+    /// The key of the session `id` in this store (before the caches' own prefixes).
+    pub fn key_for(&self, id: &Id) -> String {
+        self.keys.session(id)
+    }
+
+    fn generations(&self) -> users::Generations<'_> {
+        users::Generations {
+            cache: &self.cache,
+            durable: Some(&self.database),
+            keys: &self.keys,
+        }
+    }
+
+    /// Logs `session` in as `user`, as [`CacheStore::log_in`]; the user's generation is kept
+    /// in the database (and cached), so losing the cache ends no session.
+    pub async fn log_in(&self, session: &Session, user: &str) -> Result<(), UserSessionError> {
+        users::log_in(&self.generations(), session, user).await
+    }
+
+    /// Ends every session of `user`, as [`CacheStore::end_user_sessions`].
+    pub async fn end_user_sessions(&self, user: &str) -> Result<(), UserSessionError> {
+        self.generations().end(user).await
     }
 
     /// The cache in front.
@@ -247,14 +418,14 @@ impl CachedDbStore {
     async fn refresh_cache(&self, record: &Record) {
         if let Err(e) = self
             .cache
-            .set(&session_key(&record.id), record, timeout_for(record))
+            .set(&self.keys.session(&record.id), record, timeout_for(record))
             .await
         {
             tracing::warn!(
                 alias = self.cache.alias(),
                 "session cache write failed: {e}"
             );
-            let _ = self.cache.delete(&session_key(&record.id)).await;
+            let _ = self.cache.delete(&self.keys.session(&record.id)).await;
         }
     }
 }
@@ -262,14 +433,14 @@ impl CachedDbStore {
 #[async_trait]
 impl SessionStore for CachedDbStore {
     async fn create(&self, record: &mut Record) -> StoreResult<()> {
-        create_unique(&self.database, record).await?;
+        create_unique(&self.database, &self.keys, record).await?;
         self.refresh_cache(record).await;
         Ok(())
     }
 
     async fn save(&self, record: &Record) -> StoreResult<()> {
         self.database
-            .set(&session_key(&record.id), record, timeout_for(record))
+            .set(&self.keys.session(&record.id), record, timeout_for(record))
             .await
             .map_err(backend)?;
         self.refresh_cache(record).await;
@@ -277,22 +448,36 @@ impl SessionStore for CachedDbStore {
     }
 
     async fn load(&self, id: &Id) -> StoreResult<Option<Record>> {
-        let key = session_key(id);
-        match self.cache.get::<Record>(&key).await {
-            Ok(Some(record)) if is_live(&record) => return Ok(Some(record)),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(alias = self.cache.alias(), "session cache read failed: {e}"),
+        let key = self.keys.session(id);
+        let cached = match self.cache.get::<Record>(&key).await {
+            Ok(Some(record)) if is_live(&record) => Some(record),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(alias = self.cache.alias(), "session cache read failed: {e}");
+                None
+            }
+        };
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let record: Option<Record> = self.database.get(&key).await.map_err(backend)?;
+                let Some(record) = record.filter(is_live) else {
+                    return Ok(None);
+                };
+                self.refresh_cache(&record).await;
+                record
+            }
+        };
+        if self.generations().still_valid(&record).await? {
+            Ok(Some(record))
+        } else {
+            let _ = self.delete(id).await;
+            Ok(None)
         }
-        let record: Option<Record> = self.database.get(&key).await.map_err(backend)?;
-        let record = record.filter(is_live);
-        if let Some(record) = &record {
-            self.refresh_cache(record).await;
-        }
-        Ok(record)
     }
 
     async fn delete(&self, id: &Id) -> StoreResult<()> {
-        let key = session_key(id);
+        let key = self.keys.session(id);
         self.database.delete(&key).await.map_err(backend)?;
         self.cache.delete(&key).await.map(drop).map_err(backend)
     }
@@ -325,6 +510,13 @@ pub struct SessionConfig {
     pub domain: Option<String>,
     /// The cookie's `Path` (`/`).
     pub path: String,
+    /// With [`SessionExpiry::OnInactivity`], how often a session that is only read (never
+    /// changed) has its expiry moved: tower-sessions moves it only on writes, so a visitor who
+    /// only reads would be logged out after the inactivity period however active. A read
+    /// touches the session (one store write, and a fresh cookie) when its last touch is at
+    /// least this old, or half the inactivity period if that is shorter; one minute by default.
+    /// `Duration::ZERO` touches on every read (Django's `SESSION_SAVE_EVERY_REQUEST`).
+    pub touch_interval: Duration,
 }
 
 impl Default for SessionConfig {
@@ -336,6 +528,7 @@ impl Default for SessionConfig {
             same_site: SameSite::Lax,
             domain: None,
             path: "/".to_owned(),
+            touch_interval: Duration::from_secs(60),
         }
     }
 }
@@ -362,14 +555,26 @@ impl SessionConfig {
         if let Some(domain) = &self.domain {
             layer = layer.with_domain(domain.clone());
         }
-        SessionLayer { manager: layer }
+        SessionLayer {
+            manager: layer,
+            touch_interval: self.touch_interval,
+        }
     }
 }
 
+/// What the store tells the service around the handler about the request being handled.
+#[derive(Debug, Clone, Default)]
+struct Handling {
+    /// Set when the request's session is loaded or deleted: the answer is personal.
+    mark: SessionMark,
+    /// The expiry date of the record as it was loaded: how long ago it was last touched.
+    loaded_expiry: Arc<Mutex<Option<OffsetDateTime>>>,
+}
+
 tokio::task_local! {
-    /// The mark of the request whose handler is running (set around the handler by
-    /// [`MarkSession`]), so that the store can tell it its session was loaded.
-    static HANDLING: SessionMark;
+    /// The request whose handler is running (set around the handler by [`MarkSession`]), so
+    /// that the store can tell it its session was loaded.
+    static HANDLING: Handling;
 }
 
 /// The session layer built by [`SessionConfig::layer`]: tower-sessions' `SessionManagerLayer`
@@ -377,13 +582,17 @@ tokio::task_local! {
 #[derive(Debug, Clone)]
 pub struct SessionLayer<S: SessionStore> {
     manager: SessionManagerLayer<TrackedStore<S>>,
+    touch_interval: Duration,
 }
 
 impl<Inner, S: SessionStore + Clone> Layer<Inner> for SessionLayer<S> {
     type Service = <SessionManagerLayer<TrackedStore<S>> as Layer<MarkSession<Inner>>>::Service;
 
     fn layer(&self, inner: Inner) -> Self::Service {
-        self.manager.layer(MarkSession { inner })
+        self.manager.layer(MarkSession {
+            inner,
+            touch_interval: self.touch_interval,
+        })
     }
 }
 
@@ -404,12 +613,20 @@ impl<S: SessionStore> SessionStore for TrackedStore<S> {
 
     async fn load(&self, id: &Id) -> StoreResult<Option<Record>> {
         // Outside a handler (the manager's own calls after the answer) there is no mark.
-        let _ = HANDLING.try_with(SessionMark::set_personal);
-        self.0.load(id).await
+        let _ = HANDLING.try_with(|h| h.mark.set_personal());
+        let record = self.0.load(id).await?;
+        if let Some(record) = &record {
+            let _ = HANDLING.try_with(|h| {
+                *h.loaded_expiry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(record.expiry_date);
+            });
+        }
+        Ok(record)
     }
 
     async fn delete(&self, id: &Id) -> StoreResult<()> {
-        let _ = HANDLING.try_with(SessionMark::set_personal);
+        let _ = HANDLING.try_with(|h| h.mark.set_personal());
         self.0.delete(id).await
     }
 }
@@ -420,6 +637,7 @@ impl<S: SessionStore> SessionStore for TrackedStore<S> {
 #[derive(Debug, Clone)]
 pub struct MarkSession<S> {
     inner: S,
+    touch_interval: Duration,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MarkSession<S>
@@ -453,15 +671,43 @@ where
         if session.as_ref().is_none_or(|s| s.id().is_none()) {
             mark.set_varies_on_cookie();
         }
-        let call = HANDLING.scope(mark.clone(), inner.call(req));
+        let handling = Handling {
+            mark: mark.clone(),
+            loaded_expiry: Arc::default(),
+        };
+        let loaded_expiry = handling.loaded_expiry.clone();
+        let call = HANDLING.scope(handling, inner.call(req));
+        let touch_interval = self.touch_interval;
         Box::pin(async move {
             let mut response = call.await?;
-            if session.is_some_and(|s| s.is_modified()) {
-                mark.set_personal();
+            if let Some(session) = session {
+                if session.is_modified() {
+                    mark.set_personal();
+                } else {
+                    let loaded = *loaded_expiry.lock().unwrap_or_else(PoisonError::into_inner);
+                    touch_if_due(&session, loaded, touch_interval);
+                }
             }
             mark_response(&mark, response.headers_mut());
             Ok(response)
         })
+    }
+}
+
+/// Moves the expiry of a session that was read but not changed when its last touch is due:
+/// marking it modified (without changing its data) makes the manager save it with a fresh
+/// expiry date and send a fresh cookie, whose `Max-Age` would otherwise run out too.
+fn touch_if_due(session: &Session, loaded_expiry: Option<OffsetDateTime>, interval: Duration) {
+    let (Some(Expiry::OnInactivity(inactivity)), Some(expires)) = (session.expiry(), loaded_expiry)
+    else {
+        return;
+    };
+    let interval = time::Duration::try_from(interval)
+        .unwrap_or(time::Duration::MAX)
+        .min(inactivity / 2);
+    let last_touch = expires - inactivity;
+    if OffsetDateTime::now_utc() - last_touch >= interval {
+        session.set_expiry(session.expiry());
     }
 }
 

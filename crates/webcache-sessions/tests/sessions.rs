@@ -107,6 +107,34 @@ impl Store {
             Store::CachedDb(s) => Some(s.database()),
         }
     }
+
+    fn with_key_prefix(self, prefix: &str) -> Store {
+        match self {
+            Store::Cache(s) => Store::Cache(s.with_key_prefix(prefix)),
+            Store::CachedDb(s) => Store::CachedDb(s.with_key_prefix(prefix)),
+        }
+    }
+
+    fn key_for(&self, id: &Id) -> String {
+        match self {
+            Store::Cache(s) => s.key_for(id),
+            Store::CachedDb(s) => s.key_for(id),
+        }
+    }
+
+    async fn log_in(&self, session: &Session, user: &str) {
+        match self {
+            Store::Cache(s) => s.log_in(session, user).await.unwrap(),
+            Store::CachedDb(s) => s.log_in(session, user).await.unwrap(),
+        }
+    }
+
+    async fn end_user_sessions(&self, user: &str) {
+        match self {
+            Store::Cache(s) => s.end_user_sessions(user).await.unwrap(),
+            Store::CachedDb(s) => s.end_user_sessions(user).await.unwrap(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -476,6 +504,202 @@ async fn concurrent_requests_never_corrupt(store: Store) {
         .all(|i| i.as_str().unwrap().starts_with("item")));
 }
 
+/// The app of the user cases: `/cart`, `/whoami`, `POST /login-as/USER` (through
+/// `log_in`) and `POST /end/USER` (`end_user_sessions`), served by two "processes" (two
+/// layers over two store values sharing the cache) to show that one process's logout ends the
+/// other's sessions.
+async fn serve_users(store: Store, config: SessionConfig) -> String {
+    use axum::extract::Path;
+    let login_store = store.clone();
+    let end_store = store.clone();
+    let app = Router::new()
+        .route("/cart", get(cart))
+        .route("/whoami", get(whoami))
+        .route(
+            "/login-as/{user}",
+            post(move |session: Session, Path(user): Path<String>| {
+                let store = login_store.clone();
+                async move { store.log_in(&session, &user).await }
+            }),
+        )
+        .route(
+            "/end/{user}",
+            post(move |Path(user): Path<String>| {
+                let store = end_store.clone();
+                async move { store.end_user_sessions(&user).await }
+            }),
+        )
+        .layer(config.layer(store));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn log_out_everywhere_ends_every_session_of_one_user(store: Store) {
+    let one = serve_users(store.clone(), SessionConfig::default()).await;
+    let two = serve_users(store.clone(), SessionConfig::default()).await;
+    // Alice on a laptop (process one) and a phone (process two); Bob on process one.
+    let (laptop, phone, bob) = (client(), client(), client());
+    for (http, base, user) in [
+        (&laptop, &one, "alice"),
+        (&phone, &two, "alice"),
+        (&bob, &one, "bob"),
+    ] {
+        http.get(format!("{base}/cart?add=tea"))
+            .send()
+            .await
+            .unwrap();
+        let resp = http
+            .post(format!("{base}/login-as/{user}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let laptop_id: Id = text(&laptop, format!("{one}/whoami"))
+        .await
+        .parse()
+        .unwrap();
+    let phone_id: Id = text(&phone, format!("{two}/whoami")).await.parse().unwrap();
+    let bob_id: Id = text(&bob, format!("{one}/whoami")).await.parse().unwrap();
+    assert_eq!(
+        json_of(&phone, format!("{two}/cart")).await,
+        json!({"items": ["tea"]})
+    );
+
+    // The phone (process two) logs Alice out everywhere.
+    let resp = phone.post(format!("{two}/end/alice")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    for (http, base, id) in [(&laptop, &one, laptop_id), (&phone, &two, phone_id)] {
+        assert_eq!(
+            json_of(http, format!("{base}/cart")).await,
+            json!({"items": []}),
+            "an ended session is an empty one"
+        );
+        assert!(
+            store.load(&id).await.unwrap().is_none(),
+            "and is gone from the store"
+        );
+    }
+    // Bob is untouched.
+    assert_eq!(
+        json_of(&bob, format!("{one}/cart")).await,
+        json!({"items": ["tea"]})
+    );
+    assert!(store.load(&bob_id).await.unwrap().is_some());
+    // Alice can log in again, and that new session lives.
+    laptop
+        .post(format!("{one}/login-as/alice"))
+        .send()
+        .await
+        .unwrap();
+    laptop
+        .get(format!("{one}/cart?add=jam"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(&laptop, format!("{two}/cart")).await,
+        json!({"items": ["jam"]})
+    );
+}
+
+async fn a_session_that_is_only_read_stays_alive(store: Store) {
+    let config = SessionConfig {
+        expiry: SessionExpiry::OnInactivity(Duration::from_secs(4)),
+        touch_interval: Duration::from_millis(500),
+        ..SessionConfig::default()
+    };
+    let base = serve(store.clone(), config).await;
+    let (reader, idle) = (client(), client());
+    reader
+        .get(format!("{base}/cart?add=pen"))
+        .send()
+        .await
+        .unwrap();
+    idle.get(format!("{base}/cart?add=ink"))
+        .send()
+        .await
+        .unwrap();
+    let reader_id: Id = text(&reader, format!("{base}/whoami"))
+        .await
+        .parse()
+        .unwrap();
+    let idle_id: Id = text(&idle, format!("{base}/whoami")).await.parse().unwrap();
+    // Eight seconds of reads only (twice the inactivity expiry), one every 400 ms.
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(
+            json_of(&reader, format!("{base}/cart")).await,
+            json!({"items": ["pen"]}),
+            "a session read regularly stays alive"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(store.load(&reader_id).await.unwrap().is_some());
+    assert!(
+        store.load(&idle_id).await.unwrap().is_none(),
+        "a session nobody read expired"
+    );
+}
+
+async fn a_read_touches_at_most_once_per_interval(store: Store) {
+    // The default interval (a minute): reads right after the write do not write again.
+    let base = serve(store.clone(), SessionConfig::default()).await;
+    let http = client();
+    http.get(format!("{base}/cart?add=cup"))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let resp = http.get(format!("{base}/cart")).send().await.unwrap();
+        assert_eq!(
+            session_cookie(&resp),
+            None,
+            "an untouched read sends no cookie"
+        );
+    }
+    // `touch_interval: 0`: every read touches (a fresh cookie each time).
+    let config = SessionConfig {
+        touch_interval: Duration::ZERO,
+        ..SessionConfig::default()
+    };
+    let base = serve(store, config).await;
+    let http = client();
+    http.get(format!("{base}/cart?add=cup"))
+        .send()
+        .await
+        .unwrap();
+    let resp = http.get(format!("{base}/cart")).send().await.unwrap();
+    assert!(
+        session_cookie(&resp).is_some(),
+        "a touched read renews the cookie"
+    );
+}
+
+async fn the_key_prefix_is_configurable(store: Store) {
+    let store = store.with_key_prefix("shop.sessions:");
+    let base = serve(store.clone(), SessionConfig::default()).await;
+    let http = client();
+    http.get(format!("{base}/cart?add=hat"))
+        .send()
+        .await
+        .unwrap();
+    let id: Id = text(&http, format!("{base}/whoami")).await.parse().unwrap();
+    assert_eq!(store.key_for(&id), format!("shop.sessions:{id}"));
+    let reference = store.database().unwrap_or(store.cache());
+    assert!(reference
+        .has_key(&format!("shop.sessions:{id}"))
+        .await
+        .unwrap());
+    assert!(!reference.has_key(&session_key(&id)).await.unwrap());
+    assert_eq!(
+        json_of(&http, format!("{base}/cart")).await,
+        json!({"items": ["hat"]})
+    );
+}
+
 macro_rules! engines {
     ($($engine:ident),*) => {
         $(
@@ -498,6 +722,14 @@ macro_rules! engines {
                 async fn corrupt_data_is_an_empty_session() { super::corrupt_data_is_an_empty_session(store(stringify!($engine)).await).await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn concurrent_requests_never_corrupt() { super::concurrent_requests_never_corrupt(store(stringify!($engine)).await).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn log_out_everywhere_ends_every_session_of_one_user() { super::log_out_everywhere_ends_every_session_of_one_user(store(stringify!($engine)).await).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_session_that_is_only_read_stays_alive() { super::a_session_that_is_only_read_stays_alive(store(stringify!($engine)).await).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_read_touches_at_most_once_per_interval() { super::a_read_touches_at_most_once_per_interval(store(stringify!($engine)).await).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn the_key_prefix_is_configurable() { super::the_key_prefix_is_configurable(store(stringify!($engine)).await).await }
             }
         )*
     };

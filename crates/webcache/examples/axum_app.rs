@@ -24,19 +24,17 @@ async fn slow_report() -> String {
     format!("report computed at {:?}\n", std::time::SystemTime::now())
 }
 
-/// The low-level API: one computation per key, even under concurrent misses.
-async fn report(State(cache): State<Cache>) -> String {
-    cache
-        .get_or_set_with("report", 60, slow_report)
-        .await
-        .unwrap_or_else(|e| format!("cache error: {e}\n"))
+/// The low-level API: one computation per key, even under concurrent misses. A cache error
+/// is an answer of its own (feature `axum`: 503 when the backend is down, never the key).
+async fn report(State(cache): State<Cache>) -> Result<String, webcache::Error> {
+    cache.get_or_set_with("report", 60, slow_report).await
 }
 
 async fn page() -> String {
     slow_report().await
 }
 
-async fn visits(session: tower_sessions::Session) -> String {
+async fn visits(session: webcache::sessions::tower_sessions::Session) -> String {
     let n: u64 = session.get("visits").await.ok().flatten().unwrap_or(0) + 1;
     let _ = session.insert("visits", n).await;
     format!("{n} visits\n")
@@ -45,7 +43,7 @@ async fn visits(session: tower_sessions::Session) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let caches = Caches::from_env_or("locmem://").await?;
-    let cache = caches.default().clone();
+    let cache = caches.default_cache().clone();
     let app = Router::new()
         .route("/report", get(report))
         .route(

@@ -10,17 +10,24 @@
 //! use webcache::{Caches, Timeout};
 //!
 //! let caches = Caches::from_urls([("default", "locmem://"), ("sessions", "locmem://sessions")]).await?;
-//! let cache = caches.default();
+//! let cache = caches.default_cache(); // the `default` alias (or else the first one)
 //! cache.set("greeting", "hello", 60).await?;
 //! assert_eq!(cache.get::<String>("greeting").await?.as_deref(), Some("hello"));
 //! # Ok(()) }
 //! ```
 //!
+//! Building [`Caches`] dials no server: each backend connects on first use. A runnable axum
+//! app (a cached computation, a cached page, a session) is `examples/axum_app.rs`:
+//! `cargo run -p webcache --features full --example axum_app`.
+//!
 //! Backends behind cargo features: `redis`, `memcached`, `sql` (SQLite, PostgreSQL), `file`;
 //! `locmem` and `dummy` are always there. A backend from another crate is configured by URL once
 //! its [`BackendFactory`](backend::BackendFactory) is registered with [`Caches::register`];
-//! [`backend`] holds what a backend author needs. Feature `http` adds the page-cache layers and
-//! `sessions` the tower-sessions stores; `macros` (on by default) the [`cached`] attribute that
+//! [`backend`] holds what a backend author needs. Feature `http` adds the page-cache layers
+//! (`proxy` the caching reverse proxy, with hyper's HTTP client), `sessions` the
+//! tower-sessions stores (`webcache::sessions`, tower-sessions re-exported in it), `axum` the
+//! conversion of [`Error`] into an axum response (503 when the backend is down or slow, 500
+//! otherwise, with a short text that never carries the key or value); `macros` (on by default) the [`cached`] attribute that
 //! memoizes an async function; `minijinja` the `{% call cache(...) %}` template function of
 //! [`fragment`]; `sqlx` the query cache; `full` enables everything.
 #![forbid(unsafe_code)]

@@ -42,7 +42,7 @@ impl CacheSource for Cache {
 impl CacheSource for Caches {
     fn webcache_cache(&self, alias: Option<&str>) -> Result<Cache, Error> {
         match alias {
-            None => Ok(self.default().clone()),
+            None => Ok(self.default_cache().clone()),
             Some(alias) => self
                 .get(alias)
                 .cloned()

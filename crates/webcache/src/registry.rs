@@ -17,10 +17,15 @@ use webcache_core::Cache;
 #[derive(Debug, Clone)]
 pub struct Caches {
     caches: BTreeMap<String, Cache>,
+    /// The cache [`Caches::default_cache`] answers, chosen once at construction (where an
+    /// empty configuration is already an error), so that reading it can never fail.
+    default: Cache,
 }
 
 impl Caches {
-    /// Builds every alias of `config`, connecting to servers where the backend needs to.
+    /// Builds every alias of `config`. Nothing is dialled here: each backend checks its
+    /// configuration and connects on first use (a server that is down is an error of the first
+    /// operation, or a miss in degrade mode, not of this constructor).
     pub async fn from_config(config: CachesConfig) -> Result<Self, ConfigError> {
         let mut caches = BTreeMap::new();
         for CacheConfig {
@@ -31,14 +36,18 @@ impl Caches {
             let built = build_backend(&mut backend).await?;
             caches.insert(options.alias.clone(), Cache::new(built, options));
         }
-        if caches.is_empty() {
+        let Some(default) = caches
+            .get("default")
+            .or_else(|| caches.values().next())
+            .cloned()
+        else {
             return Err(ConfigError::Invalid {
                 alias: "default".into(),
                 field: "url".into(),
                 message: "no cache is configured; add `[caches.default]` with a `url`, or set WEBCACHE_URL".into(),
             });
-        }
-        Ok(Caches { caches })
+        };
+        Ok(Caches { caches, default })
     }
 
     /// Builds the aliases of `(alias, url)` pairs.
@@ -73,12 +82,10 @@ impl Caches {
             })
     }
 
-    /// The `default` alias, or else the first configured one.
-    pub fn default(&self) -> &Cache {
-        self.caches
-            .get("default")
-            .or_else(|| self.caches.values().next())
-            .expect("Caches always holds at least one cache")
+    /// The cache of the `default` alias, or else of the first configured alias (in name
+    /// order). Every `Caches` holds at least one cache, so there is always one to answer.
+    pub fn default_cache(&self) -> &Cache {
+        &self.default
     }
 
     /// The configured aliases, in name order.

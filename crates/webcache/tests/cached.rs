@@ -198,7 +198,7 @@ async fn a_static_cache_and_an_alias() {
         CACHES
             .get()
             .unwrap()
-            .default()
+            .default_cache()
             .get::<u64>("cached::square:[4]")
             .await
             .unwrap(),
@@ -263,7 +263,7 @@ async fn a_store_that_fails_after_the_body_ran_returns_its_value_without_running
     let cache = Caches::from_url("locmem://too-small?max_entry_size=64")
         .await
         .unwrap()
-        .default()
+        .default_cache()
         .clone();
     let runs = AtomicUsize::new(0);
     assert_eq!(big(&cache, 1000, &runs).await.len(), 1000);
@@ -661,8 +661,8 @@ async fn total(#[cache] cache: &Cache, n: u64, runs: &AtomicUsize) -> u64 {
 #[tokio::test]
 async fn redis_lock_runs_the_body_once_across_two_caches() {
     let url = common::url("redis", &common::fresh_prefix());
-    let first = Caches::from_url(&url).await.unwrap().default().clone();
-    let second = Caches::from_url(&url).await.unwrap().default().clone();
+    let first = Caches::from_url(&url).await.unwrap().default_cache().clone();
+    let second = Caches::from_url(&url).await.unwrap().default_cache().clone();
     let (report_runs, total_runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let reports = (0..8).map(|i| {
         let cache = if i % 2 == 0 { &first } else { &second };

@@ -25,7 +25,7 @@ async fn webcache_url_options_win_over_the_file_even_when_they_equal_the_default
     // Without the environment, the file's values hold.
     std::env::remove_var("WEBCACHE_URL");
     let caches = Caches::from_toml_file(&path).await.unwrap();
-    let options = caches.default().options();
+    let options = caches.default_cache().options();
     assert_eq!(
         options.default_timeout,
         Timeout::After(Duration::from_secs(60))
@@ -38,7 +38,7 @@ async fn webcache_url_options_win_over_the_file_even_when_they_equal_the_default
         "locmem://layers-env?timeout=300&version=1&on_error=raise",
     );
     let caches = Caches::from_toml_file(&path).await.unwrap();
-    let options = caches.default().options();
+    let options = caches.default_cache().options();
     assert_eq!(
         options.default_timeout,
         Timeout::After(Duration::from_secs(300))
@@ -47,14 +47,14 @@ async fn webcache_url_options_win_over_the_file_even_when_they_equal_the_default
     assert_eq!(options.on_error, webcache::OnError::Raise);
     // What the URL does not give keeps the file's value.
     assert_eq!(options.key_prefix, "shop");
-    assert_eq!(caches.default().make_key("k").unwrap(), "shop:1:k");
+    assert_eq!(caches.default_cache().make_key("k").unwrap(), "shop:1:k");
 
     // A fallback URL is a layer below the environment too.
     std::env::set_var("WEBCACHE_URL", "locmem://layers-env?version=1");
     let caches = Caches::from_env_or("locmem://layers-fallback?version=3&timeout=5")
         .await
         .unwrap();
-    let options = caches.default().options();
+    let options = caches.default_cache().options();
     assert_eq!(options.version, 1);
     assert_eq!(
         options.default_timeout,

@@ -100,7 +100,7 @@ async fn a_registered_backend_is_configured_by_url_and_toml() {
     let caches = Caches::from_url("labelled://?label=from-url&timeout=5&key_prefix=app")
         .await
         .unwrap();
-    let cache = caches.default();
+    let cache = caches.default_cache();
     assert_eq!(
         cache.backend_as::<LabelledBackend>().unwrap().label,
         "from-url"
@@ -127,7 +127,10 @@ async fn a_registered_backend_is_configured_by_url_and_toml() {
     )
     .unwrap();
     let caches = Caches::from_toml_file(&path).await.unwrap();
-    let backend = caches.default().backend_as::<LabelledBackend>().unwrap();
+    let backend = caches
+        .default_cache()
+        .backend_as::<LabelledBackend>()
+        .unwrap();
     assert_eq!(backend.label, "from-toml");
     std::fs::remove_dir_all(&dir).unwrap();
 

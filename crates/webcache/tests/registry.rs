@@ -39,7 +39,12 @@ async fn builds_aliases_from_urls_and_isolates_locmem_names() {
     // Same locmem name = same store, as Django's LOCATION.
     let again = Caches::from_url("locmem://registry-a").await.unwrap();
     assert_eq!(
-        again.default().get::<String>("k").await.unwrap().as_deref(),
+        again
+            .default_cache()
+            .get::<String>("k")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("a")
     );
     let err = caches.get("sessions").unwrap_err();
@@ -62,7 +67,7 @@ async fn builds_aliases_from_a_toml_file() {
     .unwrap();
     drop(f);
     let caches = Caches::from_toml_file(&path).await.unwrap();
-    let default = caches.default();
+    let default = caches.default_cache();
     assert_eq!(default.options().key_prefix, "shop");
     assert_eq!(default.make_key("k").unwrap(), "shop:1:k");
     default
@@ -72,6 +77,24 @@ async fn builds_aliases_from_a_toml_file() {
     assert_eq!(default.ttl("k").await.unwrap(), webcache::Ttl::Forever);
     assert!(caches.get("sessions").is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_default_cache_is_the_default_alias_or_else_the_first_one() {
+    let with_default = Caches::from_urls([("a", "locmem://dc-a"), ("default", "locmem://dc-d")])
+        .await
+        .unwrap();
+    assert_eq!(with_default.default_cache().alias(), "default");
+    // No `default` alias: the first in name order answers (never a panic).
+    let without = Caches::from_urls([("zeta", "locmem://dc-z"), ("beta", "locmem://dc-b")])
+        .await
+        .unwrap();
+    assert_eq!(without.default_cache().alias(), "beta");
+    // And an empty configuration is refused where it is built, not where it is read.
+    let empty = webcache::config::CachesConfig::from_urls(std::iter::empty::<(&str, &str)>());
+    if let Ok(config) = empty {
+        assert!(Caches::from_config(config).await.is_err());
+    }
 }
 
 async fn error_of(url: &str) -> String {

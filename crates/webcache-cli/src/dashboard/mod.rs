@@ -298,8 +298,8 @@ pub(crate) async fn run(target: &TargetArgs, args: &DashboardArgs) -> anyhow::Re
             out,
             "webcache dashboard on {}\ncache: `{}` ({} backend)",
             url(addr, &token),
-            caches.default().alias(),
-            caches.default().backend().name()
+            caches.default_cache().alias(),
+            caches.default_cache().backend().name()
         );
         let _ = out.flush();
     }

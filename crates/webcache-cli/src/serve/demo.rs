@@ -55,7 +55,7 @@ pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Resu
     templates.add_template("hello-page.html", HELLO_PAGE)?;
     // `{% call cache(...) %}` in templates, and the upstream as a template function, so the
     // call happens only when the fragment is rendered (on a fragment miss).
-    fragment::minijinja::add_to(&mut templates, caches.default().clone());
+    fragment::minijinja::add_to(&mut templates, caches.default_cache().clone());
     let (client, base) = (http.clone(), upstream.clone());
     templates.add_function("upstream", move |delay: f64| {
         fragment::minijinja::block_on(fetch(&client, &base, delay))?
@@ -63,7 +63,7 @@ pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Resu
             .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.1))
     });
     let demo = Demo {
-        cache: caches.default().clone(),
+        cache: caches.default_cache().clone(),
         upstream,
         http,
         templates: Arc::new(templates),
@@ -71,7 +71,7 @@ pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Resu
     };
     let sessions = caches
         .get("sessions")
-        .unwrap_or_else(|_| caches.default())
+        .unwrap_or_else(|_| caches.default_cache())
         .clone();
     let cart = Router::new()
         .route("/cart", get(cart))

@@ -47,7 +47,7 @@ pub(crate) async fn run(target: &TargetArgs, args: &ServeArgs) -> anyhow::Result
     let admin = admin::Admin::new(caches.clone(), token.clone(), addr)?;
     let db = catalogue::location(args.db.as_deref());
     let app = demo::app(&caches, &upstream, admin.clone())?
-        .merge(catalogue::routes(caches.default(), &db).await?)
+        .merge(catalogue::routes(caches.default_cache(), &db).await?)
         .merge(admin::extras(admin.clone()))
         .merge(
             axum::Router::new()
@@ -131,7 +131,7 @@ fn announce(
     token_file: Option<&TokenFile>,
     db: &catalogue::Location,
 ) {
-    let cache = caches.default();
+    let cache = caches.default_cache();
     let base = format!("http://{addr}");
     let embedded = if cache.backend().name() == "locmem" {
         ", the embedded default: no server needed"

@@ -32,6 +32,6 @@ pub(crate) async fn cache(backend: &str) -> Cache {
     Caches::from_url(&url(backend, &fresh_prefix()))
         .await
         .unwrap()
-        .default()
+        .default_cache()
         .clone()
 }
