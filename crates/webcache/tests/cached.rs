@@ -661,8 +661,16 @@ async fn total(#[cache] cache: &Cache, n: u64, runs: &AtomicUsize) -> u64 {
 #[tokio::test]
 async fn redis_lock_runs_the_body_once_across_two_caches() {
     let url = common::url("redis", &common::fresh_prefix());
-    let first = Caches::from_url(&url).await.unwrap().default_cache().clone();
-    let second = Caches::from_url(&url).await.unwrap().default_cache().clone();
+    let first = Caches::from_url(&url)
+        .await
+        .unwrap()
+        .default_cache()
+        .clone();
+    let second = Caches::from_url(&url)
+        .await
+        .unwrap()
+        .default_cache()
+        .clone();
     let (report_runs, total_runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let reports = (0..8).map(|i| {
         let cache = if i % 2 == 0 { &first } else { &second };
