@@ -259,10 +259,7 @@ impl CacheConfig {
         fields: BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let (given, backend) = parse_layer(alias, url, fields)?;
-        let mut options = CacheOptions {
-            alias: alias.to_owned(),
-            ..CacheOptions::default()
-        };
+        let mut options = CacheOptions::builder().alias(alias).build();
         given.apply_to(&mut options);
         Ok(CacheConfig { options, backend })
     }

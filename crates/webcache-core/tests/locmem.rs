@@ -72,10 +72,7 @@ async fn the_default_store_has_a_byte_bound() {
     let private = LocMemBackend::private(LocMemConfig::default());
     for backend in [from_url, private] {
         // Uncompressed, so that each page weighs its full size.
-        let options = CacheOptions {
-            compress_min_bytes: None,
-            ..CacheOptions::default()
-        };
+        let options = CacheOptions::builder().compress_min_bytes(None).build();
         let cache = Cache::new(Arc::new(backend.clone()), options);
         let page = vec![b'x'; 1024 * 1024];
         // Three times the bound, as the proxy saw with 800 distinct query strings.

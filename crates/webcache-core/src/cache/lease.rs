@@ -28,6 +28,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::Cache;
+use super::{Cache, Outcome};
 use crate::entry;
 use crate::error::Error;
 use crate::timeout::Expiry;
@@ -119,7 +120,7 @@ impl Cache {
 
     /// The miss path of the stale family: [`compute_and_add`](Cache::compute_and_add) run by
     /// the one process that holds the lease; the others wait for its value (see the module
-    /// docs).
+    /// docs), which is then [`Outcome::Waited`].
     pub(super) async fn compute_and_add_leased<T, E, F, Fut>(
         &self,
         key: &str,
@@ -127,7 +128,7 @@ impl Cache {
         expiry: Expiry,
         fresh_for: Duration,
         compute: F,
-    ) -> Result<T, E>
+    ) -> Result<(T, Outcome), E>
     where
         T: Serialize + DeserializeOwned + Send,
         E: From<Error>,
@@ -136,10 +137,15 @@ impl Cache {
     {
         // The lease outlives the computation: it is released once the value is written.
         let held = Mutex::new(None);
+        // Set when another process's value came back in place of a computation here.
+        let stored_elsewhere = AtomicBool::new(false);
         let result = self
             .compute_and_add(key, full, Some(expiry), Some(fresh_for), || async {
                 let lease = match self.await_lease::<T>(key, full).await? {
-                    Waited::Stored(value) => return Ok(value),
+                    Waited::Stored(value) => {
+                        stored_elsewhere.store(true, Ordering::Relaxed);
+                        return Ok(value);
+                    }
                     Waited::Compute(lease) => lease,
                 };
                 let value = match &lease {
@@ -154,7 +160,11 @@ impl Cache {
         if let Some(lease) = lease {
             lease.release().await;
         }
-        result
+        let (value, outcome) = result?;
+        if stored_elsewhere.load(Ordering::Relaxed) {
+            return Ok((value, Outcome::Waited));
+        }
+        Ok((value, outcome))
     }
 
     /// Waits until this process may compute `full` (it holds the lease, or nothing is known)
