@@ -138,10 +138,9 @@ impl SessionStore for Store {
 }
 
 fn unique_options() -> CacheOptions {
-    CacheOptions {
-        key_prefix: format!("s{:08x}", rand_u32()),
-        ..CacheOptions::default()
-    }
+    CacheOptions::builder()
+        .key_prefix(format!("s{:08x}", rand_u32()))
+        .build()
 }
 
 fn rand_u32() -> u32 {

@@ -395,10 +395,9 @@ pub async fn default_timeout_applies(h: &dyn Harness) {
     }
     let short = cache_with(
         h,
-        CacheOptions {
-            default_timeout: Timeout::from(10),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .default_timeout(Timeout::from(10))
+            .build(),
     )
     .await;
     short.set("k", "v", Timeout::Default).await.unwrap();
@@ -498,14 +497,7 @@ pub async fn versions_isolate(h: &dyn Harness) {
     assert_eq!(v2.get::<String>("k").await.unwrap().as_deref(), Some("two"));
     assert!(v2.delete("k").await.unwrap());
     assert!(c.has_key("k").await.unwrap());
-    let cfg = cache_with(
-        h,
-        CacheOptions {
-            version: 3,
-            ..CacheOptions::default()
-        },
-    )
-    .await;
+    let cfg = cache_with(h, CacheOptions::builder().version(3).build()).await;
     assert_eq!(cfg.version(), 3);
     assert!(cfg.make_key("k").unwrap().contains(":3:k"));
 }
@@ -936,10 +928,9 @@ pub async fn key_rules_are_enforced(h: &dyn Harness) {
         );
         let hashed = cache_with(
             h,
-            CacheOptions {
-                invalid_keys: InvalidKeyPolicy::Hash,
-                ..CacheOptions::default()
-            },
+            CacheOptions::builder()
+                .invalid_keys(InvalidKeyPolicy::Hash)
+                .build(),
         )
         .await;
         // Only the keys this backend refuses are hashed (PostgreSQL takes spaces).
@@ -1169,10 +1160,9 @@ pub async fn failing_refresh_serves_stale_until_the_window_ends(h: &dyn Harness)
 /// A second client of the same backend and key prefix: another process, as far as the cache
 /// can tell (its own connection, its own single flight).
 async fn other_client(h: &dyn Harness, of: &Cache) -> Cache {
-    let options = CacheOptions {
-        key_prefix: of.options().key_prefix.clone(),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::builder()
+        .key_prefix(of.options().key_prefix.clone())
+        .build();
     Cache::new(h.backend().await, options)
 }
 
@@ -1495,13 +1485,12 @@ pub async fn every_codec_round_trips(h: &dyn Harness) {
     let prefix = format!("t{:08x}", rand::random::<u32>());
     for (_, serializer) in Serializer::NAMES {
         for (_, compressor) in Compressor::NAMES {
-            let options = CacheOptions {
-                key_prefix: prefix.clone(),
-                serializer: *serializer,
-                compressor: *compressor,
-                compress_min_bytes: Some(64),
-                ..CacheOptions::default()
-            };
+            let options = CacheOptions::builder()
+                .key_prefix(prefix.clone())
+                .serializer(*serializer)
+                .compressor(*compressor)
+                .compress_min_bytes(64)
+                .build();
             let c = Cache::new(backend.clone(), options);
             let what = format!("{serializer:?}/{compressor:?}");
             c.set("rows", &rows, 60).await.unwrap();
