@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use webcache_core::{
-    bytes::Bytes, Cache, CacheOptions, Error, Expiry, InvalidKeyPolicy, Timeout, Ttl,
+    bytes::Bytes, Cache, CacheOptions, Error, Expiry, InvalidKeyPolicy, Outcome, Timeout, Ttl,
 };
 
 use crate::{cache, cache_with, Harness};
@@ -756,6 +756,55 @@ pub async fn concurrent_get_or_set_runs_once(h: &dyn Harness) {
         1,
         "the computation ran more than once"
     );
+}
+
+/// The `_outcome` forms of `get_or_set` say what they did: computed, then a hit; computed when
+/// another writer's value won (which is returned); among concurrent callers, one computed and
+/// every other waited for it or hit its stored value, and nobody else computed.
+pub async fn get_or_set_says_what_it_did(h: &dyn Harness) {
+    let c = cache(h).await;
+    let first = c.get_or_set_with_outcome("k", 60, || async { 1 }).await;
+    assert_eq!(first.unwrap(), (1, Outcome::Computed));
+    let again = c.get_or_set_with_outcome("k", 60, || async { 2 }).await;
+    assert_eq!(again.unwrap(), (1, Outcome::Hit));
+    let other = Cache::new(c.backend().clone(), c.options().clone());
+    let raced = c
+        .get_or_set_with_outcome("won", 60, || async {
+            other.set("won", "winner", 60).await.unwrap();
+            "loser".to_owned()
+        })
+        .await;
+    assert_eq!(raced.unwrap(), ("winner".to_owned(), Outcome::Computed));
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let c = c.clone();
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                c.get_or_set_with_outcome("many", 60, || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    sleep(Duration::from_millis(200)).await;
+                    "once".to_owned()
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut computed = 0;
+    for t in tasks {
+        let (value, outcome) = t.await.unwrap();
+        assert_eq!(value, "once");
+        match outcome {
+            Outcome::Computed => computed += 1,
+            Outcome::Waited | Outcome::Hit => {}
+            other => panic!("a plain get_or_set said {other:?}"),
+        }
+    }
+    // Each computation is reported by exactly the caller that ran it.
+    assert_eq!(computed, calls.load(Ordering::SeqCst));
+    assert_eq!(computed, 1, "the computation ran more than once");
 }
 
 /// `keys` lists this cache's keys of this version by glob pattern.

@@ -19,7 +19,7 @@ mod write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use webcache::{Cache, CacheOptions, Error, KeyFunction, Timeout};
+use webcache::{Cache, Error, KeyFunction, Timeout};
 
 use crate::cli::{KeyArgs, Op, WriteArgs};
 
