@@ -108,12 +108,11 @@ fn rows() -> Vec<Row> {
 fn cache(serializer: Serializer, compressor: Compressor) -> Cache {
     Cache::new(
         Arc::new(LocMemBackend::private(LocMemConfig::default())),
-        CacheOptions {
-            serializer,
-            compressor,
-            compress_min_bytes: Some(1024),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .serializer(serializer)
+            .compressor(compressor)
+            .compress_min_bytes(1024)
+            .build(),
     )
 }
 

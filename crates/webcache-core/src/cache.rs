@@ -25,13 +25,17 @@ mod guard;
 mod lease;
 mod metrics_export;
 mod options;
+mod outcome;
 mod parity;
 mod stale;
 mod tags;
 
 use counters::Counters;
 pub use counters::{CacheStats, Metrics};
-pub use options::{CacheOptions, OnError, DEFAULT_COMPRESS_MIN_BYTES, DEGRADE_LOG_INTERVAL};
+pub use options::{
+    CacheOptions, CacheOptionsBuilder, OnError, DEFAULT_COMPRESS_MIN_BYTES, DEGRADE_LOG_INTERVAL,
+};
+pub use outcome::Outcome;
 
 /// What [`Cache::add_or_repair`] did.
 enum Added {
@@ -539,7 +543,8 @@ impl Cache {
     ///
     /// Concurrent calls for the same missing key in this process run `compute` once; the others
     /// wait for its value. When another process stored a value meanwhile, that value wins and
-    /// is returned.
+    /// is returned. [`get_or_set_with_outcome`](Cache::get_or_set_with_outcome) also says
+    /// which of these happened.
     pub async fn get_or_set_with<T, F, Fut>(
         &self,
         key: &str,
@@ -551,7 +556,25 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        self.try_get_or_set_with(key, timeout, || async { Ok::<T, Error>(compute().await) })
+        let (value, _) = self.get_or_set_with_outcome(key, timeout, compute).await?;
+        Ok(value)
+    }
+
+    /// [`get_or_set_with`](Cache::get_or_set_with) that also says what it did: the value came
+    /// from the cache ([`Outcome::Hit`]), this call computed it ([`Outcome::Computed`]), or it
+    /// waited for a concurrent caller's computation ([`Outcome::Waited`]). See [`Outcome`].
+    pub async fn get_or_set_with_outcome<T, F, Fut>(
+        &self,
+        key: &str,
+        timeout: impl Into<Timeout>,
+        compute: F,
+    ) -> Result<(T, Outcome)>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.try_get_or_set_with_outcome(key, timeout, || async { Ok::<T, Error>(compute().await) })
             .await
     }
 
@@ -569,8 +592,28 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let (value, _) = self
+            .try_get_or_set_with_outcome(key, timeout, compute)
+            .await?;
+        Ok(value)
+    }
+
+    /// [`try_get_or_set_with`](Cache::try_get_or_set_with) that also says what it did (see
+    /// [`Outcome`]): the one home of the `get_or_set` rules, which the other forms call.
+    pub async fn try_get_or_set_with_outcome<T, E, F, Fut>(
+        &self,
+        key: &str,
+        timeout: impl Into<Timeout>,
+        compute: F,
+    ) -> Result<(T, Outcome), E>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         if let Some(value) = self.get::<T>(key).await? {
-            return Ok(value);
+            return Ok((value, Outcome::Hit));
         }
         let full = self.make_key(key)?;
         let expiry = self.expiry(timeout.into());
@@ -580,7 +623,9 @@ impl Cache {
 
     /// The miss path of the `get_or_set` family: one computation per key in this process, its
     /// value stored with `add` (so a value another writer stored meanwhile wins) for `expiry`
-    /// (`None`: do not keep), fresh for `fresh_for` of it when it has a stale window.
+    /// (`None`: do not keep), fresh for `fresh_for` of it when it has a stale window. Says
+    /// whether this caller computed ([`Outcome::Computed`]) or waited for another's value
+    /// ([`Outcome::Waited`]).
     async fn compute_and_add<T, E, F, Fut>(
         &self,
         key: &str,
@@ -588,14 +633,14 @@ impl Cache {
         expiry: Option<Expiry>,
         fresh_for: Option<Duration>,
         compute: F,
-    ) -> Result<T, E>
+    ) -> Result<(T, Outcome), E>
     where
         T: Serialize + DeserializeOwned + Send,
         E: From<Error>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let (bytes, _) = self
+        let (bytes, ran_here) = self
             .inner
             .flights
             .run(full, || async {
@@ -629,12 +674,18 @@ impl Cache {
                 })
             })
             .await?;
-        self.decode_typed(key, &bytes).ok_or_else(|| {
+        let value = self.decode_typed(key, &bytes).ok_or_else(|| {
             E::from(Error::backend_msg(
                 "cache",
                 format!("get_or_set for `{key}` produced a value that does not read back as the requested type"),
             ))
-        })
+        })?;
+        let outcome = if ran_here {
+            Outcome::Computed
+        } else {
+            Outcome::Waited
+        };
+        Ok((value, outcome))
     }
 
     /// Removes `key`; returns whether it was there.

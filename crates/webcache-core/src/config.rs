@@ -227,6 +227,7 @@ pub fn redact(url: &str) -> String {
 
 /// One alias: its common options and its backend.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// The options every backend shares (prefix, version, timeouts, ...).
     pub options: CacheOptions,
@@ -259,10 +260,7 @@ impl CacheConfig {
         fields: BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let (given, backend) = parse_layer(alias, url, fields)?;
-        let mut options = CacheOptions {
-            alias: alias.to_owned(),
-            ..CacheOptions::default()
-        };
+        let mut options = CacheOptions::builder().alias(alias).build();
         given.apply_to(&mut options);
         Ok(CacheConfig { options, backend })
     }
@@ -492,6 +490,7 @@ impl GivenOptions {
 
 /// The aliases of an application, in the order they were configured.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CachesConfig {
     /// One entry per alias.
     pub caches: Vec<CacheConfig>,

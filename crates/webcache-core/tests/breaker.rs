@@ -141,12 +141,11 @@ impl Backend for Wire {
 fn cache(wire: &Arc<Wire>, on_error: OnError) -> Cache {
     Cache::new(
         wire.clone(),
-        CacheOptions {
-            on_error,
+        CacheOptions::builder()
+            .on_error(on_error)
             // What issue 11 saw on PostgreSQL: a call on a dead server may take this long.
-            operation_timeout: Some(Duration::from_secs(5)),
-            ..CacheOptions::default()
-        },
+            .operation_timeout(Duration::from_secs(5))
+            .build(),
     )
 }
 
@@ -264,11 +263,10 @@ async fn near_copies_are_still_served_while_the_server_is_down() {
     let wire = Arc::new(Wire::new(server.address()));
     let c = Cache::new(
         wire.clone(),
-        CacheOptions {
-            on_error: OnError::Raise,
-            near_ttl: Some(Duration::from_secs(600)),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .on_error(OnError::Raise)
+            .near_ttl(Duration::from_secs(600))
+            .build(),
     );
     c.set_bytes("hot", b"local", 60).await.unwrap();
     server.stop();

@@ -33,12 +33,11 @@ fn order() -> Order {
 fn cache(backend: &Arc<dyn Backend>, serializer: Serializer, compressor: Compressor) -> Cache {
     Cache::new(
         backend.clone(),
-        CacheOptions {
-            serializer,
-            compressor,
-            compress_min_bytes: Some(256),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .serializer(serializer)
+            .compressor(compressor)
+            .compress_min_bytes(256)
+            .build(),
     )
 }
 
@@ -99,10 +98,7 @@ async fn a_zstd_bomb_in_the_backend_is_a_miss() {
     let backend: Arc<dyn Backend> = Arc::new(LocMemBackend::private(LocMemConfig::default()));
     let reader = Cache::new(
         backend.clone(),
-        CacheOptions {
-            max_entry_size: 1 << 20,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().max_entry_size(1 << 20).build(),
     );
     let frame = zstd_frame_of_zeros(32 << 20);
     for claimed in [32u32 << 20, 1000] {

@@ -122,10 +122,7 @@ async fn the_limit_is_configurable_and_refuses_writes_too() {
     let roomy = Cache::new(backend.clone(), CacheOptions::default());
     let tight = Cache::new(
         backend,
-        CacheOptions {
-            max_entry_size: 1000,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().max_entry_size(1000).build(),
     );
     let big = vec![7u8; 2000];
     roomy.set_bytes("big", &big, 60).await.unwrap();

@@ -67,11 +67,10 @@ impl Backend for Unreachable {
 fn cache(on_error: OnError, hang: bool) -> Cache {
     Cache::new(
         std::sync::Arc::new(Unreachable { hang }),
-        CacheOptions {
-            on_error,
-            operation_timeout: Some(Duration::from_millis(200)),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .on_error(on_error)
+            .operation_timeout(Duration::from_millis(200))
+            .build(),
     )
 }
 

@@ -151,11 +151,10 @@ async fn listing_keys_on_a_hung_server_times_out_and_opens_the_breaker() {
     let operation_timeout = Duration::from_secs(1);
     let c = Cache::new(
         wire.clone(),
-        CacheOptions {
-            on_error: OnError::Degrade,
-            operation_timeout: Some(operation_timeout),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .on_error(OnError::Degrade)
+            .operation_timeout(operation_timeout)
+            .build(),
     );
     c.set_bytes("a", b"1", 60).await.unwrap();
     c.set_bytes("b", b"2", 60).await.unwrap();

@@ -16,11 +16,11 @@ async fn fill(backend: &LocMemBackend, n: usize, value_len: usize) {
 
 #[tokio::test]
 async fn the_byte_bound_holds() {
-    let backend = LocMemBackend::private(LocMemConfig {
-        max_entries: None,
-        max_bytes: Some(100_000),
-        ..LocMemConfig::default()
-    });
+    let backend = LocMemBackend::private(
+        LocMemConfig::default()
+            .max_entries(None)
+            .max_bytes(Some(100_000)),
+    );
     fill(&backend, 200, 5_000).await; // 1 MB offered to a 100 KB cache
     let stats = backend.stats().await.unwrap();
     let bytes = stats.bytes.unwrap();
@@ -33,11 +33,11 @@ async fn the_byte_bound_holds() {
 
 #[tokio::test]
 async fn both_bounds_hold_together() {
-    let backend = LocMemBackend::private(LocMemConfig {
-        max_entries: Some(20),
-        max_bytes: Some(1_000_000),
-        ..LocMemConfig::default()
-    });
+    let backend = LocMemBackend::private(
+        LocMemConfig::default()
+            .max_entries(20)
+            .max_bytes(Some(1_000_000)),
+    );
     fill(&backend, 300, 10).await; // small values: the entry bound bites first
     let stats = backend.stats().await.unwrap();
     assert!(stats.entries.unwrap() <= 20, "{stats:?}");
@@ -72,10 +72,7 @@ async fn the_default_store_has_a_byte_bound() {
     let private = LocMemBackend::private(LocMemConfig::default());
     for backend in [from_url, private] {
         // Uncompressed, so that each page weighs its full size.
-        let options = CacheOptions {
-            compress_min_bytes: None,
-            ..CacheOptions::default()
-        };
+        let options = CacheOptions::builder().compress_min_bytes(None).build();
         let cache = Cache::new(Arc::new(backend.clone()), options);
         let page = vec![b'x'; 1024 * 1024];
         // Three times the bound, as the proxy saw with 800 distinct query strings.
@@ -99,10 +96,9 @@ async fn the_default_store_has_a_byte_bound() {
 #[tokio::test]
 async fn a_value_larger_than_the_bound_is_refused() {
     let cache = Cache::new(
-        Arc::new(LocMemBackend::private(LocMemConfig {
-            max_bytes: Some(10_000),
-            ..LocMemConfig::default()
-        })),
+        Arc::new(LocMemBackend::private(
+            LocMemConfig::default().max_bytes(Some(10_000)),
+        )),
         CacheOptions::default(),
     );
     cache.set_bytes("k", b"old", 60).await.unwrap();
@@ -156,11 +152,11 @@ fn unknown_options_list_the_accepted_ones() {
 /// entries cannot take far more memory than `max_bytes` either.
 #[tokio::test]
 async fn tiny_entries_count_their_bookkeeping() {
-    let backend = LocMemBackend::private(LocMemConfig {
-        max_entries: None,
-        max_bytes: Some(160_000),
-        ..LocMemConfig::default()
-    });
+    let backend = LocMemBackend::private(
+        LocMemConfig::default()
+            .max_entries(None)
+            .max_bytes(Some(160_000)),
+    );
     let cache = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
     for i in 0..10_000 {
         cache.set(&format!("k{i}"), &1, 60).await.unwrap();

@@ -16,11 +16,11 @@ impl Harness for LocMemHarness {
     }
 
     async fn bounded_backend(&self, max_entries: u64) -> Option<Arc<dyn Backend>> {
-        Some(Arc::new(LocMemBackend::private(LocMemConfig {
-            max_entries: Some(max_entries),
-            max_bytes: None,
-            ..LocMemConfig::default()
-        })))
+        Some(Arc::new(LocMemBackend::private(
+            LocMemConfig::default()
+                .max_entries(max_entries)
+                .max_bytes(None),
+        )))
     }
 }
 

@@ -11,11 +11,12 @@ use webcache_core::{Cache, CacheOptions, Timeout};
 
 fn cache(max_entries: u64, cull_frequency: u32) -> Cache {
     Cache::new(
-        Arc::new(LocMemBackend::private(LocMemConfig {
-            max_entries: Some(max_entries),
-            max_bytes: None,
-            cull_frequency,
-        })),
+        Arc::new(LocMemBackend::private(
+            LocMemConfig::default()
+                .max_entries(max_entries)
+                .max_bytes(None)
+                .cull_frequency(cull_frequency),
+        )),
         CacheOptions::default(),
     )
 }
@@ -182,10 +183,7 @@ async fn max_entries_is_a_hard_bound() {
 /// A full session store keeps new sessions (the README's `max_entries=5000` example, small).
 #[tokio::test]
 async fn a_full_store_keeps_new_writes() {
-    let backend = LocMemBackend::private(LocMemConfig {
-        max_entries: Some(50),
-        ..LocMemConfig::default()
-    });
+    let backend = LocMemBackend::private(LocMemConfig::default().max_entries(50));
     let c = Cache::new(Arc::new(backend.clone()), CacheOptions::default());
     for i in 0..500 {
         c.set(&format!("session{i}"), &i, 60).await.unwrap();

@@ -34,10 +34,9 @@ conformance_suite!(NearHarness; skip: {
 fn process(far: &Arc<dyn Backend>, ttl_ms: u64) -> Cache {
     Cache::new(
         far.clone(),
-        CacheOptions {
-            near_ttl: Some(Duration::from_millis(ttl_ms)),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .near_ttl(Duration::from_millis(ttl_ms))
+            .build(),
     )
 }
 

@@ -283,10 +283,9 @@ async fn the_feed_closes_with_the_near_tier_and_stats_tell_the_state() {
     let far = Reporting::new(true);
     let cache = Cache::new(
         far.clone(),
-        CacheOptions {
-            near_ttl: Some(Duration::from_secs(60)),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .near_ttl(Duration::from_secs(60))
+            .build(),
     );
     let state = |stats: BackendStats| {
         stats

@@ -19,10 +19,7 @@ fn shared_store() -> impl Fn() -> Cache + Send + Sync + 'static {
     move || {
         Cache::new(
             store.clone(),
-            CacheOptions {
-                key_prefix: prefix.clone(),
-                ..CacheOptions::default()
-            },
+            CacheOptions::builder().key_prefix(prefix.clone()).build(),
         )
     }
 }

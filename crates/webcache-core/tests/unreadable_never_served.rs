@@ -48,7 +48,9 @@ proptest! {
         let backend = Arc::new(LocMemBackend::private(LocMemConfig::default()));
         let cache = Cache::new(
             backend.clone(),
-            CacheOptions { max_entry_size: limit, ..CacheOptions::default() },
+            CacheOptions::builder()
+.max_entry_size(limit)
+.build(),
         );
         let raw = Bytes::from(raw);
         let expected = entry::decode_limited(&raw, limit);

@@ -24,11 +24,11 @@ use common::Scratch;
 const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
 
 fn open(dir: &Path, max_entries: Option<u64>, cull_frequency: u64) -> FileBackend {
-    FileBackend::open(&FileConfig {
-        dir: dir.to_owned(),
-        max_entries,
-        cull_frequency,
-    })
+    FileBackend::open(
+        &FileConfig::new(dir)
+            .max_entries(max_entries)
+            .cull_frequency(cull_frequency),
+    )
     .unwrap()
 }
 

@@ -21,11 +21,7 @@ const MINUTE: Expiry = Expiry::After(Duration::from_secs(60));
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path) -> FileConfig {
-    FileConfig {
-        dir: dir.to_owned(),
-        max_entries: None,
-        cull_frequency: 3,
-    }
+    FileConfig::new(dir).max_entries(None).cull_frequency(3)
 }
 
 fn chmod(path: &Path, mode: u32) {

@@ -14,7 +14,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::response::Html;
 use axum::routing::get;
@@ -61,7 +60,7 @@ fn port_arg(n: usize) -> Result<u16, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let layered = app().layer(cache_page(Cache::locmem(), Duration::from_secs(3600)));
+    let layered = app().layer(cache_page(Cache::locmem(), 3600));
     let plain = app();
     let l1 = tokio::net::TcpListener::bind(("127.0.0.1", port_arg(1)?)).await?;
     let l2 = tokio::net::TcpListener::bind(("127.0.0.1", port_arg(2)?)).await?;

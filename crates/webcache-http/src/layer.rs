@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, StatusCode};
 use tower::Layer;
 use webcache_core::backend::SingleFlight;
-use webcache_core::Cache;
+use webcache_core::{Cache, Timeout};
 
 use crate::engine::{PageCacheEngine, Published, StoreState, Uncacheable};
 use crate::host::AllowedHosts;
@@ -101,7 +101,6 @@ pub(crate) struct Settings {
 /// rules and the key layout.
 ///
 /// ```
-/// use std::time::Duration;
 /// use axum::{routing::get, Router};
 /// use webcache_core::Cache;
 /// use webcache_http::CachePageLayer;
@@ -109,7 +108,7 @@ pub(crate) struct Settings {
 /// let cache = Cache::locmem();
 /// let app: Router = Router::new()
 ///     .route("/hello", get(|| async { "hello" }))
-///     .route_layer(CachePageLayer::new(cache).timeout(Duration::from_secs(60)));
+///     .route_layer(CachePageLayer::new(cache).timeout(60));
 /// ```
 #[derive(Clone)]
 pub struct CachePageLayer {
@@ -141,9 +140,26 @@ impl fmt::Debug for CachePageLayer {
 }
 
 /// Django's `cache_page(timeout)`: a [`CachePageLayer`] whose `timeout` wins over the
-/// response's `max-age`.
-pub fn cache_page(cache: Cache, timeout: Duration) -> CachePageLayer {
+/// response's `max-age`. The timeout is given as to [`Cache::set`]: seconds (`60`), a
+/// [`Duration`], or a [`Timeout`] (see [`CachePageLayer::timeout`]).
+pub fn cache_page(cache: Cache, timeout: impl Into<Timeout>) -> CachePageLayer {
     CachePageLayer::new(cache).timeout(timeout)
+}
+
+/// How long a page keeps for a timeout given to the layer: the one rule for
+/// [`CachePageLayer::timeout`], [`default_ttl`](CachePageLayer::default_ttl) and
+/// [`grace`](CachePageLayer::grace). [`Timeout::Default`] is `cache`'s default timeout, as in
+/// the cache API. [`Timeout::Forever`] and anything longer are bounded by the longest
+/// delta-seconds HTTP knows ([`MAX_DELTA_SECONDS`](crate::headers::MAX_DELTA_SECONDS), 2^31 s,
+/// about 68 years): the page's `Cache-Control: max-age` and `Expires` need a number, and the
+/// policy works within that bound anyway.
+fn page_duration(cache: &Cache, timeout: impl Into<Timeout>) -> Duration {
+    let longest = Duration::from_secs(crate::headers::MAX_DELTA_SECONDS);
+    match timeout.into().resolve(cache.options().default_timeout) {
+        Timeout::After(duration) => duration.min(longest),
+        // `resolve` leaves no `Default`: this is `Forever`.
+        Timeout::Forever | Timeout::Default => longest,
+    }
 }
 
 impl CachePageLayer {
@@ -172,9 +188,24 @@ impl CachePageLayer {
     }
 
     /// Keep pages this long, whatever their `max-age` says (Django's `cache_page(timeout)`).
-    /// Zero stores nothing. Ignored by the shared-cache policy, where the origin decides.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = Some(timeout);
+    /// Given as to [`Cache::set`]: seconds (`60`, `0.5`), a [`Duration`], [`Timeout::Forever`]
+    /// (bounded by 2^31 s, about 68 years, since the page's `max-age` needs a number), or
+    /// [`Timeout::Default`] (the cache's default timeout). Zero stores nothing. Ignored by the
+    /// shared-cache policy, where the origin decides.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use webcache_core::{Cache, Timeout};
+    /// use webcache_http::{cache_page, CachePageLayer};
+    ///
+    /// let cache = Cache::locmem();
+    /// let _minute = cache_page(cache.clone(), 60);
+    /// let _also = CachePageLayer::new(cache.clone()).timeout(Duration::from_secs(60));
+    /// let _kept = CachePageLayer::new(cache.clone()).timeout(Timeout::Forever);
+    /// let _cache_default = CachePageLayer::new(cache).timeout(Timeout::Default);
+    /// ```
+    pub fn timeout(mut self, timeout: impl Into<Timeout>) -> Self {
+        self.settings.timeout = Some(page_duration(&self.settings.cache, timeout));
         self
     }
 
@@ -331,9 +362,11 @@ impl CachePageLayer {
     }
 
     /// How long pages are kept when neither the layer's timeout nor the response's `max-age`
-    /// says (default 600 s). Used by the Django policy.
-    pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.settings.default_ttl = ttl;
+    /// says (default 600 s). Used by the Django policy. Given as [`timeout`](Self::timeout) is
+    /// (`600`, a [`Duration`], [`Timeout::Forever`], [`Timeout::Default`] for the cache's
+    /// default timeout); zero stores only pages that say how long.
+    pub fn default_ttl(mut self, ttl: impl Into<Timeout>) -> Self {
+        self.settings.default_ttl = page_duration(&self.settings.cache, ttl);
         self
     }
 
@@ -400,8 +433,11 @@ impl CachePageLayer {
     /// answered with the stale page. Pages are kept in the backend that much longer. Never
     /// for pages with `must-revalidate`, `proxy-revalidate` or `no-cache`, nor, under the
     /// shared-cache policy, for pages with `s-maxage` (see [`crate::policy`]).
-    pub fn grace(mut self, grace: Duration) -> Self {
-        self.settings.grace = grace;
+    ///
+    /// Given as [`timeout`](Self::timeout) is (`3600`, a [`Duration`], [`Timeout::Forever`]
+    /// for as long as HTTP counts, [`Timeout::Default`] for the cache's default timeout).
+    pub fn grace(mut self, grace: impl Into<Timeout>) -> Self {
+        self.settings.grace = page_duration(&self.settings.cache, grace);
         self
     }
 

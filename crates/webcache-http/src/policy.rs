@@ -101,8 +101,18 @@ impl Policy {
     }
 }
 
-/// Settings of the RFC 9111 shared-cache policy.
+/// Settings of the RFC 9111 shared-cache policy: the defaults, changed with the setters of the
+/// same names (`#[non_exhaustive]`, so a setting added later breaks no caller).
+///
+/// ```
+/// use std::time::Duration;
+/// use webcache_http::{Policy, SharedCachePolicy};
+/// let edge = Policy::SharedCache(
+///     SharedCachePolicy::default().max_heuristic(Duration::from_secs(3600)),
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SharedCachePolicy {
     /// The fraction of the time since `Last-Modified` used as heuristic freshness (RFC 9111
     /// §4.2.2 suggests 10%).
@@ -142,6 +152,32 @@ impl Default for SharedCachePolicy {
             keep_stale: Duration::from_secs(600),
             targeted_field: WEBCACHE_CACHE_CONTROL,
         }
+    }
+}
+
+impl SharedCachePolicy {
+    /// Sets `heuristic_fraction`.
+    pub fn heuristic_fraction(mut self, fraction: f64) -> Self {
+        self.heuristic_fraction = fraction;
+        self
+    }
+
+    /// Sets `max_heuristic`.
+    pub fn max_heuristic(mut self, longest: Duration) -> Self {
+        self.max_heuristic = longest;
+        self
+    }
+
+    /// Sets `keep_stale`.
+    pub fn keep_stale(mut self, keep: Duration) -> Self {
+        self.keep_stale = keep;
+        self
+    }
+
+    /// Sets `targeted_field`.
+    pub fn targeted_field(mut self, field: HeaderName) -> Self {
+        self.targeted_field = field;
+        self
     }
 }
 
@@ -1211,12 +1247,12 @@ mod proptests {
             Just(Policy::Django),
             Just(Policy::shared_cache()),
             (any::<f64>(), any::<u64>(), any::<u64>()).prop_map(|(f, max, keep)| {
-                Policy::SharedCache(SharedCachePolicy {
-                    heuristic_fraction: f,
-                    max_heuristic: Duration::from_secs(max),
-                    keep_stale: Duration::from_secs(keep),
-                    ..SharedCachePolicy::default()
-                })
+                Policy::SharedCache(
+                    SharedCachePolicy::default()
+                        .heuristic_fraction(f)
+                        .max_heuristic(Duration::from_secs(max))
+                        .keep_stale(Duration::from_secs(keep)),
+                )
             }),
         ]
     }

@@ -21,10 +21,7 @@ use webcache_http::CachePageLayer;
 fn cache(alias: &str) -> Cache {
     Cache::new(
         Arc::new(LocMemBackend::private(LocMemConfig::default())),
-        CacheOptions {
-            alias: alias.to_owned(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().alias(alias).build(),
     )
 }
 
@@ -201,10 +198,7 @@ async fn backend_failures_are_counted_per_operation() {
     let backend = webcache_redis::RedisBackend::from_url("redis://127.0.0.1:1/0").unwrap();
     let down = Cache::new(
         Arc::new(backend),
-        CacheOptions {
-            alias: "metrics-down".to_owned(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().alias("metrics-down").build(),
     );
     assert!(down.get::<String>("k").await.is_err());
     assert!(down.set("k", "v", 60).await.is_err());

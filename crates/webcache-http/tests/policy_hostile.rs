@@ -197,11 +197,11 @@ async fn rfc_expires_in_year_9999_and_a_huge_heuristic_are_answered(store: Store
     )
     .await;
     assert_stored(&client, &counter).await;
-    let huge_heuristic = Policy::SharedCache(SharedCachePolicy {
-        heuristic_fraction: 1e300,
-        max_heuristic: Duration::MAX,
-        ..SharedCachePolicy::default()
-    });
+    let huge_heuristic = Policy::SharedCache(
+        SharedCachePolicy::default()
+            .heuristic_fraction(1e300)
+            .max_heuristic(Duration::MAX),
+    );
     let (client, counter) = site(
         CachePageLayer::new(store.cache()).policy(huge_heuristic),
         StatusCode::OK,

@@ -634,10 +634,10 @@ async fn rfc9213_targeted_cache_control_overrides_and_is_not_forwarded(store: St
     let default = HttpClient::new(
         serve_with_peer(proxy_router(&upstream, store.cache(), None).unwrap()).await,
     );
-    let edge = Policy::SharedCache(SharedCachePolicy {
-        targeted_field: http::HeaderName::from_static("edge-cache-control"),
-        ..SharedCachePolicy::default()
-    });
+    let edge = Policy::SharedCache(
+        SharedCachePolicy::default()
+            .targeted_field(http::HeaderName::from_static("edge-cache-control")),
+    );
     let custom = HttpClient::new(
         serve_with_peer(
             proxy_router_with(&upstream, &proxy_layer(store.cache(), None).policy(edge)).unwrap(),

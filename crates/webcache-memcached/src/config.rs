@@ -12,8 +12,11 @@ use crate::MemcachedBackend;
 /// The server of a URL (or configuration) that names none.
 pub(crate) const DEFAULT_SERVER: &str = "127.0.0.1:11211";
 
-/// Options of a `memcached://` URL, with their defaults.
+/// Options of a `memcached://` URL, with their defaults: built by [`MemcachedConfig::new`] or
+/// from a URL, then adjusted through the fields (`#[non_exhaustive]`, so an option added later
+/// breaks no caller).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemcachedConfig {
     /// `host:port` of each server, in order (the order does not matter for hashing).
     pub servers: Vec<String>,

@@ -286,10 +286,7 @@ async fn a_dead_server_is_skipped_and_retried() {
     // Degrade mode turns the dead server's keys into misses; get_many keeps the live hits.
     let cache = Cache::new(
         Arc::new(mc.clone()),
-        CacheOptions {
-            on_error: OnError::Degrade,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().on_error(OnError::Degrade).build(),
     );
     let got = mc.get_many(&keys).await.unwrap();
     assert_eq!(got.iter().filter(|v| v.is_some()).count(), on_a.len());
@@ -583,10 +580,7 @@ async fn a_server_that_never_answers_times_out() {
     // Degrade mode serves a miss.
     let cache = Cache::new(
         Arc::new(mc),
-        CacheOptions {
-            on_error: OnError::Degrade,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().on_error(OnError::Degrade).build(),
     );
     assert_eq!(cache.get_raw("k").await.unwrap(), None);
     drop(held);

@@ -25,10 +25,7 @@ fn clients() -> impl Fn() -> Cache + Send + Sync + 'static {
             Arc::new(MemcachedBackend::new(&MemcachedConfig::new([
                 address.clone()
             ]))),
-            CacheOptions {
-                key_prefix: prefix.clone(),
-                ..CacheOptions::default()
-            },
+            CacheOptions::builder().key_prefix(prefix.clone()).build(),
         )
     }
 }
@@ -58,10 +55,7 @@ async fn no_lease_from_a_dead_server_computes_as_before() {
     server.stop();
     let cache = Cache::new(
         Arc::new(MemcachedBackend::new(&MemcachedConfig::new([address]))),
-        CacheOptions {
-            on_error: OnError::Degrade,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().on_error(OnError::Degrade).build(),
     );
     let computed = tokio::time::timeout(
         Duration::from_secs(20),

@@ -40,11 +40,10 @@ async fn redis_cache(url: &str, prefix: &str, near: bool) -> Cache {
     let backend = RedisBackend::from_spec(&mut spec).await.unwrap();
     Cache::new(
         Arc::new(backend),
-        CacheOptions {
-            key_prefix: prefix.to_owned(),
-            near_ttl: near.then_some(Duration::from_secs(600)),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix(prefix)
+            .near_ttl(near.then_some(Duration::from_secs(600)))
+            .build(),
     )
 }
 

@@ -89,8 +89,11 @@ pub enum Target {
     },
 }
 
-/// Everything a [`RedisBackend`](crate::RedisBackend) needs to connect.
+/// Everything a [`RedisBackend`](crate::RedisBackend) needs to connect: built by
+/// [`RedisConfig::single`] or from a URL, then adjusted through the fields
+/// (`#[non_exhaustive]`, so an option added later breaks no caller).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// Where to connect.
     pub target: Target,

@@ -124,8 +124,11 @@ impl RedisBackend {
     }
 }
 
-/// How [`get_or_set_locked`] waits for another process's computation.
+/// How [`get_or_set_locked`] waits for another process's computation: the defaults, changed
+/// with the setters of the same names (`#[non_exhaustive]`, so an option added later breaks no
+/// caller), e.g. `LockOptions::default().wait(Duration::from_secs(30))`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockOptions {
     /// The lock's time to live: longer than the computation takes.
     pub ttl: Duration,
@@ -142,6 +145,26 @@ impl Default for LockOptions {
             wait: Duration::from_secs(10),
             poll: Duration::from_millis(25),
         }
+    }
+}
+
+impl LockOptions {
+    /// Sets `ttl`.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets `wait`.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets `poll`.
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 }
 

@@ -33,10 +33,7 @@ async fn keys_spread_over_all_masters_and_multi_key_calls_cross_slots() {
     let prefix = format!("spread{:08x}", rand::random::<u32>());
     let cache = Cache::new(
         Cluster.backend().await,
-        CacheOptions {
-            key_prefix: prefix.clone(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().key_prefix(prefix.clone()).build(),
     );
     let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
     cache
@@ -82,10 +79,7 @@ async fn moved_and_ask_are_followed_while_slots_migrate() {
     let url = format!("{}?connect_timeout=10&response_timeout=10", cluster.url());
     let cache = Cache::new(
         Arc::new(common::backend(&url).await),
-        CacheOptions {
-            key_prefix: "moving".into(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().key_prefix("moving").build(),
     );
     let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
     cache
@@ -130,10 +124,9 @@ async fn moved_and_ask_are_followed_while_slots_migrate() {
 async fn foreign_values_under_the_prefix_are_misses() {
     let cache = Cache::new(
         Cluster.backend().await,
-        CacheOptions {
-            key_prefix: format!("foreign{:08x}", rand::random::<u32>()),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix(format!("foreign{:08x}", rand::random::<u32>()))
+            .build(),
     );
     let node = &RedisCluster::shared().nodes()[0];
     let cli = |args: &[&str]| {
@@ -176,11 +169,10 @@ async fn moved_after_a_reshard_under_concurrency() {
     let url = format!("{}?connect_timeout=10&response_timeout=60", cluster.url());
     let cache = Cache::new(
         Arc::new(common::backend(&url).await),
-        CacheOptions {
-            key_prefix: "burst".into(),
-            operation_timeout: Some(std::time::Duration::from_secs(120)),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix("burst")
+            .operation_timeout(std::time::Duration::from_secs(120))
+            .build(),
     );
     let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
     cache

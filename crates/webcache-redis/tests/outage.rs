@@ -27,11 +27,10 @@ const GENEROUS: &str = "connect_timeout=2&response_timeout=2";
 async fn open(url: &str, on_error: OnError) -> Cache {
     Cache::new(
         Arc::new(common::backend(url).await),
-        CacheOptions {
-            key_prefix: "outage".into(),
-            on_error,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix("outage")
+            .on_error(on_error)
+            .build(),
     )
 }
 
@@ -204,10 +203,11 @@ async fn a_hung_server_times_out_at_the_bound() {
     );
     let degraded = Cache::new(
         cache.backend().clone(),
-        CacheOptions {
-            on_error: OnError::Degrade,
-            ..cache.options().clone()
-        },
+        cache
+            .options()
+            .to_builder()
+            .on_error(OnError::Degrade)
+            .build(),
     );
     let started = Instant::now();
     assert_eq!(degraded.get::<String>("k").await.unwrap(), None);

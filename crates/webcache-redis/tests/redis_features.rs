@@ -23,10 +23,7 @@ fn server() -> &'static RedisServer {
 fn cache_over(backend: &RedisBackend, prefix: &str) -> Cache {
     Cache::new(
         Arc::new(backend.clone()),
-        CacheOptions {
-            key_prefix: prefix.to_owned(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().key_prefix(prefix).build(),
     )
 }
 

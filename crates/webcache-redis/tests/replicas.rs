@@ -45,10 +45,7 @@ async fn reads_are_served_by_the_replica() {
     let backend = PrimaryAndReplica.backend().await;
     let cache = Cache::new(
         backend,
-        CacheOptions {
-            key_prefix: "replica-reads".into(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().key_prefix("replica-reads").build(),
     );
     cache.set("k", "v", 60).await.unwrap();
     let (primary_before, replica_before) = (gets(&pair.primary), gets(&pair.replica));
@@ -80,10 +77,7 @@ async fn a_refusing_replica_falls_back_to_the_primary() {
     );
     let cache = Cache::new(
         Arc::new(common::backend(&url).await),
-        CacheOptions {
-            key_prefix: "fallback".into(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().key_prefix("fallback").build(),
     );
     cache.set("k", "v", 60).await.unwrap();
     for _ in 0..3 {
@@ -103,10 +97,9 @@ async fn foreign_values_under_the_prefix_are_misses() {
     let pair = RedisReplicaPair::shared();
     let cache = Cache::new(
         PrimaryAndReplica.backend().await,
-        CacheOptions {
-            key_prefix: format!("foreign{:08x}", rand::random::<u32>()),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix(format!("foreign{:08x}", rand::random::<u32>()))
+            .build(),
     );
     // Writes go to the primary; the reads under test go to the replica, so wait until it has
     // caught up with each write.
@@ -144,10 +137,7 @@ async fn a_frozen_replica_delays_writes_but_does_not_fail_them() {
     let pair = RedisReplicaPair::start();
     let cache = Cache::new(
         Arc::new(common::backend(&pair.url(0, "&wait_replicas=1&response_timeout=1")).await),
-        CacheOptions {
-            key_prefix: "frozen-replica".into(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().key_prefix("frozen-replica").build(),
     );
     cache.set("before", "v", 60).await.unwrap();
     let frozen = Frozen::stop(pair.replica.pid());

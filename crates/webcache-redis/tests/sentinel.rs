@@ -45,10 +45,7 @@ fn gets(server: &webcache_testkit::servers::redis::RedisServer) -> u64 {
 async fn writes_reach_the_named_master_and_reads_the_replica_when_asked() {
     let group = RedisSentinels::shared();
     let prefix = format!("roles{:08x}", rand::random::<u32>());
-    let options = CacheOptions {
-        key_prefix: prefix.clone(),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::builder().key_prefix(prefix.clone()).build();
     let from_replicas = Cache::new(
         Arc::new(common::backend(&group.url(3, "?wait_replicas=1&read_from_replicas=true")).await),
         options.clone(),
@@ -119,10 +116,9 @@ async fn passwords_for_the_nodes_and_for_the_sentinels() {
             &base[base.find("//").unwrap() + 2..]
         )
     };
-    let options = CacheOptions {
-        key_prefix: format!("auth{:08x}", rand::random::<u32>()),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::builder()
+        .key_prefix(format!("auth{:08x}", rand::random::<u32>()))
+        .build();
     let good = Cache::new(
         Arc::new(common::backend(&with(":node%20pw@", "?sentinel_password=sentinel%20pw")).await),
         options.clone(),

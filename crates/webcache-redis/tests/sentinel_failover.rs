@@ -28,10 +28,9 @@ const GENEROUS: &str = "connect_timeout=3&response_timeout=3";
 async fn open(url: &str) -> Cache {
     Cache::new(
         Arc::new(common::backend(url).await),
-        CacheOptions {
-            key_prefix: format!("failover{:08x}", rand::random::<u32>()),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix(format!("failover{:08x}", rand::random::<u32>()))
+            .build(),
     )
 }
 

@@ -53,10 +53,7 @@ fn unique(name: &str) -> String {
 async fn cache(url: &str, prefix: &str) -> Cache {
     Cache::new(
         Arc::new(common::backend(url).await),
-        CacheOptions {
-            key_prefix: prefix.to_owned(),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder().key_prefix(prefix).build(),
     )
 }
 
@@ -161,10 +158,7 @@ async fn locks_work_on_every_shard() {
         let redis = common::backend(&url(shards(), 0)).await;
         let cache = Cache::new(
             Arc::new(redis.clone()),
-            CacheOptions {
-                key_prefix: prefix.clone(),
-                ..CacheOptions::default()
-            },
+            CacheOptions::builder().key_prefix(prefix.clone()).build(),
         );
         let calls = calls.clone();
         tasks.push(tokio::spawn(async move {
@@ -254,11 +248,10 @@ async fn a_shard_down_costs_only_its_keys() {
     }
     let degraded = Cache::new(
         Arc::new(common::backend(&format!("{address}?connect_timeout=2&response_timeout=2")).await),
-        CacheOptions {
-            key_prefix: prefix.clone(),
-            on_error: OnError::Degrade,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix(prefix.clone())
+            .on_error(OnError::Degrade)
+            .build(),
     );
     let found: HashMap<String, i32> = degraded.get_many(&keys).await.unwrap();
     assert!(

@@ -19,10 +19,7 @@ fn clients() -> impl Fn() -> Cache + Send + Sync + 'static {
     move || {
         Cache::new(
             Arc::new(RedisBackend::from_url(&url).unwrap()),
-            CacheOptions {
-                key_prefix: prefix.clone(),
-                ..CacheOptions::default()
-            },
+            CacheOptions::builder().key_prefix(prefix.clone()).build(),
         )
     }
 }

@@ -494,8 +494,19 @@ pub enum SessionExpiry {
     AtDateTime(OffsetDateTime),
 }
 
-/// Cookie and expiry settings of the session layer.
+/// Cookie and expiry settings of the session layer: the defaults, changed with the setters of
+/// the same names (`#[non_exhaustive]`, so a setting added later breaks no caller).
+///
+/// ```
+/// use webcache_sessions::{SessionConfig, SessionExpiry};
+/// let config = SessionConfig::default()
+///     .secure(true)
+///     .domain("example.com")
+///     .expiry(SessionExpiry::OnBrowserClose);
+/// assert_eq!(config.domain.as_deref(), Some("example.com"));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// The cookie's name (`sessionid`, as Django).
     pub cookie_name: String,
@@ -534,6 +545,42 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
+    /// Sets `cookie_name`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Sets `expiry`.
+    pub fn expiry(mut self, expiry: SessionExpiry) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
+    /// Sets `secure`.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// Sets `same_site`.
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Sets `domain`: the cookie's `Domain` (without one, the cookie is the request host's).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Sets `path`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
     /// The session layer for `store` with these settings: tower-sessions' manager, with the
     /// marks that keep a page cache from sharing a personal answer (see the
     /// [crate docs](crate#with-the-page-cache)). `HttpOnly` is always set: scripts never need

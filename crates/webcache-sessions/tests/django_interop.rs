@@ -72,11 +72,10 @@ async fn setup() -> (Cache, Django) {
     let backend = webcache::build_backend(&mut config.backend).await.unwrap();
     let cache = Cache::new(
         Arc::clone(&backend),
-        CacheOptions {
-            key_prefix: prefix.clone(),
-            serializer: Serializer::DjangoJson,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix(prefix.clone())
+            .serializer(Serializer::DjangoJson)
+            .build(),
     );
     (
         cache,

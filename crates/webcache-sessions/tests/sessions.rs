@@ -166,10 +166,9 @@ impl SessionStore for Store {
 }
 
 fn unique_options() -> CacheOptions {
-    CacheOptions {
-        key_prefix: format!("s{:08x}", rand_u32()),
-        ..CacheOptions::default()
-    }
+    CacheOptions::builder()
+        .key_prefix(format!("s{:08x}", rand_u32()))
+        .build()
 }
 
 fn rand_u32() -> u32 {
@@ -298,13 +297,11 @@ async fn cookie_flags(store: Store) {
         assert!(cookie.contains(flag), "{flag} missing: {cookie}");
     }
     assert!(!cookie.contains("Secure"), "{cookie}");
-    let config = SessionConfig {
-        secure: true,
-        same_site: tower_sessions::cookie::SameSite::Strict,
-        domain: Some("example.test".into()),
-        expiry: SessionExpiry::OnBrowserClose,
-        ..SessionConfig::default()
-    };
+    let config = SessionConfig::default()
+        .secure(true)
+        .same_site(tower_sessions::cookie::SameSite::Strict)
+        .domain("example.test")
+        .expiry(SessionExpiry::OnBrowserClose);
     let base = serve(store, config).await;
     let resp = client().get(format!("{base}/whoami")).send().await.unwrap();
     let cookie = session_cookie(&resp).unwrap();
@@ -352,10 +349,8 @@ async fn invented_id_is_never_adopted(store: Store) {
 }
 
 async fn expired_session_is_not_adopted(store: Store) {
-    let config = SessionConfig {
-        expiry: SessionExpiry::OnInactivity(Duration::from_secs(1)),
-        ..SessionConfig::default()
-    };
+    let config =
+        SessionConfig::default().expiry(SessionExpiry::OnInactivity(Duration::from_secs(1)));
     let base = serve(store.clone(), config).await;
     let first = text(&client(), format!("{base}/whoami")).await;
     let first_id: Id = first.parse().unwrap();

@@ -70,8 +70,11 @@ impl Database {
     }
 }
 
-/// A parsed database cache configuration.
+/// A parsed database cache configuration: built from a URL ([`SqlConfig::from_spec`]), then
+/// adjusted through the fields (`#[non_exhaustive]`, so an option added later breaks no
+/// caller).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SqlConfig {
     /// The database.
     pub database: Database,

@@ -317,10 +317,9 @@ async fn keys_postgres_cannot_store_are_usage_errors(base: &str) {
     // Hashing makes a long key storable.
     let hashing = Cache::new(
         backend(base).await,
-        CacheOptions {
-            invalid_keys: InvalidKeyPolicy::Hash,
-            ..Default::default()
-        },
+        CacheOptions::builder()
+            .invalid_keys(InvalidKeyPolicy::Hash)
+            .build(),
     );
     hashing.set(&long, &7, 60).await.unwrap();
     assert_eq!(hashing.get::<i64>(&long).await.unwrap(), Some(7));
@@ -871,10 +870,9 @@ async fn a_server_that_goes_down_gives_typed_errors() {
     // On top of it, a degrading Cache turns that into a miss.
     let degrading = webcache_core::Cache::new(
         cache,
-        webcache_core::CacheOptions {
-            on_error: webcache_core::OnError::Degrade,
-            ..Default::default()
-        },
+        webcache_core::CacheOptions::builder()
+            .on_error(webcache_core::OnError::Degrade)
+            .build(),
     );
     assert_eq!(degrading.get::<String>("k").await.unwrap(), None);
 }

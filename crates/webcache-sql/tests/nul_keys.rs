@@ -12,11 +12,10 @@ async fn postgres_hashes_keys_with_a_nul_when_asked_to() {
     let url = postgres_url().await;
     let hashing = Cache::new(
         backend(&url).await,
-        CacheOptions {
-            key_prefix: "nul-hash".into(),
-            invalid_keys: InvalidKeyPolicy::Hash,
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix("nul-hash")
+            .invalid_keys(InvalidKeyPolicy::Hash)
+            .build(),
     );
     hashing.set("a\0b", &7, 60).await.unwrap();
     assert_eq!(hashing.get::<i64>("a\0b").await.unwrap(), Some(7));

@@ -86,11 +86,10 @@ async fn main() {
     let redis = RedisServer::start();
     // Unbounded, so that the 100,000 tagged entries all stay.
     let locmem = Cache::with_backend(webcache_core::backends::LocMemBackend::private(
-        webcache_core::backends::LocMemConfig {
-            max_entries: None,
-            max_bytes: None,
-            cull_frequency: 3,
-        },
+        webcache_core::backends::LocMemConfig::default()
+            .max_entries(None)
+            .max_bytes(None)
+            .cull_frequency(3),
     ));
     let remote = Cache::new(
         std::sync::Arc::new(RedisBackend::from_url(&redis.url(0)).unwrap()),

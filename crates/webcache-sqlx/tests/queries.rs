@@ -31,10 +31,7 @@ async fn caches(redis: bool) -> (Cache, Cache) {
     let client = || {
         Cache::new(
             std::sync::Arc::new(RedisBackend::from_url(&server.url(0)).expect("redis url")),
-            CacheOptions {
-                key_prefix: prefix.clone(),
-                ..CacheOptions::default()
-            },
+            CacheOptions::builder().key_prefix(prefix.clone()).build(),
         )
     };
     (client(), client())

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use webcache_core::{
-    bytes::Bytes, Cache, CacheOptions, Error, Expiry, InvalidKeyPolicy, Timeout, Ttl,
+    bytes::Bytes, Cache, CacheOptions, Error, Expiry, InvalidKeyPolicy, Outcome, Timeout, Ttl,
 };
 
 use crate::{cache, cache_with, Harness};
@@ -395,10 +395,9 @@ pub async fn default_timeout_applies(h: &dyn Harness) {
     }
     let short = cache_with(
         h,
-        CacheOptions {
-            default_timeout: Timeout::from(10),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .default_timeout(Timeout::from(10))
+            .build(),
     )
     .await;
     short.set("k", "v", Timeout::Default).await.unwrap();
@@ -498,14 +497,7 @@ pub async fn versions_isolate(h: &dyn Harness) {
     assert_eq!(v2.get::<String>("k").await.unwrap().as_deref(), Some("two"));
     assert!(v2.delete("k").await.unwrap());
     assert!(c.has_key("k").await.unwrap());
-    let cfg = cache_with(
-        h,
-        CacheOptions {
-            version: 3,
-            ..CacheOptions::default()
-        },
-    )
-    .await;
+    let cfg = cache_with(h, CacheOptions::builder().version(3).build()).await;
     assert_eq!(cfg.version(), 3);
     assert!(cfg.make_key("k").unwrap().contains(":3:k"));
 }
@@ -766,6 +758,55 @@ pub async fn concurrent_get_or_set_runs_once(h: &dyn Harness) {
     );
 }
 
+/// The `_outcome` forms of `get_or_set` say what they did: computed, then a hit; computed when
+/// another writer's value won (which is returned); among concurrent callers, one computed and
+/// every other waited for it or hit its stored value, and nobody else computed.
+pub async fn get_or_set_says_what_it_did(h: &dyn Harness) {
+    let c = cache(h).await;
+    let first = c.get_or_set_with_outcome("k", 60, || async { 1 }).await;
+    assert_eq!(first.unwrap(), (1, Outcome::Computed));
+    let again = c.get_or_set_with_outcome("k", 60, || async { 2 }).await;
+    assert_eq!(again.unwrap(), (1, Outcome::Hit));
+    let other = Cache::new(c.backend().clone(), c.options().clone());
+    let raced = c
+        .get_or_set_with_outcome("won", 60, || async {
+            other.set("won", "winner", 60).await.unwrap();
+            "loser".to_owned()
+        })
+        .await;
+    assert_eq!(raced.unwrap(), ("winner".to_owned(), Outcome::Computed));
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let c = c.clone();
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                c.get_or_set_with_outcome("many", 60, || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    sleep(Duration::from_millis(200)).await;
+                    "once".to_owned()
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut computed = 0;
+    for t in tasks {
+        let (value, outcome) = t.await.unwrap();
+        assert_eq!(value, "once");
+        match outcome {
+            Outcome::Computed => computed += 1,
+            Outcome::Waited | Outcome::Hit => {}
+            other => panic!("a plain get_or_set said {other:?}"),
+        }
+    }
+    // Each computation is reported by exactly the caller that ran it.
+    assert_eq!(computed, calls.load(Ordering::SeqCst));
+    assert_eq!(computed, 1, "the computation ran more than once");
+}
+
 /// `keys` lists this cache's keys of this version by glob pattern.
 pub async fn keys_by_pattern(h: &dyn Harness) {
     if !h.capabilities().keys {
@@ -936,10 +977,9 @@ pub async fn key_rules_are_enforced(h: &dyn Harness) {
         );
         let hashed = cache_with(
             h,
-            CacheOptions {
-                invalid_keys: InvalidKeyPolicy::Hash,
-                ..CacheOptions::default()
-            },
+            CacheOptions::builder()
+                .invalid_keys(InvalidKeyPolicy::Hash)
+                .build(),
         )
         .await;
         // Only the keys this backend refuses are hashed (PostgreSQL takes spaces).
@@ -1169,10 +1209,9 @@ pub async fn failing_refresh_serves_stale_until_the_window_ends(h: &dyn Harness)
 /// A second client of the same backend and key prefix: another process, as far as the cache
 /// can tell (its own connection, its own single flight).
 async fn other_client(h: &dyn Harness, of: &Cache) -> Cache {
-    let options = CacheOptions {
-        key_prefix: of.options().key_prefix.clone(),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::builder()
+        .key_prefix(of.options().key_prefix.clone())
+        .build();
     Cache::new(h.backend().await, options)
 }
 
@@ -1495,13 +1534,12 @@ pub async fn every_codec_round_trips(h: &dyn Harness) {
     let prefix = format!("t{:08x}", rand::random::<u32>());
     for (_, serializer) in Serializer::NAMES {
         for (_, compressor) in Compressor::NAMES {
-            let options = CacheOptions {
-                key_prefix: prefix.clone(),
-                serializer: *serializer,
-                compressor: *compressor,
-                compress_min_bytes: Some(64),
-                ..CacheOptions::default()
-            };
+            let options = CacheOptions::builder()
+                .key_prefix(prefix.clone())
+                .serializer(*serializer)
+                .compressor(*compressor)
+                .compress_min_bytes(64)
+                .build();
             let c = Cache::new(backend.clone(), options);
             let what = format!("{serializer:?}/{compressor:?}");
             c.set("rows", &rows, 60).await.unwrap();

@@ -160,6 +160,7 @@ macro_rules! conformance_suite {
             get_or_set_stores_and_returns,
             get_or_set_returns_the_winners_value,
             concurrent_get_or_set_runs_once,
+            get_or_set_says_what_it_did,
             keys_by_pattern,
             eviction_keeps_the_bound,
             corrupt_entries_are_misses,

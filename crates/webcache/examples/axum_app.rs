@@ -46,10 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = caches.default_cache().clone();
     let app = Router::new()
         .route("/report", get(report))
-        .route(
-            "/page",
-            get(page.layer(cache_page(cache.clone(), Duration::from_secs(60)))),
-        )
+        .route("/page", get(page.layer(cache_page(cache.clone(), 60))))
         .route("/visits", get(visits))
         .layer(SessionConfig::default().layer(CacheStore::new(cache.clone())))
         .with_state(cache);

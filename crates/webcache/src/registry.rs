@@ -31,6 +31,7 @@ impl Caches {
         for CacheConfig {
             options,
             mut backend,
+            ..
         } in config.caches
         {
             let built = build_backend(&mut backend).await?;

@@ -19,7 +19,7 @@ mod write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use webcache::{Cache, CacheOptions, Error, KeyFunction, Timeout};
+use webcache::{Cache, Error, KeyFunction, Timeout};
 
 use crate::cli::{KeyArgs, Op, WriteArgs};
 
@@ -379,12 +379,13 @@ fn addressed(cache: &Cache, address: Address) -> Cache {
     if address.raw {
         return Cache::new(
             cache.backend().clone(),
-            CacheOptions {
-                key_function: KeyFunction::new(|_, _, key| key.to_owned()),
+            cache
+                .options()
+                .to_builder()
+                .key_function(KeyFunction::new(|_, _, key| key.to_owned()))
                 // The backend is already wrapped when the cache has a near tier.
-                near_ttl: None,
-                ..cache.options().clone()
-            },
+                .near_ttl(None)
+                .build(),
         );
     }
     match address.version {

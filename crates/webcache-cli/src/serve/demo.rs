@@ -16,13 +16,12 @@ use serde_json::{json, Value};
 use tower_sessions::Session;
 use webcache::http::{cache_page, CachePageLayer};
 use webcache::sessions::{CacheStore, SessionConfig};
-use webcache::{fragment, Cache, Caches};
+use webcache::{fragment, Cache, Caches, Outcome};
 
 use super::admin::{self, Admin};
 
 /// How long the demo caches upstream answers and pages, as the tutorial does.
 const CACHE_SECONDS: u64 = 60;
-const CACHE_TTL: Duration = Duration::from_secs(CACHE_SECONDS);
 /// How long `/hello` keeps answering at once after its 60 s, with the stale value, while one
 /// upstream call refreshes it in the background.
 const STALE_WINDOW: Duration = Duration::from_secs(300);
@@ -86,13 +85,14 @@ pub(super) fn app(caches: &Caches, upstream: &str, admin: Admin) -> anyhow::Resu
         // GET/HEAD are ever stored.
         .route(
             "/hello-page",
-            get(hello_page).layer(cache_page(demo.cache.clone(), CACHE_TTL)),
+            get(hello_page).layer(cache_page(demo.cache.clone(), CACHE_SECONDS)),
         )
         // method_decorator(cache_page(60)) on the GET handler only: POST never meets the layer.
         .route(
             "/hello-class",
-            get(hello_class_get.layer(CachePageLayer::new(demo.cache.clone()).timeout(CACHE_TTL)))
-                .post(hello_class_post),
+            get(hello_class_get
+                .layer(CachePageLayer::new(demo.cache.clone()).timeout(CACHE_SECONDS)))
+            .post(hello_class_post),
         )
         .with_state(demo)
         .merge(cart)
@@ -220,6 +220,7 @@ fn delay_of(q: &DelayQuery) -> f64 {
 }
 
 /// What `/hello` keeps under `httpbin`: the upstream's answer and when it was fetched.
+/// (`fetched_at_ms` is for people reading the entry, e.g. with `webcache get httpbin`.)
 #[derive(Serialize, Deserialize)]
 struct Fetched {
     /// Milliseconds since the Unix epoch.
@@ -241,27 +242,29 @@ async fn hello(
     State(demo): State<Demo>,
     Query(q): Query<DelayQuery>,
 ) -> Result<Response, DemoError> {
-    let asked_at = now_ms();
     let delay = delay_of(&q);
     let upstream = demo.clone();
-    let fetched: Fetched = demo
+    let (fetched, outcome): (Fetched, Outcome) = demo
         .cache
-        .try_get_or_set_with_stale("httpbin", CACHE_SECONDS, STALE_WINDOW, move || async move {
-            let data = upstream.fetch(delay).await?;
-            Ok::<_, DemoError>(Fetched {
-                fetched_at_ms: now_ms(),
-                upstream: data,
-            })
-        })
+        .try_get_or_set_with_stale_outcome(
+            "httpbin",
+            CACHE_SECONDS,
+            STALE_WINDOW,
+            move || async move {
+                let data = upstream.fetch(delay).await?;
+                Ok::<_, DemoError>(Fetched {
+                    fetched_at_ms: now_ms(),
+                    upstream: data,
+                })
+            },
+        )
         .await?;
     let page = demo.render("/hello", &fetched.upstream)?;
-    // From the value's own time, so a refresh running meanwhile cannot blur the answer.
-    let state = if fetched.fetched_at_ms >= asked_at {
-        "MISS"
-    } else if now_ms().saturating_sub(fetched.fetched_at_ms) >= CACHE_SECONDS * 1000 {
-        "STALE"
-    } else {
-        "HIT"
+    let state = match outcome {
+        Outcome::Hit => "HIT",
+        Outcome::Stale => "STALE",
+        // Computed here, or waited for a computation: this request waited for the upstream.
+        _ => "MISS",
     };
     Ok(([("x-cache", state)], page).into_response())
 }

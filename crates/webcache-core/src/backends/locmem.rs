@@ -30,8 +30,16 @@ pub const DEFAULT_CULL_FREQUENCY: u32 = 3;
 /// that many tiny entries cannot exceed the bound either.
 const ENTRY_OVERHEAD: u64 = 160;
 
-/// Bounds of a [`LocMemBackend`] cache.
+/// Bounds of a [`LocMemBackend`] cache: the defaults, changed with the setters of the same
+/// names (`#[non_exhaustive]`, so a bound added later breaks no caller).
+///
+/// ```
+/// use webcache_core::backends::LocMemConfig;
+/// let config = LocMemConfig::default().max_entries(500).max_bytes(None);
+/// assert_eq!((config.max_entries, config.max_bytes), (Some(500), None));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LocMemConfig {
     /// At most this many entries (`None` or `Some(0)`: no entry bound).
     pub max_entries: Option<u64>,
@@ -51,6 +59,26 @@ impl Default for LocMemConfig {
             max_bytes: Some(DEFAULT_MAX_BYTES),
             cull_frequency: DEFAULT_CULL_FREQUENCY,
         }
+    }
+}
+
+impl LocMemConfig {
+    /// Sets `max_entries`: a number, or `None` for no entry bound.
+    pub fn max_entries(mut self, entries: impl Into<Option<u64>>) -> Self {
+        self.max_entries = entries.into();
+        self
+    }
+
+    /// Sets `max_bytes`: a number, or `None` for no byte bound.
+    pub fn max_bytes(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.max_bytes = bytes.into();
+        self
+    }
+
+    /// Sets `cull_frequency`.
+    pub fn cull_frequency(mut self, frequency: u32) -> Self {
+        self.cull_frequency = frequency;
+        self
     }
 }
 
@@ -404,11 +432,10 @@ impl LocMemBackend {
                 ),
             ));
         }
-        let config = LocMemConfig {
-            max_entries: Some(max_entries.unwrap_or(DEFAULT_MAX_ENTRIES)),
-            max_bytes: Some(max_bytes.unwrap_or(DEFAULT_MAX_BYTES)),
-            cull_frequency: cull_frequency.unwrap_or(DEFAULT_CULL_FREQUENCY),
-        };
+        let config = LocMemConfig::default()
+            .max_entries(max_entries.unwrap_or(DEFAULT_MAX_ENTRIES))
+            .max_bytes(max_bytes.unwrap_or(DEFAULT_MAX_BYTES))
+            .cull_frequency(cull_frequency.unwrap_or(DEFAULT_CULL_FREQUENCY));
         Ok(LocMemBackend::named(&spec.location, config))
     }
 }

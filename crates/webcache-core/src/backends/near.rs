@@ -42,12 +42,12 @@ impl NearCache {
     /// Subscribes to `far`'s reports of changes when it offers them
     /// ([`offer_invalidations`](crate::backend::offer_invalidations)).
     pub fn new(far: Arc<dyn Backend>, ttl: Duration, max_entries: u64) -> Self {
-        let store = LocMemBackend::private(LocMemConfig {
-            max_entries: Some(max_entries),
-            // Copies are cheap to lose: evict one at a time rather than Django's third.
-            cull_frequency: u32::MAX,
-            ..LocMemConfig::default()
-        });
+        let store = LocMemBackend::private(
+            LocMemConfig::default()
+                .max_entries(max_entries)
+                // Copies are cheap to lose: evict one at a time rather than Django's third.
+                .cull_frequency(u32::MAX),
+        );
         NearCache {
             copies: copies_over(&*far, store),
             far,

@@ -29,6 +29,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,7 +39,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::Cache;
+use super::{Cache, Outcome};
 use crate::entry;
 use crate::error::Error;
 use crate::timeout::{Expiry, Timeout};
@@ -165,6 +166,7 @@ impl Cache {
             Some(expiry) => {
                 self.compute_and_add_leased(key, &full, expiry, None, compute)
                     .await
+                    .map(|(value, _)| value)
             }
             // Nothing is kept, so there is nothing for another process to wait for.
             None => self.try_get_or_set_with(key, timeout, compute).await,
@@ -175,7 +177,8 @@ impl Cache {
     /// [`try_get_or_set_with_lock`](Cache::try_get_or_set_with_lock):
     /// [`compute_and_add`](Cache::compute_and_add) run by the one process that holds the
     /// lease; the others wait for its value (see the module docs). `fresh_for`: the fresh part
-    /// of a value with a stale window.
+    /// of a value with a stale window. A value that another process computed comes back as
+    /// [`Outcome::Waited`].
     pub(super) async fn compute_and_add_leased<T, E, F, Fut>(
         &self,
         key: &str,
@@ -183,7 +186,7 @@ impl Cache {
         expiry: Expiry,
         fresh_for: Option<Duration>,
         compute: F,
-    ) -> Result<T, E>
+    ) -> Result<(T, Outcome), E>
     where
         T: Serialize + DeserializeOwned + Send,
         E: From<Error>,
@@ -192,10 +195,15 @@ impl Cache {
     {
         // The lease outlives the computation: it is released once the value is written.
         let held = Mutex::new(None);
+        // Set when another process's value came back in place of a computation here.
+        let stored_elsewhere = AtomicBool::new(false);
         let result = self
             .compute_and_add(key, full, Some(expiry), fresh_for, || async {
                 let lease = match self.await_lease::<T>(key, full).await? {
-                    Waited::Stored(value) => return Ok(value),
+                    Waited::Stored(value) => {
+                        stored_elsewhere.store(true, Ordering::Relaxed);
+                        return Ok(value);
+                    }
                     Waited::Compute(lease) => lease,
                 };
                 let value = match &lease {
@@ -210,7 +218,11 @@ impl Cache {
         if let Some(lease) = lease {
             lease.release().await;
         }
-        result
+        let (value, outcome) = result?;
+        if stored_elsewhere.load(Ordering::Relaxed) {
+            return Ok((value, Outcome::Waited));
+        }
+        Ok((value, outcome))
     }
 
     /// Waits until this process may compute `full` (it holds the lease, or nothing is known)

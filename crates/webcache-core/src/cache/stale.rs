@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lease::Taken;
-use super::Cache;
+use super::{Cache, Outcome};
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::single_flight::Joined;
@@ -97,7 +97,29 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.try_get_or_set_with_stale(key, fresh, stale_for, move || async move {
+        let (value, _) = self
+            .get_or_set_with_stale_outcome(key, fresh, stale_for, compute)
+            .await?;
+        Ok(value)
+    }
+
+    /// [`get_or_set_with_stale`](Cache::get_or_set_with_stale) that also says what it did:
+    /// [`Outcome::Hit`] (fresh), [`Outcome::Stale`] (served stale, a refresh started),
+    /// [`Outcome::Computed`] or [`Outcome::Waited`] (for a concurrent caller here, or another
+    /// process holding the lease). See [`Outcome`].
+    pub async fn get_or_set_with_stale_outcome<T, F, Fut>(
+        &self,
+        key: &str,
+        fresh: impl Into<Timeout>,
+        stale_for: Duration,
+        compute: F,
+    ) -> Result<(T, Outcome)>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        self.try_get_or_set_with_stale_outcome(key, fresh, stale_for, move || async move {
             Ok::<T, Error>(compute().await)
         })
         .await
@@ -121,21 +143,44 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        let (value, _) = self
+            .try_get_or_set_with_stale_outcome(key, fresh, stale_for, compute)
+            .await?;
+        Ok(value)
+    }
+
+    /// [`try_get_or_set_with_stale`](Cache::try_get_or_set_with_stale) that also says what it
+    /// did (see [`get_or_set_with_stale_outcome`](Cache::get_or_set_with_stale_outcome)): the
+    /// one home of the stale family's rules, which the other forms call.
+    pub async fn try_get_or_set_with_stale_outcome<T, E, F, Fut>(
+        &self,
+        key: &str,
+        fresh: impl Into<Timeout>,
+        stale_for: Duration,
+        compute: F,
+    ) -> Result<(T, Outcome), E>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: From<Error> + fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
         let window = match fresh.into().resolve(self.inner.options.default_timeout) {
             Timeout::After(fresh) if !fresh.is_zero() && !stale_for.is_zero() => Window {
                 fresh,
                 stale: stale_for,
             },
             // Nothing can be stale: never expires, keeps nothing, or no window.
-            other => return self.try_get_or_set_with(key, other, compute).await,
+            other => return self.try_get_or_set_with_outcome(key, other, compute).await,
         };
         let full = self.make_key(key)?;
         if let Some(raw) = self.backend_get(&full).await? {
             if let Some(value) = self.count(self.decode_typed::<T>(key, &raw)) {
                 if entry::fresh_until(&raw).is_some_and(|t| t <= SystemTime::now()) {
                     self.refresh(key, full, window, compute).await;
+                    return Ok((value, Outcome::Stale));
                 }
-                return Ok(value);
+                return Ok((value, Outcome::Hit));
             }
         } else {
             self.count(None::<()>);

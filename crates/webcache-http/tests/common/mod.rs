@@ -129,10 +129,9 @@ impl Store {
                 );
                 webcache_core::Cache::new(
                     Arc::new(backend),
-                    webcache_core::CacheOptions {
-                        key_prefix: prefix,
-                        ..Default::default()
-                    },
+                    webcache_core::CacheOptions::builder()
+                        .key_prefix(prefix)
+                        .build(),
                 )
             }
         }

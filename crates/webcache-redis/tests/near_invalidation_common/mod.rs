@@ -29,11 +29,10 @@ pub(crate) fn prefix(name: &str) -> String {
 pub(crate) async fn process(url: &str, prefix: &str) -> Cache {
     Cache::new(
         Arc::new(crate::common::backend(url).await),
-        CacheOptions {
-            key_prefix: prefix.to_owned(),
-            near_ttl: Some(NEAR_TTL),
-            ..CacheOptions::default()
-        },
+        CacheOptions::builder()
+            .key_prefix(prefix)
+            .near_ttl(NEAR_TTL)
+            .build(),
     )
 }
 
