@@ -143,11 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let counted = routes(pages.clone(), calls.clone(), true);
         let app = match role {
             "layer" => counted.layer(layer(Cache::with_backend(LocMemBackend::private(
-                LocMemConfig {
-                    max_entries: None,
-                    max_bytes: None,
-                    ..LocMemConfig::default()
-                },
+                LocMemConfig::default().max_entries(None).max_bytes(None),
             )))),
             "origin" => counted,
             "static" => routes(pages.clone(), calls.clone(), false),

@@ -581,6 +581,12 @@ impl SessionConfig {
         self
     }
 
+    /// Sets `touch_interval`: how often a session that is only read gets a new expiry.
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = interval;
+        self
+    }
+
     /// The session layer for `store` with these settings: tower-sessions' manager, with the
     /// marks that keep a page cache from sharing a personal answer (see the
     /// [crate docs](crate#with-the-page-cache)). `HttpOnly` is always set: scripts never need

@@ -601,11 +601,9 @@ async fn log_out_everywhere_ends_every_session_of_one_user(store: Store) {
 }
 
 async fn a_session_that_is_only_read_stays_alive(store: Store) {
-    let config = SessionConfig {
-        expiry: SessionExpiry::OnInactivity(Duration::from_secs(4)),
-        touch_interval: Duration::from_millis(500),
-        ..SessionConfig::default()
-    };
+    let config = SessionConfig::default()
+        .expiry(SessionExpiry::OnInactivity(Duration::from_secs(4)))
+        .touch_interval(Duration::from_millis(500));
     let base = serve(store.clone(), config).await;
     let (reader, idle) = (client(), client());
     reader
@@ -656,10 +654,7 @@ async fn a_read_touches_at_most_once_per_interval(store: Store) {
         );
     }
     // `touch_interval: 0`: every read touches (a fresh cookie each time).
-    let config = SessionConfig {
-        touch_interval: Duration::ZERO,
-        ..SessionConfig::default()
-    };
+    let config = SessionConfig::default().touch_interval(Duration::ZERO);
     let base = serve(store, config).await;
     let http = client();
     http.get(format!("{base}/cart?add=cup"))

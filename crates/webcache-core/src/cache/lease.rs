@@ -163,11 +163,10 @@ impl Cache {
         let full = self.make_key(key)?;
         let timeout = timeout.into();
         match self.expiry(timeout) {
-            Some(expiry) => {
-                self.compute_and_add_leased(key, &full, expiry, None, compute)
-                    .await
-                    .map(|(value, _)| value)
-            }
+            Some(expiry) => self
+                .compute_and_add_leased(key, &full, expiry, None, compute)
+                .await
+                .map(|(value, _)| value),
             // Nothing is kept, so there is nothing for another process to wait for.
             None => self.try_get_or_set_with(key, timeout, compute).await,
         }
