@@ -87,6 +87,8 @@ pub struct Cache {
     head: Arc<str>,
     /// The tags this handle's writes carry (see [`Cache::tagged`]); `None` for most handles.
     tags: Option<Arc<tags::TagSet>>,
+    /// Whether this handle's writes may be compressed (see [`Cache::uncompressed`]).
+    compress: bool,
 }
 
 impl fmt::Debug for Cache {
@@ -135,6 +137,7 @@ impl Cache {
             version,
             head: Arc::from(""),
             tags: None,
+            compress: true,
         }
         .with_head()
     }
@@ -203,8 +206,32 @@ impl Cache {
             version,
             head: Arc::from(""),
             tags: self.tags.clone(),
+            compress: self.compress,
         }
         .with_head()
+    }
+
+    /// A handle on the same cache whose writes are never compressed, whatever
+    /// [`compress_min_bytes`](CacheOptions::compress_min_bytes) says, so that reading them
+    /// back ([`get_bytes`](Cache::get_bytes)) hands out the stored bytes without a copy. For
+    /// large values read far more often than written, where a copy per read costs more than
+    /// the memory saved (the page cache stores its pages this way). Reads of entries written
+    /// compressed still decompress them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
+    /// use webcache_core::Cache;
+    ///
+    /// let cache = Cache::locmem();
+    /// let page = vec![b'x'; 100_000]; // over the 32 KiB compression threshold
+    /// cache.uncompressed().set_bytes("page", &page, 60).await?;
+    /// assert_eq!(cache.get_bytes("page").await?.as_deref(), Some(&page[..]));
+    /// # Ok(()) }
+    /// ```
+    pub fn uncompressed(&self) -> Cache {
+        let mut handle = self.clone();
+        handle.compress = false;
+        handle
     }
 
     fn with_head(mut self) -> Self {
@@ -897,7 +924,7 @@ impl Cache {
             serializer: o.serializer,
             compressor: o.compressor,
             zstd_level: o.zstd_level,
-            compress_min_bytes: o.compress_min_bytes,
+            compress_min_bytes: o.compress_min_bytes.filter(|_| self.compress),
         }
     }
 

@@ -119,7 +119,7 @@ impl PageCacheEngine {
     ) -> Self {
         PageCacheEngine {
             store: PageStore {
-                cache: settings.cache.clone(),
+                cache: settings.page_cache(),
                 store_timeout: settings.store_timeout,
                 state,
             },
