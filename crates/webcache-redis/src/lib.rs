@@ -63,6 +63,7 @@ mod backend;
 mod config;
 mod conn;
 mod lock;
+mod nodes;
 mod tracking;
 
 use config::OPTIONS;
