@@ -409,7 +409,9 @@ impl NodeBreakers {
 
     /// Runs `call`, a call about `node` only, through that node's breaker: while the node is
     /// known to be down it fails at once; otherwise its outcome counts for the node (a call
-    /// dropped before it ends counts as a failure: its caller gave up waiting). A failure comes
+    /// dropped before it ends counts as a failure: its caller gave up waiting; so calls to
+    /// several nodes at once run to their ends, `join_all` rather than `try_join_all`, or a
+    /// fast failure on one node would count against the others). A failure comes
     /// back marked with the node ([`NodeFailure`]), unless every known node is down: then it is
     /// the whole backend's, and the cache's own breaker counts it.
     pub async fn call<T>(

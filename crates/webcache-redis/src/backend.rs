@@ -697,18 +697,27 @@ impl RedisBackend {
     async fn get_many_grouped(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
         let (conn, _) = self.inner.topology.reader_for(b"");
         let groups = self.groups(keys, conn);
+        // Each group through its node's breaker: a dead node fails the call at once, as one
+        // node's failure.
         let calls = groups.iter().map(|(conn, indices)| {
             let mut cmd = redis::cmd("MGET");
             for &i in indices {
                 cmd.arg(&keys[i]);
             }
             let mut conn = conn.clone();
-            async move { cmd.query_async::<Vec<Option<Bytes>>>(&mut conn).await }
+            let first = indices.first().map_or("", |&i| keys[i].as_str());
+            self.on_node(first, async move {
+                self.bounded(cmd.query_async::<Vec<Option<Bytes>>>(&mut conn))
+                    .await?
+                    .map_err(|e| self.fail("MGET", e))
+            })
         });
-        let answers = self
-            .bounded(futures::future::try_join_all(calls))
-            .await?
-            .map_err(|e| self.fail("MGET", e))?;
+        // Every group runs to its end (a group dropped half-way would count as a failure of
+        // its node); the first failure is the answer.
+        let answers = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         let mut values = vec![None; keys.len()];
         for ((_, indices), answer) in groups.iter().zip(answers) {
             if answer.len() != indices.len() {
@@ -732,23 +741,28 @@ impl RedisBackend {
     /// Pipelined `SET`s over several groups: a cluster pipeline must stay within one slot,
     /// and a shard holds only its own keys. The pipelines run together.
     async fn set_many_grouped(&self, cmds: Vec<(String, Cmd)>) -> Result<()> {
-        let groups = self.groups(
-            &cmds.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            self.inner.topology.writer(),
-        );
+        let keys: Vec<String> = cmds.iter().map(|(k, _)| k.clone()).collect();
+        let groups = self.groups(&keys, self.inner.topology.writer());
         let mut cmds: Vec<Option<Cmd>> = cmds.into_iter().map(|(_, cmd)| Some(cmd)).collect();
         let calls = groups.into_iter().map(|(mut conn, indices)| {
+            let first = indices.first().map_or("", |&i| keys[i].as_str());
             let mut pipe = redis::pipe();
             for i in indices {
                 if let Some(cmd) = cmds[i].take() {
                     pipe.add_command(cmd).ignore();
                 }
             }
-            async move { pipe.query_async::<()>(&mut conn).await }
+            self.on_node(first, async move {
+                self.bounded(pipe.query_async::<()>(&mut conn))
+                    .await?
+                    .map_err(|e| self.fail("SET (pipelined)", e))
+            })
         });
-        self.bounded(futures::future::try_join_all(calls))
-            .await?
-            .map_err(|e| self.fail("SET (pipelined)", e))?;
+        // As in `get_many_grouped`: every group runs to its end.
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
         Ok(())
     }
 }

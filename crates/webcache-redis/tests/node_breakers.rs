@@ -87,6 +87,15 @@ async fn only_the_dead_nodes_keys_fail(
             "{key} lives on a healthy node"
         );
     }
+    // A call over several nodes that include the dead one fails as that node's failure, and
+    // leaves the healthy nodes' keys working.
+    let all: Vec<String> = dead.iter().chain(alive).cloned().collect();
+    for _ in 0..3 {
+        let err = cache.get_many::<i32, _>(&all).await.unwrap_err();
+        assert_eq!(failed_node(&err).as_deref(), Some(node), "{err}");
+    }
+    let found = cache.get_many::<i32, _>(alive).await.unwrap();
+    assert_eq!(found.len(), alive.len());
 }
 
 /// Writes the keys again until every one of them is stored (the node is back), then reads them.
