@@ -13,7 +13,8 @@
 //!   [`BackendSpec`](crate::config::BackendSpec)) and registered with the `webcache` crate;
 //! - the stored [`entry`] format (integers as ASCII digits, tags, fresh-until);
 //! - helpers backends share so that a rule has one home: [`unix_ms`] (expiry deadlines),
-//!   [`glob_match`] (the pattern rules of `scan`), [`Ring`] (consistent hashing over servers);
+//!   [`glob_match`] (the pattern rules of `scan`), [`Ring`] (consistent hashing over servers),
+//!   [`NodeBreakers`] (a circuit breaker per server, for a backend over several);
 //! - for the sibling crates of this repository (public only for them; their shape may change):
 //!   [`SingleFlight`] and its [`Joined`], [`Leader`], [`Follower`], [`Followed`], and
 //!   [`LogThrottle`].
@@ -26,6 +27,7 @@ use futures::stream::BoxStream;
 use crate::error::Result;
 use crate::timeout::{Expiry, Ttl};
 
+pub use crate::breaker::{node_failure, NodeBreakers, NodeFailure};
 pub use crate::factory::{BackendFactory, Scheme};
 pub use crate::key::glob_match;
 pub use crate::ring::Ring;
@@ -76,6 +78,14 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The per-node circuit breakers of a backend that spreads its keys over several servers
+    /// and runs each call about one server through them ([`NodeBreakers`]); `None` (the
+    /// default) for a backend that is one server. The cache's own breaker then leaves to them
+    /// the failures it cannot place (its own operation timeout) while some node is up.
+    fn node_breakers(&self) -> Option<&NodeBreakers> {
+        None
+    }
+
     /// The value under `key`, or `None` when missing or expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
 
@@ -84,6 +94,13 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
 
     /// Stores `value` only if `key` is absent (or expired). Returns whether it stored it.
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool>;
+
+    /// Replaces the value under `key` with `value` and `expiry` only if `key` holds a live
+    /// value (an expired one counts as absent); returns whether it stored it. Atomic, like
+    /// [`add`](Backend::add): a `delete` that lands at the same time is never undone, so a key
+    /// is never brought back once it is gone (Redis `SET XX`, memcached `replace`, SQL
+    /// `UPDATE ... WHERE` live). There is no default: a read followed by a write is not atomic.
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool>;
 
     /// Removes `key`. Returns whether something was removed.
     async fn delete(&self, key: &str) -> Result<bool>;

@@ -17,11 +17,23 @@
 //! connection kind (refused, reset, aborted, broken pipe, unreachable...) anywhere in the
 //! error's cause chain. Mistakes in a request (a bad key, `incr` on a missing key, a value too
 //! large) and server-side refusals never trip it.
+//!
+//! # One breaker per node
+//!
+//! A backend that spreads keys over several servers (Redis Cluster masters, client-side Redis
+//! shards, a memcached pool) keeps a [`NodeBreakers`]: the same breaker, one per node, so one
+//! dead server makes only its own keys fail fast while keys on the others keep working. Its
+//! failures reach the cache marked with their node ([`NodeFailure`] in the cause chain), and
+//! the cache's own breaker does not count them: it opens only for failures of the backend as a
+//! whole, which is also what a node failure becomes once every known node is down.
 
+use std::collections::HashMap;
 use std::error::Error as _;
+use std::fmt;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
@@ -45,6 +57,11 @@ pub(crate) fn is_outage(error: &Error) -> bool {
         Error::Backend { .. } => {
             let mut cause = error.source();
             while let Some(e) = cause {
+                // One node's failure, already counted by that node's breaker: not an outage of
+                // the whole backend.
+                if e.is::<NodeFailure>() {
+                    return false;
+                }
                 if let Some(io) = e.downcast_ref::<std::io::Error>() {
                     if is_connection_kind(io.kind()) {
                         return true;
@@ -284,6 +301,215 @@ impl Drop for Trial<'_> {
     }
 }
 
+/// A failure that concerns one node of a backend (one Redis Cluster master, one shard, one
+/// memcached server), found in the cause chain of the [`Error::Backend`] that
+/// [`NodeBreakers::call`] returns. The cache's own breaker does not count it: the node's
+/// breaker already did, and keys on other nodes still work.
+#[derive(Debug)]
+pub struct NodeFailure {
+    node: String,
+    cause: Error,
+}
+
+impl NodeFailure {
+    /// The node that failed, as the backend names it (`host:port`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+impl fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}: {}", self.node, self.cause)
+    }
+}
+
+impl std::error::Error for NodeFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// One circuit breaker per node of a backend that spreads its keys over several servers: the
+/// breaker of this module, kept per node by the backend crate, so that a dead server makes its
+/// own keys fail fast (no wait for a connect or response timeout) while the keys of healthy
+/// servers keep working. See the [module documentation](self).
+///
+/// The backend names its nodes (any stable string, `host:port` reads best in messages),
+/// [`register`](Self::register)s those it knows of, and runs each call about one node through
+/// [`call`](Self::call).
+#[derive(Debug)]
+pub struct NodeBreakers {
+    backend: &'static str,
+    threshold: u32,
+    max_delay: Duration,
+    nodes: Mutex<HashMap<String, Arc<Breaker>>>,
+}
+
+impl NodeBreakers {
+    /// Breakers for the nodes of `backend` that open after [`DEFAULT_BREAKER_FAILURES`]
+    /// connection failures in a row and try again at least every [`DEFAULT_BREAKER_MAX_DELAY`].
+    pub fn new(backend: &'static str) -> Self {
+        Self::with_limits(backend, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_DELAY)
+    }
+
+    /// Breakers that open after `failures` connection failures in a row (at least 1) and wait
+    /// at most `max_delay` between trial calls.
+    pub fn with_limits(backend: &'static str, failures: u32, max_delay: Duration) -> Self {
+        NodeBreakers {
+            backend,
+            threshold: failures,
+            max_delay,
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Breaker>>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn breaker(&self, node: &str) -> Arc<Breaker> {
+        let mut nodes = self.lock();
+        if let Some(breaker) = nodes.get(node) {
+            return breaker.clone();
+        }
+        let breaker = Arc::new(Breaker::new(self.backend, self.threshold, self.max_delay));
+        nodes.insert(node.to_owned(), breaker.clone());
+        breaker
+    }
+
+    /// Makes the backend's nodes known (adding to those already known), so that one node's
+    /// failures are told from the whole backend's: only when every known node is down does a
+    /// failure count as the backend's own.
+    pub fn register<I, S>(&self, nodes: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for node in nodes {
+            self.breaker(node.as_ref());
+        }
+    }
+
+    /// The nodes whose breaker is open now.
+    pub fn down(&self) -> Vec<String> {
+        let mut down: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, b)| b.is_open())
+            .map(|(node, _)| node.clone())
+            .collect();
+        down.sort();
+        down
+    }
+
+    fn all_down(&self) -> bool {
+        self.lock().values().all(|b| b.is_open())
+    }
+
+    /// Runs `call`, a call about `node` only, through that node's breaker: while the node is
+    /// known to be down it fails at once; otherwise its outcome counts for the node (a call
+    /// dropped before it ends counts as a failure: its caller gave up waiting; so calls to
+    /// several nodes at once run to their ends, `join_all` rather than `try_join_all`, or a
+    /// fast failure on one node would count against the others). A failure comes
+    /// back marked with the node ([`NodeFailure`]), unless every known node is down: then it is
+    /// the whole backend's, and the cache's own breaker counts it.
+    pub async fn call<T>(
+        &self,
+        node: &str,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let breaker = self.breaker(node);
+        let result = match breaker.admit() {
+            Admit::Refuse(e) => return Err(self.scoped(node, e)),
+            Admit::Trial(trial) => {
+                let result = call.await;
+                trial.record(&result);
+                result
+            }
+            Admit::Call => {
+                let pending = Pending {
+                    breaker: &breaker,
+                    done: false,
+                };
+                let result = call.await;
+                pending.record(&result);
+                result
+            }
+        };
+        result.map_err(|e| match is_outage(&e) {
+            true => self.scoped(node, e),
+            false => e,
+        })
+    }
+
+    /// Whether a failure that the cache saw about no node in particular (its own operation
+    /// timeout) may still be one node's: some node is up. The cache's breaker leaves such
+    /// failures to the nodes' breakers (a dropped call counts for its node).
+    pub(crate) fn some_node_up(&self) -> bool {
+        !self.all_down()
+    }
+
+    /// `error` marked as `node`'s, unless every known node is down (then it is the whole
+    /// backend's).
+    fn scoped(&self, node: &str, error: Error) -> Error {
+        if self.all_down() {
+            return error;
+        }
+        mark_node(self.backend, node, error)
+    }
+}
+
+/// `error` marked as one node's ([`NodeFailure`]) if it is an outage (a connection failure or
+/// a timeout), unchanged otherwise: for a backend over several servers that keeps each
+/// server's health itself (memcached's pool marks a server down and takes it out of its ring)
+/// and wants the cache's own breaker to leave one server's failures alone. Call it only while
+/// some other server is up: when all are down, the failure is the whole backend's.
+pub fn node_failure(backend: &'static str, node: &str, error: Error) -> Error {
+    if !is_outage(&error) {
+        return error;
+    }
+    mark_node(backend, node, error)
+}
+
+fn mark_node(backend: &'static str, node: &str, error: Error) -> Error {
+    let message = format!("node {node}: {error}");
+    Error::backend(
+        backend,
+        message,
+        NodeFailure {
+            node: node.to_owned(),
+            cause: error,
+        },
+    )
+}
+
+/// A call admitted by a node's breaker while it is closed: dropped without an outcome (the
+/// caller's own timeout gave up on it), it counts as a failure of the node.
+struct Pending<'a> {
+    breaker: &'a Breaker,
+    done: bool,
+}
+
+impl Pending<'_> {
+    fn record<T>(mut self, result: &Result<T, Error>) {
+        self.done = true;
+        self.breaker.record(result);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let abandoned = Error::Timeout {
+                backend: self.breaker.backend,
+                after: Duration::ZERO,
+            };
+            self.breaker.failed(&abandoned, false);
+        }
+    }
+}
+
 /// `2026-11-30 12:30:01 UTC`: a wall-clock time for messages, without a date crate.
 fn utc(time: SystemTime) -> String {
     let secs = time
@@ -417,6 +643,67 @@ mod tests {
         assert!(matches!(b.admit(), Admit::Refuse(_)));
         let delay = b.lock().as_ref().map(|o| o.delay);
         assert_eq!(delay, Some(FIRST_DELAY * 2));
+    }
+
+    /// One node's failures open only its breaker and reach the cache marked as the node's (so
+    /// the cache's breaker does not count them); once every known node is down, they are the
+    /// whole backend's again.
+    #[tokio::test]
+    async fn node_breakers_keep_failures_to_their_node() {
+        let nodes = NodeBreakers::with_limits("test", 2, Duration::from_secs(1));
+        nodes.register(["a", "b"]);
+        let cache = Breaker::new("test", 1, Duration::from_secs(1));
+        for _ in 0..2 {
+            let err = nodes
+                .call::<()>("a", async { Err(refused()) })
+                .await
+                .unwrap_err();
+            assert!(!is_outage(&err), "{err}");
+            assert!(err.to_string().contains("node a"), "{err}");
+            cache.record::<()>(&Err(err));
+        }
+        assert!(
+            !cache.is_open(),
+            "one node's failures opened the cache's breaker"
+        );
+        assert_eq!(nodes.down(), ["a"]);
+        // Node a fails at once, without running the call; node b works.
+        let err = nodes
+            .call::<()>("a", async { panic!("a refused call ran") })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("fail at once"), "{err}");
+        nodes.call("b", async { Ok(()) }).await.unwrap();
+        // A call dropped before its end (the caller's own timeout) counts for its node.
+        for _ in 0..2 {
+            let hung = nodes.call::<()>("b", futures::future::pending());
+            assert!(tokio::time::timeout(Duration::from_millis(1), hung)
+                .await
+                .is_err());
+        }
+        assert_eq!(nodes.down(), ["a", "b"]);
+        assert!(!nodes.some_node_up());
+        // Every node down: the backend as a whole is, and the cache's breaker counts it.
+        std::thread::sleep(FIRST_DELAY * 2);
+        let err = nodes
+            .call::<()>("a", async { Err(refused()) })
+            .await
+            .unwrap_err();
+        assert!(is_outage(&err), "{err}");
+        // A trial that answers closes the node's breaker.
+        std::thread::sleep(FIRST_DELAY * 3);
+        nodes.call("b", async { Ok(()) }).await.unwrap();
+        assert_eq!(nodes.down(), ["a"]);
+        // Mistakes in a request are nobody's outage and pass unchanged.
+        let err = nodes
+            .call::<()>("b", async { Err(Error::KeyNotFound { key: "k".into() }) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::KeyNotFound { .. }));
+        assert!(matches!(
+            node_failure("test", "b", Error::KeyNotFound { key: "k".into() }),
+            Error::KeyNotFound { .. }
+        ));
     }
 
     #[test]

@@ -111,6 +111,9 @@ impl Backend for Wire {
     async fn add(&self, _: &str, _: Bytes, _: Expiry) -> Result<bool> {
         self.version().await.map(|()| false)
     }
+    async fn set_if_present(&self, _: &str, _: Bytes, _: Expiry) -> Result<bool> {
+        self.version().await.map(|()| false)
+    }
     async fn delete(&self, _: &str) -> Result<bool> {
         self.version().await.map(|()| false)
     }

@@ -39,6 +39,9 @@ impl Backend for Unreachable {
     async fn add(&self, _: &str, _: Bytes, _: Expiry) -> Result<bool> {
         self.fail().await
     }
+    async fn set_if_present(&self, _: &str, _: Bytes, _: Expiry) -> Result<bool> {
+        self.fail().await
+    }
     async fn delete(&self, _: &str) -> Result<bool> {
         self.fail().await
     }

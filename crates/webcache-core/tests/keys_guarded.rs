@@ -81,6 +81,9 @@ impl Backend for Wire {
     async fn add(&self, _: &str, _: Bytes, _: Expiry) -> Result<bool> {
         self.call(b"version\r\n").await.map(|_| false)
     }
+    async fn set_if_present(&self, _: &str, _: Bytes, _: Expiry) -> Result<bool> {
+        self.call(b"version\r\n").await.map(|_| false)
+    }
     async fn delete(&self, _: &str) -> Result<bool> {
         self.call(b"version\r\n").await.map(|_| false)
     }

@@ -95,6 +95,9 @@ impl Backend for Reporting {
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
         self.store.add(key, value, expiry).await
     }
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        self.store.set_if_present(key, value, expiry).await
+    }
     async fn delete(&self, key: &str) -> Result<bool> {
         self.store.delete(key).await
     }

@@ -138,6 +138,22 @@ impl Backend for FileBackend {
         .await
     }
 
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        let key = key.to_owned();
+        self.blocking(move |s| {
+            let path = s.path_for(&key);
+            // The key's lock, as `delete` takes it: a delete cannot land between the check and
+            // the rename, so it is never undone.
+            let _lock = s.lock_key(&key)?;
+            if !matches!(s.read(&key, &path)?, Found::Entry(e) if e.live(now_ms())) {
+                return Ok(false);
+            }
+            s.write(&key, &value, deadline_ms(expiry), &path)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = key.to_owned();
         self.blocking(move |s| s.delete(&key)).await

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
 use futures::StreamExt;
-use webcache_core::backend::{glob_match, Backend, BackendStats, KeyRules, KeyStream};
+use webcache_core::backend::{
+    glob_match, node_failure, Backend, BackendStats, KeyRules, KeyStream,
+};
 use webcache_core::{Error, Expiry, Result, Ttl};
 
 use crate::config::{MemcachedConfig, DEFAULT_SERVER};
@@ -120,6 +122,20 @@ impl MemcachedBackend {
         }
     }
 
+    /// Runs `call`, a call about `key` only: in a pool, an outage it meets is marked as the
+    /// key's server's ([`node_failure`]) while another server is up, so that the cache's own
+    /// breaker leaves it to this server's health (marked down, probed, out of the ring) and
+    /// the other servers' keys keep working.
+    async fn on_node<T>(&self, key: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let servers = &self.shared.servers;
+        match call.await {
+            Err(e) if servers.len() > 1 && servers.iter().any(|s| !s.is_down()) => {
+                Err(node_failure(BACKEND, &self.server(key).addr, e))
+            }
+            other => other,
+        }
+    }
+
     /// Sends `mg <key><flags>` to the key's server; returns the server and its reply.
     async fn meta_get(&self, key: &str, flags: &str) -> Result<(&Server, Reply)> {
         check_key(key)?;
@@ -139,8 +155,8 @@ impl MemcachedBackend {
         }
     }
 
-    /// Stores `value` with `ms`; `mode` is `""` (set) or `" ME"` (add). Returns whether it was
-    /// stored.
+    /// Stores `value` with `ms`; `mode` is `""` (set), `" ME"` (add) or `" MR"` (replace: only
+    /// over a live item). Returns whether it was stored.
     async fn store(&self, key: &str, value: Bytes, expiry: Expiry, mode: &str) -> Result<bool> {
         check_key(key)?;
         let server = self.server(key);
@@ -298,57 +314,79 @@ impl Backend for MemcachedBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let (server, reply) = self.meta_get(key, " v").await?;
-        match reply.code {
-            Code::Value => Ok(Some(reply.data)),
-            Code::Miss => Ok(None),
-            _ => Err(unexpected(server, "mg", &reply)),
-        }
+        self.on_node(key, async {
+            let (server, reply) = self.meta_get(key, " v").await?;
+            match reply.code {
+                Code::Value => Ok(Some(reply.data)),
+                Code::Miss => Ok(None),
+                _ => Err(unexpected(server, "mg", &reply)),
+            }
+        })
+        .await
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
-        self.store(key, value, expiry, "").await.map(|_| ())
+        self.on_node(key, async {
+            self.store(key, value, expiry, "").await.map(|_| ())
+        })
+        .await
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
-        self.store(key, value, expiry, " ME").await
+        self.on_node(key, async { self.store(key, value, expiry, " ME").await })
+            .await
+    }
+
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        self.on_node(key, async { self.store(key, value, expiry, " MR").await })
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        check_key(key)?;
-        Ok(Self::delete_on(self.server(key), &[key]).await? > 0)
+        self.on_node(key, async {
+            check_key(key)?;
+            Ok(Self::delete_on(self.server(key), &[key]).await? > 0)
+        })
+        .await
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        check_key(key)?;
-        let token = exptime_token(self.server(key), expiry_secs(expiry));
-        self.meta_hit(key, &format!(" T{token}")).await
+        self.on_node(key, async {
+            check_key(key)?;
+            let token = exptime_token(self.server(key), expiry_secs(expiry));
+            self.meta_hit(key, &format!(" T{token}")).await
+        })
+        .await
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        self.increment(key, delta).await
+        self.on_node(key, async { self.increment(key, delta).await })
+            .await
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
-        let (server, reply) = self.meta_get(key, " t").await?;
-        match reply.code {
-            Code::Miss => Ok(Ttl::Missing),
-            Code::Stored => {
-                let t: i64 = reply
-                    .flag(b't')
-                    .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| unexpected(server, "mg t", &reply))?;
-                Ok(if t < 0 {
-                    Ttl::Forever
-                } else {
-                    // Take back the second `expiry_secs` added.
-                    Ttl::Remaining(Duration::from_secs(
-                        t.unsigned_abs().saturating_sub(1).max(1),
-                    ))
-                })
+        self.on_node(key, async {
+            let (server, reply) = self.meta_get(key, " t").await?;
+            match reply.code {
+                Code::Miss => Ok(Ttl::Missing),
+                Code::Stored => {
+                    let t: i64 = reply
+                        .flag(b't')
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| unexpected(server, "mg t", &reply))?;
+                    Ok(if t < 0 {
+                        Ttl::Forever
+                    } else {
+                        // Take back the second `expiry_secs` added.
+                        Ttl::Remaining(Duration::from_secs(
+                            t.unsigned_abs().saturating_sub(1).max(1),
+                        ))
+                    })
+                }
+                _ => Err(unexpected(server, "mg t", &reply)),
             }
-            _ => Err(unexpected(server, "mg t", &reply)),
-        }
+        })
+        .await
     }
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
@@ -576,7 +614,8 @@ impl Backend for MemcachedBackend {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
-        self.meta_hit(key, "").await
+        self.on_node(key, async { self.meta_hit(key, "").await })
+            .await
     }
 
     async fn close(&self) -> Result<()> {

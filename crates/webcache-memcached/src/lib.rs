@@ -20,7 +20,9 @@
 //!   `io_timeout`, so a hung server fails it within that time.
 //! * **Dead servers and failover**: after a failure a server is marked down and its keys fail
 //!   fast with [`Error::Backend`] (which `on_error=degrade` turns into misses) while the other
-//!   servers keep working; it is retried after `retry_after` (default 1 s), doubling up to
+//!   servers keep working (in a pool, its connection failures come marked as that server's,
+//!   [`node_failure`](webcache_core::backend::node_failure), so the cache's own circuit breaker
+//!   leaves them alone); it is retried after `retry_after` (default 1 s), doubling up to
 //!   30 s. Requests that were under way when it failed count as one failure with the first.
 //!   After `server_failure_limit` consecutive failures (default 2: the first and the retry
 //!   `retry_after` later) the server leaves the ring (`remove_failed_servers`, default true,

@@ -13,7 +13,7 @@ use redis::cluster_routing::Slot;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult, Script};
 use webcache_core::backend::entry::parse_integer;
 use webcache_core::backend::unix_ms;
-use webcache_core::backend::{Backend, BackendStats, KeyStream};
+use webcache_core::backend::{Backend, BackendStats, KeyStream, NodeBreakers};
 use webcache_core::config::{BackendSpec, ConfigError};
 use webcache_core::{glob_escape, Error, Expiry, Result, Ttl};
 
@@ -73,6 +73,12 @@ struct Inner {
     incr: Script,
     /// Reports of changed keys for near tiers (see [`crate::tracking`]).
     tracking: crate::tracking::Tracking,
+    /// A circuit breaker per node, for a Cluster (per master) and shards (per shard): one dead
+    /// server makes only its own keys fail fast. `None` for one server (the cache's breaker
+    /// is its breaker).
+    node_breakers: Option<NodeBreakers>,
+    /// Which master serves which slots, for a Cluster's node breakers.
+    slots: crate::nodes::SlotMap,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -199,8 +205,19 @@ impl RedisBackend {
             }
         };
         webcache_core::backend::offer_invalidations::<RedisBackend>();
+        let node_breakers = match &config.target {
+            Target::Cluster { .. } => Some(NodeBreakers::new(NAME)),
+            Target::Shards { names, .. } => {
+                let breakers = NodeBreakers::new(NAME);
+                breakers.register(names);
+                Some(breakers)
+            }
+            Target::Primary { .. } | Target::Sentinel { .. } => None,
+        };
         Ok(RedisBackend {
             inner: Arc::new(Inner {
+                node_breakers,
+                slots: crate::nodes::SlotMap::default(),
                 topology,
                 deadline: config.connect_timeout + config.response_timeout,
                 tracking: crate::tracking::Tracking::new(&config),
@@ -295,15 +312,98 @@ impl RedisBackend {
                 after: self.inner.config.response_timeout,
             };
         }
-        let message = if e.is_connection_refusal() || e.is_io_error() {
-            format!(
-                "{what} on {}: cannot reach the server: {e}",
-                self.inner.config.label
-            )
-        } else {
-            format!("{what} on {} failed: {e}", self.inner.config.label)
+        if !(e.is_connection_refusal() || e.is_io_error()) {
+            let message = format!("{what} on {} failed: {e}", self.inner.config.label);
+            return Error::backend(NAME, message, e);
+        }
+        let message = format!(
+            "{what} on {}: cannot reach the server: {e}",
+            self.inner.config.label
+        );
+        // A connection the client found broken (`broken pipe`) carries no I/O error of its
+        // own: give it one, so that the circuit breakers see it for the outage it is.
+        let carries_io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        match carries_io {
+            true => Error::backend(NAME, message, e),
+            false => Error::backend(
+                NAME,
+                message,
+                std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e),
+            ),
+        }
+    }
+
+    /// The node that holds `key`, for its breaker: the shard's name, or the Cluster master
+    /// serving its slot (as last read; `None` until the slot map is first read, which this
+    /// starts in the background when due).
+    fn node_of(&self, key: &str) -> Option<String> {
+        match &self.inner.config.target {
+            Target::Shards { names, .. } => {
+                let Topology::Shards { ring, .. } = &self.inner.topology else {
+                    return None;
+                };
+                names.get(ring.server_for(key.as_bytes())).cloned()
+            }
+            Target::Cluster { .. } => {
+                let (node, due) = self.inner.slots.node_of(key.as_bytes());
+                if due {
+                    self.refresh_slots();
+                }
+                node
+            }
+            Target::Primary { .. } | Target::Sentinel { .. } => None,
+        }
+    }
+
+    /// Reads the Cluster's slot map again in the background (one read at a time).
+    fn refresh_slots(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        Error::backend(NAME, message, e)
+        if !self.inner.slots.claim_refresh() {
+            return;
+        }
+        let this = self.clone();
+        runtime.spawn(async move {
+            let ranges = this.read_slot_ranges().await;
+            if let (Some(ranges), Some(breakers)) = (&ranges, &this.inner.node_breakers) {
+                breakers.register(ranges.iter().map(|(_, _, node)| node));
+            }
+            this.inner.slots.refreshed(ranges);
+        });
+    }
+
+    async fn read_slot_ranges(&self) -> Option<Vec<(u16, u16, String)>> {
+        let Conn::Cluster(mut cluster) = self.inner.topology.writer() else {
+            return None;
+        };
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("NODES");
+        match self.bounded(cmd.query_async::<String>(&mut cluster)).await {
+            Ok(Ok(text)) => {
+                Some(crate::nodes::slot_ranges_from_cluster_nodes(&text)).filter(|r| !r.is_empty())
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs `call`, a call about `key` only, through the breaker of the node holding `key`
+    /// when there is one (see [`NodeBreakers`]).
+    async fn on_node<T>(&self, key: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match (&self.inner.node_breakers, self.node_of(key)) {
+            (Some(breakers), Some(node)) => breakers.call(&node, call).await,
+            _ => call.await,
+        }
+    }
+
+    /// The nodes (Cluster masters or shards) whose circuit breaker is open now: their keys fail
+    /// at once while the other nodes' keys keep working. Empty for one server.
+    pub fn down_nodes(&self) -> Vec<String> {
+        self.inner
+            .node_breakers
+            .as_ref()
+            .map(NodeBreakers::down)
+            .unwrap_or_default()
     }
 
     /// Runs `call` within the call deadline, without mapping the client's error.
@@ -597,18 +697,27 @@ impl RedisBackend {
     async fn get_many_grouped(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
         let (conn, _) = self.inner.topology.reader_for(b"");
         let groups = self.groups(keys, conn);
+        // Each group through its node's breaker: a dead node fails the call at once, as one
+        // node's failure.
         let calls = groups.iter().map(|(conn, indices)| {
             let mut cmd = redis::cmd("MGET");
             for &i in indices {
                 cmd.arg(&keys[i]);
             }
             let mut conn = conn.clone();
-            async move { cmd.query_async::<Vec<Option<Bytes>>>(&mut conn).await }
+            let first = indices.first().map_or("", |&i| keys[i].as_str());
+            self.on_node(first, async move {
+                self.bounded(cmd.query_async::<Vec<Option<Bytes>>>(&mut conn))
+                    .await?
+                    .map_err(|e| self.fail("MGET", e))
+            })
         });
-        let answers = self
-            .bounded(futures::future::try_join_all(calls))
-            .await?
-            .map_err(|e| self.fail("MGET", e))?;
+        // Every group runs to its end (a group dropped half-way would count as a failure of
+        // its node); the first failure is the answer.
+        let answers = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         let mut values = vec![None; keys.len()];
         for ((_, indices), answer) in groups.iter().zip(answers) {
             if answer.len() != indices.len() {
@@ -632,23 +741,28 @@ impl RedisBackend {
     /// Pipelined `SET`s over several groups: a cluster pipeline must stay within one slot,
     /// and a shard holds only its own keys. The pipelines run together.
     async fn set_many_grouped(&self, cmds: Vec<(String, Cmd)>) -> Result<()> {
-        let groups = self.groups(
-            &cmds.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            self.inner.topology.writer(),
-        );
+        let keys: Vec<String> = cmds.iter().map(|(k, _)| k.clone()).collect();
+        let groups = self.groups(&keys, self.inner.topology.writer());
         let mut cmds: Vec<Option<Cmd>> = cmds.into_iter().map(|(_, cmd)| Some(cmd)).collect();
         let calls = groups.into_iter().map(|(mut conn, indices)| {
+            let first = indices.first().map_or("", |&i| keys[i].as_str());
             let mut pipe = redis::pipe();
             for i in indices {
                 if let Some(cmd) = cmds[i].take() {
                     pipe.add_command(cmd).ignore();
                 }
             }
-            async move { pipe.query_async::<()>(&mut conn).await }
+            self.on_node(first, async move {
+                self.bounded(pipe.query_async::<()>(&mut conn))
+                    .await?
+                    .map_err(|e| self.fail("SET (pipelined)", e))
+            })
         });
-        self.bounded(futures::future::try_join_all(calls))
-            .await?
-            .map_err(|e| self.fail("SET (pipelined)", e))?;
+        // As in `get_many_grouped`: every group runs to its end.
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
         Ok(())
     }
 }
@@ -711,11 +825,25 @@ fn millis(d: Duration) -> u64 {
     unix_ms::ceil(d).clamp(1, MAX_EXPIRY_MS)
 }
 
-fn set_cmd(key: &str, value: &[u8], expiry: Expiry, only_if_absent: bool) -> Cmd {
+/// Which `SET` to send: plain, `NX` (only if absent) or `XX` (only if present).
+#[derive(Clone, Copy)]
+enum SetIf {
+    Always,
+    Absent,
+    Present,
+}
+
+fn set_cmd(key: &str, value: &[u8], expiry: Expiry, only: SetIf) -> Cmd {
     let mut cmd = redis::cmd("SET");
     cmd.arg(key).arg(value);
-    if only_if_absent {
-        cmd.arg("NX");
+    match only {
+        SetIf::Always => {}
+        SetIf::Absent => {
+            cmd.arg("NX");
+        }
+        SetIf::Present => {
+            cmd.arg("XX");
+        }
     }
     if let Expiry::After(d) = expiry {
         cmd.arg("PX").arg(millis(d));
@@ -729,119 +857,155 @@ impl Backend for RedisBackend {
         NAME
     }
 
+    fn node_breakers(&self) -> Option<&NodeBreakers> {
+        self.inner.node_breakers.as_ref()
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(key);
-        match self.read_raw(key, "GET", &cmd).await? {
-            Ok(value) => Ok(value),
-            // A list, hash, set... put under the prefix by something else: unreadable as an
-            // entry, so a miss with a warning, as for a corrupt entry (`MGET` answers nil).
-            Err(e) if is_wrong_type(&e) => {
-                let kind = self.type_of(key).await;
-                tracing::warn!(
-                    url = %self.inner.config.label,
-                    key,
-                    "the value at this key is a Redis {kind}, not a cache entry; treated as a miss"
-                );
-                Ok(None)
+        self.on_node(key, async {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(key);
+            match self.read_raw(key, "GET", &cmd).await? {
+                Ok(value) => Ok(value),
+                // A list, hash, set... put under the prefix by something else: unreadable as an
+                // entry, so a miss with a warning, as for a corrupt entry (`MGET` answers nil).
+                Err(e) if is_wrong_type(&e) => {
+                    let kind = self.type_of(key).await;
+                    tracing::warn!(
+                        url = %self.inner.config.label,
+                        key,
+                        "the value at this key is a Redis {kind}, not a cache entry; treated as a miss"
+                    );
+                    Ok(None)
+                }
+                Err(e) => Err(self.fail("GET", e)),
             }
-            Err(e) => Err(self.fail("GET", e)),
-        }
+        })
+        .await
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
-        self.write::<()>(key, "SET", &set_cmd(key, &value, expiry, false))
-            .await
+        self.on_node(key, async {
+            self.write::<()>(key, "SET", &set_cmd(key, &value, expiry, SetIf::Always))
+                .await
+        })
+        .await
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
-        let stored: Option<String> = self
-            .write(key, "SET NX", &set_cmd(key, &value, expiry, true))
-            .await?;
-        Ok(stored.is_some())
+        self.on_node(key, async {
+            let stored: Option<String> = self
+                .write(key, "SET NX", &set_cmd(key, &value, expiry, SetIf::Absent))
+                .await?;
+            Ok(stored.is_some())
+        })
+        .await
+    }
+
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        self.on_node(key, async {
+            // Redis drops an expired key before running a command on it: `XX` sees it absent.
+            let stored: Option<String> = self
+                .write(key, "SET XX", &set_cmd(key, &value, expiry, SetIf::Present))
+                .await?;
+            Ok(stored.is_some())
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(key);
-        Ok(self.write::<u64>(key, "UNLINK", &cmd).await? > 0)
+        self.on_node(key, async {
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(key);
+            Ok(self.write::<u64>(key, "UNLINK", &cmd).await? > 0)
+        })
+        .await
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        match expiry {
-            Expiry::After(d) => self.expire(key, d).await,
-            Expiry::Never => {
-                // PERSIST answers 0 for a key that exists without expiry too, so ask EXISTS
-                // in the same round trip.
-                let mut pipe = redis::pipe();
-                pipe.cmd("PERSIST").arg(key).ignore().cmd("EXISTS").arg(key);
-                let mut conn = self.inner.topology.writer_for(key.as_bytes());
-                let (exists,): (u64,) = self
-                    .bounded(pipe.query_async(&mut conn))
-                    .await?
-                    .map_err(|e| self.fail("PERSIST", e))?;
-                self.after_write(&mut conn).await?;
-                Ok(exists == 1)
+        self.on_node(key, async {
+            match expiry {
+                Expiry::After(d) => self.expire(key, d).await,
+                Expiry::Never => {
+                    // PERSIST answers 0 for a key that exists without expiry too, so ask EXISTS
+                    // in the same round trip.
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("PERSIST").arg(key).ignore().cmd("EXISTS").arg(key);
+                    let mut conn = self.inner.topology.writer_for(key.as_bytes());
+                    let (exists,): (u64,) = self
+                        .bounded(pipe.query_async(&mut conn))
+                        .await?
+                        .map_err(|e| self.fail("PERSIST", e))?;
+                    self.after_write(&mut conn).await?;
+                    Ok(exists == 1)
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        let mut conn = self.inner.topology.writer_for(key.as_bytes());
-        let mut invocation = self.inner.incr.key(key);
-        invocation.arg(delta);
-        let result: RedisResult<Option<Vec<u8>>> =
-            self.bounded(invocation.invoke_async(&mut conn)).await?;
-        let value = match result {
-            Ok(Some(digits)) => parse_integer(&digits).ok_or_else(|| {
-                Error::backend_msg(
-                    NAME,
-                    format!(
-                        "the incr script answered {:?} for `{key}`, not an integer; is the server a Redis?",
-                        String::from_utf8_lossy(&digits)
-                    ),
-                )
-            })?,
-            Ok(None) => {
-                return Err(Error::KeyNotFound {
-                    key: key.to_owned(),
-                })
-            }
-            Err(e) => {
-                return Err(match incr_refusal(&e) {
-                    Some(IncrRefusal::WrongType) => {
-                        let kind = self.type_of(key).await;
-                        tracing::warn!(
-                            url = %self.inner.config.label,
-                            key,
-                            "cannot increment: the value at this key is a Redis {kind}, not an integer"
-                        );
-                        Error::NotAnInteger {
-                            key: key.to_owned(),
+        self.on_node(key, async {
+            let mut conn = self.inner.topology.writer_for(key.as_bytes());
+            let mut invocation = self.inner.incr.key(key);
+            invocation.arg(delta);
+            let result: RedisResult<Option<Vec<u8>>> =
+                self.bounded(invocation.invoke_async(&mut conn)).await?;
+            let value = match result {
+                Ok(Some(digits)) => parse_integer(&digits).ok_or_else(|| {
+                    Error::backend_msg(
+                        NAME,
+                        format!(
+                            "the incr script answered {:?} for `{key}`, not an integer; is the server a Redis?",
+                            String::from_utf8_lossy(&digits)
+                        ),
+                    )
+                })?,
+                Ok(None) => {
+                    return Err(Error::KeyNotFound {
+                        key: key.to_owned(),
+                    })
+                }
+                Err(e) => {
+                    return Err(match incr_refusal(&e) {
+                        Some(IncrRefusal::WrongType) => {
+                            let kind = self.type_of(key).await;
+                            tracing::warn!(
+                                url = %self.inner.config.label,
+                                key,
+                                "cannot increment: the value at this key is a Redis {kind}, not an integer"
+                            );
+                            Error::NotAnInteger {
+                                key: key.to_owned(),
+                            }
                         }
-                    }
-                    Some(IncrRefusal::NotAnInteger) => Error::NotAnInteger {
-                        key: key.to_owned(),
-                    },
-                    Some(IncrRefusal::Overflow) => Error::Overflow {
-                        key: key.to_owned(),
-                    },
-                    None => self.fail("INCRBY", e),
-                });
-            }
-        };
-        self.after_write(&mut conn).await?;
-        Ok(value)
+                        Some(IncrRefusal::NotAnInteger) => Error::NotAnInteger {
+                            key: key.to_owned(),
+                        },
+                        Some(IncrRefusal::Overflow) => Error::Overflow {
+                            key: key.to_owned(),
+                        },
+                        None => self.fail("INCRBY", e),
+                    });
+                }
+            };
+            self.after_write(&mut conn).await?;
+            Ok(value)
+        })
+        .await
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
-        let mut cmd = redis::cmd("PTTL");
-        cmd.arg(key);
-        Ok(match self.read::<i64>(key, "PTTL", &cmd).await? {
-            -2 => Ttl::Missing,
-            -1 => Ttl::Forever,
-            ms => Ttl::Remaining(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        self.on_node(key, async {
+            let mut cmd = redis::cmd("PTTL");
+            cmd.arg(key);
+            Ok(match self.read::<i64>(key, "PTTL", &cmd).await? {
+                -2 => Ttl::Missing,
+                -1 => Ttl::Forever,
+                ms => Ttl::Remaining(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            })
         })
+        .await
     }
 
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
@@ -953,7 +1117,7 @@ impl Backend for RedisBackend {
         let cmds: Vec<(String, Cmd)> = entries
             .into_iter()
             .map(|(key, value)| {
-                let cmd = set_cmd(&key, &value, expiry, false);
+                let cmd = set_cmd(&key, &value, expiry, SetIf::Always);
                 (key, cmd)
             })
             .collect();
@@ -979,9 +1143,12 @@ impl Backend for RedisBackend {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
-        let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(key);
-        Ok(self.read::<u64>(key, "EXISTS", &cmd).await? == 1)
+        self.on_node(key, async {
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(key);
+            Ok(self.read::<u64>(key, "EXISTS", &cmd).await? == 1)
+        })
+        .await
     }
 }
 

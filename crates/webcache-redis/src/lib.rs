@@ -40,7 +40,16 @@
 //! [`Error::Backend`](webcache_core::Error::Backend) (which a cache in [`OnError::Degrade`](webcache_core::OnError) mode turns
 //! into misses and dropped writes) and the next call after Redis returns succeeds.
 //!
-//! Each cache operation is one native command: `SET … PX` (`add`: `SET … NX PX`), `MGET`,
+//! Over a Cluster or shards, each master or shard has a circuit breaker of its own
+//! ([`NodeBreakers`](webcache_core::backend::NodeBreakers): 3 connection failures in a row open
+//! it, a trial call at most every second closes it): while one node is down its keys fail at
+//! once (no timeout wait), the other nodes' keys keep working, and the cache's own breaker
+//! opens only when every node is down. [`RedisBackend::down_nodes`] lists the open ones. A
+//! Cluster that lost every copy of some slots keeps serving the others only with
+//! `cluster-require-full-coverage no` on its nodes.
+//!
+//! Each cache operation is one native command: `SET … PX` (`add`: `SET … NX PX`,
+//! `set_if_present`: `SET … XX PX`), `MGET`,
 //! pipelined `SET`s for `set_many` (one pipeline per slot on a cluster), `UNLINK`,
 //! `PEXPIRE`/`PERSIST` for `touch`, `PTTL`, and a small Lua script for `incr` (`INCRBY` only
 //! when the key exists, so the key keeps its TTL and a missing key is not created; it answers
@@ -63,6 +72,7 @@ mod backend;
 mod config;
 mod conn;
 mod lock;
+mod nodes;
 mod tracking;
 
 use config::OPTIONS;

@@ -51,8 +51,9 @@ const INCR_ATTEMPTS: usize = 16;
 /// - With `max_entries`, a write that leaves more rows than the bound deletes expired rows and
 ///   then the rows that expire soonest: 1/`cull_frequency` of them, at least enough to get back
 ///   to the bound (never the row just written), so the bound holds after every write.
-/// - `add` and `incr` are single statements (`INSERT .. ON CONFLICT .. DO UPDATE .. WHERE`
-///   expired, `UPDATE .. RETURNING`), atomic across processes.
+/// - `add`, `set_if_present` and `incr` are single statements (`INSERT .. ON CONFLICT .. DO
+///   UPDATE .. WHERE` expired, `UPDATE .. WHERE` live, `UPDATE .. RETURNING`), atomic across
+///   processes.
 /// - Times come from this process's clock: processes sharing a table should keep their clocks
 ///   in sync (as with Django's database cache).
 #[derive(Clone)]
@@ -444,6 +445,16 @@ impl Backend for SqlBackend {
         let expires = expires_at(expiry, now);
         with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
             .map_err(|e| inner.error("add", e))
+    }
+
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        self.inner.check_key(key)?;
+        let inner = &self.inner;
+        let sql = q(&inner.sql.set_if_present);
+        let now = now_ms();
+        let expires = expires_at(expiry, now);
+        with_pool!(&inner.pool, p => sqlx::query(sql).bind(key).bind(value.as_ref()).bind(expires).bind(now).execute(p).await.map(|r| r.rows_affected() > 0))
+            .map_err(|e| inner.error("set_if_present", e))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {

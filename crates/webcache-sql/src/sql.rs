@@ -170,6 +170,9 @@ pub(crate) struct Statements {
     /// `$1` key, `$2` value, `$3` expires, `$4` now: affects a row only if the key is absent
     /// or expired.
     pub(crate) add: Arc<str>,
+    /// `$1` key, `$2` value, `$3` expires, `$4` now: affects a row only if the key is present
+    /// and live (one statement, so a concurrent `delete` is never undone).
+    pub(crate) set_if_present: Arc<str>,
     /// `$1` key, `$2` expires, `$3` now.
     pub(crate) touch: Arc<str>,
     /// `$1` key → expires of the removed row.
@@ -216,6 +219,10 @@ impl Statements {
                 "{upsert} WHERE {t}.expires IS NOT NULL AND {t}.expires <= $4"
             )),
             set: s(upsert),
+            set_if_present: s(format!(
+                "UPDATE {t} SET value = $2, expires = $3 WHERE cache_key = $1 AND {}",
+                live(4)
+            )),
             touch: s(format!(
                 "UPDATE {t} SET expires = $2 WHERE cache_key = $1 AND {}",
                 live(3)

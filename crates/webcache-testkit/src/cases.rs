@@ -1445,17 +1445,100 @@ pub async fn bad_tags_are_refused(h: &dyn Harness) {
     assert_eq!(c.get::<i32>("k").await.unwrap(), None);
 }
 
-/// `set_if_present` (django-redis's `xx`) writes only over a value that is there, and says so.
+/// `set_if_present` (django-redis's `xx`) writes only over a value that is there, and says so;
+/// the value it writes has the new timeout; a zero timeout removes a present key.
 pub async fn set_if_present_writes_only_present_keys(h: &dyn Harness) {
     let c = cache(h).await;
     assert!(!c.set_if_present("k", &1, 60).await.unwrap());
     assert_eq!(c.get::<i32>("k").await.unwrap(), None, "xx created a key");
-    c.set("k", &1, 60).await.unwrap();
-    assert!(c.set_if_present("k", &2, 60).await.unwrap());
+    c.set("k", &1, 10).await.unwrap();
+    assert!(c.set_if_present("k", &2, 100).await.unwrap());
     assert_eq!(c.get::<i32>("k").await.unwrap(), Some(2));
+    match c.ttl("k").await.unwrap() {
+        Ttl::Remaining(left) => assert!(
+            left > Duration::from_secs(20) && left <= Duration::from_secs(100),
+            "set_if_present(.., 100) left {left:?}: the old expiry stayed"
+        ),
+        other => panic!("set_if_present(.., 100) gave {other:?}"),
+    }
+    assert!(c.set_if_present("k", &3, Timeout::Forever).await.unwrap());
+    assert_eq!(c.ttl("k").await.unwrap(), Ttl::Forever);
     // Another version is another key.
     assert!(!c.with_version(2).set_if_present("k", &3, 60).await.unwrap());
     assert_eq!(c.with_version(2).get::<i32>("k").await.unwrap(), None);
+    // A zero timeout stores nothing: a present key goes, an absent one stays absent.
+    assert!(c.set_if_present("k", &4, 0).await.unwrap());
+    assert!(
+        !c.has_key("k").await.unwrap(),
+        "xx with timeout 0 kept the key"
+    );
+    assert!(!c.set_if_present("k", &4, 0).await.unwrap());
+}
+
+/// An expired entry counts as absent: `set_if_present` over it stores nothing.
+pub async fn set_if_present_over_an_expired_key_is_false(h: &dyn Harness) {
+    let c = cache(h).await;
+    c.set("k", &1, 1).await.unwrap();
+    sleep(Duration::from_millis(1100) + h.capabilities().expiry_slack).await;
+    assert!(
+        !c.set_if_present("k", &2, 60).await.unwrap(),
+        "set_if_present wrote over an expired entry"
+    );
+    assert_eq!(c.get::<i32>("k").await.unwrap(), None);
+}
+
+/// `set_if_present` is atomic: many of them racing a `delete` never bring the key back. Once
+/// the delete has returned the key stays absent, whatever the writers still do; a check and
+/// a write in two calls fails this (a writer checks, the delete lands, the writer writes).
+pub async fn set_if_present_never_resurrects_a_deleted_key(h: &dyn Harness) {
+    use std::sync::atomic::AtomicBool;
+    const ROUNDS: usize = 40;
+    const WRITERS: usize = 8;
+    let c = cache(h).await;
+    let mut stored = 0;
+    for round in 0..ROUNDS {
+        let key = format!("race.{round}");
+        c.set(&key, &0, 60).await.unwrap();
+        let deleted = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (c, key, deleted) = (c.clone(), key.clone(), deleted.clone());
+                tokio::spawn(async move {
+                    let mut stored = 0usize;
+                    loop {
+                        stored += usize::from(c.set_if_present(&key, &w, 60).await.unwrap());
+                        if deleted.load(Ordering::SeqCst) {
+                            return stored;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        // Let the writers get going, then delete under their feet.
+        sleep(Duration::from_millis(2)).await;
+        c.delete(&key).await.unwrap();
+        // Writers still running past the delete must all be refused.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+            assert!(
+                !c.has_key(&key).await.unwrap(),
+                "round {round}: a set_if_present brought back a key deleted under it"
+            );
+        }
+        deleted.store(true, Ordering::SeqCst);
+        for writer in writers {
+            stored += writer.await.unwrap();
+        }
+        assert!(
+            !c.has_key(&key).await.unwrap(),
+            "round {round}: a set_if_present brought back a key deleted under it"
+        );
+    }
+    assert!(
+        stored > 0,
+        "no set_if_present stored anything: nothing raced"
+    );
 }
 
 /// `expire_at` sets an absolute deadline (a past one removes the key), `persist` removes the

@@ -175,6 +175,8 @@ macro_rules! conformance_suite {
             missing_tag_versions_are_never_trusted,
             bad_tags_are_refused,
             set_if_present_writes_only_present_keys,
+            set_if_present_over_an_expired_key_is_false,
+            set_if_present_never_resurrects_a_deleted_key,
             expire_at_and_persist,
             delete_pattern_is_scoped,
             every_codec_round_trips,

@@ -34,6 +34,14 @@ impl Backend for LabelledBackend {
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> webcache::Result<bool> {
         self.store.add(key, value, expiry).await
     }
+    async fn set_if_present(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+    ) -> webcache::Result<bool> {
+        self.store.set_if_present(key, value, expiry).await
+    }
     async fn delete(&self, key: &str) -> webcache::Result<bool> {
         self.store.delete(key).await
     }

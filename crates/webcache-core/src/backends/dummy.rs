@@ -32,6 +32,11 @@ impl Backend for DummyBackend {
         Ok(true)
     }
 
+    async fn set_if_present(&self, _key: &str, _value: Bytes, _expiry: Expiry) -> Result<bool> {
+        // Nothing is ever present.
+        Ok(false)
+    }
+
     async fn delete(&self, _key: &str) -> Result<bool> {
         Ok(false)
     }

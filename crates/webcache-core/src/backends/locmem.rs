@@ -293,6 +293,19 @@ impl Backend for LocMemBackend {
         })
     }
 
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        let item = Item {
+            value,
+            expires_at: deadline(expiry),
+        };
+        self.with_map(|store, map, dropped| {
+            if !map.peek(key).is_some_and(|i| i.live(Instant::now())) {
+                return Ok(false);
+            }
+            store.put(map, key, item, dropped).map(|()| true)
+        })
+    }
+
     async fn delete(&self, key: &str) -> Result<bool> {
         let removed = self.with_map(|_, map, _| map.remove(key));
         Ok(removed.is_some_and(|i| i.live(Instant::now())))

@@ -117,6 +117,10 @@ impl Backend for NearCache {
         Some(&*self.far)
     }
 
+    fn node_breakers(&self) -> Option<&crate::backend::NodeBreakers> {
+        self.far.node_breakers()
+    }
+
     fn key_rules(&self) -> KeyRules {
         self.far.key_rules()
     }
@@ -154,6 +158,16 @@ impl Backend for NearCache {
             self.forget(key).await;
         }
         Ok(added)
+    }
+
+    async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
+        // No copy is kept of what was written: a `delete` racing with this call may drop the
+        // local copy between the shared write and the keeping, and a kept copy would then
+        // bring the deleted key back here. Dropping before and after leaves no copy at all.
+        self.forget(key).await;
+        let stored = self.far.set_if_present(key, value, expiry).await;
+        self.forget(key).await;
+        stored
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {

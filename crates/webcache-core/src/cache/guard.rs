@@ -126,9 +126,11 @@ impl Cache {
             // The backend is known to be down: fail at once.
             Some(Admit::Refuse(e)) => Err(e),
             admit => {
+                let mut timed_out = false;
                 let result = match self.inner.options.operation_timeout {
                     None => call.await,
                     Some(after) => tokio::time::timeout(after, call).await.unwrap_or_else(|_| {
+                        timed_out = true;
                         Err(Error::Timeout {
                             backend: self.inner.backend.name(),
                             after,
@@ -137,6 +139,8 @@ impl Cache {
                 };
                 match (admit, &self.inner.breaker) {
                     (Some(Admit::Trial(trial)), _) => trial.record(&result),
+                    // The call may have been about one node only: its breaker counted it.
+                    (_, Some(_)) if timed_out && self.some_node_up() => {}
                     (_, Some(breaker)) => breaker.record(&result),
                     _ => {}
                 }
@@ -147,6 +151,15 @@ impl Cache {
             self.note_failure(operation, e);
         }
         result
+    }
+
+    /// Whether the backend keeps a breaker per node and some node is up: a timeout of the
+    /// cache's own then belongs to the node the call was about, not to the whole backend.
+    fn some_node_up(&self) -> bool {
+        self.inner
+            .backend
+            .node_breakers()
+            .is_some_and(crate::breaker::NodeBreakers::some_node_up)
     }
 
     /// Counts a backend failure in the metrics (other errors are the caller's).

@@ -8,30 +8,48 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::Cache;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::timeout::Timeout;
 
 /// How many keys [`Cache::delete_pattern`] removes per backend call.
 const DELETE_BATCH: usize = 500;
 
 impl Cache {
-    /// Stores `value` under `key` only if the key holds a value (django-redis's
-    /// `set(..., xx=True)`, Redis's `SET XX`); returns whether it stored it.
+    /// Stores `value` under `key` only if the key holds a live value (django-redis's
+    /// `set(..., xx=True)`, Redis's `SET XX`); returns whether it stored it. An expired entry
+    /// counts as absent; an entry that cannot be read (corrupt, foreign) counts as present and
+    /// is replaced. With a zero timeout nothing is stored: a present key is removed, and the
+    /// result says whether it was there.
     ///
-    /// Not atomic: the presence check and the write are two backend calls, so a key deleted
-    /// (or expiring) between them is written anyway. Use it for "refresh what is cached", not
-    /// as a lock.
+    /// Atomic: one backend call ([`Backend::set_if_present`](crate::backend::Backend::set_if_present))
+    /// checks and writes, so a `delete` that lands at the same moment is never undone.
     pub async fn set_if_present<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
         timeout: impl Into<Timeout>,
     ) -> Result<bool> {
-        if !self.has_key(key).await? {
+        let full = self.make_key(key)?;
+        let Some(tags) = self.stamp_or_skip(key).await? else {
             return Ok(false);
+        };
+        let encoded = match self.encode(key, value, &tags) {
+            // As `set` with a value too large: the older value does not stay behind.
+            Err(e @ Error::ValueTooLarge { .. }) => {
+                self.backend_delete(&full).await?;
+                return Err(e);
+            }
+            other => other?,
+        };
+        match self.expiry(timeout.into()) {
+            None => self.backend_delete(&full).await,
+            Some(expiry) => {
+                let call = self.inner.backend.set_if_present(&full, encoded, expiry);
+                self.guard("set_if_present", call, || false)
+                    .await
+                    .map_err(|e| e.with_user_key(key))
+            }
         }
-        self.set(key, value, timeout).await?;
-        Ok(true)
     }
 
     /// Makes `key` expire at `when` (django-redis's `expire_at`); returns `false` when the key
