@@ -20,8 +20,8 @@ mod timeout;
 
 // What an application needs; what a backend author needs is in `backend`.
 pub use cache::{
-    Cache, CacheOptions, CacheStats, Metrics, OnError, DEFAULT_COMPRESS_MIN_BYTES,
-    DEGRADE_LOG_INTERVAL,
+    Cache, CacheOptions, CacheStats, HotKey, Metrics, OnError, OperationReads,
+    DEFAULT_COMPRESS_MIN_BYTES, DEGRADE_LOG_INTERVAL,
 };
 pub use entry::DEFAULT_MAX_ENTRY_SIZE;
 pub use error::{BoxError, Error, Result};

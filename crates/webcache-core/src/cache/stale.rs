@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lease::Taken;
-use super::Cache;
+use super::{Cache, Read};
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::single_flight::Joined;
@@ -131,14 +131,16 @@ impl Cache {
         };
         let full = self.make_key(key)?;
         if let Some(raw) = self.backend_get(&full).await? {
-            if let Some(value) = self.count(self.decode_typed::<T>(key, &raw)) {
+            if let Some(value) =
+                self.count(Read::GetOrSetStale, key, self.decode_typed::<T>(key, &raw))
+            {
                 if entry::fresh_until(&raw).is_some_and(|t| t <= SystemTime::now()) {
                     self.refresh(key, full, window, compute).await;
                 }
                 return Ok(value);
             }
         } else {
-            self.count(None::<()>);
+            self.count(Read::GetOrSetStale, key, None::<()>);
         }
         self.compute_and_add_leased(key, &full, window.expiry(), window.fresh, compute)
             .await
