@@ -35,6 +35,20 @@ pub(crate) fn print(outcome: &Result<Reply, OpError>, as_json: bool) -> i32 {
     }
 }
 
+/// Prints `stats --hot`: the hot keys, as JSON or one per line; returns the exit code.
+pub(crate) fn print_hot(stats: &crate::commands::Stats, as_json: bool) -> i32 {
+    let text = if as_json {
+        json!({ "ok": true, "result": stats.hot_json() }).to_string()
+    } else {
+        stats.hot_lines()
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) => write_failed(&e, 0),
+    }
+}
+
 /// Prints a usage error (exit code 2) as JSON or in words.
 pub(crate) fn usage_error(message: &str, as_json: bool) -> i32 {
     print(&Err(OpError::Usage(message.to_owned())), as_json)
