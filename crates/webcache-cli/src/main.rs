@@ -86,7 +86,16 @@ async fn run(cli: Cli) -> i32 {
             Err(e) => output::print(&Err(OpError::Failed(format!("{e:#}"))), json),
         },
         Command::Op(Op::Createcachetable { dry_run }) => {
-            output::print(&commands::create_cache_table(&target, dry_run).await, json)
+            // One DDL call, nothing to count; Ctrl-C (say, while it waits for a table lock)
+            // says what is known: the statements are idempotent, so running it again is safe.
+            tokio::select! {
+                outcome = commands::create_cache_table(&target, dry_run) => output::print(&outcome, json),
+                _ = tokio::signal::ctrl_c() => {
+                    let message = "interrupted: the cache table may be partly created; createcachetable is safe to run again";
+                    output::print(&Err(OpError::Failed(message.into())), json);
+                    progress::INTERRUPTED
+                }
+            }
         }
         Command::Op(Op::Stats { hot, watch }) if hot || watch => {
             let target = match Target::open(&target).await {
