@@ -136,7 +136,9 @@ fn human(reply: &Reply) -> String {
         Reply::Touched(false) => "not touched: the key is missing".into(),
         Reply::Deleted { asked: 1, removed } if *removed == 1 => "deleted".into(),
         Reply::Deleted { asked: 1, .. } => "not found".into(),
-        Reply::Deleted { removed, .. } => format!("deleted {removed}"),
+        Reply::Deleted { removed, .. } | Reply::DeletedMatching(removed) => {
+            format!("deleted {removed}")
+        }
         Reply::Cleared(None) => "cleared".into(),
         Reply::Cleared(Some(n)) => format!("cleared {n} keys"),
         Reply::Invalidated(1) => "invalidated 1 tag".into(),

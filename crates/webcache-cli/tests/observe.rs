@@ -280,6 +280,12 @@ fn piped_long_work_prints_its_result_and_no_progress() {
     assert_eq!(json_result(&out), 1111);
     assert!(out.stderr.is_empty(), "{out:?}");
     assert_eq!(dbsize(&redis), 5000 - 2 * 1111);
+    // One match is still a count.
+    let out = webcache(
+        &["--cache", &url, "--json", "del", "--pattern", "--raw", "k3"],
+        "",
+    );
+    assert_eq!(json_result(&out), 1);
 }
 
 #[test]

@@ -26,7 +26,6 @@ pub(super) async fn matching(
 ) -> Result<Reply, OpError> {
     let deleting = addressed(cache, address);
     let mut removed = 0u64;
-    let mut asked = 0usize;
     let mut batch = Vec::with_capacity(BATCH);
     for pattern in patterns {
         let mut found = keys::list(cache, pattern, address);
@@ -36,7 +35,6 @@ pub(super) async fn matching(
                 batch.push(key.clone());
             }
             if batch.len() >= BATCH || (next.is_none() && !batch.is_empty()) {
-                asked += batch.len();
                 removed += deleting.delete_many(&batch).await?;
                 batch.clear();
                 progress(removed);
@@ -46,5 +44,5 @@ pub(super) async fn matching(
             }
         }
     }
-    Ok(Reply::Deleted { asked, removed })
+    Ok(Reply::DeletedMatching(removed))
 }

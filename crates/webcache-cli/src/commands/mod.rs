@@ -296,6 +296,8 @@ pub(crate) enum Reply {
     Touched(bool),
     /// `del`: how many keys were named and how many were there.
     Deleted { asked: usize, removed: u64 },
+    /// `del --pattern`: how many matching keys were deleted (a count, even for one).
+    DeletedMatching(u64),
     /// `clear`: how many keys went, or none when the backend cleared everything in one call.
     Cleared(Option<u64>),
     /// `invalidate`: how many tags were invalidated.
@@ -322,7 +324,7 @@ impl Reply {
             Reply::Added(b) | Reply::Touched(b) => json!(b),
             Reply::Number(n) => json!(n),
             Reply::Deleted { asked: 1, removed } => json!(*removed == 1),
-            Reply::Deleted { removed, .. } => json!(removed),
+            Reply::Deleted { removed, .. } | Reply::DeletedMatching(removed) => json!(removed),
             Reply::Cleared(None) => json!(true),
             Reply::Cleared(Some(n)) => json!(n),
             Reply::Invalidated(n) => json!(n),
