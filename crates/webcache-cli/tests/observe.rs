@@ -286,6 +286,19 @@ fn piped_long_work_prints_its_result_and_no_progress() {
         "",
     );
     assert_eq!(json_result(&out), 1);
+
+    // `clear` of 15,000 keys of the cache (`:1:` is the default prefix and version).
+    let script = "for i=1,15000 do redis.call('set',':1:c'..i,'x') end";
+    let port = redis.port().to_string();
+    let filled = Command::new("redis-cli")
+        .args(["-p", &port, "-n", "1", "eval", script, "0"])
+        .output()
+        .unwrap();
+    assert!(filled.status.success(), "{filled:?}");
+    let out = webcache(&["--cache", &redis.url(1), "clear", "--yes"], "");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 15000 keys\n");
+    assert!(out.stderr.is_empty(), "{out:?}");
 }
 
 #[test]
