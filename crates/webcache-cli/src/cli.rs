@@ -260,11 +260,15 @@ pub(crate) enum Op {
         #[command(flatten)]
         keyargs: KeyArgs,
     },
-    /// Delete keys.
+    /// Delete keys (with --pattern, every key matching glob patterns).
     Del {
-        /// The keys.
+        /// The keys (with --pattern: glob patterns, as `keys` takes them).
         #[arg(required = true)]
         keys: Vec<String>,
+        /// Take the arguments as glob patterns and delete every matching key, in batches,
+        /// with progress on a terminal; Ctrl-C stops and says how many were deleted.
+        #[arg(long)]
+        pattern: bool,
         #[command(flatten)]
         keyargs: KeyArgs,
     },
@@ -289,8 +293,15 @@ pub(crate) enum Op {
         #[arg(long, value_name = "PREFIX", default_value = webcache::http::DEFAULT_KEY_PREFIX)]
         key_prefix: String,
     },
-    /// Entries, size, hits and misses.
-    Stats,
+    /// Entries, size, hits and misses (per read operation too).
+    Stats {
+        /// Show the most read keys instead (estimated from a sample of reads).
+        #[arg(long)]
+        hot: bool,
+        /// Print the figures every second until Ctrl-C, like `redis-cli --stat`.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Create the database table of an `sqlite://` or `postgres://` cache.
     Createcachetable {
         /// Print the SQL instead of running it.

@@ -10,6 +10,7 @@ mod commands;
 mod dashboard;
 mod output;
 mod pages;
+mod progress;
 mod proxy;
 mod serve;
 mod shell;
@@ -85,7 +86,29 @@ async fn run(cli: Cli) -> i32 {
             Err(e) => output::print(&Err(OpError::Failed(format!("{e:#}"))), json),
         },
         Command::Op(Op::Createcachetable { dry_run }) => {
-            output::print(&commands::create_cache_table(&target, dry_run).await, json)
+            // One DDL call, nothing to count; Ctrl-C (say, while it waits for a table lock)
+            // says what is known: the statements are idempotent, so running it again is safe.
+            tokio::select! {
+                outcome = commands::create_cache_table(&target, dry_run) => output::print(&outcome, json),
+                _ = tokio::signal::ctrl_c() => {
+                    let message = "interrupted: the cache table may be partly created; createcachetable is safe to run again";
+                    output::print(&Err(OpError::Failed(message.into())), json);
+                    progress::INTERRUPTED
+                }
+            }
+        }
+        Command::Op(Op::Stats { hot, watch }) if hot || watch => {
+            let target = match Target::open(&target).await {
+                Ok(target) => target,
+                Err(e) => return output::print(&Err(classify(&e)), json),
+            };
+            if watch {
+                return commands::watch_stats(&target, json).await;
+            }
+            match target.run(Request::Stats).await {
+                Ok(commands::Reply::Stats(stats)) => output::print_hot(&stats, json),
+                other => output::print(&other, json),
+            }
         }
         Command::Op(op) => {
             let request = match confirm(op.into()) {
@@ -98,10 +121,30 @@ async fn run(cli: Cli) -> i32 {
             };
             if matches!(request, Request::Keys { .. }) && !json {
                 // Human output streams keys as the backend finds them (a large Redis may hold
-                // millions); --json needs the whole list for its one object.
-                return target.print_keys(request).await;
+                // millions); --json needs the whole list for its one object. The keys are
+                // their own progress; Ctrl-C says how many were listed.
+                let listed = progress::Progress::counting("listed");
+                let report = |n| listed.update(n);
+                return tokio::select! {
+                    code = target.print_keys(request, &report) => code,
+                    _ = tokio::signal::ctrl_c() => listed.interrupted(false),
+                };
             }
-            output::print(&target.run(request).await, json)
+            let verb = match &request {
+                Request::Clear { .. } => "cleared",
+                Request::Del { pattern: true, .. } => "deleted",
+                _ => return output::print(&target.run(request).await, json),
+            };
+            // Long work: progress on a terminal, and Ctrl-C reports what was done.
+            let progress = progress::Progress::new(verb, json);
+            let report = |n| progress.update(n);
+            tokio::select! {
+                outcome = target.run_with_progress(request, &report) => {
+                    progress.finish();
+                    output::print(&outcome, json)
+                }
+                _ = tokio::signal::ctrl_c() => progress.interrupted(json),
+            }
         }
     }
 }

@@ -35,6 +35,20 @@ pub(crate) fn print(outcome: &Result<Reply, OpError>, as_json: bool) -> i32 {
     }
 }
 
+/// Prints `stats --hot`: the hot keys, as JSON or one per line; returns the exit code.
+pub(crate) fn print_hot(stats: &crate::commands::Stats, as_json: bool) -> i32 {
+    let text = if as_json {
+        json!({ "ok": true, "result": stats.hot_json() }).to_string()
+    } else {
+        stats.hot_lines()
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) => write_failed(&e, 0),
+    }
+}
+
 /// Prints a usage error (exit code 2) as JSON or in words.
 pub(crate) fn usage_error(message: &str, as_json: bool) -> i32 {
     print(&Err(OpError::Usage(message.to_owned())), as_json)
@@ -122,7 +136,9 @@ fn human(reply: &Reply) -> String {
         Reply::Touched(false) => "not touched: the key is missing".into(),
         Reply::Deleted { asked: 1, removed } if *removed == 1 => "deleted".into(),
         Reply::Deleted { asked: 1, .. } => "not found".into(),
-        Reply::Deleted { removed, .. } => format!("deleted {removed}"),
+        Reply::Deleted { removed, .. } | Reply::DeletedMatching(removed) => {
+            format!("deleted {removed}")
+        }
         Reply::Cleared(None) => "cleared".into(),
         Reply::Cleared(Some(n)) => format!("cleared {n} keys"),
         Reply::Invalidated(1) => "invalidated 1 tag".into(),

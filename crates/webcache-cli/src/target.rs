@@ -58,7 +58,7 @@ impl Target {
 
     /// Runs `keys` in human mode: printed as the backend finds them when the cache is local;
     /// the list, once it arrives, from an app. Returns the exit code.
-    pub(crate) async fn print_keys(&self, request: Request) -> i32 {
+    pub(crate) async fn print_keys(&self, request: Request, printed: &(dyn Fn(u64) + Sync)) -> i32 {
         match (self, request) {
             (
                 Target::Local(cache),
@@ -67,22 +67,25 @@ impl Target {
                     limit,
                     address,
                 },
-            ) => commands::stream_keys(cache, &pattern, limit, address).await,
+            ) => commands::stream_keys(cache, &pattern, limit, address, printed).await,
             (_, request) => crate::output::print(&self.run(request).await, false),
         }
     }
 
-    /// Runs one command, printing `clear` progress on standard error.
+    /// Runs one command.
     pub(crate) async fn run(&self, request: Request) -> Result<Reply, OpError> {
+        self.run_with_progress(request, &|_| {}).await
+    }
+
+    /// Runs one command; `progress` hears how many keys a long `clear` or `del --pattern`
+    /// has handled so far (when the cache is local: an app does not tell).
+    pub(crate) async fn run_with_progress(
+        &self,
+        request: Request,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Reply, OpError> {
         match self {
-            Target::Local(cache) => {
-                commands::run(cache, request, &|removed| {
-                    if removed >= 10_000 {
-                        crate::output::note(format_args!("cleared {removed} keys so far..."));
-                    }
-                })
-                .await
-            }
+            Target::Local(cache) => commands::run(cache, request, progress).await,
             Target::App {
                 url,
                 alias,

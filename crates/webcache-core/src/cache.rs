@@ -30,8 +30,8 @@ mod parity;
 mod stale;
 mod tags;
 
-use counters::Counters;
-pub use counters::{CacheStats, Metrics};
+pub use counters::{CacheStats, HotKey, Metrics, OperationReads};
+use counters::{Counters, Read};
 pub use options::{
     CacheOptions, CacheOptionsBuilder, OnError, DEFAULT_COMPRESS_MIN_BYTES, DEGRADE_LOG_INTERVAL,
 };
@@ -275,9 +275,7 @@ impl Cache {
     /// or foreign entry, or one of another type: logged as a warning). A stored `null` read as
     /// `Option<T>` is `Some(None)`: a hit.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let full = self.make_key(key)?;
-        let raw = self.backend_get(&full).await?;
-        Ok(self.count(raw.and_then(|raw| self.decode_typed(key, &raw))))
+        self.read_counted(Read::Get, key).await
     }
 
     /// The value under `key`, or `default` when there is none.
@@ -289,7 +287,11 @@ impl Cache {
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
         let full = self.make_key(key)?;
         let raw = self.backend_get(&full).await?;
-        Ok(self.count(raw.and_then(|raw| self.decode_bytes(key, &raw))))
+        Ok(self.count(
+            Read::GetBytes,
+            key,
+            raw.and_then(|raw| self.decode_bytes(key, &raw)),
+        ))
     }
 
     /// The stored entry under `key` as the backend holds it (header included), for inspection;
@@ -324,7 +326,8 @@ impl Cache {
         self.retain_current(&mut values).await?;
         let mut found = HashMap::with_capacity(values.len());
         for (key, raw) in user_keys.into_iter().zip(values) {
-            if let Some(value) = self.count(raw.and_then(|raw| self.decode_typed(&key, &raw))) {
+            let value = raw.and_then(|raw| self.decode_typed(&key, &raw));
+            if let Some(value) = self.count(Read::GetMany, &key, value) {
                 found.insert(key, value);
             }
         }
@@ -335,7 +338,8 @@ impl Cache {
     /// read: only it tells its tags.
     pub async fn has_key(&self, key: &str) -> Result<bool> {
         let full = self.make_key(key)?;
-        Ok(self.backend_peek(&full).await?.is_some())
+        let found = self.backend_peek(&full).await?.map(|_| ());
+        Ok(self.count(Read::HasKey, key, found).is_some())
     }
 
     /// The remaining lifetime of `key`: [`Ttl::Remaining`], [`Ttl::Forever`] or
@@ -639,7 +643,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if let Some(value) = self.get::<T>(key).await? {
+        if let Some(value) = self.read_counted::<T>(Read::GetOrSet, key).await? {
             return Ok((value, Outcome::Hit));
         }
         let full = self.make_key(key)?;

@@ -388,11 +388,11 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         "webcache_cache_hits_total",
-        "Reads that found a value, per alias."
+        "Reads that found a value, per alias and read operation."
     );
     describe_counter!(
         "webcache_cache_misses_total",
-        "Reads that found nothing (or an unreadable entry), per alias."
+        "Reads that found nothing (or an unreadable entry), per alias and read operation."
     );
     describe_counter!(
         "webcache_cache_errors_total",

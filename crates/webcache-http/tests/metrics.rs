@@ -285,3 +285,55 @@ async fn backend_calls_run_in_spans_without_keys_or_values() {
     );
     assert!(!text.contains("the-secret"), "{text}");
 }
+
+#[tokio::test]
+async fn hits_and_misses_are_counted_per_operation_through_the_metrics_route() {
+    let metrics = PrometheusMetrics::install().unwrap();
+    let cache = cache("metrics-operations");
+    cache.set("present", &1u32, None).await.unwrap();
+    // Each operation once on a present key, and (but `get_many`) once on a missing one.
+    assert_eq!(cache.get::<u32>("present").await.unwrap(), Some(1));
+    assert_eq!(cache.get::<u32>("absent").await.unwrap(), None);
+    assert!(cache.has_key("present").await.unwrap());
+    assert!(!cache.has_key("absent").await.unwrap());
+    let found = cache
+        .get_many::<u32, _>(["present", "absent", "gone"])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(cache.get_or_set("present", 2u32, None).await.unwrap(), 1);
+    assert_eq!(cache.get_or_set("computed", 3u32, None).await.unwrap(), 3);
+    // Page lookups are `get_bytes`: a MISS then a HIT.
+    let app = Router::new()
+        .route(
+            "/operations",
+            get(|| async { ([("cache-control", "max-age=60")], "page") }),
+        )
+        .layer(CachePageLayer::new(cache.clone()))
+        .merge(metrics.router("/metrics"));
+    let client = HttpClient::new(serve(app).await);
+    assert_eq!(client.get("/operations").await.x_cache(), "MISS");
+    assert_eq!(client.get("/operations").await.x_cache(), "HIT");
+
+    let text = client.get("/metrics").await.text();
+    let alias = ("alias", "metrics-operations");
+    let count =
+        |name: &str, operation: &str| sample(&text, name, &[alias, ("operation", operation)]);
+    let (hits, misses) = ("webcache_cache_hits_total", "webcache_cache_misses_total");
+    for operation in ["get", "has_key", "get_bytes"] {
+        assert_eq!(count(hits, operation), Some(1.0), "{operation}: {text}");
+        assert_eq!(count(misses, operation), Some(1.0), "{operation}: {text}");
+    }
+    assert_eq!(count(hits, "get_many"), Some(1.0), "{text}");
+    assert_eq!(count(misses, "get_many"), Some(2.0), "{text}");
+    assert_eq!(count(hits, "get_or_set"), Some(1.0), "{text}");
+    assert_eq!(count(misses, "get_or_set"), Some(1.0), "{text}");
+    // The same figures in `stats`, and no key in any label.
+    let reads = cache.reads();
+    let get_many = reads.iter().find(|r| r.operation == "get_many").unwrap();
+    assert_eq!((get_many.hits, get_many.misses), (1, 2));
+    assert!(
+        !text.contains("present") && !text.contains("absent"),
+        "{text}"
+    );
+}

@@ -34,7 +34,7 @@ async fn a_recorder_installed_late_hears_later_requests() {
         "{text}"
     );
     assert!(
-        text.contains("webcache_cache_hits_total{alias=\"default\"} 1"),
+        text.contains("webcache_cache_hits_total{alias=\"default\",operation=\"get_bytes\"} 1"),
         "{text}"
     );
 }

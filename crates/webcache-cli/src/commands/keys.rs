@@ -27,12 +27,13 @@ pub(super) async fn run(
 }
 
 /// Prints keys as the backend finds them (a large Redis may hold millions), escaped for the
-/// terminal; returns the exit code.
+/// terminal, telling `printed` how many so far; returns the exit code.
 pub(crate) async fn stream(
     cache: &Cache,
     pattern: &str,
     limit: Option<usize>,
     address: Address,
+    printed_so_far: &(dyn Fn(u64) + Sync),
 ) -> i32 {
     let mut keys = list(cache, pattern, address);
     let mut out = std::io::stdout().lock();
@@ -52,6 +53,7 @@ pub(crate) async fn stream(
             return output::write_failed(&e, 0);
         }
         printed += 1;
+        printed_so_far(printed as u64);
     }
     if printed == 0 {
         if let Err(e) = writeln!(out, "(empty)") {
@@ -64,7 +66,8 @@ pub(crate) async fn stream(
     }
 }
 
-fn list(cache: &Cache, pattern: &str, address: Address) -> webcache::backend::KeyStream {
+/// The keys matching `pattern`, as the address names them (stored keys with `--raw`).
+pub(super) fn list(cache: &Cache, pattern: &str, address: Address) -> webcache::backend::KeyStream {
     if address.raw {
         cache.scan(pattern)
     } else {

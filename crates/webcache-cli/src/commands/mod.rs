@@ -25,7 +25,7 @@ use crate::cli::{KeyArgs, Op, WriteArgs};
 
 pub(crate) use createcachetable::create_cache_table;
 pub(crate) use keys::stream as stream_keys;
-pub(crate) use stats::Stats;
+pub(crate) use stats::{watch as watch_stats, Stats};
 pub(crate) use ttl::Lifetime;
 
 /// Why a command failed; the process exit code follows from it.
@@ -181,9 +181,11 @@ pub(crate) enum Request {
         #[serde(default)]
         address: Address,
     },
-    /// `del`: delete keys.
+    /// `del`: delete keys, or with `pattern` every key matching these glob patterns.
     Del {
         keys: Vec<String>,
+        #[serde(default)]
+        pattern: bool,
         #[serde(default)]
         address: Address,
     },
@@ -256,14 +258,19 @@ impl From<Op> for Request {
                 seconds,
                 address: keyargs.into(),
             },
-            Op::Del { keys, keyargs } => Request::Del {
+            Op::Del {
                 keys,
+                pattern,
+                keyargs,
+            } => Request::Del {
+                keys,
+                pattern,
                 address: keyargs.into(),
             },
             Op::Clear { yes } => Request::Clear { confirmed: yes },
             Op::Invalidate { tags } => Request::Invalidate { tags },
             Op::Purge { url, key_prefix } => Request::Purge { url, key_prefix },
-            Op::Stats => Request::Stats,
+            Op::Stats { .. } => Request::Stats,
             Op::Createcachetable { dry_run } => Request::Createcachetable { dry_run },
         }
     }
@@ -289,6 +296,8 @@ pub(crate) enum Reply {
     Touched(bool),
     /// `del`: how many keys were named and how many were there.
     Deleted { asked: usize, removed: u64 },
+    /// `del --pattern`: how many matching keys were deleted (a count, even for one).
+    DeletedMatching(u64),
     /// `clear`: how many keys went, or none when the backend cleared everything in one call.
     Cleared(Option<u64>),
     /// `invalidate`: how many tags were invalidated.
@@ -315,7 +324,7 @@ impl Reply {
             Reply::Added(b) | Reply::Touched(b) => json!(b),
             Reply::Number(n) => json!(n),
             Reply::Deleted { asked: 1, removed } => json!(*removed == 1),
-            Reply::Deleted { removed, .. } => json!(removed),
+            Reply::Deleted { removed, .. } | Reply::DeletedMatching(removed) => json!(removed),
             Reply::Cleared(None) => json!(true),
             Reply::Cleared(Some(n)) => json!(n),
             Reply::Invalidated(n) => json!(n),
@@ -327,7 +336,8 @@ impl Reply {
     }
 }
 
-/// Runs one command. `progress` hears how many keys a long `clear` has removed so far.
+/// Runs one command. `progress` hears how many keys a long `clear` or `del --pattern` has
+/// removed so far.
 pub(crate) async fn run(
     cache: &Cache,
     request: Request,
@@ -363,7 +373,16 @@ pub(crate) async fn run(
             seconds,
             address,
         } => touch::run(&addressed(cache, address), &key, seconds).await,
-        Request::Del { keys, address } => del::run(&addressed(cache, address), &keys).await,
+        Request::Del {
+            keys,
+            pattern: false,
+            address,
+        } => del::run(&addressed(cache, address), &keys).await,
+        Request::Del {
+            keys: patterns,
+            pattern: true,
+            address,
+        } => del::matching(cache, &patterns, address, progress).await,
         Request::Clear { confirmed } => clear::run(cache, confirmed, progress).await,
         Request::Invalidate { tags } => invalidate::tags(cache, &tags).await,
         Request::Purge { url, key_prefix } => invalidate::purge(cache, &url, &key_prefix).await,

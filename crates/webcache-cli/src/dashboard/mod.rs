@@ -117,6 +117,10 @@ struct CacheFigures {
     errors: u64,
     /// The biggest stored entries among the first [`SIZED_KEYS`] keys, when asked for.
     biggest: Option<Vec<Sized>>,
+    /// Hits and misses per read operation.
+    reads: Vec<webcache::OperationReads>,
+    /// The most read keys (sampled by the cache itself: nothing to ask the backend).
+    hottest: Vec<webcache::HotKey>,
 }
 
 #[derive(Serialize)]
@@ -171,6 +175,8 @@ async fn figures(cache: &Cache, sizes: bool) -> CacheFigures {
         misses: counters.misses,
         errors: counters.errors,
         biggest,
+        reads: cache.reads(),
+        hottest: cache.hot_keys(),
     }
 }
 

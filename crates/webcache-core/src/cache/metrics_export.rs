@@ -23,22 +23,27 @@ const MISSES: &str = "webcache_cache_misses_total";
 const ERRORS: &str = "webcache_cache_errors_total";
 const DURATION: &str = "webcache_cache_operation_duration_seconds";
 
-/// Counts one read: a hit if it found a value.
-pub(super) fn lookup(cache: &Cache, hit: bool) {
+/// Counts one read by `operation`: a hit if it found a value.
+pub(super) fn lookup(cache: &Cache, operation: &'static str, hit: bool) {
     with_handles(|handles| {
         let alias = cache.alias();
-        let reads = match handles.reads.iter().position(|(a, ..)| **a == *alias) {
+        let found = handles
+            .reads
+            .iter()
+            .position(|(a, o, ..)| *o == operation && **a == *alias);
+        let reads = match found {
             Some(i) => &handles.reads[i],
             None => {
                 handles.reads.push((
                     alias.into(),
-                    metrics::counter!(HITS, "alias" => alias.to_owned()),
-                    metrics::counter!(MISSES, "alias" => alias.to_owned()),
+                    operation,
+                    metrics::counter!(HITS, "alias" => alias.to_owned(), "operation" => operation),
+                    metrics::counter!(MISSES, "alias" => alias.to_owned(), "operation" => operation),
                 ));
                 &handles.reads[handles.reads.len() - 1]
             }
         };
-        let counter = if hit { &reads.1 } else { &reads.2 };
+        let counter = if hit { &reads.2 } else { &reads.3 };
         counter.increment(1);
     });
 }
@@ -83,8 +88,8 @@ struct Handles {
     /// The recorder they belong to: a recorder installed later (or a test's local one) makes
     /// them stale.
     recorder: usize,
-    /// Per alias: hits, misses.
-    reads: Vec<(Box<str>, Counter, Counter)>,
+    /// Per alias and read operation: hits, misses.
+    reads: Vec<(Box<str>, &'static str, Counter, Counter)>,
     /// Per alias and operation: latency.
     durations: Vec<(Box<str>, &'static str, Histogram)>,
 }

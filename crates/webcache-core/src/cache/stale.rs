@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lease::Taken;
-use super::{Cache, Outcome};
+use super::{Cache, Outcome, Read};
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::single_flight::Joined;
@@ -175,7 +175,9 @@ impl Cache {
         };
         let full = self.make_key(key)?;
         if let Some(raw) = self.backend_get(&full).await? {
-            if let Some(value) = self.count(self.decode_typed::<T>(key, &raw)) {
+            if let Some(value) =
+                self.count(Read::GetOrSetStale, key, self.decode_typed::<T>(key, &raw))
+            {
                 if entry::fresh_until(&raw).is_some_and(|t| t <= SystemTime::now()) {
                     self.refresh(key, full, window, compute).await;
                     return Ok((value, Outcome::Stale));
@@ -183,7 +185,7 @@ impl Cache {
                 return Ok((value, Outcome::Hit));
             }
         } else {
-            self.count(None::<()>);
+            self.count(Read::GetOrSetStale, key, None::<()>);
         }
         self.compute_and_add_leased(key, &full, window.expiry(), Some(window.fresh), compute)
             .await

@@ -1,0 +1,342 @@
+//! Seeing the cache from the command line, end to end with real processes: `stats` per read
+//! operation and `--hot` after skewed traffic, `stats --watch` under traffic, and long work
+//! (`del --pattern`, `clear`) piped (no progress) and interrupted with Ctrl-C on a big Redis.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use webcache_testkit::servers::redis::RedisServer;
+use webcache_testkit::servers::{free_port, wait_for_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webcache");
+
+/// The runtime directory of these tests' processes (where `serve` leaves its token, which the
+/// CLI finds there for `--app`).
+fn runtime_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("observe-runtime");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    })
+}
+
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("WEBCACHE_URL")
+        .env_remove("WEBCACHE_TOKEN")
+        .env("XDG_RUNTIME_DIR", runtime_dir());
+    command
+}
+
+/// `webcache ARGS` with `stdin`, its output piped.
+fn webcache(args: &[&str], stdin: &str) -> Output {
+    let mut child = command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// A `webcache serve` on a free port, killed when dropped.
+struct Serve {
+    child: Child,
+    base: String,
+    /// The admin token, from the banner's dashboard address.
+    token: String,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let port = free_port();
+        let mut child = command()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let token = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.split_once("#token=").map(|(_, t)| t.trim().to_owned()))
+            .expect("the banner names the dashboard with its token");
+        // Keep reading, so the process never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        assert!(wait_for_port(port, Duration::from_secs(30)));
+        Serve {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_result(out: &Output) -> Value {
+    assert!(out.status.success(), "{out:?}");
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply["result"].clone()
+}
+
+async fn get(url: &str) {
+    let response = reqwest::get(url).await.unwrap();
+    assert!(response.status().is_success(), "{url}");
+    response.bytes().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_counts_per_operation_and_names_the_hot_keys_after_skewed_traffic() {
+    let app = Serve::start();
+    // Skewed traffic: `/hello` (`get_or_set_with_stale` of the key `httpbin`) 300 times, one
+    // page 200 times, and 40 pages once each.
+    for i in 0..300 {
+        get(&format!("{}/hello?delay=0", app.base)).await;
+        if i % 3 != 0 {
+            get(&format!("{}/hello-page?delay=0", app.base)).await;
+        }
+        if i % 3 == 0 && i < 120 {
+            get(&format!("{}/hello-page?delay=0&n={i}", app.base)).await;
+        }
+    }
+    let base = app.base.clone();
+    let (stats, human, hot, hot_human) = tokio::task::spawn_blocking(move || {
+        (
+            json_result(&webcache(&["stats", "--json", "--app", &base], "")),
+            webcache(&["stats", "--app", &base], ""),
+            json_result(&webcache(&["stats", "--hot", "--json", "--app", &base], "")),
+            webcache(&["stats", "--hot", "--app", &base], ""),
+        )
+    })
+    .await
+    .unwrap();
+
+    let reads = |operation: &str| {
+        let r = stats["reads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["operation"] == operation)
+            .unwrap_or_else(|| panic!("no `{operation}` reads: {stats}"));
+        (r["hits"].as_u64().unwrap(), r["misses"].as_u64().unwrap())
+    };
+    assert_eq!(reads("get_or_set_with_stale"), (299, 1), "{stats}");
+    // Page lookups: the repeated page 1 miss and 199 hits, the others a miss each.
+    let (page_hits, page_misses) = reads("get_bytes");
+    assert!(page_hits >= 199 && page_misses >= 41, "{stats}");
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("get_or_set_with_stale hits/misses: 299/1"),
+        "{human:?}"
+    );
+
+    let keys: Vec<&str> = hot
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.first(), Some(&"httpbin"), "{hot}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("views.cache_page.GET.")),
+        "{hot}"
+    );
+    let first = String::from_utf8_lossy(&hot_human.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(first.ends_with("  httpbin"), "{hot_human:?}");
+
+    // The dashboard's data lists them too, next to the biggest keys.
+    let data: Value = reqwest::Client::new()
+        .get(format!("{}/_webcache/dashboard/data", app.base))
+        .bearer_auth(&app.token)
+        .header("connection", "authorization")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let default = data["caches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["alias"] == "default")
+        .unwrap();
+    assert_eq!(default["hottest"][0]["key"], "httpbin", "{data}");
+    assert!(
+        default["reads"].as_array().is_some_and(|r| !r.is_empty()),
+        "{data}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_watch_prints_a_line_a_second_when_piped_and_the_counts_move() {
+    let app = Serve::start();
+    let mut watch = command()
+        .args(["stats", "--watch", "--app", &app.base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    assert!(header.contains("hits/s"), "{header}");
+    let mut rows = Vec::new();
+    for _ in 0..4 {
+        // Traffic between the lines.
+        for _ in 0..5 {
+            get(&format!("{}/hello?delay=0", app.base)).await;
+        }
+        let (row, rest) = tokio::task::spawn_blocking(move || {
+            let row = lines.next().unwrap().unwrap();
+            (row, lines)
+        })
+        .await
+        .unwrap();
+        lines = rest;
+        // One plain line each: nothing drawn in place when piped.
+        assert!(!row.contains('\r') && !row.contains('\x1b'), "{row:?}");
+        rows.push(row);
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    // Columns: entries, bytes, hits, misses, errors, hits/s, misses/s.
+    let hits: Vec<u64> = rows
+        .iter()
+        .map(|r| r.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(hits.windows(2).all(|w| w[0] <= w[1]), "{rows:?}");
+    assert!(hits.last() > hits.first(), "{rows:?}");
+}
+
+/// A Redis holding `n` raw keys `k1`..`kn` (written by a server-side script: seconds, not
+/// minutes).
+fn redis_with_keys(n: u32) -> RedisServer {
+    let redis = RedisServer::start();
+    let script = format!("for i=1,{n} do redis.call('set','k'..i,'x') end");
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "eval", &script, "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(dbsize(&redis), u64::from(n));
+    redis
+}
+
+fn dbsize(redis: &RedisServer) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "dbsize"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn piped_long_work_prints_its_result_and_no_progress() {
+    let redis = redis_with_keys(5000);
+    let url = redis.url(0);
+    let out = webcache(&["--cache", &url, "del", "--pattern", "--raw", "k1*"], "");
+    assert!(out.status.success(), "{out:?}");
+    // k1, k10-k19, k100-k199, k1000-k1999: 1111 keys.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "deleted 1111\n");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let out = webcache(
+        &[
+            "--cache",
+            &url,
+            "--json",
+            "del",
+            "--pattern",
+            "--raw",
+            "k2*",
+        ],
+        "",
+    );
+    assert_eq!(json_result(&out), 1111);
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(dbsize(&redis), 5000 - 2 * 1111);
+    // One match is still a count.
+    let out = webcache(
+        &["--cache", &url, "--json", "del", "--pattern", "--raw", "k3"],
+        "",
+    );
+    assert_eq!(json_result(&out), 1);
+
+    // `clear` of 15,000 keys of the cache (`:1:` is the default prefix and version).
+    let script = "for i=1,15000 do redis.call('set',':1:c'..i,'x') end";
+    let port = redis.port().to_string();
+    let filled = Command::new("redis-cli")
+        .args(["-p", &port, "-n", "1", "eval", script, "0"])
+        .output()
+        .unwrap();
+    assert!(filled.status.success(), "{filled:?}");
+    let out = webcache(&["--cache", &redis.url(1), "clear", "--yes"], "");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 15000 keys\n");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn del_with_a_pattern_on_a_big_redis_stops_on_sigint_and_says_how_many_it_deleted() {
+    const KEYS: u64 = 400_000;
+    let redis = redis_with_keys(KEYS as u32);
+    let mut del = command()
+        .args(["--cache", &redis.url(0), "del", "--pattern", "--raw", "k*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once it has deleted some.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while dbsize(&redis) == KEYS {
+        assert!(Instant::now() < deadline, "nothing deleted within 120 s");
+        assert!(del.try_wait().unwrap().is_none(), "del ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(del.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = del.wait_with_output().unwrap();
+    let left = dbsize(&redis);
+    assert!(left > 0, "del finished before the interrupt: {out:?}");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reported: u64 = stderr
+        .trim()
+        .strip_prefix("interrupted: deleted ")
+        .and_then(|rest| rest.strip_suffix(" keys"))
+        .unwrap_or_else(|| panic!("{stderr:?}"))
+        .parse()
+        .unwrap();
+    // What it reports is what it saw confirmed: at most one batch (1000) behind the server.
+    let gone = KEYS - left;
+    assert!(
+        reported > 0 && reported <= gone && gone - reported <= 1000,
+        "{reported} of {gone}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
