@@ -21,8 +21,7 @@ mod timeout;
 // What an application needs; what a backend author needs is in `backend`.
 pub use cache::{
     Cache, CacheOptions, CacheOptionsBuilder, CacheStats, HotKey, Metrics, OnError, OperationReads,
-    Outcome,
-    DEFAULT_COMPRESS_MIN_BYTES, DEGRADE_LOG_INTERVAL,
+    Outcome, DEFAULT_COMPRESS_MIN_BYTES, DEGRADE_LOG_INTERVAL,
 };
 pub use entry::DEFAULT_MAX_ENTRY_SIZE;
 pub use error::{BoxError, Error, Result};

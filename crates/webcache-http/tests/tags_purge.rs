@@ -220,6 +220,14 @@ impl Backend for GatedWrites {
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> webcache_core::Result<bool> {
         self.inner.add(key, value, expiry).await
     }
+    async fn set_if_present(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+    ) -> webcache_core::Result<bool> {
+        self.inner.set_if_present(key, value, expiry).await
+    }
     async fn delete(&self, key: &str) -> webcache_core::Result<bool> {
         self.inner.delete(key).await
     }
