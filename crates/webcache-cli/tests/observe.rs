@@ -2,61 +2,26 @@
 //! operation and `--hot` after skewed traffic, `stats --watch` under traffic, and long work
 //! (`del --pattern`, `clear`) piped (no progress) and interrupted with Ctrl-C on a big Redis.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use webcache_testkit::servers::redis::RedisServer;
-use webcache_testkit::servers::{free_port, wait_for_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_webcache");
+mod common;
 
-/// The runtime directory of these tests' processes (where `serve` leaves its token, which the
-/// CLI finds there for `--app`).
-fn runtime_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("observe-runtime");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        dir
-    })
-}
-
-fn command() -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_remove("WEBCACHE_URL")
-        .env_remove("WEBCACHE_TOKEN")
-        .env("XDG_RUNTIME_DIR", runtime_dir());
-    command
-}
+use common::{command, Running};
 
 /// `webcache ARGS` with `stdin`, its output piped.
 fn webcache(args: &[&str], stdin: &str) -> Output {
-    let mut child = command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_owned();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+    common::webcache(args, Some(stdin))
 }
 
-/// A `webcache serve` on a free port, killed when dropped.
+/// A `webcache serve` on a free port, with the admin token its banner names.
 struct Serve {
-    child: Child,
+    /// The process, stopped when this is dropped.
+    _running: Running,
     base: String,
     /// The admin token, from the banner's dashboard address.
     token: String,
@@ -64,34 +29,17 @@ struct Serve {
 
 impl Serve {
     fn start() -> Serve {
-        let port = free_port();
-        let mut child = command()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let token = lines
-            .by_ref()
-            .map_while(Result::ok)
+        let running = Running::start_with(&["serve"], None, |line| line.contains("#token="));
+        let token = running
+            .banner
+            .lines()
             .find_map(|l| l.split_once("#token=").map(|(_, t)| t.trim().to_owned()))
             .expect("the banner names the dashboard with its token");
-        // Keep reading, so the process never writes into a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        assert!(wait_for_port(port, Duration::from_secs(30)));
         Serve {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: running.base.clone(),
+            _running: running,
             token,
         }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
