@@ -178,8 +178,8 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
 /// [`Cache`](crate::Cache): implemented for every type, so backends need not write it.
 ///
 /// ```
-/// use webcache_core::backends::{DummyBackend, LocMemBackend};
-/// use webcache_core::Cache;
+/// use webcache::backends::{DummyBackend, LocMemBackend};
+/// use webcache::Cache;
 /// let cache = Cache::locmem();
 /// assert!(cache.backend_as::<LocMemBackend>().is_some());
 /// assert!(cache.backend_as::<DummyBackend>().is_none());

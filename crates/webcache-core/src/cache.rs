@@ -64,8 +64,8 @@ struct Inner {
 /// [`set_bytes`](Cache::set_bytes)/[`get_bytes`](Cache::get_bytes) store raw bytes.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-/// use webcache_core::{Cache, Timeout};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+/// use webcache::{Cache, Timeout};
 ///
 /// let cache = Cache::locmem();
 /// cache.set("greeting", "hello", 60).await?;
@@ -193,8 +193,8 @@ impl Cache {
     /// argument). It shares everything else with `self`.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-    /// let cache = webcache_core::Cache::locmem();
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+    /// let cache = webcache::Cache::locmem();
     /// cache.with_version(2).set("k", "v2", 60).await?;
     /// assert_eq!(cache.get::<String>("k").await?, None);
     /// assert_eq!(cache.with_version(2).get::<String>("k").await?.as_deref(), Some("v2"));
@@ -219,8 +219,8 @@ impl Cache {
     /// compressed still decompress them.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-    /// use webcache_core::Cache;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+    /// use webcache::Cache;
     ///
     /// let cache = Cache::locmem();
     /// let page = vec![b'x'; 100_000]; // over the 32 KiB compression threshold

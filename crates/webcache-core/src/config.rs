@@ -239,7 +239,7 @@ impl CacheConfig {
     /// Parses a cache URL for `alias`; common options may be query parameters.
     ///
     /// ```
-    /// use webcache_core::config::CacheConfig;
+    /// use webcache::config::CacheConfig;
     /// let c = CacheConfig::from_url("default", "locmem://pages?max_entries=500&timeout=60").unwrap();
     /// assert_eq!(c.backend.scheme, "locmem");
     /// assert_eq!(c.backend.location, "pages");

@@ -30,14 +30,14 @@ pub struct Scheme {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use webcache_core::backend::{Backend, BackendFactory, Scheme};
-/// use webcache_core::backends::DummyBackend;
-/// use webcache_core::config::{BackendSpec, ConfigError};
+/// use webcache::backend::{Backend, BackendFactory, Scheme};
+/// use webcache::backends::DummyBackend;
+/// use webcache::config::{BackendSpec, ConfigError};
 ///
 /// #[derive(Debug)]
 /// struct Nothing;
 ///
-/// #[webcache_core::backend::async_trait]
+/// #[webcache::backend::async_trait]
 /// impl BackendFactory for Nothing {
 ///     fn schemes(&self) -> &[Scheme] {
 ///         &[Scheme { name: "nothing", usage: "nothing://  (stores nothing either)" }]

@@ -21,7 +21,7 @@ impl KeyFunction {
     /// A custom key function.
     ///
     /// ```
-    /// use webcache_core::KeyFunction;
+    /// use webcache::KeyFunction;
     /// let f = KeyFunction::new(|prefix, version, key| format!("{prefix}/v{version}/{key}"));
     /// assert_eq!(f.make("app", 2, "user"), "app/v2/user");
     /// ```
@@ -165,7 +165,7 @@ fn shorten(key: &str) -> String {
 /// Backends without a native pattern match use it for [`Backend::scan`](crate::backend::Backend::scan).
 ///
 /// ```
-/// use webcache_core::backend::glob_match;
+/// use webcache::backend::glob_match;
 /// assert!(glob_match(":1:user.*", ":1:user.42"));
 /// assert!(!glob_match(":1:user.?", ":1:user.42"));
 /// assert!(glob_match("h[ae]llo", "hallo"));
@@ -301,8 +301,8 @@ fn compile_class(p: &[u8], mut i: usize) -> ([u64; 4], usize) {
 /// Escapes the glob metacharacters in `literal`, so a prefix can be combined with a pattern.
 ///
 /// ```
-/// use webcache_core::glob_escape;
-/// use webcache_core::backend::glob_match;
+/// use webcache::glob_escape;
+/// use webcache::backend::glob_match;
 /// let pattern = format!("{}*", glob_escape("app[1]:"));
 /// assert!(glob_match(&pattern, "app[1]:x"));
 /// assert!(!glob_match(&pattern, "app1:x"));

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use webcache_core::backend::SingleFlight;
+/// use webcache::backend::SingleFlight;
 /// let flights = SingleFlight::<u32>::new();
 /// let (value, ran_here) = flights
 ///     .run("key", || async { Ok::<_, std::convert::Infallible>(7) })

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 ///
 /// ```
 /// use std::time::Duration;
-/// use webcache_core::backend::LogThrottle;
+/// use webcache::backend::LogThrottle;
 ///
 /// let throttle = LogThrottle::new(Duration::from_secs(10));
 /// assert!(throttle.ready());

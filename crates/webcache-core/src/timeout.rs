@@ -8,7 +8,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use webcache_core::Timeout;
+/// use webcache::Timeout;
 ///
 /// assert_eq!(Timeout::from(60), Timeout::After(Duration::from_secs(60)));
 /// assert_eq!(Timeout::from(0.5), Timeout::After(Duration::from_millis(500)));
@@ -73,7 +73,7 @@ impl Timeout {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use webcache_core::Timeout;
+    /// use webcache::Timeout;
     /// assert_eq!(Timeout::from_secs_f64(1e30), Some(Timeout::Forever));
     /// assert_eq!(Timeout::from_secs_f64(f64::INFINITY), Some(Timeout::Forever));
     /// assert_eq!(Timeout::from_secs_f64(1e-12), Some(Timeout::After(Duration::from_nanos(1))));

@@ -10,6 +10,10 @@
 //! Ports default to free ones; the URLs are printed once the servers listen. A third server,
 //! `static`, answers a pre-rendered copy of the page with no work at all: the ceiling of the
 //! HTTP stack on this machine, against which the layer's own cost shows.
+//!
+//! With `HIT_BENCH_METRICS=1` the process installs the Prometheus recorder first (as `webcache
+//! serve` does), so two copies of this binary, one with and one without, measure what metrics
+//! cost a hit (issue 15's bound) with nothing else different.
 #![allow(clippy::print_stdout)] // the URLs to benchmark are the program's output
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +64,9 @@ fn port_arg(n: usize) -> Result<u16, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("HIT_BENCH_METRICS").is_some_and(|v| v == "1") {
+        webcache_http::metrics::PrometheusMetrics::install()?;
+    }
     let layered = app().layer(cache_page(Cache::locmem(), 3600));
     let plain = app();
     let l1 = tokio::net::TcpListener::bind(("127.0.0.1", port_arg(1)?)).await?;

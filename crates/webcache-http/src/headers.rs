@@ -484,7 +484,7 @@ fn take_quoted_string(text: &[u8]) -> Option<(String, &[u8])> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use webcache_http::headers::{patch_cache_control, CacheControlPatch};
+/// use webcache::http::headers::{patch_cache_control, CacheControlPatch};
 /// let mut headers = http::HeaderMap::new();
 /// headers.insert("cache-control", "public, max-age=600".parse().unwrap());
 /// patch_cache_control(&mut headers, &CacheControlPatch::new().private().max_age(Duration::from_secs(60)));

@@ -117,8 +117,8 @@ impl Settings {
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use webcache_core::Cache;
-/// use webcache_http::CachePageLayer;
+/// use webcache::Cache;
+/// use webcache::http::CachePageLayer;
 ///
 /// let cache = Cache::locmem();
 /// let app: Router = Router::new()
@@ -212,8 +212,8 @@ impl CachePageLayer {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use webcache_core::{Cache, Timeout};
-    /// use webcache_http::{cache_page, CachePageLayer};
+    /// use webcache::{Cache, Timeout};
+    /// use webcache::http::{cache_page, CachePageLayer};
     ///
     /// let cache = Cache::locmem();
     /// let _minute = cache_page(cache.clone(), 60);

@@ -265,11 +265,11 @@ pub struct AnotherRecorder;
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-/// use webcache_http::metrics::PrometheusMetrics;
+/// use webcache::http::metrics::PrometheusMetrics;
 ///
 /// // First, before the caches are used: calls before it are not recorded.
 /// let metrics = PrometheusMetrics::install()?;
-/// let cache = webcache_core::Cache::locmem();
+/// let cache = webcache::Cache::locmem();
 /// let metrics = metrics.watch(cache.clone());
 /// // GET /metrics in the Prometheus text format. Mount it where only your scraper reaches it.
 /// let app: axum::Router = axum::Router::new().merge(metrics.router("/metrics"));

@@ -29,9 +29,9 @@ pub enum PurgeError {
 /// or, in another process or a tool, from the cache and the layer's key prefix.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), webcache_http::PurgeError> {
-/// use webcache_core::Cache;
-/// use webcache_http::{Pages, DEFAULT_KEY_PREFIX};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), webcache::http::PurgeError> {
+/// use webcache::Cache;
+/// use webcache::http::{Pages, DEFAULT_KEY_PREFIX};
 ///
 /// let pages = Pages::new(Cache::locmem(), DEFAULT_KEY_PREFIX);
 /// let was_stored = pages.purge("http://example.com/products?page=2").await?;

@@ -106,7 +106,7 @@ impl Policy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use webcache_http::{Policy, SharedCachePolicy};
+/// use webcache::http::{Policy, SharedCachePolicy};
 /// let edge = Policy::SharedCache(
 ///     SharedCachePolicy::default().max_heuristic(Duration::from_secs(3600)),
 /// );

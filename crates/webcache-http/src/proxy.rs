@@ -6,9 +6,9 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::net::SocketAddr;
-//! let cache = webcache_core::Cache::locmem();
+//! let cache = webcache::Cache::locmem();
 //! // Without --default-ttl: an RFC 9111 shared cache; with it: Django's site-wide rules.
-//! let app = webcache_http::proxy_router("http://127.0.0.1:8000", cache, None)?;
+//! let app = webcache::http::proxy_router("http://127.0.0.1:8000", cache, None)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! // With the peer's address, so that the origin learns who asked (X-Forwarded-For, Forwarded).
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
@@ -90,15 +90,15 @@ pub enum ProxyError {
 /// `X-Forwarded-For` or `X-Real-IP` is sent.
 ///
 /// ```
-/// # fn build() -> Result<(), webcache_http::ProxyError> {
+/// # fn build() -> Result<(), webcache::http::ProxyError> {
 /// use std::time::Duration;
-/// let origin = webcache_http::Origin::new("http://127.0.0.1:8000")?
+/// let origin = webcache::http::Origin::new("http://127.0.0.1:8000")?
 ///     .connect_timeout(Duration::from_secs(3))
 ///     .first_byte_timeout(Duration::from_secs(30))
 ///     .total_timeout(Duration::from_secs(300));
-/// let app = webcache_http::proxy_router_with_origin(
+/// let app = webcache::http::proxy_router_with_origin(
 ///     origin,
-///     &webcache_http::CachePageLayer::new(webcache_core::Cache::locmem()),
+///     &webcache::http::CachePageLayer::new(webcache::Cache::locmem()),
 /// );
 /// # let _ = app; Ok(()) }
 /// ```

@@ -25,7 +25,7 @@ const MAX_TAG_LEN: usize = 200;
 ///
 /// ```
 /// use axum::{response::IntoResponse, Extension};
-/// use webcache_http::PageTags;
+/// use webcache::http::PageTags;
 ///
 /// async fn product() -> impl IntoResponse {
 ///     (Extension(PageTags::new(["products", "product:42"])), "<h1>Teapot</h1>")

@@ -264,7 +264,7 @@ async fn backend_calls_run_in_spans_without_keys_or_values() {
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = webcache_testkit::logs::capture_on_this_thread(subscriber);
     let cache = cache("metrics-spans");
     cache
         .set("the-secret-key", "the-secret-value", 60)

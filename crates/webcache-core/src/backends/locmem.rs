@@ -34,7 +34,7 @@ const ENTRY_OVERHEAD: u64 = 160;
 /// names (`#[non_exhaustive]`, so a bound added later breaks no caller).
 ///
 /// ```
-/// use webcache_core::backends::LocMemConfig;
+/// use webcache::backends::LocMemConfig;
 /// let config = LocMemConfig::default().max_entries(500).max_bytes(None);
 /// assert_eq!((config.max_entries, config.max_bytes), (Some(500), None));
 /// ```

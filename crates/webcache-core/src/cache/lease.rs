@@ -133,8 +133,8 @@ impl Cache {
     /// that computed and nothing is stored; a waiter then takes the lease over and computes.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-    /// use webcache_core::{Cache, Error};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+    /// use webcache::{Cache, Error};
     ///
     /// let cache = Cache::locmem();
     /// let report: String = cache

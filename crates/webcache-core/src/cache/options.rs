@@ -38,7 +38,7 @@ pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 32 * 1024;
 ///
 /// ```
 /// use std::time::Duration;
-/// use webcache_core::{CacheOptions, OnError, Timeout};
+/// use webcache::{CacheOptions, OnError, Timeout};
 ///
 /// let options = CacheOptions::builder()
 ///     .alias("pages")

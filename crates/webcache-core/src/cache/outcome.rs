@@ -6,8 +6,8 @@
 /// `x-cache: HIT` or count its computations without setting a flag inside the closure.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-/// use webcache_core::{Cache, Outcome};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+/// use webcache::{Cache, Outcome};
 ///
 /// let cache = Cache::locmem();
 /// let (n, outcome) = cache.get_or_set_with_outcome("answer", 60, || async { 42 }).await?;

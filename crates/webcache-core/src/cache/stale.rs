@@ -67,9 +67,9 @@ impl Cache {
     /// computation that can fail.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
     /// use std::time::Duration;
-    /// use webcache_core::{Cache, Lifetime};
+    /// use webcache::{Cache, Lifetime};
     ///
     /// let cache = Cache::locmem();
     /// // Fresh for 60 s; for 10 minutes after that, served at once while one call refreshes it.

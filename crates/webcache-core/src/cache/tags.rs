@@ -98,8 +98,8 @@ impl Cache {
     /// for the design.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-    /// use webcache_core::Cache;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+    /// use webcache::Cache;
     ///
     /// let cache = Cache::locmem();
     /// let products = cache.tagged(["products", "product:42"]);
@@ -147,8 +147,8 @@ impl Cache {
     /// family pins by itself; pin by hand around a plain `set`:
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-    /// # let cache = webcache_core::Cache::locmem();
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+    /// # let cache = webcache::Cache::locmem();
     /// let product = cache.tagged(["product:42"]).pin_tags().await?;
     /// let price = 12; // read from the database after the pin
     /// cache.invalidate_tags(["product:42"]).await?; // another request changed it meanwhile
@@ -253,8 +253,8 @@ impl Cache {
     /// write would, an `add` for a tag never used before); `true` for a handle without tags.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache_core::Result<()> {
-    /// # let cache = webcache_core::Cache::locmem();
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> webcache::Result<()> {
+    /// # let cache = webcache::Cache::locmem();
     /// let writer = cache.tagged(["price"]).pin_tags().await?;
     /// assert!(writer.pinned_tags_current().await?);
     /// cache.invalidate_tags(["price"]).await?;

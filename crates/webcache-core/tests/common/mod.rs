@@ -19,7 +19,7 @@ impl LogCapture {
     /// Starts capturing on the current thread.
     pub fn start() -> Self {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let guard = tracing::subscriber::set_default(Collector(lines.clone()));
+        let guard = webcache_testkit::logs::capture_on_this_thread(Collector(lines.clone()));
         LogCapture {
             lines,
             _guard: guard,

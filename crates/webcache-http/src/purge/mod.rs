@@ -47,8 +47,8 @@ pub const INVALIDATE_TAGS: HeaderName = HeaderName::from_static("webcache-invali
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use webcache_core::Cache;
-/// use webcache_http::{CachePageLayer, PurgeLayer};
+/// use webcache::Cache;
+/// use webcache::http::{CachePageLayer, PurgeLayer};
 ///
 /// let pages = CachePageLayer::new(Cache::locmem());
 /// let purge = PurgeLayer::new(pages.pages())

@@ -274,7 +274,7 @@ impl Logs {
             .with_max_level(level)
             .with_ansi(false)
             .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
+        let guard = webcache_testkit::logs::capture_on_this_thread(subscriber);
         (logs, guard)
     }
 

@@ -32,7 +32,7 @@ impl Warnings {
             .finish();
         Warnings {
             buffer,
-            _guard: tracing::subscriber::set_default(subscriber),
+            _guard: webcache_testkit::logs::capture_on_this_thread(subscriber),
         }
     }
 
