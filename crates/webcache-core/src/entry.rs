@@ -39,7 +39,7 @@
 //! for LZ4 and zstd alike (a zstd frame is decompressed into a buffer of the declared size at
 //! most, and fails when it would need more).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -286,19 +286,12 @@ fn read_tag(raw: &[u8], at: usize) -> Result<((&str, u64), usize), CorruptEntry>
     Ok(((name, version), version_at + 8))
 }
 
-/// Milliseconds since the Unix epoch, saturating (a time before the epoch is the epoch).
-fn to_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The latest fresh-until time read: the end of year 9999, which every platform's clock holds.
 const MAX_MILLIS: u64 = 253_402_300_799_999;
 
+/// A stored fresh-until time, read: at most [`MAX_MILLIS`], whatever the bytes say.
 fn from_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH
-        .checked_add(Duration::from_millis(ms.min(MAX_MILLIS)))
-        .unwrap_or(UNIX_EPOCH)
+    crate::backend::unix_ms::time(ms.min(MAX_MILLIS))
 }
 
 /// Encodes an integer the way `incr` expects it.
@@ -324,7 +317,7 @@ fn frame(codec: Codec, payload: &[u8], encoding: &Encoding, meta: Meta<'_>) -> B
     let head = |out: &mut BytesMut, flags: u8| {
         out.put_slice(&[MAGIC, FORMAT_VERSION, codec as u8, flags | flags_extra]);
         if let Some(t) = meta.fresh_until {
-            out.put_u64_le(to_millis(t));
+            out.put_u64_le(crate::backend::unix_ms::of(t));
         }
         if !tags.is_empty() {
             out.put_u16_le(tags.len() as u16);
@@ -562,6 +555,7 @@ pub fn parse_integer(raw: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn integers_are_plain_digits() {
