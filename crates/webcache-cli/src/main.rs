@@ -131,6 +131,9 @@ async fn run(cli: Cli) -> i32 {
                 };
             }
             let verb = match &request {
+                // --json: the one object comes at the end; Ctrl-C before it says how many
+                // keys were listed (as an error object), nothing is drawn meanwhile.
+                Request::Keys { .. } => "listed",
                 Request::Clear { .. } => "cleared",
                 Request::Del { pattern: true, .. } => "deleted",
                 _ => return output::print(&target.run(request).await, json),

@@ -288,3 +288,49 @@ fn del_with_a_pattern_on_a_big_redis_stops_on_sigint_and_says_how_many_it_delete
     );
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+/// Whether some process holds an established TCP connection to `port` on the loopback
+/// (IPv4), from /proc/net/tcp: the CLI has dialled the server.
+fn connected_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl local_address rem_address st ...; 01 is ESTABLISHED.
+        fields.len() > 3 && fields[2].ends_with(&remote) && fields[3] == "01"
+    })
+}
+
+#[test]
+fn keys_json_interrupted_answers_with_an_error_object_saying_how_many_were_listed() {
+    let redis = RedisServer::start();
+    // A frozen server: the listing waits on it for ever, so the interrupt always comes first.
+    let frozen = webcache_testkit::servers::Frozen::stop(redis.pid());
+    let mut keys = command()
+        .args(["--cache", &redis.url(0), "--json", "keys", "--raw", "k*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once it has dialled the server (it then waits for the listing, Ctrl-C armed).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !connected_to(redis.port()) {
+        assert!(
+            Instant::now() < deadline,
+            "the CLI did not dial within 60 s"
+        );
+        assert!(keys.try_wait().unwrap().is_none(), "keys ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(keys.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = keys.wait_with_output().unwrap();
+    drop(frozen);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let reply: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"], "interrupted: listed 0 keys", "{reply}");
+    assert_eq!(reply["done"], 0, "{reply}");
+}

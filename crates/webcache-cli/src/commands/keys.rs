@@ -8,12 +8,14 @@ use webcache::Cache;
 use super::{addressed, Address, OpError, Reply};
 use crate::output;
 
-/// The whole list, for `--json` and the admin endpoint.
+/// The whole list, for `--json` and the admin endpoint, telling `listed_so_far` how many keys
+/// it holds (so that Ctrl-C can say it).
 pub(super) async fn run(
     cache: &Cache,
     pattern: &str,
     limit: Option<usize>,
     address: Address,
+    listed_so_far: &(dyn Fn(u64) + Sync),
 ) -> Result<Reply, OpError> {
     let mut keys = list(cache, pattern, address);
     let mut out = Vec::new();
@@ -22,6 +24,7 @@ pub(super) async fn run(
             break;
         }
         out.push(k?);
+        listed_so_far(out.len() as u64);
     }
     Ok(Reply::Keys(out))
 }

@@ -348,7 +348,7 @@ pub(crate) async fn run(
             pattern,
             limit,
             address,
-        } => keys::run(cache, &pattern, limit, address).await,
+        } => keys::run(cache, &pattern, limit, address, progress).await,
         Request::Get { key, address } => get::run(&addressed(cache, address), &key).await,
         Request::Ttl { key, address } => ttl::run(&addressed(cache, address), &key).await,
         Request::Set {
