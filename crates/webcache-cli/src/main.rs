@@ -146,7 +146,10 @@ async fn run(cli: Cli) -> i32 {
                     progress.finish();
                     output::print(&outcome, json)
                 }
-                _ = tokio::signal::ctrl_c() => progress.interrupted(json),
+                _ = tokio::signal::ctrl_c() => match target.app_url() {
+                    Some(app) => progress.interrupted_remote(app, json),
+                    None => progress.interrupted(json),
+                },
             }
         }
     }

@@ -80,10 +80,29 @@ impl Progress {
     /// Ends the command after Ctrl-C: what was done, on standard error (and as the `--json`
     /// error); returns [`INTERRUPTED`].
     pub(crate) fn interrupted(&self, as_json: bool) -> i32 {
-        self.finish();
         let message = format!("interrupted: {} {} keys", self.verb, self.done());
+        self.interrupted_with(&message, Some(self.done()), as_json)
+    }
+
+    /// Ends the command after Ctrl-C when the work runs in a running app (`--app`): the app
+    /// goes on with it, and this process cannot know how far it got, so it says that instead
+    /// of a count.
+    pub(crate) fn interrupted_remote(&self, app: &str, as_json: bool) -> i32 {
+        let message = format!(
+            "interrupted: stopped waiting; the app at {app} goes on until the work is done \
+             (`webcache stats --app {app}` shows its cache)"
+        );
+        self.interrupted_with(&message, None, as_json)
+    }
+
+    /// `done`: how many keys were handled, when this process knows.
+    fn interrupted_with(&self, message: &str, done: Option<u64>, as_json: bool) -> i32 {
+        self.finish();
         if as_json {
-            let line = serde_json::json!({ "ok": false, "error": message, "done": self.done() });
+            let line = match done {
+                Some(done) => serde_json::json!({ "ok": false, "error": message, "done": done }),
+                None => serde_json::json!({ "ok": false, "error": message }),
+            };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();

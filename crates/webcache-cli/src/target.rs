@@ -39,6 +39,14 @@ pub(crate) fn caches_config(args: &TargetArgs) -> anyhow::Result<CachesConfig> {
 }
 
 impl Target {
+    /// The address of the running app this target talks to, if it is one.
+    pub(crate) fn app_url(&self) -> Option<&str> {
+        match self {
+            Target::Local(_) => None,
+            Target::App { url, .. } => Some(url),
+        }
+    }
+
     pub(crate) async fn open(args: &TargetArgs) -> anyhow::Result<Target> {
         if let Some(url) = &args.app {
             let url = url.trim_end_matches('/').to_owned();

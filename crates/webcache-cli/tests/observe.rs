@@ -334,3 +334,43 @@ fn keys_json_interrupted_answers_with_an_error_object_saying_how_many_were_liste
     assert_eq!(reply["error"], "interrupted: listed 0 keys", "{reply}");
     assert_eq!(reply["done"], 0, "{reply}");
 }
+
+#[test]
+fn an_interrupted_del_through_an_app_says_the_app_goes_on_rather_than_a_count() {
+    let redis = RedisServer::start();
+    let app = Running::start_with(&["serve", "--cache", &redis.url(0)], None, |_| true);
+    let app_port: u16 = app.listen.rsplit(':').next().unwrap().parse().unwrap();
+    // The app's cache hangs on its frozen server: the deletion cannot end before the interrupt.
+    let frozen = webcache_testkit::servers::Frozen::stop(redis.pid());
+    let mut del = command()
+        .args(["--app", &app.base, "--json", "del", "--pattern", "k*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !connected_to(app_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the CLI did not reach the app within 60 s"
+        );
+        assert!(del.try_wait().unwrap().is_none(), "del ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(del.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = del.wait_with_output().unwrap();
+    drop(frozen);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let reply: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(reply["ok"], false, "{reply}");
+    let error = reply["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("interrupted: stopped waiting; the app at ") && error.contains("goes on"),
+        "{reply}"
+    );
+    // No count: this process cannot know how far the app got.
+    assert!(reply.get("done").is_none(), "{reply}");
+}
