@@ -20,7 +20,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
 use axum::response::IntoResponse;
@@ -54,7 +56,7 @@ tokio::task_local! {
 }
 
 /// One request's labels and outcome while the page cache answers it.
-struct Observed {
+pub(crate) struct Observed {
     route: SharedString,
     outcome: Cell<Option<Outcome>>,
 }
@@ -69,26 +71,47 @@ pub(crate) fn route<B>(req: &Request<B>) -> SharedString {
 
 /// Runs the page cache's answer to one request, then counts its outcome and the bytes it
 /// served from the cache.
-pub(crate) async fn observe<R, E>(
-    route: SharedString,
-    answer: impl Future<Output = Result<Response<R>, E>>,
-) -> Result<Response<R>, E>
+///
+/// A named future rather than an `async fn`: the answer's future is held once, not copied into
+/// each await point's state (an async wrapper around a large future is several times its size,
+/// and every request would move it).
+pub(crate) fn observe<F, R, E>(route: SharedString, answer: F) -> Observe<F>
 where
+    F: Future<Output = Result<Response<R>, E>>,
     R: Body,
 {
     let observed = Observed {
         route,
         outcome: Cell::new(None),
     };
-    REQUEST
-        .scope(observed, async {
-            let reply = answer.await;
-            if let Ok(response) = &reply {
-                let _ = REQUEST.try_with(|observed| finished(observed, response));
-            }
-            reply
-        })
-        .await
+    REQUEST.scope(observed, Finish { answer })
+}
+
+/// The future of [`observe`].
+pub(crate) type Observe<F> = tokio::task::futures::TaskLocalFuture<Observed, Finish<F>>;
+
+pin_project_lite::pin_project! {
+    /// The answer, then its outcome counted (polled inside the request's task-local scope).
+    pub(crate) struct Finish<F> {
+        #[pin]
+        answer: F,
+    }
+}
+
+impl<F, R, E> Future for Finish<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    R: Body,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let reply = ready!(self.project().answer.poll(cx));
+        if let Ok(response) = &reply {
+            let _ = REQUEST.try_with(|observed| finished(observed, response));
+        }
+        Poll::Ready(reply)
+    }
 }
 
 fn finished<R: Body>(observed: &Observed, response: &Response<R>) {

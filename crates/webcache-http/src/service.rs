@@ -64,24 +64,28 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let engine = self.engine.clone();
         let route = crate::metrics::route(&req);
-        Box::pin(async move {
-            // A panic (a bug here or in the inner service) must not leave the client with an
-            // empty reply: it is logged and answered with a 500.
-            match AssertUnwindSafe(crate::metrics::observe(route, engine.handle(inner, req)))
+        // Combinators, not an async block: the engine's future is held once in the box (an
+        // async block would keep it again in its await state, and move it on every request).
+        Box::pin(
+            AssertUnwindSafe(crate::metrics::observe(route, engine.handle(inner, req)))
                 .catch_unwind()
-                .await
-            {
-                Ok(reply) => reply,
-                Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    tracing::error!(panic = %what, "the page cache panicked; answered 500");
-                    Ok(internal_error())
-                }
-            }
-        })
+                .map(answer_panic),
+        )
     }
+}
+
+/// A panic (a bug here or in the inner service) must not leave the client with an empty reply:
+/// it is logged and answered with a 500.
+fn answer_panic<R, E>(
+    reply: Result<Result<Response<CacheBody<R>>, E>, Box<dyn std::any::Any + Send>>,
+) -> Result<Response<CacheBody<R>>, E> {
+    reply.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "the page cache panicked; answered 500");
+        Ok(internal_error())
+    })
 }

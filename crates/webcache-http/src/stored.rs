@@ -162,36 +162,45 @@ struct Reader {
 }
 
 impl Reader {
-    fn take(&mut self, n: usize) -> Result<Bytes, Corrupt> {
+    /// The next `n` bytes, borrowed: fixed-size fields and names are read without touching
+    /// the buffer's reference count.
+    fn bytes(&mut self, n: usize) -> Result<&[u8], Corrupt> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|e| *e <= self.raw.len())
             .ok_or(Corrupt("truncated"))?;
-        let out = self.raw.slice(self.pos..end);
+        let out = &self.raw[self.pos..end];
         self.pos = end;
         Ok(out)
     }
+    /// The next `n` bytes as a slice of the stored buffer (shared, not copied): for what
+    /// outlives the decoding (header and varied values).
+    fn take(&mut self, n: usize) -> Result<Bytes, Corrupt> {
+        let start = self.pos;
+        self.bytes(n)?;
+        Ok(self.raw.slice(start..self.pos))
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Corrupt> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N)?);
+        Ok(a)
+    }
     fn u8(&mut self) -> Result<u8, Corrupt> {
-        Ok(self.take(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
     fn u16(&mut self) -> Result<u16, Corrupt> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
     }
     fn u32(&mut self) -> Result<u32, Corrupt> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_be_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64, Corrupt> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&b);
-        Ok(u64::from_be_bytes(a))
+        Ok(u64::from_be_bytes(self.array()?))
     }
     fn name(&mut self) -> Result<HeaderName, Corrupt> {
         let n = self.u16()? as usize;
-        HeaderName::from_bytes(&self.take(n)?).map_err(|_| Corrupt("bad header name"))
+        HeaderName::from_bytes(self.bytes(n)?).map_err(|_| Corrupt("bad header name"))
     }
 }
 
@@ -210,7 +219,7 @@ pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
             if r.pos < r.raw.len() {
                 for _ in 0..r.u16()? {
                     let len = r.u16()? as usize;
-                    let id = std::str::from_utf8(&r.take(len)?)
+                    let id = std::str::from_utf8(r.bytes(len)?)
                         .map_err(|_| Corrupt("bad variant id"))?
                         .to_owned();
                     variants.push(id);

@@ -148,8 +148,13 @@ impl PageCacheEngine {
         (Request::from_parts(parts, body), key)
     }
 
-    /// Answers one request.
-    pub(crate) async fn handle<S, B, R>(&self, mut inner: S, req: Request<B>) -> Reply<R, S::Error>
+    /// Answers one request. The engine is owned (a reference count) so that the future is
+    /// `'static` without a wrapper around it.
+    pub(crate) async fn handle<S, B, R>(
+        self: Arc<Self>,
+        mut inner: S,
+        req: Request<B>,
+    ) -> Reply<R, S::Error>
     where
         S: InnerService<B, R> + 'static,
         B: Send + 'static,
