@@ -13,7 +13,7 @@ use http::{Request, Response};
 use tower::Service;
 
 use crate::body::{CacheBody, PageBody};
-use crate::engine::{internal_error, PageCacheEngine};
+use crate::engine::{internal_error, PageCacheEngine, Reply};
 
 /// A service that answers GET and HEAD from the page cache; built by
 /// [`CachePageLayer`](crate::CachePageLayer).
@@ -76,9 +76,7 @@ where
 
 /// A panic (a bug here or in the inner service) must not leave the client with an empty reply:
 /// it is logged and answered with a 500.
-fn answer_panic<R, E>(
-    reply: Result<Result<Response<CacheBody<R>>, E>, Box<dyn std::any::Any + Send>>,
-) -> Result<Response<CacheBody<R>>, E> {
+fn answer_panic<R, E>(reply: Result<Reply<R, E>, Box<dyn std::any::Any + Send>>) -> Reply<R, E> {
     reply.unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
