@@ -89,6 +89,20 @@ pub trait Backend: AsAny + Send + Sync + fmt::Debug + 'static {
     /// The value under `key`, or `None` when missing or expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
 
+    /// The answer [`get`](Backend::get) would give, when this backend has it in this process
+    /// and can give it without waiting: `Some(None)` for a miss, `Some(Some(value))` for a
+    /// hit. `None` (the default) means the answer needs I/O, and the cache calls `get`.
+    ///
+    /// An in-process read then costs no future, no timer and no allocation: the cache skips
+    /// the operation timeout and the circuit breaker, which guard calls that can hang or fail
+    /// (it still times the read and runs it in the `cache` span). A backend that answers here
+    /// must answer as `get` would (expiry, recency), and only what it can answer at once: the
+    /// near tier gives its trusted local copies here and leaves its misses to `get`.
+    fn get_ready(&self, key: &str) -> Option<Option<Bytes>> {
+        let _ = key;
+        None
+    }
+
     /// Stores `value` under `key`, replacing any older value.
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()>;
 

@@ -978,13 +978,14 @@ impl Cache {
     }
 
     /// The stored entry under `full`, unless a tag it carries was invalidated.
+    /// An in-process backend answers at once ([`Backend::get_ready`]): no future, timer or
+    /// breaker for a read that cannot hang.
     async fn backend_get(&self, full: &str) -> Result<Option<Bytes>> {
-        let raw = match self.near_copy_while_down(full) {
-            Some(copy) => Some(copy),
-            None => {
-                self.guard("get", self.inner.backend.get(full), || None)
-                    .await?
-            }
+        let backend = &self.inner.backend;
+        let ready = metrics_export::observe_ready(self, "get", || backend.get_ready(full));
+        let raw = match ready {
+            Some(answer) => answer,
+            None => self.guard("get", backend.get(full), || None).await?,
         };
         match raw {
             Some(raw) if entry::has_tags(&raw) => Ok(self.tags_current(&raw).await?.then_some(raw)),

@@ -57,16 +57,33 @@ tokio::task_local! {
 
 /// One request's labels and outcome while the page cache answers it.
 pub(crate) struct Observed {
-    route: SharedString,
+    route: Route,
     outcome: Cell<Option<Outcome>>,
 }
 
-/// The route label of `req`: its matched route pattern, or [`UNMATCHED`].
-pub(crate) fn route<B>(req: &Request<B>) -> SharedString {
-    match req.extensions().get::<MatchedPath>() {
-        Some(path) => SharedString::from_owned(path.as_str().to_owned()),
-        None => SharedString::const_str(UNMATCHED),
+/// The route of a request: the pattern axum matched (shared with the request, so that a
+/// request costs no copy of it), or none.
+#[derive(Clone)]
+pub(crate) struct Route(Option<MatchedPath>);
+
+impl Route {
+    /// The label value: the route pattern, or [`UNMATCHED`].
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
     }
+
+    /// The label value, owned (made only when a metric handle is registered).
+    fn label(&self) -> SharedString {
+        match &self.0 {
+            Some(path) => SharedString::from_owned(path.as_str().to_owned()),
+            None => SharedString::const_str(UNMATCHED),
+        }
+    }
+}
+
+/// The route of `req`.
+pub(crate) fn route<B>(req: &Request<B>) -> Route {
+    Route(req.extensions().get::<MatchedPath>().cloned())
 }
 
 /// Runs the page cache's answer to one request, then counts its outcome and the bytes it
@@ -75,7 +92,7 @@ pub(crate) fn route<B>(req: &Request<B>) -> SharedString {
 /// A named future rather than an `async fn`: the answer's future is held once, not copied into
 /// each await point's state (an async wrapper around a large future is several times its size,
 /// and every request would move it).
-pub(crate) fn observe<F, R, E>(route: SharedString, answer: F) -> Observe<F>
+pub(crate) fn observe<F, R, E>(route: Route, answer: F) -> Observe<F>
 where
     F: Future<Output = Result<Response<R>, E>>,
     R: Body,
@@ -122,10 +139,11 @@ fn finished<R: Body>(observed: &Observed, response: &Response<R>) {
         .then(|| response.body().size_hint().exact())
         .flatten();
     with_handles(|handles| {
-        let route = &observed.route;
-        let i = match handles.routes.iter().position(|r| *r.route == **route) {
+        let route = observed.route.as_str();
+        let i = match handles.routes.iter().position(|r| *r.route == *route) {
             Some(i) => i,
             None => {
+                let route = observed.route.label();
                 let counter = |outcome| {
                     metrics::counter!(
                         "webcache_page_responses_total",
@@ -134,7 +152,7 @@ fn finished<R: Body>(observed: &Observed, response: &Response<R>) {
                     )
                 };
                 handles.routes.push(RouteHandles {
-                    route: (**route).into(),
+                    route: observed.route.as_str().into(),
                     outcomes: [
                         counter(Outcome::Hit),
                         counter(Outcome::Miss),
@@ -221,7 +239,7 @@ pub(crate) fn outcome(outcome: Outcome) {
 /// The route label of the current request, or [`BACKGROUND`] outside one.
 fn current_route() -> SharedString {
     REQUEST
-        .try_with(|observed| observed.route.clone())
+        .try_with(|observed| observed.route.label())
         .unwrap_or(SharedString::const_str(BACKGROUND))
 }
 

@@ -19,6 +19,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use webcache_core::backend::unix_ms;
 
@@ -114,11 +115,20 @@ impl StoredResponse {
                 }
             }
         }
-        out.put_u16(self.headers.len() as u16);
+        // The body's length is stored with the headers when they do not state it, so that a
+        // hit answers `Content-Length` from the stored bytes rather than formatting it anew.
+        let length =
+            (!self.headers.contains_key(CONTENT_LENGTH)).then(|| self.body.len().to_string());
+        out.put_u16((self.headers.len() + usize::from(length.is_some())) as u16);
         for (name, value) in &self.headers {
             put_name(&mut out, name);
             out.put_u32(value.len() as u32);
             out.put_slice(value.as_bytes());
+        }
+        if let Some(length) = length {
+            put_name(&mut out, &CONTENT_LENGTH);
+            out.put_u32(length.len() as u32);
+            out.put_slice(length.as_bytes());
         }
         out.put_slice(&self.body);
         out.freeze()
@@ -249,7 +259,9 @@ pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
                 vary.push((name, value));
             }
             let nheaders = r.u16()?;
-            let mut headers = HeaderMap::with_capacity(nheaders as usize);
+            // Room for what a hit adds (`Age`, the diagnostic header), so that no answer
+            // grows the map.
+            let mut headers = HeaderMap::with_capacity(usize::from(nheaders) + 2);
             for _ in 0..nheaders {
                 let name = r.name()?;
                 let n = r.u32()? as usize;
@@ -302,7 +314,10 @@ mod tests {
             panic!("not a page")
         };
         assert_eq!(back.status, page.status);
-        assert_eq!(back.headers, page.headers);
+        // The body's length is stored with the headers.
+        let mut expected = page.headers.clone();
+        expected.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert_eq!(back.headers, expected);
         assert_eq!(back.body, page.body);
         assert_eq!(back.stored_at, page.stored_at);
         assert_eq!(back.fresh_for, page.fresh_for);

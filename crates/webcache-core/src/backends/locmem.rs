@@ -272,6 +272,10 @@ impl Backend for LocMemBackend {
         Ok(self.get_now(key))
     }
 
+    fn get_ready(&self, key: &str) -> Option<Option<Bytes>> {
+        Some(self.get_now(key))
+    }
+
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
         let item = Item {
             value,

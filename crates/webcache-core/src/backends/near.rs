@@ -139,6 +139,13 @@ impl Backend for NearCache {
         Ok(value)
     }
 
+    /// A trusted local copy answers at once, also while the shared backend is down (the
+    /// cache's breaker refuses only calls that wait); a miss here is the shared backend's to
+    /// answer.
+    fn get_ready(&self, key: &str) -> Option<Option<Bytes>> {
+        self.local_copy(key).map(Some)
+    }
+
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
         // Drop the local copy first: if the shared write fails, no stale copy survives it.
         self.forget(key).await;

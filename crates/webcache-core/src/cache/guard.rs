@@ -5,10 +5,9 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::backend::{Backend, KeyStream};
+use crate::backend::KeyStream;
 use crate::breaker::{Admit, Breaker};
 use crate::error::{Error, Result};
 
@@ -82,18 +81,6 @@ impl Cache {
                     }))
                 }),
         }
-    }
-
-    /// While the breaker refuses calls, a near tier's local copy is still good to serve.
-    pub(super) fn near_copy_while_down(&self, full: &str) -> Option<Bytes> {
-        if !self.inner.breaker.as_ref()?.is_open() {
-            return None;
-        }
-        let backend: &dyn Backend = &*self.inner.backend;
-        let near = backend
-            .as_any()
-            .downcast_ref::<crate::backends::NearCache>()?;
-        near.local_copy(full)
     }
 
     /// Runs a backend call with the operation timeout, counting failures; in degrade mode a

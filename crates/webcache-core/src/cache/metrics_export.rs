@@ -54,14 +54,38 @@ pub(super) async fn observe<R>(
     operation: &'static str,
     call: impl Future<Output = Result<R>>,
 ) -> Result<R> {
-    let span = tracing::info_span!(
+    let started = Instant::now();
+    let result = call.instrument(span(cache, operation)).await;
+    record_duration(cache, operation, started);
+    result
+}
+
+/// [`observe`] for a backend's answer given without waiting ([`Backend::get_ready`]).
+///
+/// [`Backend::get_ready`]: crate::backend::Backend::get_ready
+pub(super) fn observe_ready<R>(
+    cache: &Cache,
+    operation: &'static str,
+    call: impl FnOnce() -> R,
+) -> R {
+    let started = Instant::now();
+    let result = span(cache, operation).in_scope(call);
+    record_duration(cache, operation, started);
+    result
+}
+
+/// The span every backend call runs in: alias, backend and operation, never the key.
+fn span(cache: &Cache, operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
         "cache",
         alias = %cache.alias(),
         backend = cache.inner.backend.name(),
         operation,
-    );
-    let started = Instant::now();
-    let result = call.instrument(span).await;
+    )
+}
+
+/// Records how long a backend call that began at `started` took.
+fn record_duration(cache: &Cache, operation: &'static str, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
     with_handles(|handles| {
         let alias = cache.alias();
@@ -78,7 +102,6 @@ pub(super) async fn observe<R>(
             }
         }
     });
-    result
 }
 
 /// The handles of this thread's recent metrics, so that a hit costs no registry lookup (a

@@ -239,7 +239,7 @@ impl PageCacheEngine {
             }
         }
         let mut stale = None;
-        if let Some(page) = found.page {
+        if let Some(page) = found.page.take() {
             let now = SystemTime::now();
             match policy.usable(&page, req.headers(), now, self.settings.grace) {
                 Usable::Fresh => {
@@ -251,7 +251,7 @@ impl PageCacheEngine {
                 // refreshed in the background with this very request. A key whose last answer
                 // was not storable takes the miss path instead, the page as its fallback.
                 Usable::Stale { refresh } => {
-                    if !refresh || !self.uncacheable.contains(&found.flight_key) {
+                    if !refresh || !self.uncacheable.contains(found.flight_key(&primary)) {
                         let response = self.respond.page(
                             page.clone(),
                             &method,
@@ -260,7 +260,8 @@ impl PageCacheEngine {
                             Outcome::Stale,
                         );
                         if refresh {
-                            self.refresh(inner, req, &primary, found.flight_key, page);
+                            let flight_key = found.flight_key(&primary).to_owned();
+                            self.refresh(inner, req, &primary, flight_key, page);
                         }
                         return Ok(response);
                     }
@@ -284,7 +285,7 @@ impl PageCacheEngine {
         }
         // Boxed so that the future of a hit stays small: the miss path's state (single flight,
         // inner call, buffering, store) is large and would be moved on every request.
-        Box::pin(self.miss(inner, req, &primary, &found.flight_key, stale)).await
+        Box::pin(self.miss(inner, req, &primary, found.flight_key(&primary), stale)).await
     }
 }
 

@@ -77,13 +77,13 @@ impl Responder {
         let mut response = Response::new(body);
         *response.status_mut() = page.status;
         *response.headers_mut() = page.headers;
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
-        if matches!(outcome, Outcome::Hit | Outcome::Stale) || age >= Duration::from_secs(1) {
+        if !states_length(response.headers(), body_len) {
             response
                 .headers_mut()
-                .insert(AGE, HeaderValue::from(age.as_secs()));
+                .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+        }
+        if matches!(outcome, Outcome::Hit | Outcome::Stale) || age >= Duration::from_secs(1) {
+            response.headers_mut().insert(AGE, age_value(age.as_secs()));
         }
         if page.status == StatusCode::OK {
             let precondition = conditional::evaluate(method, request, response.headers());
@@ -156,6 +156,56 @@ impl Responder {
     }
 }
 
+/// Whether `headers` state exactly one `Content-Length`, of `length` (a page stored with its
+/// length: nothing to format on a hit).
+fn states_length(headers: &HeaderMap, length: usize) -> bool {
+    let mut stated = headers.get_all(CONTENT_LENGTH).iter();
+    match (stated.next(), stated.next()) {
+        // Digits only: `parse` would also take a sign, which is no Content-Length.
+        (Some(value), None) => {
+            value.as_bytes().iter().all(u8::is_ascii_digit)
+                && value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .is_some_and(|v| v == length)
+        }
+        _ => false,
+    }
+}
+
+/// The most seconds of `Age` answered from a table made once; older pages format theirs.
+const AGES: u64 = 4096;
+
+/// The `Age` value for `seconds`: from a table shared by every hit for the first [`AGES`]
+/// seconds of a page's life (a hit then formats and allocates nothing for it).
+fn age_value(seconds: u64) -> HeaderValue {
+    static TABLE: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        // One buffer for every value, kept for the life of the process: each value is a
+        // slice of it, which a response clones without touching a reference count.
+        let text: &'static str = Box::leak(
+            (0..AGES)
+                .map(|n| n.to_string())
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        let mut at = 0;
+        (0..AGES)
+            .map(|n| {
+                let len = n.to_string().len();
+                let digits = bytes::Bytes::from_static(&text.as_bytes()[at..at + len]);
+                at += len;
+                HeaderValue::from_maybe_shared(digits).unwrap_or_else(|_| HeaderValue::from(n))
+            })
+            .collect()
+    });
+    usize::try_from(seconds)
+        .ok()
+        .and_then(|i| TABLE.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(seconds))
+}
+
 /// A plain-text answer of the layer's own.
 pub(crate) fn text<R>(
     status: StatusCode,
@@ -180,4 +230,44 @@ pub(crate) fn internal_error<R>() -> Response<CacheBody<R>> {
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal error in the page cache; the error is logged\n",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_values_from_the_table_are_the_formatted_ones() {
+        for seconds in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1234,
+            AGES - 1,
+            AGES,
+            AGES + 1,
+            u64::MAX,
+        ] {
+            assert_eq!(age_value(seconds), HeaderValue::from(seconds), "{seconds}");
+        }
+    }
+
+    #[test]
+    fn a_length_is_stated_only_by_one_matching_field() {
+        let mut headers = HeaderMap::new();
+        assert!(!states_length(&headers, 5));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(states_length(&headers, 5));
+        assert!(!states_length(&headers, 6));
+        headers.append(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(
+            !states_length(&headers, 5),
+            "two fields are replaced by one"
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("+5"));
+        assert!(!states_length(&headers, 5), "a sign is not a length");
+    }
 }

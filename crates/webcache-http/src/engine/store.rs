@@ -29,8 +29,16 @@ const WARN_EVERY: Duration = webcache_core::DEGRADE_LOG_INTERVAL;
 pub(crate) struct Lookup {
     /// The stored page for this request, if any (fresh or not).
     pub(crate) page: Option<StoredResponse>,
-    /// The key a miss for this request computes under (the page's key, or its variant's).
-    pub(crate) flight_key: String,
+    /// The variant's key when the URL's pages vary (a miss computes under it); `None`: the
+    /// page's own key, the primary (not copied on every hit).
+    pub(crate) variant: Option<String>,
+}
+
+impl Lookup {
+    /// The key a miss for this request computes under: the variant's, or `primary`.
+    pub(crate) fn flight_key<'a>(&'a self, primary: &'a str) -> &'a str {
+        self.variant.as_deref().unwrap_or(primary)
+    }
 }
 
 /// The state shared by every service made by one layer.
@@ -74,18 +82,18 @@ impl PageStore {
     /// Finds the page for a request.
     pub(crate) async fn lookup(&self, primary: &str, request: &HeaderMap) -> Lookup {
         let remembered = self.state.memo.get(primary);
-        let mut flight_key = primary.to_owned();
+        let mut flight_key = None;
         if let Some(names) = &remembered {
             let variant = key::variant_key_for(primary, names, request);
             if let Some(Entry::Page(page)) = self.read(&variant).await {
                 if page.matches(request) {
                     return Lookup {
                         page: Some(page),
-                        flight_key: variant,
+                        variant: Some(variant),
                     };
                 }
             }
-            flight_key = variant;
+            flight_key = Some(variant);
         }
         match self.read(primary).await {
             Some(Entry::Page(page)) if page.vary.is_empty() => {
@@ -94,7 +102,7 @@ impl PageStore {
                 }
                 Lookup {
                     page: Some(page),
-                    flight_key: primary.to_owned(),
+                    variant: None,
                 }
             }
             Some(Entry::Vary(list)) => {
@@ -110,12 +118,12 @@ impl PageStore {
                 };
                 Lookup {
                     page,
-                    flight_key: variant,
+                    variant: Some(variant),
                 }
             }
             _ => Lookup {
                 page: None,
-                flight_key,
+                variant: flight_key,
             },
         }
     }
