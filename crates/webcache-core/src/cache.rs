@@ -978,6 +978,7 @@ impl Cache {
     }
 
     /// The stored entry under `full`, unless a tag it carries was invalidated.
+    ///
     /// An in-process backend answers at once ([`Backend::get_ready`]): no future, timer or
     /// breaker for a read that cannot hang.
     async fn backend_get(&self, full: &str) -> Result<Option<Bytes>> {

@@ -1644,3 +1644,30 @@ pub async fn every_codec_round_trips(h: &dyn Harness) {
         }
     }
 }
+
+/// `Backend::get_ready`, where a backend gives it, answers as `get` does: the value stored, a
+/// miss after a delete, a miss once the entry expired (a backend that needs I/O answers `None`,
+/// and the cache then calls `get`).
+pub async fn get_ready_answers_as_get_does(h: &dyn Harness) {
+    let backend = h.backend().await;
+    let key = format!("ready{:08x}", rand::random::<u32>());
+    let agrees = |ready: Option<Option<Bytes>>, got: Option<Bytes>, when: &str| {
+        if let Some(ready) = ready {
+            assert_eq!(ready, got, "get_ready and get disagree {when}");
+        }
+    };
+    agrees(backend.get_ready(&key), None, "before a write");
+    let value = Bytes::from_static(b"value");
+    let after = |secs| Expiry::After(Duration::from_secs(secs));
+    backend.set(&key, value.clone(), after(60)).await.unwrap();
+    let got = backend.get(&key).await.unwrap();
+    assert_eq!(got.as_ref(), Some(&value));
+    agrees(backend.get_ready(&key), got, "after a write");
+    backend.delete(&key).await.unwrap();
+    agrees(backend.get_ready(&key), None, "after a delete");
+    backend.set(&key, value, after(1)).await.unwrap();
+    sleep(Duration::from_millis(1100) + h.capabilities().expiry_slack).await;
+    let got = backend.get(&key).await.unwrap();
+    assert_eq!(got, None, "an expired entry was read");
+    agrees(backend.get_ready(&key), got, "after the entry expired");
+}

@@ -82,7 +82,7 @@ impl PageStore {
     /// Finds the page for a request.
     pub(crate) async fn lookup(&self, primary: &str, request: &HeaderMap) -> Lookup {
         let remembered = self.state.memo.get(primary);
-        let mut flight_key = None;
+        let mut remembered_variant = None;
         if let Some(names) = &remembered {
             let variant = key::variant_key_for(primary, names, request);
             if let Some(Entry::Page(page)) = self.read(&variant).await {
@@ -93,7 +93,7 @@ impl PageStore {
                     };
                 }
             }
-            flight_key = Some(variant);
+            remembered_variant = Some(variant);
         }
         match self.read(primary).await {
             Some(Entry::Page(page)) if page.vary.is_empty() => {
@@ -123,7 +123,7 @@ impl PageStore {
             }
             _ => Lookup {
                 page: None,
-                variant: flight_key,
+                variant: remembered_variant,
             },
         }
     }
