@@ -394,3 +394,67 @@ pub fn inspect(payload: Bytes) -> Option<StoredSummary> {
         },
     })
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Stored bytes come from a backend another process (or user) may write: any bytes
+        /// decode to an entry or an error, never a panic; a page's body is what follows its
+        /// headers, and it keeps every header it was stored with.
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(Bytes::from(raw));
+        }
+
+        #[test]
+        fn arbitrary_entries_after_a_valid_prefix_never_panic(
+            tail in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            for head in [&b"P\x01"[..], b"V\x01"] {
+                let mut raw = head.to_vec();
+                raw.extend_from_slice(&tail);
+                let _ = decode(Bytes::from(raw));
+            }
+        }
+
+        #[test]
+        fn pages_round_trip_with_their_length(
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            values in proptest::collection::vec("[a-zA-Z0-9 ;=,./-]{0,40}", 0..6),
+            stated in proptest::option::of(0usize..5000),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (i, v) in values.iter().enumerate() {
+                headers.append(
+                    HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            if let Some(stated) = stated {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(stated));
+            }
+            let page = StoredResponse {
+                status: StatusCode::OK,
+                headers: headers.clone(),
+                body: Bytes::from(body.clone()),
+                stored_at: unix_ms::time(1_700_000_000_000),
+                fresh_for: Duration::from_secs(1),
+                initial_age: Duration::ZERO,
+                vary: Vec::new(),
+            };
+            let Ok(Entry::Page(back)) = decode(page.encode()) else {
+                panic!("a page did not decode");
+            };
+            prop_assert_eq!(&back.body[..], &body[..]);
+            // A stated length is kept as stated (the answer checks it against the body); an
+            // absent one is stored as the body's.
+            if stated.is_none() {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
+            prop_assert_eq!(back.headers, headers);
+        }
+    }
+}
