@@ -337,3 +337,32 @@ async fn hits_and_misses_are_counted_per_operation_through_the_metrics_route() {
         "{text}"
     );
 }
+
+/// A read is timed once: a backend that cannot answer at once (`Backend::get_ready` says
+/// `None`, as every networked backend does) is asked with `get`, and only that call counts in
+/// the latency histogram; an in-process answer counts once too.
+#[tokio::test]
+async fn each_read_is_timed_once() {
+    let metrics = PrometheusMetrics::install().unwrap();
+    let networked = Cache::new(
+        Arc::new(webcache_core::backends::DummyBackend),
+        CacheOptions::builder().alias("metrics-timed-once").build(),
+    );
+    let in_process = cache("metrics-timed-once-locmem");
+    for key in ["a", "b", "c"] {
+        networked.get_bytes(key).await.unwrap();
+        in_process.get_bytes(key).await.unwrap();
+    }
+    let text = metrics.render().await;
+    for alias in ["metrics-timed-once", "metrics-timed-once-locmem"] {
+        assert_eq!(
+            sample(
+                &text,
+                "webcache_cache_operation_duration_seconds_count",
+                &[("alias", alias), ("operation", "get")]
+            ),
+            Some(3.0),
+            "{alias}: {text}"
+        );
+    }
+}

@@ -60,17 +60,24 @@ pub(super) async fn observe<R>(
     result
 }
 
-/// [`observe`] for a backend's answer given without waiting ([`Backend::get_ready`]).
+/// [`observe`] for a backend's answer given without waiting ([`Backend::get_ready`]): counted
+/// only when the backend answered (`Some`); otherwise the call that follows is the one timed
+/// and traced, so a read shows once in the histogram and once in a trace. An answer given at
+/// once gets its `cache` span after the fact (the span says which backend answered; its
+/// duration would be the nanoseconds of a map lookup).
 ///
 /// [`Backend::get_ready`]: crate::backend::Backend::get_ready
 pub(super) fn observe_ready<R>(
     cache: &Cache,
     operation: &'static str,
-    call: impl FnOnce() -> R,
-) -> R {
+    call: impl FnOnce() -> Option<R>,
+) -> Option<R> {
     let started = Instant::now();
-    let result = span(cache, operation).in_scope(call);
-    record_duration(cache, operation, started);
+    let result = call();
+    if result.is_some() {
+        drop(span(cache, operation).entered());
+        record_duration(cache, operation, started);
+    }
     result
 }
 
