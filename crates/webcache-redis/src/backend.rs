@@ -18,7 +18,7 @@ use webcache_core::config::{BackendSpec, ConfigError};
 use webcache_core::{glob_escape, Error, Expiry, Result, Ttl};
 
 use crate::config::{ClearMode, RedisConfig, Target};
-use crate::conn::{masters_from_cluster_nodes, to_node, Conn, SentinelNodes, Topology};
+use crate::conn::{to_node, Conn, SentinelNodes, Topology};
 
 /// The backend's name in logs and errors.
 pub const NAME: &str = "redis";
@@ -381,7 +381,7 @@ impl RedisBackend {
         cmd.arg("NODES");
         match self.bounded(cmd.query_async::<String>(&mut cluster)).await {
             Ok(Ok(text)) => {
-                Some(crate::nodes::slot_ranges_from_cluster_nodes(&text)).filter(|r| !r.is_empty())
+                Some(crate::cluster_nodes::slot_ranges(&text)).filter(|r| !r.is_empty())
             }
             _ => None,
         }
@@ -544,7 +544,7 @@ impl RedisBackend {
                     .bounded(cmd.query_async(&mut cluster))
                     .await?
                     .map_err(|e| self.fail("CLUSTER NODES", e))?;
-                let masters = masters_from_cluster_nodes(&text);
+                let masters = crate::cluster_nodes::masters(&text);
                 if masters.is_empty() {
                     return Err(Error::backend_msg(
                         NAME,

@@ -69,6 +69,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod backend;
+mod cluster_nodes;
 mod config;
 mod conn;
 mod lock;

@@ -366,7 +366,7 @@ async fn nodes_now(
     )
     .await
     {
-        Ok(Ok(text)) => Ok(nodes_from_cluster_nodes(&text, with_replicas)),
+        Ok(Ok(text)) => Ok(crate::cluster_nodes::read_nodes(&text, with_replicas)),
         Ok(Err(e)) => Err(format!("CLUSTER NODES failed: {e}")),
         Err(_) => Err("CLUSTER NODES unanswered".to_owned()),
     }
@@ -500,7 +500,7 @@ async fn cluster_nodes(
         };
         match tokio::time::timeout(config.connect_timeout + config.response_timeout, asked).await {
             Ok(Ok((info, text))) => {
-                let nodes = nodes_from_cluster_nodes(&text, with_replicas);
+                let nodes = crate::cluster_nodes::read_nodes(&text, with_replicas);
                 if nodes.is_empty() {
                     last = "CLUSTER NODES lists no node serving reads".to_owned();
                     continue;
@@ -512,32 +512,6 @@ async fn cluster_nodes(
         }
     }
     Err(format!("cannot list the cluster's nodes: {last}"))
-}
-
-/// The `host:port` of every node that serves reads, from `CLUSTER NODES` output: masters with
-/// slots, and their replicas when `with_replicas`. Failing nodes are left out.
-pub(crate) fn nodes_from_cluster_nodes(text: &str, with_replicas: bool) -> BTreeSet<(String, u16)> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (address, flags) = (fields.get(1)?, fields.get(2)?);
-            let flags: Vec<&str> = flags.split(',').collect();
-            if flags
-                .iter()
-                .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"))
-            {
-                return None;
-            }
-            let master_with_slots = flags.contains(&"master") && fields.len() > 8;
-            let replica = flags.iter().any(|f| matches!(*f, "slave" | "replica"));
-            if !(master_with_slots || (with_replicas && replica)) {
-                return None;
-            }
-            let host_port = address.split(['@', ',']).next()?;
-            let (host, port) = host_port.rsplit_once(':')?;
-            Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
-        })
-        .collect()
 }
 
 /// What an `invalidate` push says changed.
@@ -617,23 +591,6 @@ mod tests {
             }
         }
 
-        /// Whatever a server sends as `CLUSTER NODES`, reading it never panics, and every node
-        /// it yields is a `host:port` written on a line of that text.
-        #[test]
-        fn cluster_nodes_output_is_read_without_panic(
-            text in "(([0-9a-f]{2} )?[0-9.:@\\[\\],a-z]{0,24} (master|myself,master|slave|master,fail)? ?[-0-9 a-z]{0,30}\n){0,6}",
-            noise in any::<Vec<u8>>(),
-            with_replicas in any::<bool>(),
-        ) {
-            for (host, port) in nodes_from_cluster_nodes(&text, with_replicas) {
-                let address = format!("{host}:{port}");
-                prop_assert!(
-                    text.lines().any(|l| l.replace(['[', ']'], "").contains(&address)),
-                    "{} not on a line of {:?}", address, text
-                );
-            }
-            let _ = nodes_from_cluster_nodes(&String::from_utf8_lossy(&noise), with_replicas);
-        }
     }
 
     #[test]
@@ -646,28 +603,5 @@ mod tests {
         assert_eq!(read_invalidation(&[Value::Nil]), Changed::All);
         assert_eq!(read_invalidation(&[Value::Int(3)]), Changed::All);
         assert_eq!(read_invalidation(&[]), Changed::All);
-    }
-
-    #[test]
-    fn lists_masters_with_slots_and_replicas_when_asked() {
-        let text = "\
-07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
-67ed 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922
-e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
-aaaa 127.0.0.1:30009@40009 master,fail - 0 0 1 connected 1-2
-bbbb 127.0.0.1:30010@40010 master - 0 0 1 connected
-cccc 127.0.0.1:30011@40011 slave,fail e7d1 0 0 1 connected
-";
-        let masters = |ports: &[u16]| -> BTreeSet<(String, u16)> {
-            ports.iter().map(|p| ("127.0.0.1".to_owned(), *p)).collect()
-        };
-        assert_eq!(
-            nodes_from_cluster_nodes(text, false),
-            masters(&[30001, 30002])
-        );
-        assert_eq!(
-            nodes_from_cluster_nodes(text, true),
-            masters(&[30001, 30002, 30004])
-        );
     }
 }
