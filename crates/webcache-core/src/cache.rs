@@ -287,11 +287,38 @@ impl Cache {
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
         let full = self.make_key(key)?;
         let raw = self.backend_get(&full).await?;
-        Ok(self.count(
+        Ok(self.bytes_read(key, raw))
+    }
+
+    /// What a read of raw bytes gives the caller (counted as a hit or a miss).
+    fn bytes_read(&self, key: &str, raw: Option<Bytes>) -> Option<Bytes> {
+        self.count(
             Read::GetBytes,
             key,
             raw.and_then(|raw| self.decode_bytes(key, &raw)),
-        ))
+        )
+    }
+
+    /// [`get_bytes`](Cache::get_bytes) answered without waiting, when the backend has the
+    /// answer in this process ([`Backend::get_ready`]: locmem, the near tier's trusted copies).
+    /// `None` when the answer needs I/O: then call `get_bytes`. A caller on a hot path (the
+    /// page cache's hit) uses it to answer without a future.
+    ///
+    /// A tagged entry whose tag versions are not at hand is read again by `get_bytes`.
+    pub fn get_bytes_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        let full = match self.make_key(key) {
+            Ok(full) => full,
+            Err(e) => return Some(Err(e)),
+        };
+        let backend = &self.inner.backend;
+        let raw = match metrics_export::observe_ready(self, "get", || backend.get_ready(&full))? {
+            Some(raw) if entry::has_tags(&raw) => match self.tags_current_now(&raw)? {
+                Ok(current) => current.then_some(raw),
+                Err(e) => return Some(Err(e)),
+            },
+            other => other,
+        };
+        Some(Ok(self.bytes_read(key, raw)))
     }
 
     /// The stored entry under `key` as the backend holds it (header included), for inspection;

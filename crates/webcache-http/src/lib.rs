@@ -27,7 +27,7 @@ mod tags;
 
 pub use body::{CacheBody, PageBody};
 pub use conditional::{ConditionalGet, ConditionalGetLayer};
-pub use future::MapHeadersFuture;
+pub use future::{CachePageFuture, MapHeadersFuture};
 pub use headers::{
     cache_control, never_cache, vary_on_cookie, vary_on_headers, CacheControlPatch,
     ResponseHeaders, ResponseHeadersLayer,

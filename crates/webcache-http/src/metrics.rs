@@ -32,7 +32,8 @@ use metrics::{Counter, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use webcache_core::Cache;
 
-use crate::engine::Outcome;
+use crate::body::PageBody;
+use crate::engine::{Front, Outcome};
 use crate::policy::NotStored;
 
 /// The label of a request that no axum route matched.
@@ -102,6 +103,28 @@ where
         outcome: Cell::new(None),
     };
     REQUEST.scope(observed, Finish { answer })
+}
+
+/// [`observe`] for the part of an answer made without waiting ([`PageCacheEngine::front`]):
+/// runs it in the request's scope and counts its outcome when it answered. What it leaves for
+/// later is observed with [`observe`].
+///
+/// [`PageCacheEngine::front`]: crate::engine::PageCacheEngine::front
+pub(crate) fn observe_now<B, R: PageBody>(
+    route: Route,
+    front: impl FnOnce() -> Front<B, R>,
+) -> Front<B, R> {
+    let observed = Observed {
+        route,
+        outcome: Cell::new(None),
+    };
+    REQUEST.sync_scope(observed, || {
+        let front = front();
+        if let Front::Answered(response) = &front {
+            let _ = REQUEST.try_with(|observed| finished(observed, response));
+        }
+        front
+    })
 }
 
 /// The future of [`observe`].

@@ -7,13 +7,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use futures::FutureExt;
 use http::{Request, Response};
 use tower::Service;
 
 use crate::body::{CacheBody, PageBody};
-use crate::engine::{internal_error, PageCacheEngine, Reply};
+use crate::engine::{internal_error, Front, PageCacheEngine, Reply};
+use crate::future::CachePageFuture;
 
 /// A service that answers GET and HEAD from the page cache; built by
 /// [`CachePageLayer`](crate::CachePageLayer).
@@ -52,25 +52,37 @@ where
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+    type Future = CachePageFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // What needs no waiting is answered here: a hit the store has at hand costs no future,
+        // no box and no clone of the inner service.
+        let route = crate::metrics::route(&req);
+        let (engine, inner) = (&self.engine, &self.inner);
+        let front = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::metrics::observe_now(route, || engine.front(inner, req))
+        }));
+        let later = match front {
+            Ok(Front::Answered(response)) => return CachePageFuture::ready(Ok(response)),
+            Ok(Front::Later(later)) => later,
+            Err(panic) => return CachePageFuture::ready(answer_panic(Err(panic))),
+        };
         // The service that was polled ready is the one to call (tower's usual swap).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let engine = self.engine.clone();
-        let route = crate::metrics::route(&req);
+        let route = crate::metrics::route(later.request());
+        let rest = self.engine.clone().finish(inner, later);
         // Combinators, not an async block: the engine's future is held once in the box (an
         // async block would keep it again in its await state, and move it on every request).
-        Box::pin(
-            AssertUnwindSafe(crate::metrics::observe(route, engine.handle(inner, req)))
+        CachePageFuture::later(Box::pin(
+            AssertUnwindSafe(crate::metrics::observe(route, rest))
                 .catch_unwind()
                 .map(answer_panic),
-        )
+        ))
     }
 }
 

@@ -1645,6 +1645,51 @@ pub async fn every_codec_round_trips(h: &dyn Harness) {
     }
 }
 
+/// `Cache::get_bytes_now`, where the backend has the answer at hand, answers as `get_bytes`
+/// does: a plain entry, a tagged one until its tag is invalidated, a deleted one. A backend
+/// that answers any `get_ready` at once (in process) answers every read here (the page cache's
+/// hits depend on it).
+pub async fn get_bytes_now_answers_as_get_bytes_does(h: &dyn Harness) {
+    let c = cache(h).await;
+    let at_hand = c
+        .backend()
+        .get_ready(&c.make_key("probe").unwrap())
+        .is_some();
+    let agrees =
+        |now: Option<webcache_core::Result<Option<Bytes>>>, got: Option<Bytes>, when: &str| {
+            // A backend that answers even a miss at once (in process) answers every read so.
+            assert!(
+                now.is_some() || !at_hand,
+                "get_bytes_now did not answer {when}"
+            );
+            if let Some(now) = now {
+                assert_eq!(
+                    now.unwrap(),
+                    got,
+                    "get_bytes_now and get_bytes disagree {when}"
+                );
+            }
+        };
+    agrees(c.get_bytes_now("plain"), None, "before a write");
+    c.set_bytes("plain", b"plain", 60).await.unwrap();
+    let tagged = c.tagged(["now:1"]);
+    tagged.set_bytes("tagged", b"tagged", 60).await.unwrap();
+    for key in ["plain", "tagged"] {
+        let got = c.get_bytes(key).await.unwrap();
+        assert!(got.is_some(), "{key} was not stored");
+        agrees(c.get_bytes_now(key), got, "after a write");
+    }
+    c.invalidate_tags(["now:1"]).await.unwrap();
+    assert_eq!(c.get_bytes("tagged").await.unwrap(), None);
+    agrees(
+        c.get_bytes_now("tagged"),
+        None,
+        "after its tag was invalidated",
+    );
+    c.delete("plain").await.unwrap();
+    agrees(c.get_bytes_now("plain"), None, "after a delete");
+}
+
 /// `Backend::get_ready`, where a backend gives it, answers as `get` does: the value stored, a
 /// miss after a delete, a miss once the entry expired (a backend that needs I/O answers `None`,
 /// and the cache then calls `get`).

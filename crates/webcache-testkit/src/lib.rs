@@ -179,6 +179,7 @@ macro_rules! conformance_suite {
             set_if_present_over_an_expired_key_is_false,
             set_if_present_never_resurrects_a_deleted_key,
             get_ready_answers_as_get_does,
+            get_bytes_now_answers_as_get_bytes_does,
             expire_at_and_persist,
             delete_pattern_is_scoped,
             every_codec_round_trips,

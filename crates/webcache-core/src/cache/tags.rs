@@ -319,10 +319,37 @@ impl Cache {
         let Some((current, _)) = self.current_versions(&names, false).await? else {
             return Ok(false);
         };
-        Ok(recorded
+        Ok(all_current(&recorded, current))
+    }
+
+    /// [`tags_current`](Self::tags_current) when the backend has every version at hand
+    /// ([`Backend::get_ready`]); `None` when one needs I/O.
+    pub(super) fn tags_current_now(&self, raw: &Bytes) -> Option<Result<bool>> {
+        if !entry::has_tags(raw) {
+            return Some(Ok(true));
+        }
+        let Ok(recorded) = entry::tags(raw) else {
+            return Some(Ok(false));
+        };
+        let keys = recorded
             .iter()
-            .zip(current)
-            .all(|((_, recorded), current)| current == Some(*recorded)))
+            .map(|(name, _)| self.tag_key(name))
+            .collect::<Result<Vec<_>>>();
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(e) => return Some(Err(e)),
+        };
+        let backend: &Arc<dyn Backend> = &self.inner.backend;
+        let values = super::metrics_export::observe_ready(self, "get_many", || {
+            keys.iter()
+                .map(|key| backend.get_ready(key))
+                .collect::<Option<Vec<_>>>()
+        })?;
+        let current = values
+            .into_iter()
+            .map(|v| v.as_ref().and_then(version_of))
+            .collect();
+        Some(Ok(all_current(&recorded, current)))
     }
 
     /// Drops from `values` the entries whose tags were invalidated, checking all of their tags
@@ -421,10 +448,7 @@ impl Cache {
         Ok(raw.map(|values| {
             values
                 .into_iter()
-                .map(|v| {
-                    v.and_then(|raw| entry::parse_integer(&raw))
-                        .and_then(|n| u64::try_from(n).ok())
-                })
+                .map(|v| v.as_ref().and_then(version_of))
                 .collect()
         }))
     }
@@ -449,4 +473,18 @@ impl Cache {
 /// one, and positive, so that it is stored as a plain integer.
 fn new_version() -> i64 {
     rand::rng().random_range(1..=i64::MAX)
+}
+
+/// A tag version read from the backend; a value that is not a version (a foreign write)
+/// counts as missing.
+fn version_of(raw: &Bytes) -> Option<u64> {
+    entry::parse_integer(raw).and_then(|n| u64::try_from(n).ok())
+}
+
+/// Whether every recorded tag version is the current one.
+fn all_current(recorded: &[(&str, u64)], current: Vec<Option<u64>>) -> bool {
+    recorded
+        .iter()
+        .zip(current)
+        .all(|((_, recorded), current)| current == Some(*recorded))
 }

@@ -194,6 +194,12 @@ impl PageCacheEngine {
         B: Send + 'static,
         R: PageBody,
     {
+        // A hit is answered in `Service::call`, which a caller may make outside the runtime
+        // (and poll the answer inside it): the refresh is left to a later request then.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(key = flight_key, "no runtime to refresh a stale page in");
+            return;
+        };
         let Joined::Leader(leader) = self.flights.join(&flight_key) else {
             return;
         };
@@ -201,7 +207,7 @@ impl PageCacheEngine {
         super::exchange::ask_as_get(&mut req);
         let engine = self.clone();
         let primary = primary.to_owned();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             // A request that read the stale page just before the previous refresh stored its
             // page may start this one after it ended: the page is looked up again (one read
             // per refresh, none per hit) so that such a refresh asks nobody.

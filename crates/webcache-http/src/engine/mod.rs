@@ -47,7 +47,7 @@ pub(crate) use miss::Uncacheable;
 pub(crate) use respond::internal_error;
 pub(crate) use respond::Outcome;
 use respond::Responder;
-pub(crate) use store::{PageStore, StoreState};
+pub(crate) use store::{Lookup, PageStore, StoreState};
 
 use crate::body::{CacheBody, PageBody};
 use crate::hop::strip_hop_by_hop;
@@ -81,6 +81,62 @@ pub(crate) struct Stale {
     /// Whether the page may answer when the inner service fails (an error, a 5xx): within its
     /// `stale-if-error` window or the grace.
     pub(crate) if_error: bool,
+}
+
+/// Where a request's answer stands after the part that needs no waiting
+/// ([`PageCacheEngine::front`]).
+pub(crate) enum Front<B, R> {
+    /// Answered: a refused host, or a page the store had at hand.
+    Answered(Response<CacheBody<R>>),
+    /// The rest waits for the inner service or the backend ([`PageCacheEngine::finish`]).
+    Later(Later<B>),
+}
+
+/// What a request does next, when it must wait.
+pub(crate) enum Later<B> {
+    /// Look its page up (the backend needs I/O, or the URL's ranged answers are next).
+    Lookup(Cacheable<B>),
+    /// Pass to the inner service (`x-cache: BYPASS`); after a successful unsafe request, the
+    /// pages of its URL (key, URI, host) are invalidated.
+    Bypass {
+        req: Request<B>,
+        invalidate: Option<(String, Uri, Vec<u8>)>,
+    },
+    /// A ranged request that the complete page cannot answer, with `If-Range`: whether the
+    /// stored part still matches is the origin's to say.
+    AskForRange(Request<B>),
+    /// The miss path, with the stored page that could not answer (if any).
+    Miss {
+        req: Request<B>,
+        primary: String,
+        /// The variant's key when the URL's pages vary (see [`store::Lookup`]).
+        variant: Option<String>,
+        /// Boxed: a stored page is large, and most requests never carry one.
+        stale: Option<Box<Stale>>,
+    },
+}
+
+impl<B> Later<B> {
+    /// The request being answered.
+    pub(crate) fn request(&self) -> &Request<B> {
+        match self {
+            Later::Lookup(Cacheable { req, .. })
+            | Later::Bypass { req, .. }
+            | Later::AskForRange(req)
+            | Later::Miss { req, .. } => req,
+        }
+    }
+}
+
+/// A request the cache may answer: its method and the key its page is looked up under.
+pub(crate) struct Cacheable<B> {
+    req: Request<B>,
+    method: Method,
+    /// The page's key; for a ranged request the complete page cannot answer, the key of the
+    /// URL's ranged answers.
+    primary: String,
+    /// Whether the complete page was already looked at for a ranged request.
+    range_checked: bool,
 }
 
 /// A reply of the page cache.
@@ -148,18 +204,95 @@ impl PageCacheEngine {
         (Request::from_parts(parts, body), key)
     }
 
-    /// Answers one request. The engine is owned (a reference count) so that the future is
-    /// `'static` without a wrapper around it.
-    pub(crate) async fn handle<S, B, R>(
-        self: Arc<Self>,
-        mut inner: S,
-        req: Request<B>,
-    ) -> Reply<R, S::Error>
+    /// The part of a request's answer that needs no waiting: admission, the key, and the
+    /// lookup and answer when the store has the page at hand (a hit over locmem is answered
+    /// here, without a future). What remains is [`finish`](Self::finish)'s.
+    pub(crate) fn front<S, B, R>(&self, inner: &S, req: Request<B>) -> Front<B, R>
     where
-        S: InnerService<B, R> + 'static,
+        S: InnerService<B, R> + Clone + 'static,
         B: Send + 'static,
         R: PageBody,
     {
+        let mut later = match self.admit(req) {
+            Front::Later(later) => later,
+            answered => return answered,
+        };
+        loop {
+            let Later::Lookup(cacheable) = later else {
+                return Front::Later(later);
+            };
+            let headers = cacheable.req.headers();
+            let Some(found) = self.store.lookup_now(&cacheable.primary, headers) else {
+                return Front::Later(Later::Lookup(cacheable));
+            };
+            later = match self.decide(inner, cacheable, found) {
+                Front::Later(later) => later,
+                answered => return answered,
+            };
+        }
+    }
+
+    /// The rest of a request's answer, after [`front`](Self::front): lookups that wait for the
+    /// backend, the inner service, the miss path. The engine is owned (a reference count) so
+    /// that the future is `'static` without a wrapper around it.
+    pub(crate) async fn finish<S, B, R>(
+        self: Arc<Self>,
+        mut inner: S,
+        mut later: Later<B>,
+    ) -> Reply<R, S::Error>
+    where
+        S: InnerService<B, R> + Clone + 'static,
+        B: Send + 'static,
+        R: PageBody,
+    {
+        loop {
+            match later {
+                Later::Lookup(cacheable) => {
+                    let headers = cacheable.req.headers();
+                    let found = self.store.lookup(&cacheable.primary, headers).await;
+                    later = match self.decide(&inner, cacheable, found) {
+                        Front::Answered(response) => return Ok(response),
+                        Front::Later(later) => later,
+                    };
+                }
+                Later::Bypass { req, invalidate } => {
+                    let response = inner.call(req).await?;
+                    if let Some((primary, uri, host)) = invalidate {
+                        let status = response.status();
+                        if status.is_success() || status.is_redirection() {
+                            self.invalidate_after_unsafe(&primary, &uri, &host, response.headers())
+                                .await;
+                        }
+                    }
+                    return Ok(self
+                        .respond
+                        .mark(response.map(CacheBody::inner), Outcome::Bypass));
+                }
+                Later::AskForRange(req) => {
+                    let response = inner.call(req).await?;
+                    return Ok(self
+                        .respond
+                        .mark(response.map(CacheBody::inner), Outcome::Miss));
+                }
+                Later::Miss {
+                    req,
+                    primary,
+                    variant,
+                    stale,
+                } => {
+                    let flight_key = variant.as_deref().unwrap_or(&primary);
+                    // Boxed so that the future of a hit stays small: the miss path's state
+                    // (single flight, inner call, buffering, store) is large.
+                    let stale = stale.map(|stale| *stale);
+                    return Box::pin(self.miss(inner, req, &primary, flight_key, stale)).await;
+                }
+            }
+        }
+    }
+
+    /// Admission (a refused host is answered here), the requests that bypass the cache, and
+    /// the key of the others.
+    fn admit<B, R>(&self, req: Request<B>) -> Front<B, R> {
         // Taken apart so the URI is read while the headers are changed, without a copy.
         let (mut parts, body) = req.into_parts();
         let settled = host::settle(
@@ -171,7 +304,7 @@ impl PageCacheEngine {
         let mut req = Request::from_parts(parts, body);
         if let Err(refusal) = settled {
             tracing::debug!(?refusal, "request refused for its host");
-            return Ok(self.respond.refuse(refusal));
+            return Front::Answered(self.respond.refuse(refusal));
         }
         let policy = &self.settings.policy;
         let method = req.method().clone();
@@ -184,86 +317,102 @@ impl PageCacheEngine {
             } else {
                 None
             };
-            let response = inner.call(req).await?;
-            if let Some((primary, uri, host)) = invalidate {
-                let status = response.status();
-                if status.is_success() || status.is_redirection() {
-                    self.invalidate_after_unsafe(&primary, &uri, &host, response.headers())
-                        .await;
-                }
-            }
-            return Ok(self
-                .respond
-                .mark(response.map(CacheBody::inner), Outcome::Bypass));
+            return Front::Later(Later::Bypass { req, invalidate });
         }
         strip_hop_by_hop(req.headers_mut());
         if !policy.may_use_cache(req.headers()) {
-            let response = inner.call(req).await?;
-            return Ok(self
-                .respond
-                .mark(response.map(CacheBody::inner), Outcome::Bypass));
+            return Front::Later(Later::Bypass {
+                req,
+                invalidate: None,
+            });
         }
-
         if let Some(skip) = &self.settings.keys.skip {
             let (parts, body) = req.into_parts();
             let skipped = skip(&parts);
             req = Request::from_parts(parts, body);
             if skipped {
-                let response = inner.call(req).await?;
-                return Ok(self
-                    .respond
-                    .mark(response.map(CacheBody::inner), Outcome::Bypass));
+                return Front::Later(Later::Bypass {
+                    req,
+                    invalidate: None,
+                });
             }
         }
-        let (taken, mut primary) = self.primary_key(req);
-        req = taken;
-        let mut found = self.store.lookup(&primary, req.headers()).await;
+        let (req, primary) = self.primary_key(req);
+        Front::Later(Later::Lookup(Cacheable {
+            req,
+            method,
+            primary,
+            range_checked: false,
+        }))
+    }
+
+    /// What a looked-up request comes to: an answer (a fresh page; a stale one within its
+    /// window, whose refresh this request starts; `only-if-cached` with nothing usable), or
+    /// what it does next.
+    fn decide<S, B, R>(
+        &self,
+        inner: &S,
+        mut cacheable: Cacheable<B>,
+        mut found: Lookup,
+    ) -> Front<B, R>
+    where
+        S: InnerService<B, R> + Clone + 'static,
+        B: Send + 'static,
+        R: PageBody,
+    {
+        let policy = &self.settings.policy;
+        let headers = cacheable.req.headers();
+        let method = &cacheable.method;
         // A ranged GET (shared cache) is answered from the complete page when it is fresh;
         // otherwise from, and stored under, the URL's ranged answers (see `key::range_primary`).
-        if self.respond.ranges && method == Method::GET && req.headers().contains_key(RANGE) {
+        if !cacheable.range_checked
+            && self.respond.ranges
+            && method == Method::GET
+            && headers.contains_key(RANGE)
+        {
             let complete = found.page.as_ref().is_some_and(|page| {
                 page.status == StatusCode::OK
-                    && policy.usable(page, req.headers(), SystemTime::now(), self.settings.grace)
+                    && policy.usable(page, headers, SystemTime::now(), self.settings.grace)
                         == Usable::Fresh
             });
             if !complete {
-                if req.headers().contains_key(IF_RANGE) && !policy.only_if_cached(req.headers()) {
+                if headers.contains_key(IF_RANGE) && !policy.only_if_cached(headers) {
                     // Whether the stored part still matches is the origin's to say.
-                    let response = inner.call(req).await?;
-                    return Ok(self
-                        .respond
-                        .mark(response.map(CacheBody::inner), Outcome::Miss));
+                    return Front::Later(Later::AskForRange(cacheable.req));
                 }
-                primary = key::range_primary(&primary);
-                found = self.store.lookup(&primary, req.headers()).await;
+                cacheable.primary = key::range_primary(&cacheable.primary);
+                cacheable.range_checked = true;
+                return Front::Later(Later::Lookup(cacheable));
             }
         }
         let mut stale = None;
         if let Some(page) = found.page.take() {
             let now = SystemTime::now();
-            match policy.usable(&page, req.headers(), now, self.settings.grace) {
+            match policy.usable(&page, headers, now, self.settings.grace) {
                 Usable::Fresh => {
-                    return Ok(self
-                        .respond
-                        .page(page, &method, req.headers(), now, Outcome::Hit));
+                    return Front::Answered(self.respond.page(
+                        page,
+                        method,
+                        headers,
+                        now,
+                        Outcome::Hit,
+                    ));
                 }
                 // Within its stale window: answered at once, and (once per page and process)
                 // refreshed in the background with this very request. A key whose last answer
                 // was not storable takes the miss path instead, the page as its fallback.
                 Usable::Stale { refresh } => {
-                    if !refresh || !self.uncacheable.contains(found.flight_key(&primary)) {
-                        let response = self.respond.page(
-                            page.clone(),
-                            &method,
-                            req.headers(),
-                            now,
-                            Outcome::Stale,
-                        );
+                    let flight_key = found.flight_key(&cacheable.primary);
+                    if !refresh || !self.uncacheable.contains(flight_key) {
+                        let response =
+                            self.respond
+                                .page(page.clone(), method, headers, now, Outcome::Stale);
                         if refresh {
-                            let flight_key = found.flight_key(&primary).to_owned();
-                            self.refresh(inner, req, &primary, flight_key, page);
+                            let flight_key = flight_key.to_owned();
+                            let Cacheable { req, primary, .. } = cacheable;
+                            self.refresh(inner.clone(), req, &primary, flight_key, page);
                         }
-                        return Ok(response);
+                        return Front::Answered(response);
                     }
                     stale = Some(Stale {
                         page,
@@ -274,8 +423,8 @@ impl PageCacheEngine {
             }
         }
         // §5.2.1.7: nothing stored may answer, and the client wants nothing from the origin.
-        if policy.only_if_cached(req.headers()) {
-            return Ok(self.respond.mark(
+        if policy.only_if_cached(headers) {
+            return Front::Answered(self.respond.mark(
                 respond::text(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway timeout: the request said Cache-Control: only-if-cached and no stored answer can be used\n",
@@ -283,9 +432,12 @@ impl PageCacheEngine {
                 Outcome::Miss,
             ));
         }
-        // Boxed so that the future of a hit stays small: the miss path's state (single flight,
-        // inner call, buffering, store) is large and would be moved on every request.
-        Box::pin(self.miss(inner, req, &primary, found.flight_key(&primary), stale)).await
+        Front::Later(Later::Miss {
+            req: cacheable.req,
+            primary: cacheable.primary,
+            variant: found.variant,
+            stale: stale.map(Box::new),
+        })
     }
 }
 

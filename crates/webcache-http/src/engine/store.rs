@@ -3,8 +3,12 @@
 //! URL's pages with all their variants.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
@@ -24,6 +28,44 @@ const MAX_VARIANTS: usize = 256;
 const MAX_WRITING_BYTES: usize = 64 << 20;
 /// How often backend failures are logged as warnings (the rest go to debug).
 const WARN_EVERY: Duration = webcache_core::DEGRADE_LOG_INTERVAL;
+
+/// How a lookup reads entries: awaiting the backend, or only what is at hand.
+trait Reads {
+    /// Why a read was not made.
+    type Error;
+    /// The entry under `key`.
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>, Self::Error>> + Send;
+}
+
+/// Reads that wait for the backend ([`PageStore::lookup`]).
+struct Awaiting<'a>(&'a PageStore);
+
+impl Reads for Awaiting<'_> {
+    type Error = Infallible;
+    async fn read(&self, key: &str) -> Result<Option<Entry>, Infallible> {
+        Ok(self.0.read(key).await)
+    }
+}
+
+/// Reads of what is at hand only ([`PageStore::lookup_now`]).
+struct AtOnce<'a>(&'a PageStore);
+
+/// A read that needs I/O, in a lookup that must not wait.
+struct NotNow;
+
+impl Reads for AtOnce<'_> {
+    type Error = NotNow;
+    async fn read(&self, key: &str) -> Result<Option<Entry>, NotNow> {
+        self.0.read_now(key).ok_or(NotNow)
+    }
+}
+
+/// Decodes a stored entry; a corrupt one is a miss and a warning.
+fn decode(key: &str, raw: bytes::Bytes) -> Option<Entry> {
+    stored::decode(raw)
+        .inspect_err(|e| tracing::warn!(key, "{e}; treated as a miss"))
+        .ok()
+}
 
 /// What a lookup found.
 pub(crate) struct Lookup {
@@ -81,21 +123,46 @@ pub(crate) struct PageStore {
 impl PageStore {
     /// Finds the page for a request.
     pub(crate) async fn lookup(&self, primary: &str, request: &HeaderMap) -> Lookup {
+        let Ok(found) = self.lookup_with(primary, request, Awaiting(self)).await;
+        found
+    }
+
+    /// [`lookup`](Self::lookup) when the backend has every entry it reads at hand (see
+    /// [`Cache::get_bytes_now`]): the page cache then answers a hit without a future. `None`
+    /// when a read needs I/O (the lookup is then made with `lookup`).
+    pub(crate) fn lookup_now(&self, primary: &str, request: &HeaderMap) -> Option<Lookup> {
+        let lookup = pin!(self.lookup_with(primary, request, AtOnce(self)));
+        // Every read answers on its first poll, so the lookup does too: nothing waits, and
+        // nothing could wake it (hence the no-op waker).
+        match lookup.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(found) => found.ok(),
+            Poll::Pending => None,
+        }
+    }
+
+    /// The lookup's rules, whichever way its reads are made: the variant the URL's vary memo
+    /// names first, then the primary key (a page, or the URL's vary list and its variant).
+    async fn lookup_with<R: Reads>(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+        reads: R,
+    ) -> Result<Lookup, R::Error> {
         let remembered = self.state.memo.get(primary);
         let mut remembered_variant = None;
         if let Some(names) = &remembered {
             let variant = key::variant_key_for(primary, names, request);
-            if let Some(Entry::Page(page)) = self.read(&variant).await {
+            if let Some(Entry::Page(page)) = reads.read(&variant).await? {
                 if page.matches(request) {
-                    return Lookup {
+                    return Ok(Lookup {
                         page: Some(page),
                         variant: Some(variant),
-                    };
+                    });
                 }
             }
             remembered_variant = Some(variant);
         }
-        match self.read(primary).await {
+        Ok(match reads.read(primary).await? {
             Some(Entry::Page(page)) if page.vary.is_empty() => {
                 if remembered.is_some() {
                     self.state.memo.remember(primary, &[]);
@@ -111,7 +178,7 @@ impl PageStore {
                 let page = if remembered.as_deref() == Some(&list.names[..]) {
                     None // already read above
                 } else {
-                    match self.read(&variant).await {
+                    match reads.read(&variant).await? {
                         Some(Entry::Page(page)) if page.matches(request) => Some(page),
                         _ => None,
                     }
@@ -125,7 +192,7 @@ impl PageStore {
                 page: None,
                 variant: remembered_variant,
             },
-        }
+        })
     }
 
     /// Reads and decodes one entry: a store not yet confirmed by the backend first, then the
@@ -159,16 +226,21 @@ impl PageStore {
     /// Reads and decodes one entry from the backend; a corrupt entry is a miss and a warning,
     /// a failing backend an error.
     async fn read_backend_strict(&self, key: &str) -> Result<Option<Entry>, webcache_core::Error> {
-        let Some(raw) = self.cache.get_bytes(key).await? else {
-            return Ok(None);
-        };
-        match stored::decode(raw) {
-            Ok(entry) => Ok(Some(entry)),
-            Err(e) => {
-                tracing::warn!(key, "{e}; treated as a miss");
-                Ok(None)
-            }
+        let raw = self.cache.get_bytes(key).await?;
+        Ok(raw.and_then(|raw| decode(key, raw)))
+    }
+
+    /// [`read`](Self::read) when the answer is at hand: `None` when it needs I/O (the backend's,
+    /// or a check of a pending tagged write's tags).
+    fn read_now(&self, key: &str) -> Option<Option<Entry>> {
+        if let Some(written) = self.state.pending.get(key) {
+            return written.tagged.is_none().then_some(Some(written.entry));
         }
+        let raw = self.cache.get_bytes_now(key)?.unwrap_or_else(|e| {
+            self.warn_backend("get", &e);
+            None
+        });
+        Some(raw.and_then(|raw| decode(key, raw)))
     }
 
     /// Stores `page` in the background: the client is answered at once, a slow or frozen
