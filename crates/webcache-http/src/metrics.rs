@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
 use axum::response::IntoResponse;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use metrics::{Counter, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -82,9 +82,9 @@ impl Route {
     }
 }
 
-/// The route of `req`.
-pub(crate) fn route<B>(req: &Request<B>) -> Route {
-    Route(req.extensions().get::<MatchedPath>().cloned())
+/// The route of a request, from its extensions.
+pub(crate) fn route(extensions: &http::Extensions) -> Route {
+    Route(extensions.get::<MatchedPath>().cloned())
 }
 
 /// Runs the page cache's answer to one request, then counts its outcome and the bytes it

@@ -61,7 +61,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // What needs no waiting is answered here: a hit the store has at hand costs no future,
         // no box and no clone of the inner service.
-        let route = crate::metrics::route(&req);
+        let route = crate::metrics::route(req.extensions());
         let (engine, inner) = (&self.engine, &self.inner);
         let front = std::panic::catch_unwind(AssertUnwindSafe(|| {
             crate::metrics::observe_now(route, || engine.front(inner, req))
@@ -74,8 +74,8 @@ where
         // The service that was polled ready is the one to call (tower's usual swap).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let route = crate::metrics::route(later.request());
-        let rest = self.engine.clone().finish(inner, later);
+        let route = crate::metrics::route(later.extensions());
+        let rest = self.engine.clone().finish(inner, *later);
         // Combinators, not an async block: the engine's future is held once in the box (an
         // async block would keep it again in its await state, and move it on every request).
         CachePageFuture::later(Box::pin(

@@ -39,7 +39,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{CONTENT_LOCATION, HOST, IF_RANGE, LOCATION, RANGE, UPGRADE};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::request::Parts;
+use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri};
 use tower::Service;
 use webcache_core::backend::SingleFlight;
 
@@ -89,7 +90,18 @@ pub(crate) enum Front<B, R> {
     /// Answered: a refused host, or a page the store had at hand.
     Answered(Response<CacheBody<R>>),
     /// The rest waits for the inner service or the backend ([`PageCacheEngine::finish`]).
-    Later(Later<B>),
+    /// Boxed: a hit moves only its answer on the way out.
+    Later(Box<Later<B>>),
+}
+
+/// What a step of the engine comes to (unboxed, unlike [`Front`]: most steps lead to another).
+enum Next<B, R> {
+    /// The answer.
+    Answer(Response<CacheBody<R>>),
+    /// A lookup of the page (admitted; or the URL's ranged answers, after the complete page).
+    LookUp(Cacheable<B>),
+    /// Something that waits.
+    Wait(Later<B>),
 }
 
 /// What a request does next, when it must wait.
@@ -117,21 +129,29 @@ pub(crate) enum Later<B> {
 }
 
 impl<B> Later<B> {
-    /// The request being answered.
-    pub(crate) fn request(&self) -> &Request<B> {
+    /// The extensions of the request being answered.
+    pub(crate) fn extensions(&self) -> &Extensions {
         match self {
-            Later::Lookup(Cacheable { req, .. })
-            | Later::Bypass { req, .. }
-            | Later::AskForRange(req)
-            | Later::Miss { req, .. } => req,
+            Later::Lookup(Cacheable { parts, .. }) => &parts.extensions,
+            Later::Bypass { req, .. } | Later::AskForRange(req) | Later::Miss { req, .. } => {
+                req.extensions()
+            }
         }
     }
 }
 
+impl<B> Cacheable<B> {
+    fn into_request(self) -> Request<B> {
+        Request::from_parts(self.parts, self.body)
+    }
+}
+
 /// A request the cache may answer: its method and the key its page is looked up under.
+///
+/// Held in parts: a hit reads them and never needs the request again (each rebuild moves it).
 pub(crate) struct Cacheable<B> {
-    req: Request<B>,
-    method: Method,
+    parts: Parts,
+    body: B,
     /// The page's key; for a ranged request the complete page cannot answer, the key of the
     /// URL's ranged answers.
     primary: String,
@@ -190,18 +210,12 @@ impl PageCacheEngine {
         }
     }
 
-    /// The key of the request's page, by the layer's rules (the request's extensions are
-    /// read only when a computed value is part of the key).
-    fn primary_key<B>(&self, req: Request<B>) -> (Request<B>, String) {
+    /// The key of the request's page, by the layer's rules (the request's parts are handed
+    /// to a computed value only when one is part of the key).
+    fn primary_key(&self, parts: &Parts) -> String {
         let keys = &self.settings.keys;
-        if keys.computed.is_none() {
-            let key = keys.primary_key(req.uri(), req.headers(), None);
-            return (req, key);
-        }
-        // Taken apart (moves, no copies) so the computed value reads the request's parts.
-        let (parts, body) = req.into_parts();
-        let key = keys.primary_key(&parts.uri, &parts.headers, Some(&parts));
-        (Request::from_parts(parts, body), key)
+        let computed = keys.computed.is_some().then_some(parts);
+        keys.primary_key(&parts.uri, &parts.headers, computed)
     }
 
     /// The part of a request's answer that needs no waiting: admission, the key, and the
@@ -213,22 +227,18 @@ impl PageCacheEngine {
         B: Send + 'static,
         R: PageBody,
     {
-        let mut later = match self.admit(req) {
-            Front::Later(later) => later,
-            answered => return answered,
-        };
+        let mut next = self.admit(req);
         loop {
-            let Later::Lookup(cacheable) = later else {
-                return Front::Later(later);
+            let cacheable = match next {
+                Next::Answer(response) => return Front::Answered(response),
+                Next::Wait(later) => return Front::Later(Box::new(later)),
+                Next::LookUp(cacheable) => cacheable,
             };
-            let headers = cacheable.req.headers();
+            let headers = &cacheable.parts.headers;
             let Some(found) = self.store.lookup_now(&cacheable.primary, headers) else {
-                return Front::Later(Later::Lookup(cacheable));
+                return Front::Later(Box::new(Later::Lookup(cacheable)));
             };
-            later = match self.decide(inner, cacheable, found) {
-                Front::Later(later) => later,
-                answered => return answered,
-            };
+            next = self.decide(inner, cacheable, found);
         }
     }
 
@@ -248,11 +258,12 @@ impl PageCacheEngine {
         loop {
             match later {
                 Later::Lookup(cacheable) => {
-                    let headers = cacheable.req.headers();
+                    let headers = &cacheable.parts.headers;
                     let found = self.store.lookup(&cacheable.primary, headers).await;
                     later = match self.decide(&inner, cacheable, found) {
-                        Front::Answered(response) => return Ok(response),
-                        Front::Later(later) => later,
+                        Next::Answer(response) => return Ok(response),
+                        Next::LookUp(cacheable) => Later::Lookup(cacheable),
+                        Next::Wait(later) => later,
                     };
                 }
                 Later::Bypass { req, invalidate } => {
@@ -292,8 +303,9 @@ impl PageCacheEngine {
 
     /// Admission (a refused host is answered here), the requests that bypass the cache, and
     /// the key of the others.
-    fn admit<B, R>(&self, req: Request<B>) -> Front<B, R> {
-        // Taken apart so the URI is read while the headers are changed, without a copy.
+    fn admit<B, R>(&self, req: Request<B>) -> Next<B, R> {
+        // In parts throughout: the URI is read while the headers change, without a copy, and
+        // the request is put back together only if it leaves for the inner service.
         let (mut parts, body) = req.into_parts();
         let settled = host::settle(
             parts.version,
@@ -301,49 +313,43 @@ impl PageCacheEngine {
             &mut parts.headers,
             &self.settings.allowed_hosts,
         );
-        let mut req = Request::from_parts(parts, body);
         if let Err(refusal) = settled {
             tracing::debug!(?refusal, "request refused for its host");
-            return Front::Answered(self.respond.refuse(refusal));
+            return Next::Answer(self.respond.refuse(refusal));
         }
         let policy = &self.settings.policy;
-        let method = req.method().clone();
-        if method != Method::GET && method != Method::HEAD || req.headers().contains_key(UPGRADE) {
-            let invalidate = if !method.is_safe() && policy.invalidates_on_unsafe() {
-                let host = req.headers().get(HOST).map(|h| h.as_bytes().to_vec());
-                let (taken, primary) = self.primary_key(req);
-                req = taken;
-                Some((primary, req.uri().clone(), host.unwrap_or_default()))
-            } else {
-                None
-            };
-            return Front::Later(Later::Bypass { req, invalidate });
+        let method = &parts.method;
+        if method != Method::GET && method != Method::HEAD || parts.headers.contains_key(UPGRADE) {
+            let invalidate = (!method.is_safe() && policy.invalidates_on_unsafe()).then(|| {
+                let host = parts.headers.get(HOST).map(|h| h.as_bytes().to_vec());
+                let primary = self.primary_key(&parts);
+                (primary, parts.uri.clone(), host.unwrap_or_default())
+            });
+            let req = Request::from_parts(parts, body);
+            return Next::Wait(Later::Bypass { req, invalidate });
         }
-        strip_hop_by_hop(req.headers_mut());
-        if !policy.may_use_cache(req.headers()) {
-            return Front::Later(Later::Bypass {
+        strip_hop_by_hop(&mut parts.headers);
+        let skipped = || {
+            self.settings
+                .keys
+                .skip
+                .as_ref()
+                .is_some_and(|skip| skip(&parts))
+        };
+        if !policy.may_use_cache(&parts.headers) || skipped() {
+            let req = Request::from_parts(parts, body);
+            return Next::Wait(Later::Bypass {
                 req,
                 invalidate: None,
             });
         }
-        if let Some(skip) = &self.settings.keys.skip {
-            let (parts, body) = req.into_parts();
-            let skipped = skip(&parts);
-            req = Request::from_parts(parts, body);
-            if skipped {
-                return Front::Later(Later::Bypass {
-                    req,
-                    invalidate: None,
-                });
-            }
-        }
-        let (req, primary) = self.primary_key(req);
-        Front::Later(Later::Lookup(Cacheable {
-            req,
-            method,
+        let primary = self.primary_key(&parts);
+        Next::LookUp(Cacheable {
+            parts,
+            body,
             primary,
             range_checked: false,
-        }))
+        })
     }
 
     /// What a looked-up request comes to: an answer (a fresh page; a stale one within its
@@ -354,15 +360,15 @@ impl PageCacheEngine {
         inner: &S,
         mut cacheable: Cacheable<B>,
         mut found: Lookup,
-    ) -> Front<B, R>
+    ) -> Next<B, R>
     where
         S: InnerService<B, R> + Clone + 'static,
         B: Send + 'static,
         R: PageBody,
     {
         let policy = &self.settings.policy;
-        let headers = cacheable.req.headers();
-        let method = &cacheable.method;
+        let headers = &cacheable.parts.headers;
+        let method = &cacheable.parts.method;
         // A ranged GET (shared cache) is answered from the complete page when it is fresh;
         // otherwise from, and stored under, the URL's ranged answers (see `key::range_primary`).
         if !cacheable.range_checked
@@ -378,11 +384,11 @@ impl PageCacheEngine {
             if !complete {
                 if headers.contains_key(IF_RANGE) && !policy.only_if_cached(headers) {
                     // Whether the stored part still matches is the origin's to say.
-                    return Front::Later(Later::AskForRange(cacheable.req));
+                    return Next::Wait(Later::AskForRange(cacheable.into_request()));
                 }
                 cacheable.primary = key::range_primary(&cacheable.primary);
                 cacheable.range_checked = true;
-                return Front::Later(Later::Lookup(cacheable));
+                return Next::LookUp(cacheable);
             }
         }
         let mut stale = None;
@@ -390,7 +396,7 @@ impl PageCacheEngine {
             let now = SystemTime::now();
             match policy.usable(&page, headers, now, self.settings.grace) {
                 Usable::Fresh => {
-                    return Front::Answered(self.respond.page(
+                    return Next::Answer(self.respond.page(
                         page,
                         method,
                         headers,
@@ -409,10 +415,11 @@ impl PageCacheEngine {
                                 .page(page.clone(), method, headers, now, Outcome::Stale);
                         if refresh {
                             let flight_key = flight_key.to_owned();
-                            let Cacheable { req, primary, .. } = cacheable;
+                            let primary = std::mem::take(&mut cacheable.primary);
+                            let req = cacheable.into_request();
                             self.refresh(inner.clone(), req, &primary, flight_key, page);
                         }
-                        return Front::Answered(response);
+                        return Next::Answer(response);
                     }
                     stale = Some(Stale {
                         page,
@@ -424,7 +431,7 @@ impl PageCacheEngine {
         }
         // §5.2.1.7: nothing stored may answer, and the client wants nothing from the origin.
         if policy.only_if_cached(headers) {
-            return Front::Answered(self.respond.mark(
+            return Next::Answer(self.respond.mark(
                 respond::text(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway timeout: the request said Cache-Control: only-if-cached and no stored answer can be used\n",
@@ -432,9 +439,10 @@ impl PageCacheEngine {
                 Outcome::Miss,
             ));
         }
-        Front::Later(Later::Miss {
-            req: cacheable.req,
-            primary: cacheable.primary,
+        let primary = std::mem::take(&mut cacheable.primary);
+        Next::Wait(Later::Miss {
+            req: cacheable.into_request(),
+            primary,
             variant: found.variant,
             stale: stale.map(Box::new),
         })
