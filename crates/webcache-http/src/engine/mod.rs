@@ -28,6 +28,16 @@
 //!    Backend failures are logged and count as misses: the site keeps answering.
 //!
 //! Responses are built in [`respond`].
+//!
+//! # Without waiting
+//!
+//! Steps 1 and 2 need no I/O when the store has the page at hand (locmem; the near tier's
+//! trusted copies): [`PageCacheEngine::front`] runs them inside `Service::call`, and a hit is
+//! answered there, with no future, no box and no clone of the inner service. Whatever must
+//! wait (a backend read over the network, the inner service, the miss path) is handed, as a
+//! [`Later`], to [`PageCacheEngine::finish`]. Both run the same steps ([`PageStore::lookup`]
+//! and [`PageStore::lookup_now`] share one lookup; one `decide` follows either), so the rules
+//! have one home.
 
 mod exchange;
 mod miss;
