@@ -129,7 +129,9 @@ impl PageStore {
 
     /// [`lookup`](Self::lookup) when the backend has every entry it reads at hand (see
     /// [`Cache::get_bytes_now`]): the page cache then answers a hit without a future. `None`
-    /// when a read needs I/O (the lookup is then made with `lookup`).
+    /// when a read needs I/O (the lookup is then made with `lookup`; an entry this one had
+    /// already read at hand, as a near tier may hold a URL's variant but not its vary list, is
+    /// read again there).
     pub(crate) fn lookup_now(&self, primary: &str, request: &HeaderMap) -> Option<Lookup> {
         let lookup = pin!(self.lookup_with(primary, request, AtOnce(self)));
         // Every read answers on its first poll, so the lookup does too: nothing waits, and
