@@ -91,7 +91,12 @@ pub(crate) async fn writes_of_another_process_are_seen(url: &str) {
         a.set(key, &1, 600).await.unwrap();
         assert_eq!(b.get::<i32>(key).await.unwrap(), Some(1));
     }
-    assert!(copies(&b).await >= 1, "b keeps copies of what it read");
+    // The near tier's entry count is its store's estimate, which may lag a busy machine:
+    // waited for, never assumed.
+    eventually("b keeps copies of what it read", || async {
+        copies(&b).await >= 1
+    })
+    .await;
     for key in &keys {
         a.set(key, &2, 600).await.unwrap();
     }
@@ -189,7 +194,10 @@ pub(crate) async fn stream_down_then_back(url: &str, servers: &[&RedisServer]) {
         b.set(key, &1, 600).await.unwrap();
         assert_eq!(a.get::<i32>(key).await.unwrap(), Some(1));
     }
-    assert!(copies(&a).await >= 1);
+    eventually("a keeps copies of what it read", || async {
+        copies(&a).await >= 1
+    })
+    .await;
 
     for server in servers {
         assert_eq!(
