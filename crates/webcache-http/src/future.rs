@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, Response};
 use pin_project_lite::pin_project;
 
-use crate::body::CacheBody;
+use crate::engine::Reply;
 
 /// The future of [`CachePage`](crate::CachePage): ready at once when the answer needed no
 /// waiting (a hit the store had at hand, a refused host), else the rest of the answer (the
@@ -20,18 +20,18 @@ pub struct CachePageFuture<R, E> {
 }
 
 enum State<R, E> {
-    Ready(std::future::Ready<Result<Response<CacheBody<R>>, E>>),
-    Later(BoxFuture<'static, Result<Response<CacheBody<R>>, E>>),
+    Ready(std::future::Ready<Reply<R, E>>),
+    Later(BoxFuture<'static, Reply<R, E>>),
 }
 
 impl<R, E> CachePageFuture<R, E> {
-    pub(crate) fn ready(reply: Result<Response<CacheBody<R>>, E>) -> Self {
+    pub(crate) fn ready(reply: Reply<R, E>) -> Self {
         CachePageFuture {
             state: State::Ready(std::future::ready(reply)),
         }
     }
 
-    pub(crate) fn later(rest: BoxFuture<'static, Result<Response<CacheBody<R>>, E>>) -> Self {
+    pub(crate) fn later(rest: BoxFuture<'static, Reply<R, E>>) -> Self {
         CachePageFuture {
             state: State::Later(rest),
         }
@@ -39,7 +39,7 @@ impl<R, E> CachePageFuture<R, E> {
 }
 
 impl<R, E> Future for CachePageFuture<R, E> {
-    type Output = Result<Response<CacheBody<R>>, E>;
+    type Output = Reply<R, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().state {
