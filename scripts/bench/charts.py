@@ -175,10 +175,13 @@ def main():
         d = data["latency"]
         chart_latency(d, out)
         lines.append("### Latency at a fixed rate\n")
+        n = len(next(iter(d["targets"].values())).get("rounds", [None]))
+        rounds = (f"{n} rounds of {d['seconds']} s alternating the targets, medians; max is the largest of any round"
+                  if n > 1 else "one run per target")
         lines.append(f"`{d['command']}`: {d['label']} ({d['date']}; oha -q {d['rate']} "
                      f"--latency-correction, {d['connections']} connections, {d['pages']:,} pages of 5 KB "
                      f"uniform; the rate is half of {d['slowest']}'s {d['peak'][d['slowest']]['rps']:,.0f} "
-                     f"req/s measured just before with wrk -c16).\n")
+                     f"req/s measured just before with wrk -c16; {rounds}).\n")
         lines.append("| target | max req/s (wrk) | req/s sent | p50 ms | p99 ms | p99.9 ms | max ms | origin calls | errors |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in names_of(d["targets"]):

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::Listener as _;
 
 use crate::cli::{ProxyArgs, TargetArgs};
 

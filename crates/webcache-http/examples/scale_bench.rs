@@ -33,6 +33,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use bytes::Bytes;
 use webcache_core::backends::{LocMemBackend, LocMemConfig};
@@ -190,6 +191,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         addresses.push(format!("{role}=http://{}", listener.local_addr()?));
+        // TCP_NODELAY on every connection, as nginx and Varnish set it (the crate README's
+        // "Serving: turn Nagle off").
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         servers.spawn(async move { axum::serve(listener, app).await });
     }
     if addresses.is_empty() {

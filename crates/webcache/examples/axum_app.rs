@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::handler::Handler;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use webcache::http::cache_page;
 use webcache::sessions::{CacheStore, SessionConfig};
@@ -50,7 +51,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/visits", get(visits))
         .layer(SessionConfig::default().layer(CacheStore::new(cache.clone())))
         .with_state(cache);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    // TCP_NODELAY: answers are not held back by Nagle's algorithm (see webcache-http's README).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, app).await?;
     Ok(())
 }
