@@ -176,7 +176,7 @@ def main():
         chart_latency(d, out)
         lines.append("### Latency at a fixed rate\n")
         n = len(next(iter(d["targets"].values())).get("rounds", [None]))
-        rounds = (f"{n} rounds of {d['seconds']} s alternating the targets, medians; max is the largest of any round"
+        rounds = (f"{n} rounds of {d['oha_seconds']} s alternating the targets, medians; max is the largest of any round"
                   if n > 1 else "one run per target")
         lines.append(f"`{d['command']}`: {d['label']} ({d['date']}; oha -q {d['rate']} "
                      f"--latency-correction, {d['connections']} connections, {d['pages']:,} pages of 5 KB "
