@@ -11,41 +11,40 @@ Example: the layer against the static answer, 5 KB pages, 100 of them:
     B=target/release/examples/scale_bench
     scripts/bench/scale-ab.py $B $B static layer 5120 100 uniform 16 6 6
 """
+import importlib.machinery
+import importlib.util
 import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
-LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pages.lua")
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def bench_scale():
+    """scripts/bench-scale as a module: its ports and its wrk runs (one home for how wrk is run
+    with pages.lua and how its output is read)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench-scale")
+    loader = importlib.machinery.SourceFileLoader("bench_scale", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
 
 
 def main():
     if len(sys.argv) != 11:
         sys.exit(__doc__)
     bin_a, bin_b, role_a, role_b, size, pages, dist, conns, seconds, rounds = sys.argv[1:]
+    bs = bench_scale()
     procs, urls = [], {}
     try:
         for name, binary, role in (("A", bin_a, role_a), ("B", bin_b, role_b)):
-            port = free_port()
+            port = bs.free_port()
             procs.append(subprocess.Popen([binary, f"{role}={port}"], stdout=subprocess.DEVNULL))
             urls[name] = f"http://127.0.0.1:{port}"
         time.sleep(1)
-        env = {**os.environ, "BENCH_PAGES": pages, "BENCH_SIZE": size, "BENCH_DIST": dist,
-               "BENCH_THREADS": "1"}
 
         def wrk(url, secs):
-            out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "-s", LUA, url],
-                                 env=env, capture_output=True, text=True, check=True).stdout
-            return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+            return bs.wrk(url, int(size), int(pages), dist, int(secs), int(conns))["rps"]
 
         for url in urls.values():
             wrk(url, 3)
