@@ -210,9 +210,10 @@ async fn adding_a_server_moves_about_one_nth_of_the_keys() {
 async fn a_server_that_was_out_of_the_ring_serves_no_value_replaced_meanwhile() {
     let servers = MemcachedServer::start_many(2);
     let addresses: Vec<String> = servers.iter().map(MemcachedServer::address).collect();
-    // A generous I/O timeout: the live server must never time out on a busy machine; the
-    // frozen one is found by its reads timing out all the same.
-    let mc = failover_client(&addresses, "retry_after=0.2&io_timeout=2");
+    // A generous I/O timeout: the live server must never time out on a busy machine (2 s
+    // was not enough once in CI, where the write of the replaced value timed out); the frozen
+    // one is found by its reads timing out all the same, two timeouts later.
+    let mc = failover_client(&addresses, "retry_after=0.2&io_timeout=5");
     let keys = keys(100);
     let entries = keys
         .iter()
