@@ -6,7 +6,11 @@
 BIN_A/BIN_B are scale_bench binaries (the same one twice to compare two roles, e.g. `static
 layer`; two builds to compare two revisions of one role). Each runs in its own process on a
 free port; both are warmed with a 3 s wrk run (pages.lua, the same DIST), then measured in
-alternating rounds (A B A B ...) with `wrk -t1`. Prints each round and the medians.
+alternating rounds (A B A B ...) with `wrk -t1`. Prints each round and the medians: requests
+per second, and the server's CPU time per request (user and system, from /proc/PID/stat over
+the round). CPU per request moves far less than the rate on a machine whose scheduling is
+noisy (the rate of a closed loop sharing two cores with its load generator follows every
+stall), so it is the figure to compare two builds by.
 Example: the layer against the static answer, 5 KB pages, 100 of them:
     B=target/release/examples/scale_bench
     scripts/bench/scale-ab.py $B $B static layer 5120 100 uniform 16 6 6
@@ -30,6 +34,14 @@ def bench_scale():
     return module
 
 
+def cpu_seconds(pid):
+    """The user and system CPU seconds process `pid` has used (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def main():
     if len(sys.argv) != 11:
         sys.exit(__doc__)
@@ -43,19 +55,37 @@ def main():
             urls[name] = f"http://127.0.0.1:{port}"
         time.sleep(1)
 
-        def wrk(url, secs):
-            return bs.wrk(url, int(size), int(pages), dist, int(secs), int(conns))["rps"]
+        pids = dict(zip(("A", "B"), (p.pid for p in procs)))
 
-        for url in urls.values():
-            wrk(url, 3)
+        def wrk(name, secs):
+            """One wrk run against `name`: its req/s and the server's CPU µs per request
+            (user, system)."""
+            before = cpu_seconds(pids[name])
+            run = bs.wrk(urls[name], int(size), int(pages), dist, int(secs), int(conns))
+            after = cpu_seconds(pids[name])
+            n = max(run["requests"], 1)
+            return run["rps"], tuple((a - b) * 1e6 / n for a, b in zip(after, before))
+
+        for name in urls:
+            wrk(name, 3)
         runs = {"A": [], "B": []}
         for i in range(int(rounds)):
             for name in ("A", "B"):
-                runs[name].append(wrk(urls[name], seconds))
-            print(f"round {i}: A {runs['A'][-1]:.0f} B {runs['B'][-1]:.0f} "
-                  f"B/A {runs['B'][-1] / runs['A'][-1]:.3f}", flush=True)
-        a, b = statistics.median(runs["A"]), statistics.median(runs["B"])
-        print(f"median A {a:.0f} B {b:.0f} B/A {b / a:.3f}")
+                runs[name].append(wrk(name, seconds))
+            (ra, (ua, sa)), (rb, (ub, sb)) = runs["A"][-1], runs["B"][-1]
+            print(f"round {i}: A {ra:.0f} req/s, {ua + sa:.1f} us/req (user {ua:.1f}) | "
+                  f"B {rb:.0f} req/s, {ub + sb:.1f} us/req (user {ub:.1f}) | "
+                  f"B/A rate {rb / ra:.3f}, cpu {(ub + sb) / (ua + sa):.3f}", flush=True)
+
+        def med(name, pick):
+            return statistics.median(pick(r) for r in runs[name])
+
+        a, b = med("A", lambda r: r[0]), med("B", lambda r: r[0])
+        ca, cb = med("A", lambda r: sum(r[1])), med("B", lambda r: sum(r[1]))
+        ua, ub = med("A", lambda r: r[1][0]), med("B", lambda r: r[1][0])
+        print(f"median A {a:.0f} req/s, {ca:.1f} us/req (user {ua:.1f}); "
+              f"B {b:.0f} req/s, {cb:.1f} us/req (user {ub:.1f}); "
+              f"B/A rate {b / a:.3f}, A/B cpu per request {ca / cb:.3f}")
     finally:
         for p in procs:
             p.terminate()
