@@ -75,7 +75,8 @@ def main():
             (ra, (ua, sa)), (rb, (ub, sb)) = runs["A"][-1], runs["B"][-1]
             print(f"round {i}: A {ra:.0f} req/s, {ua + sa:.1f} us/req (user {ua:.1f}) | "
                   f"B {rb:.0f} req/s, {ub + sb:.1f} us/req (user {ub:.1f}) | "
-                  f"B/A rate {rb / ra:.3f}, cpu {(ub + sb) / (ua + sa):.3f}", flush=True)
+                  f"B/A rate {rb / ra:.3f}, A/B cpu per request {(ua + sa) / (ub + sb):.3f}",
+                  flush=True)
 
         def med(name, pick):
             return statistics.median(pick(r) for r in runs[name])
