@@ -9,7 +9,13 @@
 //! let cache = webcache::Cache::locmem();
 //! // Without --default-ttl: an RFC 9111 shared cache; with it: Django's site-wide rules.
 //! let app = webcache::http::proxy_router("http://127.0.0.1:8000", cache, None)?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // TCP_NODELAY, as `webcache proxy` sets it (the crate README's "Serving: turn Nagle off").
+//! use axum::serve::ListenerExt as _;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+//!     .await?
+//!     .tap_io(|tcp| {
+//!         let _ = tcp.set_nodelay(true);
+//!     });
 //! // With the peer's address, so that the origin learns who asked (X-Forwarded-For, Forwarded).
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
 //! # Ok(()) }

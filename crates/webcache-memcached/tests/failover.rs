@@ -37,7 +37,10 @@ fn failover_client(addresses: &[String], options: &str) -> MemcachedBackend {
 
 /// Of `keys`, those that `server` holds (asked through a client of that server alone).
 async fn held_by(server: &MemcachedServer, keys: &[String]) -> HashSet<String> {
-    let alone = MemcachedBackend::new(&MemcachedConfig::new([server.address()]));
+    // A live server, asked on a machine that may be busy: a generous I/O timeout.
+    let mut config = MemcachedConfig::new([server.address()]);
+    config.io_timeout = Duration::from_secs(10);
+    let alone = MemcachedBackend::new(&config);
     let got = alone.get_many(keys).await.unwrap();
     keys.iter()
         .zip(got)
