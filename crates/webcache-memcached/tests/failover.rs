@@ -272,7 +272,10 @@ async fn requests_failing_together_count_as_one_failure() {
     );
     let keys = keys(200);
     let entries = keys.iter().map(|k| (k.clone(), value(k))).collect();
-    mc.set_many(entries, MINUTE).await.unwrap();
+    // Written while both servers live, by a client of the same ring with a generous timeout:
+    // the 2 s above is for the frozen server, and a busy machine must not fail the set-up.
+    let writer = failover_client(&addresses, "io_timeout=10");
+    writer.set_many(entries, MINUTE).await.unwrap();
     let on_b: Vec<String> = {
         let held = held_by(&servers[1], &keys).await;
         keys.iter().filter(|k| held.contains(*k)).cloned().collect()

@@ -201,11 +201,45 @@ pub struct Frozen {
 }
 
 impl Frozen {
-    /// Freezes the process `pid` (see `RedisServer::pid`, `MemcachedServer::pid`).
+    /// Freezes the process `pid` (see `RedisServer::pid`, `MemcachedServer::pid`), and returns
+    /// once every thread of it has stopped.
+    ///
+    /// `kill` returns when the signal is queued, not when it is delivered: a thread of the
+    /// server may still answer a request sent just after (seen in CI: one request of a burst
+    /// answered by a "frozen" memcached). Tests that freeze a server then send requests expect
+    /// none to be answered, so this waits (boundedly) until the kernel reports each thread
+    /// stopped.
     pub fn stop(pid: u32) -> Frozen {
         signal("-STOP", pid);
-        Frozen { pid }
+        let frozen = Frozen { pid };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} did not stop within 30 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        frozen
     }
+}
+
+/// Whether the kernel reports every thread of `pid` as stopped (state `T`). A process that is
+/// gone counts as stopped: nothing of it can answer.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        match std::fs::read_to_string(task.path().join("stat")) {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state == "T" || state == "t"),
+            Err(_) => true,
+        }
+    })
 }
 
 impl Drop for Frozen {
