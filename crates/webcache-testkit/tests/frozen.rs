@@ -37,7 +37,10 @@ fn a_frozen_server_has_every_thread_stopped_and_answers_nothing() {
             .unwrap();
         connection.write_all(b"version\r\n").unwrap();
         let mut answer = [0u8; 64];
-        assert!(connection.read(&mut answer).is_err(), "a frozen server answered");
+        assert!(
+            connection.read(&mut answer).is_err(),
+            "a frozen server answered"
+        );
         drop(frozen);
         // Continued, it answers what was sent meanwhile.
         connection
