@@ -11,8 +11,9 @@ use common::{Proxy, Running};
 
 mod common;
 
-/// How long the origin's page is fresh (`max-age`).
-const MAX_AGE: Duration = Duration::from_secs(1);
+/// How long the origin's page is fresh (`max-age`). Generous: the second request must come
+/// within it to be a hit, and a busy machine (seen in CI at 1 s) can be slow to send it.
+const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// An origin on a free port whose `/page` answers 200 (fresh for [`MAX_AGE`]) to its first
 /// request and 500 to every later one; returns its base URL and how many requests it got.

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use webcache_core::backend::glob_match;
@@ -174,9 +175,17 @@ impl Resp {
 }
 
 fn redis() -> Resp {
+    // A database of its own for each connection: each test empties its database before every
+    // check (`keys_matching`), so two tests sharing one, run at once, would empty each other's.
+    // Database 0 is left to the other tests of this process.
+    static NEXT_DATABASE: AtomicUsize = AtomicUsize::new(1);
+    let database = NEXT_DATABASE.fetch_add(1, Ordering::Relaxed);
+    assert!(
+        database < 16,
+        "redis-server has 16 databases; a test needs one of its own"
+    );
     let mut conn = Resp::connect(RedisServer::shared().port());
-    // A database of its own, so other tests of this process keep their keys.
-    conn.call(&[b"SELECT", b"9"]);
+    conn.call(&[b"SELECT", database.to_string().as_bytes()]);
     conn
 }
 
