@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{free_port, wait_for_port, ServerProcess};
+use super::{free_port, ServerProcess};
 
 /// A `memcached` process on `127.0.0.1`, stopped when dropped (or when the test process ends).
 #[derive(Debug)]
@@ -50,7 +50,7 @@ impl MemcachedServer {
         ];
         args.extend_from_slice(extra_args);
         let mut process = ServerProcess::spawn("memcached", &args, None);
-        if wait_for_port(port, Duration::from_secs(10)) {
+        if process.wait_for_listener(port, Duration::from_secs(10)) {
             Some(MemcachedServer { process, port })
         } else {
             process.stop();

@@ -172,6 +172,30 @@ wait $child
         }
     }
 
+    /// Waits until the server (the watchdog's child) listens on `127.0.0.1:port`; `false` when
+    /// it exits first (a port taken meanwhile: it could not bind) or not `within`.
+    ///
+    /// A connection to the port is not enough: another test's listener on a port taken
+    /// between `free_port` and the server's bind would pass for the server.
+    pub fn wait_for_listener(&self, port: u16, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let Some(inode) = listening_inode(port) else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let children = children_of(self.child.id());
+            if children.is_empty() {
+                return false; // the server exited: the port was not its to take
+            }
+            if children.iter().any(|&pid| holds_socket(pid, inode)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     /// Stops the server and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut lifeline) = self.lifeline.take() {
@@ -222,6 +246,57 @@ impl Frozen {
         }
         frozen
     }
+}
+
+/// The inode of the socket listening on `127.0.0.1:port` (`/proc/net/tcp`), if any.
+fn listening_inode(port: u16) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&LISTEN))
+                .then(|| fields.get(9)?.parse().ok())
+                .flatten()
+        })
+}
+
+/// The live processes whose parent is `pid` (an exited server stays a zombie until the watchdog
+/// reaps it at stop: not counted).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state, then the parent, after the command name in parentheses.
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    let mut fields = rest.split_whitespace();
+                    let state = fields.next()?;
+                    let parent = fields.next()?.parse::<u32>().ok()?;
+                    Some(state != "Z" && parent == pid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Whether process `pid` has the socket `inode` open.
+fn holds_socket(pid: u32, inode: u64) -> bool {
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        })
+    })
 }
 
 /// Whether the kernel reports every thread of `pid` as stopped (state `T`). A process that is
