@@ -336,16 +336,16 @@ impl RedisBackend {
     /// The node that holds `key`, for its breaker: the shard's name, or the Cluster master
     /// serving its slot (as last read; `None` until the slot map is first read, which this
     /// starts in the background when due).
-    fn node_of(&self, key: &str) -> Option<String> {
+    fn node_of(&self, key: &[u8]) -> Option<String> {
         match &self.inner.config.target {
             Target::Shards { names, .. } => {
                 let Topology::Shards { ring, .. } = &self.inner.topology else {
                     return None;
                 };
-                names.get(ring.server_for(key.as_bytes())).cloned()
+                names.get(ring.server_for(key)).cloned()
             }
             Target::Cluster { .. } => {
-                let (node, due) = self.inner.slots.node_of(key.as_bytes());
+                let (node, due) = self.inner.slots.node_of(key);
                 if due {
                     self.refresh_slots();
                 }
@@ -389,7 +389,7 @@ impl RedisBackend {
 
     /// Runs `call`, a call about `key` only, through the breaker of the node holding `key`
     /// when there is one (see [`NodeBreakers`]).
-    async fn on_node<T>(&self, key: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn on_node<T>(&self, key: &[u8], call: impl Future<Output = Result<T>>) -> Result<T> {
         match (&self.inner.node_breakers, self.node_of(key)) {
             (Some(breakers), Some(node)) => breakers.call(&node, call).await,
             _ => call.await,
@@ -675,21 +675,43 @@ impl RedisBackend {
             self.after_write(&mut conn).await?;
             return Ok(removed);
         }
-        let calls = self
-            .groups(keys, self.inner.topology.writer())
-            .into_iter()
-            .map(|(mut conn, indices)| {
+        let groups = self.groups(keys, self.inner.topology.writer());
+        let counts = self
+            .per_group(keys, &groups, "UNLINK", |mut conn, indices| {
                 let mut cmd = redis::cmd("UNLINK");
-                for i in indices {
+                for &i in indices {
                     cmd.arg(keys[i].as_ref());
                 }
                 async move { cmd.query_async::<u64>(&mut conn).await }
-            });
-        let counts = self
-            .bounded(futures::future::try_join_all(calls))
-            .await?
-            .map_err(|e| self.fail("UNLINK", e))?;
+            })
+            .await?;
         Ok(counts.into_iter().sum())
+    }
+
+    /// One call per group of `keys` (see [`groups`](Self::groups)), all at once, each within
+    /// the call deadline and through the breaker of the node its keys live on: a dead node's
+    /// group fails at once, as that node's failure, and the other nodes' groups go on. Every
+    /// group runs to its end (a group dropped half-way would count as a failure of its node);
+    /// the answers come in the order of `groups`, or the first failure.
+    async fn per_group<K, T, Q>(
+        &self,
+        keys: &[K],
+        groups: &[(Conn, Vec<usize>)],
+        what: &str,
+        mut query: impl FnMut(Conn, &[usize]) -> Q,
+    ) -> Result<Vec<T>>
+    where
+        K: AsRef<[u8]>,
+        Q: Future<Output = RedisResult<T>>,
+    {
+        let calls = groups.iter().map(|(conn, indices)| {
+            let first = indices.first().map_or(&b""[..], |&i| keys[i].as_ref());
+            let call = query(conn.clone(), indices);
+            self.on_node(first, async move {
+                self.bounded(call).await?.map_err(|e| self.fail(what, e))
+            })
+        });
+        futures::future::join_all(calls).await.into_iter().collect()
     }
 
     /// `MGET` over several groups (cluster slots or shards, see [`groups`](Self::groups)),
@@ -697,27 +719,15 @@ impl RedisBackend {
     async fn get_many_grouped(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
         let (conn, _) = self.inner.topology.reader_for(b"");
         let groups = self.groups(keys, conn);
-        // Each group through its node's breaker: a dead node fails the call at once, as one
-        // node's failure.
-        let calls = groups.iter().map(|(conn, indices)| {
-            let mut cmd = redis::cmd("MGET");
-            for &i in indices {
-                cmd.arg(&keys[i]);
-            }
-            let mut conn = conn.clone();
-            let first = indices.first().map_or("", |&i| keys[i].as_str());
-            self.on_node(first, async move {
-                self.bounded(cmd.query_async::<Vec<Option<Bytes>>>(&mut conn))
-                    .await?
-                    .map_err(|e| self.fail("MGET", e))
+        let answers = self
+            .per_group(keys, &groups, "MGET", |mut conn, indices| {
+                let mut cmd = redis::cmd("MGET");
+                for &i in indices {
+                    cmd.arg(&keys[i]);
+                }
+                async move { cmd.query_async::<Vec<Option<Bytes>>>(&mut conn).await }
             })
-        });
-        // Every group runs to its end (a group dropped half-way would count as a failure of
-        // its node); the first failure is the answer.
-        let answers = futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+            .await?;
         let mut values = vec![None; keys.len()];
         for ((_, indices), answer) in groups.iter().zip(answers) {
             if answer.len() != indices.len() {
@@ -744,25 +754,16 @@ impl RedisBackend {
         let keys: Vec<String> = cmds.iter().map(|(k, _)| k.clone()).collect();
         let groups = self.groups(&keys, self.inner.topology.writer());
         let mut cmds: Vec<Option<Cmd>> = cmds.into_iter().map(|(_, cmd)| Some(cmd)).collect();
-        let calls = groups.into_iter().map(|(mut conn, indices)| {
-            let first = indices.first().map_or("", |&i| keys[i].as_str());
+        self.per_group(&keys, &groups, "SET (pipelined)", |mut conn, indices| {
             let mut pipe = redis::pipe();
-            for i in indices {
+            for &i in indices {
                 if let Some(cmd) = cmds[i].take() {
                     pipe.add_command(cmd).ignore();
                 }
             }
-            self.on_node(first, async move {
-                self.bounded(pipe.query_async::<()>(&mut conn))
-                    .await?
-                    .map_err(|e| self.fail("SET (pipelined)", e))
-            })
-        });
-        // As in `get_many_grouped`: every group runs to its end.
-        futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>>>()?;
+            async move { pipe.query_async::<()>(&mut conn).await }
+        })
+        .await?;
         Ok(())
     }
 }
@@ -862,7 +863,7 @@ impl Backend for RedisBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             let mut cmd = redis::cmd("GET");
             cmd.arg(key);
             match self.read_raw(key, "GET", &cmd).await? {
@@ -885,7 +886,7 @@ impl Backend for RedisBackend {
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<()> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             self.write::<()>(key, "SET", &set_cmd(key, &value, expiry, SetIf::Always))
                 .await
         })
@@ -893,7 +894,7 @@ impl Backend for RedisBackend {
     }
 
     async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             let stored: Option<String> = self
                 .write(key, "SET NX", &set_cmd(key, &value, expiry, SetIf::Absent))
                 .await?;
@@ -903,7 +904,7 @@ impl Backend for RedisBackend {
     }
 
     async fn set_if_present(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<bool> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             // Redis drops an expired key before running a command on it: `XX` sees it absent.
             let stored: Option<String> = self
                 .write(key, "SET XX", &set_cmd(key, &value, expiry, SetIf::Present))
@@ -914,7 +915,7 @@ impl Backend for RedisBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             let mut cmd = redis::cmd("UNLINK");
             cmd.arg(key);
             Ok(self.write::<u64>(key, "UNLINK", &cmd).await? > 0)
@@ -923,7 +924,7 @@ impl Backend for RedisBackend {
     }
 
     async fn touch(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             match expiry {
                 Expiry::After(d) => self.expire(key, d).await,
                 Expiry::Never => {
@@ -945,7 +946,7 @@ impl Backend for RedisBackend {
     }
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             let mut conn = self.inner.topology.writer_for(key.as_bytes());
             let mut invocation = self.inner.incr.key(key);
             invocation.arg(delta);
@@ -996,7 +997,7 @@ impl Backend for RedisBackend {
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             let mut cmd = redis::cmd("PTTL");
             cmd.arg(key);
             Ok(match self.read::<i64>(key, "PTTL", &cmd).await? {
@@ -1143,7 +1144,7 @@ impl Backend for RedisBackend {
     }
 
     async fn has_key(&self, key: &str) -> Result<bool> {
-        self.on_node(key, async {
+        self.on_node(key.as_bytes(), async {
             let mut cmd = redis::cmd("EXISTS");
             cmd.arg(key);
             Ok(self.read::<u64>(key, "EXISTS", &cmd).await? == 1)

@@ -96,6 +96,15 @@ async fn only_the_dead_nodes_keys_fail(
     }
     let found = cache.get_many::<i32, _>(alive).await.unwrap();
     assert_eq!(found.len(), alive.len());
+    // So does a deletion over several nodes: the dead node's keys fail at once, refused by its
+    // breaker (not after a timeout on every call), and the healthy nodes' keys are deleted.
+    let err = cache.delete_many(&all).await.unwrap_err();
+    assert_eq!(failed_node(&err).as_deref(), Some(node), "{err}");
+    assert!(err.to_string().contains("fail at once"), "{err}");
+    for key in alive {
+        assert_eq!(cache.get::<i32>(key).await.unwrap(), None, "{key} deleted");
+        cache.set(key, &1, 60).await.unwrap();
+    }
 }
 
 /// Writes the keys again until every one of them is stored (the node is back), then reads them.
