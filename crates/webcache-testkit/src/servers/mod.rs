@@ -274,17 +274,12 @@ fn children_of(pid: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The state, then the parent, after the command name in parentheses.
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    let mut fields = rest.split_whitespace();
-                    let state = fields.next()?;
-                    let parent = fields.next()?.parse::<u32>().ok()?;
-                    Some(state != "Z" && parent == pid)
-                })
-                .unwrap_or(false)
+            stat_fields(Path::new(&format!("/proc/{child}/stat"))).is_some_and(
+                |fields| match fields.as_slice() {
+                    [state, parent, ..] => state != "Z" && parent.parse() == Ok(pid),
+                    _ => false,
+                },
+            )
         })
         .collect()
 }
@@ -306,15 +301,19 @@ fn all_threads_stopped(pid: u32) -> bool {
         return true;
     };
     tasks.flatten().all(|task| {
-        match std::fs::read_to_string(task.path().join("stat")) {
-            // The state follows the command name, which is in parentheses and may hold spaces.
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_none_or(|state| state == "T" || state == "t"),
-            Err(_) => true,
-        }
+        stat_fields(&task.path().join("stat"))
+            .and_then(|fields| fields.into_iter().next())
+            .is_none_or(|state| state == "T" || state == "t")
     })
+}
+
+/// The fields of a `/proc/.../stat` file from the state on (state, parent, ...): those after
+/// the command name, which is in parentheses and may hold spaces. `None` when it cannot be
+/// read (the process is gone).
+fn stat_fields(path: &Path) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 impl Drop for Frozen {
