@@ -75,16 +75,28 @@ async fn a_dead_pool_server_costs_only_its_keys() {
     }
     let frozen = Frozen::stop(servers[0].pid());
 
-    // Timeouts on the hung server, in a row: a cache-wide breaker would open for them.
+    // Timeouts on the hung server, in a row: a cache-wide breaker would open for them. Between
+    // them, the server's own health may answer for it at once ("marked down": the first
+    // timeout marked it before the other reads were sent, as on a busy machine); each retry
+    // after `retry_after` is another timeout.
     let mut timeouts = 0;
-    for read in reads().await {
-        let err = read.unwrap_err();
-        if let Some(node) = failed_node(&err) {
-            assert_eq!(node, addresses[0], "{err}");
-            timeouts += 1;
+    let started = Instant::now();
+    while timeouts < 3 {
+        assert!(
+            started.elapsed() < RECOVERY_BOUND,
+            "only {timeouts} timeouts"
+        );
+        for read in reads().await {
+            let err = read.unwrap_err();
+            match failed_node(&err) {
+                Some(node) => {
+                    assert_eq!(node, addresses[0], "{err}");
+                    timeouts += 1;
+                }
+                None => assert!(err.to_string().contains("is marked down"), "{err}"),
+            }
         }
     }
-    assert!(timeouts >= 3, "only {timeouts} timeouts");
     for key in &alive {
         assert_eq!(
             cache.get::<i32>(key).await.unwrap(),
