@@ -12,8 +12,10 @@ more job. A binary's output is printed whole when it ends, so outputs never inte
 Unlike `cargo test`, a failing binary does not stop the others: the summary at the end names
 every binary that failed, and the exit status is 1 if any did.
 
-The longest binaries start first when a previous run left their durations in
-`target/test-durations.json` (only an ordering hint: without it, cargo's order is used).
+The longest binaries start first, by the durations of the last run here
+(`target/test-durations.json`, written by every run) or else by `scripts/test-durations.json`
+(a copy of it, committed so that a clean clone starts its slow binaries first too). The
+durations only order the runs: a stale or missing one costs time, never a test.
 
 Usage: scripts/run-tests.py [--lanes N] [cargo test options] [-- test binary options]
 e.g. scripts/run-tests.py --workspace --all-features -- stale   (only tests named *stale*)
@@ -32,6 +34,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 DURATIONS = ROOT / "target" / "test-durations.json"
+COMMITTED_DURATIONS = ROOT / "scripts" / "test-durations.json"
 
 
 class Job:
@@ -135,12 +138,22 @@ def main():
     jobs = build(cargo, cargo_args)
     for job in jobs:
         job.argv += test_args
-    doc_tests = [cargo, "test", "--doc", *cargo_args, "--", *test_args]
+    # The doc tests, through the same `cargo test` as the build (not `cargo test --doc`, whose
+    # narrower set of targets unifies dependencies' features differently and rebuilds about a
+    # hundred crates): every test binary is started with a filter that only doc tests' names
+    # match ("path - item (line N)"), so they list nothing and exit at once.
+    # (With filters of one's own, `--doc`: libtest runs what matches any filter.)
+    if test_args:
+        doc_tests = [cargo, "test", "--doc", *cargo_args, "--", *test_args]
+    else:
+        doc_tests = [cargo, "test", *cargo_args, "--", "(line "]
     jobs.append(Job("doc tests", doc_tests, str(ROOT), dict(os.environ)))
-    try:
-        known = json.loads(DURATIONS.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = {}
+    for durations in (COMMITTED_DURATIONS, DURATIONS):
+        try:
+            known.update(json.loads(durations.read_text()))
+        except (OSError, ValueError):
+            pass
     jobs.sort(key=lambda job: -float(known.get(job.title, 0)))
 
     pending = list(jobs)
