@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
-use common::{serve, Counter, HttpClient};
+use common::{serve, still_fresh, Counter, HttpClient};
 use webcache_core::Cache;
 use webcache_http::{
     cache_control, never_cache, vary_on_cookie, CacheControlPatch, CachePageLayer,
@@ -59,16 +59,20 @@ async fn cache_control_patches_and_its_max_age_is_honoured() {
         ))
         .layer(CachePageLayer::new(Cache::locmem()));
     let client = HttpClient::new(serve(app).await);
+    let sent = std::time::Instant::now();
     let r = client.get("/").await;
     assert_eq!(r.header("cache-control"), Some("public, max-age=1"));
-    assert_eq!(client.get("/").await.x_cache(), "HIT");
+    let again = client.get("/").await;
+    if still_fresh(sent, Duration::from_secs(1)) {
+        assert_eq!(again.x_cache(), "HIT");
+    }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         client.get("/").await.x_cache(),
         "MISS",
         "max-age=1 expired it"
     );
-    assert_eq!(counter.get(), 2);
+    assert_eq!(counter.get(), 2 + usize::from(again.x_cache() != "HIT"));
 
     let private = Counter::default();
     let app = counting(&private)

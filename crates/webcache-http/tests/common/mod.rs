@@ -38,6 +38,14 @@ impl Counter {
     }
 }
 
+/// Whether a page stored by a request sent at `sent`, fresh for `fresh_for`, is certainly still
+/// fresh now. A test of a short freshness (one second, so that it can also wait past it) checks
+/// "still a hit" only then: on a busy machine, a stall can outlast the second, and the page is
+/// then rightly stale. Call it after the answer to check has arrived.
+pub fn still_fresh(sent: std::time::Instant, fresh_for: std::time::Duration) -> bool {
+    sent.elapsed() < fresh_for
+}
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
