@@ -256,28 +256,42 @@ impl RedisBackend {
     /// Removes every key matching the glob `pattern` (final keys, as stored), walking the
     /// keyspace with `SCAN` (never `KEYS`) on every master or shard and removing with
     /// `UNLINK`; returns how many keys were removed. Use [`glob_escape`] on literal parts
-    /// such as a prefix.
+    /// such as a prefix. A node that fails (a Cluster master or shard that is down) does not
+    /// stop the others' keys from being removed; the first failure is then the answer, naming
+    /// the node, so that the caller knows some keys may remain.
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
         let mut batches = self.scan_batches(pattern.to_owned());
         let mut removed = 0;
+        // A failing node does not stop the others' keys from going: every node is walked, and
+        // the first failure is the answer (the caller must know that some keys may remain).
+        let mut failure = None;
         while let Some(batch) = batches.next().await {
-            let (node, keys) = batch?;
-            if keys.is_empty() {
-                continue;
-            }
-            removed += match node {
+            let unlinked = match batch {
+                Ok((_, keys)) if keys.is_empty() => continue,
                 // Where it was found, not where the ring puts it now: a key written before
                 // the shard list changed is removed too.
-                ScanNode::Shard(i) => {
+                Ok((ScanNode::Shard(i), keys)) => {
                     let mut cmd = redis::cmd("UNLINK");
                     cmd.arg(&keys);
-                    self.query::<u64>(&mut self.shard(i)?, "UNLINK", &cmd)
-                        .await?
+                    match self.shard(i) {
+                        Ok(mut conn) => self.query::<u64>(&mut conn, "UNLINK", &cmd).await,
+                        Err(e) => Err(e),
+                    }
                 }
-                _ => self.unlink(&keys).await?,
+                Ok((_, keys)) => self.unlink(&keys).await,
+                Err(e) => Err(e),
             };
+            match unlinked {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
         }
-        Ok(removed)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Gives `key` (a final key) a new lifetime; returns `false` when the key is missing.
@@ -312,7 +326,12 @@ impl RedisBackend {
                 after: self.inner.config.response_timeout,
             };
         }
-        if !(e.is_connection_refusal() || e.is_io_error()) {
+        // A Cluster client that holds no connection to a node (it dropped it after failures)
+        // cannot reach that node either.
+        let unreachable = e.is_connection_refusal()
+            || e.is_io_error()
+            || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
+        if !unreachable {
             let message = format!("{what} on {} failed: {e}", self.inner.config.label);
             return Error::backend(NAME, message, e);
         }
@@ -562,7 +581,31 @@ impl RedisBackend {
         }
     }
 
+    /// The name of a node's circuit breaker (see [`NodeBreakers`]), when it has one.
+    fn scan_node_name(&self, node: &ScanNode) -> Option<String> {
+        match (node, &self.inner.config.target) {
+            (ScanNode::ClusterMaster(host, port), _) => Some(format!("{host}:{port}")),
+            (ScanNode::Shard(i), Target::Shards { names, .. }) => names.get(*i).cloned(),
+            _ => None,
+        }
+    }
+
+    /// One `SCAN` step on `node`, through the node's breaker: a node known to be down fails at
+    /// once, as that node's failure, instead of waiting out the call deadline.
     async fn scan_step(
+        &self,
+        node: &ScanNode,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        let step = self.scan_step_unguarded(node, cursor, pattern);
+        match (&self.inner.node_breakers, self.scan_node_name(node)) {
+            (Some(breakers), Some(name)) => breakers.call(&name, step).await,
+            _ => step.await,
+        }
+    }
+
+    async fn scan_step_unguarded(
         &self,
         node: &ScanNode,
         cursor: u64,
@@ -592,7 +635,8 @@ impl RedisBackend {
 
     /// The keys matching `pattern`, in batches as `SCAN` returns them (possibly with
     /// repeats, as `SCAN` guarantees only that every key present throughout is seen), each
-    /// with the node it was found on.
+    /// with the node it was found on. A node that fails yields its error, and the walk goes on
+    /// with the next node.
     fn scan_batches(
         &self,
         pattern: String,
@@ -622,7 +666,14 @@ impl RedisBackend {
                 };
                 let node = nodes.get(walk.index)?.clone();
                 match this.scan_step(&node, walk.cursor, &pattern).await {
-                    Err(e) => Some((Err(e), None)),
+                    // One node's failure: the walk goes on with the next node, so that the
+                    // others' keys are still listed (and removed, by `delete_pattern`).
+                    Err(e) => {
+                        walk.index += 1;
+                        walk.cursor = 0;
+                        walk.nodes = Some(nodes);
+                        Some((Err(e), Some(walk)))
+                    }
                     Ok((next, keys)) => {
                         if next == 0 {
                             walk.index += 1;

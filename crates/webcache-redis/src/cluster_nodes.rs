@@ -63,10 +63,13 @@ fn node_lines(text: &str) -> impl Iterator<Item = NodeLine<'_>> {
     text.lines().filter_map(NodeLine::read)
 }
 
-/// The `host:port` of every master that serves slots and is not failing, in the order listed.
+/// The `host:port` of every master that serves slots, in the order listed: the nodes that
+/// hold keys. Failing ones are included: their keys are still theirs (no replica took their
+/// slots over), so a walk over every key (`clear`, `keys`, `delete_pattern`) must meet their
+/// failure rather than skip their keys and report success.
 pub(crate) fn masters(text: &str) -> Vec<(String, u16)> {
     node_lines(text)
-        .filter(|n| n.master_with_slots() && !n.failing)
+        .filter(|n| n.master_with_slots())
         .map(|n| (n.host.to_owned(), n.port))
         .collect()
 }
@@ -124,11 +127,12 @@ dddd [::1]:30012@40012 replica e7d1 0 0 1 connected
     }
 
     #[test]
-    fn masters_serving_slots_in_order() {
+    fn masters_serving_slots_in_order_failing_ones_included() {
         assert_eq!(
             masters(NODES),
             vec![
                 ("127.0.0.1".to_owned(), 30002),
+                ("127.0.0.1".to_owned(), 30003),
                 ("127.0.0.1".to_owned(), 30001)
             ]
         );

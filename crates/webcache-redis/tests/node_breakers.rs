@@ -105,6 +105,16 @@ async fn only_the_dead_nodes_keys_fail(
         assert_eq!(cache.get::<i32>(key).await.unwrap(), None, "{key} deleted");
         cache.set(key, &1, 60).await.unwrap();
     }
+    // So does clearing the cache (`SCAN` on every node, then `UNLINK`): the dead node is not
+    // skipped (its keys would come back with it), its failure is its own (refused by its
+    // breaker, or the breaker's trial call failing), and the healthy nodes are emptied all
+    // the same.
+    let err = cache.clear().await.unwrap_err();
+    assert_eq!(failed_node(&err).as_deref(), Some(node), "{err}");
+    for key in alive {
+        assert_eq!(cache.get::<i32>(key).await.unwrap(), None, "{key} cleared");
+        cache.set(key, &1, 60).await.unwrap();
+    }
 }
 
 /// Writes the keys again until every one of them is stored (the node is back), then reads them.
