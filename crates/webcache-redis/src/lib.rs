@@ -58,7 +58,9 @@
 //! Redis TTLs.
 //!
 //! `clear()` removes only the cache's prefix, with `SCAN` + `UNLINK` (on every master of a
-//! cluster), never `KEYS` and never `FLUSHDB` unless configured with `clear = "flushdb"`.
+//! cluster), never `KEYS` and never `FLUSHDB` unless configured with `clear = "flushdb"`. A
+//! master or shard that is down does not stop the others from being cleared, and is not
+//! skipped either: `clear()` then fails, naming that node, since its keys come back with it.
 //!
 //! Redis-only extras live on [`RedisBackend`]: [`delete_pattern`](RedisBackend::delete_pattern),
 //! [`expire`](RedisBackend::expire)/[`persist`](RedisBackend::persist), a distributed
