@@ -584,7 +584,9 @@ impl RedisBackend {
     /// The name of a node's circuit breaker (see [`NodeBreakers`]), when it has one.
     fn scan_node_name(&self, node: &ScanNode) -> Option<String> {
         match (node, &self.inner.config.target) {
-            (ScanNode::ClusterMaster(host, port), _) => Some(format!("{host}:{port}")),
+            (ScanNode::ClusterMaster(host, port), _) => {
+                Some(crate::cluster_nodes::node_name(host, *port))
+            }
             (ScanNode::Shard(i), Target::Shards { names, .. }) => names.get(*i).cloned(),
             _ => None,
         }

@@ -63,6 +63,11 @@ fn node_lines(text: &str) -> impl Iterator<Item = NodeLine<'_>> {
     text.lines().filter_map(NodeLine::read)
 }
 
+/// The name of a Cluster node, as its circuit breaker and its errors know it: `host:port`.
+pub(crate) fn node_name(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
 /// The `host:port` of every master that serves slots, in the order listed: the nodes that
 /// hold keys. Failing ones are included: their keys are still theirs (no replica took their
 /// slots over), so a walk over every key (`clear`, `keys`, `delete_pattern`) must meet their
@@ -89,7 +94,7 @@ pub(crate) fn read_nodes(text: &str, with_replicas: bool) -> BTreeSet<(String, u
 pub(crate) fn slot_ranges(text: &str) -> Vec<(u16, u16, String)> {
     let mut ranges = Vec::new();
     for node in node_lines(text).filter(|n| n.master) {
-        let name = format!("{}:{}", node.host, node.port);
+        let name = node_name(node.host, node.port);
         for slots in &node.slots {
             let (first, last) = match slots.split_once('-') {
                 Some((a, b)) => (a.parse::<u16>(), b.parse::<u16>()),
