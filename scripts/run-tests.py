@@ -172,14 +172,19 @@ def main():
                 print(f"\n==== {job.title}: {verdict} in {job.seconds:.1f}s", flush=True)
                 print(job.output, end="", flush=True)
 
-    lanes = [threading.Thread(target=lane) for _ in range(max(1, options.lanes))]
+    # Daemon threads: Ctrl-C ends the runner (the terminal sends it to the binaries too).
+    lanes = [threading.Thread(target=lane, daemon=True) for _ in range(max(1, options.lanes))]
     for thread in lanes:
         thread.start()
     for thread in lanes:
         thread.join()
 
-    DURATIONS.parent.mkdir(parents=True, exist_ok=True)
-    DURATIONS.write_text(json.dumps({job.title: round(job.seconds, 1) for job in jobs}, indent=1))
+    # Merged with what was known, so that a run of a few packages keeps the others'
+    # durations; a run filtered by test name (`-- name`) says nothing of a binary's length.
+    if not test_args:
+        known.update({job.title: round(job.seconds, 1) for job in jobs})
+        DURATIONS.parent.mkdir(parents=True, exist_ok=True)
+        DURATIONS.write_text(json.dumps(known, indent=1))
     failed = [job for job in jobs if job.status != 0]
     elapsed = time.monotonic() - started
     print(f"\n{len(jobs)} test binaries in {elapsed:.0f}s, {options.lanes} at a time; "
