@@ -1165,3 +1165,37 @@ async fn purge_and_invalidate_from_the_cli_and_with_purge_requests() {
     let out = webcache(&["--cache", &cache_url, "invalidate"], None);
     assert_eq!(out.status.code(), Some(2), "--tag is required");
 }
+
+/// `clear` over Redis shards with one shard down: the other shards are emptied all the same
+/// (the walk does not stop at the dead one), and the command fails naming the dead shard,
+/// since its keys come back with it.
+#[test]
+fn clear_with_a_shard_down_empties_the_others_and_names_it() {
+    use webcache_testkit::servers::redis::RedisServer;
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    let url = format!("redis://{}/0", list.join(","));
+    let script: String = (0..30).map(|i| format!("set k{i} 1\n")).collect();
+    let out = webcache(&["--cache", &url, "shell"], Some(&script));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = |s: &RedisServer| s.cli(&["dbsize"]).trim().parse::<u64>().unwrap();
+    for server in &servers {
+        assert!(stored(server) > 0, "30 keys reach every shard");
+    }
+    servers[0].kill();
+    let out = webcache(&["--cache", &url, "clear", "--yes"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&list[0]), "the dead shard is named: {err}");
+    for server in &servers[1..] {
+        assert_eq!(stored(server), 0, "a live shard is emptied: {err}");
+    }
+}

@@ -115,6 +115,18 @@ async fn only_the_dead_nodes_keys_fail(
         assert_eq!(cache.get::<i32>(key).await.unwrap(), None, "{key} cleared");
         cache.set(key, &1, 60).await.unwrap();
     }
+    // And an invalidation by pattern (django-redis's `delete_pattern`: the keys listed, then
+    // deleted): the dead node's failure is the answer, after the healthy nodes' keys went.
+    let err = cache.delete_pattern("k*").await.unwrap_err();
+    assert_eq!(failed_node(&err).as_deref(), Some(node), "{err}");
+    for key in alive {
+        assert_eq!(
+            cache.get::<i32>(key).await.unwrap(),
+            None,
+            "{key} deleted by pattern"
+        );
+        cache.set(key, &1, 60).await.unwrap();
+    }
 }
 
 /// Writes the keys again until every one of them is stored (the node is back), then reads them.

@@ -35,21 +35,34 @@ pub(super) async fn run(
     let mut batch = Vec::with_capacity(BATCH);
     let mut removed = 0u64;
     let mut done = false;
+    // A listing that fails part-way (one server of several down) goes on with the others:
+    // what it still finds is deleted, and the first failure is the answer.
+    let mut failure = None;
     while !done {
         match keys.next().await {
             Some(Err(Error::Unsupported { .. })) => {
                 cache.clear().await?;
                 return Ok(Reply::Cleared(None));
             }
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => {
+                failure.get_or_insert(e);
+            }
             Some(Ok(key)) => batch.push(key),
             None => done = true,
         }
         if batch.len() >= BATCH || (done && !batch.is_empty()) {
-            removed += stored.delete_many(&batch).await?;
+            match stored.delete_many(&batch).await {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
             batch.clear();
             progress(removed);
         }
     }
-    Ok(Reply::Cleared(Some(removed)))
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(Reply::Cleared(Some(removed))),
+    }
 }

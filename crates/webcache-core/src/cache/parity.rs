@@ -68,14 +68,33 @@ impl Cache {
     /// Removes every key of this cache's prefix and version that matches the glob `pattern`
     /// (django-redis's `delete_pattern`); returns how many were removed. Needs a backend that
     /// can list keys and the default key function, as [`keys`](Self::keys); keys of other
-    /// versions and other prefixes are never touched.
+    /// versions and other prefixes are never touched. A listing that fails part-way (one
+    /// server of several down) does not stop the keys it still yields from being removed: the
+    /// first failure is then the answer, so that the caller knows some keys may remain.
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
         let mut keys = self.keys(pattern).chunks(DELETE_BATCH);
         let mut removed = 0;
+        let mut failure = None;
         while let Some(batch) = keys.next().await {
-            let batch = batch.into_iter().collect::<Result<Vec<String>>>()?;
-            removed += self.delete_many(&batch).await?;
+            let mut found = Vec::with_capacity(batch.len());
+            for key in batch {
+                match key {
+                    Ok(key) => found.push(key),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            if found.is_empty() {
+                continue;
+            }
+            match self.delete_many(&found).await {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
         }
-        Ok(removed)
+        failure.map_or(Ok(removed), Err)
     }
 }
