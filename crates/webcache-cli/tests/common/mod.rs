@@ -91,13 +91,14 @@ impl Running {
         runtime: Option<&Path>,
         mut banner_ends: impl FnMut(&str) -> bool,
     ) -> Running {
-        let port = webcache_testkit::servers::free_port();
-        let listen = format!("127.0.0.1:{port}");
         let runtime = runtime.unwrap_or_else(|| runtime_dir()).to_owned();
+        // Port 0: the server binds a port the kernel chooses and says which in its banner. (A
+        // port found free here and passed on can be taken by another process, such as a test
+        // binary running alongside, before the server binds it.)
         let mut child = command()
             .env("XDG_RUNTIME_DIR", &runtime)
             .args(args)
-            .args(["--listen", &listen])
+            .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -115,7 +116,17 @@ impl Running {
         std::thread::spawn(move || lines.for_each(drop));
         // The first line says where it listens.
         let first = banner.lines().next().unwrap_or_default();
-        assert!(first.contains(&listen), "unexpected banner: {banner}");
+        let port: u16 = first
+            .split("127.0.0.1:")
+            .nth(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected banner: {banner}"));
+        let listen = format!("127.0.0.1:{port}");
         assert!(webcache_testkit::servers::wait_for_port(port, READY_WITHIN));
         Running {
             child,
