@@ -19,3 +19,23 @@ fn a_started_memcached_answers_on_its_port() {
     let server = MemcachedServer::start();
     assert!(server.pid() > 0, "its stats name its process");
 }
+
+/// A server that exits before it ever listens (here: an argument it refuses) is known to have
+/// failed as soon as it exits, not after the whole wait (it was 10 s per attempt).
+#[test]
+fn a_server_that_exits_without_listening_is_given_up_on_at_once() {
+    use std::time::{Duration, Instant};
+    use webcache_testkit::servers::{free_port, ServerProcess};
+
+    let port = free_port();
+    let mut process = ServerProcess::spawn("memcached", &["--no-such-option"], None);
+    let started = Instant::now();
+    assert!(!process.wait_for_listener(port, Duration::from_secs(60)));
+    // Bounded by the wait for a watchdog to start its server (5 s), not by the 60 s above.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    process.stop();
+}

@@ -11,6 +11,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How long a watchdog may take to start its server: a watchdog without a child past this has
+/// lost it.
+const CHILD_STARTS_WITHIN: Duration = Duration::from_secs(5);
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -178,18 +182,24 @@ wait $child
     /// A connection to the port is not enough: another test's listener on a port taken
     /// between `free_port` and the server's bind would pass for the server.
     pub fn wait_for_listener(&self, port: u16, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let Some(inode) = listening_inode(port) else {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            };
+        let started = Instant::now();
+        let mut seen_child = false;
+        while started.elapsed() < within {
             let children = children_of(self.child.id());
-            if children.is_empty() {
-                return false; // the server exited: the port was not its to take
+            // The server exited (the port was not its to take, or it could not start): no
+            // need to wait out `within`. Before the watchdog has started it, wait a little.
+            if children.is_empty()
+                && (seen_child
+                    || has_exited_child(self.child.id())
+                    || started.elapsed() > CHILD_STARTS_WITHIN)
+            {
+                return false;
             }
-            if children.iter().any(|&pid| holds_socket(pid, inode)) {
-                return true;
+            seen_child |= !children.is_empty();
+            if let Some(inode) = listening_inode(port) {
+                if children.iter().any(|&pid| holds_socket(pid, inode)) {
+                    return true;
+                }
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -267,6 +277,16 @@ fn listening_inode(port: u16) -> Option<u64> {
 /// The live processes whose parent is `pid` (an exited server stays a zombie until the watchdog
 /// reaps it at stop: not counted).
 fn children_of(pid: u32) -> Vec<u32> {
+    children_where(pid, |state| state != "Z")
+}
+
+/// Whether a child of `pid` has exited and awaits its reaping (a zombie).
+fn has_exited_child(pid: u32) -> bool {
+    !children_where(pid, |state| state == "Z").is_empty()
+}
+
+/// The processes whose parent is `pid` and whose state (`/proc/PID/stat`) passes `state_is`.
+fn children_where(pid: u32, state_is: impl Fn(&str) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -276,7 +296,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .filter(|&child| {
             stat_fields(Path::new(&format!("/proc/{child}/stat"))).is_some_and(
                 |fields| match fields.as_slice() {
-                    [state, parent, ..] => state != "Z" && parent.parse() == Ok(pid),
+                    [state, parent, ..] => state_is(state) && parent.parse() == Ok(pid),
                     _ => false,
                 },
             )

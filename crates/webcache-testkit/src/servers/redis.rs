@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{free_cluster_port, free_port, scratch_dir, wait_for_port, ServerProcess};
+use super::{free_cluster_port, free_port, scratch_dir, ServerProcess};
 
 const STARTUP: Duration = Duration::from_secs(15);
 
@@ -38,19 +38,18 @@ impl RedisServer {
     /// Starts a new server on a free port. Panics with a message that says what to install
     /// when `redis-server` is missing.
     pub fn start() -> RedisServer {
-        Self::start_with(free_port(), Vec::new())
+        Self::start_with(free_port, &|_| Vec::new())
     }
 
     /// Starts a replica of the server on `primary_port` and waits until it is in sync.
     pub fn start_replica_of(primary_port: u16) -> RedisServer {
-        let replica = Self::start_with(
-            free_port(),
+        let replica = Self::start_with(free_port, &|_| {
             vec![
                 "--replicaof".into(),
                 "127.0.0.1".into(),
                 primary_port.to_string(),
-            ],
-        );
+            ]
+        });
         replica.wait_for_info("replication", "master_link_status:up");
         replica
     }
@@ -109,16 +108,28 @@ impl RedisServer {
         server
     }
 
-    fn start_with(port: u16, extra_args: Vec<String>) -> RedisServer {
-        let server = RedisServer {
-            port,
-            dir: scratch_dir(&format!("redis-{port}")),
-            extra_args,
-            tls: false,
-            process: Mutex::new(None),
-        };
-        server.restart();
-        server
+    /// Starts a server on a port from `choose_port`, with `extra_args(port)`.
+    fn start_with(
+        choose_port: fn() -> u16,
+        extra_args: &dyn Fn(u16) -> Vec<String>,
+    ) -> RedisServer {
+        // A port can be taken between `choose_port` and the server's bind (by a test binary
+        // running alongside, say): then the server exits, and another port is tried.
+        for _ in 0..5 {
+            let port = choose_port();
+            let server = RedisServer {
+                port,
+                dir: scratch_dir(&format!("redis-{port}")),
+                extra_args: extra_args(port),
+                tls: false,
+                process: Mutex::new(None),
+            };
+            if server.launch() {
+                server.wait_until(|| server.cli(&["ping"]).trim() == "PONG", "answer PING");
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free loopback port (tried 5 times)");
     }
 
     /// The certificate a TLS server presents (self-signed: it is its own authority).
@@ -163,6 +174,18 @@ impl RedisServer {
     /// Starts the server again on the same port (stopping it first if it runs), and waits
     /// until it answers.
     pub fn restart(&self) {
+        assert!(
+            self.launch(),
+            "redis-server did not listen on port {} within {STARTUP:?}; see {}",
+            self.port,
+            self.dir.join("redis.log").display()
+        );
+        self.wait_until(|| self.cli(&["ping"]).trim() == "PONG", "answer PING");
+    }
+
+    /// Stops the server if it runs, starts it on its port, and says whether it is the one
+    /// listening there (`false`: it exited, the port being someone else's).
+    fn launch(&self) -> bool {
         self.kill();
         let port = self.port.to_string();
         let dir = self.dir.to_string_lossy().into_owned();
@@ -185,13 +208,9 @@ impl RedisServer {
         ];
         args.extend(self.extra_args.iter().map(String::as_str));
         let process = ServerProcess::spawn("redis-server", &args, None);
+        let listening = process.wait_for_listener(self.port, STARTUP);
         *self.process.lock().unwrap_or_else(|p| p.into_inner()) = Some(process);
-        assert!(
-            wait_for_port(self.port, STARTUP),
-            "redis-server did not accept connections on port {} within {STARTUP:?}; see {log}",
-            self.port
-        );
-        self.wait_until(|| self.cli(&["ping"]).trim() == "PONG", "answer PING");
+        listening
     }
 
     /// Runs `redis-cli -p PORT args...` and returns its output (for checks independent of the
@@ -319,9 +338,7 @@ impl RedisCluster {
     fn create(masters: usize, replicas: usize, node_timeout_ms: u32) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                let port = free_cluster_port();
-                RedisServer::start_with(
-                    port,
+                RedisServer::start_with(free_cluster_port, &|port| {
                     vec![
                         "--cluster-enabled".into(),
                         "yes".into(),
@@ -329,8 +346,8 @@ impl RedisCluster {
                         format!("nodes-{port}.conf"),
                         "--cluster-node-timeout".into(),
                         node_timeout_ms.to_string(),
-                    ],
-                )
+                    ]
+                })
             })
             .collect();
         let addresses: Vec<String> = nodes
