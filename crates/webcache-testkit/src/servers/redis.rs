@@ -125,7 +125,7 @@ impl RedisServer {
                 process: Mutex::new(None),
             };
             if server.launch() {
-                server.wait_until(|| server.cli(&["ping"]).trim() == "PONG", "answer PING");
+                server.wait_for_ping();
                 return server;
             }
         }
@@ -180,6 +180,11 @@ impl RedisServer {
             self.port,
             self.dir.join("redis.log").display()
         );
+        self.wait_for_ping();
+    }
+
+    /// Waits until the server (listening, maybe still loading) answers `PING`.
+    fn wait_for_ping(&self) {
         self.wait_until(|| self.cli(&["ping"]).trim() == "PONG", "answer PING");
     }
 
