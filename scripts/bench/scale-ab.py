@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Two scale_bench servers side by side, alternating wrk rounds: the ratio B/A of their req/s.
 
-    scripts/bench/scale-ab.py BIN_A BIN_B ROLE_A ROLE_B SIZE PAGES DIST CONNS SECONDS ROUNDS
+    scripts/bench/scale-ab.py BIN_A BIN_B ROLE_A ROLE_B SIZE PAGES DIST CONNS SECONDS ROUNDS [BIN_C:ROLE_C ...]
 
 BIN_A/BIN_B are scale_bench binaries (the same one twice to compare two roles, e.g. `static
 layer`; two builds to compare two revisions of one role). Each runs in its own process on a
@@ -14,6 +14,9 @@ stall), so it is the figure to compare two builds by.
 Example: the layer against the static answer, 5 KB pages, 100 of them:
     B=target/release/examples/scale_bench
     scripts/bench/scale-ab.py $B $B static layer 5120 100 uniform 16 6 6
+More targets (C, D, ...) given as BIN:ROLE after ROUNDS join the same alternating rounds, each
+compared with A (three builds or roles measured under the same conditions, which two separate
+A/B runs on a noisy machine are not).
 """
 import importlib.machinery
 import importlib.util
@@ -43,19 +46,26 @@ def cpu_seconds(pid):
 
 
 def main():
-    if len(sys.argv) != 11:
+    if len(sys.argv) < 11:
         sys.exit(__doc__)
-    bin_a, bin_b, role_a, role_b, size, pages, dist, conns, seconds, rounds = sys.argv[1:]
+    bin_a, bin_b, role_a, role_b, size, pages, dist, conns, seconds, rounds = sys.argv[1:11]
+    targets = [("A", bin_a, role_a), ("B", bin_b, role_b)]
+    for i, extra in enumerate(sys.argv[11:]):
+        binary, sep, role = extra.rpartition(":")
+        if not sep or not binary or not role:
+            sys.exit(f"an extra target is BIN:ROLE, got `{extra}`")
+        targets.append((chr(ord("C") + i), binary, role))
+    names = [name for name, _, _ in targets]
     bs = bench_scale()
     procs, urls = [], {}
     try:
-        for name, binary, role in (("A", bin_a, role_a), ("B", bin_b, role_b)):
+        for name, binary, role in targets:
             port = bs.free_port()
             procs.append(subprocess.Popen([binary, f"{role}={port}"], stdout=subprocess.DEVNULL))
             urls[name] = f"http://127.0.0.1:{port}"
         time.sleep(1)
 
-        pids = dict(zip(("A", "B"), (p.pid for p in procs)))
+        pids = dict(zip(names, (p.pid for p in procs)))
 
         def wrk(name, secs):
             """One wrk run against `name`: its req/s and the server's CPU µs per request
@@ -66,27 +76,32 @@ def main():
             n = max(run["requests"], 1)
             return run["rps"], tuple((a - b) * 1e6 / n for a, b in zip(after, before))
 
+        def compared(name, rps, cpu, rps_a, cpu_a):
+            """How `name` did against A: its rate over A's, A's CPU per request over its own."""
+            return "" if name == "A" else f", {name}/A rate {rps / rps_a:.3f}, A/{name} cpu per request {cpu_a / cpu:.3f}"
+
         for name in urls:
             wrk(name, 3)
-        runs = {"A": [], "B": []}
+        runs = {name: [] for name in names}
         for i in range(int(rounds)):
-            for name in ("A", "B"):
+            for name in names:
                 runs[name].append(wrk(name, seconds))
-            (ra, (ua, sa)), (rb, (ub, sb)) = runs["A"][-1], runs["B"][-1]
-            print(f"round {i}: A {ra:.0f} req/s, {ua + sa:.1f} us/req (user {ua:.1f}) | "
-                  f"B {rb:.0f} req/s, {ub + sb:.1f} us/req (user {ub:.1f}) | "
-                  f"B/A rate {rb / ra:.3f}, A/B cpu per request {(ua + sa) / (ub + sb):.3f}",
-                  flush=True)
+            ra, (ua, sa) = runs["A"][-1]
+            print(f"round {i}: " + " | ".join(
+                f"{name} {r:.0f} req/s, {u + s:.1f} us/req (user {u:.1f})"
+                + compared(name, r, u + s, ra, ua + sa)
+                for name in names for r, (u, s) in [runs[name][-1]]), flush=True)
 
         def med(name, pick):
             return statistics.median(pick(r) for r in runs[name])
 
-        a, b = med("A", lambda r: r[0]), med("B", lambda r: r[0])
-        ca, cb = med("A", lambda r: sum(r[1])), med("B", lambda r: sum(r[1]))
-        ua, ub = med("A", lambda r: r[1][0]), med("B", lambda r: r[1][0])
-        print(f"median A {a:.0f} req/s, {ca:.1f} us/req (user {ua:.1f}); "
-              f"B {b:.0f} req/s, {cb:.1f} us/req (user {ub:.1f}); "
-              f"B/A rate {b / a:.3f}, A/B cpu per request {ca / cb:.3f}")
+        rate = {name: med(name, lambda r: r[0]) for name in names}
+        cpu = {name: med(name, lambda r: sum(r[1])) for name in names}
+        user = {name: med(name, lambda r: r[1][0]) for name in names}
+        print("median " + "; ".join(
+            f"{name} {rate[name]:.0f} req/s, {cpu[name]:.1f} us/req (user {user[name]:.1f})"
+            + compared(name, rate[name], cpu[name], rate["A"], cpu["A"])
+            for name in names))
     finally:
         for p in procs:
             p.terminate()
