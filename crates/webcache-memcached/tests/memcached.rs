@@ -538,7 +538,8 @@ async fn urls_with_several_servers_and_options() {
 
 #[tokio::test]
 async fn a_server_that_was_never_up_fails_fast_with_a_typed_error() {
-    let port = webcache_testkit::servers::free_port();
+    let refused = webcache_testkit::servers::RefusedPort::new();
+    let port = refused.port();
     let mut config = MemcachedConfig::new([format!("127.0.0.1:{port}")]);
     config.retry_after = Duration::from_secs(5);
     let mc = MemcachedBackend::new(&config);

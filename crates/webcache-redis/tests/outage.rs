@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use webcache_core::{Cache, CacheOptions, Error, OnError};
-use webcache_testkit::servers::free_port;
 use webcache_testkit::servers::redis::RedisServer;
+use webcache_testkit::servers::RefusedPort;
 
 /// Timeouts far longer than a refused connection takes to fail, even on a busy machine, and
 /// shorter than a call that waits for something (a reconnection loop with backoff) takes.
@@ -146,7 +146,8 @@ async fn raise_mode_fails_at_once_with_a_backend_error_naming_the_url_then_recov
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_from_the_start_fails_fast_and_hides_the_password() {
-    let port = free_port();
+    let refused = RefusedPort::new();
+    let port = refused.port();
     let url = format!("redis://app:sekrit@127.0.0.1:{port}/0?{GENEROUS}");
     let cache = open(&url, OnError::Raise).await;
     for (what, err) in [

@@ -70,7 +70,8 @@ async fn reads_are_served_by_the_replica() {
 async fn a_refusing_replica_falls_back_to_the_primary() {
     use webcache_core::{Cache, CacheOptions};
     let pair = RedisReplicaPair::shared();
-    let dead = webcache_testkit::servers::free_port();
+    let refused = webcache_testkit::servers::RefusedPort::new();
+    let dead = refused.port();
     let url = format!(
         "{}?replicas=redis://127.0.0.1:{dead}/0",
         pair.primary.url(0)

@@ -822,7 +822,8 @@ async fn in_memory_databases_are_private_and_keep_their_data() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {
-    let port = webcache_testkit::servers::free_port();
+    let refused = webcache_testkit::servers::RefusedPort::new();
+    let port = refused.port();
     let url = format!("postgres://postgres:secret@127.0.0.1:{port}/postgres?connect_timeout=1");
     let started = Instant::now();
     let err = webcache_sql::SqlFactory

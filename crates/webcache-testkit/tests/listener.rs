@@ -39,3 +39,43 @@ fn a_server_that_exits_without_listening_is_given_up_on_at_once() {
     );
     process.stop();
 }
+
+/// A server started through a program that forks it (`runuser` starts PostgreSQL as its own
+/// child) is found listening: the watchdog's grandchild holds the socket.
+#[test]
+fn a_server_below_the_watchdogs_child_is_found_listening() {
+    use std::time::Duration;
+    use webcache_testkit::servers::{free_port, ServerProcess};
+
+    let port = free_port().to_string();
+    // `sh` runs memcached as its child and waits for it: memcached is the watchdog's
+    // grandchild. Stopping `sh` stops memcached too.
+    let mut process = ServerProcess::spawn(
+        "sh",
+        &[
+            "-c",
+            "memcached -u nobody -l 127.0.0.1 -p \"$1\" -U 0 & server=$!; \
+             trap 'kill $server; wait $server; exit 0' TERM; wait $server",
+            "sh",
+            &port,
+        ],
+        None,
+    );
+    assert!(process.wait_for_listener(port.parse().unwrap(), Duration::from_secs(60)));
+    process.stop();
+}
+
+/// A refused port refuses connections and cannot be taken by a server while it is held.
+#[test]
+fn a_refused_port_refuses_and_stays_untaken() {
+    use std::net::TcpStream;
+    use webcache_testkit::servers::RefusedPort;
+
+    let refused = RefusedPort::new();
+    let err = TcpStream::connect(("127.0.0.1", refused.port())).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(
+        TcpListener::bind(("127.0.0.1", refused.port())).is_err(),
+        "another listener took the held port"
+    );
+}

@@ -23,6 +23,51 @@ pub fn free_port() -> u16 {
         .expect("cannot bind a loopback port")
 }
 
+/// A loopback port that refuses connections for as long as it is kept: a socket is bound to
+/// it and never listens, so a connection is reset, and no server can bind the port meanwhile.
+/// For tests of a server that is down from the start: a port from [`free_port`] is released
+/// at once, and a server of a test running alongside could take it and answer.
+#[derive(Debug)]
+pub struct RefusedPort {
+    /// Bound, never listening: it holds the port.
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl RefusedPort {
+    /// Binds a port the kernel chooses on 127.0.0.1.
+    pub fn new() -> RefusedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket =
+            Socket::new(Domain::IPV4, Type::STREAM, None).expect("cannot create a TCP socket");
+        let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        socket
+            .bind(&any_port.into())
+            .expect("cannot bind a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|address| address.as_socket())
+            .map(|address| address.port())
+            .expect("a bound socket has a port");
+        RefusedPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Default for RefusedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A free port `p` at most 55535 whose cluster-bus port `p + 10000` is free too (for Redis
 /// Cluster nodes).
 pub fn free_cluster_port() -> u16 {
@@ -176,8 +221,9 @@ wait $child
         }
     }
 
-    /// Waits until the server (the watchdog's child) listens on `127.0.0.1:port`; `false` when
-    /// it exits first (a port taken meanwhile: it could not bind) or not `within`.
+    /// Waits until the server (the watchdog's child, or a process it started: `runuser`
+    /// starts PostgreSQL as its own child) listens on `127.0.0.1:port`; `false` when it exits
+    /// first (a port taken meanwhile: it could not bind) or not `within`.
     ///
     /// A connection to the port is not enough: another test's listener on a port taken
     /// between `free_port` and the server's bind would pass for the server.
@@ -197,7 +243,10 @@ wait $child
             }
             seen_child |= !children.is_empty();
             if let Some(inode) = listening_inode(port) {
-                if children.iter().any(|&pid| holds_socket(pid, inode)) {
+                if descendants_of(&children)
+                    .iter()
+                    .any(|&pid| holds_socket(pid, inode))
+                {
                     return true;
                 }
             }
@@ -278,6 +327,21 @@ fn listening_inode(port: u16) -> Option<u64> {
 /// reaps it at stop: not counted).
 fn children_of(pid: u32) -> Vec<u32> {
     children_where(pid, |state| state != "Z")
+}
+
+/// `pids` and every live process below them.
+fn descendants_of(pids: &[u32]) -> Vec<u32> {
+    let mut all = pids.to_vec();
+    let mut next = 0;
+    while next < all.len() {
+        for pid in children_of(all[next]) {
+            if !all.contains(&pid) {
+                all.push(pid);
+            }
+        }
+        next += 1;
+    }
+    all
 }
 
 /// Whether a child of `pid` has exited and awaits its reaping (a zombie).

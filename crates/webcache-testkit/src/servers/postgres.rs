@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{free_port, temp_dir, wait_for_port, ServerProcess};
+use super::{free_port, temp_dir, ServerProcess};
 
 /// A running PostgreSQL cluster.
 #[derive(Debug)]
@@ -33,6 +33,19 @@ impl Postgres {
     /// Starts a new cluster. Panics with a message that says what to install when PostgreSQL
     /// is missing.
     pub fn start() -> Postgres {
+        // A port can be taken between `free_port` and the server's bind (by a test binary
+        // running alongside, say): then the server exits, its cluster is removed, and a new
+        // one is tried on another port.
+        for _ in 0..5 {
+            if let Some(postgres) = Self::try_start(free_port()) {
+                return postgres;
+            }
+        }
+        panic!("PostgreSQL did not start on a free loopback port (tried 5 times)");
+    }
+
+    /// A new cluster on `port`; `None` when its server is not the one listening there.
+    fn try_start(port: u16) -> Option<Postgres> {
         let bin = bin_dir();
         let as_root = running_as_root();
         let dir = temp_dir("postgres");
@@ -57,7 +70,6 @@ impl Postgres {
                 "--no-sync",
             ]));
 
-        let port = free_port();
         let (port_text, data_text, dir_text) =
             (port.to_string(), path_text(&data), path_text(&dir));
         let postgres = path_text(&bin.join("postgres"));
@@ -108,12 +120,12 @@ impl Postgres {
         } else {
             ServerProcess::spawn(&postgres, &server_args, Some(&stop))
         };
-        assert!(
-            wait_for_port(port, Duration::from_secs(30)),
-            "PostgreSQL did not listen on 127.0.0.1:{port} within 30 s"
-        );
+        // Dropped when it did not listen: its watchdog stops it and removes the cluster.
+        if !process.wait_for_listener(port, Duration::from_secs(30)) {
+            return None;
+        }
         wait_until_ready(&bin, port);
-        Postgres { process, port, dir }
+        Some(Postgres { process, port, dir })
     }
 
     /// The URL of the `postgres` database as the `postgres` superuser:
@@ -221,5 +233,27 @@ fn wait_until_ready(bin: &Path, port: u16) {
             "PostgreSQL on 127.0.0.1:{port} did not accept queries within 30 s"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A port another listener took before PostgreSQL could bind it: the server exits, and
+    /// that listener does not pass for it (the fixture then tries another port).
+    #[test]
+    fn a_port_another_listener_holds_is_no_started_postgres() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let started = Instant::now();
+        assert!(Postgres::try_start(port).is_none());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "gave up after {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::redis::RedisServer;
-use super::{free_port, scratch_dir, wait_for_port, ServerProcess};
+use super::{free_port, scratch_dir, ServerProcess};
 
 /// The name the sentinels know the master by.
 pub const SERVICE: &str = "mymaster";
@@ -202,7 +202,18 @@ impl RedisSentinels {
 }
 
 fn start_sentinel(master_port: u16) -> SentinelProcess {
-    let port = free_port();
+    // A port can be taken between `free_port` and the sentinel's bind (by a test binary
+    // running alongside, say): then the sentinel exits, and another port is tried.
+    for _ in 0..5 {
+        if let Some(sentinel) = try_start_sentinel(free_port(), master_port) {
+            return sentinel;
+        }
+    }
+    panic!("redis-server --sentinel did not start on a free loopback port (tried 5 times)");
+}
+
+/// A sentinel on `port`; `None` when it is not the one listening there.
+fn try_start_sentinel(port: u16, master_port: u16) -> Option<SentinelProcess> {
     let dir = scratch_dir(&format!("sentinel-{port}"));
     // A sentinel rewrites its configuration file as it learns, so it gets one of its own.
     let config = dir.join("sentinel.conf");
@@ -224,12 +235,9 @@ fn start_sentinel(master_port: u16) -> SentinelProcess {
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
     let config_arg = config.to_string_lossy().into_owned();
     let process = ServerProcess::spawn("redis-server", &[&config_arg, "--sentinel"], None);
-    assert!(
-        wait_for_port(port, PATIENCE),
-        "redis-server --sentinel did not accept connections on port {port} within {PATIENCE:?}; see {}",
-        dir.join("sentinel.log").display()
-    );
-    SentinelProcess { port, dir, process }
+    process
+        .wait_for_listener(port, PATIENCE)
+        .then_some(SentinelProcess { port, dir, process })
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
@@ -259,5 +267,22 @@ fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
     while !ready() {
         assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A port another listener took before the sentinel could bind it: the sentinel exits,
+    /// and that listener does not pass for it (the fixture then tries another port).
+    #[test]
+    fn a_port_another_listener_holds_is_no_started_sentinel() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let master = RedisServer::start();
+        assert!(try_start_sentinel(port, master.port()).is_none());
     }
 }
