@@ -473,7 +473,16 @@ pub fn node_failure(backend: &'static str, node: &str, error: Error) -> Error {
 }
 
 fn mark_node(backend: &'static str, node: &str, error: Error) -> Error {
-    let message = format!("node {node}: {error}");
+    // "redis failed: node N: SCAN on ... failed: ...", not "redis failed: node N: redis
+    // failed: ...": the backend's own failure is named once.
+    let message = match &error {
+        Error::Backend {
+            backend: same,
+            message,
+            ..
+        } if *same == backend => format!("node {node}: {message}"),
+        _ => format!("node {node}: {error}"),
+    };
     Error::backend(
         backend,
         message,
@@ -568,6 +577,29 @@ mod tests {
             key: "k".into(),
             reason: "r".into()
         }));
+    }
+
+    #[test]
+    fn a_nodes_failure_names_the_backend_once() {
+        let err = node_failure("test", "10.0.0.1:6379", refused());
+        assert_eq!(
+            err.to_string(),
+            "test failed: node 10.0.0.1:6379: cannot connect"
+        );
+        let timeout = Error::Timeout {
+            backend: "test",
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(
+            node_failure("test", "n", timeout).to_string(),
+            "test failed: node n: test did not answer within 1s"
+        );
+        // The cause stays whole below it.
+        let cause = std::error::Error::source(&err).expect("the node failure is the source");
+        assert_eq!(
+            cause.to_string(),
+            "node 10.0.0.1:6379: test failed: cannot connect"
+        );
     }
 
     #[test]
