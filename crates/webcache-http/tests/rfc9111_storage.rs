@@ -122,6 +122,7 @@ on_every_store!(
     rfc9111_3_explicit_freshness_stores_any_final_status,
     rfc9111_5_2_2_4_no_cache_is_stored_and_every_use_revalidates,
     rfc9111_4_3_4_a_304_updates_the_stored_headers,
+    rfc9111_4_3_4_a_304_that_forbids_storing_drops_only_its_variant,
     rfc9111_4_3_5_head_revalidates_and_updates_the_stored_headers,
     rfc9111_4_3_5_head_updates_stored_headers,
     rfc9111_4_3_5_head_with_another_etag_invalidates_the_stored_page,
@@ -275,6 +276,53 @@ async fn rfc9111_4_3_4_a_304_updates_the_stored_headers(store: Store) {
     assert_eq!(revalidated.header("x-extra"), Some("from the 304"));
     assert_eq!(revalidated.header("cache-control"), Some("no-cache"));
     assert_eq!(revalidated.text(), "body #1");
+}
+
+async fn rfc9111_4_3_4_a_304_that_forbids_storing_drops_only_its_variant(store: Store) {
+    let (origin, client, _) = setup(store).await;
+    // `en` is stored already stale (its `Age` past `max-age`), `de` fresh for a minute; a
+    // revalidation of `en` is answered by a 304 that says `no-store`.
+    origin.route("/lang304", |req, n| {
+        let lang = req
+            .get("accept-language")
+            .map_or("en", |v| v.to_str().unwrap())
+            .to_owned();
+        let mut headers = vec![
+            ("vary", "accept-language".to_owned()),
+            ("etag", format!("\"{lang}\"")),
+        ];
+        if req.contains_key("if-none-match") {
+            headers.push(("cache-control", "no-store".into()));
+            return answer(304, &headers, "");
+        }
+        headers.push(("x-version", format!("#{n}")));
+        if lang == "en" {
+            headers.push(("cache-control", "max-age=1".into()));
+            headers.push(("age", "5".into()));
+        } else {
+            headers.push(("cache-control", "max-age=60".into()));
+        }
+        answer(200, &headers, &lang)
+    });
+    let (en, de) = ([("accept-language", "en")], [("accept-language", "de")]);
+    assert_eq!(client.get_with("/lang304", &de).await.x_cache(), "MISS");
+    assert_eq!(client.get_with("/lang304", &en).await.x_cache(), "MISS");
+    let revalidated = client.get_with("/lang304", &en).await;
+    assert_eq!(revalidated.text(), "en");
+    assert_eq!(origin.last("/lang304")["if-none-match"], "\"en\"");
+    assert_eq!(origin.calls("GET /lang304"), 3);
+    // The other variant is still stored and fresh: a hit, the origin not asked.
+    let other = client.get_with("/lang304", &de).await;
+    assert_eq!(
+        (other.x_cache(), other.text().as_str()),
+        ("HIT", "de"),
+        "a 304 for one variant dropped the others"
+    );
+    assert_eq!(origin.calls("GET /lang304"), 3);
+    // The variant the 304 forbade storing is gone: asked for unconditionally.
+    let again = client.get_with("/lang304", &en).await;
+    assert_eq!((again.x_cache(), again.text().as_str()), ("MISS", "en"));
+    assert!(!origin.last("/lang304").contains_key("if-none-match"));
 }
 
 async fn rfc9111_4_3_5_head_revalidates_and_updates_the_stored_headers(store: Store) {

@@ -541,7 +541,9 @@ impl PageCacheEngine {
                 tracing::debug!(key = primary, reason = %reason, "revalidated page is no longer stored");
                 page.fresh_for = Duration::ZERO;
                 page.initial_age = Duration::ZERO;
-                self.store.delete(primary).await;
+                // The page's own entry (its variant's, when the URL's pages vary), not the
+                // URL's vary list, which the other variants are found by.
+                self.store.drop_page(primary, &page).await;
             }
         }
         page
