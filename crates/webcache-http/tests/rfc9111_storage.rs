@@ -278,19 +278,26 @@ async fn rfc9111_4_3_4_a_304_updates_the_stored_headers(store: Store) {
     assert_eq!(revalidated.text(), "body #1");
 }
 
+/// For a page in the request's language (`en` unless it asks for another): the language,
+/// and the headers of its every answer (`Vary: accept-language`, the language as its ETag).
+fn by_language(req: &HeaderMap) -> (String, Vec<(&'static str, String)>) {
+    let lang = req
+        .get("accept-language")
+        .map_or("en", |v| v.to_str().unwrap())
+        .to_owned();
+    let headers = vec![
+        ("vary", "accept-language".to_owned()),
+        ("etag", format!("\"{lang}\"")),
+    ];
+    (lang, headers)
+}
+
 async fn rfc9111_4_3_4_a_304_that_forbids_storing_drops_only_its_variant(store: Store) {
     let (origin, client, _) = setup(store).await;
     // `en` is stored already stale (its `Age` past `max-age`), `de` fresh for a minute; a
     // revalidation of `en` is answered by a 304 that says `no-store`.
     origin.route("/lang304", |req, n| {
-        let lang = req
-            .get("accept-language")
-            .map_or("en", |v| v.to_str().unwrap())
-            .to_owned();
-        let mut headers = vec![
-            ("vary", "accept-language".to_owned()),
-            ("etag", format!("\"{lang}\"")),
-        ];
+        let (lang, mut headers) = by_language(req);
         if req.contains_key("if-none-match") {
             headers.push(("cache-control", "no-store".into()));
             return answer(304, &headers, "");
@@ -436,14 +443,7 @@ async fn rfc9111_4_3_5_head_with_another_content_length_invalidates_the_stored_p
 async fn rfc9111_4_3_5_head_updates_only_the_variant_it_selects(store: Store) {
     let (origin, client, _) = setup(store).await;
     origin.route("/lang", |req, n| {
-        let lang = req
-            .get("accept-language")
-            .map_or("en", |v| v.to_str().unwrap())
-            .to_owned();
-        let mut headers = vec![
-            ("vary", "accept-language".to_owned()),
-            ("etag", format!("\"{lang}\"")),
-        ];
+        let (lang, mut headers) = by_language(req);
         if req.contains_key("if-none-match") {
             headers.push(("x-version", "from the HEAD".into()));
             headers.push(("cache-control", "max-age=60".into()));
