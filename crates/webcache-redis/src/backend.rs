@@ -600,10 +600,19 @@ impl RedisBackend {
         cursor: u64,
         pattern: &str,
     ) -> Result<(u64, Vec<Vec<u8>>)> {
-        let step = self.scan_step_unguarded(node, cursor, pattern);
+        self.guarded(node, self.scan_step_unguarded(node, cursor, pattern))
+            .await
+    }
+
+    /// Runs `call`, a call to `node` only, through the node's breaker when it has one.
+    async fn guarded<T>(
+        &self,
+        node: &ScanNode,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         match (&self.inner.node_breakers, self.scan_node_name(node)) {
-            (Some(breakers), Some(name)) => breakers.call(&name, step).await,
-            _ => step.await,
+            (Some(breakers), Some(name)) => breakers.call(&name, call).await,
+            _ => call.await,
         }
     }
 
@@ -1065,12 +1074,21 @@ impl Backend for RedisBackend {
     async fn clear(&self, prefix: Option<&str>) -> Result<()> {
         match (self.inner.config.clear, prefix) {
             (ClearMode::FlushDb, _) => {
-                for mut conn in self.inner.topology.nodes() {
-                    self.query::<()>(&mut conn, "FLUSHDB", &redis::cmd("FLUSHDB"))
-                        .await?;
-                    self.after_write(&mut conn).await?;
+                // As in `delete_pattern`: a failing node does not keep the others from being
+                // emptied, and the first failure is the answer.
+                let mut failure = None;
+                for (i, mut conn) in self.inner.topology.nodes().into_iter().enumerate() {
+                    let flush = async {
+                        self.query::<()>(&mut conn, "FLUSHDB", &redis::cmd("FLUSHDB"))
+                            .await?;
+                        self.after_write(&mut conn).await
+                    };
+                    // A shard's own connection; one connection for the others.
+                    if let Err(e) = self.guarded(&ScanNode::Shard(i), flush).await {
+                        failure.get_or_insert(e);
+                    }
                 }
-                Ok(())
+                failure.map_or(Ok(()), Err)
             }
             (ClearMode::Prefix, Some(prefix)) => {
                 let removed = self

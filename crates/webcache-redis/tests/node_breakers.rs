@@ -202,6 +202,29 @@ async fn a_dead_shard_fails_only_its_keys() {
 
     only_the_dead_nodes_keys_fail(&cache, &backend, &list[0], &dead, &alive).await;
 
+    // `clear = "flushdb"` goes on past the dead shard (walked first) and empties the others;
+    // its failure is the answer, and names it.
+    let flushing_url = format!(
+        "redis://{}/0?{TIMEOUTS}&key_prefix=shards&clear=flushdb",
+        list.join(",")
+    );
+    let flushing = Cache::new(
+        Arc::new(common::backend(&flushing_url).await),
+        CacheConfig::from_url("default", &flushing_url)
+            .unwrap()
+            .options,
+    );
+    let err = flushing.clear().await.unwrap_err();
+    assert_eq!(
+        failed_node(&err).as_deref(),
+        Some(list[0].as_str()),
+        "{err}"
+    );
+    for key in &alive {
+        assert_eq!(cache.get::<i32>(key).await.unwrap(), None, "{key} flushed");
+        cache.set(key, &1, 60).await.unwrap();
+    }
+
     victim.restart();
     comes_back(&cache, &backend, &dead).await;
     for key in &alive {
