@@ -14,7 +14,8 @@
 //! - the stored [`entry`] format (integers as ASCII digits, tags, fresh-until);
 //! - helpers backends share so that a rule has one home: [`unix_ms`] (expiry deadlines),
 //!   [`glob_match`] (the pattern rules of `scan`), [`Ring`] (consistent hashing over servers),
-//!   [`NodeBreakers`] (a circuit breaker per server, for a backend over several);
+//!   [`NodeBreakers`] (a circuit breaker per server, for a backend over several),
+//!   [`FirstFailure`] (work over several servers that goes on past a failing one);
 //! - for the sibling crates of this repository (public only for them; their shape may change):
 //!   [`SingleFlight`] and its [`Joined`], [`Leader`], [`Follower`], [`Followed`], and
 //!   [`LogThrottle`].
@@ -27,7 +28,7 @@ use futures::stream::BoxStream;
 use crate::error::Result;
 use crate::timeout::{Expiry, Ttl};
 
-pub use crate::breaker::{node_failure, NodeBreakers, NodeFailure};
+pub use crate::breaker::{node_failure, FirstFailure, NodeBreakers, NodeFailure};
 pub use crate::factory::{BackendFactory, Scheme};
 pub use crate::key::glob_match;
 pub use crate::ring::Ring;

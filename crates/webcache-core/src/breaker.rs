@@ -472,6 +472,40 @@ pub fn node_failure(backend: &'static str, node: &str, error: Error) -> Error {
     mark_node(backend, node, error)
 }
 
+/// Work over several servers that goes on past a failing one (clearing, deleting by pattern):
+/// every server is tried, and the first failure is the answer, so that the caller knows part
+/// of the work did not happen. One home for that rule, for a backend over several servers and
+/// for the callers that walk one.
+///
+/// ```
+/// use webcache_core::backend::FirstFailure;
+/// use webcache_core::Error;
+///
+/// let mut failures = FirstFailure::default();
+/// let mut removed = 0;
+/// for deleted in [Ok(2), Err(Error::backend_msg("redis", "node b is down")), Ok(3)] {
+///     if let Some(n) = failures.keep(deleted) {
+///         removed += n;
+///     }
+/// }
+/// assert_eq!(removed, 5, "the servers after the failing one were still tried");
+/// assert!(failures.or(removed).is_err());
+/// ```
+#[derive(Debug, Default)]
+pub struct FirstFailure(Option<Error>);
+
+impl FirstFailure {
+    /// `result`'s value; `None` for an error, which is kept if it is the first.
+    pub fn keep<T>(&mut self, result: Result<T, Error>) -> Option<T> {
+        result.map_err(|e| self.0.get_or_insert(e)).ok()
+    }
+
+    /// `done` when nothing failed, the first failure otherwise.
+    pub fn or<T>(self, done: T) -> Result<T, Error> {
+        self.0.map_or(Ok(done), Err)
+    }
+}
+
 fn mark_node(backend: &'static str, node: &str, error: Error) -> Error {
     // "redis failed: node N: SCAN on ... failed: ...", not "redis failed: node N: redis
     // failed: ...": the backend's own failure is named once.

@@ -13,7 +13,7 @@ use redis::cluster_routing::Slot;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult, Script};
 use webcache_core::backend::entry::parse_integer;
 use webcache_core::backend::unix_ms;
-use webcache_core::backend::{Backend, BackendStats, KeyStream, NodeBreakers};
+use webcache_core::backend::{Backend, BackendStats, FirstFailure, KeyStream, NodeBreakers};
 use webcache_core::config::{BackendSpec, ConfigError};
 use webcache_core::{glob_escape, Error, Expiry, Result, Ttl};
 
@@ -264,7 +264,7 @@ impl RedisBackend {
         let mut removed = 0;
         // A failing node does not stop the others' keys from going: every node is walked, and
         // the first failure is the answer (the caller must know that some keys may remain).
-        let mut failure = None;
+        let mut failures = FirstFailure::default();
         while let Some(batch) = batches.next().await {
             let unlinked = match batch {
                 Ok((_, keys)) if keys.is_empty() => continue,
@@ -281,17 +281,11 @@ impl RedisBackend {
                 Ok((_, keys)) => self.unlink(&keys).await,
                 Err(e) => Err(e),
             };
-            match unlinked {
-                Ok(n) => removed += n,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
+            if let Some(n) = failures.keep(unlinked) {
+                removed += n;
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(removed),
-        }
+        failures.or(removed)
     }
 
     /// Gives `key` (a final key) a new lifetime; returns `false` when the key is missing.
@@ -1076,7 +1070,7 @@ impl Backend for RedisBackend {
             (ClearMode::FlushDb, _) => {
                 // As in `delete_pattern`: a failing node does not keep the others from being
                 // emptied, and the first failure is the answer.
-                let mut failure = None;
+                let mut failures = FirstFailure::default();
                 for (i, mut conn) in self.inner.topology.nodes().into_iter().enumerate() {
                     let flush = async {
                         self.query::<()>(&mut conn, "FLUSHDB", &redis::cmd("FLUSHDB"))
@@ -1084,11 +1078,9 @@ impl Backend for RedisBackend {
                         self.after_write(&mut conn).await
                     };
                     // A shard's own connection; one connection for the others.
-                    if let Err(e) = self.guarded(&ScanNode::Shard(i), flush).await {
-                        failure.get_or_insert(e);
-                    }
+                    failures.keep(self.guarded(&ScanNode::Shard(i), flush).await);
                 }
-                failure.map_or(Ok(()), Err)
+                failures.or(())
             }
             (ClearMode::Prefix, Some(prefix)) => {
                 let removed = self

@@ -1,6 +1,7 @@
 //! `clear --yes`: delete every key of the cache (its prefix, every version).
 
 use futures::StreamExt;
+use webcache::backend::FirstFailure;
 use webcache::{Cache, Error};
 
 use super::{addressed, Address, OpError, Reply};
@@ -37,32 +38,23 @@ pub(super) async fn run(
     let mut done = false;
     // A listing that fails part-way (one server of several down) goes on with the others:
     // what it still finds is deleted, and the first failure is the answer.
-    let mut failure = None;
+    let mut failures = FirstFailure::default();
     while !done {
         match keys.next().await {
             Some(Err(Error::Unsupported { .. })) => {
                 cache.clear().await?;
                 return Ok(Reply::Cleared(None));
             }
-            Some(Err(e)) => {
-                failure.get_or_insert(e);
-            }
-            Some(Ok(key)) => batch.push(key),
+            Some(found) => batch.extend(failures.keep(found)),
             None => done = true,
         }
         if batch.len() >= BATCH || (done && !batch.is_empty()) {
-            match stored.delete_many(&batch).await {
-                Ok(n) => removed += n,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
+            if let Some(n) = failures.keep(stored.delete_many(&batch).await) {
+                removed += n;
             }
             batch.clear();
             progress(removed);
         }
     }
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(Reply::Cleared(Some(removed))),
-    }
+    Ok(Reply::Cleared(Some(failures.or(removed)?)))
 }

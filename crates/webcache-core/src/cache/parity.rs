@@ -8,6 +8,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::Cache;
+use crate::breaker::FirstFailure;
 use crate::error::{Error, Result};
 use crate::timeout::Timeout;
 
@@ -74,27 +75,19 @@ impl Cache {
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
         let mut keys = self.keys(pattern).chunks(DELETE_BATCH);
         let mut removed = 0;
-        let mut failure = None;
+        let mut failures = FirstFailure::default();
         while let Some(batch) = keys.next().await {
-            let mut found = Vec::with_capacity(batch.len());
-            for key in batch {
-                match key {
-                    Ok(key) => found.push(key),
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
-                }
-            }
+            let found: Vec<String> = batch
+                .into_iter()
+                .filter_map(|key| failures.keep(key))
+                .collect();
             if found.is_empty() {
                 continue;
             }
-            match self.delete_many(&found).await {
-                Ok(n) => removed += n,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
+            if let Some(n) = failures.keep(self.delete_many(&found).await) {
+                removed += n;
             }
         }
-        failure.map_or(Ok(removed), Err)
+        failures.or(removed)
     }
 }
