@@ -212,6 +212,19 @@ async fn the_dashboard_shows_what_the_cache_holds_in_a_real_browser() {
         "no hit-ratio line: {dom}"
     );
     assert_eq!(text_of(&dom, "ratio"), "66.7%");
+    // The hottest keys: the sampled keys (one read in 16), or words saying none was sampled
+    // yet (this traffic is a few reads), never an empty table.
+    let hottest = dom
+        .split("id=\"hottest\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .unwrap_or_default();
+    assert!(
+        hottest.contains("no read sampled yet")
+            || hottest.contains("data-key=\"")
+            || hottest.contains("<td class=\"n\">~"),
+        "hottest keys: {hottest}"
+    );
     // Per-route outcomes of the page layer, and the backend's health.
     assert!(dom.contains("<td>/hello-page</td>"), "{dom}");
     assert!(dom.contains("<span class=\"badge\">up</span>"), "{dom}");

@@ -12,8 +12,8 @@
 //!
 //! The page reads the admin token from its URL's fragment (`#token=...`, printed at start).
 //! Hit ratios over time come from [`History`], sampled here every second, so the chart shows
-//! the last minutes as soon as the page opens. The hottest keys are not shown: knowing them
-//! would cost every hit a count per key.
+//! the last minutes as soon as the page opens. The hottest keys are estimated from one read
+//! in 16 (see [`webcache::HotKey`]): counting every read per key would cost every hit.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
