@@ -18,13 +18,13 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::routing::{any, get};
 use axum::Router;
-use bytes::Bytes;
 use common::{serve, Counter, HttpClient, Logs};
 use http::StatusCode;
-use webcache_core::backend::{Backend, BackendStats, KeyRules, KeyStream};
+use webcache_core::backend::Backend;
 use webcache_core::backends::{LocMemBackend, LocMemConfig};
-use webcache_core::{Cache, CacheOptions, Expiry, Ttl};
+use webcache_core::{Cache, CacheOptions};
 use webcache_http::{CachePageLayer, Policy};
+use webcache_testkit::forwarding::Forwarding;
 use webcache_testkit::servers::redis::RedisServer;
 
 /// Waits (at most 20 s) until the cache holds `n` page entries.
@@ -179,84 +179,16 @@ async fn backend_errors_are_a_warning_at_most_every_10_s_and_debug_otherwise() {
 // ---------------------------------------------------------------------------------------------
 // "A hit is one backend read."
 
-/// A backend that forwards to a real one and counts the keys read.
-#[derive(Debug)]
-struct CountingReads {
-    inner: Arc<dyn Backend>,
-    reads: AtomicUsize,
-}
-
-impl CountingReads {
-    fn take(&self) -> usize {
-        self.reads.swap(0, Ordering::SeqCst)
-    }
-}
-
-#[webcache_core::backend::async_trait]
-impl Backend for CountingReads {
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-    fn key_rules(&self) -> KeyRules {
-        self.inner.key_rules()
-    }
-    async fn get(&self, key: &str) -> webcache_core::Result<Option<Bytes>> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[String]) -> webcache_core::Result<Vec<Option<Bytes>>> {
-        self.reads.fetch_add(keys.len(), Ordering::SeqCst);
-        self.inner.get_many(keys).await
-    }
-    async fn has_key(&self, key: &str) -> webcache_core::Result<bool> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.has_key(key).await
-    }
-    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> webcache_core::Result<()> {
-        self.inner.set(key, value, expiry).await
-    }
-    async fn set_many(
-        &self,
-        entries: Vec<(String, Bytes)>,
-        expiry: Expiry,
-    ) -> webcache_core::Result<()> {
-        self.inner.set_many(entries, expiry).await
-    }
-    async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> webcache_core::Result<bool> {
-        self.inner.add(key, value, expiry).await
-    }
-    async fn set_if_present(
-        &self,
-        key: &str,
-        value: Bytes,
-        expiry: Expiry,
-    ) -> webcache_core::Result<bool> {
-        self.inner.set_if_present(key, value, expiry).await
-    }
-    async fn delete(&self, key: &str) -> webcache_core::Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn delete_many(&self, keys: &[String]) -> webcache_core::Result<u64> {
-        self.inner.delete_many(keys).await
-    }
-    async fn touch(&self, key: &str, expiry: Expiry) -> webcache_core::Result<bool> {
-        self.inner.touch(key, expiry).await
-    }
-    async fn incr(&self, key: &str, delta: i64) -> webcache_core::Result<i64> {
-        self.inner.incr(key, delta).await
-    }
-    async fn ttl(&self, key: &str) -> webcache_core::Result<Ttl> {
-        self.inner.ttl(key).await
-    }
-    async fn clear(&self, prefix: Option<&str>) -> webcache_core::Result<()> {
-        self.inner.clear(prefix).await
-    }
-    fn scan(&self, pattern: &str) -> KeyStream {
-        self.inner.scan(pattern)
-    }
-    async fn stats(&self) -> webcache_core::Result<BackendStats> {
-        self.inner.stats().await
-    }
+/// A real backend whose reads are counted (keys read, whichever way they are made), and the
+/// count.
+fn counting_reads(inner: Arc<dyn Backend>) -> (Arc<dyn Backend>, Arc<AtomicUsize>) {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let count = reads.clone();
+    let backend = Forwarding::new("counting", inner, move |call| {
+        count.fetch_add(call.reads(), Ordering::SeqCst);
+        Forwarding::go_on()
+    });
+    (Arc::new(backend), reads)
 }
 
 fn varying_page() -> Router {
@@ -277,46 +209,45 @@ fn varying_page() -> Router {
 
 #[tokio::test]
 async fn a_hit_is_one_backend_read() {
-    let backend = Arc::new(CountingReads {
-        inner: Arc::new(LocMemBackend::private(LocMemConfig::default())),
-        reads: AtomicUsize::new(0),
-    });
-    let cache = Cache::new(backend.clone(), CacheOptions::default());
+    let (backend, reads) =
+        counting_reads(Arc::new(LocMemBackend::private(LocMemConfig::default())));
+    let cache = Cache::new(backend, CacheOptions::default());
+    let take = || reads.swap(0, Ordering::SeqCst);
     let a = HttpClient::new(serve(varying_page().layer(CachePageLayer::new(cache.clone()))).await);
 
     assert_eq!(a.get("/plain").await.x_cache(), "MISS");
     until_stored(&cache, 1).await;
-    backend.take();
+    take();
     assert_eq!(a.get("/plain").await.x_cache(), "HIT");
-    assert_eq!(backend.take(), 1, "a hit of a page that does not vary");
+    assert_eq!(take(), 1, "a hit of a page that does not vary");
 
     // Both "processes" are asked for the same site (the key includes the host and port).
     let en = [("accept-language", "en"), ("host", "site.example")];
     let de = [("accept-language", "de"), ("host", "site.example")];
     assert_eq!(a.get_with("/vary", &en).await.x_cache(), "MISS");
     until_stored(&cache, 3).await;
-    backend.take();
+    take();
     let r = a.get_with("/vary", &en).await;
     assert_eq!((r.x_cache(), r.text()), ("HIT", "lang=en".to_owned()));
-    assert_eq!(backend.take(), 1, "a hit of a variant, the vary list known");
+    assert_eq!(take(), 1, "a hit of a variant, the vary list known");
     assert_eq!(a.get_with("/vary", &de).await.x_cache(), "MISS");
     until_stored(&cache, 4).await;
-    backend.take();
+    take();
     let r = a.get_with("/vary", &de).await;
     assert_eq!((r.x_cache(), r.text()), ("HIT", "lang=de".to_owned()));
-    assert_eq!(backend.take(), 1, "a hit of another variant");
+    assert_eq!(take(), 1, "a hit of another variant");
 
     // Another process (a layer of its own over the same store) learns the list once.
     let b = HttpClient::new(serve(varying_page().layer(CachePageLayer::new(cache.clone()))).await);
-    backend.take();
+    take();
     assert_eq!(b.get_with("/vary", &en).await.x_cache(), "HIT");
     assert_eq!(
-        backend.take(),
+        take(),
         2,
         "the first hit in a process reads the vary list too"
     );
     assert_eq!(b.get_with("/vary", &de).await.x_cache(), "HIT");
-    assert_eq!(backend.take(), 1);
+    assert_eq!(take(), 1);
 }
 
 #[tokio::test]

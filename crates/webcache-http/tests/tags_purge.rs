@@ -7,9 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use webcache_core::backend::{Backend, BackendStats, KeyRules, KeyStream};
-use webcache_core::{Expiry, Ttl};
+use webcache_core::backend::Backend;
+use webcache_testkit::forwarding::Forwarding;
 
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -181,77 +180,16 @@ async fn a_page_built_before_an_invalidation_is_not_stored(store: Store) {
 }
 
 /// A real backend whose single-key writes (`set`: how pages are written) wait while the
-/// test holds its gate closed; everything else (reads, tag versions, invalidations) goes
+/// test holds `gate` closed; everything else (reads, tag versions, invalidations) goes
 /// through at once. A page write is then under way for as long as the test wants.
-#[derive(Debug)]
-struct GatedWrites {
-    inner: Arc<dyn Backend>,
-    gate: Arc<tokio::sync::RwLock<()>>,
-}
-
-#[webcache_core::backend::async_trait]
-impl Backend for GatedWrites {
-    fn name(&self) -> &'static str {
-        "gated-writes"
-    }
-    fn key_rules(&self) -> KeyRules {
-        self.inner.key_rules()
-    }
-    async fn get(&self, key: &str) -> webcache_core::Result<Option<Bytes>> {
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[String]) -> webcache_core::Result<Vec<Option<Bytes>>> {
-        self.inner.get_many(keys).await
-    }
-    async fn has_key(&self, key: &str) -> webcache_core::Result<bool> {
-        self.inner.has_key(key).await
-    }
-    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> webcache_core::Result<()> {
-        let _open = self.gate.read().await;
-        self.inner.set(key, value, expiry).await
-    }
-    async fn set_many(
-        &self,
-        entries: Vec<(String, Bytes)>,
-        expiry: Expiry,
-    ) -> webcache_core::Result<()> {
-        self.inner.set_many(entries, expiry).await
-    }
-    async fn add(&self, key: &str, value: Bytes, expiry: Expiry) -> webcache_core::Result<bool> {
-        self.inner.add(key, value, expiry).await
-    }
-    async fn set_if_present(
-        &self,
-        key: &str,
-        value: Bytes,
-        expiry: Expiry,
-    ) -> webcache_core::Result<bool> {
-        self.inner.set_if_present(key, value, expiry).await
-    }
-    async fn delete(&self, key: &str) -> webcache_core::Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn delete_many(&self, keys: &[String]) -> webcache_core::Result<u64> {
-        self.inner.delete_many(keys).await
-    }
-    async fn touch(&self, key: &str, expiry: Expiry) -> webcache_core::Result<bool> {
-        self.inner.touch(key, expiry).await
-    }
-    async fn incr(&self, key: &str, delta: i64) -> webcache_core::Result<i64> {
-        self.inner.incr(key, delta).await
-    }
-    async fn ttl(&self, key: &str) -> webcache_core::Result<Ttl> {
-        self.inner.ttl(key).await
-    }
-    async fn clear(&self, prefix: Option<&str>) -> webcache_core::Result<()> {
-        self.inner.clear(prefix).await
-    }
-    fn scan(&self, pattern: &str) -> KeyStream {
-        self.inner.scan(pattern)
-    }
-    async fn stats(&self) -> webcache_core::Result<BackendStats> {
-        self.inner.stats().await
-    }
+fn gated_writes(inner: Arc<dyn Backend>, gate: Arc<tokio::sync::RwLock<()>>) -> Forwarding {
+    Forwarding::new("gated-writes", inner, move |call| {
+        if call.method != "set" {
+            return Forwarding::go_on();
+        }
+        let gate = gate.clone();
+        Box::pin(async move { drop(gate.read().await) })
+    })
 }
 
 /// Issue 13's leftover: until the backend confirms a page write, this process serves the
@@ -260,10 +198,7 @@ impl Backend for GatedWrites {
 async fn a_page_being_written_is_not_served_after_its_tag_is_invalidated(store: Store) {
     let real = store.cache();
     let gate = Arc::new(tokio::sync::RwLock::new(()));
-    let backend = GatedWrites {
-        inner: real.backend().clone(),
-        gate: gate.clone(),
-    };
+    let backend = gated_writes(real.backend().clone(), gate.clone());
     let cache = Cache::new(Arc::new(backend), real.options().clone());
     let calls = Counter::default();
     let count = calls.clone();

@@ -39,6 +39,7 @@
 
 pub mod bench;
 pub mod cases;
+pub mod forwarding;
 pub mod logs;
 pub mod races;
 pub mod servers;
