@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Two scale_bench servers side by side, alternating wrk rounds: the ratio B/A of their req/s.
+"""scale_bench servers side by side (two, or more), alternating wrk rounds: each one's req/s and CPU per
+request against the first (A).
 
     scripts/bench/scale-ab.py BIN_A BIN_B ROLE_A ROLE_B SIZE PAGES DIST CONNS SECONDS ROUNDS [BIN_C:ROLE_C ...]
 
