@@ -50,7 +50,8 @@ impl Call<'_> {
 pub type Hold = BoxFuture<'static, ()>;
 
 /// Forwards every call to `inner`, after `hook` has seen it and the future it returned is
-/// done. Transparent: [`Backend::inner`] is `inner`, so a cache over it still finds the real
+/// done (`get_ready` and `scan` answer without waiting: the hook sees them, and cannot hold
+/// them). Transparent: [`Backend::inner`] is `inner`, so a cache over it still finds the real
 /// backend's own extras.
 pub struct Forwarding {
     inner: Arc<dyn Backend>,
@@ -149,6 +150,7 @@ impl Backend for Forwarding {
         self.inner.clear(prefix).await
     }
     fn scan(&self, pattern: &str) -> KeyStream {
+        // The stream is handed back at once, so the call is seen but never held.
         drop(self.see("scan", Keys::All));
         self.inner.scan(pattern)
     }
