@@ -129,10 +129,16 @@ def f2(x):
     return "" if x is None else f"{x:.2f}"
 
 
+def placement(d):
+    """Where webcache's layer was in the run (runs before the option had it on its routes)."""
+    return {"front": "webcache's layer around the router",
+            "route": "webcache's layer on the routes (Router::layer)"}[d.get("placement", "route")]
+
+
 def throughput_table(d, lines, with_bytes=False):
     lines.append(f"`{d['command']}`: {d['label']} ({d['date']}; {d['rounds']} round(s) of "
                  f"{d['seconds']} s, wrk -t{d['wrk_threads']}; load average {d['load_average'][0]:.1f} "
-                 f"at the start, {d['load_average'][1]:.1f} at the end).\n")
+                 f"at the start, {d['load_average'][1]:.1f} at the end; {placement(d)}).\n")
     head = "| pages | distribution | size | connections | target | req/s | vs static | vs Varnish | vs nginx |"
     head += " body MB/s |" if with_bytes else ""
     head += " p50 ms | p99 ms | origin calls | errors |"

@@ -11,15 +11,18 @@
 //! year, so each `<n>` is one more page to cache. The roles:
 //!
 //! - `layer`: the handler behind `CachePageLayer` over locmem, without bounds (no entry or
-//!   byte limit, so a million pages stay cached), other settings as a user gets them.
+//!   byte limit, so a million pages stay cached), other settings as a user gets them, added
+//!   with `Router::layer` (after routing).
+//! - `site`: the same layer around the router instead (before routing; the crate README's
+//!   fourth placement).
 //! - `origin`: the same handler without a cache, for Varnish and nginx to sit in front of.
 //! - `static`: the page's bytes answered from memory on the same axum stack: the ceiling. Pages
 //!   `<n>` and `<n + 65536>` share a buffer, the others have one each, made on first use, so
 //!   that at a large working set the ceiling reads memory as far from the CPU as a cache's
 //!   distinct pages (one buffer for every `<n>` stayed in the CPU cache: at 100 pages of 1 MB
 //!   it served 1.6x what 100 distinct buffers allow).
-//! - `redis`: the handler behind `CachePageLayer` over Redis, no near tier (the URL comes
-//!   from `SCALE_BENCH_REDIS`, default `redis://127.0.0.1:6379/0`).
+//! - `redis`, `redis-site`: as `layer` and `site`, over Redis without a near tier (the URL
+//!   comes from `SCALE_BENCH_REDIS`, default `redis://127.0.0.1:6379/0`).
 //!
 //! `GET /_calls` on any role answers how many times the handler has run in this process
 //! (origin and layers together): it does not move while every request is a cache hit.
@@ -156,6 +159,13 @@ fn routes(pages: Arc<Pages>, calls: Arc<AtomicU64>, counted: bool) -> Router {
         )
 }
 
+/// A locmem store without bounds: every page of the largest working set stays cached.
+fn locmem() -> Cache {
+    Cache::with_backend(LocMemBackend::private(
+        LocMemConfig::default().max_entries(None).max_bytes(None),
+    ))
+}
+
 /// The page layer as a user builds it, with the store and body bounds lifted so the largest
 /// working set and page size stay cached.
 fn layer(cache: Cache) -> CachePageLayer {
@@ -175,20 +185,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let port: u16 = port
             .parse()
             .map_err(|_| format!("`{arg}`: the port must be a number"))?;
-        let counted = routes(pages.clone(), calls.clone(), true);
-        let app = match role {
-            "layer" => counted.layer(layer(Cache::with_backend(LocMemBackend::private(
-                LocMemConfig::default().max_entries(None).max_bytes(None),
-            )))),
-            "origin" => counted,
-            "static" => routes(pages.clone(), calls.clone(), false),
-            "redis" => {
-                let url = std::env::var("SCALE_BENCH_REDIS")
-                    .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
-                counted.layer(layer(Cache::with_backend(RedisBackend::from_url(&url)?)))
-            }
-            other => return Err(format!("unknown role `{other}`").into()),
-        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         addresses.push(format!("{role}=http://{}", listener.local_addr()?));
         // TCP_NODELAY on every connection, as nginx and Varnish set it (the crate README's
@@ -196,10 +192,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let counted = routes(pages.clone(), calls.clone(), true);
+        let redis = || -> Result<Cache, Box<dyn std::error::Error>> {
+            let url = std::env::var("SCALE_BENCH_REDIS")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+            Ok(Cache::with_backend(RedisBackend::from_url(&url)?))
+        };
+        let app = match role {
+            "layer" => counted.layer(layer(locmem())),
+            "redis" => counted.layer(layer(redis()?)),
+            "site" | "redis-site" => {
+                let cache = if role == "site" { locmem() } else { redis()? };
+                // The layer around the whole router, axum's way to run a middleware before
+                // routing (the crate README's fourth placement): a hit is answered without any.
+                let site = tower::ServiceBuilder::new()
+                    .map_response(IntoResponse::into_response)
+                    .layer(layer(cache))
+                    .service(counted);
+                let site = axum::ServiceExt::<axum::extract::Request>::into_make_service(site);
+                servers.spawn(async move { axum::serve(listener, site).await });
+                continue;
+            }
+            "origin" => counted,
+            "static" => routes(pages.clone(), calls.clone(), false),
+            other => return Err(format!("unknown role `{other}`").into()),
+        };
         servers.spawn(async move { axum::serve(listener, app).await });
     }
     if addresses.is_empty() {
-        return Err("give at least one ROLE=PORT (layer, origin, static, redis)".into());
+        return Err(
+            "give at least one ROLE=PORT (layer, site, origin, static, redis, redis-site)".into(),
+        );
     }
     println!("{}", addresses.join(" "));
     while let Some(done) = servers.join_next().await {

@@ -1,5 +1,6 @@
-//! The three placements of the page cache: one route, one method of a route (Django's
-//! `method_decorator(cache_page)`), and a whole router (the per-site middleware).
+//! The four placements of the page cache: one route, one method of a route (Django's
+//! `method_decorator(cache_page)`), a whole router (the per-site middleware), and the router
+//! wrapped (the per-site middleware in front of routing).
 
 #![allow(clippy::unwrap_used)]
 
@@ -94,6 +95,54 @@ async fn site_wide_caches_every_route_and_bypasses_other_methods() {
         http::StatusCode::NOT_FOUND
     );
     assert_eq!((a.get(), b.get(), posts.get()), (1, 1, 2));
+}
+
+/// The layer around the router answers a hit before routing: the route's own middleware
+/// (axum runs it after matching the route) sees only the requests the cache passed on.
+#[tokio::test]
+async fn in_front_of_the_router_a_hit_is_answered_before_routing() {
+    use axum::extract::Request;
+    use axum::response::IntoResponse;
+    use axum::ServiceExt;
+
+    let (a, routed, posts) = (Counter::default(), Counter::default(), Counter::default());
+    let seen = routed.clone();
+    let routes = Router::new()
+        .route("/a", get(counting(&a, "a")).post(counting(&posts, "post")))
+        .route_layer(axum::middleware::map_request(move |req: Request| {
+            seen.bump();
+            std::future::ready(req)
+        }));
+    let in_front = tower::ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(CachePageLayer::new(Cache::locmem()))
+        .service(routes);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, ServiceExt::<Request>::into_make_service(in_front))
+            .await
+            .unwrap();
+    });
+    let client = HttpClient::new(addr);
+    assert_eq!(client.get("/a").await.x_cache(), "MISS");
+    let routed_before = routed.get();
+    for _ in 0..3 {
+        let hit = client.get("/a").await;
+        assert_eq!((hit.x_cache(), hit.text().as_str()), ("HIT", "a 1"));
+    }
+    assert_eq!(
+        routed.get(),
+        routed_before,
+        "a hit never reached the router"
+    );
+    assert_eq!(client.send("POST", "/a", &[], "").await.x_cache(), "BYPASS");
+    assert_eq!(routed.get(), routed_before + 1, "a POST is routed");
+    assert_eq!(
+        client.get("/missing").await.status,
+        http::StatusCode::NOT_FOUND
+    );
+    assert_eq!((a.get(), posts.get()), (1, 1));
 }
 
 #[tokio::test]
