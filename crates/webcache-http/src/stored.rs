@@ -14,7 +14,9 @@
 //!
 //! Decoding slices the stored `Bytes`: header values and the body share the buffer the backend
 //! returned, nothing is copied. A corrupt entry decodes to an error, which the layer treats as a
-//! miss (and logs).
+//! miss (and logs). A page read again is not decoded again: the engine keeps the decoded heads
+//! of pages read lately (`engine/heads.rs`), and relies on this layout being read front to back
+//! with every length in the head.
 
 use std::time::{Duration, SystemTime};
 
@@ -261,13 +263,18 @@ pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
             let nheaders = r.u16()?;
             // Room for what a hit adds (`Age`, the diagnostic header), so that no answer
             // grows the map.
-            let mut headers = HeaderMap::with_capacity(usize::from(nheaders) + 2);
+            // A count past what a header map holds is corrupt, not a panic (the map's
+            // `with_capacity` and `append` panic there).
+            let mut headers = HeaderMap::try_with_capacity(usize::from(nheaders) + 2)
+                .map_err(|_| Corrupt("too many headers"))?;
             for _ in 0..nheaders {
                 let name = r.name()?;
                 let n = r.u32()? as usize;
                 let value = HeaderValue::from_maybe_shared(r.take(n)?)
                     .map_err(|_| Corrupt("bad header value"))?;
-                headers.append(name, value);
+                headers
+                    .try_append(name, value)
+                    .map_err(|_| Corrupt("too many headers"))?;
             }
             let body = r.raw.slice(r.pos..);
             Ok(Entry::Page(StoredResponse {
@@ -343,6 +350,24 @@ mod tests {
         };
         assert_eq!((back.names.len(), back.variants.len()), (1, 0));
         assert!(decode(Bytes::from_static(b"Xgarbage")).is_err());
+    }
+
+    /// A header count past what a header map can hold (32,768) is a corrupt entry. It made
+    /// the decoder panic (`HeaderMap::with_capacity`), and the page cache answer 500 for a
+    /// page a hostile or broken cache server had written.
+    #[test]
+    fn a_header_count_no_map_holds_is_corrupt() {
+        for count in [32_767u16, 40_000, u16::MAX] {
+            let mut raw = b"P\x01\x00\xc8".to_vec();
+            raw.extend_from_slice(&[0; 24]); // stored_at, fresh_for, initial_age
+            raw.extend_from_slice(&0u16.to_be_bytes()); // no vary
+            raw.extend_from_slice(&count.to_be_bytes());
+            // Every header there, so that only the count is wrong.
+            for _ in 0..count {
+                raw.extend_from_slice(b"\x00\x01a\x00\x00\x00\x00");
+            }
+            assert!(decode(Bytes::from(raw)).is_err(), "{count} headers");
+        }
     }
 }
 

@@ -40,6 +40,7 @@
 //! have one home.
 
 mod exchange;
+mod heads;
 mod miss;
 mod range;
 mod respond;

@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName};
 use webcache_core::backend::LogThrottle;
 use webcache_core::{Cache, Timeout};
 
+use super::heads::HeadMemo;
 use crate::key::{self, VaryMemo};
 use crate::stored::{self, Entry, StoredResponse, VaryList};
 
@@ -60,13 +61,6 @@ impl Reads for AtOnce<'_> {
     }
 }
 
-/// Decodes a stored entry; a corrupt one is a miss and a warning.
-fn decode(key: &str, raw: bytes::Bytes) -> Option<Entry> {
-    stored::decode(raw)
-        .inspect_err(|e| tracing::warn!(key, "{e}; treated as a miss"))
-        .ok()
-}
-
 /// What a lookup found.
 pub(crate) struct Lookup {
     /// The stored page for this request, if any (fresh or not).
@@ -87,6 +81,7 @@ impl Lookup {
 #[derive(Debug)]
 pub(crate) struct StoreState {
     memo: VaryMemo,
+    heads: HeadMemo,
     pending: Pending,
     writes: Writes,
     vary_locks: VaryLocks,
@@ -102,6 +97,7 @@ impl Default for StoreState {
     fn default() -> Self {
         StoreState {
             memo: VaryMemo::default(),
+            heads: HeadMemo::default(),
             pending: Pending::default(),
             writes: Writes::default(),
             vary_locks: VaryLocks::default(),
@@ -229,7 +225,17 @@ impl PageStore {
     /// a failing backend an error.
     async fn read_backend_strict(&self, key: &str) -> Result<Option<Entry>, webcache_core::Error> {
         let raw = self.cache.get_bytes(key).await?;
-        Ok(raw.and_then(|raw| decode(key, raw)))
+        Ok(raw.and_then(|raw| self.decode(key, &raw)))
+    }
+
+    /// Decodes a stored entry (from a remembered head when it has one); a corrupt one is a
+    /// miss and a warning.
+    fn decode(&self, key: &str, raw: &bytes::Bytes) -> Option<Entry> {
+        self.state
+            .heads
+            .decode(key, raw)
+            .inspect_err(|e| tracing::warn!(key, "{e}; treated as a miss"))
+            .ok()
     }
 
     /// [`read`](Self::read) when the answer is at hand: `None` when it needs I/O (the backend's,
@@ -242,7 +248,7 @@ impl PageStore {
             self.warn_backend("get", &e);
             None
         });
-        Some(raw.and_then(|raw| decode(key, raw)))
+        Some(raw.and_then(|raw| self.decode(key, &raw)))
     }
 
     /// Stores `page` in the background: the client is answered at once, a slow or frozen

@@ -1,0 +1,285 @@
+//! [`HeadMemo`]: the decoded heads of pages read lately, so that a page read again is not
+//! decoded again.
+//!
+//! A hit decodes its stored entry into a status, a header map and the rest (see
+//! [`crate::stored`]): about a fifth of what the layer does for a hit, spent again on every
+//! hit of the same page. The memo keeps, for a few thousand pages, the bytes of a page's head
+//! (everything before the body) with that head decoded. A read whose bytes begin with a
+//! remembered head is that page: the stored layout is read front to back and every length is
+//! in the head, so equal head bytes decode to an equal head, and the rest is the body. Nothing
+//! needs invalidating: a page written anew has other head bytes (its `stored_at` at least), and
+//! a page that is gone is never read. What the backend returns stays the only truth.
+//!
+//! Bounded: [`SLOTS`] slots, each holding one head of at most [`MAX_HEAD`] bytes (about 3 MB
+//! at most with the headers of common pages). A head enters a slot when it is read twice in a
+//! row there, so that a working set far larger than the memo (a million pages read
+//! uniformly) costs a hash per read, not a copy and a second decoding. The memo's headers
+//! share its own copy of the head, never a stored buffer: it keeps no page's body alive.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+
+use crate::stored::{self, Corrupt, Entry, StoredResponse};
+
+/// How many heads the memo holds.
+pub(crate) const SLOTS: usize = 4096;
+/// The largest head remembered; pages with more header bytes are decoded on every read.
+pub(crate) const MAX_HEAD: usize = 4096;
+
+/// See the [module](self).
+pub(crate) struct HeadMemo {
+    slots: Box<[Slot]>,
+    hasher: foldhash::fast::FixedState,
+}
+
+#[derive(Default)]
+struct Slot {
+    head: ArcSwapOption<Head>,
+    /// The hash of the head last read here and not remembered: read again next, it enters.
+    seen: AtomicU64,
+}
+
+/// A page's head bytes, decoded (its body empty; its header values slices of `bytes`).
+struct Head {
+    bytes: Bytes,
+    page: StoredResponse,
+}
+
+impl Default for HeadMemo {
+    fn default() -> Self {
+        HeadMemo {
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            hasher: foldhash::fast::FixedState::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for HeadMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self
+            .slots
+            .iter()
+            .filter(|s| s.head.load().is_some())
+            .count();
+        f.debug_struct("HeadMemo").field("held", &held).finish()
+    }
+}
+
+impl HeadMemo {
+    /// Decodes the entry `raw` read under `key`, from a remembered head when `raw` begins with
+    /// one: the same answer as [`stored::decode`], without decoding the headers again.
+    pub(crate) fn decode(&self, key: &str, raw: &Bytes) -> Result<Entry, Corrupt> {
+        let slot = &self.slots[self.slot_of(key)];
+        if let Some(head) = &*slot.head.load() {
+            if raw.starts_with(&head.bytes) {
+                let body = raw.slice(head.bytes.len()..);
+                return Ok(Entry::Page(head.page_with(body)));
+            }
+        }
+        let entry = stored::decode(raw.clone())?;
+        if let Entry::Page(page) = &entry {
+            let len = raw.len() - page.body.len();
+            if len <= MAX_HEAD {
+                let seen = self.hasher.hash_one(&raw[..len]);
+                if slot.seen.swap(seen, Ordering::Relaxed) == seen {
+                    self.remember(slot, &raw[..len]);
+                }
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Decodes a copy of `head` (a page's head bytes, just decoded whole) into `slot`.
+    fn remember(&self, slot: &Slot, head: &[u8]) {
+        let bytes = Bytes::copy_from_slice(head);
+        if let Ok(Entry::Page(page)) = stored::decode(bytes.clone()) {
+            slot.head.store(Some(Arc::new(Head { bytes, page })));
+        }
+    }
+
+    fn slot_of(&self, key: &str) -> usize {
+        // The high bits: foldhash's low bits are its weakest.
+        (self.hasher.hash_one(key) >> (64 - SLOTS.trailing_zeros())) as usize
+    }
+}
+
+impl Head {
+    /// The remembered page with `body`.
+    fn page_with(&self, body: Bytes) -> StoredResponse {
+        let page = &self.page;
+        StoredResponse {
+            status: page.status,
+            headers: page.headers.clone(),
+            body,
+            stored_at: page.stored_at,
+            fresh_for: page.fresh_for,
+            initial_age: page.initial_age,
+            vary: page.vary.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+    use proptest::prelude::*;
+    use webcache_core::backend::unix_ms;
+
+    use super::*;
+
+    fn page(value: &str, body: &'static [u8], stored_ms: u64) -> Bytes {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/html"));
+        headers.insert("x-value", HeaderValue::from_str(value).unwrap());
+        StoredResponse {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(body),
+            stored_at: unix_ms::time(stored_ms),
+            fresh_for: Duration::from_secs(60),
+            initial_age: Duration::from_secs(1),
+            vary: vec![(
+                HeaderName::from_static("accept"),
+                Some(Bytes::from_static(b"text/html")),
+            )],
+        }
+        .encode()
+    }
+
+    /// The memo's answer and the decoder's, compared field by field (`Entry` has no `Eq`).
+    fn same(memo: &Result<Entry, Corrupt>, plain: &Result<Entry, Corrupt>) -> bool {
+        match (memo, plain) {
+            (Ok(Entry::Page(a)), Ok(Entry::Page(b))) => {
+                a.status == b.status
+                    && a.headers == b.headers
+                    && a.body == b.body
+                    && a.stored_at == b.stored_at
+                    && a.fresh_for == b.fresh_for
+                    && a.initial_age == b.initial_age
+                    && a.vary == b.vary
+            }
+            (Ok(Entry::Vary(a)), Ok(Entry::Vary(b))) => a == b,
+            (Err(_), Err(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether `entry`'s header values are slices of `raw` (decoded from it) rather than of
+    /// the memo's own copy of the head.
+    fn decoded_from(entry: &Result<Entry, Corrupt>, raw: &Bytes) -> bool {
+        let Ok(Entry::Page(page)) = entry else {
+            panic!("not a page")
+        };
+        let value = page.headers["x-value"].as_bytes().as_ptr() as usize;
+        let start = raw.as_ptr() as usize;
+        (start..start + raw.len()).contains(&value)
+    }
+
+    #[test]
+    fn a_page_read_twice_is_answered_from_its_head_after() {
+        let memo = HeadMemo::default();
+        let raw = page("one", b"body", 1_700_000_000_000);
+        let plain = stored::decode(raw.clone());
+        // The first two reads decode (the second one remembers); the third does not.
+        for read in 0..3 {
+            let again = Bytes::copy_from_slice(&raw);
+            let got = memo.decode("k", &again);
+            assert!(same(&got, &plain), "read {read}");
+            assert_eq!(decoded_from(&got, &again), read < 2, "read {read}");
+        }
+    }
+
+    #[test]
+    fn a_page_written_anew_is_decoded_anew() {
+        let memo = HeadMemo::default();
+        let old = page("old", b"old body", 1_700_000_000_000);
+        for _ in 0..2 {
+            memo.decode("k", &old).unwrap();
+        }
+        // Another value, another time, another body: none of it comes from the old head.
+        for new in [
+            page("new", b"old body", 1_700_000_000_000),
+            page("old", b"old body", 1_700_000_000_001),
+            page("old", b"another body", 1_700_000_000_000),
+        ] {
+            let got = memo.decode("k", &new);
+            assert!(same(&got, &stored::decode(new.clone())));
+        }
+        // The same head with another body: the body is the one read.
+        let Ok(Entry::Page(got)) = memo.decode("k", &page("old", b"other", 1_700_000_000_000))
+        else {
+            panic!("not a page")
+        };
+        assert_eq!(&got.body[..], b"other");
+    }
+
+    #[test]
+    fn the_memo_keeps_no_stored_buffer_alive() {
+        let memo = HeadMemo::default();
+        let raw = page("one", b"body", 1_700_000_000_000);
+        for _ in 0..3 {
+            drop(memo.decode("k", &raw).unwrap());
+        }
+        assert!(
+            raw.is_unique(),
+            "the memo holds a copy of the head, not the buffer"
+        );
+    }
+
+    #[test]
+    fn vary_lists_and_corrupt_entries_decode_as_without_the_memo() {
+        let memo = HeadMemo::default();
+        let list = stored::VaryList {
+            names: vec![HeaderName::from_static("cookie")],
+            variants: vec!["ab".into()],
+        };
+        let vary = stored::encode_vary(&list);
+        for _ in 0..3 {
+            assert!(same(
+                &memo.decode("k", &vary),
+                &stored::decode(vary.clone())
+            ));
+            assert!(memo.decode("k", &Bytes::from_static(b"P\x01junk")).is_err());
+        }
+    }
+
+    proptest! {
+        /// The memo answers what the decoder answers, for any bytes read after a page was
+        /// remembered under the same key: the page itself, any change of one of its bytes,
+        /// any cut, anything appended, and arbitrary bytes.
+        #[test]
+        fn the_memo_answers_what_the_decoder_answers(
+            flip in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+            noise in proptest::collection::vec(any::<u8>(), 0..128),
+        ) {
+            let memo = HeadMemo::default();
+            let raw = page("value", b"the body", 1_700_000_000_000);
+            for _ in 0..2 {
+                memo.decode("k", &raw).unwrap();
+            }
+            let mut flipped = raw.to_vec();
+            flipped[flip.index(raw.len())] = to;
+            let mut longer = raw.to_vec();
+            longer.extend_from_slice(&tail);
+            for read in [
+                raw.clone(),
+                Bytes::from(flipped),
+                raw.slice(..cut.index(raw.len() + 1)),
+                Bytes::from(longer),
+                Bytes::from(noise.clone()),
+            ] {
+                let got = memo.decode("k", &read);
+                prop_assert!(same(&got, &stored::decode(read)));
+            }
+        }
+    }
+}
