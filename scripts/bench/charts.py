@@ -142,6 +142,10 @@ def throughput_table(d, lines, with_bytes=False):
     head = "| pages | distribution | size | connections | target | req/s | vs static | vs Varnish | vs nginx |"
     head += " body MB/s |" if with_bytes else ""
     head += " p50 ms | p99 ms | origin calls | errors |"
+    # The server's CPU time per request, where the run measured it (the scale_bench targets):
+    # steadier than the rate on a machine whose cores wrk shares.
+    with_cpu = any("cpu_us" in row for r in d["results"] for row in r["targets"].values())
+    head += " µs CPU / req | CPU vs static |" if with_cpu else ""
     lines.append(head)
     lines.append("|" + "---|" * 5 + "---:|" * (head.count("|") - 6))
     for r in d["results"]:
@@ -153,6 +157,8 @@ def throughput_table(d, lines, with_bytes=False):
                 cells.append(f"{row['body_bytes_per_s'] / 1e6:,.0f}")
             cells += [f2(row["p50_ms"]), f2(row["p99_ms"]), str(row["origin_calls"]),
                       str(row["non_2xx"] + row["socket_errors"])]
+            if with_cpu:
+                cells += [f"{row['cpu_us']:.1f}" if "cpu_us" in row else "", f2(row.get("cpu_vs_static"))]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 

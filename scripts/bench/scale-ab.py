@@ -29,21 +29,13 @@ import time
 
 
 def bench_scale():
-    """scripts/bench-scale as a module: its ports and its wrk runs (one home for how wrk is run
-    with pages.lua and how its output is read)."""
+    """scripts/bench-scale as a module: its ports, its wrk runs and its CPU time of a process
+    (one home for how wrk is run with pages.lua, how its output is read, how CPU is read)."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench-scale")
     loader = importlib.machinery.SourceFileLoader("bench_scale", path)
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(module)
     return module
-
-
-def cpu_seconds(pid):
-    """The user and system CPU seconds process `pid` has used (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def main():
@@ -71,9 +63,9 @@ def main():
         def wrk(name, secs):
             """One wrk run against `name`: its req/s and the server's CPU µs per request
             (user, system)."""
-            before = cpu_seconds(pids[name])
+            before = bs.cpu_seconds(pids[name])
             run = bs.wrk(urls[name], int(size), int(pages), dist, int(secs), int(conns))
-            after = cpu_seconds(pids[name])
+            after = bs.cpu_seconds(pids[name])
             n = max(run["requests"], 1)
             return run["rps"], tuple((a - b) * 1e6 / n for a, b in zip(after, before))
 

@@ -11,13 +11,16 @@
 //! a page that is gone is never read. What the backend returns stays the only truth.
 //!
 //! Bounded: [`SLOTS`] slots, each holding one head of at most [`MAX_HEAD`] bytes (about 3 MB
-//! at most with the headers of common pages). A head enters a slot when it is read twice in a
-//! row there, so that a working set far larger than the memo (a million pages read
-//! uniformly) costs a hash per read, not a copy and a second decoding. The memo's headers
-//! share its own copy of the head, never a stored buffer: it keeps no page's body alive.
+//! at most with the headers of common pages). A head enters an empty slot when it is read
+//! twice in a row there, and replaces another only after [`MISSES_BEFORE_REPLACING`] reads in
+//! a row found something else in its slot. A working set larger than the memo (10,000 pages,
+//! or a million, read uniformly) then keeps the heads it has instead of trading them on every
+//! read (each trade is a copy and a second decoding), and a page that became hot takes a slot
+//! whose head went cold. The memo's headers share its own copy of the head, never a stored
+//! buffer: it keeps no page's body alive.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -29,6 +32,9 @@ use crate::stored::{self, Corrupt, Entry, StoredResponse};
 pub(crate) const SLOTS: usize = 4096;
 /// The largest head remembered; pages with more header bytes are decoded on every read.
 pub(crate) const MAX_HEAD: usize = 4096;
+/// How many reads in a row must find another page than a slot's head before the head may be
+/// replaced.
+pub(crate) const MISSES_BEFORE_REPLACING: u32 = 8;
 
 /// See the [module](self).
 pub(crate) struct HeadMemo {
@@ -39,8 +45,10 @@ pub(crate) struct HeadMemo {
 #[derive(Default)]
 struct Slot {
     head: ArcSwapOption<Head>,
-    /// The hash of the head last read here and not remembered: read again next, it enters.
+    /// The hash of the head last read here and not remembered: read again next, it may enter.
     seen: AtomicU64,
+    /// Reads in a row that found another page than `head`.
+    misses: AtomicU32,
 }
 
 /// A page's head bytes, decoded (its body empty; its header values slices of `bytes`).
@@ -74,19 +82,28 @@ impl HeadMemo {
     /// one: the same answer as [`stored::decode`], without decoding the headers again.
     pub(crate) fn decode(&self, key: &str, raw: &Bytes) -> Result<Entry, Corrupt> {
         let slot = &self.slots[self.slot_of(key)];
-        if let Some(head) = &*slot.head.load() {
+        let held = slot.head.load();
+        if let Some(head) = &*held {
             if raw.starts_with(&head.bytes) {
+                // Written only when it changes: a hot page's hits leave the line shared.
+                if slot.misses.load(Ordering::Relaxed) != 0 {
+                    slot.misses.store(0, Ordering::Relaxed);
+                }
                 let body = raw.slice(head.bytes.len()..);
                 return Ok(Entry::Page(head.page_with(body)));
             }
         }
         let entry = stored::decode(raw.clone())?;
         if let Entry::Page(page) = &entry {
+            let due = held.is_none()
+                || slot.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MISSES_BEFORE_REPLACING;
             let len = raw.len() - page.body.len();
-            if len <= MAX_HEAD {
+            if due && len <= MAX_HEAD {
                 let seen = self.hasher.hash_one(&raw[..len]);
                 if slot.seen.swap(seen, Ordering::Relaxed) == seen {
+                    drop(held);
                     self.remember(slot, &raw[..len]);
+                    slot.misses.store(0, Ordering::Relaxed);
                 }
             }
         }
@@ -217,6 +234,37 @@ mod tests {
             panic!("not a page")
         };
         assert_eq!(&got.body[..], b"other");
+    }
+
+    /// Two pages that share a slot and are read in turn (a working set larger than the memo)
+    /// do not trade places on every read: the head held stays until reads in a row miss it.
+    #[test]
+    fn a_head_in_use_stays_and_a_cold_one_gives_way() {
+        let memo = HeadMemo::default();
+        let (a, b) = (page("a", b"body", 1), page("b", b"body", 2));
+        for _ in 0..2 {
+            memo.decode("k", &a).unwrap();
+        }
+        for round in 0..20 {
+            assert!(
+                !decoded_from(&memo.decode("k", &a), &a),
+                "round {round}: a held"
+            );
+            assert!(
+                decoded_from(&memo.decode("k", &b), &b),
+                "round {round}: b decoded"
+            );
+        }
+        // A is not read any more: after reads in a row that miss it, B takes the slot.
+        let reads = (0..=MISSES_BEFORE_REPLACING + 1)
+            .take_while(|_| decoded_from(&memo.decode("k", &b), &b))
+            .count();
+        assert!(
+            reads <= MISSES_BEFORE_REPLACING as usize + 1,
+            "{reads} reads"
+        );
+        assert!(!decoded_from(&memo.decode("k", &b), &b), "b held now");
+        assert!(decoded_from(&memo.decode("k", &a), &a), "a decoded now");
     }
 
     #[test]
