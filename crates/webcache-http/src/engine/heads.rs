@@ -47,7 +47,8 @@ struct Slot {
     head: ArcSwapOption<Head>,
     /// The hash of the head last read here and not remembered: read again next, it may enter.
     seen: AtomicU64,
-    /// Reads in a row that found another page than `head`.
+    /// Reads in a row that found another page than `head`, up to
+    /// [`MISSES_BEFORE_REPLACING`].
     misses: AtomicU32,
 }
 
@@ -95,8 +96,14 @@ impl HeadMemo {
         }
         let entry = stored::decode(raw.clone())?;
         if let Entry::Page(page) = &entry {
-            let due = held.is_none()
-                || slot.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MISSES_BEFORE_REPLACING;
+            // Counted up to the bound and no further: a slot whose reads never settle (a
+            // million pages read uniformly) stops writing its line, and the count cannot wrap.
+            // Two reads racing may count one miss: the bound is a heuristic.
+            let misses = slot.misses.load(Ordering::Relaxed);
+            if misses < MISSES_BEFORE_REPLACING {
+                slot.misses.store(misses + 1, Ordering::Relaxed);
+            }
+            let due = held.is_none() || misses + 1 >= MISSES_BEFORE_REPLACING;
             let len = raw.len() - page.body.len();
             if due && len <= MAX_HEAD {
                 let seen = self.hasher.hash_one(&raw[..len]);
