@@ -6,10 +6,11 @@ request against the first (A).
 
 BIN_A/BIN_B are scale_bench binaries (the same one twice to compare two roles, e.g. `static
 layer`; two builds to compare two revisions of one role). Each runs in its own process on a
-free port; both are warmed with a 3 s wrk run (pages.lua, the same DIST), then measured in
+free port; both are warmed (every page once, in order: bench-scale's warm, then a 3 s wrk run
+with the same DIST), then measured in
 alternating rounds (A B A B ...) with `wrk -t1`. Prints each round and the medians: requests
 per second, and the server's CPU time per request (user and system, from /proc/PID/stat over
-the round). CPU per request moves far less than the rate on a machine whose scheduling is
+the round), and the medians of each round's ratios to A. CPU per request moves far less than the rate on a machine whose scheduling is
 noisy (the rate of a closed loop sharing two cores with its load generator follows every
 stall), so it is the figure to compare two builds by.
 Example: the layer against the static answer, 5 KB pages, 100 of them:
@@ -74,6 +75,9 @@ def main():
             return "" if name == "A" else f", {name}/A rate {rps / rps_a:.3f}, A/{name} cpu per request {cpu_a / cpu:.3f}"
 
         for name in urls:
+            # Every page once (so that a large working set is cached before it is measured),
+            # then 3 s as measured.
+            bs.warm(urls[name], int(size), int(pages))
             wrk(name, 3)
         runs = {name: [] for name in names}
         for i in range(int(rounds)):
@@ -93,8 +97,14 @@ def main():
         user = {name: med(name, lambda r: r[1][0]) for name in names}
         print("median " + "; ".join(
             f"{name} {rate[name]:.0f} req/s, {cpu[name]:.1f} us/req (user {user[name]:.1f})"
-            + compared(name, rate[name], cpu[name], rate["A"], cpu["A"])
             for name in names))
+        # Paired: the median of each round's ratio (both sides from the same stretch of the
+        # machine), as bench-scale reports its ratios.
+        print("median of the rounds' ratios " + "; ".join(
+            f"{name}/A rate {statistics.median(r[0] / a[0] for r, a in zip(runs[name], runs['A'])):.3f}, "
+            f"A/{name} cpu per request "
+            f"{statistics.median(sum(a[1]) / sum(r[1]) for r, a in zip(runs[name], runs['A'])):.3f}"
+            for name in names if name != "A"))
     finally:
         for p in procs:
             p.terminate()

@@ -16,11 +16,14 @@
 //! - `site`: the same layer around the router instead (before routing; the crate README's
 //!   fourth placement).
 //! - `origin`: the same handler without a cache, for Varnish and nginx to sit in front of.
-//! - `static`: the page's bytes answered from memory on the same axum stack: the ceiling. Pages
-//!   `<n>` and `<n + 65536>` share a buffer, the others have one each, made on first use, so
-//!   that at a large working set the ceiling reads memory as far from the CPU as a cache's
-//!   distinct pages (one buffer for every `<n>` stayed in the CPU cache: at 100 pages of 1 MB
-//!   it served 1.6x what 100 distinct buffers allow).
+//! - `static`: the page's bytes answered from memory on the same axum stack: the ceiling. Every
+//!   `<n>` has a buffer of its own, made on first use, up to [`STATIC_BUFFER_BYTES`] per size
+//!   (8 GiB: 1.6 million pages of 5 KB, 8,192 of 1 MB; past it pages share), so that at a
+//!   large working set the ceiling reads as much memory, as far from the CPU, as a cache of
+//!   those distinct pages must. One buffer for every `<n>` stayed in the CPU cache: at 100
+//!   pages of 1 MB it served 1.6x what 100 distinct buffers allow. 65,536 buffers for a
+//!   million pages (sessions 8 to 12) read a sixteenth of the memory: that ceiling served
+//!   1.22x what a million distinct buffers allow (BENCHMARKS.md, session 13).
 //! - `redis`, `redis-site`: as `layer` and `site`, over Redis without a near tier (the URL
 //!   comes from `SCALE_BENCH_REDIS`, default `redis://127.0.0.1:6379/0`).
 //!
@@ -49,13 +52,13 @@ const MAX_PAGE: usize = 4 << 20;
 /// A year: every page stays fresh for the whole benchmark in every cache.
 const CACHE_CONTROL: &str = "max-age=31536000";
 
-/// How many distinct buffers the static role keeps per size (256 MiB of 4 KiB pages: past any
-/// CPU cache, and bounded at a million pages).
-const STATIC_BUFFERS: u64 = 65_536;
+/// How many bytes of distinct buffers the static role keeps per size: a buffer per page for
+/// every working set the benchmark uses, and a bound a typo cannot push past the machine.
+const STATIC_BUFFER_BYTES: u64 = 8 << 30;
 
 /// The page bodies, rendered once per size and shared by the handler of every role (a hit of
 /// any target then sends the same bytes), and the static role's buffers: the same bytes, a
-/// buffer per page (see [`STATIC_BUFFERS`]).
+/// buffer per page (see [`STATIC_BUFFER_BYTES`]).
 #[derive(Default)]
 struct Pages {
     by_size: Mutex<HashMap<usize, Bytes>>,
@@ -70,7 +73,8 @@ impl Pages {
 
     /// Page `n`'s own buffer for the static role: a copy of the rendered page.
     fn static_buffer(&self, size: usize, n: u64) -> Bytes {
-        let key = (size, n % STATIC_BUFFERS);
+        let buffers = (STATIC_BUFFER_BYTES / size.max(1) as u64).max(1);
+        let key = (size, n % buffers);
         if let Some(buffer) = self
             .static_buffers
             .lock()
