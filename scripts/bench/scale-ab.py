@@ -7,12 +7,12 @@ request against the first (A).
 BIN_A/BIN_B are scale_bench binaries (the same one twice to compare two roles, e.g. `static
 layer`; two builds to compare two revisions of one role). Each runs in its own process on a
 free port; both are warmed (every page once, in order: bench-scale's warm, then a 3 s wrk run
-with the same DIST), then measured in
-alternating rounds (A B A B ...) with `wrk -t1`. Prints each round and the medians: requests
-per second, and the server's CPU time per request (user and system, from /proc/PID/stat over
-the round), and the medians of each round's ratios to A. CPU per request moves far less than the rate on a machine whose scheduling is
-noisy (the rate of a closed loop sharing two cores with its load generator follows every
-stall), so it is the figure to compare two builds by.
+with the same DIST), then measured in alternating rounds (A B A B ...) with `wrk -t1`. Prints
+each round and the medians: requests per second, and the server's CPU time per request (user
+and system, from /proc/PID/stat over the round); then the median of each round's ratio to A
+(bench-scale's `paired`). CPU per request moves far less than the rate on a machine whose
+scheduling is noisy (the rate of a closed loop sharing two cores with its load generator
+follows every stall), so it is the figure to compare two builds by.
 Example: the layer against the static answer, 5 KB pages, 100 of them:
     B=target/release/examples/scale_bench
     scripts/bench/scale-ab.py $B $B static layer 5120 100 uniform 16 6 6
@@ -101,9 +101,8 @@ def main():
         # Paired: the median of each round's ratio (both sides from the same stretch of the
         # machine), as bench-scale reports its ratios.
         print("median of the rounds' ratios " + "; ".join(
-            f"{name}/A rate {statistics.median(r[0] / a[0] for r, a in zip(runs[name], runs['A'])):.3f}, "
-            f"A/{name} cpu per request "
-            f"{statistics.median(sum(a[1]) / sum(r[1]) for r, a in zip(runs[name], runs['A'])):.3f}"
+            f"{name}/A rate {bs.paired(runs[name], runs['A'], lambda r, a: r[0] / a[0]):.3f}, "
+            f"A/{name} cpu per request {bs.paired(runs[name], runs['A'], lambda r, a: sum(a[1]) / sum(r[1])):.3f}"
             for name in names if name != "A"))
     finally:
         for p in procs:
