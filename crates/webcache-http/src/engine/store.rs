@@ -733,11 +733,21 @@ mod tests {
         }
     }
 
-    /// Waits until every background write has ended (generous: the writes are to locmem).
-    async fn writes_done(store: &PageStore) {
+    /// A store in which `stored` was being written (spawned, not yet run: the test's runtime
+    /// has one thread) when `dropped` was dropped; returned once every write has ended
+    /// (generous: the writes are to locmem).
+    async fn store_then_drop(
+        primary: &str,
+        stored: &StoredResponse,
+        dropped: &StoredResponse,
+    ) -> PageStore {
+        let store = store();
+        let keep = Duration::from_secs(60);
+        store.store_later(primary, Arc::new(stored.clone()), keep, store.cache.clone());
+        store.drop_page(primary, dropped).await;
         for _ in 0..1000 {
             if store.state.writing_bytes.load(Ordering::Acquire) == 0 {
-                return;
+                return store;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -750,20 +760,10 @@ mod tests {
     /// other variant was a miss (seen as a flaky `rfc9111_4_3_4` test over Redis).
     #[tokio::test]
     async fn dropping_one_variant_leaves_another_variants_write_standing() {
-        let store = store();
         let primary = "page:/lang";
         let (de, en) = (variant("de"), variant("en"));
-        store.store_later(
-            primary,
-            Arc::new(de.clone()),
-            Duration::from_secs(60),
-            store.cache.clone(),
-        );
-        // Before the write above has run (it is spawned; this test's runtime has one thread).
-        store.drop_page(primary, &en).await;
-        writes_done(&store).await;
-        let key = store.page_key(primary, &de);
-        match store.read_backend(&key).await {
+        let store = store_then_drop(primary, &de, &en).await;
+        match store.read_backend(&store.page_key(primary, &de)).await {
             Some(Entry::Page(page)) => assert_eq!(page.body, Bytes::from_static(b"de")),
             _ => panic!("the other variant's write was undone"),
         }
@@ -777,20 +777,10 @@ mod tests {
     /// land after the delete.
     #[tokio::test]
     async fn dropping_a_page_undoes_its_own_write_under_way() {
-        let store = store();
         let primary = "page:/lang";
         let en = variant("en");
-        store.store_later(
-            primary,
-            Arc::new(en.clone()),
-            Duration::from_secs(60),
-            store.cache.clone(),
-        );
-        store.drop_page(primary, &en).await;
-        writes_done(&store).await;
-        assert!(store
-            .read_backend(&store.page_key(primary, &en))
-            .await
-            .is_none());
+        let store = store_then_drop(primary, &en, &en).await;
+        let key = store.page_key(primary, &en);
+        assert!(store.read_backend(&key).await.is_none());
     }
 }
