@@ -6,8 +6,8 @@
 //!    inner service (`x-cache: BYPASS`); under the shared-cache policy a successful unsafe
 //!    request invalidates its URL's pages. Hop-by-hop fields ([`crate::hop`]) are removed before
 //!    anything reads the request, so a field named in `Connection` cannot vary a key.
-//! 2. **Lookup** ([`store`]): one backend read in the common case, its bytes decoded from a
-//!    remembered head when the page was read lately ([`heads`]). A fresh page is answered at
+//! 2. **Lookup** ([`store`]): one backend read in the common case, its bytes decoded where
+//!    they lie (header values and body are slices of the read buffer). A fresh page is answered at
 //!    once (`HIT`, with `Age`, and 304/412 when the request's preconditions say so). A stale
 //!    page within its stale-while-revalidate window (or the grace) is answered at once too
 //!    (`STALE`), and this very request refreshes it in a task of its own that outlives it:
@@ -41,7 +41,6 @@
 //! have one home.
 
 mod exchange;
-mod heads;
 mod miss;
 mod range;
 mod respond;

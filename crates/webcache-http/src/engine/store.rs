@@ -15,7 +15,6 @@ use http::{HeaderMap, HeaderName};
 use webcache_core::backend::LogThrottle;
 use webcache_core::{Cache, Timeout};
 
-use super::heads::HeadMemo;
 use crate::key::{self, VaryMemo};
 use crate::stored::{self, Entry, StoredResponse, VaryList};
 
@@ -81,7 +80,6 @@ impl Lookup {
 #[derive(Debug)]
 pub(crate) struct StoreState {
     memo: VaryMemo,
-    heads: HeadMemo,
     pending: Pending,
     /// Writes under way per URL: an invalidation of the URL undoes all of them.
     writes: Writes,
@@ -100,7 +98,6 @@ impl Default for StoreState {
     fn default() -> Self {
         StoreState {
             memo: VaryMemo::default(),
-            heads: HeadMemo::default(),
             pending: Pending::default(),
             writes: Writes::default(),
             page_writes: Writes::default(),
@@ -229,15 +226,12 @@ impl PageStore {
     /// a failing backend an error.
     async fn read_backend_strict(&self, key: &str) -> Result<Option<Entry>, webcache_core::Error> {
         let raw = self.cache.get_bytes(key).await?;
-        Ok(raw.and_then(|raw| self.decode(key, &raw)))
+        Ok(raw.and_then(|raw| self.decode(key, raw)))
     }
 
-    /// Decodes a stored entry (from a remembered head when it has one); a corrupt one is a
-    /// miss and a warning.
-    fn decode(&self, key: &str, raw: &bytes::Bytes) -> Option<Entry> {
-        self.state
-            .heads
-            .decode(key, raw)
+    /// Decodes a stored entry; a corrupt one is a miss and a warning.
+    fn decode(&self, key: &str, raw: bytes::Bytes) -> Option<Entry> {
+        stored::decode(raw)
             .inspect_err(|e| tracing::warn!(key, "{e}; treated as a miss"))
             .ok()
     }
@@ -252,7 +246,7 @@ impl PageStore {
             self.warn_backend("get", &e);
             None
         });
-        Some(raw.and_then(|raw| self.decode(key, &raw)))
+        Some(raw.and_then(|raw| self.decode(key, raw)))
     }
 
     /// Stores `page` in the background: the client is answered at once, a slow or frozen
