@@ -14,9 +14,8 @@
 //!
 //! Decoding slices the stored `Bytes`: header values and the body share the buffer the backend
 //! returned, nothing is copied. A corrupt entry decodes to an error, which the layer treats as a
-//! miss (and logs). A page read again is not decoded again: the engine keeps the decoded heads
-//! of pages read lately (`engine/heads.rs`), and relies on this layout being read front to back
-//! with every length in the head.
+//! miss (and logs). Every hit decodes its entry: a memo of decoded heads (sessions 12 and 13)
+//! cost more in memory traffic than the decoding it saved (BENCHMARKS.md, session 14).
 
 use std::time::{Duration, SystemTime};
 
