@@ -151,7 +151,10 @@ def throughput_table(d, lines, with_bytes=False):
     for r in d["results"]:
         for t in names_of(r["targets"]):
             row = r["targets"][t]
-            cells = [f"{r['pages']:,}", r["dist"], size_name(r["size"]), str(r["connections"]), t,
+            # A cell measured apart: each cache beside the static answer alone (bench-scale's
+            # --apart-from); its ratios to other caches are ratios of ratios to the static answer.
+            mark = " ᵃ" if row.get("apart") else ""
+            cells = [f"{r['pages']:,}", r["dist"], size_name(r["size"]), str(r["connections"]), t + mark,
                      f0(row["rps"]), f2(row.get("vs_static")), f2(row.get("vs_varnish")), f2(row.get("vs_nginx"))]
             if with_bytes:
                 cells.append(f"{row['body_bytes_per_s'] / 1e6:,.0f}")
@@ -160,6 +163,10 @@ def throughput_table(d, lines, with_bytes=False):
             if with_cpu:
                 cells += [f"{row['cpu_us']:.1f}" if "cpu_us" in row else "", f2(row.get("cpu_vs_static"))]
             lines.append("| " + " | ".join(cells) + " |")
+    if any(row.get("apart") for r in d["results"] for row in r["targets"].values()):
+        lines.append("ᵃ measured apart: this cache and the static answer alone on the machine, rounds "
+                     "alternating the two (the other caches stopped, their memory given back); its "
+                     "vs Varnish and vs nginx are the ratios of each one's vs static.\n")
     lines.append("")
 
 
@@ -193,7 +200,11 @@ def main():
         lines.append(f"`{d['command']}`: {d['label']} ({d['date']}; oha -q {d['rate']} "
                      f"--latency-correction, {d['connections']} connections, {d['pages']:,} pages of 5 KB "
                      f"uniform; the rate is half of {d['slowest']}'s {d['peak'][d['slowest']]['rps']:,.0f} "
-                     f"req/s measured just before with wrk -c16; {rounds}).\n")
+                     f"req/s ({d.get('peak_from', 'measured just before')}, wrk -c16); {rounds}"
+                     + ("; measured apart: each cache's rounds alternate with the static answer's, "
+                        "the other caches stopped; static's row is the median of all its rounds, "
+                        "and 'static beside' its median beside that cache" if d.get("apart") else "")
+                     + ").\n")
         lines.append("| target | max req/s (wrk) | req/s sent | p50 ms | p99 ms | p99.9 ms | max ms | origin calls | errors |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in names_of(d["targets"]):
@@ -201,6 +212,11 @@ def main():
             lines.append(f"| {t} | {f0(d['peak'][t]['rps'])} | {f0(r['rps'])} | {r['p50_ms']:.3f} | "
                          f"{r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.1f} | {r['origin_calls']} | "
                          f"{r['non_200'] + r['errors']} |")
+            if "static_beside" in r:
+                s = r["static_beside"]
+                lines.append(f"| static beside {t} | | {f0(s['rps'])} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
+                             f"{s['p999_ms']:.3f} | {s['max_ms']:.1f} | {s['origin_calls']} | "
+                             f"{s['non_200'] + s['errors']} |")
         lines.append("")
     if "memory" in data:
         d = data["memory"]
