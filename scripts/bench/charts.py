@@ -121,6 +121,14 @@ def chart_latency(d, out):
     plt.close(fig)
 
 
+def latency_errors(r):
+    """A latency row's failed requests; those oha aborted when its -z ended (in flight at the
+    deadline, not a failure of the target) counted apart where the run recorded them."""
+    total = r["non_200"] + r["errors"]
+    aborted = r.get("aborted_at_deadline")
+    return f"{total} ({aborted} in flight at the end)" if aborted else str(total)
+
+
 def f0(x):
     return "" if x is None else f"{x:,.0f}"
 
@@ -211,12 +219,12 @@ def main():
             r = d["targets"][t]
             lines.append(f"| {t} | {f0(d['peak'][t]['rps'])} | {f0(r['rps'])} | {r['p50_ms']:.3f} | "
                          f"{r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.1f} | {r['origin_calls']} | "
-                         f"{r['non_200'] + r['errors']} |")
+                         f"{latency_errors(r)} |")
             if "static_beside" in r:
                 s = r["static_beside"]
                 lines.append(f"| static beside {t} | | {f0(s['rps'])} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
                              f"{s['p999_ms']:.3f} | {s['max_ms']:.1f} | {s['origin_calls']} | "
-                             f"{s['non_200'] + s['errors']} |")
+                             f"{latency_errors(s)} |")
         lines.append("")
     if "memory" in data:
         d = data["memory"]
