@@ -457,10 +457,21 @@ impl Server {
             }
             Err(e) => {
                 self.mark_down(&e.to_string());
-                Err(Error::backend_msg(
-                    BACKEND,
-                    format!("cannot connect to memcached at {}: {e}", self.addr),
-                ))
+                let message = format!("cannot connect to memcached at {}: {e}", self.addr);
+                // The socket's error stays the cause: it is what says "outage" (the cache's
+                // breaker, a pool's per-server failure) rather than a mistake in the request.
+                Err(match e {
+                    WireError::Io(io) => Error::backend(BACKEND, message, io),
+                    WireError::Stalled(after) => Error::backend(
+                        BACKEND,
+                        message,
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer within {after:?}"),
+                        ),
+                    ),
+                    WireError::Protocol(_) => Error::backend_msg(BACKEND, message),
+                })
             }
         }
     }

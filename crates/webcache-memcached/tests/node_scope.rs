@@ -118,3 +118,42 @@ async fn a_dead_pool_server_costs_only_its_keys() {
         assert_eq!(cache.get::<i32>(key).await.unwrap(), Some(2));
     }
 }
+
+/// A pool server that cannot be connected to fails as that server (so the cache's breaker
+/// leaves it to the server's own health), whether the connection is refused or the server
+/// accepts it and never answers the client's first exchange (`stats`). A CI run found the
+/// second: the connection's error kept only its message, lost its cause, and so was neither
+/// marked as the server's nor counted as an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_fails_is_its_servers_failure() {
+    let running = MemcachedServer::start();
+    let hung = MemcachedServer::start();
+    let refusing = format!("127.0.0.1:{}", webcache_testkit::servers::free_port());
+    let url = format!(
+        "memcached://{},{},{refusing}?remove_failed_servers=false&retry_after=60&io_timeout=0.3&connect_timeout=0.3",
+        running.address(),
+        hung.address()
+    );
+    let cache = open(&url);
+    // Stopped before this cache ever connected to it: its first request opens a connection.
+    let _frozen = Frozen::stop(hung.pid());
+    let mut failed = std::collections::BTreeSet::new();
+    for i in 0..60 {
+        let key = format!("k{i}");
+        match cache.get::<i32>(&key).await {
+            Ok(_) => {}
+            Err(err) => match failed_node(&err) {
+                Some(node) => {
+                    failed.insert(node);
+                }
+                // Once failed, a server is marked down and answers for itself at once.
+                None => assert!(err.to_string().contains("is marked down"), "{key}: {err}"),
+            },
+        }
+    }
+    assert_eq!(
+        failed,
+        [hung.address(), refusing].into_iter().collect(),
+        "each unreachable server's first failure is marked as its own"
+    );
+}
