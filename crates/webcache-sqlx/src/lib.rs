@@ -81,6 +81,14 @@ pub enum Error {
         /// Why.
         source: webcache_core::Error,
     },
+    /// A table name given to `reads`, `writes` or `invalidate_tables` is empty once its schema
+    /// and blanks are dropped (`""`, `" "`, `"public."`): it names no table, so rows read from
+    /// it could not be invalidated and a write to it would invalidate nothing. Nothing was run.
+    #[error("the table name `{name}` is empty once its schema and blanks are dropped, so it names no table; give the table's own name, such as `products` or `public.products`")]
+    EmptyTableName {
+        /// The name as given.
+        name: String,
+    },
 }
 
 /// The tag of a table's cached rows: `table:<name>`, the name lowercased and without its
@@ -168,7 +176,10 @@ impl QueryCache {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let tags: Vec<String> = tables.into_iter().map(|t| table_tag(t.as_ref())).collect();
+        let tags = tables
+            .into_iter()
+            .map(|t| declared_table(t.as_ref()).map(|name| table_tag(&name)))
+            .collect::<Result<Vec<String>, Error>>()?;
         if tags.is_empty() {
             return Ok(());
         }
@@ -207,6 +218,18 @@ impl QueryCache {
     }
 }
 
+/// A table name a caller gave (`reads`, `writes`, `invalidate_tables`), normalised as the
+/// parse's names are; refused when nothing is left of it.
+fn declared_table(name: &str) -> Result<String, Error> {
+    let table = tables::normalise(name);
+    if table.is_empty() {
+        return Err(Error::EmptyTableName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(table)
+}
+
 /// What a statement does, decided before it runs.
 enum Action {
     /// Cache its rows, tagged with these tables.
@@ -226,6 +249,9 @@ struct Plan {
     unhashable: Option<String>,
     reads: Option<BTreeSet<String>>,
     writes: Option<BTreeSet<String>>,
+    /// The first name given to `reads` or `writes` that names no table: the statement is then
+    /// refused, not run.
+    bad_name: Option<String>,
 }
 
 impl Plan {
@@ -241,6 +267,7 @@ impl Plan {
             unhashable: None,
             reads: None,
             writes: None,
+            bad_name: None,
         }
     }
 
@@ -254,13 +281,34 @@ impl Plan {
         }
     }
 
-    fn add(set: &mut Option<BTreeSet<String>>, names: impl IntoIterator<Item = impl AsRef<str>>) {
-        set.get_or_insert_with(BTreeSet::new)
-            .extend(names.into_iter().map(|t| tables::normalise(t.as_ref())));
+    /// Adds the tables a caller declared to `reads` or `writes` (which one: `pick`).
+    fn add(
+        &mut self,
+        pick: fn(&mut Plan) -> &mut Option<BTreeSet<String>>,
+        names: impl IntoIterator<Item = impl AsRef<str>>,
+    ) {
+        let mut declared = BTreeSet::new();
+        for name in names {
+            match declared_table(name.as_ref()) {
+                Ok(name) => {
+                    declared.insert(name);
+                }
+                Err(_) => {
+                    self.bad_name
+                        .get_or_insert_with(|| name.as_ref().to_owned());
+                }
+            }
+        }
+        pick(self)
+            .get_or_insert_with(BTreeSet::new)
+            .extend(declared);
     }
 
     /// What to do with the statement; `what` tells the cache key's variants apart.
     fn action(&self) -> Result<Action, Error> {
+        if let Some(name) = &self.bad_name {
+            return Err(Error::EmptyTableName { name: name.clone() });
+        }
         let (mut reads, mut writes, locking) = match tables::parse(&self.sql) {
             Tables::Known {
                 reads,
@@ -356,14 +404,14 @@ impl<'q, DB: Database, O> QueryAs<'q, DB, O> {
     /// function reads); required when the SQL is beyond the parse. `reads([] as [&str; 0])`
     /// declares a query reading no table: it runs, not cached.
     pub fn reads<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, tables: I) -> Self {
-        Plan::add(&mut self.plan.reads, tables);
+        self.plan.add(|plan| &mut plan.reads, tables);
         self
     }
 
     /// Tables the statement writes besides those in its SQL (a trigger's tables, a cascade);
     /// the statement is then run, not cached, and they are invalidated after it succeeds.
     pub fn writes<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, tables: I) -> Self {
-        Plan::add(&mut self.plan.writes, tables);
+        self.plan.add(|plan| &mut plan.writes, tables);
         self
     }
 }
@@ -440,7 +488,7 @@ impl<'q, DB: Database> Query<'q, DB> {
     /// cascade); required when the SQL is beyond the parse. `writes([] as [&str; 0])`
     /// declares a statement that writes no cached table.
     pub fn writes<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, tables: I) -> Self {
-        Plan::add(&mut self.plan.writes, tables);
+        self.plan.add(|plan| &mut plan.writes, tables);
         self
     }
 }
@@ -511,10 +559,18 @@ impl<'c, DB: Database> Transaction<'c, DB> {
     }
 
     /// Tables written in the transaction outside the query cache (through the sqlx
-    /// transaction itself): invalidated at commit.
-    pub fn writes<I: IntoIterator<Item = S>, S: AsRef<str>>(&mut self, names: I) {
-        self.writes
-            .extend(names.into_iter().map(|t| tables::normalise(t.as_ref())));
+    /// transaction itself): invalidated at commit. A name that names no table
+    /// ([`Error::EmptyTableName`]) is refused, and then none of `names` is added.
+    pub fn writes<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        &mut self,
+        names: I,
+    ) -> Result<(), Error> {
+        let names = names
+            .into_iter()
+            .map(|t| declared_table(t.as_ref()))
+            .collect::<Result<Vec<String>, Error>>()?;
+        self.writes.extend(names);
+        Ok(())
     }
 
     /// Commits, then invalidates every table written in the transaction.

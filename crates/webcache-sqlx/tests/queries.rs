@@ -247,6 +247,39 @@ where
         "{:?}",
         refused.err()
     );
+
+    // A declared table name with nothing left once its schema and blanks are dropped names no
+    // table (its tag would match nothing): refused before anything runs, wherever it is given.
+    let refused = qa
+        .query_as::<DB, Product>(JOINED)
+        .reads(["public."])
+        .fetch_all(&pool)
+        .await;
+    assert!(empty_name(&refused, "public."), "{refused:?}");
+    let refused = qa
+        .query::<DB>("DELETE FROM products")
+        .writes(["products", " "])
+        .execute(&pool)
+        .await
+        .map(|_| ());
+    assert!(empty_name(&refused, " "), "{refused:?}");
+    assert_eq!(
+        prices(&all(&qa).fetch_all(&pool).await.unwrap()),
+        [13, 31, 5],
+        "the refused DELETE did not run"
+    );
+    let refused = qa.invalidate_tables(["products", "\"s\"."]).await;
+    assert!(empty_name(&refused, "\"s\"."), "{refused:?}");
+    let mut tx = qa.transaction(pool.begin().await.unwrap());
+    let refused = tx.writes([""]);
+    assert!(empty_name(&refused, ""), "{refused:?}");
+    tx.writes(["Products"]).unwrap();
+    tx.rollback().await.unwrap();
+}
+
+/// Whether `r` refused the table name `given` as naming no table.
+fn empty_name<T>(r: &Result<T, Error>, given: &str) -> bool {
+    matches!(r, Err(Error::EmptyTableName { name }) if name == given)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
