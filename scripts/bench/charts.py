@@ -153,7 +153,7 @@ def throughput_table(d, lines, with_bytes=False):
     # The server's CPU time per request, where the run measured it (the scale_bench targets):
     # steadier than the rate on a machine whose cores wrk shares.
     with_cpu = any("cpu_us" in row for r in d["results"] for row in r["targets"].values())
-    head += " µs CPU / req | CPU vs static |" if with_cpu else ""
+    head += " µs CPU / req | CPU vs static | CPU vs Varnish |" if with_cpu else ""
     lines.append(head)
     lines.append("|" + "---|" * 5 + "---:|" * (head.count("|") - 6))
     for r in d["results"]:
@@ -169,8 +169,18 @@ def throughput_table(d, lines, with_bytes=False):
             cells += [f2(row["p50_ms"]), f2(row["p99_ms"]), str(row["origin_calls"]),
                       str(row["non_2xx"] + row["socket_errors"])]
             if with_cpu:
-                cells += [f"{row['cpu_us']:.1f}" if "cpu_us" in row else "", f2(row.get("cpu_vs_static"))]
+                cpu = f"{row['cpu_us']:.1f}" if "cpu_us" in row else ""
+                if "helper_cpu_us" in row:
+                    cpu += f" + {row['helper_cpu_us']:.1f} redis-server"
+                cells += [cpu, f2(row.get("cpu_vs_static")), f2(row.get("cpu_vs_varnish"))]
             lines.append("| " + " | ".join(cells) + " |")
+    if with_cpu:
+        peers = any("cpu_us" in r["targets"].get(t, {}) for r in d["results"] for t in ("varnish", "nginx"))
+        whose = ("Varnish's manager and child, nginx's master and workers" if peers
+                 else "measured for the scale_bench processes only in this run")
+        lines.append(f"CPU per request: user and system time of the target's processes over each round "
+                     f"({whose}), median of the rounds; \"CPU vs\" is the peer's over this target's, "
+                     f"round by round, a redis-server's time counted with the webcache that reads from it.\n")
     if any(row.get("apart") for r in d["results"] for row in r["targets"].values()):
         lines.append("ᵃ measured apart: this cache and the static answer alone on the machine, rounds "
                      "alternating the two (the other caches stopped, their memory given back); its "
