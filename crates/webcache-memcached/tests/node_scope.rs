@@ -130,7 +130,7 @@ async fn a_connection_that_fails_is_its_servers_failure() {
     let hung = MemcachedServer::start();
     let refusing = format!("127.0.0.1:{}", webcache_testkit::servers::free_port());
     let url = format!(
-        "memcached://{},{},{refusing}?remove_failed_servers=false&retry_after=60&io_timeout=0.3&connect_timeout=0.3",
+        "memcached://{},{},{refusing}?remove_failed_servers=false&retry_after=60&io_timeout=1&connect_timeout=1",
         running.address(),
         hung.address()
     );
@@ -151,9 +151,12 @@ async fn a_connection_that_fails_is_its_servers_failure() {
             },
         }
     }
-    assert_eq!(
-        failed,
-        [hung.address(), refusing].into_iter().collect(),
-        "each unreachable server's first failure is marked as its own"
-    );
+    // (The running server's keys may time out too on a very busy machine: that would be its
+    // own failure, and is not what this test is about.)
+    for server in [hung.address(), refusing] {
+        assert!(
+            failed.contains(&server),
+            "{server}'s first failure is marked as its own: {failed:?}"
+        );
+    }
 }
