@@ -281,27 +281,24 @@ impl Plan {
         }
     }
 
-    /// Adds the tables a caller declared to `reads` or `writes` (which one: `pick`).
+    /// Adds the tables a caller declared to `set` (the plan's `reads` or `writes`); the first
+    /// name that names no table goes to `bad_name`, and the statement is then refused.
     fn add(
-        &mut self,
-        pick: fn(&mut Plan) -> &mut Option<BTreeSet<String>>,
+        set: &mut Option<BTreeSet<String>>,
+        bad_name: &mut Option<String>,
         names: impl IntoIterator<Item = impl AsRef<str>>,
     ) {
-        let mut declared = BTreeSet::new();
+        let set = set.get_or_insert_with(BTreeSet::new);
         for name in names {
             match declared_table(name.as_ref()) {
-                Ok(name) => {
-                    declared.insert(name);
+                Ok(table) => {
+                    set.insert(table);
                 }
                 Err(_) => {
-                    self.bad_name
-                        .get_or_insert_with(|| name.as_ref().to_owned());
+                    bad_name.get_or_insert_with(|| name.as_ref().to_owned());
                 }
             }
         }
-        pick(self)
-            .get_or_insert_with(BTreeSet::new)
-            .extend(declared);
     }
 
     /// What to do with the statement; `what` tells the cache key's variants apart.
@@ -404,14 +401,14 @@ impl<'q, DB: Database, O> QueryAs<'q, DB, O> {
     /// function reads); required when the SQL is beyond the parse. `reads([] as [&str; 0])`
     /// declares a query reading no table: it runs, not cached.
     pub fn reads<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, tables: I) -> Self {
-        self.plan.add(|plan| &mut plan.reads, tables);
+        Plan::add(&mut self.plan.reads, &mut self.plan.bad_name, tables);
         self
     }
 
     /// Tables the statement writes besides those in its SQL (a trigger's tables, a cascade);
     /// the statement is then run, not cached, and they are invalidated after it succeeds.
     pub fn writes<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, tables: I) -> Self {
-        self.plan.add(|plan| &mut plan.writes, tables);
+        Plan::add(&mut self.plan.writes, &mut self.plan.bad_name, tables);
         self
     }
 }
@@ -488,7 +485,7 @@ impl<'q, DB: Database> Query<'q, DB> {
     /// cascade); required when the SQL is beyond the parse. `writes([] as [&str; 0])`
     /// declares a statement that writes no cached table.
     pub fn writes<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, tables: I) -> Self {
-        self.plan.add(|plan| &mut plan.writes, tables);
+        Plan::add(&mut self.plan.writes, &mut self.plan.bad_name, tables);
         self
     }
 }
