@@ -128,14 +128,18 @@ type Dropped = Vec<Item>;
 
 impl Store {
     fn new(config: LocMemConfig) -> Self {
+        let max_entries = config
+            .max_entries
+            .filter(|n| *n > 0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let max_bytes = config.max_bytes.filter(|n| *n > 0);
+        // A store with no bound never evicts: the order of its reads is never asked for.
+        let reads_count = max_entries.is_some() || max_bytes.is_some();
         Store {
-            max_entries: config
-                .max_entries
-                .filter(|n| *n > 0)
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-            max_bytes: config.max_bytes.filter(|n| *n > 0),
+            max_entries,
+            max_bytes,
             cull_frequency: usize::try_from(config.cull_frequency).unwrap_or(usize::MAX),
-            map: Mutex::new(Lru::new()),
+            map: Mutex::new(Lru::new(reads_count)),
         }
     }
 

@@ -53,10 +53,15 @@ pub(super) struct Lru {
     /// Least recently used: the next to go.
     tail: usize,
     weight: u64,
+    /// Whether a read makes its entry the most recent. Only a bounded store evicts, so only its
+    /// order of reads is ever asked for; elsewhere promoting on every hit would cost two random
+    /// memory trips (the neighbours' links) and a write to lines other cores read, for nothing.
+    reads_count: bool,
 }
 
 impl Lru {
-    pub(super) fn new() -> Self {
+    /// An empty map; `reads_count` says whether [`get`](Self::get) counts as a use.
+    pub(super) fn new(reads_count: bool) -> Self {
         Lru {
             index: HashMap::new(),
             slots: Vec::new(),
@@ -64,6 +69,7 @@ impl Lru {
             head: NIL,
             tail: NIL,
             weight: 0,
+            reads_count,
         }
     }
 
@@ -77,10 +83,12 @@ impl Lru {
         self.weight
     }
 
-    /// The entry under `key`, made the most recently used.
+    /// The entry under `key`, made the most recently used (if reads count).
     pub(super) fn get(&mut self, key: &str) -> Option<&mut Item> {
         let i = *self.index.get(key)?;
-        self.promote(i);
+        if self.reads_count {
+            self.promote(i);
+        }
         self.slots[i].held.as_mut().map(|h| &mut h.item)
     }
 
@@ -150,7 +158,7 @@ impl Lru {
             .drain(..)
             .filter_map(|s| s.held.map(|h| h.item))
             .collect();
-        *self = Lru::new();
+        *self = Lru::new(self.reads_count);
         items
     }
 
@@ -241,10 +249,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(500))]
 
         /// The map agrees with a plain model (a Vec in recency order) after any sequence of
-        /// operations: same order, same weight, same contents.
+        /// operations: same order, same weight, same contents; reads move an entry only when
+        /// they count.
         #[test]
-        fn matches_a_model(ops in proptest::collection::vec(op(), 0..200)) {
-            let mut lru = Lru::new();
+        fn matches_a_model(
+            ops in proptest::collection::vec(op(), 0..200),
+            reads_count in any::<bool>(),
+        ) {
+            let mut lru = Lru::new(reads_count);
             // Least recently used first: (key, weight, value).
             let mut model: Vec<(String, u64, u8)> = Vec::new();
             for op in ops {
@@ -262,7 +274,10 @@ mod tests {
                         let got = lru.get(&key).map(|i| i.value[0]);
                         let pos = model.iter().position(|(mk, _, _)| *mk == key);
                         prop_assert_eq!(got, pos.map(|p| model[p].2));
-                        if let Some(p) = pos { let e = model.remove(p); model.push(e); }
+                        if let Some(p) = pos.filter(|_| reads_count) {
+                            let e = model.remove(p);
+                            model.push(e);
+                        }
                     }
                     Op::Peek(k) => {
                         let key = k.to_string();
@@ -294,7 +309,7 @@ mod tests {
 
     #[test]
     fn take_all_empties_and_the_map_is_reusable() {
-        let mut lru = Lru::new();
+        let mut lru = Lru::new(true);
         lru.insert("a", item(1), 5);
         lru.insert("b", item(2), 5);
         assert_eq!(lru.take_all().len(), 2);
