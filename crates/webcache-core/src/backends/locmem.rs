@@ -94,6 +94,9 @@ impl LocMemConfig {
 ///
 /// One lock guards a store, as in Django: every operation is exact and atomic, at the price of
 /// serialising a store's callers (each holds it for well under a microsecond).
+///
+/// A store with no bound (`max_entries` and `max_bytes` both lifted) never evicts, so its reads
+/// do not reorder it: a hit on a large store then skips two trips to memory.
 #[derive(Clone)]
 pub struct LocMemBackend {
     store: Arc<Store>,
@@ -366,10 +369,10 @@ impl Backend for LocMemBackend {
         self.with_map(|_, map, dropped| match prefix {
             None => dropped.extend(map.take_all()),
             Some(prefix) => {
-                let doomed: Vec<Arc<str>> = map
+                let doomed: Vec<String> = map
                     .iter()
                     .filter(|(key, _)| key.starts_with(prefix))
-                    .map(|(key, _)| key.clone())
+                    .map(|(key, _)| key.to_owned())
                     .collect();
                 dropped.extend(doomed.iter().filter_map(|key| map.remove(key)));
             }
@@ -380,16 +383,16 @@ impl Backend for LocMemBackend {
     fn scan(&self, pattern: &str) -> KeyStream {
         let now = Instant::now();
         // Match outside the lock: a long pattern over many keys must not stall the store.
-        let live: Vec<Arc<str>> = self.with_map(|_, map, _| {
+        let live: Vec<String> = self.with_map(|_, map, _| {
             map.iter()
                 .filter(|(_, item)| item.live(now))
-                .map(|(key, _)| key.clone())
+                .map(|(key, _)| key.to_owned())
                 .collect()
         });
         let keys: Vec<Result<String>> = live
-            .iter()
+            .into_iter()
             .filter(|key| glob_match(pattern, key))
-            .map(|key| Ok(key.to_string()))
+            .map(Ok)
             .collect();
         Box::pin(futures::stream::iter(keys))
     }

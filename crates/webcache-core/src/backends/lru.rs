@@ -7,14 +7,20 @@
 //! recently used entry and its bounds hold right after every write, which a concurrent cache
 //! with batched maintenance (moka) cannot promise.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
+use arrayvec::ArrayString;
 use bytes::Bytes;
+use hashbrown::HashTable;
 
 /// No slot: the end of the list.
 const NIL: usize = usize::MAX;
+
+/// Keys up to this many bytes are kept in their slot (a page key, `:1:views.cache_page.GET.`
+/// and 32 hex digits, is 56): the lookup that compares the key then reads the slot it reads
+/// anyway, where a key of its own allocation would be one more trip to memory on every hit.
+const INLINE_KEY: usize = 72;
 
 /// One stored value.
 #[derive(Clone)]
@@ -29,6 +35,25 @@ impl Item {
     }
 }
 
+/// A key where it is stored: in its slot when short, else on the heap.
+pub(super) enum SlotKey {
+    Inline(ArrayString<INLINE_KEY>),
+    Heap(Box<str>),
+}
+
+impl SlotKey {
+    fn new(key: &str) -> Self {
+        ArrayString::from(key).map_or_else(|_| SlotKey::Heap(key.into()), SlotKey::Inline)
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            SlotKey::Inline(key) => key,
+            SlotKey::Heap(key) => key,
+        }
+    }
+}
+
 struct Slot {
     prev: usize,
     next: usize,
@@ -37,15 +62,28 @@ struct Slot {
 }
 
 struct Held {
-    key: Arc<str>,
+    key: SlotKey,
     item: Item,
     /// What this entry counts for against the byte bound.
     weight: u64,
 }
 
+impl Slot {
+    fn holds(&self, key: &str) -> bool {
+        self.held.as_ref().is_some_and(|h| h.key.as_str() == key)
+    }
+
+    fn key(&self) -> &str {
+        self.held.as_ref().map_or("", |h| h.key.as_str())
+    }
+}
+
 /// The map; callers hold it behind a lock.
 pub(super) struct Lru {
-    index: HashMap<Arc<str>, usize>,
+    /// Slot numbers, found by their key's hash (keyed per map: keys come from outside, and a
+    /// chosen set of colliding keys must not turn lookups linear).
+    index: HashTable<usize>,
+    hasher: RandomState,
     slots: Vec<Slot>,
     free: Vec<usize>,
     /// Most recently used.
@@ -63,7 +101,8 @@ impl Lru {
     /// An empty map; `reads_count` says whether [`get`](Self::get) counts as a use.
     pub(super) fn new(reads_count: bool) -> Self {
         Lru {
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -83,9 +122,17 @@ impl Lru {
         self.weight
     }
 
+    /// The slot holding `key`.
+    fn find(&self, key: &str) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(key), |&i| slots[i].holds(key))
+            .copied()
+    }
+
     /// The entry under `key`, made the most recently used (if reads count).
     pub(super) fn get(&mut self, key: &str) -> Option<&mut Item> {
-        let i = *self.index.get(key)?;
+        let i = self.find(key)?;
         if self.reads_count {
             self.promote(i);
         }
@@ -95,22 +142,21 @@ impl Lru {
     /// The entry under `key`, leaving the order alone (Django's `has_key` and `touch` do not
     /// count as a use).
     pub(super) fn peek(&mut self, key: &str) -> Option<&mut Item> {
-        let i = *self.index.get(key)?;
+        let i = self.find(key)?;
         self.slots[i].held.as_mut().map(|h| &mut h.item)
     }
 
     /// Stores `item` under `key` as the most recently used entry; returns the older item.
     pub(super) fn insert(&mut self, key: &str, item: Item, weight: u64) -> Option<Item> {
-        if let Some(&i) = self.index.get(key) {
+        if let Some(i) = self.find(key) {
             self.promote(i);
             let held = self.slots[i].held.as_mut()?;
             self.weight = self.weight - held.weight + weight;
             held.weight = weight;
             return Some(std::mem::replace(&mut held.item, item));
         }
-        let key: Arc<str> = Arc::from(key);
         let held = Some(Held {
-            key: key.clone(),
+            key: SlotKey::new(key),
             item,
             weight,
         });
@@ -129,26 +175,34 @@ impl Lru {
             }
         };
         self.link_front(i);
-        self.index.insert(key, i);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(key), i, |&j| {
+            hasher.hash_one(slots[j].key())
+        });
         self.weight += weight;
         None
     }
 
     /// Removes `key`; returns its item.
     pub(super) fn remove(&mut self, key: &str) -> Option<Item> {
-        let i = self.index.remove(key)?;
+        let slots = &self.slots;
+        let found = self
+            .index
+            .find_entry(self.hasher.hash_one(key), |&i| slots[i].holds(key));
+        let i = found.ok()?.remove().0;
         self.release(i).map(|(_, item)| item)
     }
 
     /// Removes and returns the least recently used entry.
-    pub(super) fn pop_lru(&mut self) -> Option<(Arc<str>, Item)> {
-        if self.tail == NIL {
+    pub(super) fn pop_lru(&mut self) -> Option<(SlotKey, Item)> {
+        let tail = self.tail;
+        if tail == NIL {
             return None;
         }
-        let i = self.tail;
-        let (key, item) = self.release(i)?;
-        self.index.remove(&*key);
-        Some((key, item))
+        // Its key's hash finds its index entry, without comparing keys.
+        let hash = self.hasher.hash_one(self.slots[tail].key());
+        self.index.find_entry(hash, |&i| i == tail).ok()?.remove();
+        self.release(tail)
     }
 
     /// Removes everything; returns the items so the caller can drop them outside its lock.
@@ -163,13 +217,13 @@ impl Lru {
     }
 
     /// Every entry, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Item)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Item)> {
         self.slots
             .iter()
-            .filter_map(|s| s.held.as_ref().map(|h| (&h.key, &h.item)))
+            .filter_map(|s| s.held.as_ref().map(|h| (h.key.as_str(), &h.item)))
     }
 
-    fn release(&mut self, i: usize) -> Option<(Arc<str>, Item)> {
+    fn release(&mut self, i: usize) -> Option<(SlotKey, Item)> {
         self.unlink(i);
         let held = self.slots[i].held.take()?;
         self.free.push(i);
@@ -223,7 +277,17 @@ mod tests {
 
     /// The order from least to most recently used, by popping everything.
     fn drain_order(lru: &mut Lru) -> Vec<String> {
-        std::iter::from_fn(|| lru.pop_lru().map(|(k, _)| k.to_string())).collect()
+        std::iter::from_fn(|| lru.pop_lru().map(|(k, _)| k.as_str().to_owned())).collect()
+    }
+
+    /// Key number `k`: short ones (kept in their slot), one of exactly the inline size, and
+    /// longer ones (kept on the heap).
+    fn key(k: u8) -> String {
+        match k {
+            0..6 => k.to_string(),
+            6 => "6".repeat(INLINE_KEY),
+            _ => format!("{k}{}", "-".repeat(INLINE_KEY)),
+        }
     }
 
     #[derive(Debug, Clone)]
@@ -262,7 +326,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(k, w) => {
-                        let key = k.to_string();
+                        let key = key(k);
                         let old = lru.insert(&key, item(w), u64::from(w)).map(|i| i.value[0]);
                         let pos = model.iter().position(|(mk, _, _)| *mk == key);
                         prop_assert_eq!(old, pos.map(|p| model[p].2));
@@ -270,7 +334,7 @@ mod tests {
                         model.push((key, u64::from(w), w));
                     }
                     Op::Get(k) => {
-                        let key = k.to_string();
+                        let key = key(k);
                         let got = lru.get(&key).map(|i| i.value[0]);
                         let pos = model.iter().position(|(mk, _, _)| *mk == key);
                         prop_assert_eq!(got, pos.map(|p| model[p].2));
@@ -280,18 +344,18 @@ mod tests {
                         }
                     }
                     Op::Peek(k) => {
-                        let key = k.to_string();
+                        let key = key(k);
                         let got = lru.peek(&key).map(|i| i.value[0]);
                         prop_assert_eq!(got, model.iter().find(|(mk, _, _)| *mk == key).map(|e| e.2));
                     }
                     Op::Remove(k) => {
-                        let key = k.to_string();
+                        let key = key(k);
                         let got = lru.remove(&key).map(|i| i.value[0]);
                         let pos = model.iter().position(|(mk, _, _)| *mk == key);
                         prop_assert_eq!(got, pos.map(|p| model.remove(p).2));
                     }
                     Op::Pop => {
-                        let got = lru.pop_lru().map(|(k, i)| (k.to_string(), i.value[0]));
+                        let got = lru.pop_lru().map(|(k, i)| (k.as_str().to_owned(), i.value[0]));
                         let want = (!model.is_empty()).then(|| model.remove(0)).map(|(k, _, v)| (k, v));
                         prop_assert_eq!(got, want);
                     }
@@ -305,6 +369,35 @@ mod tests {
             prop_assert_eq!(order, want);
             prop_assert_eq!(lru.weight(), 0);
         }
+    }
+
+    /// Enough keys that the index grows many times (rehashing from the slots' keys), short and
+    /// long mixed: every one is found, removal and eviction find the right index entries.
+    #[test]
+    fn many_keys_through_growth_removal_and_eviction() {
+        let mut lru = Lru::new(true);
+        let name = |n: usize| {
+            if n.is_multiple_of(3) {
+                format!("{n}{}", "~".repeat(INLINE_KEY))
+            } else {
+                format!(":1:views.cache_page.GET.{n:032x}")
+            }
+        };
+        for n in 0..10_000 {
+            assert!(lru.insert(&name(n), item(1), 1).is_none());
+        }
+        assert_eq!((lru.len(), lru.weight()), (10_000, 10_000));
+        for n in 0..10_000 {
+            assert!(lru.peek(&name(n)).is_some(), "{}", name(n));
+        }
+        for n in (0..10_000).step_by(2) {
+            assert!(lru.remove(&name(n)).is_some());
+        }
+        assert!(lru.get(&name(0)).is_none());
+        let order = drain_order(&mut lru);
+        let want: Vec<String> = (1..10_000).step_by(2).map(name).collect();
+        assert_eq!(order, want);
+        assert_eq!((lru.len(), lru.weight()), (0, 0));
     }
 
     #[test]
