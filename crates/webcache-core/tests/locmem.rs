@@ -165,3 +165,49 @@ async fn tiny_entries_count_their_bookkeeping() {
     assert!(entries * 160 <= 160_000, "{entries} entries under 160 KB");
     assert!(entries >= 500, "{entries}");
 }
+
+/// A store with no bound, holding keys kept in their slot and keys too long for it: every
+/// operation that walks or removes keys (scan, prefix clear, delete, stats) sees both kinds.
+#[tokio::test]
+async fn an_unbounded_store_lists_clears_and_deletes_short_and_long_keys() {
+    use futures::StreamExt;
+    let backend = LocMemBackend::private(LocMemConfig::default().max_entries(None).max_bytes(None));
+    let long = |p: &str, i: usize| format!("{p}:{i}:{}", "x".repeat(100));
+    let short = |p: &str, i: usize| format!("{p}:{i}");
+    for i in 0..50 {
+        for key in [short("a", i), long("a", i), short("b", i), long("b", i)] {
+            backend
+                .set(
+                    &key,
+                    bytes::Bytes::from_static(b"v"),
+                    webcache_core::Expiry::Never,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    // Reads do not disturb anything in an unbounded store.
+    for i in 0..50 {
+        assert!(backend.get(&long("a", i)).await.unwrap().is_some());
+        assert!(backend.get(&short("b", i)).await.unwrap().is_some());
+    }
+    let mut listed: Vec<String> = backend
+        .scan("a:*")
+        .map(|k| k.unwrap())
+        .collect::<Vec<_>>()
+        .await;
+    listed.sort();
+    let mut want: Vec<String> = (0..50)
+        .flat_map(|i| [short("a", i), long("a", i)])
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+    backend.clear(Some("a:")).await.unwrap();
+    assert_eq!(backend.stats().await.unwrap().entries, Some(100));
+    assert!(backend.get(&long("a", 3)).await.unwrap().is_none());
+    assert!(backend.delete(&long("b", 7)).await.unwrap());
+    assert!(backend.delete(&short("b", 7)).await.unwrap());
+    assert!(backend.get(&long("b", 7)).await.unwrap().is_none());
+    assert!(backend.get(&long("b", 8)).await.unwrap().is_some());
+    assert_eq!(backend.stats().await.unwrap().entries, Some(98));
+}
