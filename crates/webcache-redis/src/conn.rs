@@ -19,6 +19,8 @@ use tokio::sync::Semaphore;
 
 use webcache_core::backend::Ring;
 
+use crate::batch::Node;
+
 /// How long to wait between reconnection attempts at most: short, so that a cache resumes
 /// soon after Redis returns.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
@@ -42,8 +44,9 @@ pub(crate) const CLUSTER_IN_FLIGHT: usize = 32;
 /// One connection handle, cheap to clone, that any command can be sent on.
 #[derive(Clone)]
 pub(crate) enum Conn {
-    /// A single node (a primary, a replica or a shard).
-    Node(ConnectionManager),
+    /// A single node (a primary, a replica or a shard); its single commands are sent in
+    /// batches (see [`crate::batch`]).
+    Node(Node),
     /// Redis Cluster: commands are routed by slot; `MOVED`/`ASK` are followed by the client.
     Cluster(GatedCluster),
     /// The master (or a replica) the sentinels name, looked up again after a failure.
@@ -390,8 +393,8 @@ impl ConnectionLike for Conn {
 pub(crate) enum Topology {
     /// One primary, optionally with replicas that serve reads in turn.
     Primary {
-        primary: ConnectionManager,
-        replicas: Vec<ConnectionManager>,
+        primary: Node,
+        replicas: Vec<Node>,
         next: AtomicUsize,
     },
     /// A Redis Cluster.
@@ -403,25 +406,22 @@ pub(crate) enum Topology {
         db: i64,
     },
     /// Independent servers, each holding the keys the ring gives it.
-    Shards {
-        shards: Vec<ConnectionManager>,
-        ring: Ring,
-    },
+    Shards { shards: Vec<Node>, ring: Ring },
 }
 
-/// A connection manager for one node, made lazily.
+/// The connection to one node, made lazily.
 fn manager(
     client: redis::Client,
     connect_timeout: Duration,
     response_timeout: Duration,
-) -> RedisResult<ConnectionManager> {
+) -> RedisResult<Node> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(RECONNECT_ATTEMPTS)
         .set_min_delay(MIN_RECONNECT_DELAY)
         .set_max_delay(MAX_RECONNECT_DELAY);
-    ConnectionManager::new_lazy_with_config(client, config)
+    ConnectionManager::new_lazy_with_config(client, config).map(Node::new)
 }
 
 impl Topology {

@@ -34,7 +34,10 @@
 //!
 //! Built on the [`redis`] crate: a [`ConnectionManager`](redis::aio::ConnectionManager)
 //! (one multiplexed connection per node, which pipelines concurrent calls and reconnects with
-//! backoff) or its async cluster client (slot routing, `MOVED`/`ASK`). Connections are made
+//! backoff) or its async cluster client (slot routing, `MOVED`/`ASK`). On a node's connection,
+//! the single commands that concurrent calls send at the same moment (the `GET`s of
+//! simultaneous page hits) leave as one pipeline: one write here and one read and one
+//! write in redis-server for all of them, not one each. Connections are made
 //! lazily, so an application starts while Redis is down; every call is bounded by
 //! `connect_timeout + response_timeout` and fails with [`Error::Timeout`](webcache_core::Error::Timeout) or
 //! [`Error::Backend`](webcache_core::Error::Backend) (which a cache in [`OnError::Degrade`](webcache_core::OnError) mode turns
@@ -71,6 +74,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod backend;
+mod batch;
 mod cluster_nodes;
 mod config;
 mod conn;

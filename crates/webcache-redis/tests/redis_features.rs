@@ -364,3 +364,135 @@ async fn one_multiplexed_connection_per_node_under_concurrency() {
         pair.primary.cli(&["client", "list"])
     );
 }
+
+/// What redis-server counts as reads processed (`INFO stats`): one per time it read from a
+/// client's socket, however many commands that read carried.
+fn reads_processed(server: &RedisServer) -> u64 {
+    let info = server.cli(&["info", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_reads_processed in INFO stats:\n{info}"))
+}
+
+/// Issue 17: the `GET`s of simultaneous calls (a page hit each, on tasks of their own) reach
+/// Redis together, as one pipeline, not one write per call: redis-server's own count of
+/// the reads it made grows by a few for 64 concurrent gets, not by 64. Each call still gets
+/// its own answer, and a foreign value among them (a list, which `GET` refuses) only its own
+/// miss.
+///
+/// One worker thread: a task woken by the running one runs right after it (tokio's LIFO
+/// slot), so a connection that sends as soon as its task runs writes each call's command
+/// alone; the 64 tasks are all queued before the first runs, as a server's are when a burst
+/// of requests arrives.
+#[test]
+fn simultaneous_gets_reach_redis_as_one_pipeline() {
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cache = cache_over(&backend(&server.url(0)).await, "burst");
+        for i in 0..64 {
+            cache.set(&format!("k{i}"), &i, 60).await.unwrap();
+        }
+        let foreign = cache.make_key("k7").unwrap();
+        server.cli(&["del", &foreign]);
+        assert_eq!(server.cli(&["rpush", &foreign, "a"]).trim(), "1");
+
+        let before = reads_processed(&server);
+        let burst = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                let calls: Vec<_> = (0..64)
+                    .map(|i: i32| {
+                        let cache = cache.clone();
+                        tokio::spawn(async move { cache.get::<i32>(&format!("k{i}")).await })
+                    })
+                    .collect();
+                let mut answers = Vec::new();
+                for call in calls {
+                    answers.push(call.await.unwrap().unwrap());
+                }
+                answers
+            }
+        });
+        let answers = burst.await.unwrap();
+        let reads = reads_processed(&server) - before;
+
+        let expected: Vec<Option<i32>> = (0..64).map(|i| (i != 7).then_some(i)).collect();
+        assert_eq!(answers, expected, "each call gets its own answer");
+        // The burst's reads and the second `INFO`'s own; 64 calls sent one by one are 64
+        // or more.
+        assert!(
+            reads <= 8,
+            "64 simultaneous gets took {reads} reads in redis-server: they were not sent together"
+        );
+    });
+}
+
+/// A node's batching task runs on the runtime of the call that started it. When that
+/// runtime stops (a test's, or an application's first one) while the backend lives on, the
+/// next burst of calls on another runtime starts a new task: every call of the burst is
+/// answered, none fails for want of the old task.
+#[test]
+fn batching_resumes_on_the_next_runtime() {
+    let one_worker = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let burst = |cache: &Cache| {
+        let cache = cache.clone();
+        async move {
+            let calls: Vec<_> = (0..16)
+                .map(|i: i32| {
+                    let cache = cache.clone();
+                    tokio::spawn(async move { cache.get::<i32>(&format!("k{i}")).await })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for call in calls {
+                answers.push(call.await.unwrap());
+            }
+            answers
+        }
+    };
+    let expected: Vec<Option<i32>> = (0..16).map(Some).collect();
+
+    let first = one_worker();
+    let cache = first.block_on(async {
+        let cache = cache_over(&backend(&server().url(0)).await, &unique("runtimes"));
+        for i in 0..16 {
+            cache.set(&format!("k{i}"), &i, 60).await.unwrap();
+        }
+        cache
+    });
+    let answers = first.block_on(first.spawn(burst(&cache))).unwrap();
+    assert_eq!(
+        answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        expected
+    );
+    drop(first);
+
+    let second = one_worker();
+    second.block_on(async {
+        // The connection itself died with the first runtime: the client reconnects after
+        // the first call that finds it broken.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while cache.get::<i32>("k0").await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let answers = tokio::spawn(burst(&cache)).await.unwrap();
+        assert_eq!(
+            answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            expected,
+            "every call of the burst on the new runtime is answered"
+        );
+    });
+}
