@@ -76,29 +76,27 @@ impl Node {
     }
 
     /// Hands `cmd` to the batching task (starting one when there is none, or when the one
-    /// there was stopped with its runtime); gives the command back when there is no tokio
-    /// runtime to start one on.
-    fn enqueue(&self, cmd: Cmd) -> Result<oneshot::Receiver<RedisResult<Value>>, Cmd> {
+    /// there was stopped with its runtime); `None` when there is no tokio runtime to start
+    /// one on.
+    fn enqueue(&self, cmd: Cmd) -> Option<oneshot::Receiver<RedisResult<Value>>> {
         let (reply, replied) = oneshot::channel();
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let mut queued = (cmd, reply);
         if let Some(sender) = queue.as_ref() {
             match sender.send(queued) {
-                Ok(()) => return Ok(replied),
+                Ok(()) => return Some(replied),
                 // The task is gone: its runtime shut down (a test's, say) while this
                 // connection lived on.
                 Err(mpsc::error::SendError(back)) => queued = back,
             }
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Err(queued.0);
-        };
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (sender, receiver) = mpsc::unbounded_channel();
         runtime.spawn(drive(self.conn.clone(), receiver));
         // The receiver lives in the task just spawned, so this cannot fail.
         let _ = sender.send(queued);
         *queue = Some(sender);
-        Ok(replied)
+        Some(replied)
     }
 }
 
@@ -180,17 +178,8 @@ async fn send(mut conn: ConnectionManager, batch: Vec<Queued>) {
 impl ConnectionLike for Node {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let (waiting, others) = Waiting::enter(&self.waiting);
-        if !others {
-            // Alone: straight out, nothing to batch with.
-            let conn = &mut self.conn;
-            return async move {
-                let _waiting = waiting;
-                conn.req_packed_command(cmd).await
-            }
-            .boxed();
-        }
-        match self.enqueue(cmd.clone()) {
-            Ok(replied) => async move {
+        match others.then(|| self.enqueue(cmd.clone())).flatten() {
+            Some(replied) => async move {
                 let _waiting = waiting;
                 replied.await.unwrap_or_else(|_| {
                     // The batching task was dropped with the command (its runtime shut down).
@@ -201,7 +190,8 @@ impl ConnectionLike for Node {
                 })
             }
             .boxed(),
-            Err(_) => {
+            // Alone (nothing to batch with), or no runtime to batch on: straight out.
+            None => {
                 let conn = &mut self.conn;
                 async move {
                     let _waiting = waiting;
