@@ -14,7 +14,8 @@
 //! error stays that command's own, as a lone command's would).
 //!
 //! A command sent while no other is waiting for Redis goes out at once, as before, without
-//! the batching task or the yield: a lone request (one connection, a quiet site) pays
+//! the batching task or the yield (so does a command carrying more than 16 KB, a large
+//! value's `SET`, which batching would copy): a lone request (one connection, a quiet site) pays
 //! nothing for batching (measured: 10 % of its rate when every command took the hop). Only
 //! while commands are waiting do new ones join a batch. Nothing else a caller sees changes:
 //! the same reply, error or deadline. Pipelines (`MULTI`/`EXEC`, a caller's own batch) are
@@ -33,6 +34,22 @@ use tokio::sync::{mpsc, oneshot};
 /// of them waits for the last. Under heavier load the rest go in the next batch, sent
 /// without waiting for this one's reply.
 const MAX_BATCH: usize = 128;
+
+/// Commands whose arguments are larger than this go straight out even while others wait:
+/// batching copies a command (its caller keeps the original), and for a large value that
+/// copy costs more than the write it would share.
+const MAX_BATCHED_BYTES: usize = 16 * 1024;
+
+/// The bytes of `cmd`'s arguments (its name included).
+fn argument_bytes(cmd: &Cmd) -> usize {
+    cmd.args_iter()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => bytes.len(),
+            // A cursor's number, or a kind of argument added later: small either way.
+            _ => 0,
+        })
+        .sum()
+}
 
 /// A command handed to the batching task, and where its reply goes.
 type Queued = (Cmd, oneshot::Sender<RedisResult<Value>>);
@@ -178,7 +195,8 @@ async fn send(mut conn: ConnectionManager, batch: Vec<Queued>) {
 impl ConnectionLike for Node {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let (waiting, others) = Waiting::enter(&self.waiting);
-        match others.then(|| self.enqueue(cmd.clone())).flatten() {
+        let batched = others && argument_bytes(cmd) <= MAX_BATCHED_BYTES;
+        match batched.then(|| self.enqueue(cmd.clone())).flatten() {
             Some(replied) => async move {
                 let _waiting = waiting;
                 replied.await.unwrap_or_else(|_| {
@@ -190,7 +208,7 @@ impl ConnectionLike for Node {
                 })
             }
             .boxed(),
-            // Alone (nothing to batch with), or no runtime to batch on: straight out.
+            // Alone (nothing to batch with), large, or no runtime to batch on: straight out.
             None => {
                 let conn = &mut self.conn;
                 async move {
@@ -213,5 +231,20 @@ impl ConnectionLike for Node {
 
     fn get_db(&self) -> i64 {
         self.conn.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_value_is_not_batched() {
+        let small = redis::cmd("GET").arg("page:1").clone();
+        assert_eq!(argument_bytes(&small), "GET".len() + "page:1".len());
+        assert!(argument_bytes(&small) <= MAX_BATCHED_BYTES);
+        let large = redis::cmd("SET").arg("k").arg(vec![0u8; 20_000]).clone();
+        assert_eq!(argument_bytes(&large), 3 + 1 + 20_000);
+        assert!(argument_bytes(&large) > MAX_BATCHED_BYTES);
     }
 }
