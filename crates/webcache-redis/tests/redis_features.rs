@@ -375,24 +375,50 @@ fn reads_processed(server: &RedisServer) -> u64 {
         .unwrap_or_else(|| panic!("no total_reads_processed in INFO stats:\n{info}"))
 }
 
+/// A runtime with one worker thread: a task woken by the running one runs right after it
+/// (tokio's LIFO slot), so a connection that sends as soon as its task runs writes each
+/// call's command alone.
+fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Gets of `k0` .. `k{n-1}`, each on a task of its own, all queued before the first runs
+/// (spawned from one task on a worker, as a server's are when a burst of requests arrives);
+/// their answers in order.
+async fn burst(cache: &Cache, n: i32) -> Vec<webcache_core::Result<Option<i32>>> {
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        let calls: Vec<_> = (0..n)
+            .map(|i| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get::<i32>(&format!("k{i}")).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    })
+    .await
+    .unwrap()
+}
+
 /// Issue 17: the `GET`s of simultaneous calls (a page hit each, on tasks of their own) reach
 /// Redis together, as one pipeline, not one write per call: redis-server's own count of
 /// the reads it made grows by a few for 64 concurrent gets, not by 64. Each call still gets
 /// its own answer, and a foreign value among them (a list, which `GET` refuses) only its own
 /// miss.
 ///
-/// One worker thread: a task woken by the running one runs right after it (tokio's LIFO
-/// slot), so a connection that sends as soon as its task runs writes each call's command
-/// alone; the 64 tasks are all queued before the first runs, as a server's are when a burst
-/// of requests arrives.
+/// On one worker thread (see [`one_worker_runtime`]).
 #[test]
 fn simultaneous_gets_reach_redis_as_one_pipeline() {
     let server = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = one_worker_runtime();
     runtime.block_on(async {
         let cache = cache_over(&backend(&server.url(0)).await, "burst");
         for i in 0..64 {
@@ -403,23 +429,11 @@ fn simultaneous_gets_reach_redis_as_one_pipeline() {
         assert_eq!(server.cli(&["rpush", &foreign, "a"]).trim(), "1");
 
         let before = reads_processed(&server);
-        let burst = tokio::spawn({
-            let cache = cache.clone();
-            async move {
-                let calls: Vec<_> = (0..64)
-                    .map(|i: i32| {
-                        let cache = cache.clone();
-                        tokio::spawn(async move { cache.get::<i32>(&format!("k{i}")).await })
-                    })
-                    .collect();
-                let mut answers = Vec::new();
-                for call in calls {
-                    answers.push(call.await.unwrap().unwrap());
-                }
-                answers
-            }
-        });
-        let answers = burst.await.unwrap();
+        let answers: Vec<Option<i32>> = burst(&cache, 64)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         let reads = reads_processed(&server) - before;
 
         let expected: Vec<Option<i32>> = (0..64).map(|i| (i != 7).then_some(i)).collect();
@@ -439,32 +453,9 @@ fn simultaneous_gets_reach_redis_as_one_pipeline() {
 /// answered, none fails for want of the old task.
 #[test]
 fn batching_resumes_on_the_next_runtime() {
-    let one_worker = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let burst = |cache: &Cache| {
-        let cache = cache.clone();
-        async move {
-            let calls: Vec<_> = (0..16)
-                .map(|i: i32| {
-                    let cache = cache.clone();
-                    tokio::spawn(async move { cache.get::<i32>(&format!("k{i}")).await })
-                })
-                .collect();
-            let mut answers = Vec::new();
-            for call in calls {
-                answers.push(call.await.unwrap());
-            }
-            answers
-        }
-    };
     let expected: Vec<Option<i32>> = (0..16).map(Some).collect();
 
-    let first = one_worker();
+    let first = one_worker_runtime();
     let cache = first.block_on(async {
         let cache = cache_over(&backend(&server().url(0)).await, &unique("runtimes"));
         for i in 0..16 {
@@ -472,14 +463,14 @@ fn batching_resumes_on_the_next_runtime() {
         }
         cache
     });
-    let answers = first.block_on(first.spawn(burst(&cache))).unwrap();
+    let answers = first.block_on(burst(&cache, 16));
     assert_eq!(
         answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
         expected
     );
     drop(first);
 
-    let second = one_worker();
+    let second = one_worker_runtime();
     second.block_on(async {
         // The connection itself died with the first runtime: the client reconnects after
         // the first call that finds it broken.
@@ -488,7 +479,7 @@ fn batching_resumes_on_the_next_runtime() {
             assert!(tokio::time::Instant::now() < deadline, "never reconnected");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let answers = tokio::spawn(burst(&cache)).await.unwrap();
+        let answers = burst(&cache, 16).await;
         assert_eq!(
             answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
             expected,
