@@ -156,20 +156,13 @@ impl Responder {
     }
 }
 
-/// Whether `headers` state exactly one `Content-Length`, of `length` (a page stored with its
-/// length: nothing to format on a hit).
+/// Whether `headers` state exactly one `Content-Length`, of `length` written as plain digits
+/// (a page stored with its length: nothing to format or parse on a hit). Compared as text: a
+/// sign, a leading zero or a space is not the canonical length, and is replaced by it.
 fn states_length(headers: &HeaderMap, length: usize) -> bool {
     let mut stated = headers.get_all(CONTENT_LENGTH).iter();
     match (stated.next(), stated.next()) {
-        // Digits only: `parse` would also take a sign, which is no Content-Length.
-        (Some(value), None) => {
-            value.as_bytes().iter().all(u8::is_ascii_digit)
-                && value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .is_some_and(|v| v == length)
-        }
+        (Some(value), None) => value.as_bytes() == itoa::Buffer::new().format(length).as_bytes(),
         _ => false,
     }
 }
@@ -269,5 +262,9 @@ mod tests {
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("+5"));
         assert!(!states_length(&headers, 5), "a sign is not a length");
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("05"));
+        assert!(!states_length(&headers, 5), "nor a leading zero");
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("1024"));
+        assert!(states_length(&headers, 1024));
     }
 }

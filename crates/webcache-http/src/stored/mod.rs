@@ -2,11 +2,14 @@
 //! and the request header values it was stored for, in a compact binary layout.
 //!
 //! ```text
-//! page: 'P' 1 | status u16 | stored_at ms u64 | fresh_for ms u64 | initial_age ms u64
-//!       | vary count u16 | (name len u16, name, present u8, [value len u32, value])*
-//!       | header count u16 | (name len u16, name, value len u32, value)* | body (to the end)
-//! vary: 'V' 1 | name count u16 | (name len u16, name)* [| variant count u16 | (len u16, id)*]
+//! page: 'P' 2 | status u16 | stored_at ms u64 | fresh_for ms u64 | initial_age ms u64
+//!       | vary count u16 | (name, present u8, [value len u32, value])*
+//!       | header count u16 | (name, value len u32, value)* | body (to the end)
+//! vary: 'V' 2 | name count u16 | name* [| variant count u16 | (len u16, id)*]
+//! name: number u8 (1 and up: a known name, see [`names`]) | 0 | len u16 | bytes
 //! ```
+//!
+//! Version 1 spelled every name out (`len u16 | bytes`, no number); its entries still decode.
 //!
 //! The vary entry lists the variants stored under it (their key suffixes), so that invalidating
 //! a URL costs one read and one delete of its own keys, never a scan of the keyspace. Entries
@@ -17,6 +20,8 @@
 //! miss (and logs). Every hit decodes its entry: a memo of decoded heads (sessions 12 and 13)
 //! cost more in memory traffic than the decoding it saved (BENCHMARKS.md, session 14).
 
+mod names;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -24,7 +29,8 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use webcache_core::backend::unix_ms;
 
-const VERSION: u8 = 1;
+/// The version written; [`decode`] reads it and version 1.
+const VERSION: u8 = 2;
 
 /// A page as stored.
 #[derive(Debug, Clone)]
@@ -96,7 +102,7 @@ impl StoredResponse {
         let headers_len: usize = self
             .headers
             .iter()
-            .map(|(n, v)| 6 + n.as_str().len() + v.len())
+            .map(|(n, v)| 7 + n.as_str().len() + v.len())
             .sum();
         let mut out = BytesMut::with_capacity(40 + headers_len + self.body.len());
         out.put_slice(&[b'P', VERSION]);
@@ -106,7 +112,7 @@ impl StoredResponse {
         out.put_u64(millis(self.initial_age));
         out.put_u16(self.vary.len() as u16);
         for (name, value) in &self.vary {
-            put_name(&mut out, name);
+            names::put(&mut out, name);
             match value {
                 None => out.put_u8(0),
                 Some(v) => {
@@ -122,12 +128,12 @@ impl StoredResponse {
             (!self.headers.contains_key(CONTENT_LENGTH)).then(|| self.body.len().to_string());
         out.put_u16((self.headers.len() + usize::from(length.is_some())) as u16);
         for (name, value) in &self.headers {
-            put_name(&mut out, name);
+            names::put(&mut out, name);
             out.put_u32(value.len() as u32);
             out.put_slice(value.as_bytes());
         }
         if let Some(length) = length {
-            put_name(&mut out, &CONTENT_LENGTH);
+            names::put(&mut out, &CONTENT_LENGTH);
             out.put_u32(length.len() as u32);
             out.put_slice(length.as_bytes());
         }
@@ -137,13 +143,13 @@ impl StoredResponse {
 }
 
 pub(crate) fn encode_vary(list: &VaryList) -> Bytes {
-    let names_len: usize = list.names.iter().map(|n| 2 + n.as_str().len()).sum();
+    let names_len: usize = list.names.iter().map(|n| 3 + n.as_str().len()).sum();
     let variants_len: usize = list.variants.iter().map(|v| 2 + v.len()).sum();
     let mut out = BytesMut::with_capacity(6 + names_len + variants_len);
     out.put_slice(&[b'V', VERSION]);
     out.put_u16(list.names.len() as u16);
     for name in &list.names {
-        put_name(&mut out, name);
+        names::put(&mut out, name);
     }
     out.put_u16(list.variants.len() as u16);
     for id in &list.variants {
@@ -151,11 +157,6 @@ pub(crate) fn encode_vary(list: &VaryList) -> Bytes {
         out.put_slice(id.as_bytes());
     }
     out.freeze()
-}
-
-fn put_name(out: &mut BytesMut, name: &HeaderName) {
-    out.put_u16(name.as_str().len() as u16);
-    out.put_slice(name.as_str().as_bytes());
 }
 
 fn millis(d: Duration) -> u64 {
@@ -170,6 +171,8 @@ pub(crate) struct Corrupt(&'static str);
 struct Reader {
     raw: Bytes,
     pos: usize,
+    /// The entry's format version: how its names are written.
+    version: u8,
 }
 
 impl Reader {
@@ -210,6 +213,12 @@ impl Reader {
         Ok(u64::from_be_bytes(self.array()?))
     }
     fn name(&mut self) -> Result<HeaderName, Corrupt> {
+        if self.version >= 2 {
+            match self.u8()? {
+                0 => {}
+                number => return names::known(number).ok_or(Corrupt("unknown header number")),
+            }
+        }
         let n = self.u16()? as usize;
         HeaderName::from_bytes(self.bytes(n)?).map_err(|_| Corrupt("bad header name"))
     }
@@ -217,9 +226,14 @@ impl Reader {
 
 /// Decodes an entry written by [`StoredResponse::encode`] or [`encode_vary`].
 pub(crate) fn decode(raw: Bytes) -> Result<Entry, Corrupt> {
-    let mut r = Reader { raw, pos: 0 };
+    let mut r = Reader {
+        raw,
+        pos: 0,
+        version: 0,
+    };
     let kind = r.u8()?;
-    if r.u8()? != VERSION {
+    r.version = r.u8()?;
+    if !(1..=VERSION).contains(&r.version) {
         return Err(Corrupt("unknown version"));
     }
     match kind {
@@ -351,6 +365,31 @@ mod tests {
         assert!(decode(Bytes::from_static(b"Xgarbage")).is_err());
     }
 
+    /// Pages stored by version 1, every name spelled out, still decode (a cache server keeps
+    /// them across an upgrade); a number no name has is corrupt.
+    #[test]
+    fn version_1_pages_decode_and_unknown_numbers_are_corrupt() {
+        let mut raw = b"P\x01\x00\xc8".to_vec();
+        raw.extend_from_slice(&1_700_000_000_000u64.to_be_bytes());
+        raw.extend_from_slice(&60_000u64.to_be_bytes());
+        raw.extend_from_slice(&0u64.to_be_bytes());
+        raw.extend_from_slice(b"\x00\x01\x00\x06cookie\x01\x00\x00\x00\x01a");
+        raw.extend_from_slice(b"\x00\x02");
+        raw.extend_from_slice(b"\x00\x0ccontent-type\x00\x00\x00\x09text/html");
+        raw.extend_from_slice(b"\x00\x08x-custom\x00\x00\x00\x01v");
+        raw.extend_from_slice(b"body");
+        let Entry::Page(page) = decode(Bytes::from(raw)).unwrap() else {
+            panic!("not a page")
+        };
+        assert_eq!(page.headers["content-type"], "text/html");
+        assert_eq!(page.headers["x-custom"], "v");
+        assert_eq!(page.vary[0].0, "cookie");
+        assert_eq!(page.vary[0].1.as_deref(), Some(&b"a"[..]));
+        assert_eq!(&page.body[..], b"body");
+        assert!(decode(Bytes::from_static(b"V\x02\x00\x01\xff")).is_err());
+        assert!(decode(Bytes::from_static(b"V\x03\x00\x00")).is_err());
+    }
+
     /// A header count past what a header map can hold (32,768) is a corrupt entry. It made
     /// the decoder panic (`HeaderMap::with_capacity`), and the page cache answer 500 for a
     /// page a hostile or broken cache server had written.
@@ -437,7 +476,7 @@ mod props {
         fn arbitrary_entries_after_a_valid_prefix_never_panic(
             tail in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
-            for head in [&b"P\x01"[..], b"V\x01"] {
+            for head in [&b"P\x01"[..], b"V\x01", b"P\x02", b"V\x02"] {
                 let mut raw = head.to_vec();
                 raw.extend_from_slice(&tail);
                 let _ = decode(Bytes::from(raw));
