@@ -18,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"static": "#999999", "webcache": "#d62728", "varnish": "#1f77b4", "nginx": "#2ca02c",
-          "webcache-redis": "#ff7f0e"}
-ORDER = ["static", "webcache", "webcache-redis", "varnish", "nginx"]
+          "webcache-redis": "#ff7f0e", "webcache-redis-unix": "#9467bd"}
+ORDER = ["static", "webcache", "webcache-redis", "webcache-redis-unix", "varnish", "nginx"]
 
 
 def load(out):

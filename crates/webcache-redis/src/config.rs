@@ -11,6 +11,8 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const NODE_EXAMPLE: &str =
     "expected `redis://[user:pass@]host:port/db`, for example `redis://127.0.0.1:6379/2`";
+const UNIX_EXAMPLE: &str =
+    "expected `redis+unix:///path/to/redis.sock`, database as the option `db` (0 if left out), for example `redis+unix:///run/redis/redis.sock?db=2`";
 const CLUSTER_EXAMPLE: &str =
     "expected `redis+cluster://[user:pass@]host1:port1,host2:port2`, for example `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`";
 const SENTINEL_EXAMPLE: &str =
@@ -29,6 +31,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "tls",
     "tls_ca_file",
     "sentinel_password",
+    "db",
 ];
 
 /// What `clear` does.
@@ -132,8 +135,8 @@ impl RedisConfig {
         })
     }
 
-    /// Reads a backend specification (`redis://`, `rediss://`, `redis+cluster://` or
-    /// `redis+sentinel://`, with the options [`RedisFactory`](crate::RedisFactory) lists); refuses unknown options.
+    /// Reads a backend specification (`redis://`, `rediss://`, `redis+unix://`,
+    /// `redis+cluster://` or `redis+sentinel://`, with the options [`RedisFactory`](crate::RedisFactory) lists); refuses unknown options.
     pub fn from_spec(spec: &mut BackendSpec) -> Result<Self, ConfigError> {
         let connect_timeout = positive(spec, "connect_timeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let response_timeout =
@@ -156,6 +159,7 @@ impl RedisConfig {
         let cluster_tls: Option<bool> = spec.take("tls", "`true` or `false`")?;
         let tls_ca_file = spec.take_str("tls_ca_file");
         let sentinel_password = spec.take_str("sentinel_password");
+        let unix_db: Option<i64> = spec.take("db", "a database number such as 0 or 2")?;
         spec.finish(OPTIONS)?;
         let label = spec.redacted_url();
         let tls_root_cert = match &tls_ca_file {
@@ -173,7 +177,44 @@ impl RedisConfig {
                 "only for `redis+sentinel://`; give a server's password in the URL (`redis://user:pass@host/db`)",
             ));
         }
-        let target = if spec.scheme == "redis+sentinel" {
+        if unix_db.is_some() && spec.scheme != "redis+unix" {
+            return Err(spec.error(
+                "db",
+                format!(
+                    "only for `redis+unix://`; over TCP the database is the URL's path, e.g. `{}://host:6379/2`",
+                    spec.scheme
+                ),
+            ));
+        }
+        let target = if spec.scheme == "redis+unix" {
+            let given = [
+                ("replicas", replicas.is_some()),
+                ("wait_replicas", wait_replicas.is_some()),
+                ("read_from_replicas", read_from_replicas.is_some()),
+            ];
+            if let Some((field, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(spec.error(
+                    field,
+                    "a `redis+unix://` server is reached alone (its replicas are on other machines); use `redis://` URLs for a primary with replicas",
+                ));
+            }
+            if cluster_tls.is_some() || tls_root_cert.is_some() {
+                return Err(spec.error(
+                    "tls",
+                    "a Unix socket is not encrypted (it never leaves the machine); drop `tls`/`tls_ca_file`",
+                ));
+            }
+            let db = unix_db.unwrap_or(0);
+            if db < 0 {
+                return Err(spec.error("db", format!("`{db}` is below 0; {UNIX_EXAMPLE}")));
+            }
+            let primary = unix_url(&spec.location, db).map_err(|m| spec.error("url", m))?;
+            Target::Primary {
+                primary,
+                replicas: Vec::new(),
+                db,
+            }
+        } else if spec.scheme == "redis+sentinel" {
             if replicas.is_some() {
                 return Err(spec.error(
                     "replicas",
@@ -314,6 +355,33 @@ fn positive(spec: &mut BackendSpec, name: &str) -> Result<Option<Duration>, Conf
         )),
         other => Ok(other),
     }
+}
+
+/// The URL the client opens for the socket at `path` (`redis+unix:///path?db=N`), after
+/// checking the path: absolute, no password (a socket is protected by its file permissions,
+/// `unixsocketperm`), and only characters a URL carries as they are.
+fn unix_url(path: &str, db: i64) -> Result<String, String> {
+    if path.contains('@') {
+        return Err(format!(
+            "`{}`: a password is not taken for a socket; protect the socket with its file permissions (`unixsocketperm` in redis.conf); {UNIX_EXAMPLE}",
+            redact(&format!("redis+unix://{path}"))
+        ));
+    }
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(format!(
+            "`{path}` is not an absolute path to a socket; {UNIX_EXAMPLE}"
+        ));
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-~".contains(c);
+    if let Some(c) = path.chars().find(|c| !plain(*c)) {
+        return Err(format!(
+            "`{path}` holds `{c}`; give the socket a path of letters, digits and `/._-~`"
+        ));
+    }
+    let url = format!("redis+unix://{path}?db={db}");
+    redis::Client::open(url.as_str())
+        .map_err(|e| format!("`{path}` is not a usable socket path ({e}); {UNIX_EXAMPLE}"))?;
+    Ok(url)
 }
 
 /// Checks a `redis://` or `rediss://` URL and returns its database number.
@@ -611,6 +679,53 @@ mod tests {
         };
         assert_eq!(sentinels, &["rediss://s1:26379"]);
         assert_eq!((*db, *tls, password.as_deref()), (0, true, None));
+    }
+
+    #[test]
+    fn unix_socket_urls() {
+        let c = parse("redis+unix:///run/redis/redis-server.sock?db=2&response_timeout=2").unwrap();
+        assert_eq!(
+            c.target,
+            Target::Primary {
+                primary: "redis+unix:///run/redis/redis-server.sock?db=2".into(),
+                replicas: vec![],
+                db: 2
+            }
+        );
+        assert_eq!(c.response_timeout, Duration::from_secs(2));
+        let Target::Primary { primary, db, .. } = parse("redis+unix:///tmp/r.sock").unwrap().target
+        else {
+            panic!("not a primary")
+        };
+        assert_eq!((primary.as_str(), db), ("redis+unix:///tmp/r.sock?db=0", 0));
+        // Each mistake is named, with what to write instead.
+        for (url, field, words) in [
+            ("redis+unix://tmp/r.sock", "url", "not an absolute path"),
+            ("redis+unix:///", "url", "not an absolute path"),
+            ("redis+unix://u:secret@/tmp/r.sock", "url", "unixsocketperm"),
+            ("redis+unix:///tmp/my redis.sock", "url", "letters, digits"),
+            ("redis+unix:///tmp/r.sock?db=-1", "db", "below 0"),
+            ("redis+unix:///tmp/r.sock?db=two", "db", "database number"),
+            (
+                "redis+unix:///tmp/r.sock?replicas=redis://h:1/0",
+                "replicas",
+                "redis://",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?read_from_replicas=true",
+                "read_from_replicas",
+                "alone",
+            ),
+            ("redis+unix:///tmp/r.sock?tls=true", "tls", "not encrypted"),
+            ("redis://h:6379/0?db=2", "db", "URL's path"),
+        ] {
+            let error = parse(url).unwrap_err();
+            assert!(
+                error.contains(field) && error.contains(words),
+                "{url}: {error}"
+            );
+            assert!(!error.contains("secret"), "{url}: {error}");
+        }
     }
 
     /// The TOML form: the URL in `url`, the options as fields of the alias.

@@ -96,8 +96,8 @@ pub use config::{
 };
 pub use lock::{get_or_set_locked, LockOptions, RedisLock};
 
-/// Builds the backend a cache URL describes (`redis://`, `rediss://`, `redis+cluster://`,
-/// `redis+sentinel://`).
+/// Builds the backend a cache URL describes (`redis://`, `rediss://`, `redis+unix://`,
+/// `redis+cluster://`, `redis+sentinel://`).
 ///
 /// Nothing is dialled here: a bad URL or option is a [`ConfigError`] naming the field, but an
 /// unreachable server only shows when the cache is used (as an error bounded by the timeouts,
@@ -116,6 +116,10 @@ impl BackendFactory for RedisFactory {
             Scheme {
                 name: "rediss",
                 usage: "rediss://[user:pass@]host:port/db  (TLS)",
+            },
+            Scheme {
+                name: "redis+unix",
+                usage: "redis+unix:///path/to/redis.sock?db=0  (a local server's socket)",
             },
             Scheme {
                 name: "redis+cluster",

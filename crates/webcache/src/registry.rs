@@ -126,7 +126,13 @@ const NOT_COMPILED_IN: &[(&str, &[&str])] = &[
     #[cfg(not(feature = "redis"))]
     (
         "redis",
-        &["redis", "rediss", "redis+cluster", "redis+sentinel"],
+        &[
+            "redis",
+            "rediss",
+            "redis+unix",
+            "redis+cluster",
+            "redis+sentinel",
+        ],
     ),
     #[cfg(not(feature = "memcached"))]
     ("memcached", &["memcached"]),

@@ -24,6 +24,8 @@ pub struct RedisServer {
     dir: PathBuf,
     extra_args: Vec<String>,
     tls: bool,
+    /// The Unix socket it listens on besides its port ([`RedisServer::start_unix`]).
+    socket: Option<PathBuf>,
     process: Mutex<Option<ServerProcess>>,
 }
 
@@ -39,6 +41,32 @@ impl RedisServer {
     /// when `redis-server` is missing.
     pub fn start() -> RedisServer {
         Self::start_with(free_port, &|_| Vec::new())
+    }
+
+    /// Starts a new server listening on a Unix socket (only its owner may connect: mode 700)
+    /// besides a free port; [`unix_url`](Self::unix_url) names the socket.
+    pub fn start_unix() -> RedisServer {
+        let socket = scratch_dir("redis-socket").join("redis.sock");
+        let path = socket.to_string_lossy().into_owned();
+        let mut server = Self::start_with(free_port, &|_| {
+            vec![
+                "--unixsocket".into(),
+                path.clone(),
+                "--unixsocketperm".into(),
+                "700".into(),
+            ]
+        });
+        server.socket = Some(socket);
+        server
+    }
+
+    /// `redis+unix:///PATH?db=DB` for a server started with [`start_unix`](Self::start_unix).
+    pub fn unix_url(&self, db: u32) -> String {
+        let socket = self
+            .socket
+            .as_ref()
+            .expect("a server started with start_unix");
+        format!("redis+unix://{}?db={db}", socket.display())
     }
 
     /// Starts a replica of the server on `primary_port` and waits until it is in sync.
@@ -102,6 +130,7 @@ impl RedisServer {
             dir,
             extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
             tls: true,
+            socket: None,
             process: Mutex::new(None),
         };
         server.restart();
@@ -122,6 +151,7 @@ impl RedisServer {
                 dir: scratch_dir(&format!("redis-{port}")),
                 extra_args: extra_args(port),
                 tls: false,
+                socket: None,
                 process: Mutex::new(None),
             };
             if server.launch() {
