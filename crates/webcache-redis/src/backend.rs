@@ -227,8 +227,8 @@ impl RedisBackend {
         })
     }
 
-    /// A backend for one `redis://` or `rediss://` URL with default options. Must be called
-    /// within a Tokio runtime.
+    /// A backend for one `redis://`, `rediss://` or `redis+unix://` URL with default options.
+    /// Must be called within a Tokio runtime.
     pub fn from_url(url: &str) -> Result<Self> {
         let config = RedisConfig::single(url).map_err(|m| Error::backend_msg(NAME, m))?;
         Self::new(config)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use webcache_core::config::{redact, BackendSpec, ConfigError};
+use webcache_core::config::{redact, BackendSpec, CacheConfig, ConfigError};
 
 /// Connection attempts give up after this long unless `connect_timeout` says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -117,8 +117,15 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// A configuration for one `redis://` or `rediss://` URL with default options.
+    /// A configuration for one `redis://`, `rediss://` or `redis+unix://` URL with default
+    /// options (a socket's database as its option: `redis+unix:///path?db=2`).
     pub fn single(url: &str) -> Result<Self, String> {
+        if url.starts_with("redis+unix:") {
+            let mut spec = CacheConfig::from_url("default", url)
+                .map_err(|e| e.to_string())?
+                .backend;
+            return Self::from_spec(&mut spec).map_err(|e| e.to_string());
+        }
         let db = parse_node_url(url)?;
         Ok(RedisConfig {
             target: Target::Primary {
@@ -592,7 +599,6 @@ fn cluster_nodes(location: &str, tls: bool) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use webcache_core::config::CacheConfig;
 
     fn parse(url: &str) -> Result<RedisConfig, String> {
         let mut spec = CacheConfig::from_url("default", url)
@@ -698,6 +704,16 @@ mod tests {
             panic!("not a primary")
         };
         assert_eq!((primary.as_str(), db), ("redis+unix:///tmp/r.sock?db=0", 0));
+        // `RedisBackend::from_url`'s form reads it the same way.
+        let single = RedisConfig::single("redis+unix:///tmp/r.sock?db=3").unwrap();
+        assert_eq!(
+            single.target,
+            Target::Primary {
+                primary: "redis+unix:///tmp/r.sock?db=3".into(),
+                replicas: vec![],
+                db: 3
+            }
+        );
         // Each mistake is named, with what to write instead.
         for (url, field, words) in [
             ("redis+unix://tmp/r.sock", "url", "not an absolute path"),
