@@ -938,7 +938,7 @@ mod tests {
         /// a Redis URL, and a shard list keeps its servers in order.
         #[test]
         fn any_location_is_read_without_panic(
-            scheme in proptest::sample::select(vec!["redis", "rediss", "redis+sentinel", "redis+cluster"]),
+            scheme in proptest::sample::select(vec!["redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster"]),
             location in "([a-z0-9:@%,/\\[\\]. -]|\\PC){0,40}",
             noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
         ) {
@@ -964,6 +964,18 @@ mod tests {
                         for n in nodes {
                             proptest::prop_assert!(redis::Client::open(n.as_str()).is_ok(), "{}", n);
                         }
+                    }
+                    Target::Primary { primary, db, .. } if scheme == "redis+unix" => {
+                        // The socket's URL holds the path as written and the database, nothing
+                        // else (no option or password slipped in through the path).
+                        let path = primary
+                            .strip_prefix("redis+unix://")
+                            .and_then(|rest| rest.strip_suffix(&format!("?db={db}")));
+                        proptest::prop_assert!(
+                            path.is_some_and(|p| p.starts_with('/') && url.starts_with(&format!("redis+unix://{p}"))),
+                            "{} from {}", primary, url
+                        );
+                        proptest::prop_assert!(redis::Client::open(primary.as_str()).is_ok(), "{}", primary);
                     }
                     Target::Primary { primary, .. } => {
                         proptest::prop_assert!(parse_node_url(&primary).is_ok(), "{}", primary);
