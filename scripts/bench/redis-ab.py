@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""One scale_bench build over one redis-server (role `redis-site`: the page cache over Redis
-without a near tier), reached over TCP (A: `redis://127.0.0.1:PORT/0`) and through the
-server's Unix socket (B: `redis+unix:///...sock?db=0`), alternating wrk rounds: each one's
-req/s, its own CPU per request, redis-server's CPU per request, and how many commands
-redis-server took per read of a client socket (`INFO stats`). Session 17's redis-batch/ab.py
-with B's URL changed.
+"""Two scale_bench processes over one redis-server (role `redis-site`: the page cache over
+Redis without a near tier), alternating wrk rounds: each one's req/s, its own CPU per
+request, redis-server's CPU per request, and how many commands redis-server took per read of
+a client socket (`INFO stats`: total_commands_processed / total_reads_processed), which says
+how many `GET`s travelled together.
 
-    unix-ab.py BIN PAGES CONNS SECONDS ROUNDS
+    scripts/bench/redis-ab.py PAGES CONNS SECONDS ROUNDS TARGET_A TARGET_B
+
+A target is a scale_bench binary, reaching the server over loopback TCP
+(`redis://127.0.0.1:PORT/0`), or BIN@unix, through the server's Unix socket
+(`redis+unix:///...sock?db=0`). Two builds over TCP compare revisions (session 17's
+batching); one build both ways compares the transports (session 18).
+
+Pages of 5 KB, uniform, as bench-scale's redis segment. The other servers of a round are
+idle, so redis-server's counters in a round are the measured target's.
 
 Pages of 5 KB, uniform, as bench-scale's redis segment. The other servers of a round are
 idle, so redis-server's counters in a round are the measured target's.
@@ -20,7 +27,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "../../.."))
+ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 
 
 def bench_scale():
@@ -43,23 +50,26 @@ def info(port):
 
 
 def main():
-    if len(sys.argv) != 6:
+    if len(sys.argv) != 7:
         sys.exit(__doc__)
-    binary, pages, conns, seconds, rounds = sys.argv[1:]
+    pages, conns, seconds, rounds, target_a, target_b = sys.argv[1:]
     pages, conns, seconds, rounds = int(pages), int(conns), int(seconds), int(rounds)
     size = 5120
     bs = bench_scale()
     rport = bs.free_port()
-    socket_path = f"/tmp/webcache-unix-ab-{rport}.sock"
+    socket_path = f"/tmp/webcache-redis-ab-{rport}.sock"
     redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
                               "--save", "", "--appendonly", "no", "--unixsocket", socket_path,
                               "--unixsocketperm", "700"], stdout=subprocess.DEVNULL)
     procs, urls, pids = [redis], {}, {}
     try:
         time.sleep(0.5)
-        over = {"A": f"redis://127.0.0.1:{rport}/0", "B": f"redis+unix://{socket_path}?db=0"}
-        for name, url in over.items():
-            env = dict(os.environ, SCALE_BENCH_REDIS=url)
+        urls_of = {"tcp": f"redis://127.0.0.1:{rport}/0", "unix": f"redis+unix://{socket_path}?db=0"}
+        for name, target in (("A", target_a), ("B", target_b)):
+            binary, _, over = target.partition("@")
+            if over not in ("", "unix"):
+                sys.exit(f"`{target}`: a target is BIN or BIN@unix")
+            env = dict(os.environ, SCALE_BENCH_REDIS=urls_of[over or "tcp"])
             port = bs.free_port()
             p = subprocess.Popen([binary, f"redis-site={port}"], env=env, stdout=subprocess.DEVNULL)
             procs.append(p)
